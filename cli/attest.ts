@@ -1,0 +1,130 @@
+/**
+ * `securegate attest verify <file>`: verifies a Nitro attestation document offline — chain to a
+ * pinned root (the embedded AWS root unless --root), validity at --at (default now), optional
+ * nonce and PCR expectations. Runs on the verifier's machine; trusts nothing but its inputs.
+ */
+import { readFile } from 'node:fs/promises';
+import {
+  AttestationError,
+  awsNitroRoot,
+  isDebugMode,
+  loadRoot,
+  parsePcrPolicy,
+  verifyAttestation,
+  type PcrSet,
+  type VerifiedAttestation,
+} from '../attestation/index.ts';
+import { EXIT, green, printJson, red, type Io } from './output.ts';
+
+export interface AttestVerifyOptions {
+  at?: string;
+  root?: string;
+  expectPcr?: string[];
+  nonce?: string;
+  allowDebug?: boolean;
+  json?: boolean;
+}
+
+/** Raw CBOR starts with 0x84 (array of 4) or 0xd2 (tag 18); anything else is tried as base64. */
+export function decodeDocumentFile(bytes: Uint8Array): Uint8Array {
+  if (bytes[0] === 0x84 || bytes[0] === 0xd2) return bytes;
+  const text = Buffer.from(bytes).toString('ascii').replace(/\s+/g, '');
+  if (!/^[A-Za-z0-9+/_-]+={0,2}$/.test(text)) return bytes;
+  return new Uint8Array(Buffer.from(text, text.includes('-') || text.includes('_') ? 'base64url' : 'base64'));
+}
+
+class UsageError extends Error {}
+
+function parseAt(at: string | undefined): Date {
+  if (at === undefined) return new Date();
+  if (!/^\d+$/.test(at)) throw new UsageError('--at takes unix seconds, e.g. --at 1616602241');
+  return new Date(Number(at) * 1000);
+}
+
+function parseExpectedPcrs(values: string[] | undefined): PcrSet | undefined {
+  if (!values || values.length === 0) return undefined;
+  const set: Record<string, string> = {};
+  for (const v of values) {
+    const m = /^(\d+)=([0-9a-fA-F]+)$/.exec(v);
+    if (!m) throw new UsageError(`--expect-pcr takes <index>=<hex>, got ${JSON.stringify(v)}`);
+    set[m[1]!] = m[2]!.toLowerCase();
+  }
+  return set as PcrSet;
+}
+
+function toJson(result: VerifiedAttestation) {
+  const hex = (b: Uint8Array | null) => (b === null ? null : Buffer.from(b).toString('hex'));
+  return {
+    valid: true,
+    moduleId: result.moduleId,
+    timestamp: result.timestamp,
+    digest: result.digest,
+    pcrs: Object.fromEntries([...result.pcrs].sort((a, b) => a[0] - b[0]).map(([k, v]) => [String(k), hex(v)])),
+    publicKey: hex(result.publicKey),
+    userData: hex(result.userData),
+    nonce: hex(result.nonce),
+    root: result.root,
+  };
+}
+
+export async function attestVerify(file: string, options: AttestVerifyOptions, io: Io): Promise<number> {
+  let bytes: Uint8Array;
+  let now: Date;
+  let expected: PcrSet | undefined;
+  let roots;
+  try {
+    now = parseAt(options.at);
+    expected = parseExpectedPcrs(options.expectPcr);
+    if (options.nonce !== undefined && !/^(?:[0-9a-fA-F]{2})+$/.test(options.nonce)) {
+      throw new UsageError('--nonce takes an even-length hex string');
+    }
+    bytes = decodeDocumentFile(new Uint8Array(await readFile(file)));
+    roots = options.root ? [loadRoot(options.root, await readFile(options.root))] : [awsNitroRoot()];
+  } catch (e) {
+    if (e instanceof UsageError) {
+      io.err(`securegate attest verify: ${e.message}\n`);
+      return EXIT.usage;
+    }
+    const message = e instanceof AttestationError ? e.message : `cannot read input: ${(e as Error).message}`;
+    if (options.json) printJson(io, { valid: false, code: e instanceof AttestationError ? e.code : 'input_unreadable', message });
+    else io.err(`securegate attest verify: ${message}\n`);
+    return e instanceof AttestationError ? EXIT.invalid : EXIT.io;
+  }
+  try {
+    const policy =
+      expected || options.allowDebug ? parsePcrPolicy({ allow: expected ? [expected] : [], allowDebug: options.allowDebug ?? false }) : undefined;
+    // With --allow-debug and no --expect-pcr there is nothing to match: only the debug check applies.
+    const result = verifyAttestation(bytes, {
+      now,
+      roots,
+      ...(options.nonce ? { expectedNonce: new Uint8Array(Buffer.from(options.nonce, 'hex')) } : {}),
+      ...(policy && policy.allow.length > 0 ? { policy } : {}),
+    });
+    if (!options.allowDebug && isDebugMode(result.pcrs)) {
+      throw new AttestationError('attestation_debug_mode', 'document comes from a debug-mode enclave (PCR0 is all zeros); pass --allow-debug to accept it');
+    }
+    if (options.json) {
+      printJson(io, toJson(result));
+    } else {
+      const lines = [
+        `${green(io, '✔ valid')} Nitro attestation document`,
+        `  module:     ${result.moduleId}`,
+        `  signed at:  ${new Date(result.timestamp).toISOString()}`,
+        `  verified:   at ${now.toISOString()} against root ${result.root}`,
+        ...[...result.pcrs]
+          .filter(([i]) => [0, 1, 2, 3, 4, 8].includes(i))
+          .map(([i, v]) => `  PCR${String(i).padEnd(2)}      ${Buffer.from(v).toString('hex')}`),
+        `  public key: ${result.publicKey ? `${result.publicKey.length} bytes` : 'none'}`,
+        `  user data:  ${result.userData ? `${result.userData.length} bytes` : 'none'}`,
+        `  nonce:      ${result.nonce ? Buffer.from(result.nonce).toString('hex') : 'none'}`,
+      ];
+      io.out(`${lines.join('\n')}\n`);
+    }
+    return EXIT.ok;
+  } catch (e) {
+    if (!(e instanceof AttestationError)) throw e;
+    if (options.json) printJson(io, { valid: false, code: e.code, message: e.message });
+    else io.err(`${red(io, '✘ invalid')} ${e.code}: ${e.message}\n`);
+    return EXIT.invalid;
+  }
+}

@@ -1,0 +1,30 @@
+/**
+ * Terminal output helpers for the CLI: JSON when asked, colour only on a TTY (and never when
+ * NO_COLOR is set), errors that say what to do next. Never prints secrets it was not asked to.
+ */
+export interface Io {
+  out: (text: string) => void;
+  err: (text: string) => void;
+  isTty: boolean;
+}
+
+export const processIo: Io = {
+  out: (t) => process.stdout.write(t),
+  err: (t) => process.stderr.write(t),
+  isTty: Boolean(process.stdout.isTTY) && !process.env.NO_COLOR,
+};
+
+export function paint(io: Io, code: number, text: string): string {
+  return io.isTty ? `\u001b[${code}m${text}\u001b[0m` : text;
+}
+
+export const green = (io: Io, t: string) => paint(io, 32, t);
+export const red = (io: Io, t: string) => paint(io, 31, t);
+export const dim = (io: Io, t: string) => paint(io, 2, t);
+
+export function printJson(io: Io, value: unknown): void {
+  io.out(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+/** Exit codes: documented in cli/README.md. */
+export const EXIT = { ok: 0, invalid: 1, usage: 2, unavailable: 3, io: 4 } as const;

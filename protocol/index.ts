@@ -1,0 +1,10 @@
+/**
+ * protocol/ — wire formats and crypto envelopes used by every component. Pure functions over
+ * Uint8Array, no I/O; imports no other folder of this project. See SPEC.md for byte layouts.
+ */
+export * from './bytes.ts';
+export * from './errors.ts';
+export * from './sealed-record.ts';
+export * from './shamir.ts';
+export * from './share-envelope.ts';
+export * from './owner-signature.ts';

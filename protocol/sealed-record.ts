@@ -1,0 +1,112 @@
+/**
+ * Sealed upstream key record (SPEC.md §1): AES-256-GCM under a random 256-bit data key (DEK),
+ * with the connection's binding (id, provider, pinned origin, auth scheme, format version) in
+ * the AAD, so the enclave can refuse to use a key anywhere the owner did not pin it.
+ * Pure: randomness is injected. Never log `upstreamKey`, `dek` or the opened result.
+ */
+import { gcm } from '@noble/ciphers/aes.js';
+import { abytes, astring, concatBytes, frameFields } from './bytes.ts';
+import { ProtocolError } from './errors.ts';
+
+export const SEALED_RECORD_VERSION = 0x01;
+const NONCE_LENGTH = 12;
+const TAG_LENGTH = 16;
+export const DEK_LENGTH = 32;
+
+export const AUTH_SCHEMES = ['bearer', 'x-api-key', 'api-key', 'query-key'] as const;
+export type AuthScheme = (typeof AUTH_SCHEMES)[number];
+
+/** What the AAD binds: the key may be used only for this connection, provider, origin and scheme. */
+export interface KeyBinding {
+  connectionId: string;
+  provider: string;
+  /** Canonical origin, e.g. `https://api.openai.com` (see `canonicalOrigin`). */
+  origin: string;
+  authScheme: AuthScheme;
+}
+
+export type RandomBytes = (length: number) => Uint8Array;
+
+/**
+ * Returns the canonical form of an origin (scheme, lower-case host, port only when not the
+ * default), refusing anything with a path, query, fragment or credentials: binding a key to
+ * `https://api.openai.com/` and `https://API.openai.com` must mean the same thing.
+ */
+export function canonicalOrigin(origin: string): string {
+  astring(origin, 'origin', 2048);
+  let url: URL;
+  try {
+    url = new URL(origin);
+  } catch (cause) {
+    throw new ProtocolError('envelope_malformed', 'origin is not a URL', { cause });
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') {
+    throw new ProtocolError('envelope_malformed', 'origin must use https (or http for loopback development)');
+  }
+  if (url.username || url.password || url.search || url.hash || (url.pathname !== '/' && url.pathname !== '')) {
+    throw new ProtocolError('envelope_malformed', 'origin must be scheme://host[:port] with nothing after it');
+  }
+  return url.origin;
+}
+
+function checkBinding(binding: KeyBinding): KeyBinding {
+  astring(binding.connectionId, 'connectionId', 128);
+  astring(binding.provider, 'provider', 64);
+  if (!AUTH_SCHEMES.includes(binding.authScheme)) {
+    throw new ProtocolError('envelope_malformed', `authScheme must be one of ${AUTH_SCHEMES.join(', ')}`);
+  }
+  if (canonicalOrigin(binding.origin) !== binding.origin) {
+    throw new ProtocolError('envelope_malformed', 'origin must be given in canonical form');
+  }
+  return binding;
+}
+
+/** AAD = frame("securegate/sealed-key", [version, connectionId, provider, origin, authScheme]). */
+export function sealedRecordAad(binding: KeyBinding): Uint8Array {
+  checkBinding(binding);
+  return frameFields('securegate/sealed-key', [
+    Uint8Array.of(SEALED_RECORD_VERSION),
+    binding.connectionId,
+    binding.provider,
+    binding.origin,
+    binding.authScheme,
+  ]);
+}
+
+/** Seals `upstreamKey` under `dek`: version(1) ‖ nonce(12) ‖ ciphertext ‖ tag(16). */
+export function sealUpstreamKey(
+  upstreamKey: Uint8Array,
+  dek: Uint8Array,
+  binding: KeyBinding,
+  random: RandomBytes,
+): Uint8Array {
+  abytes(upstreamKey, undefined, 'upstreamKey');
+  if (upstreamKey.length === 0 || upstreamKey.length > 8192) {
+    throw new ProtocolError('envelope_malformed', 'upstreamKey must be 1..8192 bytes');
+  }
+  abytes(dek, DEK_LENGTH, 'dek');
+  const nonce = abytes(random(NONCE_LENGTH), NONCE_LENGTH, 'nonce');
+  const sealed = gcm(dek, nonce, sealedRecordAad(binding)).encrypt(upstreamKey);
+  return concatBytes(Uint8Array.of(SEALED_RECORD_VERSION), nonce, sealed);
+}
+
+/**
+ * Opens a sealed record. Throws `envelope_auth_failed` if the DEK is wrong (for example a bad
+ * Shamir combine), any byte was changed, or the binding differs from the one sealed.
+ */
+export function openUpstreamKey(record: Uint8Array, dek: Uint8Array, binding: KeyBinding): Uint8Array {
+  abytes(record, undefined, 'record');
+  abytes(dek, DEK_LENGTH, 'dek');
+  if (record.length < 1 + NONCE_LENGTH + TAG_LENGTH + 1) {
+    throw new ProtocolError('envelope_malformed', 'sealed record too short');
+  }
+  if (record[0] !== SEALED_RECORD_VERSION) {
+    throw new ProtocolError('envelope_version_unsupported', `sealed record version ${record[0]} is not supported`);
+  }
+  const nonce = record.subarray(1, 1 + NONCE_LENGTH);
+  try {
+    return gcm(dek, nonce, sealedRecordAad(binding)).decrypt(record.subarray(1 + NONCE_LENGTH));
+  } catch (cause) {
+    throw new ProtocolError('envelope_auth_failed', 'sealed key record did not authenticate', { cause });
+  }
+}
