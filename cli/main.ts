@@ -4,6 +4,8 @@
  */
 import { Command, CommanderError } from 'commander';
 import { attestVerify } from './attest.ts';
+import { connectCommand, keysCreateCommand, keysListCommand, loginCommand, providersCommand } from './commands.ts';
+import { CliError } from './owner.ts';
 import { EXIT, processIo, type Io } from './output.ts';
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
@@ -39,6 +41,56 @@ Examples:
     .action(async (file: string, options) => {
       program.setOptionValue('exitCode', await attestVerify(file, options, io));
     });
+  program
+    .command('login')
+    .description('log in to a SecureGate server (a local dev stack from `npm start` needs no token)')
+    .option('--server <url>', 'server URL (default: $SECUREGATE_URL or http://127.0.0.1:8080)')
+    .option('--token-stdin', 'read an admin token from stdin')
+    .option('--json', 'print the result as JSON')
+    .addHelpText('after', '\nExamples:\n  $ securegate login                      # local dev stack\n  $ echo "$TOKEN" | securegate login --server https://gw.example.com --token-stdin')
+    .action(async (options) => {
+      program.setOptionValue('exitCode', await loginCommand(options, io));
+    });
+
+  program
+    .command('connect')
+    .argument('<provider>', 'openai, anthropic, openrouter (see `securegate providers`)')
+    .description('seal an upstream API key on this machine and split it across the shareholders')
+    .option('--api-key-stdin', 'read the API key from stdin (otherwise a hidden prompt)')
+    .option('--base-url <url>', 'pin another upstream origin (https; plain http only for loopback in dev)')
+    .option('--name <name>', 'a name for this connection')
+    .option('--threshold <t>', 'shares needed to rebuild the key (default 3)')
+    .option('--json', 'print {"id": …} as JSON')
+    .addHelpText('after', '\nThe key never leaves this machine in the clear: the gateway receives only the sealed record.\n\nExamples:\n  $ securegate connect openai\n  $ printenv OPENAI_API_KEY | securegate connect openai --api-key-stdin --json')
+    .action(async (provider: string, options) => {
+      program.setOptionValue('exitCode', await connectCommand(provider, options, io));
+    });
+
+  const keys = program.command('keys').description('create and list SG_ proxy keys');
+  keys
+    .command('create')
+    .requiredOption('--connection <id>', 'connection the key uses')
+    .option('--json', 'print {"id", "key"} as JSON')
+    .description('create an SG_ key (printed once)')
+    .addHelpText('after', '\nExample:\n  $ securegate keys create --connection conn_1a2b… --json')
+    .action(async (options) => {
+      program.setOptionValue('exitCode', await keysCreateCommand(options, io));
+    });
+  keys
+    .command('list')
+    .option('--json', 'print as JSON')
+    .description('list SG_ keys (hints only; keys are never stored)')
+    .action(async (options) => {
+      program.setOptionValue('exitCode', await keysListCommand(options, io));
+    });
+
+  program
+    .command('providers')
+    .option('--json', 'print as JSON')
+    .description('list supported providers')
+    .action((options) => {
+      program.setOptionValue('exitCode', providersCommand(options, io));
+    });
   return program;
 }
 
@@ -49,6 +101,10 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
   } catch (e) {
     if (e instanceof CommanderError) {
       return e.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    }
+    if (e instanceof CliError) {
+      io.err(`securegate: ${e.message}\n`);
+      return e.exitCode;
     }
     io.err(`securegate: ${(e as Error).message}\n`);
     return EXIT.unavailable;

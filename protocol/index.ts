@@ -8,3 +8,5 @@ export * from './sealed-record.ts';
 export * from './shamir.ts';
 export * from './share-envelope.ts';
 export * from './owner-signature.ts';
+export * from './providers.ts';
+export * from './rpc.ts';

@@ -1,0 +1,159 @@
+/**
+ * `securegate login | connect | keys | providers`: the owner's commands for the vertical slice.
+ * Secrets come from stdin or a hidden prompt, never argv; the SG_ key is printed once.
+ */
+import { generateOwnerKeyPair, fromHex, PROVIDERS, toHex } from '../protocol/index.ts';
+import { effectiveConfig, findDevStack, isLoopbackUrl, readConfig, writeConfig } from './config.ts';
+import { adminGet, CliError, connectProvider, createKey } from './owner.ts';
+import { dim, green, printJson, type Io } from './output.ts';
+
+async function readStdin(): Promise<Uint8Array> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  const buf = Buffer.concat(chunks);
+  let end = buf.length;
+  while (end > 0 && (buf[end - 1] === 0x0a || buf[end - 1] === 0x0d)) end--;
+  const out = new Uint8Array(buf.subarray(0, end));
+  buf.fill(0);
+  return out;
+}
+
+/** Hidden prompt on a TTY: characters are not echoed. */
+async function promptHidden(question: string): Promise<Uint8Array> {
+  const stdin = process.stdin;
+  if (!stdin.isTTY) throw new CliError('no key given: pipe it in with --api-key-stdin (keys are never taken on the command line)', 2);
+  process.stderr.write(question);
+  stdin.setRawMode(true);
+  stdin.resume();
+  const bytes: number[] = [];
+  return new Promise((resolve, reject) => {
+    const onData = (chunk: Buffer) => {
+      for (const b of chunk) {
+        if (b === 0x0d || b === 0x0a) {
+          stdin.setRawMode(false);
+          stdin.pause();
+          stdin.off('data', onData);
+          process.stderr.write('\n');
+          resolve(new Uint8Array(bytes));
+          bytes.fill(0);
+          return;
+        }
+        if (b === 0x03) {
+          stdin.setRawMode(false);
+          reject(new CliError('cancelled', 130));
+          return;
+        }
+        if (b === 0x7f) bytes.pop();
+        else bytes.push(b);
+      }
+    };
+    stdin.on('data', onData);
+  });
+}
+
+function requireLogin(io: Io) {
+  const config = effectiveConfig();
+  if (!config.adminToken) {
+    throw new CliError(`not logged in to ${config.serverUrl}: run \`securegate login\` (a local dev stack from \`npm start\` logs you in automatically)`, 1);
+  }
+  void io;
+  return config as typeof config & { adminToken: string };
+}
+
+export async function loginCommand(options: { server?: string; tokenStdin?: boolean; json?: boolean }, io: Io): Promise<number> {
+  const saved = readConfig();
+  const serverUrl = options.server ?? process.env.SECUREGATE_URL ?? saved.serverUrl ?? 'http://127.0.0.1:8080';
+  let adminToken: string | undefined;
+  let source = 'token';
+  if (options.tokenStdin) {
+    adminToken = Buffer.from(await readStdin()).toString('utf8').trim();
+  } else {
+    const dev = findDevStack();
+    if (dev && isLoopbackUrl(serverUrl)) {
+      adminToken = dev.adminToken;
+      source = 'dev stack';
+      saved.shareholders = dev.shareholders;
+      saved.threshold = dev.threshold;
+      saved.pcrPolicy = { allow: [{ '0': dev.pcr0 }] };
+      saved.dev = true;
+    }
+  }
+  if (!adminToken) throw new CliError('no token: pass one with --token-stdin, or start the local dev stack (`npm start`) first', 2);
+  const check = await fetch(`${serverUrl}/admin/v1/connections`, { headers: { authorization: `Bearer ${adminToken}` } }).catch((e: Error) => {
+    throw new CliError(`cannot reach ${serverUrl}: ${e.message}`, 3);
+  });
+  if (check.status === 401) throw new CliError('the server refused this token', 1);
+  const path = writeConfig({ ...saved, serverUrl, adminToken });
+  if (options.json) printJson(io, { serverUrl, source, config: path });
+  else io.out(`${green(io, '✔')} logged in to ${serverUrl} (${source}); credentials saved in ${path} (0600)\n`);
+  return 0;
+}
+
+export async function connectCommand(
+  provider: string,
+  options: { apiKeyStdin?: boolean; baseUrl?: string; name?: string; threshold?: string; json?: boolean },
+  io: Io,
+): Promise<number> {
+  const config = requireLogin(io);
+  if (!config.shareholders || config.shareholders.length < 2) {
+    throw new CliError('no pinned shareholders: add them to your config (`shareholders`) or log in to a dev stack', 1);
+  }
+  if (!config.pcrPolicy) throw new CliError('no enclave PCR policy configured: set `pcrPolicy` from the published release manifest', 1);
+  const threshold = options.threshold ? Number(options.threshold) : (config.threshold ?? 3);
+  if (!Number.isInteger(threshold)) throw new CliError('--threshold must be an integer', 2);
+  let ownerSecretKey = config.ownerSecretKey;
+  if (!ownerSecretKey) {
+    ownerSecretKey = toHex(generateOwnerKeyPair().secretKey);
+    writeConfig({ ...readConfig(), ownerSecretKey });
+  }
+  const apiKey = options.apiKeyStdin ? await readStdin() : await promptHidden(`${provider} API key (hidden): `);
+  const result = await connectProvider({
+    serverUrl: config.serverUrl,
+    adminToken: config.adminToken,
+    ownerSecretKey: fromHex(ownerSecretKey),
+    shareholders: config.shareholders,
+    threshold,
+    provider,
+    ...(options.baseUrl ? { baseUrl: options.baseUrl } : {}),
+    ...(options.name ? { name: options.name } : {}),
+    apiKey,
+    pcrPolicy: config.pcrPolicy,
+    dev: config.dev ?? false,
+    onProgress: options.json ? undefined : (step) => io.err(dim(io, `… ${step}\n`)),
+  });
+  if (options.json) printJson(io, result);
+  else {
+    io.out(`${green(io, '✔')} connected ${provider} as ${result.id} (${result.origin}); the key was split ${threshold}-of-${config.shareholders.length} on this machine\n`);
+    io.out(`  next: securegate keys create --connection ${result.id}\n`);
+  }
+  return 0;
+}
+
+export async function keysCreateCommand(options: { connection: string; json?: boolean }, io: Io): Promise<number> {
+  const config = requireLogin(io);
+  const key = await createKey(config.serverUrl, config.adminToken, options.connection);
+  if (options.json) printJson(io, { id: key.id, key: key.key });
+  else {
+    io.out(`${green(io, '✔')} created ${key.id}\n\n  ${key.key}\n\n`);
+    io.out(`  This key is shown once. Use it with base URL ${config.serverUrl}/v1\n`);
+  }
+  return 0;
+}
+
+export async function keysListCommand(options: { json?: boolean }, io: Io): Promise<number> {
+  const config = requireLogin(io);
+  const keys = (await adminGet(config.serverUrl, config.adminToken, '/keys')) as Array<Record<string, string>>;
+  if (options.json) printJson(io, keys);
+  else {
+    io.out(`${'ID'.padEnd(26)}${'KEY'.padEnd(16)}${'CONNECTION'.padEnd(32)}STATUS\n`);
+    for (const k of keys) io.out(`${k.id!.padEnd(26)}${k.hint!.padEnd(16)}${k.connectionId!.padEnd(32)}${k.status}\n`);
+  }
+  return 0;
+}
+
+export function providersCommand(options: { json?: boolean }, io: Io): number {
+  const list = Object.values(PROVIDERS).map((p) => ({ id: p.id, name: p.name, origin: p.origin, auth: p.authScheme }));
+  if (options.json) printJson(io, list);
+  else for (const p of list) io.out(`${p.id.padEnd(12)}${p.name.padEnd(12)}${p.origin}\n`);
+  return 0;
+}

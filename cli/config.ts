@@ -1,0 +1,96 @@
+/**
+ * The CLI's own configuration, in the user's config dir with 0600 permissions: server URL,
+ * admin token, the owner's Ed25519 signing key, and the pinned shareholder identities. Pins come
+ * from sources the owner controls (this file, or the local dev stack's file) — never from the
+ * host alone, which could list itself t times.
+ */
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+export interface PinnedShareholder {
+  id: string;
+  url: string;
+  publicKey: string;
+}
+
+export interface CliConfig {
+  serverUrl?: string;
+  adminToken?: string;
+  ownerSecretKey?: string;
+  shareholders?: PinnedShareholder[];
+  threshold?: number;
+  /** PCR policy for new connections: the allowed enclave measurements. */
+  pcrPolicy?: { allow: Array<Record<string, string>>; allowDebug?: boolean };
+  dev?: boolean;
+}
+
+/** What `npm start` writes for the CLI on the same machine (data/dev-stack.json). */
+export interface DevStackFile {
+  hostUrl: string;
+  adminToken: string;
+  shareholders: PinnedShareholder[];
+  threshold: number;
+  pcr0: string;
+}
+
+export const DEFAULT_SERVER = 'http://127.0.0.1:8080';
+
+export function configDir(env = process.env): string {
+  if (env.SECUREGATE_CONFIG_DIR) return resolve(env.SECUREGATE_CONFIG_DIR);
+  return join(env.XDG_CONFIG_HOME ?? join(homedir(), '.config'), 'securegate');
+}
+
+export function readConfig(env = process.env): CliConfig {
+  const path = join(configDir(env), 'config.json');
+  if (!existsSync(path)) return {};
+  return JSON.parse(readFileSync(path, 'utf8')) as CliConfig;
+}
+
+export function writeConfig(config: CliConfig, env = process.env): string {
+  const dir = configDir(env);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const path = join(dir, 'config.json');
+  writeFileSync(path, `${JSON.stringify(config, null, 2)}\n`, { mode: 0o600 });
+  chmodSync(path, 0o600);
+  return path;
+}
+
+/** The dev stack's file, from SECUREGATE_DATA_DIR or ./data, when one exists. */
+export function findDevStack(env = process.env): DevStackFile | undefined {
+  const dir = env.SECUREGATE_DATA_DIR ? resolve(env.SECUREGATE_DATA_DIR) : resolve('data');
+  const path = join(dir, 'dev-stack.json');
+  return existsSync(path) ? (JSON.parse(readFileSync(path, 'utf8')) as DevStackFile) : undefined;
+}
+
+export function isLoopbackUrl(url: string): boolean {
+  try {
+    const host = new URL(url).hostname;
+    return host === '127.0.0.1' || host === 'localhost' || host === '[::1]';
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The effective config: the saved one, and — when the server is a loopback dev stack whose
+ * file is readable here — that stack's admin token and shareholder pins (dev login without
+ * ceremony: whoever can read the data directory already controls the stack).
+ */
+export function effectiveConfig(env = process.env): CliConfig & { serverUrl: string } {
+  const saved = readConfig(env);
+  const serverUrl = env.SECUREGATE_URL ?? saved.serverUrl ?? DEFAULT_SERVER;
+  const dev = findDevStack(env);
+  if (dev && isLoopbackUrl(serverUrl) && new URL(dev.hostUrl).port === new URL(serverUrl).port) {
+    return {
+      ...saved,
+      serverUrl,
+      adminToken: saved.adminToken ?? dev.adminToken,
+      shareholders: saved.shareholders ?? dev.shareholders,
+      threshold: saved.threshold ?? dev.threshold,
+      pcrPolicy: saved.pcrPolicy ?? { allow: [{ '0': dev.pcr0 }] },
+      dev: true,
+    };
+  }
+  return { ...saved, serverUrl };
+}

@@ -1,0 +1,179 @@
+/**
+ * Owner-side onboarding (runs on the owner's machine, never on the host): seal the upstream key
+ * under a fresh DEK, split the DEK t-of-n, HPKE-seal each share to its pinned shareholder,
+ * enroll each with an owner-signed policy, and register only the sealed record with the host.
+ * The plaintext key and DEK are wiped when done and never sent anywhere.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import {
+  canonicalOrigin,
+  encodeShare,
+  fromHex,
+  providerSpec,
+  sealShareEnvelope,
+  sealUpstreamKey,
+  signOwnerMessage,
+  splitSecret,
+  toHex,
+  wipe,
+  type AuthScheme,
+  type KeyBinding,
+} from '../protocol/index.ts';
+import type { PinnedShareholder } from './config.ts';
+
+export class CliError extends Error {
+  readonly exitCode: number;
+  constructor(message: string, exitCode = 1) {
+    super(message);
+    this.exitCode = exitCode;
+  }
+}
+
+export interface ConnectInput {
+  serverUrl: string;
+  adminToken: string;
+  ownerSecretKey: Uint8Array;
+  shareholders: PinnedShareholder[];
+  threshold: number;
+  provider: string;
+  baseUrl?: string;
+  name?: string;
+  apiKey: Uint8Array;
+  pcrPolicy: { allow: Array<Record<string, string>>; allowDebug?: boolean };
+  dev: boolean;
+  onProgress?: (step: string) => void;
+}
+
+async function http(method: string, url: string, body: unknown, token?: string): Promise<{ status: number; json: Record<string, unknown> }> {
+  let res: Response;
+  try {
+    res = await fetch(url, {
+      method,
+      headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      signal: AbortSignal.timeout(15_000),
+    });
+  } catch (e) {
+    throw new CliError(`cannot reach ${new URL(url).origin}: ${(e as Error).message}`, 3);
+  }
+  const text = await res.text();
+  let json: Record<string, unknown> = {};
+  try {
+    json = text ? JSON.parse(text) : {};
+  } catch {
+    json = {};
+  }
+  return { status: res.status, json };
+}
+
+function errorText(json: Record<string, unknown>): string {
+  const e = json.error as { code?: string; message?: string } | undefined;
+  return e ? `${e.code ?? 'error'}: ${e.message ?? ''}` : JSON.stringify(json);
+}
+
+export function resolveOrigin(provider: string, baseUrl: string | undefined, dev: boolean): { origin: string; authScheme: AuthScheme } {
+  const spec = providerSpec(provider);
+  if (!spec) throw new CliError(`unknown provider ${provider}; run \`securegate providers\``, 2);
+  if (!baseUrl) return { origin: spec.origin, authScheme: spec.authScheme };
+  let origin: string;
+  try {
+    const u = new URL(baseUrl);
+    origin = canonicalOrigin(u.origin);
+  } catch {
+    throw new CliError('--base-url must be an http(s) URL', 2);
+  }
+  const u = new URL(origin);
+  const loopback = u.hostname === '127.0.0.1' || u.hostname === 'localhost' || u.hostname === '[::1]';
+  if (u.protocol !== 'https:' && !(dev && loopback)) {
+    throw new CliError('--base-url must use https (plain http is accepted only for loopback addresses against a dev stack)', 2);
+  }
+  return { origin, authScheme: spec.authScheme };
+}
+
+/** Checks each pinned shareholder still presents the pinned key; refuses loudly if not. */
+async function checkShareholder(sh: PinnedShareholder): Promise<void> {
+  const r = await http('GET', `${sh.url}/v1/identity`, undefined);
+  if (r.status !== 200) throw new CliError(`shareholder ${sh.id} at ${sh.url} did not answer /v1/identity (${r.status})`, 3);
+  if (r.json.id !== sh.id || r.json.publicKey !== sh.publicKey) {
+    throw new CliError(
+      `WARNING: shareholder at ${sh.url} presents id ${String(r.json.id)} key ${String(r.json.publicKey)}, ` +
+        `but ${sh.id} is pinned to key ${sh.publicKey}. Refusing to enroll. If the operator rotated its key, re-pin it deliberately.`,
+      1,
+    );
+  }
+}
+
+export async function connectProvider(input: ConnectInput): Promise<{ id: string; provider: string; origin: string }> {
+  const progress = input.onProgress ?? (() => {});
+  const n = input.shareholders.length;
+  if (input.threshold < 2 || input.threshold > n) throw new CliError(`threshold must be 2..${n} (the number of pinned shareholders)`, 2);
+  if (input.apiKey.length === 0) throw new CliError('the API key on stdin is empty', 2);
+  const { origin, authScheme } = resolveOrigin(input.provider, input.baseUrl, input.dev);
+  const connectionId = `conn_${randomBytes(12).toString('hex')}`;
+  const binding: KeyBinding = { connectionId, provider: input.provider, origin, authScheme };
+
+  progress(`checking ${n} pinned shareholders`);
+  await Promise.all(input.shareholders.map(checkShareholder));
+
+  const dek = new Uint8Array(randomBytes(32));
+  let record: Uint8Array;
+  try {
+    record = sealUpstreamKey(input.apiKey, dek, binding, (len) => new Uint8Array(randomBytes(len)));
+    const shares = splitSecret(dek, input.threshold, n);
+    progress(`sealing and enrolling ${n} shares (${input.threshold}-of-${n})`);
+    await Promise.all(
+      input.shareholders.map(async (sh, i) => {
+        const plaintext = encodeShare(shares[i]!);
+        const envelope = await sealShareEnvelope(fromHex(sh.publicKey), plaintext, { purpose: 'enroll', connectionId, shareholderId: sh.id });
+        wipe(plaintext);
+        wipe(shares[i]!.data);
+        const signed = signOwnerMessage(input.ownerSecretKey, {
+          type: 'enroll',
+          connectionId,
+          shareholderId: sh.id,
+          issuedAt: Date.now(),
+          envelopeSha256: createHash('sha256').update(envelope).digest('hex'),
+          policy: input.pcrPolicy as never,
+          maxReleasesPerMinute: 600,
+        });
+        const r = await http('POST', `${sh.url}/v1/shares`, { envelope: Buffer.from(envelope).toString('base64'), signed });
+        if (r.status !== 201) throw new CliError(`shareholder ${sh.id} refused the enrollment: ${errorText(r.json)}`, 1);
+      }),
+    );
+  } finally {
+    wipe(dek);
+    wipe(input.apiKey);
+  }
+  progress('registering the sealed record with the gateway');
+  const r = await http(
+    'POST',
+    `${input.serverUrl}/admin/v1/connections`,
+    {
+      id: connectionId,
+      name: input.name ?? input.provider,
+      provider: input.provider,
+      origin,
+      authScheme,
+      sealedRecord: Buffer.from(record).toString('base64'),
+      threshold: input.threshold,
+      shareholders: input.shareholders.map((s) => s.id),
+    },
+    input.adminToken,
+  );
+  if (r.status !== 201) throw new CliError(`the gateway refused the connection: ${errorText(r.json)}`, r.status === 401 ? 1 : 3);
+  return { id: connectionId, provider: input.provider, origin };
+}
+
+export async function createKey(serverUrl: string, adminToken: string, connectionId: string): Promise<{ id: string; key: string }> {
+  const r = await http('POST', `${serverUrl}/admin/v1/keys`, { connectionId }, adminToken);
+  if (r.status !== 201) throw new CliError(`could not create a key: ${errorText(r.json)}`, r.status === 404 ? 1 : 3);
+  return { id: r.json.id as string, key: r.json.key as string };
+}
+
+export async function adminGet(serverUrl: string, adminToken: string, path: string): Promise<unknown> {
+  const r = await http('GET', `${serverUrl}/admin/v1${path}`, undefined, adminToken);
+  if (r.status !== 200) throw new CliError(`request failed: ${errorText(r.json)}`, r.status === 401 ? 1 : 3);
+  return r.json;
+}
+
+export { toHex };

@@ -1,0 +1,150 @@
+/**
+ * The final upstream call: check the path against the provider's allow-list, inject the
+ * credential per the sealed auth scheme, call the pinned origin over a keep-alive pool, and
+ * stream the response back. Error bodies (small, bounded) are scrubbed of the key before they
+ * leave; success bodies stream untouched.
+ */
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
+import { pipeline } from 'node:stream/promises';
+import { Pool } from 'undici';
+import { isAllowedPath, providerSpec, type AuthScheme, type ProviderSpec } from '../protocol/index.ts';
+import { EnclaveError } from './errors.ts';
+
+/** Hop-by-hop (RFC 9110 §7.6.1) and credential headers never forwarded in either direction. */
+const DROP_REQUEST = new Set([
+  'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'host',
+  'authorization', 'x-api-key', 'api-key', 'proxy-authorization', 'cookie',
+]);
+const DROP_RESPONSE = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'set-cookie']);
+const MAX_ERROR_BODY = 64 * 1024;
+
+export interface ForwardTarget {
+  provider: ProviderSpec;
+  origin: string;
+  /** Upstream path and query. */
+  path: string;
+}
+
+/** Maps `/v1/<rest>?q` of the client request onto the provider; refuses paths outside the allow-list. */
+export function resolveTarget(providerId: string, origin: string, clientPathWithQuery: string, allowLoopbackHttp: boolean): ForwardTarget {
+  const provider = providerSpec(providerId);
+  if (!provider) throw new EnclaveError('provider_unknown', `provider ${providerId} is not supported`);
+  const url = new URL(origin);
+  const loopback = url.hostname === '127.0.0.1' || url.hostname === 'localhost' || url.hostname === '[::1]';
+  if (url.protocol !== 'https:' && !(allowLoopbackHttp && loopback && url.protocol === 'http:')) {
+    throw new EnclaveError('origin_not_allowed', 'upstream origin must be https');
+  }
+  const q = clientPathWithQuery.indexOf('?');
+  const path = q < 0 ? clientPathWithQuery : clientPathWithQuery.slice(0, q);
+  const query = q < 0 ? '' : clientPathWithQuery.slice(q);
+  if (!path.startsWith('/v1/')) throw new EnclaveError('path_not_allowed', 'only /v1/ paths are forwarded');
+  const rest = path.slice(3);
+  if (!isAllowedPath(provider, rest)) throw new EnclaveError('path_not_allowed', `path ${path} is not an allowed inference endpoint for ${provider.name}`);
+  return { provider, origin, path: provider.upstreamBase + rest + query };
+}
+
+function credentialHeaders(scheme: AuthScheme, key: string): Record<string, string> {
+  switch (scheme) {
+    case 'bearer':
+      return { authorization: `Bearer ${key}` };
+    case 'x-api-key':
+      return { 'x-api-key': key };
+    case 'api-key':
+      return { 'api-key': key };
+    case 'query-key':
+      return {};
+  }
+}
+
+export function forwardedRequestHeaders(headers: IncomingHttpHeaders): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined || DROP_REQUEST.has(name) || name.startsWith('x-sg-')) continue;
+    out[name] = value;
+  }
+  return out;
+}
+
+/** Replaces every occurrence of the key (and of a prefix long enough to identify it) with a marker. */
+export function scrubKey(text: string, key: string): string {
+  if (key.length === 0) return text;
+  let out = text.split(key).join('[redacted]');
+  // Providers echo keys partially ("sk-abc…xyz"); drop any 8+ char run that is a substring of the key.
+  const tokens = out.match(/[A-Za-z0-9_\-]{8,}/g) ?? [];
+  for (const t of tokens) if (key.includes(t)) out = out.split(t).join('[redacted]');
+  return out;
+}
+
+export class Forwarder {
+  readonly #pools = new Map<string, Pool>();
+  readonly #timeouts: { headersTimeout: number; bodyTimeout: number };
+
+  constructor(timeouts = { headersTimeout: 120_000, bodyTimeout: 300_000 }) {
+    this.#timeouts = timeouts;
+  }
+
+  #pool(origin: string): Pool {
+    let pool = this.#pools.get(origin);
+    if (!pool) {
+      pool = new Pool(origin, { connections: 64, keepAliveTimeout: 30_000, pipelining: 1 });
+      this.#pools.set(origin, pool);
+    }
+    return pool;
+  }
+
+  async forward(target: ForwardTarget, scheme: AuthScheme, key: string, req: IncomingMessage, res: ServerResponse): Promise<number> {
+    let path = target.path;
+    if (scheme === 'query-key') path += `${path.includes('?') ? '&' : '?'}key=${encodeURIComponent(key)}`;
+    const abort = new AbortController();
+    const onClose = () => {
+      if (!res.writableFinished) abort.abort();
+    };
+    res.on('close', onClose);
+    const hasBody = req.method !== 'GET' && req.method !== 'HEAD';
+    let upstream;
+    try {
+      upstream = await this.#pool(target.origin).request({
+        path,
+        method: req.method as 'POST',
+        headers: { ...forwardedRequestHeaders(req.headers), ...credentialHeaders(scheme, key) },
+        body: hasBody ? req : null,
+        signal: abort.signal,
+        ...this.#timeouts,
+      });
+    } catch (cause) {
+      const message = cause instanceof Error ? scrubKey(cause.message, key) : 'request failed';
+      throw new EnclaveError('upstream_unreachable', `upstream request failed: ${message}`);
+    }
+    const headers: Record<string, string | string[]> = {};
+    for (const [name, value] of Object.entries(upstream.headers)) {
+      if (value !== undefined && !DROP_RESPONSE.has(name)) headers[name] = value;
+    }
+    if (upstream.statusCode >= 400) {
+      // Error bodies are small; read them whole (bounded) to scrub any echo of the key.
+      const chunks: Buffer[] = [];
+      let size = 0;
+      for await (const chunk of upstream.body) {
+        size += (chunk as Buffer).length;
+        if (size > MAX_ERROR_BODY) break;
+        chunks.push(chunk as Buffer);
+      }
+      const body = scrubKey(Buffer.concat(chunks).toString('utf8'), key);
+      delete headers['content-length'];
+      delete headers['content-encoding'];
+      res.writeHead(upstream.statusCode, headers);
+      res.end(body);
+      return upstream.statusCode;
+    }
+    res.writeHead(upstream.statusCode, headers);
+    try {
+      await pipeline(upstream.body, res);
+    } catch {
+      // Client went away or upstream broke mid-stream: the abort above cancels the upstream call.
+    }
+    return upstream.statusCode;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.#pools.values()].map((p) => p.close()));
+  }
+}

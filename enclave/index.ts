@@ -1,0 +1,6 @@
+/** enclave/ — public surface: the RPC server and its pieces (for the image entry and tests). */
+export { Enclave, type EnclaveConfig, type EnclavePhase } from './server.ts';
+export { KeyResolver, type ShareholderEndpoint } from './key-resolver.ts';
+export { EnclaveError } from './errors.ts';
+export { enclaveBundleDigest, enclaveBundleFiles } from './bundle.ts';
+export { parseListenAddress } from './transport.ts';

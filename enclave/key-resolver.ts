@@ -1,0 +1,250 @@
+/**
+ * Resolves a connection's data key (DEK): from the in-memory cache (TTL, size bound), or by
+ * asking every shareholder in parallel — challenge → attestation document (nonce + our ephemeral
+ * public key) → release — and combining the first t shares that open the sealed record.
+ *
+ * Shares that arrive after the key is rebuilt are still checked (within `stragglerWindowMs`) so a
+ * shareholder serving a bad share is named even when it is not among the fastest t; then they are
+ * aborted. The DEK, not the key, is cached; the key is opened per request and dropped.
+ */
+import { Pool } from 'undici';
+import type { Nsm } from '../attestation/index.ts';
+import {
+  combineSharesUnchecked,
+  decodeShare,
+  fromHex,
+  openShareEnvelope,
+  openUpstreamKey,
+  robustCombine,
+  ProtocolError,
+  type KeyBinding,
+  type Share,
+  type X25519KeyPair,
+} from '../protocol/index.ts';
+import { EnclaveError } from './errors.ts';
+import type { EnclaveMetrics } from './metrics.ts';
+
+export interface ShareholderEndpoint {
+  id: string;
+  url: string;
+}
+
+export interface KeyResolverOptions {
+  shareholders: ShareholderEndpoint[];
+  nsm: Nsm;
+  ephemeral: X25519KeyPair;
+  metrics: EnclaveMetrics;
+  log: { warn: (o: object, m: string) => void; info: (o: object, m: string) => void };
+  cacheTtlMs?: number;
+  maxCacheEntries?: number;
+  fetchTimeoutMs?: number;
+  stragglerWindowMs?: number;
+  now?: () => number;
+}
+
+interface CacheEntry {
+  dek: Uint8Array;
+  expiresAt: number;
+}
+
+interface Received {
+  shareholder: string;
+  share: Share;
+}
+
+export class KeyResolver {
+  readonly #o: Required<Omit<KeyResolverOptions, 'now'>> & { now: () => number };
+  readonly #cache = new Map<string, CacheEntry>();
+  readonly #inflight = new Map<string, Promise<Uint8Array>>();
+  readonly #pools = new Map<string, Pool>();
+
+  constructor(options: KeyResolverOptions) {
+    this.#o = {
+      cacheTtlMs: 10 * 60_000,
+      maxCacheEntries: 10_000,
+      fetchTimeoutMs: 5_000,
+      stragglerWindowMs: 2_000,
+      now: () => Date.now(),
+      ...options,
+    };
+  }
+
+  /** Returns the plaintext upstream key for one request. The caller must not keep it. */
+  async upstreamKey(binding: KeyBinding, record: Uint8Array, threshold: number): Promise<Uint8Array> {
+    const cached = this.#cache.get(binding.connectionId);
+    if (cached && cached.expiresAt > this.#o.now()) {
+      try {
+        this.#o.metrics.cache.inc({ result: 'hit' });
+        return openUpstreamKey(record, cached.dek, binding);
+      } catch {
+        // The record or binding changed (rotation, or a lying host): fall through to a refetch,
+        // which will fail the same way if the record is not the owner's.
+        this.evict(binding.connectionId);
+      }
+    }
+    this.#o.metrics.cache.inc({ result: 'miss' });
+    let pending = this.#inflight.get(binding.connectionId);
+    if (!pending) {
+      pending = this.#fetchDek(binding, record, threshold).finally(() => this.#inflight.delete(binding.connectionId));
+      this.#inflight.set(binding.connectionId, pending);
+    }
+    const dek = await pending;
+    try {
+      return openUpstreamKey(record, dek, binding);
+    } catch (cause) {
+      throw new EnclaveError('sealed_record_invalid', 'sealed record does not open for this connection', { cause });
+    }
+  }
+
+  evict(connectionId: string): void {
+    const entry = this.#cache.get(connectionId);
+    entry?.dek.fill(0);
+    this.#cache.delete(connectionId);
+  }
+
+  async close(): Promise<void> {
+    for (const id of [...this.#cache.keys()]) this.evict(id);
+    await Promise.all([...this.#pools.values()].map((p) => p.close()));
+  }
+
+  #remember(connectionId: string, dek: Uint8Array): void {
+    if (this.#cache.size >= this.#o.maxCacheEntries) {
+      const oldest = this.#cache.keys().next().value;
+      if (oldest !== undefined) this.evict(oldest);
+    }
+    this.#cache.set(connectionId, { dek, expiresAt: this.#o.now() + this.#o.cacheTtlMs });
+  }
+
+  #pool(url: string): Pool {
+    let pool = this.#pools.get(url);
+    if (!pool) {
+      pool = new Pool(url, { connections: 8, keepAliveTimeout: 30_000 });
+      this.#pools.set(url, pool);
+    }
+    return pool;
+  }
+
+  async #post(sh: ShareholderEndpoint, path: string, body: unknown, signal: AbortSignal): Promise<{ status: number; json: Record<string, unknown> }> {
+    const res = await this.#pool(sh.url).request({
+      path,
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+      signal,
+      headersTimeout: this.#o.fetchTimeoutMs,
+      bodyTimeout: this.#o.fetchTimeoutMs,
+    });
+    const text = await res.body.text();
+    let json: Record<string, unknown> = {};
+    try {
+      json = JSON.parse(text);
+    } catch {
+      json = {};
+    }
+    return { status: res.statusCode, json };
+  }
+
+  /** One shareholder's share for one connection, opened with our ephemeral key. */
+  async #fetchShare(sh: ShareholderEndpoint, connectionId: string, signal: AbortSignal): Promise<Share> {
+    const challenge = await this.#post(sh, '/v1/challenges', {}, signal);
+    if (challenge.status !== 200 || typeof challenge.json.nonce !== 'string') throw new Error(`challenge failed (${challenge.status})`);
+    const nonce = fromHex(challenge.json.nonce, 'nonce');
+    const document = await this.#o.nsm.getAttestationDocument({ nonce, publicKey: this.#o.ephemeral.publicKey });
+    const release = await this.#post(sh, '/v1/releases', { document: Buffer.from(document).toString('base64'), connectionIds: [connectionId] }, signal);
+    const shares = release.json.shares as Array<{ connectionId: string; envelope: string }> | undefined;
+    const mine = shares?.find((s) => s.connectionId === connectionId);
+    if (release.status !== 200 || !mine) {
+      const code = (release.json.error as { code?: string } | undefined)?.code ?? `status_${release.status}`;
+      throw new Error(`release refused: ${code}`);
+    }
+    const plaintext = await openShareEnvelope(this.#o.ephemeral.privateKey, new Uint8Array(Buffer.from(mine.envelope, 'base64')), {
+      purpose: 'release',
+      connectionId,
+      shareholderId: sh.id,
+      nonce,
+    });
+    return decodeShare(plaintext);
+  }
+
+  #fetchDek(binding: KeyBinding, record: Uint8Array, threshold: number): Promise<Uint8Array> {
+    const started = this.#o.now();
+    const { shareholders } = this.#o;
+    const controller = new AbortController();
+    const received: Received[] = [];
+    const check = (dek: Uint8Array) => {
+      if (dek.length !== 32) return false;
+      try {
+        openUpstreamKey(record, dek, binding).fill(0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    return new Promise<Uint8Array>((resolve, reject) => {
+      let outstanding = shareholders.length;
+      let secret: Uint8Array | undefined;
+      let basis: Share[] = [];
+      const reportBad = (shareholder: string) => {
+        this.#o.metrics.badShares.inc({ shareholder });
+        this.#o.log.warn({ shareholder, connectionId: binding.connectionId }, 'shareholder returned a bad share');
+      };
+      const settleIfDone = () => {
+        if (secret || outstanding > 0) return;
+        reject(
+          new EnclaveError(
+            'shareholders_unavailable',
+            `only ${received.length} of the ${threshold} shares needed could be obtained`,
+          ),
+        );
+      };
+      const onShare = (shareholder: string, share: Share) => {
+        if (secret) {
+          // Straggler: check it against the rebuilt key to name bad shareholders.
+          let same = false;
+          try {
+            const again = combineSharesUnchecked([...basis, share]);
+            same = again.length === secret.length && again.every((b, i) => b === secret![i]);
+          } catch {
+            same = false;
+          }
+          if (!same) reportBad(shareholder);
+          return;
+        }
+        received.push({ shareholder, share });
+        if (received.length < threshold) return;
+        try {
+          const result = robustCombine(
+            received.map((r) => r.share),
+            threshold,
+            check,
+          );
+          secret = result.secret;
+          const used = new Set(result.usedIndices);
+          basis = received.filter((r) => used.has(r.share.index)).slice(0, threshold - 1).map((r) => r.share);
+          for (const p of result.badPositions) reportBad(received[p]!.shareholder);
+          this.#remember(binding.connectionId, secret);
+          this.#o.metrics.reconstructionSeconds.observe((this.#o.now() - started) / 1000);
+          resolve(secret);
+          setTimeout(() => controller.abort(), this.#o.stragglerWindowMs).unref();
+        } catch (e) {
+          if (!(e instanceof ProtocolError)) throw e;
+          // Not yet consistent: wait for more shares.
+        }
+      };
+      for (const sh of shareholders) {
+        this.#fetchShare(sh, binding.connectionId, controller.signal)
+          .then((share) => onShare(sh.id, share))
+          .catch((error: Error) => {
+            if (!controller.signal.aborted) {
+              this.#o.metrics.shareFetchFailures.inc({ shareholder: sh.id, reason: error.name === 'ProtocolError' ? 'envelope' : 'request' });
+              this.#o.log.warn({ shareholder: sh.id, connectionId: binding.connectionId, reason: error.message }, 'share retrieval failed');
+            }
+          })
+          .finally(() => {
+            outstanding--;
+            settleIfDone();
+          });
+      }
+    });
+  }
+}

@@ -1,0 +1,71 @@
+/**
+ * `node enclave/main.ts --listen unix:/run/sg/enclave.sock --shareholders shareholders.json [--dev-nsm <root-dir>]`
+ * Boots the enclave: picks the NSM (/dev/nsm when present, the dev NSM only when asked), makes
+ * the ephemeral key, listens on the RPC transport and prints `{"ready":true,…}` on stdout.
+ * Logs go to stderr and never carry keys, shares or request bodies.
+ */
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import pino from 'pino';
+import { NitroNsm, nitroDevicePresent, type Nsm } from '../attestation/index.ts';
+import { DevNsm } from '../attestation/dev.ts';
+import { toHex } from '../protocol/index.ts';
+import { enclaveBundleDigest } from './bundle.ts';
+import { Enclave } from './server.ts';
+import { parseListenAddress } from './transport.ts';
+
+const { values } = parseArgs({
+  options: {
+    listen: { type: 'string', default: 'tcp:127.0.0.1:0' },
+    shareholders: { type: 'string' },
+    'dev-nsm': { type: 'string' },
+    'allow-loopback-http': { type: 'boolean', default: false },
+  },
+});
+
+const log = pino({ level: process.env.LOG_LEVEL ?? 'info', base: { service: 'enclave' } }, pino.destination(2));
+
+async function main(): Promise<void> {
+  if (!values.shareholders) throw new Error('--shareholders <file.json> is required ([{ "id", "url" }, …])');
+  const shareholders = JSON.parse(readFileSync(values.shareholders, 'utf8')) as Array<{ id: string; url: string }>;
+  const pcr0 = enclaveBundleDigest();
+  let nsm: Nsm;
+  if (nitroDevicePresent() && !values['dev-nsm']) {
+    nsm = new NitroNsm();
+  } else if (values['dev-nsm']) {
+    const dir = values['dev-nsm'];
+    nsm = await DevNsm.create({
+      root: { certificatePem: readFileSync(join(dir, 'root.pem'), 'utf8'), privateKeyPem: readFileSync(join(dir, 'root.key'), 'utf8') },
+      pcr0,
+    });
+  } else {
+    throw new Error('no /dev/nsm here; start with --dev-nsm <dev-root-dir> for development');
+  }
+  const enclave = new Enclave({ nsm, shareholders, allowLoopbackHttp: values['allow-loopback-http'], log });
+  await enclave.boot();
+  const address = parseListenAddress(values.listen!);
+  if (address.kind === 'vsock') throw new Error('vsock listening goes through the socat bridge; listen on unix: and see infra/README.md');
+  await new Promise<void>((resolve, reject) => {
+    enclave.server.once('error', reject);
+    if (address.kind === 'unix') {
+      if (existsSync(address.path)) rmSync(address.path);
+      enclave.server.listen(address.path, resolve);
+    } else enclave.server.listen(address.port, address.host, resolve);
+  });
+  const bound = enclave.server.address();
+  const where = typeof bound === 'string' ? { socket: bound } : { port: bound?.port, host: address.kind === 'tcp' ? address.host : undefined };
+  process.stdout.write(`${JSON.stringify({ ready: true, nsm: nsm.kind, pcr0: toHex(pcr0), ...where })}\n`);
+  log.info({ nsm: nsm.kind, shareholders: shareholders.length }, 'enclave serving');
+  const stop = async () => {
+    await enclave.close();
+    process.exit(0);
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}
+
+main().catch((e: Error) => {
+  log.error({ err: e.message }, 'enclave failed to start');
+  process.exit(1);
+});

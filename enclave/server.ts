@@ -1,0 +1,180 @@
+/**
+ * The enclave's RPC server: HTTP/1.1 on a stream transport (unix socket or TCP here, vsock in
+ * production). Explicit lifecycle phases, like a state machine: `booting` (only /healthz) →
+ * `serving` (all routes) or `failed` (only /healthz). The host is not trusted: every forward is
+ * checked here. Node's http server is used directly to keep this small and streaming.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Nsm } from '../attestation/index.ts';
+import {
+  canonicalOrigin,
+  decodeConnectionDescriptor,
+  fromHex,
+  fromUtf8,
+  generateX25519KeyPair,
+  RPC_CONNECTION_HEADER,
+  RPC_FORWARD_PREFIX,
+  type KeyBinding,
+  type X25519KeyPair,
+} from '../protocol/index.ts';
+import { EnclaveError } from './errors.ts';
+import { Forwarder, resolveTarget } from './forward.ts';
+import { KeyResolver, type ShareholderEndpoint } from './key-resolver.ts';
+import { createEnclaveMetrics } from './metrics.ts';
+
+export type EnclavePhase = 'booting' | 'serving' | 'failed';
+
+export interface EnclaveConfig {
+  nsm: Nsm;
+  shareholders: ShareholderEndpoint[];
+  /** Development only: permit http://127.0.0.1 upstream origins (mock upstreams). */
+  allowLoopbackHttp?: boolean;
+  cacheTtlMs?: number;
+  log?: { warn: (o: object, m: string) => void; info: (o: object, m: string) => void; error: (o: object, m: string) => void };
+}
+
+const silent = { warn() {}, info() {}, error() {} };
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+function sendError(res: ServerResponse, error: EnclaveError): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  res.setHeader('x-sg-enclave-error', error.code);
+  sendJson(res, error.status, { error: { code: error.code, message: error.message } });
+}
+
+async function readSmallBody(req: IncomingMessage, limit = 16 * 1024): Promise<string> {
+  let size = 0;
+  const chunks: Buffer[] = [];
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > limit) throw new EnclaveError('bad_request', 'body too large');
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+export class Enclave {
+  phase: EnclavePhase = 'booting';
+  readonly server: Server;
+  readonly metrics = createEnclaveMetrics();
+  readonly #config: EnclaveConfig;
+  readonly #log: NonNullable<EnclaveConfig['log']>;
+  readonly #forwarder = new Forwarder();
+  #ephemeral: X25519KeyPair | undefined;
+  #resolver: KeyResolver | undefined;
+
+  constructor(config: EnclaveConfig) {
+    this.#config = config;
+    this.#log = config.log ?? silent;
+    this.server = createServer({ keepAliveTimeout: 65_000, requestTimeout: 0 }, (req, res) => {
+      this.#handle(req, res).catch((error: unknown) => {
+        if (error instanceof EnclaveError) return sendError(res, error);
+        this.#log.error({ err: error instanceof Error ? error.name : 'unknown' }, 'enclave request failed');
+        sendError(res, new EnclaveError('upstream_unreachable', 'request failed inside the enclave'));
+      });
+    });
+  }
+
+  /** booting → serving: make the ephemeral key pair and check the NSM answers. */
+  async boot(): Promise<void> {
+    try {
+      this.#ephemeral = generateX25519KeyPair();
+      await this.#config.nsm.getAttestationDocument({ publicKey: this.#ephemeral.publicKey });
+      this.#resolver = new KeyResolver({
+        shareholders: this.#config.shareholders,
+        nsm: this.#config.nsm,
+        ephemeral: this.#ephemeral,
+        metrics: this.metrics,
+        log: this.#log,
+        ...(this.#config.cacheTtlMs !== undefined ? { cacheTtlMs: this.#config.cacheTtlMs } : {}),
+      });
+      this.phase = 'serving';
+    } catch (error) {
+      this.phase = 'failed';
+      this.#log.error({ err: (error as Error).message }, 'enclave boot failed');
+      throw error;
+    }
+  }
+
+  async close(): Promise<void> {
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.server.closeAllConnections();
+    await this.#resolver?.close();
+    await this.#forwarder.close();
+    this.#ephemeral?.privateKey.fill(0);
+  }
+
+  async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = req.url ?? '/';
+    if (url === '/healthz') return sendJson(res, this.phase === 'serving' ? 200 : 503, { phase: this.phase });
+    if (this.phase !== 'serving') throw new EnclaveError('enclave_not_ready', `enclave is ${this.phase}`);
+    if (url.startsWith(`${RPC_FORWARD_PREFIX}/`)) return this.#forward(req, res, url.slice(RPC_FORWARD_PREFIX.length));
+    if (req.method === 'GET' && url.startsWith('/attestation')) return this.#attestation(res, url);
+    if (req.method === 'GET' && url === '/metrics') {
+      const text = await this.metrics.registry.metrics();
+      res.writeHead(200, { 'content-type': this.metrics.registry.contentType });
+      res.end(text);
+      return;
+    }
+    if (req.method === 'POST' && url === '/evict') {
+      // Eviction only forces a refetch through the shareholders, so it needs no signature.
+      const body = JSON.parse(await readSmallBody(req)) as { connectionId?: unknown };
+      if (typeof body.connectionId !== 'string') throw new EnclaveError('bad_request', 'connectionId required');
+      this.#resolver!.evict(body.connectionId);
+      return sendJson(res, 200, { evicted: body.connectionId });
+    }
+    throw new EnclaveError('bad_request', 'unknown RPC route');
+  }
+
+  async #attestation(res: ServerResponse, url: string): Promise<void> {
+    const nonceHex = new URL(url, 'http://enclave').searchParams.get('nonce') ?? '';
+    let nonce: Uint8Array | undefined;
+    if (nonceHex) {
+      try {
+        nonce = fromHex(nonceHex, 'nonce');
+      } catch {
+        throw new EnclaveError('bad_request', 'nonce must be hex');
+      }
+      if (nonce.length > 512) throw new EnclaveError('bad_request', 'nonce must be at most 512 bytes');
+    }
+    const document = await this.#config.nsm.getAttestationDocument({ publicKey: this.#ephemeral!.publicKey, ...(nonce ? { nonce } : {}) });
+    sendJson(res, 200, { document: Buffer.from(document).toString('base64'), nsm: this.#config.nsm.kind });
+  }
+
+  async #forward(req: IncomingMessage, res: ServerResponse, clientPath: string): Promise<void> {
+    let descriptor;
+    try {
+      descriptor = decodeConnectionDescriptor(req.headers[RPC_CONNECTION_HEADER]);
+    } catch (e) {
+      throw new EnclaveError('bad_request', (e as Error).message);
+    }
+    let origin: string;
+    try {
+      origin = canonicalOrigin(descriptor.origin);
+    } catch {
+      throw new EnclaveError('origin_not_allowed', 'connection origin is not a canonical origin');
+    }
+    // Path and origin checks happen before any share is requested.
+    const target = resolveTarget(descriptor.provider, origin, clientPath, this.#config.allowLoopbackHttp ?? false);
+    const binding: KeyBinding = {
+      connectionId: descriptor.connectionId,
+      provider: descriptor.provider,
+      origin,
+      authScheme: descriptor.authScheme,
+    };
+    const record = new Uint8Array(Buffer.from(descriptor.sealedRecord, 'base64'));
+    const keyBytes = await this.#resolver!.upstreamKey(binding, record, descriptor.threshold);
+    const key = fromUtf8(keyBytes);
+    keyBytes.fill(0);
+    const status = await this.#forwarder.forward(target, descriptor.authScheme, key, req, res);
+    this.metrics.upstreamRequests.inc({ provider: descriptor.provider, status: `${Math.floor(status / 100)}xx` });
+  }
+}

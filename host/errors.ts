@@ -1,0 +1,43 @@
+/**
+ * The host's error registry and the providers' error shapes. Every refusal a client sees is a
+ * JSON body in its provider's shape with a stable `code`; where retrying cannot help, the
+ * response carries `x-should-retry: false` (the OpenAI and Anthropic SDKs honour it).
+ */
+import type { ErrorShape } from '../protocol/index.ts';
+
+export const HOST_ERRORS = {
+  invalid_api_key: { status: 401, type: 'authentication_error', retry: false },
+  key_revoked: { status: 401, type: 'authentication_error', retry: false },
+  endpoint_not_allowed: { status: 404, type: 'invalid_request_error', retry: false },
+  invalid_request: { status: 400, type: 'invalid_request_error', retry: false },
+  shareholders_unavailable: { status: 503, type: 'api_error', retry: true },
+  enclave_unavailable: { status: 503, type: 'api_error', retry: true },
+  gateway_error: { status: 502, type: 'api_error', retry: true },
+  admin_unauthorized: { status: 401, type: 'authentication_error', retry: false },
+  not_found: { status: 404, type: 'not_found_error', retry: false },
+  conflict: { status: 409, type: 'invalid_request_error', retry: false },
+} as const;
+
+export type HostErrorCode = keyof typeof HOST_ERRORS;
+
+export class HostError extends Error {
+  readonly code: HostErrorCode;
+  constructor(code: HostErrorCode, message: string) {
+    super(message);
+    this.code = code;
+  }
+  get status(): number {
+    return HOST_ERRORS[this.code].status;
+  }
+}
+
+/** Body in the provider's error shape. */
+export function errorBody(shape: ErrorShape, code: string, type: string, message: string): unknown {
+  if (shape === 'anthropic') return { type: 'error', error: { type, message, code } };
+  return { error: { message, type, param: null, code } };
+}
+
+/** Anthropic's native API lives under /v1/messages (and /v1/complete); everything else speaks OpenAI. */
+export function errorShapeForPath(path: string): ErrorShape {
+  return path.startsWith('/v1/messages') || path.startsWith('/v1/complete') ? 'anthropic' : 'openai';
+}

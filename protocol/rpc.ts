@@ -1,0 +1,70 @@
+/**
+ * Host ↔ enclave RPC (SPEC.md §5): HTTP/1.1 over a stream transport. The host forwards the
+ * client's request with the upstream path in the URL and describes the connection in one header;
+ * the enclave trusts none of it — the sealed record's AAD decides origin and scheme.
+ */
+import { ProtocolError } from './errors.ts';
+import { AUTH_SCHEMES, type AuthScheme } from './sealed-record.ts';
+
+export const RPC_CONNECTION_HEADER = 'x-sg-connection';
+/** Prefix of forwarded requests: `/forward/v1/chat/completions?…`. */
+export const RPC_FORWARD_PREFIX = '/forward';
+/** Set on responses the enclave itself produced (not the upstream's), with the error code. */
+export const RPC_ENCLAVE_ERROR_HEADER = 'x-sg-enclave-error';
+
+export interface ConnectionDescriptor {
+  connectionId: string;
+  provider: string;
+  origin: string;
+  authScheme: AuthScheme;
+  /** Base64 of the sealed key record. */
+  sealedRecord: string;
+  threshold: number;
+}
+
+export function encodeConnectionDescriptor(d: ConnectionDescriptor): string {
+  return Buffer.from(JSON.stringify(d)).toString('base64url');
+}
+
+export function decodeConnectionDescriptor(header: unknown): ConnectionDescriptor {
+  if (typeof header !== 'string' || header.length === 0 || header.length > 32_768) {
+    throw new ProtocolError('envelope_malformed', `${RPC_CONNECTION_HEADER} header missing or too long`);
+  }
+  let d: Record<string, unknown>;
+  try {
+    d = JSON.parse(Buffer.from(header, 'base64url').toString('utf8'));
+  } catch (cause) {
+    throw new ProtocolError('envelope_malformed', `${RPC_CONNECTION_HEADER} is not base64url JSON`, { cause });
+  }
+  const str = (k: string) => {
+    if (typeof d[k] !== 'string' || (d[k] as string).length === 0) throw new ProtocolError('envelope_malformed', `connection ${k} missing`);
+    return d[k] as string;
+  };
+  const authScheme = str('authScheme') as AuthScheme;
+  if (!AUTH_SCHEMES.includes(authScheme)) throw new ProtocolError('envelope_malformed', 'connection authScheme unknown');
+  const threshold = d.threshold;
+  if (typeof threshold !== 'number' || !Number.isInteger(threshold) || threshold < 2 || threshold > 255) {
+    throw new ProtocolError('envelope_malformed', 'connection threshold must be 2..255');
+  }
+  return {
+    connectionId: str('connectionId'),
+    provider: str('provider'),
+    origin: str('origin'),
+    authScheme,
+    sealedRecord: str('sealedRecord'),
+    threshold,
+  };
+}
+
+/** Error codes the enclave returns in `{ "error": { "code" } }`; the host maps them. */
+export const ENCLAVE_ERROR_CODES = [
+  'shareholders_unavailable',
+  'sealed_record_invalid',
+  'path_not_allowed',
+  'origin_not_allowed',
+  'provider_unknown',
+  'upstream_unreachable',
+  'enclave_not_ready',
+  'bad_request',
+] as const;
+export type EnclaveErrorCode = (typeof ENCLAVE_ERROR_CODES)[number];

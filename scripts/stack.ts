@@ -1,0 +1,221 @@
+/**
+ * Starts the whole SecureGate stack as separate processes on loopback: 5 shareholders (3-of-5),
+ * the dev enclave (dev NSM whose PCR0 is the enclave bundle digest), and the host — embedded
+ * storage under one data directory. Used by `npm start` and by the end-to-end tests.
+ * Optionally starts the mock upstream in this process with a demo connection and SG_ key.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { createDevRoot } from '../attestation/dev.ts';
+import { generateOwnerKeyPair } from '../protocol/index.ts';
+import { connectProvider, createKey } from '../cli/owner.ts';
+import type { DevStackFile, PinnedShareholder } from '../cli/config.ts';
+import { initIdentity, loadIdentity } from '../shareholders/identity.ts';
+import { startMockUpstream, type MockUpstream } from '../test/mock-upstream/index.ts';
+import { toHex } from '../protocol/index.ts';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+export interface StackOptions {
+  dataDir: string;
+  hostPort?: number;
+  shareholders?: number;
+  threshold?: number;
+  /** Start the mock upstream and create a demo connection + key. */
+  mock?: boolean;
+  /** Extra Node flags for the host process (tests use --heapsnapshot-signal). */
+  hostNodeArgs?: string[];
+  onProgress?: (message: string) => void;
+}
+
+export interface ManagedProcess {
+  name: string;
+  child: ChildProcess;
+  ready: Record<string, unknown>;
+  stop(): Promise<void>;
+}
+
+export interface RunningShareholder extends PinnedShareholder {
+  dataDir: string;
+  process: ManagedProcess | undefined;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export interface Stack {
+  dataDir: string;
+  hostUrl: string;
+  adminToken: string;
+  enclaveSocket: string;
+  pcr0: string;
+  threshold: number;
+  shareholders: RunningShareholder[];
+  host: ManagedProcess;
+  enclave: ManagedProcess;
+  mock?: MockUpstream;
+  demo?: { connectionId: string; key: string; keyId: string; upstreamKey: string };
+  stop(): Promise<void>;
+}
+
+/** Spawns `node <script> …args`, logs stderr to a file, and waits for its `{"ready":true}` line. */
+export async function spawnReady(name: string, script: string, args: string[], logFile: string, nodeArgs: string[] = [], cwd = ROOT): Promise<ManagedProcess> {
+  const log = openSync(logFile, 'a');
+  const child = spawn(process.execPath, [...nodeArgs, join(ROOT, script), ...args], { cwd, stdio: ['ignore', 'pipe', log], env: { ...process.env } });
+  const ready = await new Promise<Record<string, unknown>>((resolveReady, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${name} did not become ready within 30 s; see ${logFile}`)), 30_000);
+    const lines = createInterface({ input: child.stdout! });
+    lines.once('line', (line) => {
+      clearTimeout(timer);
+      try {
+        resolveReady(JSON.parse(line) as Record<string, unknown>);
+      } catch {
+        reject(new Error(`${name} printed ${line}`));
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${name} exited with ${code} before it was ready; see ${logFile}`));
+    });
+  });
+  child.removeAllListeners('exit');
+  return {
+    name,
+    child,
+    ready,
+    stop: () =>
+      new Promise<void>((done) => {
+        if (child.exitCode !== null || child.signalCode !== null) return done();
+        child.once('exit', () => done());
+        child.kill('SIGTERM');
+        setTimeout(() => child.kill('SIGKILL'), 5_000).unref();
+      }),
+  };
+}
+
+export async function startStack(options: StackOptions): Promise<Stack> {
+  const progress = options.onProgress ?? (() => {});
+  const dataDir = resolve(options.dataDir);
+  const n = options.shareholders ?? 5;
+  const threshold = options.threshold ?? 3;
+  const logs = join(dataDir, 'logs');
+  mkdirSync(logs, { recursive: true, mode: 0o700 });
+
+  const rootDir = join(dataDir, 'dev-root');
+  if (!existsSync(join(rootDir, 'root.pem'))) {
+    progress('creating the development attestation root (P-384, never accepted by production policies)');
+    mkdirSync(rootDir, { recursive: true, mode: 0o700 });
+    const root = await createDevRoot();
+    writeFileSync(join(rootDir, 'root.pem'), root.certificatePem);
+    writeFileSync(join(rootDir, 'root.key'), root.privateKeyPem, { mode: 0o600 });
+  }
+
+  const started: ManagedProcess[] = [];
+  const shareholders: RunningShareholder[] = [];
+  try {
+    progress(`starting ${n} shareholders (${threshold}-of-${n})`);
+    for (let i = 1; i <= n; i++) {
+      const id = `sh-${i}`;
+      const dir = join(dataDir, 'shareholders', id);
+      const identity = existsSync(join(dir, 'identity.json')) ? loadIdentity(dir) : initIdentity(dir, id);
+      const sh: RunningShareholder = {
+        id,
+        url: '',
+        publicKey: toHex(identity.publicKey),
+        dataDir: dir,
+        process: undefined,
+        async start() {
+          const port = sh.url ? new URL(sh.url).port : '0';
+          sh.process = await spawnReady(id, 'shareholders/main.ts', ['serve', '--data-dir', dir, '--port', port, '--dev', '--dev-root', join(rootDir, 'root.pem')], join(logs, `${id}.log`));
+          sh.url = sh.process.ready.url as string;
+        },
+        async stop() {
+          await sh.process?.stop();
+          sh.process = undefined;
+        },
+      };
+      shareholders.push(sh);
+    }
+    await Promise.all(shareholders.map((s) => s.start()));
+    started.push(...shareholders.map((s) => s.process!));
+
+    const shareholdersFile = join(dataDir, 'enclave-shareholders.json');
+    writeFileSync(shareholdersFile, JSON.stringify(shareholders.map((s) => ({ id: s.id, url: s.url })), null, 2));
+    const enclaveSocket = join(dataDir, 'enclave.sock');
+    progress('starting the enclave (dev NSM)');
+    const enclave = await spawnReady(
+      'enclave',
+      'enclave/main.ts',
+      ['--listen', `unix:${enclaveSocket}`, '--shareholders', shareholdersFile, '--dev-nsm', rootDir, '--allow-loopback-http'],
+      join(logs, 'enclave.log'),
+    );
+    started.push(enclave);
+
+    progress('starting the host gateway');
+    const hostDir = join(dataDir, 'host');
+    const host = await spawnReady(
+      'host',
+      'host/main.ts',
+      ['--data-dir', hostDir, '--enclave', `unix:${enclaveSocket}`, '--port', String(options.hostPort ?? 8080), '--dev'],
+      join(logs, 'host.log'),
+      options.hostNodeArgs ?? [],
+      existsSync(hostDir) ? hostDir : ROOT,
+    );
+    started.push(host);
+    const hostUrl = `http://127.0.0.1:${host.ready.port as number}`;
+    const adminToken = readFileSync(join(hostDir, 'admin-token'), 'utf8').trim();
+    const pcr0 = enclave.ready.pcr0 as string;
+    const devFile: DevStackFile = {
+      hostUrl,
+      adminToken,
+      shareholders: shareholders.map(({ id, url, publicKey }) => ({ id, url, publicKey })),
+      threshold,
+      pcr0,
+    };
+    writeFileSync(join(dataDir, 'dev-stack.json'), JSON.stringify(devFile, null, 2), { mode: 0o600 });
+
+    const stack: Stack = {
+      dataDir,
+      hostUrl,
+      adminToken,
+      enclaveSocket,
+      pcr0,
+      threshold,
+      shareholders,
+      host,
+      enclave,
+      async stop() {
+        await Promise.all([host.stop(), enclave.stop(), ...shareholders.map((s) => s.stop())]);
+        await stack.mock?.close();
+      },
+    };
+
+    if (options.mock) {
+      const upstreamKey = `sk-mock-${randomBytes(16).toString('hex')}`;
+      stack.mock = await startMockUpstream({ apiKey: upstreamKey });
+      progress(`mock upstream on ${stack.mock.origin}; creating a demo connection`);
+      const connection = await connectProvider({
+        serverUrl: hostUrl,
+        adminToken,
+        ownerSecretKey: generateOwnerKeyPair().secretKey,
+        shareholders: devFile.shareholders,
+        threshold,
+        provider: 'openai',
+        baseUrl: stack.mock.origin,
+        name: 'demo (mock upstream)',
+        apiKey: new TextEncoder().encode(upstreamKey),
+        pcrPolicy: { allow: [{ '0': pcr0 }] },
+        dev: true,
+      });
+      const key = await createKey(hostUrl, adminToken, connection.id);
+      stack.demo = { connectionId: connection.id, key: key.key, keyId: key.id, upstreamKey };
+    }
+    return stack;
+  } catch (error) {
+    await Promise.all(started.map((p) => p.stop()));
+    throw error;
+  }
+}

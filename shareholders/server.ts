@@ -1,0 +1,313 @@
+/**
+ * The shareholder HTTP service. Releases a share only to an enclave whose attestation document
+ * verifies to a pinned root, carries this service's own fresh single-use nonce, and whose PCRs
+ * satisfy the owner's signed policy; the share goes back HPKE-sealed to the document's
+ * `public_key`. Every enroll, release and refusal is appended to the hash-chained audit log.
+ * Never logs shares, envelopes' plaintext or the identity key.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
+import {
+  AttestationError,
+  awsNitroRoot,
+  checkPcrPolicy,
+  parsePcrPolicy,
+  verifyAttestation,
+  type PcrPolicy,
+  type PinnedRoot,
+} from '../attestation/index.ts';
+import {
+  decodeShare,
+  fromHex,
+  openShareEnvelope,
+  ProtocolError,
+  sealShareEnvelope,
+  toHex,
+  verifyOwnerMessage,
+  type SignedOwnerMessage,
+} from '../protocol/index.ts';
+import type { ShareholderIdentity } from './identity.ts';
+import type { ShareStore } from './store.ts';
+
+export const SHAREHOLDER_VERSION = '0.1.0';
+
+export interface ShareholderConfig {
+  identity: ShareholderIdentity;
+  store: ShareStore;
+  /** `production` pins only the AWS root and refuses debug documents whatever the policy says. */
+  mode: 'production' | 'dev';
+  /** Extra pinned roots; in production any root other than AWS's is refused at start. */
+  extraRoots?: PinnedRoot[];
+  clock?: () => Date;
+  nonceTtlMs?: number;
+  maxDocumentAgeMs?: number;
+  /** Accept owner messages issued within this window of now. */
+  ownerMessageSkewMs?: number;
+  logger?: boolean | object;
+}
+
+class RefusalError extends Error {
+  readonly code: string;
+  readonly status: number;
+  constructor(status: number, code: string, message: string) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+const signedSchema = {
+  type: 'object',
+  required: ['message', 'publicKey', 'signature'],
+  properties: {
+    message: { type: 'object', required: ['type', 'connectionId', 'issuedAt'] },
+    publicKey: { type: 'string', pattern: '^[0-9a-f]{64}$' },
+    signature: { type: 'string', pattern: '^[0-9a-f]{128}$' },
+  },
+} as const;
+
+export async function buildShareholderServer(config: ShareholderConfig): Promise<FastifyInstance> {
+  const { identity, store } = config;
+  const clock = config.clock ?? (() => new Date());
+  const nonceTtl = config.nonceTtlMs ?? 60_000;
+  const maxAge = config.maxDocumentAgeMs ?? 5 * 60_000;
+  const skew = config.ownerMessageSkewMs ?? 10 * 60_000;
+  if (config.mode === 'production' && (config.extraRoots?.length ?? 0) > 0) {
+    throw new Error('production mode pins only the AWS Nitro root; start in dev mode to pin a dev root');
+  }
+  const roots: PinnedRoot[] = [awsNitroRoot(), ...(config.extraRoots ?? [])];
+  const releaseTimes = new Map<string, number[]>();
+
+  const app = Fastify({
+    logger: config.logger ?? false,
+    bodyLimit: 256 * 1024,
+    disableRequestLogging: false,
+  });
+
+  const audit = (event: Parameters<ShareStore['appendAudit']>[1]) => store.appendAudit(clock(), event);
+
+  app.setErrorHandler((error: Error & { statusCode?: number; code?: string; validation?: unknown }, _req, reply) => {
+    if (error instanceof RefusalError) return reply.status(error.status).send({ error: { code: error.code, message: error.message } });
+    if (error.validation) return reply.status(400).send({ error: { code: 'bad_request', message: error.message } });
+    if (error.statusCode && error.statusCode < 500) {
+      return reply.status(error.statusCode).send({ error: { code: 'bad_request', message: error.message } });
+    }
+    app.log.error({ err: error }, 'shareholder internal error');
+    return reply.status(500).send({ error: { code: 'internal_error', message: 'internal error' } });
+  });
+
+  function checkOwnerMessage(signed: SignedOwnerMessage, type: string, pinned?: string) {
+    const msg = signed.message;
+    if (msg.type !== type) throw new RefusalError(400, 'bad_request', `expected an owner message of type ${type}`);
+    if (pinned !== undefined && signed.publicKey !== pinned) {
+      throw new RefusalError(403, 'owner_signature_invalid', 'message is not signed by the owner pinned at enrollment');
+    }
+    try {
+      verifyOwnerMessage(signed, fromHex(signed.publicKey));
+    } catch (e) {
+      if (e instanceof ProtocolError) throw new RefusalError(403, 'owner_signature_invalid', 'owner signature does not verify');
+      throw e;
+    }
+    if (msg.shareholderId !== identity.id) throw new RefusalError(400, 'bad_request', 'message is addressed to another shareholder');
+    if (typeof msg.issuedAt !== 'number' || Math.abs(clock().getTime() - msg.issuedAt) > skew) {
+      throw new RefusalError(400, 'message_stale', 'owner message issuedAt is outside the accepted window');
+    }
+  }
+
+  function policyFrom(value: unknown): PcrPolicy {
+    try {
+      return parsePcrPolicy(value);
+    } catch (e) {
+      throw new RefusalError(400, 'bad_request', (e as Error).message);
+    }
+  }
+
+  function maxReleases(value: unknown): number {
+    if (value === undefined) return 120;
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > 100_000) {
+      throw new RefusalError(400, 'bad_request', 'maxReleasesPerMinute must be an integer 1..100000');
+    }
+    return value;
+  }
+
+  app.get('/v1/identity', async () => ({
+    id: identity.id,
+    publicKey: toHex(identity.publicKey),
+    kem: 'DHKEM(X25519, HKDF-SHA256)',
+    version: SHAREHOLDER_VERSION,
+    mode: config.mode,
+  }));
+
+  app.get('/healthz', async () => ({ ok: true }));
+
+  app.post<{ Body: { envelope: string; signed: SignedOwnerMessage } }>(
+    '/v1/shares',
+    { schema: { body: { type: 'object', required: ['envelope', 'signed'], properties: { envelope: { type: 'string', maxLength: 8192 }, signed: signedSchema } } } },
+    async (req, reply) => {
+      const { envelope: envelopeB64, signed } = req.body;
+      const connectionId = String(signed.message.connectionId);
+      checkOwnerMessage(signed, 'enroll');
+      const envelope = new Uint8Array(Buffer.from(envelopeB64, 'base64'));
+      if (signed.message.envelopeSha256 !== createHash('sha256').update(envelope).digest('hex')) {
+        throw new RefusalError(400, 'bad_request', 'envelopeSha256 does not match the envelope');
+      }
+      const policy = policyFrom(signed.message.policy);
+      const max = maxReleases(signed.message.maxReleasesPerMinute);
+      // Open once now so a share this service cannot open is refused at enrollment, not at release.
+      try {
+        decodeShare(await openShareEnvelope(identity.privateKey, envelope, { purpose: 'enroll', connectionId, shareholderId: identity.id }));
+      } catch {
+        audit({ action: 'enroll', outcome: 'refused', connectionId, code: 'envelope_invalid' });
+        throw new RefusalError(400, 'envelope_invalid', 'the share envelope does not open with this shareholder key');
+      }
+      const inserted = store.insertShare({
+        connectionId,
+        ownerPublicKey: signed.publicKey,
+        envelope,
+        policy: JSON.stringify(policy),
+        maxReleasesPerMinute: max,
+        lastIssuedAt: signed.message.issuedAt,
+      });
+      if (!inserted) {
+        audit({ action: 'enroll', outcome: 'refused', connectionId, code: 'share_exists' });
+        throw new RefusalError(409, 'share_exists', 'a share for this connection is already enrolled');
+      }
+      audit({ action: 'enroll', outcome: 'enrolled', connectionId, owner: signed.publicKey });
+      return reply.status(201).send({ connectionId, shareholderId: identity.id });
+    },
+  );
+
+  app.put<{ Params: { id: string }; Body: { signed: SignedOwnerMessage } }>(
+    '/v1/shares/:id/policy',
+    { schema: { body: { type: 'object', required: ['signed'], properties: { signed: signedSchema } } } },
+    async (req) => {
+      const share = store.getShare(req.params.id);
+      if (!share) throw new RefusalError(404, 'share_not_found', 'no share enrolled for this connection');
+      const { signed } = req.body;
+      if (signed.message.connectionId !== req.params.id) throw new RefusalError(400, 'bad_request', 'connectionId differs from the URL');
+      checkOwnerMessage(signed, 'policy_update', share.ownerPublicKey);
+      const policy = policyFrom(signed.message.policy);
+      const max = maxReleases(signed.message.maxReleasesPerMinute ?? share.maxReleasesPerMinute);
+      if (!store.updatePolicy(req.params.id, JSON.stringify(policy), max, signed.message.issuedAt)) {
+        throw new RefusalError(409, 'message_replayed', 'a newer owner message was already applied');
+      }
+      audit({ action: 'policy_update', outcome: 'policy_updated', connectionId: req.params.id });
+      return { connectionId: req.params.id, policy };
+    },
+  );
+
+  app.delete<{ Params: { id: string }; Body: { signed: SignedOwnerMessage } }>(
+    '/v1/shares/:id',
+    { schema: { body: { type: 'object', required: ['signed'], properties: { signed: signedSchema } } } },
+    async (req) => {
+      const share = store.getShare(req.params.id);
+      if (!share) throw new RefusalError(404, 'share_not_found', 'no share enrolled for this connection');
+      const { signed } = req.body;
+      if (signed.message.connectionId !== req.params.id) throw new RefusalError(400, 'bad_request', 'connectionId differs from the URL');
+      checkOwnerMessage(signed, 'delete', share.ownerPublicKey);
+      if (!store.deleteShare(req.params.id, signed.message.issuedAt)) {
+        throw new RefusalError(409, 'message_replayed', 'a newer owner message was already applied');
+      }
+      audit({ action: 'delete', outcome: 'deleted', connectionId: req.params.id });
+      return { connectionId: req.params.id, deleted: true };
+    },
+  );
+
+  app.post('/v1/challenges', async () => {
+    const nonce = randomBytes(32).toString('hex');
+    const expiresAt = clock().getTime() + nonceTtl;
+    store.addNonce(nonce, expiresAt);
+    return { nonce, expiresAt: new Date(expiresAt).toISOString() };
+  });
+
+  function refuseRelease(reply: FastifyReply, status: number, code: string, message: string, connectionIds: string[], extra = {}) {
+    for (const connectionId of connectionIds) audit({ action: 'release', outcome: 'refused', connectionId, code, ...extra });
+    return reply.status(status).send({ error: { code, message } });
+  }
+
+  app.post<{ Body: { document: string; connectionIds: string[] } }>(
+    '/v1/releases',
+    {
+      schema: {
+        body: {
+          type: 'object',
+          required: ['document', 'connectionIds'],
+          properties: {
+            document: { type: 'string', maxLength: 65536 },
+            connectionIds: { type: 'array', minItems: 1, maxItems: 64, items: { type: 'string', minLength: 1, maxLength: 128 } },
+          },
+        },
+      },
+    },
+    async (req, reply) => {
+      const { connectionIds } = req.body;
+      const now = clock();
+      let doc;
+      try {
+        doc = verifyAttestation(new Uint8Array(Buffer.from(req.body.document, 'base64')), { now, roots, maxAgeMs: maxAge });
+      } catch (e) {
+        if (e instanceof AttestationError) return refuseRelease(reply, 403, e.code, e.message, connectionIds);
+        throw e;
+      }
+      const pcrs = Object.fromEntries([0, 1, 2, 8].map((i) => [String(i), toHex(doc.pcrs.get(i)!)]));
+      const who = { moduleId: doc.moduleId, pcrs, root: doc.root };
+      if (doc.nonce === null || doc.nonce.length !== 32) {
+        return refuseRelease(reply, 403, 'nonce_unknown', 'document carries no challenge nonce of this shareholder', connectionIds, who);
+      }
+      const nonceState = store.consumeNonce(toHex(doc.nonce), now.getTime());
+      if (nonceState !== 'ok') {
+        return refuseRelease(reply, 403, `nonce_${nonceState}`, `challenge nonce is ${nonceState}`, connectionIds, who);
+      }
+      if (doc.publicKey === null || doc.publicKey.length !== 32) {
+        return refuseRelease(reply, 400, 'public_key_invalid', 'document public_key must be a 32-byte X25519 key', connectionIds, who);
+      }
+      const shares: Array<{ connectionId: string; envelope: string }> = [];
+      const refused: Array<{ connectionId: string; code: string }> = [];
+      for (const connectionId of connectionIds) {
+        const share = store.getShare(connectionId);
+        if (!share) {
+          refused.push({ connectionId, code: 'share_not_found' });
+          audit({ action: 'release', outcome: 'refused', connectionId, code: 'share_not_found', ...who });
+          continue;
+        }
+        const policy = JSON.parse(share.policy) as PcrPolicy;
+        try {
+          checkPcrPolicy(doc.pcrs, config.mode === 'production' ? { allow: policy.allow } : policy);
+        } catch (e) {
+          const code = e instanceof AttestationError ? e.code : 'attestation_pcr_mismatch';
+          refused.push({ connectionId, code });
+          audit({ action: 'release', outcome: 'refused', connectionId, code, ...who });
+          continue;
+        }
+        const window = (releaseTimes.get(connectionId) ?? []).filter((t) => t > now.getTime() - 60_000);
+        if (window.length >= share.maxReleasesPerMinute) {
+          refused.push({ connectionId, code: 'rate_limited' });
+          audit({ action: 'release', outcome: 'refused', connectionId, code: 'rate_limited', ...who });
+          continue;
+        }
+        window.push(now.getTime());
+        releaseTimes.set(connectionId, window);
+        const plaintext = await openShareEnvelope(identity.privateKey, share.envelope, { purpose: 'enroll', connectionId, shareholderId: identity.id });
+        const sealed = await sealShareEnvelope(doc.publicKey, plaintext, {
+          purpose: 'release',
+          connectionId,
+          shareholderId: identity.id,
+          nonce: doc.nonce,
+        });
+        plaintext.fill(0);
+        shares.push({ connectionId, envelope: Buffer.from(sealed).toString('base64') });
+        audit({ action: 'release', outcome: 'released', connectionId, ...who });
+      }
+      if (shares.length === 0) {
+        const code = refused[0]?.code ?? 'share_not_found';
+        return reply.status(code === 'share_not_found' ? 404 : code === 'rate_limited' ? 429 : 403).send({
+          error: { code, message: 'no share released' },
+          refused,
+        });
+      }
+      return { shareholderId: identity.id, shares, refused };
+    },
+  );
+
+  return app;
+}

@@ -1,0 +1,220 @@
+/**
+ * A faithful mock of the upstream AI APIs (a test double — never imported by production code):
+ * OpenAI chat/completions (JSON and SSE with `stream_options.include_usage`), embeddings,
+ * responses (JSON and SSE ending in `response.completed`), models; Anthropic messages (JSON and
+ * the SSE event sequence of the SDK's own fixtures) and count_tokens. Errors use each provider's
+ * shape; a wrong key gets OpenAI's real message, which echoes part of the key, so tests can prove
+ * the enclave scrubs it. Every request is recorded (method, path, headers) for assertions.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createHash, randomBytes } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
+
+export interface RecordedRequest {
+  method: string;
+  path: string;
+  headers: Record<string, string | string[] | undefined>;
+  bodySha256: string;
+  bodyBytes: number;
+}
+
+export interface MockUpstreamOptions {
+  /** The upstream key the mock accepts (Bearer for OpenAI paths, x-api-key for Anthropic). */
+  apiKey: string;
+  host?: string;
+  port?: number;
+}
+
+export interface MockUpstream {
+  url: string;
+  origin: string;
+  requests: RecordedRequest[];
+  close(): Promise<void>;
+}
+
+const id = (prefix: string) => `${prefix}${randomBytes(12).toString('hex')}`;
+
+function json(res: ServerResponse, status: number, body: unknown, extra: Record<string, string> = {}): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
+    'x-request-id': id('req_'),
+    'openai-processing-ms': '12',
+    'x-ratelimit-remaining-requests': '9999',
+    ...extra,
+  });
+  res.end(text);
+}
+
+function sse(res: ServerResponse, events: Array<{ event?: string; data: string }>): void {
+  res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'x-request-id': id('req_') });
+  for (const e of events) res.write(`${e.event ? `event: ${e.event}\n` : ''}data: ${e.data}\n\n`);
+  res.end();
+}
+
+/** Rough token count: words in the request text, like a tokenizer would order of magnitude. */
+function promptTokens(body: Record<string, unknown>): number {
+  const text = JSON.stringify(body.messages ?? body.input ?? body.prompt ?? '');
+  return Math.max(1, Math.ceil(text.length / 4));
+}
+
+function openaiError(res: ServerResponse, status: number, message: string, type: string, code: string | null): void {
+  json(res, status, { error: { message, type, param: null, code } });
+}
+
+function chatCompletion(res: ServerResponse, body: Record<string, unknown>): void {
+  const model = String(body.model ?? 'gpt-4o-mini');
+  const content = 'Hello from the mock upstream.';
+  const usage = { prompt_tokens: promptTokens(body), completion_tokens: 7, total_tokens: promptTokens(body) + 7 };
+  const created = Math.floor(Date.now() / 1000);
+  const cid = id('chatcmpl-');
+  if (body.stream === true) {
+    const chunk = (delta: object, finish: string | null) =>
+      JSON.stringify({ id: cid, object: 'chat.completion.chunk', created, model, system_fingerprint: 'fp_mock', choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }] });
+    const events = [
+      { data: chunk({ role: 'assistant', content: '' }, null) },
+      ...content.split(' ').map((w, i) => ({ data: chunk({ content: (i ? ' ' : '') + w }, null) })),
+      { data: chunk({}, 'stop') },
+    ];
+    const opts = body.stream_options as { include_usage?: boolean } | undefined;
+    if (opts?.include_usage) {
+      events.push({ data: JSON.stringify({ id: cid, object: 'chat.completion.chunk', created, model, system_fingerprint: 'fp_mock', choices: [], usage }) });
+    }
+    events.push({ data: '[DONE]' });
+    return sse(res, events);
+  }
+  json(res, 200, {
+    id: cid,
+    object: 'chat.completion',
+    created,
+    model,
+    system_fingerprint: 'fp_mock',
+    choices: [{ index: 0, message: { role: 'assistant', content, refusal: null }, logprobs: null, finish_reason: 'stop' }],
+    usage,
+  });
+}
+
+function responses(res: ServerResponse, body: Record<string, unknown>): void {
+  const model = String(body.model ?? 'gpt-4o-mini');
+  const text = 'Hello from the mock Responses API.';
+  const usage = { input_tokens: promptTokens(body), input_tokens_details: { cached_tokens: 0 }, output_tokens: 8, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: promptTokens(body) + 8 };
+  const rid = id('resp_');
+  const msgId = id('msg_');
+  const message = { id: msgId, type: 'message', status: 'completed', role: 'assistant', content: [{ type: 'output_text', text, annotations: [] }] };
+  const response = (status: string, output: unknown[], u: unknown) => ({
+    id: rid, object: 'response', created_at: Math.floor(Date.now() / 1000), status, model, output, usage: u, error: null, incomplete_details: null,
+    instructions: null, max_output_tokens: null, parallel_tool_calls: true, previous_response_id: null, reasoning: { effort: null, summary: null },
+    temperature: 1, text: { format: { type: 'text' } }, tool_choice: 'auto', tools: [], top_p: 1, truncation: 'disabled', metadata: {},
+  });
+  if (body.stream === true) {
+    let seq = 0;
+    const ev = (type: string, payload: object) => ({ event: type, data: JSON.stringify({ type, sequence_number: seq++, ...payload }) });
+    return sse(res, [
+      ev('response.created', { response: response('in_progress', [], null) }),
+      ev('response.output_item.added', { output_index: 0, item: { ...message, status: 'in_progress', content: [] } }),
+      ev('response.content_part.added', { item_id: msgId, output_index: 0, content_index: 0, part: { type: 'output_text', text: '', annotations: [] } }),
+      ev('response.output_text.delta', { item_id: msgId, output_index: 0, content_index: 0, delta: text }),
+      ev('response.output_text.done', { item_id: msgId, output_index: 0, content_index: 0, text }),
+      ev('response.content_part.done', { item_id: msgId, output_index: 0, content_index: 0, part: message.content[0] }),
+      ev('response.output_item.done', { output_index: 0, item: message }),
+      ev('response.completed', { response: response('completed', [message], usage) }),
+    ]);
+  }
+  json(res, 200, response('completed', [message], usage));
+}
+
+function embeddings(res: ServerResponse, body: Record<string, unknown>): void {
+  const inputs = Array.isArray(body.input) ? body.input : [body.input];
+  const data = inputs.map((_, index) => {
+    const vec = Array.from({ length: 8 }, (_v, i) => Number(((index + 1) * 0.01 * (i + 1)).toFixed(4)));
+    const embedding = body.encoding_format === 'base64' ? Buffer.from(new Float32Array(vec).buffer).toString('base64') : vec;
+    return { object: 'embedding', index, embedding };
+  });
+  const tokens = promptTokens(body);
+  json(res, 200, { object: 'list', data, model: String(body.model), usage: { prompt_tokens: tokens, total_tokens: tokens } });
+}
+
+function anthropicMessages(res: ServerResponse, body: Record<string, unknown>): void {
+  const model = String(body.model ?? 'claude-sonnet-4-5');
+  const input = promptTokens(body);
+  const mid = id('msg_');
+  if (body.stream === true) {
+    const ev = (event: string, payload: object) => ({ event, data: JSON.stringify({ type: event, ...payload }) });
+    return sse(res, [
+      ev('message_start', { message: { id: mid, type: 'message', role: 'assistant', content: [], model, stop_reason: null, stop_sequence: null, usage: { input_tokens: input, output_tokens: 1, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 } } }),
+      ev('content_block_start', { index: 0, content_block: { type: 'text', text: '' } }),
+      ev('ping', {}),
+      ev('content_block_delta', { index: 0, delta: { type: 'text_delta', text: 'Hello' } }),
+      ev('content_block_delta', { index: 0, delta: { type: 'text_delta', text: ' there!' } }),
+      ev('content_block_stop', { index: 0 }),
+      ev('message_delta', { delta: { stop_reason: 'end_turn', stop_sequence: null }, usage: { output_tokens: 6 } }),
+      ev('message_stop', {}),
+    ]);
+  }
+  json(res, 200, {
+    id: mid, type: 'message', role: 'assistant', model, content: [{ type: 'text', text: 'Hello there!' }],
+    stop_reason: 'end_turn', stop_sequence: null,
+    usage: { input_tokens: input, output_tokens: 6, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 },
+  }, { 'request-id': id('req_') });
+}
+
+async function readBody(req: IncomingMessage): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of req) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+export async function startMockUpstream(options: MockUpstreamOptions): Promise<MockUpstream> {
+  const requests: RecordedRequest[] = [];
+  const server: Server = createServer(async (req, res) => {
+    const raw = await readBody(req);
+    const url = new URL(req.url ?? '/', 'http://mock');
+    requests.push({ method: req.method ?? 'GET', path: url.pathname + url.search, headers: { ...req.headers }, bodySha256: createHash('sha256').update(raw).digest('hex'), bodyBytes: raw.length });
+    const anthropic = url.pathname.startsWith('/v1/messages');
+    const presented = anthropic ? req.headers['x-api-key'] : (req.headers.authorization ?? '').replace(/^Bearer /, '');
+    if (presented !== options.apiKey) {
+      const shown = typeof presented === 'string' && presented.length > 8 ? `${presented.slice(0, 8)}${'*'.repeat(6)}${presented.slice(-4)}` : String(presented);
+      if (anthropic) return json(res, 401, { type: 'error', error: { type: 'authentication_error', message: 'invalid x-api-key' } });
+      return openaiError(res, 401, `Incorrect API key provided: ${shown}. You can find your API key at https://platform.openai.com/account/api-keys.`, 'invalid_request_error', 'invalid_api_key');
+    }
+    let body: Record<string, unknown> = {};
+    if (raw.length > 0 && String(req.headers['content-type'] ?? '').includes('json')) {
+      try {
+        body = JSON.parse(raw.toString('utf8'));
+      } catch {
+        return openaiError(res, 400, 'We could not parse the JSON body of your request.', 'invalid_request_error', null);
+      }
+    }
+    switch (`${req.method} ${url.pathname}`) {
+      case 'POST /v1/chat/completions':
+        return chatCompletion(res, body);
+      case 'POST /v1/responses':
+        return responses(res, body);
+      case 'POST /v1/embeddings':
+        return embeddings(res, body);
+      case 'GET /v1/models':
+        return json(res, 200, { object: 'list', data: [{ id: 'gpt-4o-mini', object: 'model', created: 1721172741, owned_by: 'system' }, { id: 'text-embedding-3-small', object: 'model', created: 1705948997, owned_by: 'system' }] });
+      case 'POST /v1/messages':
+        return anthropicMessages(res, body);
+      case 'POST /v1/messages/count_tokens':
+        return json(res, 200, { input_tokens: promptTokens(body) });
+      default:
+        if (anthropic) return json(res, 404, { type: 'error', error: { type: 'not_found_error', message: `Not found: ${url.pathname}` } });
+        return openaiError(res, 404, `Invalid URL (${req.method} ${url.pathname})`, 'invalid_request_error', null);
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(options.port ?? 0, options.host ?? '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+  const origin = `http://${options.host ?? '127.0.0.1'}:${port}`;
+  return {
+    url: `${origin}/v1`,
+    origin,
+    requests,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
