@@ -73,13 +73,14 @@ export class KeyResolver {
   async upstreamKey(binding: KeyBinding, record: Uint8Array, threshold: number): Promise<Uint8Array> {
     const cached = this.#cache.get(binding.connectionId);
     if (cached && cached.expiresAt > this.#o.now()) {
+      this.#o.metrics.cache.inc({ result: 'hit' });
       try {
-        this.#o.metrics.cache.inc({ result: 'hit' });
         return openUpstreamKey(record, cached.dek, binding);
-      } catch {
-        // The record or binding changed (rotation, or a lying host): fall through to a refetch,
-        // which will fail the same way if the record is not the owner's.
-        this.evict(binding.connectionId);
+      } catch (cause) {
+        // The DEK came from the shareholders for this connection, so a failure means the record
+        // or its binding is not the owner's (a lying host). Not evicted: that would let a host
+        // force share retrievals at will.
+        throw new EnclaveError('sealed_record_invalid', 'sealed record does not open for this connection', { cause });
       }
     }
     this.#o.metrics.cache.inc({ result: 'miss' });
@@ -190,12 +191,13 @@ export class KeyResolver {
       };
       const settleIfDone = () => {
         if (secret || outstanding > 0) return;
-        reject(
-          new EnclaveError(
-            'shareholders_unavailable',
-            `only ${received.length} of the ${threshold} shares needed could be obtained`,
-          ),
-        );
+        if (received.length >= threshold) {
+          // Enough shares arrived but no t of them open the record: the record or its binding
+          // (origin, provider, scheme) is not what the owner sealed.
+          reject(new EnclaveError('sealed_record_invalid', 'no combination of the released shares opens the sealed record'));
+          return;
+        }
+        reject(new EnclaveError('shareholders_unavailable', `only ${received.length} of the ${threshold} shares needed could be obtained`));
       };
       const onShare = (shareholder: string, share: Share) => {
         if (secret) {

@@ -156,13 +156,14 @@ export async function startStack(options: StackOptions): Promise<Stack> {
 
     progress('starting the host gateway');
     const hostDir = join(dataDir, 'host');
+    mkdirSync(hostDir, { recursive: true, mode: 0o700 });
     const host = await spawnReady(
       'host',
       'host/main.ts',
       ['--data-dir', hostDir, '--enclave', `unix:${enclaveSocket}`, '--port', String(options.hostPort ?? 8080), '--dev'],
       join(logs, 'host.log'),
       options.hostNodeArgs ?? [],
-      existsSync(hostDir) ? hostDir : ROOT,
+      hostDir,
     );
     started.push(host);
     const hostUrl = `http://127.0.0.1:${host.ready.port as number}`;

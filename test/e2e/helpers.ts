@@ -1,0 +1,119 @@
+/**
+ * Helpers for end-to-end tests: a stack in a temp directory, RPC calls straight to the enclave's
+ * socket (as a hostile host would make them), and a hand-rolled enrollment that lets a test give
+ * one shareholder a corrupted share.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Pool } from 'undici';
+import {
+  encodeShare,
+  fromHex,
+  generateOwnerKeyPair,
+  sealShareEnvelope,
+  sealUpstreamKey,
+  signOwnerMessage,
+  splitSecret,
+  type KeyBinding,
+} from '../../protocol/index.ts';
+import { createKey } from '../../cli/owner.ts';
+import { startStack, type Stack, type StackOptions } from '../../scripts/stack.ts';
+
+export async function startTestStack(options: Partial<StackOptions> = {}): Promise<Stack & { cleanup(): Promise<void> }> {
+  const dataDir = await mkdtemp(join(tmpdir(), 'sg-e2e-'));
+  const stack = await startStack({ dataDir, hostPort: 0, mock: true, ...options });
+  return Object.assign(stack, {
+    async cleanup() {
+      await stack.stop();
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  });
+}
+
+export function enclaveRpc(stack: Stack): Pool {
+  return new Pool('http://enclave.local', { connect: { socketPath: stack.enclaveSocket } });
+}
+
+/** Reads the enclave's Prometheus metrics over its socket. */
+export async function enclaveMetrics(stack: Stack): Promise<string> {
+  const pool = enclaveRpc(stack);
+  try {
+    const res = await pool.request({ path: '/metrics', method: 'GET' });
+    return await res.body.text();
+  } finally {
+    await pool.close();
+  }
+}
+
+/** Polls `probe` until it returns a value (event-driven waits are not available across processes). */
+export async function eventually<T>(probe: () => Promise<T | undefined>, timeoutMs = 10_000): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > until) throw new Error('condition not reached in time');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export interface ManualConnection {
+  connectionId: string;
+  key: string;
+  binding: KeyBinding;
+  sealedRecord: string;
+}
+
+/**
+ * Enrolls a connection to the mock upstream like the CLI does, except that the shareholder named
+ * in `corrupt` is given a share with one flipped byte (a shareholder whose store went bad).
+ */
+export async function enrollConnection(stack: Stack, options: { upstreamKey: string; corrupt?: string; provider?: string }): Promise<ManualConnection> {
+  const connectionId = `conn_${randomBytes(12).toString('hex')}`;
+  const provider = options.provider ?? 'openai';
+  const binding: KeyBinding = { connectionId, provider, origin: stack.mock!.origin, authScheme: provider === 'anthropic' ? 'x-api-key' : 'bearer' };
+  const dek = new Uint8Array(randomBytes(32));
+  const record = sealUpstreamKey(new TextEncoder().encode(options.upstreamKey), dek, binding, (n) => new Uint8Array(randomBytes(n)));
+  const shares = splitSecret(dek, stack.threshold, stack.shareholders.length);
+  const owner = generateOwnerKeyPair();
+  await Promise.all(
+    stack.shareholders.map(async (sh, i) => {
+      const share = shares[i]!;
+      if (sh.id === options.corrupt) share.data[3]! ^= 0x5a;
+      const envelope = await sealShareEnvelope(fromHex(sh.publicKey), encodeShare(share), { purpose: 'enroll', connectionId, shareholderId: sh.id });
+      const signed = signOwnerMessage(owner.secretKey, {
+        type: 'enroll',
+        connectionId,
+        shareholderId: sh.id,
+        issuedAt: Date.now(),
+        envelopeSha256: createHash('sha256').update(envelope).digest('hex'),
+        policy: { allow: [{ '0': stack.pcr0 }] },
+        maxReleasesPerMinute: 600,
+      });
+      const res = await fetch(`${sh.url}/v1/shares`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ envelope: Buffer.from(envelope).toString('base64'), signed }),
+      });
+      if (res.status !== 201) throw new Error(`enroll at ${sh.id} failed: ${res.status} ${await res.text()}`);
+    }),
+  );
+  const sealedRecord = Buffer.from(record).toString('base64');
+  const res = await fetch(`${stack.hostUrl}/admin/v1/connections`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${stack.adminToken}` },
+    body: JSON.stringify({
+      id: connectionId,
+      provider,
+      origin: binding.origin,
+      authScheme: binding.authScheme,
+      sealedRecord,
+      threshold: stack.threshold,
+      shareholders: stack.shareholders.map((s) => s.id),
+    }),
+  });
+  if (res.status !== 201) throw new Error(`connection registration failed: ${await res.text()}`);
+  const key = await createKey(stack.hostUrl, stack.adminToken, connectionId);
+  return { connectionId, key: key.key, binding, sealedRecord };
+}
