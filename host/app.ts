@@ -73,6 +73,8 @@ export async function buildHostApp(config: HostConfig): Promise<FastifyInstance>
     logger: config.logger ?? false,
     bodyLimit: 1024 * 1024,
     requestIdHeader: false,
+    // Strict schemas: a number is not silently turned into a string (or the reverse).
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false } },
     genReqId: () => `req_${randomBytes(12).toString('hex')}`,
   });
 

@@ -82,6 +82,8 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
     logger: config.logger ?? false,
     bodyLimit: 256 * 1024,
     disableRequestLogging: false,
+    // Strict schemas: a number is not silently turned into a string (or the reverse).
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false } },
   });
 
   const audit = (event: Parameters<ShareStore['appendAudit']>[1]) => store.appendAudit(clock(), event);

@@ -1,0 +1,263 @@
+/**
+ * The shareholder service over real HTTP on loopback: enrollment checks, and every refusal the
+ * release path owes (DESIGN.md §8.2) — wrong PCRs, replayed, unknown or expired nonce, stale
+ * document, dev-signed document in production mode, debug documents under production policy.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createDevRoot, DevNsm, type DevRootMaterial } from '../attestation/dev.ts';
+import {
+  decodeShare,
+  encodeShare,
+  generateOwnerKeyPair,
+  generateX25519KeyPair,
+  openShareEnvelope,
+  sealShareEnvelope,
+  signOwnerMessage,
+  splitSecret,
+  toHex,
+  type OwnerKeyPair,
+} from '../protocol/index.ts';
+import { verifyAuditChain } from './audit.ts';
+import { initIdentity, type ShareholderIdentity } from './identity.ts';
+import { buildShareholderServer } from './server.ts';
+import { openShareStore, type ShareStore } from './store.ts';
+
+const PCR0 = new Uint8Array(createHash('sha384').update('enclave bundle v1').digest());
+const OTHER_PCR0 = new Uint8Array(createHash('sha384').update('enclave bundle v2').digest());
+
+interface Service {
+  app: FastifyInstance;
+  url: string;
+  identity: ShareholderIdentity;
+  store: ShareStore;
+  dir: string;
+  now: { t: number };
+}
+
+let root: DevRootMaterial;
+let nsm: DevNsm;
+let owner: OwnerKeyPair;
+const services: Service[] = [];
+
+async function startService(mode: 'dev' | 'production'): Promise<Service> {
+  const dir = await mkdtemp(join(tmpdir(), 'sg-sh-'));
+  const identity = initIdentity(dir, `sh-${mode}`);
+  const store = openShareStore(dir);
+  const now = { t: Date.now() };
+  const app = await buildShareholderServer({
+    identity,
+    store,
+    mode,
+    extraRoots: mode === 'dev' ? [DevNsm.pinnedRoot(root)] : [],
+    clock: () => new Date(now.t),
+  });
+  const url = await app.listen({ port: 0, host: '127.0.0.1' });
+  const service = { app, url, identity, store, dir, now };
+  services.push(service);
+  return service;
+}
+
+async function post(url: string, body: unknown, method = 'POST') {
+  const res = await fetch(url, { method, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  return { status: res.status, json: (await res.json()) as Record<string, any> };
+}
+
+async function enroll(svc: Service, options: { pcr0?: Uint8Array; connectionId?: string; signer?: OwnerKeyPair } = {}) {
+  const connectionId = options.connectionId ?? `conn_${randomBytes(8).toString('hex')}`;
+  const share = splitSecret(new Uint8Array(randomBytes(32)), 2, 3)[0]!;
+  const envelope = await sealShareEnvelope(svc.identity.publicKey, encodeShare(share), { purpose: 'enroll', connectionId, shareholderId: svc.identity.id });
+  const signed = signOwnerMessage((options.signer ?? owner).secretKey, {
+    type: 'enroll',
+    connectionId,
+    shareholderId: svc.identity.id,
+    issuedAt: svc.now.t,
+    envelopeSha256: createHash('sha256').update(envelope).digest('hex'),
+    policy: { allow: [{ '0': toHex(options.pcr0 ?? PCR0) }] },
+    maxReleasesPerMinute: 5,
+  });
+  const res = await post(`${svc.url}/v1/shares`, { envelope: Buffer.from(envelope).toString('base64'), signed });
+  return { connectionId, share, res };
+}
+
+async function release(svc: Service, connectionId: string, options: { nsm?: DevNsm; nonce?: string } = {}) {
+  const eph = generateX25519KeyPair();
+  const nonce = options.nonce ?? (await post(`${svc.url}/v1/challenges`, {})).json.nonce;
+  const doc = await (options.nsm ?? nsm).getAttestationDocument({ nonce: Buffer.from(nonce, 'hex'), publicKey: eph.publicKey });
+  const res = await post(`${svc.url}/v1/releases`, { document: Buffer.from(doc).toString('base64'), connectionIds: [connectionId] });
+  return { res, eph, nonce, doc };
+}
+
+beforeAll(async () => {
+  root = await createDevRoot();
+  nsm = await DevNsm.create({ root, pcr0: PCR0 });
+  owner = generateOwnerKeyPair();
+});
+afterAll(async () => {
+  for (const s of services) {
+    await s.app.close();
+    s.store.close();
+    await rm(s.dir, { recursive: true, force: true });
+  }
+});
+
+describe('shareholder enrollment', () => {
+  it('publishes its identity', async () => {
+    const svc = await startService('dev');
+    const res = await fetch(`${svc.url}/v1/identity`);
+    expect(await res.json()).toMatchObject({ id: 'sh-dev', publicKey: toHex(svc.identity.publicKey), mode: 'dev' });
+  });
+
+  it('enrolls once and refuses a second enrollment for the same connection', async () => {
+    const svc = await startService('dev');
+    const first = await enroll(svc);
+    expect(first.res.status).toBe(201);
+    const again = await enroll(svc, { connectionId: first.connectionId });
+    expect(again.res.status).toBe(409);
+    expect(again.res.json.error.code).toBe('share_exists');
+  });
+
+  it('refuses an enrollment whose signature does not cover the envelope', async () => {
+    const svc = await startService('dev');
+    const connectionId = 'conn_tampered';
+    const share = splitSecret(new Uint8Array(randomBytes(32)), 2, 3)[0]!;
+    const envelope = await sealShareEnvelope(svc.identity.publicKey, encodeShare(share), { purpose: 'enroll', connectionId, shareholderId: svc.identity.id });
+    const signed = signOwnerMessage(owner.secretKey, { type: 'enroll', connectionId, shareholderId: svc.identity.id, issuedAt: svc.now.t, envelopeSha256: '00'.repeat(32), policy: { allow: [{ '0': toHex(PCR0) }] } });
+    const res = await post(`${svc.url}/v1/shares`, { envelope: Buffer.from(envelope).toString('base64'), signed });
+    expect(res.status).toBe(400);
+    const forged = { ...signed, message: { ...signed.message, envelopeSha256: createHash('sha256').update(envelope).digest('hex') } };
+    const res2 = await post(`${svc.url}/v1/shares`, { envelope: Buffer.from(envelope).toString('base64'), signed: forged });
+    expect(res2.status).toBe(403);
+    expect(res2.json.error.code).toBe('owner_signature_invalid');
+  });
+
+  it('accepts policy updates and deletion only from the owner pinned at enrollment, never replayed', async () => {
+    const svc = await startService('dev');
+    const { connectionId } = await enroll(svc);
+    const msg = (signer: OwnerKeyPair, type: 'policy_update' | 'delete', issuedAt: number) =>
+      signOwnerMessage(signer.secretKey, { type, connectionId, shareholderId: svc.identity.id, issuedAt, policy: { allow: [{ '0': toHex(OTHER_PCR0) }] } });
+    const attacker = generateOwnerKeyPair();
+    const byAttacker = await post(`${svc.url}/v1/shares/${connectionId}/policy`, { signed: msg(attacker, 'policy_update', svc.now.t + 1) }, 'PUT');
+    expect(byAttacker.json.error.code).toBe('owner_signature_invalid');
+    const update = msg(owner, 'policy_update', svc.now.t + 1);
+    expect((await post(`${svc.url}/v1/shares/${connectionId}/policy`, { signed: update }, 'PUT')).status).toBe(200);
+    const replay = await post(`${svc.url}/v1/shares/${connectionId}/policy`, { signed: update }, 'PUT');
+    expect(replay.json.error.code).toBe('message_replayed');
+    // The new policy is in force: the old enclave measurement no longer receives the share.
+    expect((await release(svc, connectionId)).res.json.refused[0].code).toBe('attestation_pcr_mismatch');
+    expect((await post(`${svc.url}/v1/shares/${connectionId}`, { signed: msg(owner, 'delete', svc.now.t + 2) }, 'DELETE')).status).toBe(200);
+    expect((await release(svc, connectionId)).res.json.error.code).toBe('share_not_found');
+  });
+});
+
+describe('shareholder release', () => {
+  it('releases the share sealed to the document public key, bound to the nonce', async () => {
+    const svc = await startService('dev');
+    const { connectionId, share } = await enroll(svc);
+    const { res, eph, nonce } = await release(svc, connectionId);
+    expect(res.status).toBe(200);
+    const envelope = new Uint8Array(Buffer.from(res.json.shares[0].envelope, 'base64'));
+    const ctx = { purpose: 'release' as const, connectionId, shareholderId: svc.identity.id, nonce: Buffer.from(nonce, 'hex') };
+    expect(decodeShare(await openShareEnvelope(eph.privateKey, envelope, ctx))).toEqual(share);
+  });
+
+  it('refuses a document whose PCRs are not in the owner policy', async () => {
+    const svc = await startService('dev');
+    const { connectionId } = await enroll(svc);
+    const other = await DevNsm.create({ root, pcr0: OTHER_PCR0 });
+    const { res } = await release(svc, connectionId, { nsm: other });
+    expect(res.status).toBe(403);
+    expect(res.json.refused[0].code).toBe('attestation_pcr_mismatch');
+  });
+
+  it('refuses a replayed nonce', async () => {
+    const svc = await startService('dev');
+    const { connectionId } = await enroll(svc);
+    const first = await release(svc, connectionId);
+    expect(first.res.status).toBe(200);
+    const replay = await post(`${svc.url}/v1/releases`, { document: Buffer.from(first.doc).toString('base64'), connectionIds: [connectionId] });
+    expect(replay.status).toBe(403);
+    expect(replay.json.error.code).toBe('nonce_used');
+  });
+
+  it('refuses a nonce it never issued and one that expired', async () => {
+    const svc = await startService('dev');
+    const { connectionId } = await enroll(svc);
+    const unknown = await release(svc, connectionId, { nonce: randomBytes(32).toString('hex') });
+    expect(unknown.res.json.error.code).toBe('nonce_unknown');
+    const nonce = (await post(`${svc.url}/v1/challenges`, {})).json.nonce as string;
+    svc.now.t += 61_000;
+    const late = await release(svc, connectionId, { nonce });
+    expect(late.res.json.error.code).toBe('nonce_expired');
+  });
+
+  it('refuses an expired document (timestamp older than allowed)', async () => {
+    const svc = await startService('dev');
+    const { connectionId } = await enroll(svc);
+    const nonce = (await post(`${svc.url}/v1/challenges`, {})).json.nonce as string;
+    const eph = generateX25519KeyPair();
+    const past = { t: svc.now.t - 10 * 60_000 };
+    const oldNsm = await DevNsm.create({ root, pcr0: PCR0, clock: () => new Date(past.t) });
+    const doc = await oldNsm.getAttestationDocument({ nonce: Buffer.from(nonce, 'hex'), publicKey: eph.publicKey });
+    const res = await post(`${svc.url}/v1/releases`, { document: Buffer.from(doc).toString('base64'), connectionIds: [connectionId] });
+    expect(res.status).toBe(403);
+    expect(res.json.error.code).toBe('attestation_expired');
+  });
+
+  it('refuses a dev-signed document in production mode', async () => {
+    const svc = await startService('production');
+    const { connectionId } = await enroll(svc);
+    const { res } = await release(svc, connectionId);
+    expect(res.status).toBe(403);
+    expect(res.json.error.code).toBe('attestation_chain_invalid');
+  });
+
+  it('refuses a production start that pins a dev root', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'sg-sh-'));
+    const store = openShareStore(dir);
+    await expect(
+      buildShareholderServer({ identity: initIdentity(dir, 'x'), store, mode: 'production', extraRoots: [DevNsm.pinnedRoot(root)] }),
+    ).rejects.toThrow(/production/);
+    store.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('rate-limits releases per connection', async () => {
+    const svc = await startService('dev');
+    const { connectionId } = await enroll(svc);
+    const codes: number[] = [];
+    for (let i = 0; i < 6; i++) codes.push((await release(svc, connectionId)).res.status);
+    expect(codes.slice(0, 5)).toEqual([200, 200, 200, 200, 200]);
+    expect(codes[5]).toBe(429);
+  });
+
+  it('answers malformed requests with 400 and a code, never 5xx', async () => {
+    const svc = await startService('dev');
+    for (const body of [{}, { document: 'AAAA' }, { document: 123, connectionIds: ['x'] }, { document: 'AAAA', connectionIds: [] }]) {
+      const res = await post(`${svc.url}/v1/releases`, body);
+      expect(res.status).toBe(400);
+      expect(res.json.error.code).toBe('bad_request');
+    }
+    const junk = await post(`${svc.url}/v1/releases`, { document: 'bm90IGEgZG9j', connectionIds: ['x'] });
+    expect(junk.status).toBe(403);
+    expect(junk.json.error.code).toBe('attestation_malformed');
+  });
+
+  it('keeps an intact hash-chained audit of enrollments, releases and refusals', async () => {
+    const svc = await startService('dev');
+    const { connectionId } = await enroll(svc);
+    await release(svc, connectionId);
+    await release(svc, connectionId, { nonce: randomBytes(32).toString('hex') });
+    const entries = svc.store.readAudit();
+    expect(entries.map((e) => `${e.event.action}:${e.event.outcome}`)).toEqual(['enroll:enrolled', 'release:released', 'release:refused']);
+    expect(entries[1]!.event.moduleId).toBe(nsm.moduleId);
+    expect(verifyAuditChain(entries)).toBeUndefined();
+    const tampered = entries.map((e, i) => (i === 1 ? { ...e, event: { ...e.event, outcome: 'refused' as const } } : e));
+    expect(verifyAuditChain(tampered)).toBe(2);
+    expect(verifyAuditChain(entries.slice(1))).toBe(2);
+  });
+});

@@ -1,0 +1,90 @@
+/**
+ * The real `securegate` bin against a running dev stack: login without ceremony, connect (key on
+ * stdin, split locally), keys create, then an SDK request with the printed SG_ key.
+ */
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import OpenAI from 'openai';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestStack } from './helpers.ts';
+
+const bin = fileURLToPath(new URL('../../bin/securegate.mjs', import.meta.url));
+let stack: Awaited<ReturnType<typeof startTestStack>>;
+let configDir: string;
+
+function cli(args: string[], stdin?: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = execFile(
+      process.execPath,
+      [bin, ...args],
+      { env: { ...process.env, SECUREGATE_DATA_DIR: stack.dataDir, SECUREGATE_URL: stack.hostUrl, SECUREGATE_CONFIG_DIR: configDir } },
+      (error, stdout, stderr) => resolve({ code: error ? (error.code as number) : 0, stdout, stderr }),
+    );
+    child.stdin!.end(stdin ?? '');
+  });
+}
+
+beforeAll(async () => {
+  stack = await startTestStack();
+  configDir = await mkdtemp(join(tmpdir(), 'sg-cli-'));
+});
+afterAll(async () => {
+  await stack?.cleanup();
+  await rm(configDir, { recursive: true, force: true });
+});
+
+describe('securegate CLI against the dev stack', () => {
+  it('logs in to the local stack and stores credentials with 0600 permissions', async () => {
+    const r = await cli(['login', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ serverUrl: stack.hostUrl, source: 'dev stack' });
+    expect((await stat(join(configDir, 'config.json'))).mode & 0o777).toBe(0o600);
+  });
+
+  it('connects a provider from stdin, creates a key, and the key works with the OpenAI SDK', async () => {
+    const connect = await cli(['connect', 'openai', '--api-key-stdin', '--base-url', stack.mock!.origin, '--name', 'cli test', '--json'], `${stack.demo!.upstreamKey}\n`);
+    expect(connect.code, connect.stderr).toBe(0);
+    const { id } = JSON.parse(connect.stdout) as { id: string };
+    expect(id).toMatch(/^conn_/);
+    const created = await cli(['keys', 'create', '--connection', id, '--json']);
+    expect(created.code, created.stderr).toBe(0);
+    const { key } = JSON.parse(created.stdout) as { id: string; key: string };
+    expect(key).toMatch(/^SG_/);
+    const before = stack.mock!.requests.length;
+    const client = new OpenAI({ apiKey: key, baseURL: `${stack.hostUrl}/v1`, maxRetries: 0 });
+    const completion = await client.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] });
+    expect(completion.choices[0]!.message.content).toContain('mock upstream');
+    expect(stack.mock!.requests[before]!.headers.authorization).toBe(`Bearer ${stack.demo!.upstreamKey}`);
+    const list = await cli(['keys', 'list', '--json']);
+    const keys = JSON.parse(list.stdout) as Array<Record<string, string>>;
+    expect(keys.some((k) => k.connectionId === id)).toBe(true);
+    expect(list.stdout.includes(key)).toBe(false);
+  });
+
+  it('refuses a plain-http base URL that is not loopback', async () => {
+    const r = await cli(['connect', 'openai', '--api-key-stdin', '--base-url', 'http://example.com', '--json'], 'sk-x\n');
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('https');
+  });
+
+  it('refuses an empty key and an unknown provider', async () => {
+    expect((await cli(['connect', 'openai', '--api-key-stdin'], '\n')).code).toBe(2);
+    expect((await cli(['connect', 'nosuch', '--api-key-stdin'], 'k\n')).code).toBe(2);
+  });
+
+  it('fails with a clear message when a pinned shareholder presents another key', async () => {
+    const { writeFile, readFile } = await import('node:fs/promises');
+    const path = join(configDir, 'config.json');
+    const config = JSON.parse(await readFile(path, 'utf8'));
+    const pins = stack.shareholders.map(({ id, url, publicKey }) => ({ id, url, publicKey }));
+    pins[1]!.publicKey = '11'.repeat(32);
+    await writeFile(path, JSON.stringify({ ...config, shareholders: pins }), { mode: 0o600 });
+    const r = await cli(['connect', 'openai', '--api-key-stdin', '--base-url', stack.mock!.origin], 'sk-x\n');
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('sh-2');
+    expect(r.stderr).toContain('Refusing to enroll');
+  });
+});
