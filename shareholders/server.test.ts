@@ -62,9 +62,17 @@ async function startService(mode: 'dev' | 'production'): Promise<Service> {
   return service;
 }
 
+/** The JSON shapes the shareholder answers with, loosely typed for assertions. */
+interface Reply {
+  nonce: string;
+  error: { code: string };
+  refused: Array<{ code: string }>;
+  shares: Array<{ envelope: string }>;
+}
+
 async function post(url: string, body: unknown, method = 'POST') {
   const res = await fetch(url, { method, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-  return { status: res.status, json: (await res.json()) as Record<string, any> };
+  return { status: res.status, json: (await res.json()) as Reply };
 }
 
 async function enroll(svc: Service, options: { pcr0?: Uint8Array; connectionId?: string; signer?: OwnerKeyPair } = {}) {
@@ -148,7 +156,7 @@ describe('shareholder enrollment', () => {
     const replay = await post(`${svc.url}/v1/shares/${connectionId}/policy`, { signed: update }, 'PUT');
     expect(replay.json.error.code).toBe('message_replayed');
     // The new policy is in force: the old enclave measurement no longer receives the share.
-    expect((await release(svc, connectionId)).res.json.refused[0].code).toBe('attestation_pcr_mismatch');
+    expect((await release(svc, connectionId)).res.json.refused[0]!.code).toBe('attestation_pcr_mismatch');
     expect((await post(`${svc.url}/v1/shares/${connectionId}`, { signed: msg(owner, 'delete', svc.now.t + 2) }, 'DELETE')).status).toBe(200);
     expect((await release(svc, connectionId)).res.json.error.code).toBe('share_not_found');
   });
@@ -160,7 +168,7 @@ describe('shareholder release', () => {
     const { connectionId, share } = await enroll(svc);
     const { res, eph, nonce } = await release(svc, connectionId);
     expect(res.status).toBe(200);
-    const envelope = new Uint8Array(Buffer.from(res.json.shares[0].envelope, 'base64'));
+    const envelope = new Uint8Array(Buffer.from(res.json.shares[0]!.envelope, 'base64'));
     const ctx = { purpose: 'release' as const, connectionId, shareholderId: svc.identity.id, nonce: Buffer.from(nonce, 'hex') };
     expect(decodeShare(await openShareEnvelope(eph.privateKey, envelope, ctx))).toEqual(share);
   });
@@ -171,7 +179,7 @@ describe('shareholder release', () => {
     const other = await DevNsm.create({ root, pcr0: OTHER_PCR0 });
     const { res } = await release(svc, connectionId, { nsm: other });
     expect(res.status).toBe(403);
-    expect(res.json.refused[0].code).toBe('attestation_pcr_mismatch');
+    expect(res.json.refused[0]!.code).toBe('attestation_pcr_mismatch');
   });
 
   it('refuses a replayed nonce', async () => {
@@ -189,7 +197,7 @@ describe('shareholder release', () => {
     const { connectionId } = await enroll(svc);
     const unknown = await release(svc, connectionId, { nonce: randomBytes(32).toString('hex') });
     expect(unknown.res.json.error.code).toBe('nonce_unknown');
-    const nonce = (await post(`${svc.url}/v1/challenges`, {})).json.nonce as string;
+    const nonce = (await post(`${svc.url}/v1/challenges`, {})).json.nonce;
     svc.now.t += 61_000;
     const late = await release(svc, connectionId, { nonce });
     expect(late.res.json.error.code).toBe('nonce_expired');
@@ -198,7 +206,7 @@ describe('shareholder release', () => {
   it('refuses an expired document (timestamp older than allowed)', async () => {
     const svc = await startService('dev');
     const { connectionId } = await enroll(svc);
-    const nonce = (await post(`${svc.url}/v1/challenges`, {})).json.nonce as string;
+    const nonce = (await post(`${svc.url}/v1/challenges`, {})).json.nonce;
     const eph = generateX25519KeyPair();
     const past = { t: svc.now.t - 10 * 60_000 };
     const oldNsm = await DevNsm.create({ root, pcr0: PCR0, clock: () => new Date(past.t) });
