@@ -4,12 +4,13 @@
  * response carries `x-should-retry: false` (the OpenAI and Anthropic SDKs honour it).
  */
 import type { ErrorShape } from '../protocol/index.ts';
+import { LOCK_ERRORS } from './locks.ts';
 
-export const HOST_ERRORS = {
+const GATEWAY_ERRORS = {
   invalid_api_key: { status: 401, type: 'authentication_error', retry: false },
-  key_revoked: { status: 401, type: 'authentication_error', retry: false },
   endpoint_not_allowed: { status: 404, type: 'invalid_request_error', retry: false },
   invalid_request: { status: 400, type: 'invalid_request_error', retry: false },
+  request_too_large: { status: 413, type: 'invalid_request_error', retry: false },
   shareholders_unavailable: { status: 503, type: 'api_error', retry: true },
   enclave_unavailable: { status: 503, type: 'api_error', retry: true },
   gateway_error: { status: 502, type: 'api_error', retry: true },
@@ -18,16 +19,24 @@ export const HOST_ERRORS = {
   conflict: { status: 409, type: 'invalid_request_error', retry: false },
 } as const;
 
-export type HostErrorCode = keyof typeof HOST_ERRORS;
+/** Every lock refusal is final for the request as sent: never worth an SDK retry. */
+export const HOST_ERRORS: Record<string, { status: number; type: string; retry: boolean }> = {
+  ...GATEWAY_ERRORS,
+  ...Object.fromEntries(Object.entries(LOCK_ERRORS).map(([code, e]) => [code, { status: e.status, type: e.type, retry: false }])),
+};
+
+export type HostErrorCode = keyof typeof GATEWAY_ERRORS | keyof typeof LOCK_ERRORS;
 
 export class HostError extends Error {
   readonly code: HostErrorCode;
-  constructor(code: HostErrorCode, message: string) {
+  readonly retryAfter: number | undefined;
+  constructor(code: HostErrorCode, message: string, retryAfter?: number) {
     super(message);
     this.code = code;
+    this.retryAfter = retryAfter;
   }
   get status(): number {
-    return HOST_ERRORS[this.code].status;
+    return HOST_ERRORS[this.code]!.status;
   }
 }
 

@@ -1,24 +1,40 @@
 /**
- * `node host/main.ts --data-dir D --enclave unix:/path.sock [--port 8080] [--dev]`
- * Starts the gateway. First start creates the server pepper and an admin token under the data
- * directory (0600). Prints `{"ready":true,…}` on stdout; JSON logs (pino) on stderr with
- * credentials redacted.
+ * `node host/main.ts [serve|migrate] --data-dir D --enclave unix:/path.sock [options]`
+ *   --database <postgres://…>   PostgreSQL (shared by any number of host instances); default:
+ *                               embedded SQLite at <data-dir>/host.sqlite
+ *   --db-schema <name>          PostgreSQL schema (default: public)
+ *   --port 8080 --host 127.0.0.1 --dev
+ *   --trusted-proxy <cidr|preset>  repeatable; presets: loopback, private, cloudflare
+ *   --allow-unknown-location    city-locked keys accept addresses with no known location
+ *   --geo-db <file.mmdb>        MaxMind-format city database (default: bundled GeoLite2-City)
+ * First start creates the server pepper and an admin token under the data directory (0600).
+ * `serve` prints `{"ready":true,…}` on stdout; JSON logs (pino) on stderr with credentials redacted.
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { buildHostApp, LOG_REDACT, sha256Hex } from './app.ts';
+import { openPostgres, openSqlite } from './db.ts';
 import { enclavePool, parseEnclaveAddress } from './enclave-client.ts';
-import { openSqliteHostStore } from './store.ts';
+import { openGeoDatabase } from './geo.ts';
+import { HostStore } from './store.ts';
 
-const { values } = parseArgs({
+const { values, positionals } = parseArgs({
+  allowPositionals: true,
   options: {
     'data-dir': { type: 'string' },
     enclave: { type: 'string' },
+    database: { type: 'string', default: process.env.SECUREGATE_DATABASE_URL },
+    'db-schema': { type: 'string' },
     port: { type: 'string', default: process.env.PORT ?? '8080' },
     host: { type: 'string', default: '127.0.0.1' },
     dev: { type: 'boolean', default: false },
+    'trusted-proxy': { type: 'string', multiple: true, default: [] },
+    'allow-unknown-location': { type: 'boolean', default: false },
+    'geo-db': { type: 'string' },
+    'velocity-floor': { type: 'string' },
+    'velocity-factor': { type: 'string' },
   },
 });
 
@@ -28,13 +44,28 @@ function secretFile(path: string, make: () => string): string {
   return readFileSync(path, 'utf8').trim();
 }
 
+function openStore(dataDir: string): HostStore {
+  const db = values.database
+    ? openPostgres({ connectionString: values.database, ...(values['db-schema'] ? { schema: values['db-schema'] } : {}) })
+    : openSqlite(join(dataDir, 'host.sqlite'));
+  return new HostStore(db);
+}
+
 async function main(): Promise<void> {
+  const command = positionals[0] ?? 'serve';
   const dataDir = values['data-dir'];
-  if (!dataDir || !values.enclave) throw new Error('usage: host/main.ts --data-dir <dir> --enclave unix:<path>|tcp:<host>:<port> [--port 8080] [--dev]');
+  if (!dataDir) throw new Error('usage: host/main.ts [serve|migrate] --data-dir <dir> --enclave unix:<path>|tcp:<host>:<port> [--database postgres://…]');
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  const store = openStore(dataDir);
+  const applied = await store.migrate();
+  if (command === 'migrate') {
+    process.stdout.write(`${JSON.stringify({ engine: store.db.engine, applied })}\n`);
+    await store.close();
+    return;
+  }
+  if (!values.enclave) throw new Error('--enclave unix:<path>|tcp:<host>:<port> is required');
   const pepper = new Uint8Array(Buffer.from(secretFile(join(dataDir, 'pepper'), () => randomBytes(32).toString('hex')), 'hex'));
   const adminToken = secretFile(join(dataDir, 'admin-token'), () => `sgadm_${randomBytes(24).toString('base64url')}`);
-  const store = openSqliteHostStore(dataDir);
   const enclave = enclavePool(parseEnclaveAddress(values.enclave));
   const app = await buildHostApp({
     store,
@@ -42,11 +73,24 @@ async function main(): Promise<void> {
     pepper,
     adminTokenHash: sha256Hex(adminToken),
     dev: values.dev,
+    trustedProxies: values['trusted-proxy'],
+    geo: await openGeoDatabase(values['geo-db'] ? { file: values['geo-db'] } : undefined),
+    allowUnknownLocation: values['allow-unknown-location'],
+    velocity: {
+      ...(values['velocity-floor'] ? { floorPerMinute: Number(values['velocity-floor']) } : {}),
+      ...(values['velocity-factor'] ? { spikeFactor: Number(values['velocity-factor']) } : {}),
+    },
     logger: { level: process.env.LOG_LEVEL ?? 'info', stream: process.stderr, redact: LOG_REDACT },
   });
+  // Inactivity expiry is checked on use and by this sweep.
+  const sweep = setInterval(() => {
+    store.expireInactive().catch((e: Error) => app.log.error({ err: e.message }, 'inactivity sweep failed'));
+  }, 60_000);
+  sweep.unref();
   const address = await app.listen({ port: Number(values.port), host: values.host });
-  process.stdout.write(`${JSON.stringify({ ready: true, url: address, port: Number(new URL(address).port) })}\n`);
+  process.stdout.write(`${JSON.stringify({ ready: true, url: address, port: Number(new URL(address).port), engine: store.db.engine })}\n`);
   const stop = async () => {
+    clearInterval(sweep);
     await app.close();
     await enclave.close();
     await store.close();

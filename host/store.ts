@@ -1,15 +1,19 @@
 /**
- * The host's repository: connections (sealed records and metadata only — never a plaintext key
- * or DEK) and SG_ keys (HMAC hashes only). One interface; this file is the embedded engine
- * (SQLite via node:sqlite, WAL, one file under the data directory). Methods are async so the
- * PostgreSQL engine fits the same interface.
+ * The host's repository over either engine (host/db.ts): projects, connections (sealed records
+ * and metadata only — never a plaintext key or DEK), SG_ keys (HMAC hashes only) with their
+ * locks, model aliases, the signature replay cache and lock/alert events. Schema changes are
+ * numbered migrations, applied at start and by `node host/main.ts migrate`.
+ * Key changes are announced on the `sg_key_changed` channel so every instance drops its cache.
  */
-import { DatabaseSync } from 'node:sqlite';
-import { join } from 'node:path';
 import type { AuthScheme } from '../protocol/index.ts';
+import type { Row, SqlDb, SqlValue } from './db.ts';
+
+export const DEFAULT_PROJECT = 'proj_default';
+export const KEY_CHANGED_CHANNEL = 'sg_key_changed';
 
 export interface ConnectionRecord {
   id: string;
+  projectId: string;
   name: string;
   provider: string;
   origin: string;
@@ -18,54 +22,129 @@ export interface ConnectionRecord {
   sealedRecord: string;
   threshold: number;
   shareholders: string[];
-  createdAt: string;
+  createdAt: number;
 }
+
+export type KeyStatus = 'active' | 'killed' | 'revoked' | 'expired';
 
 export interface KeyRecord {
   id: string;
   hash: string;
   hint: string;
+  name: string;
+  projectId: string;
   connectionId: string;
-  status: 'active' | 'revoked';
-  createdAt: string;
+  status: KeyStatus;
+  boundIp: string | null;
+  boundAt: number | null;
+  allowedCities: string[];
+  deviceHash: string | null;
+  deviceSalt: string | null;
+  allowedModels: string[];
+  requireSignature: boolean;
+  signingSecret: string | null;
+  inactiveExpiryMs: number | null;
+  lastUsedAt: number | null;
+  suspendedUntil: number | null;
+  createdAt: number;
+  updatedAt: number;
 }
 
-export interface HostStore {
-  insertConnection(c: ConnectionRecord): Promise<boolean>;
-  getConnection(id: string): Promise<ConnectionRecord | undefined>;
-  listConnections(): Promise<ConnectionRecord[]>;
-  insertKey(k: KeyRecord): Promise<void>;
-  findKeyByHash(hash: string): Promise<KeyRecord | undefined>;
-  listKeys(): Promise<KeyRecord[]>;
-  close(): Promise<void>;
+export interface LockEvent {
+  id: string;
+  at: number;
+  projectId: string;
+  keyId: string | null;
+  type: string;
+  detail: Record<string, unknown>;
 }
 
-const MIGRATIONS = [
-  `CREATE TABLE connections (
-     id TEXT PRIMARY KEY, name TEXT NOT NULL, provider TEXT NOT NULL, origin TEXT NOT NULL,
-     auth_scheme TEXT NOT NULL, sealed_record TEXT NOT NULL, threshold INTEGER NOT NULL,
-     shareholders TEXT NOT NULL, created_at TEXT NOT NULL);
+export type KeyPatch = Partial<
+  Pick<
+    KeyRecord,
+    | 'name'
+    | 'projectId'
+    | 'status'
+    | 'boundIp'
+    | 'boundAt'
+    | 'allowedCities'
+    | 'deviceHash'
+    | 'deviceSalt'
+    | 'allowedModels'
+    | 'requireSignature'
+    | 'signingSecret'
+    | 'inactiveExpiryMs'
+    | 'suspendedUntil'
+  >
+>;
+
+const MIGRATIONS: string[] = [
+  `CREATE TABLE projects (id TEXT PRIMARY KEY, name TEXT NOT NULL, created_at BIGINT NOT NULL);
+   CREATE TABLE connections (
+     id TEXT PRIMARY KEY, project_id TEXT NOT NULL REFERENCES projects(id), name TEXT NOT NULL,
+     provider TEXT NOT NULL, origin TEXT NOT NULL, auth_scheme TEXT NOT NULL, sealed_record TEXT NOT NULL,
+     threshold INTEGER NOT NULL, shareholders TEXT NOT NULL, created_at BIGINT NOT NULL);
    CREATE TABLE sg_keys (
-     id TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, hint TEXT NOT NULL,
-     connection_id TEXT NOT NULL REFERENCES connections(id), status TEXT NOT NULL, created_at TEXT NOT NULL);`,
+     id TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, hint TEXT NOT NULL, name TEXT NOT NULL,
+     project_id TEXT NOT NULL REFERENCES projects(id), connection_id TEXT NOT NULL REFERENCES connections(id),
+     status TEXT NOT NULL, bound_ip TEXT, bound_at BIGINT, allowed_cities TEXT NOT NULL,
+     device_hash TEXT, device_salt TEXT, allowed_models TEXT NOT NULL, require_signature INTEGER NOT NULL,
+     signing_secret TEXT, inactive_expiry_ms BIGINT, last_used_at BIGINT, suspended_until BIGINT,
+     created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL);
+   CREATE TABLE model_aliases (project_id TEXT NOT NULL REFERENCES projects(id), alias TEXT NOT NULL, target TEXT NOT NULL, PRIMARY KEY (project_id, alias));
+   CREATE TABLE signature_replay (signature TEXT PRIMARY KEY, expires_at BIGINT NOT NULL);
+   CREATE TABLE events (id TEXT PRIMARY KEY, at BIGINT NOT NULL, project_id TEXT NOT NULL, key_id TEXT, type TEXT NOT NULL, detail TEXT NOT NULL);
+   CREATE INDEX events_at ON events (at);
+   CREATE INDEX sg_keys_project ON sg_keys (project_id);`,
 ];
 
-type Row = Record<string, unknown>;
+const KEY_COLUMNS: Record<keyof KeyPatch, string> = {
+  name: 'name',
+  projectId: 'project_id',
+  status: 'status',
+  boundIp: 'bound_ip',
+  boundAt: 'bound_at',
+  allowedCities: 'allowed_cities',
+  deviceHash: 'device_hash',
+  deviceSalt: 'device_salt',
+  allowedModels: 'allowed_models',
+  requireSignature: 'require_signature',
+  signingSecret: 'signing_secret',
+  inactiveExpiryMs: 'inactive_expiry_ms',
+  suspendedUntil: 'suspended_until',
+};
 
-export function openSqliteHostStore(dataDir: string): HostStore {
-  const db = new DatabaseSync(join(dataDir, 'host.sqlite'));
-  db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;');
-  db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)');
-  const applied = new Set((db.prepare('SELECT version FROM schema_migrations').all() as Row[]).map((r) => Number(r.version)));
-  MIGRATIONS.forEach((sql, i) => {
-    if (applied.has(i + 1)) return;
-    db.exec('BEGIN');
-    db.exec(sql);
-    db.prepare('INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)').run(i + 1, new Date().toISOString());
-    db.exec('COMMIT');
-  });
-  const toConnection = (r: Row): ConnectionRecord => ({
+const num = (v: unknown) => (v === null || v === undefined ? null : Number(v));
+
+function toKey(r: Row): KeyRecord {
+  return {
     id: r.id as string,
+    hash: r.hash as string,
+    hint: r.hint as string,
+    name: r.name as string,
+    projectId: r.project_id as string,
+    connectionId: r.connection_id as string,
+    status: r.status as KeyStatus,
+    boundIp: (r.bound_ip as string | null) ?? null,
+    boundAt: num(r.bound_at),
+    allowedCities: JSON.parse(r.allowed_cities as string) as string[],
+    deviceHash: (r.device_hash as string | null) ?? null,
+    deviceSalt: (r.device_salt as string | null) ?? null,
+    allowedModels: JSON.parse(r.allowed_models as string) as string[],
+    requireSignature: Number(r.require_signature) === 1,
+    signingSecret: (r.signing_secret as string | null) ?? null,
+    inactiveExpiryMs: num(r.inactive_expiry_ms),
+    lastUsedAt: num(r.last_used_at),
+    suspendedUntil: num(r.suspended_until),
+    createdAt: Number(r.created_at),
+    updatedAt: Number(r.updated_at),
+  };
+}
+
+function toConnection(r: Row): ConnectionRecord {
+  return {
+    id: r.id as string,
+    projectId: r.project_id as string,
     name: r.name as string,
     provider: r.provider as string,
     origin: r.origin as string,
@@ -73,43 +152,193 @@ export function openSqliteHostStore(dataDir: string): HostStore {
     sealedRecord: r.sealed_record as string,
     threshold: Number(r.threshold),
     shareholders: JSON.parse(r.shareholders as string) as string[],
-    createdAt: r.created_at as string,
-  });
-  const toKey = (r: Row): KeyRecord => ({
-    id: r.id as string,
-    hash: r.hash as string,
-    hint: r.hint as string,
-    connectionId: r.connection_id as string,
-    status: r.status as KeyRecord['status'],
-    createdAt: r.created_at as string,
-  });
-  const q = {
-    insertConnection: db.prepare(
-      'INSERT OR IGNORE INTO connections (id, name, provider, origin, auth_scheme, sealed_record, threshold, shareholders, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
-    ),
-    getConnection: db.prepare('SELECT * FROM connections WHERE id = ?'),
-    listConnections: db.prepare('SELECT * FROM connections ORDER BY created_at'),
-    insertKey: db.prepare('INSERT INTO sg_keys (id, hash, hint, connection_id, status, created_at) VALUES (?, ?, ?, ?, ?, ?)'),
-    findKey: db.prepare('SELECT * FROM sg_keys WHERE hash = ?'),
-    listKeys: db.prepare('SELECT * FROM sg_keys ORDER BY created_at'),
+    createdAt: Number(r.created_at),
   };
-  return {
-    insertConnection: async (c) =>
-      q.insertConnection.run(c.id, c.name, c.provider, c.origin, c.authScheme, c.sealedRecord, c.threshold, JSON.stringify(c.shareholders), c.createdAt)
-        .changes === 1,
-    getConnection: async (id) => {
-      const r = q.getConnection.get(id) as Row | undefined;
-      return r ? toConnection(r) : undefined;
-    },
-    listConnections: async () => (q.listConnections.all() as Row[]).map(toConnection),
-    insertKey: async (k) => {
-      q.insertKey.run(k.id, k.hash, k.hint, k.connectionId, k.status, k.createdAt);
-    },
-    findKeyByHash: async (hash) => {
-      const r = q.findKey.get(hash) as Row | undefined;
-      return r ? toKey(r) : undefined;
-    },
-    listKeys: async () => (q.listKeys.all() as Row[]).map(toKey),
-    close: async () => db.close(),
-  };
+}
+
+function columnValue(field: keyof KeyPatch, value: unknown): SqlValue {
+  if (field === 'allowedCities' || field === 'allowedModels') return JSON.stringify(value);
+  if (field === 'requireSignature') return value ? 1 : 0;
+  return value as SqlValue;
+}
+
+export class HostStore {
+  readonly db: SqlDb;
+  constructor(db: SqlDb) {
+    this.db = db;
+  }
+
+  /** Applies pending numbered migrations; returns the versions applied. */
+  async migrate(): Promise<number[]> {
+    await this.db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)');
+    const applied = new Set((await this.db.query('SELECT version FROM schema_migrations')).map((r) => Number(r.version)));
+    const done: number[] = [];
+    for (const [i, sql] of MIGRATIONS.entries()) {
+      const version = i + 1;
+      if (applied.has(version)) continue;
+      await this.db.transaction(async (tx) => {
+        // Another instance may be migrating concurrently: the primary key makes one of us lose.
+        const claimed = await tx.query('INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING version', [version, Date.now()]);
+        if (claimed.length === 0) return;
+        for (const statement of sql.split(';').map((s) => s.trim()).filter(Boolean)) await tx.exec(statement);
+      });
+      done.push(version);
+    }
+    await this.ensureProject(DEFAULT_PROJECT, 'Default');
+    return done;
+  }
+
+  async ensureProject(id: string, name: string): Promise<void> {
+    await this.db.query('INSERT INTO projects (id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING', [id, name, Date.now()]);
+  }
+
+  async listProjects(): Promise<Array<{ id: string; name: string; createdAt: number }>> {
+    return (await this.db.query('SELECT * FROM projects ORDER BY created_at')).map((r) => ({ id: r.id as string, name: r.name as string, createdAt: Number(r.created_at) }));
+  }
+
+  async projectExists(id: string): Promise<boolean> {
+    return (await this.db.query('SELECT id FROM projects WHERE id = $1', [id])).length === 1;
+  }
+
+  async insertConnection(c: ConnectionRecord): Promise<boolean> {
+    const rows = await this.db.query(
+      `INSERT INTO connections (id, project_id, name, provider, origin, auth_scheme, sealed_record, threshold, shareholders, created_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING RETURNING id`,
+      [c.id, c.projectId, c.name, c.provider, c.origin, c.authScheme, c.sealedRecord, c.threshold, JSON.stringify(c.shareholders), c.createdAt],
+    );
+    return rows.length === 1;
+  }
+
+  async getConnection(id: string): Promise<ConnectionRecord | undefined> {
+    const [r] = await this.db.query('SELECT * FROM connections WHERE id = $1', [id]);
+    return r ? toConnection(r) : undefined;
+  }
+
+  async listConnections(projectId?: string): Promise<ConnectionRecord[]> {
+    const rows = projectId
+      ? await this.db.query('SELECT * FROM connections WHERE project_id = $1 ORDER BY created_at', [projectId])
+      : await this.db.query('SELECT * FROM connections ORDER BY created_at');
+    return rows.map(toConnection);
+  }
+
+  async insertKey(k: KeyRecord): Promise<void> {
+    await this.db.query(
+      `INSERT INTO sg_keys (id, hash, hint, name, project_id, connection_id, status, bound_ip, bound_at, allowed_cities, device_hash, device_salt,
+         allowed_models, require_signature, signing_secret, inactive_expiry_ms, last_used_at, suspended_until, created_at, updated_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)`,
+      [
+        k.id, k.hash, k.hint, k.name, k.projectId, k.connectionId, k.status, k.boundIp, k.boundAt, JSON.stringify(k.allowedCities), k.deviceHash,
+        k.deviceSalt, JSON.stringify(k.allowedModels), k.requireSignature ? 1 : 0, k.signingSecret, k.inactiveExpiryMs, k.lastUsedAt,
+        k.suspendedUntil, k.createdAt, k.updatedAt,
+      ],
+    );
+  }
+
+  async getKey(id: string): Promise<KeyRecord | undefined> {
+    const [r] = await this.db.query('SELECT * FROM sg_keys WHERE id = $1', [id]);
+    return r ? toKey(r) : undefined;
+  }
+
+  async findKeyByHash(hash: string): Promise<KeyRecord | undefined> {
+    const [r] = await this.db.query('SELECT * FROM sg_keys WHERE hash = $1', [hash]);
+    return r ? toKey(r) : undefined;
+  }
+
+  async listKeys(projectId?: string): Promise<KeyRecord[]> {
+    const rows = projectId
+      ? await this.db.query('SELECT * FROM sg_keys WHERE project_id = $1 ORDER BY created_at', [projectId])
+      : await this.db.query('SELECT * FROM sg_keys ORDER BY created_at');
+    return rows.map(toKey);
+  }
+
+  async #changed(id: string): Promise<void> {
+    await this.db.notify(KEY_CHANGED_CHANNEL, id);
+  }
+
+  /** Applies `patch`; a revoked key stays revoked whatever the patch says. */
+  async updateKey(id: string, patch: KeyPatch, now = Date.now()): Promise<KeyRecord | undefined> {
+    const fields = (Object.keys(patch) as Array<keyof KeyPatch>).filter((f) => patch[f] !== undefined);
+    const sets = fields.map((f, i) => `${KEY_COLUMNS[f]} = $${i + 1}`);
+    const params = fields.map((f) => columnValue(f, patch[f]));
+    sets.push(`updated_at = $${params.length + 1}`);
+    params.push(now, id);
+    const guard = patch.status !== undefined ? " AND status <> 'revoked'" : '';
+    const [r] = await this.db.query(`UPDATE sg_keys SET ${sets.join(', ')} WHERE id = $${params.length}${guard} RETURNING *`, params);
+    await this.#changed(id);
+    return r ? toKey(r) : await this.getKey(id);
+  }
+
+  /** First-use IP binding: succeeds for exactly one caller while the key is unbound. */
+  async bindIpIfUnbound(id: string, ip: string, now = Date.now()): Promise<boolean> {
+    const rows = await this.db.query('UPDATE sg_keys SET bound_ip = $1, bound_at = $2, updated_at = $2 WHERE id = $3 AND bound_ip IS NULL RETURNING id', [ip, now, id]);
+    if (rows.length === 1) await this.#changed(id);
+    return rows.length === 1;
+  }
+
+  /** Records last use, at most once a minute per key (not worth a write per request). */
+  async touchKey(id: string, now = Date.now()): Promise<void> {
+    await this.db.query('UPDATE sg_keys SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $3)', [now, id, now - 60_000]);
+  }
+
+  /** Marks active keys unused for longer than their inactivity limit as expired. */
+  async expireInactive(now = Date.now()): Promise<string[]> {
+    const rows = await this.db.query(
+      `UPDATE sg_keys SET status = 'expired', updated_at = $1
+       WHERE status = 'active' AND inactive_expiry_ms IS NOT NULL AND COALESCE(last_used_at, created_at) + inactive_expiry_ms < $1 RETURNING id`,
+      [now],
+    );
+    for (const r of rows) await this.#changed(r.id as string);
+    return rows.map((r) => r.id as string);
+  }
+
+  /** Replay cache: true the first time a signature is seen, false on any reuse (all instances). */
+  async recordSignature(signature: string, expiresAt: number, now = Date.now()): Promise<boolean> {
+    await this.db.query('DELETE FROM signature_replay WHERE expires_at < $1', [now]);
+    const rows = await this.db.query('INSERT INTO signature_replay (signature, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING signature', [signature, expiresAt]);
+    return rows.length === 1;
+  }
+
+  async setAlias(projectId: string, alias: string, target: string): Promise<void> {
+    await this.db.query('INSERT INTO model_aliases (project_id, alias, target) VALUES ($1, $2, $3) ON CONFLICT (project_id, alias) DO UPDATE SET target = $3', [projectId, alias, target]);
+    await this.db.notify(KEY_CHANGED_CHANNEL, `project:${projectId}`);
+  }
+
+  async deleteAlias(projectId: string, alias: string): Promise<void> {
+    await this.db.query('DELETE FROM model_aliases WHERE project_id = $1 AND alias = $2', [projectId, alias]);
+    await this.db.notify(KEY_CHANGED_CHANNEL, `project:${projectId}`);
+  }
+
+  async listAliases(projectId: string): Promise<Record<string, string>> {
+    const rows = await this.db.query('SELECT alias, target FROM model_aliases WHERE project_id = $1 ORDER BY alias', [projectId]);
+    return Object.fromEntries(rows.map((r) => [r.alias as string, r.target as string]));
+  }
+
+  async addEvent(e: LockEvent): Promise<void> {
+    await this.db.query('INSERT INTO events (id, at, project_id, key_id, type, detail) VALUES ($1, $2, $3, $4, $5, $6)', [e.id, e.at, e.projectId, e.keyId, e.type, JSON.stringify(e.detail)]);
+  }
+
+  async listEvents(filter: { keyId?: string; type?: string; limit?: number } = {}): Promise<LockEvent[]> {
+    const where: string[] = [];
+    const params: SqlValue[] = [];
+    if (filter.keyId) where.push(`key_id = $${params.push(filter.keyId)}`);
+    if (filter.type) where.push(`type = $${params.push(filter.type)}`);
+    params.push(Math.min(filter.limit ?? 100, 1000));
+    const rows = await this.db.query(`SELECT * FROM events ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY at DESC, id LIMIT $${params.length}`, params);
+    return rows.map((r) => ({
+      id: r.id as string,
+      at: Number(r.at),
+      projectId: r.project_id as string,
+      keyId: (r.key_id as string | null) ?? null,
+      type: r.type as string,
+      detail: JSON.parse(r.detail as string) as Record<string, unknown>,
+    }));
+  }
+
+  onKeyChanged(handler: (idOrProject: string) => void): Promise<void> {
+    return this.db.listen(KEY_CHANGED_CHANNEL, handler);
+  }
+
+  close(): Promise<void> {
+    return this.db.close();
+  }
 }

@@ -10,3 +10,4 @@ export * from './share-envelope.ts';
 export * from './owner-signature.ts';
 export * from './providers.ts';
 export * from './rpc.ts';
+export * from './request-signature.ts';

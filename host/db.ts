@@ -1,0 +1,153 @@
+/**
+ * The two storage engines behind one small SQL interface: PostgreSQL (`pg` pool, LISTEN/NOTIFY
+ * for cross-instance cache invalidation) and the embedded default, SQLite via node:sqlite (WAL,
+ * one file). Statements are written once in the subset both understand — `$n` placeholders,
+ * TEXT/BIGINT/INTEGER columns, `ON CONFLICT`, `RETURNING` — and times are epoch milliseconds.
+ */
+import { DatabaseSync } from 'node:sqlite';
+import pg from 'pg';
+
+export type SqlValue = string | number | bigint | null;
+export type Row = Record<string, unknown>;
+
+export interface SqlDb {
+  readonly engine: 'sqlite' | 'postgres';
+  query<T extends Row = Row>(sql: string, params?: SqlValue[]): Promise<T[]>;
+  exec(sql: string): Promise<void>;
+  /** Runs `fn` in one transaction (serialised per process for SQLite). */
+  transaction<T>(fn: (db: SqlDb) => Promise<T>): Promise<T>;
+  /** Cross-instance signal (PostgreSQL NOTIFY); in-process only for SQLite. */
+  notify(channel: string, payload: string): Promise<void>;
+  listen(channel: string, onMessage: (payload: string) => void): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** `$1` → `?1`: SQLite's numbered parameters bind positionally like PostgreSQL's. */
+function toSqlite(sql: string): string {
+  return sql.replace(/\$(\d+)/g, '?$1');
+}
+
+export function openSqlite(path: string): SqlDb {
+  const db = new DatabaseSync(path);
+  db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;');
+  const statements = new Map<string, ReturnType<DatabaseSync['prepare']>>();
+  const listeners = new Map<string, Array<(p: string) => void>>();
+  let chain: Promise<unknown> = Promise.resolve();
+  const prepared = (sql: string) => {
+    let s = statements.get(sql);
+    if (!s) {
+      s = db.prepare(toSqlite(sql));
+      statements.set(sql, s);
+    }
+    return s;
+  };
+  const api: SqlDb = {
+    engine: 'sqlite',
+    async query<T extends Row>(sql: string, params: SqlValue[] = []) {
+      const stmt = prepared(sql);
+      return (stmt.columns().length > 0 ? stmt.all(...params) : (stmt.run(...params), [])) as T[];
+    },
+    async exec(sql) {
+      db.exec(sql);
+    },
+    transaction<T>(fn: (d: SqlDb) => Promise<T>): Promise<T> {
+      // node:sqlite is synchronous but `fn` may await: serialise transactions in this process.
+      const run = chain.then(async () => {
+        db.exec('BEGIN IMMEDIATE');
+        try {
+          const result = await fn(api);
+          db.exec('COMMIT');
+          return result;
+        } catch (e) {
+          db.exec('ROLLBACK');
+          throw e;
+        }
+      });
+      chain = run.catch(() => undefined);
+      return run;
+    },
+    async notify(channel, payload) {
+      for (const l of listeners.get(channel) ?? []) l(payload);
+    },
+    async listen(channel, onMessage) {
+      listeners.set(channel, [...(listeners.get(channel) ?? []), onMessage]);
+    },
+    async close() {
+      db.close();
+    },
+  };
+  return api;
+}
+
+export interface PostgresOptions {
+  connectionString: string;
+  /** Schema to use (created if missing); tests use a fresh one each. */
+  schema?: string;
+  max?: number;
+}
+
+export function openPostgres(options: PostgresOptions): SqlDb {
+  const schema = options.schema;
+  if (schema !== undefined && !/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) throw new Error('schema name must be a lower-case identifier');
+  const pool = new pg.Pool({
+    connectionString: options.connectionString,
+    max: options.max ?? 20,
+    ...(schema ? { options: `-c search_path=${schema}` } : {}),
+  });
+  // BIGINT columns hold epoch milliseconds and money in micro-dollars: safe as JS numbers.
+  pg.types.setTypeParser(20, (v) => Number(v));
+  let listener: pg.Client | undefined;
+  const handlers = new Map<string, Array<(p: string) => void>>();
+  const ready = schema ? pool.query(`CREATE SCHEMA IF NOT EXISTS "${schema}"`).then(() => undefined) : Promise.resolve();
+  const channelName = (c: string) => (schema ? `${schema}_${c}` : c);
+
+  function wrap(client: pg.Pool | pg.PoolClient): SqlDb {
+    const api: SqlDb = {
+      engine: 'postgres',
+      async query<T extends Row>(sql: string, params: SqlValue[] = []) {
+        await ready;
+        return (await client.query(sql, params as unknown[])).rows as T[];
+      },
+      async exec(sql) {
+        await api.query(sql);
+      },
+      async transaction<T>(fn: (d: SqlDb) => Promise<T>): Promise<T> {
+        await ready;
+        const c = await pool.connect();
+        try {
+          await c.query('BEGIN');
+          const result = await fn(wrap(c));
+          await c.query('COMMIT');
+          return result;
+        } catch (e) {
+          await c.query('ROLLBACK').catch(() => undefined);
+          throw e;
+        } finally {
+          c.release();
+        }
+      },
+      async notify(channel, payload) {
+        await pool.query('SELECT pg_notify($1, $2)', [channelName(channel), payload]);
+      },
+      async listen(channel, onMessage) {
+        await ready;
+        if (!listener) {
+          listener = new pg.Client({ connectionString: options.connectionString });
+          await listener.connect();
+          listener.on('notification', (msg) => {
+            for (const h of handlers.get(msg.channel) ?? []) h(msg.payload ?? '');
+          });
+        }
+        const name = channelName(channel);
+        if (!handlers.has(name)) await listener.query(`LISTEN "${name}"`);
+        handlers.set(name, [...(handlers.get(name) ?? []), onMessage]);
+      },
+      async close() {
+        await listener?.end();
+        await pool.end();
+      },
+    };
+    return api;
+  }
+  return wrap(pool);
+}

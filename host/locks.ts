@@ -1,0 +1,100 @@
+/**
+ * Lock decisions (DESIGN.md §4.2), as plain functions over a key, its connection and what the
+ * request presented, in this order: kill switch / revoked / expired / suspended → request
+ * signature → IP → city → device → model allow-list (after alias resolution) → project scope.
+ * Velocity and first-use binding have side effects and live in the proxy; this stays pure.
+ */
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { cityAllowed, type Location } from './geo.ts';
+import type { ConnectionRecord, KeyRecord } from './store.ts';
+
+export const LOCK_ERRORS = {
+  key_revoked: { status: 401, type: 'authentication_error', message: 'This SecureGate key was revoked.' },
+  key_killed: { status: 401, type: 'authentication_error', message: 'This SecureGate key was switched off by its owner (kill switch).' },
+  key_expired: { status: 401, type: 'authentication_error', message: 'This SecureGate key expired after a period without use.' },
+  key_suspended: { status: 429, type: 'rate_limit_error', message: 'This SecureGate key is suspended after unusual activity.' },
+  signature_invalid: { status: 401, type: 'authentication_error', message: 'The request signature is missing or invalid.' },
+  signature_replayed: { status: 401, type: 'authentication_error', message: 'This request signature was already used.' },
+  ip_mismatch: { status: 403, type: 'permission_error', message: 'This SecureGate key is locked to another IP address.' },
+  city_not_allowed: { status: 403, type: 'permission_error', message: 'Requests from this location are not allowed for this key.' },
+  device_mismatch: { status: 403, type: 'permission_error', message: 'This SecureGate key is bound to another device.' },
+  model_not_allowed: { status: 403, type: 'permission_error', message: 'This model is not allowed for this key.' },
+  project_scope: { status: 403, type: 'permission_error', message: 'This key cannot use a connection of another project.' },
+} as const;
+
+export type LockCode = keyof typeof LOCK_ERRORS;
+
+export interface LockRefusal {
+  code: LockCode;
+  message: string;
+  /** Seconds, for `retry-after` (suspension). */
+  retryAfter?: number;
+}
+
+export interface RequestFacts {
+  now: number;
+  clientIp: string;
+  location: Location | null;
+  deviceFingerprint: string | undefined;
+  /** The model as resolved through the project's aliases, when the request names one. */
+  model: string | undefined;
+  allowUnknownLocation: boolean;
+}
+
+export function deviceHash(salt: string, fingerprint: string): string {
+  return createHmac('sha256', Buffer.from(salt, 'hex')).update(fingerprint).digest('hex');
+}
+
+function refuse(code: LockCode, detail?: string, retryAfter?: number): LockRefusal {
+  return { code, message: detail ? `${LOCK_ERRORS[code].message} ${detail}` : LOCK_ERRORS[code].message, ...(retryAfter ? { retryAfter } : {}) };
+}
+
+/** Status locks: checked before anything else, and before the request body is read. */
+export function checkKeyStatus(key: KeyRecord, now: number): LockRefusal | undefined {
+  if (key.status === 'revoked') return refuse('key_revoked');
+  if (key.status === 'killed') return refuse('key_killed');
+  if (key.status === 'expired') return refuse('key_expired');
+  if (key.inactiveExpiryMs !== null && (key.lastUsedAt ?? key.createdAt) + key.inactiveExpiryMs < now) return refuse('key_expired');
+  if (key.suspendedUntil !== null && key.suspendedUntil > now) {
+    return refuse('key_suspended', 'Ask the key owner to run `securegate keys unsuspend`.', Math.ceil((key.suspendedUntil - now) / 1000));
+  }
+  return undefined;
+}
+
+/** IP, city, device, model and project locks (signature is checked by the caller, which owns the replay cache). */
+export function checkRequestLocks(key: KeyRecord, connection: ConnectionRecord, facts: RequestFacts): LockRefusal | undefined {
+  if (key.boundIp !== null && key.boundIp !== facts.clientIp) return refuse('ip_mismatch');
+  if (key.allowedCities.length > 0) {
+    if (!facts.location?.city) {
+      if (!facts.allowUnknownLocation) return refuse('city_not_allowed', 'The location of this address is unknown.');
+    } else if (!cityAllowed(facts.location, key.allowedCities)) {
+      return refuse('city_not_allowed');
+    }
+  }
+  if (key.deviceHash !== null) {
+    const presented = facts.deviceFingerprint;
+    if (!presented || presented.length > 256) return refuse('device_mismatch', 'Send the x-device-fingerprint header (`securegate env`).');
+    const got = Buffer.from(deviceHash(key.deviceSalt ?? '', presented), 'hex');
+    if (!timingSafeEqual(got, Buffer.from(key.deviceHash, 'hex'))) return refuse('device_mismatch');
+  }
+  if (key.allowedModels.length > 0 && facts.model !== undefined && !key.allowedModels.includes(facts.model)) {
+    return refuse('model_not_allowed', `Allowed: ${key.allowedModels.join(', ')}.`);
+  }
+  if (connection.projectId !== key.projectId) return refuse('project_scope');
+  return undefined;
+}
+
+/** Resolves a requested model through the project's alias registry. */
+export function resolveModel(requested: string | undefined, aliases: Record<string, string>): string | undefined {
+  if (requested === undefined) return undefined;
+  return Object.hasOwn(aliases, requested) ? aliases[requested] : requested;
+}
+
+/** Parses `7d`, `12h`, `30m`, `90s` (or plain milliseconds) into milliseconds. */
+export function parseDuration(text: string): number {
+  const m = /^(\d+)\s*(ms|s|m|h|d|w)?$/.exec(text.trim());
+  if (!m) throw new Error(`duration must look like 7d, 12h, 30m or 90s, got ${text}`);
+  const n = Number(m[1]);
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }[(m[2] ?? 'ms') as 'ms'];
+  return n * unit;
+}

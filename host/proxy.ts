@@ -1,0 +1,290 @@
+/**
+ * The proxy: every provider path under /v1. Authenticates the SG_ key, applies the locks in
+ * DESIGN.md §4 order, binds the IP on first successful use (atomically), and forwards opaque
+ * bytes to the enclave. JSON bodies (bounded) are read to find and alias-rewrite the model;
+ * other bodies (multipart, audio, files) stream through untouched. Never logs bodies or keys.
+ */
+import { randomBytes } from 'node:crypto';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Pool } from 'undici';
+import {
+  encodeConnectionDescriptor,
+  isAllowedPath,
+  providerSpec,
+  verifyRequestSignature,
+  RPC_CONNECTION_HEADER,
+  RPC_ENCLAVE_ERROR_HEADER,
+  RPC_FORWARD_PREFIX,
+  SIGNATURE_HEADERS,
+} from '../protocol/index.ts';
+import { clientIp, type TrustedProxies } from './client-ip.ts';
+import { HostError } from './errors.ts';
+import type { GeoLookup } from './geo.ts';
+import { isWellFormedSgKey, hashSgKey } from './keys.ts';
+import { checkKeyStatus, checkRequestLocks, resolveModel, type LockRefusal } from './locks.ts';
+import type { ConnectionRecord, HostStore, KeyRecord } from './store.ts';
+import type { VelocityTracker } from './velocity.ts';
+
+export interface ProxyDeps {
+  store: HostStore;
+  enclave: Pool;
+  pepper: Uint8Array;
+  trustedProxies: TrustedProxies;
+  geo: GeoLookup | undefined;
+  velocity: VelocityTracker;
+  allowUnknownLocation: boolean;
+  /** Largest JSON body read for model checks (bytes). */
+  jsonBodyLimit: number;
+  keyCacheTtlMs: number;
+}
+
+const HOP_BY_HOP = new Set([
+  'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'host',
+  'authorization', 'x-api-key', 'api-key', 'proxy-authorization', 'cookie', 'content-length',
+  'x-device-fingerprint', SIGNATURE_HEADERS.timestamp, SIGNATURE_HEADERS.signature, 'x-forwarded-for', 'forwarded', 'cf-connecting-ip',
+]);
+const RESPONSE_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', RPC_ENCLAVE_ERROR_HEADER]);
+
+/** Extracts the SG_ key from `Authorization: Bearer`, `x-api-key` or `api-key`. */
+export function credentialFrom(headers: FastifyRequest['headers']): string | undefined {
+  const auth = headers.authorization;
+  if (typeof auth === 'string' && /^Bearer\s+/i.test(auth)) return auth.replace(/^Bearer\s+/i, '').trim();
+  for (const name of ['x-api-key', 'api-key']) {
+    const v = headers[name];
+    if (typeof v === 'string' && v.length > 0) return v.trim();
+  }
+  return undefined;
+}
+
+interface CachedKey {
+  key: KeyRecord;
+  connection: ConnectionRecord;
+  until: number;
+}
+
+async function readBody(req: FastifyRequest, limit: number): Promise<Buffer> {
+  const declared = Number(req.headers['content-length']);
+  if (!req.headers['transfer-encoding'] && Number.isFinite(declared) && declared > limit) {
+    throw new HostError('request_too_large', `request body exceeds ${limit} bytes`);
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req.raw) {
+    size += (chunk as Buffer).length;
+    if (size > limit) throw new HostError('request_too_large', `request body exceeds ${limit} bytes`);
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks);
+}
+
+export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Promise<void> {
+  const { store } = deps;
+  const keyCache = new Map<string, CachedKey>();
+  const aliasCache = new Map<string, { aliases: Record<string, string>; until: number }>();
+
+  // Any change to a key (on any instance) drops it here within one NOTIFY round trip.
+  await store.onKeyChanged((id) => {
+    if (id.startsWith('project:')) {
+      aliasCache.delete(id.slice('project:'.length));
+      return;
+    }
+    for (const [hash, entry] of keyCache) if (entry.key.id === id) keyCache.delete(hash);
+    deps.velocity.forget(id);
+  });
+
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', (_req, _payload, done) => done(null));
+
+  function event(key: KeyRecord, type: string, detail: Record<string, unknown>): void {
+    store
+      .addEvent({ id: `evt_${randomBytes(10).toString('hex')}`, at: Date.now(), projectId: key.projectId, keyId: key.id, type, detail })
+      .catch((e: Error) => app.log.error({ err: e.message }, 'could not record event'));
+  }
+
+  function refuse(req: FastifyRequest, key: KeyRecord, refusal: LockRefusal, ip: string): never {
+    req.log.warn({ keyId: key.id, code: refusal.code, clientIp: ip }, 'request refused by a lock');
+    event(key, refusal.code, { clientIp: ip, boundIp: key.boundIp, path: req.url.split('?')[0] });
+    throw new HostError(refusal.code, refusal.message, refusal.retryAfter);
+  }
+
+  async function authenticate(req: FastifyRequest): Promise<CachedKey> {
+    const credential = credentialFrom(req.headers);
+    if (!credential || !isWellFormedSgKey(credential)) {
+      throw new HostError('invalid_api_key', 'Invalid SecureGate key. Use the SG_… key from `securegate keys create`.');
+    }
+    const hash = hashSgKey(deps.pepper, credential);
+    const cached = keyCache.get(hash);
+    if (cached && cached.until > Date.now()) return cached;
+    const key = await store.findKeyByHash(hash);
+    if (!key) throw new HostError('invalid_api_key', 'Invalid SecureGate key.');
+    const connection = await store.getConnection(key.connectionId);
+    if (!connection) throw new HostError('invalid_api_key', 'This key has no connection.');
+    const entry = { key, connection, until: Date.now() + deps.keyCacheTtlMs };
+    keyCache.set(hash, entry);
+    return entry;
+  }
+
+  async function aliasesFor(projectId: string): Promise<Record<string, string>> {
+    const hit = aliasCache.get(projectId);
+    if (hit && hit.until > Date.now()) return hit.aliases;
+    const aliases = await store.listAliases(projectId);
+    aliasCache.set(projectId, { aliases, until: Date.now() + deps.keyCacheTtlMs });
+    return aliases;
+  }
+
+  app.all('/v1/*', async (req, reply) => {
+    const path = req.url.split('?')[0]!;
+    const now = Date.now();
+    const auth = await authenticate(req);
+    let key = auth.key;
+    const connection = auth.connection;
+    const ip = clientIp(req.raw.socket.remoteAddress ?? '', req.headers, deps.trustedProxies);
+
+    const status = checkKeyStatus(key, now);
+    if (status) {
+      if (status.code === 'key_expired' && key.status === 'active') {
+        await store.updateKey(key.id, { status: 'expired' });
+      }
+      refuse(req, key, status, ip);
+    }
+    const spec = providerSpec(connection.provider);
+    if (!spec || !isAllowedPath(spec, path.slice(3))) {
+      throw new HostError('endpoint_not_allowed', `${req.method} ${path} is not an inference endpoint this key can call`);
+    }
+
+    const hasBody = req.method !== 'GET' && req.method !== 'HEAD';
+    const isJson = String(req.headers['content-type'] ?? '').includes('application/json');
+    let body: Buffer | undefined;
+    if (hasBody && (isJson || key.requireSignature)) body = await readBody(req, deps.jsonBodyLimit);
+
+    if (key.requireSignature) {
+      const check = verifyRequestSignature(
+        key.signingSecret ?? '',
+        req.method,
+        req.url,
+        body ?? new Uint8Array(0),
+        req.headers[SIGNATURE_HEADERS.timestamp] as string | undefined,
+        req.headers[SIGNATURE_HEADERS.signature] as string | undefined,
+        now,
+      );
+      if (!check.ok) refuse(req, key, { code: 'signature_invalid', message: `The request signature is missing or invalid: ${check.reason}.` }, ip);
+      if (!(await store.recordSignature(check.signature, check.expiresAt, now))) {
+        refuse(req, key, { code: 'signature_replayed', message: 'This request signature was already used.' }, ip);
+      }
+    }
+
+    let json: Record<string, unknown> | undefined;
+    if (body && isJson && body.length > 0) {
+      try {
+        const parsed: unknown = JSON.parse(body.toString('utf8'));
+        if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) json = parsed as Record<string, unknown>;
+      } catch {
+        throw new HostError('invalid_request', 'We could not parse the JSON body of your request.');
+      }
+    }
+    const requested = typeof json?.model === 'string' ? json.model : undefined;
+    const aliases = requested !== undefined ? await aliasesFor(key.projectId) : {};
+    const model = resolveModel(requested, aliases);
+    const location = key.allowedCities.length > 0 && deps.geo ? deps.geo.lookup(ip) : null;
+    const device = req.headers['x-device-fingerprint'];
+    const refusal = checkRequestLocks(key, connection, {
+      now,
+      clientIp: ip,
+      location,
+      deviceFingerprint: typeof device === 'string' ? device : undefined,
+      model,
+      allowUnknownLocation: deps.allowUnknownLocation,
+    });
+    if (refusal) refuse(req, key, refusal, ip);
+
+    const abuse = deps.velocity.record(key.id, ip, now);
+    if (abuse) {
+      const until = now + deps.velocity.config.suspendForMs;
+      await store.updateKey(key.id, { suspendedUntil: until });
+      event(key, 'key_suspended', { reason: abuse, until });
+      refuse(req, key, { code: 'key_suspended', message: `This SecureGate key is suspended after unusual activity (${abuse}).`, retryAfter: Math.ceil((until - now) / 1000) }, ip);
+    }
+
+    if (key.boundIp === null) {
+      // First successful use binds the key to this IP; of concurrent first requests from
+      // different IPs exactly one wins, the others are refused.
+      if (!(await store.bindIpIfUnbound(key.id, ip, now))) {
+        key = (await store.getKey(key.id))!;
+        if (key.boundIp !== ip) refuse(req, key, { code: 'ip_mismatch', message: 'This SecureGate key is locked to another IP address.' }, ip);
+      } else {
+        event(key, 'ip_bound', { clientIp: ip });
+      }
+    }
+    store.touchKey(key.id, now).catch(() => undefined);
+
+    let forwardBody: Buffer | FastifyRequest['raw'] | null = hasBody ? (body ?? req.raw) : null;
+    if (json && model !== requested) {
+      json.model = model;
+      forwardBody = Buffer.from(JSON.stringify(json));
+    }
+    return forward(req, reply, connection, forwardBody, key);
+  });
+
+  async function forward(req: FastifyRequest, reply: FastifyReply, connection: ConnectionRecord, body: Buffer | FastifyRequest['raw'] | null, key: KeyRecord) {
+    const path = req.url.split('?')[0]!;
+    const headers: Record<string, string | string[]> = {};
+    for (const [name, value] of Object.entries(req.headers)) {
+      if (value !== undefined && !HOP_BY_HOP.has(name) && !name.startsWith('x-sg-')) headers[name] = value;
+    }
+    if (Buffer.isBuffer(body)) headers['content-length'] = String(body.length);
+    else if (body && req.headers['content-length'] && !req.headers['transfer-encoding']) headers['content-length'] = req.headers['content-length'];
+    headers[RPC_CONNECTION_HEADER] = encodeConnectionDescriptor({
+      connectionId: connection.id,
+      provider: connection.provider,
+      origin: connection.origin,
+      authScheme: connection.authScheme,
+      sealedRecord: connection.sealedRecord,
+      threshold: connection.threshold,
+    });
+    const abort = new AbortController();
+    // A client that goes away cancels the enclave call (and so the upstream call).
+    reply.raw.on('close', () => {
+      if (!reply.raw.writableFinished) abort.abort();
+    });
+    let res;
+    try {
+      res = await deps.enclave.request({
+        path: RPC_FORWARD_PREFIX + req.url,
+        method: req.method as 'POST',
+        headers,
+        body,
+        signal: abort.signal,
+        headersTimeout: 300_000,
+        bodyTimeout: 300_000,
+      });
+    } catch (e) {
+      req.log.error({ err: (e as Error).message }, 'enclave unreachable');
+      throw new HostError('enclave_unavailable', 'the gateway could not reach its enclave');
+    }
+    const enclaveError = res.headers[RPC_ENCLAVE_ERROR_HEADER];
+    if (typeof enclaveError === 'string') {
+      const detail = (await res.body.json().catch(() => ({}))) as { error?: { message?: string } };
+      req.log.warn({ enclaveError, detail: detail.error?.message }, 'enclave refused');
+      if (enclaveError === 'shareholders_unavailable') {
+        throw new HostError('shareholders_unavailable', 'Not enough key shareholders are reachable to use this key right now.');
+      }
+      if (enclaveError === 'path_not_allowed') throw new HostError('endpoint_not_allowed', `${path} is not an allowed endpoint`);
+      throw new HostError('gateway_error', 'the gateway could not complete the request');
+    }
+    const responseHeaders: Record<string, string | string[]> = {};
+    for (const [name, value] of Object.entries(res.headers)) {
+      if (value !== undefined && !RESPONSE_DROP.has(name)) responseHeaders[name] = value;
+    }
+    // /v1/models lists only what the key may call.
+    if (req.method === 'GET' && path === '/v1/models' && key.allowedModels.length > 0 && res.statusCode === 200) {
+      const list = (await res.body.json()) as { data?: Array<{ id: string }> };
+      const aliases = await aliasesFor(key.projectId);
+      const callable = new Set([...key.allowedModels, ...Object.keys(aliases).filter((a) => key.allowedModels.includes(aliases[a]!))]);
+      const filtered = { ...list, data: (list.data ?? []).filter((m) => callable.has(m.id)) };
+      delete responseHeaders['content-length'];
+      delete responseHeaders['content-encoding'];
+      return reply.status(200).headers(responseHeaders).send(filtered);
+    }
+    return reply.status(res.statusCode).headers(responseHeaders).send(res.body);
+  }
+}
