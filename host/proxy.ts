@@ -101,9 +101,9 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
       .catch((e: Error) => app.log.error({ err: e.message }, 'could not record event'));
   }
 
-  function refuse(req: FastifyRequest, key: KeyRecord, refusal: LockRefusal, ip: string): never {
+  function refuse(req: FastifyRequest, key: KeyRecord, refusal: LockRefusal, ip: string, detail: Record<string, unknown> | false = {}): never {
     req.log.warn({ keyId: key.id, code: refusal.code, clientIp: ip }, 'request refused by a lock');
-    event(key, refusal.code, { clientIp: ip, boundIp: key.boundIp, path: req.url.split('?')[0] });
+    if (detail !== false) event(key, refusal.code, { clientIp: ip, boundIp: key.boundIp, path: req.url.split('?')[0], ...detail });
     throw new HostError(refusal.code, refusal.message, refusal.retryAfter);
   }
 
@@ -145,7 +145,8 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
       if (status.code === 'key_expired' && key.status === 'active') {
         await store.updateKey(key.id, { status: 'expired' });
       }
-      refuse(req, key, status, ip);
+      // A suspension was announced when it began; requests during it are not new alerts.
+      refuse(req, key, status, ip, status.code === 'key_suspended' ? false : {});
     }
     const spec = providerSpec(connection.provider);
     if (!spec || !isAllowedPath(spec, path.slice(3))) {
@@ -201,8 +202,13 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
     if (abuse) {
       const until = now + deps.velocity.config.suspendForMs;
       await store.updateKey(key.id, { suspendedUntil: until });
-      event(key, 'key_suspended', { reason: abuse, until });
-      refuse(req, key, { code: 'key_suspended', message: `This SecureGate key is suspended after unusual activity (${abuse}).`, retryAfter: Math.ceil((until - now) / 1000) }, ip);
+      refuse(
+        req,
+        key,
+        { code: 'key_suspended', message: `This SecureGate key is suspended after unusual activity (${abuse}).`, retryAfter: Math.ceil((until - now) / 1000) },
+        ip,
+        { reason: abuse, until },
+      );
     }
 
     if (key.boundIp === null) {

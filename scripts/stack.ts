@@ -29,6 +29,8 @@ export interface StackOptions {
   mock?: boolean;
   /** Extra Node flags for the host process (tests use --heapsnapshot-signal). */
   hostNodeArgs?: string[];
+  /** Extra host arguments (--database, --trusted-proxy, --velocity-floor, …). */
+  hostArgs?: string[];
   onProgress?: (message: string) => void;
 }
 
@@ -96,6 +98,13 @@ export async function spawnReady(name: string, script: string, args: string[], l
   };
 }
 
+/** Starts one more host instance sharing the stack's data directory, enclave and database. */
+export async function startHostInstance(stack: Stack, args: string[], name = 'host-2'): Promise<ManagedProcess & { url: string }> {
+  const hostDir = join(stack.dataDir, 'host');
+  const host = await spawnReady(name, 'host/main.ts', ['--data-dir', hostDir, '--enclave', `unix:${stack.enclaveSocket}`, '--port', '0', '--dev', ...args], join(stack.dataDir, 'logs', `${name}.log`), [], hostDir);
+  return Object.assign(host, { url: `http://127.0.0.1:${host.ready.port as number}` });
+}
+
 export async function startStack(options: StackOptions): Promise<Stack> {
   const progress = options.onProgress ?? (() => {});
   const dataDir = resolve(options.dataDir);
@@ -160,7 +169,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     const host = await spawnReady(
       'host',
       'host/main.ts',
-      ['--data-dir', hostDir, '--enclave', `unix:${enclaveSocket}`, '--port', String(options.hostPort ?? 8080), '--dev'],
+      ['--data-dir', hostDir, '--enclave', `unix:${enclaveSocket}`, '--port', String(options.hostPort ?? 8080), '--dev', ...(options.hostArgs ?? [])],
       join(logs, 'host.log'),
       options.hostNodeArgs ?? [],
       hostDir,
