@@ -4,7 +4,7 @@
  */
 import { generateOwnerKeyPair, fromHex, PROVIDERS, toHex } from '../protocol/index.ts';
 import { effectiveConfig, findDevStack, isLoopbackUrl, readConfig, writeConfig } from './config.ts';
-import { adminGet, CliError, connectProvider, createKey } from './owner.ts';
+import { adminGet, CliError, connectProvider } from './owner.ts';
 import { dim, green, printJson, type Io } from './output.ts';
 
 async function readStdin(): Promise<Uint8Array> {
@@ -129,24 +129,13 @@ export async function connectCommand(
   return 0;
 }
 
-export async function keysCreateCommand(options: { connection: string; json?: boolean }, io: Io): Promise<number> {
-  const config = requireLogin(io);
-  const key = await createKey(config.serverUrl, config.adminToken, options.connection);
-  if (options.json) printJson(io, { id: key.id, key: key.key });
-  else {
-    io.out(`${green(io, '✔')} created ${key.id}\n\n  ${key.key}\n\n`);
-    io.out(`  This key is shown once. Use it with base URL ${config.serverUrl}/v1\n`);
-  }
-  return 0;
-}
-
 export async function keysListCommand(options: { json?: boolean }, io: Io): Promise<number> {
   const config = requireLogin(io);
   const keys = (await adminGet(config.serverUrl, config.adminToken, '/keys')) as Array<Record<string, string>>;
   if (options.json) printJson(io, keys);
   else {
-    io.out(`${'ID'.padEnd(26)}${'KEY'.padEnd(16)}${'CONNECTION'.padEnd(32)}STATUS\n`);
-    for (const k of keys) io.out(`${k.id!.padEnd(26)}${k.hint!.padEnd(16)}${k.connectionId!.padEnd(32)}${k.status}\n`);
+    io.out(`${'ID'.padEnd(26)}${'KEY'.padEnd(16)}${'STATUS'.padEnd(10)}${'BOUND IP'.padEnd(18)}CONNECTION\n`);
+    for (const k of keys) io.out(`${k.id!.padEnd(26)}${k.hint!.padEnd(16)}${k.status!.padEnd(10)}${(k.boundIp ?? '-').padEnd(18)}${k.connectionId}\n`);
   }
   return 0;
 }

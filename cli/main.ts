@@ -4,7 +4,8 @@
  */
 import { Command, CommanderError } from 'commander';
 import { attestVerify } from './attest.ts';
-import { connectCommand, keysCreateCommand, keysListCommand, loginCommand, providersCommand } from './commands.ts';
+import { connectCommand, keysListCommand, loginCommand, providersCommand } from './commands.ts';
+import { envCommand, keyAction, keysCreate, keysShow, keysUpdate, modelsAlias, type KeyOptionFlags } from './keys.ts';
 import { CliError } from './owner.ts';
 import { EXIT, processIo, type Io } from './output.ts';
 
@@ -66,23 +67,92 @@ Examples:
       program.setOptionValue('exitCode', await connectCommand(provider, options, io));
     });
 
-  const keys = program.command('keys').description('create and list SG_ proxy keys');
-  keys
-    .command('create')
-    .requiredOption('--connection <id>', 'connection the key uses')
-    .option('--json', 'print {"id", "key"} as JSON')
-    .description('create an SG_ key (printed once)')
-    .addHelpText('after', '\nExample:\n  $ securegate keys create --connection conn_1a2b… --json')
-    .action(async (options) => {
-      program.setOptionValue('exitCode', await keysCreateCommand(options, io));
-    });
+  const run = (fn: () => Promise<number> | number) => async () => {
+    program.setOptionValue('exitCode', await fn());
+  };
+  const withKeyOptions = (cmd: Command) =>
+    cmd
+      .option('--name <name>', 'a label for the key')
+      .option('--models <list>', 'allowed models, comma-separated (empty = all)')
+      .option('--cities <list>', 'allowed cities, ";"-separated, e.g. "San Francisco, US; Paris"')
+      .option('--inactive-expiry <duration>', 'expire after this long unused: 7d, 12h, off')
+      .option('--require-signature', 'require signed requests (prints the signing secret once)')
+      .option('--no-require-signature', 'stop requiring signed requests')
+      .option('--json', 'print as JSON');
+
+  const keys = program.command('keys').description('create SG_ proxy keys and manage their locks');
+  withKeyOptions(
+    keys
+      .command('create')
+      .requiredOption('--connection <id>', 'connection the key uses')
+      .option('--project <id>', 'project (default: the connection\'s)')
+      .description('create an SG_ key (printed once)'),
+  )
+    .addHelpText('after', '\nExamples:\n  $ securegate keys create --connection conn_1a2b… --models gpt-4o-mini --inactive-expiry 7d\n  $ securegate keys create --connection conn_1a2b… --cities "London, GB" --json')
+    .action((o: KeyOptionFlags & { connection: string }) => run(() => keysCreate(o, io))());
   keys
     .command('list')
     .option('--json', 'print as JSON')
-    .description('list SG_ keys (hints only; keys are never stored)')
-    .action(async (options) => {
-      program.setOptionValue('exitCode', await keysListCommand(options, io));
-    });
+    .description('list SG_ keys with their lock status (hints only; keys are never stored)')
+    .action((o) => run(() => keysListCommand(o, io))());
+  keys
+    .command('show')
+    .argument('<id>', 'key id')
+    .option('--json', 'print as JSON')
+    .description('show one key and its locks')
+    .action((id: string, o) => run(() => keysShow(id, o, io))());
+  withKeyOptions(keys.command('update').argument('<id>', 'key id').description('change a key\'s models, cities, expiry or signature requirement'))
+    .addHelpText('after', '\nExample:\n  $ securegate keys update key_123 --models gpt-4o,gpt-4o-mini --inactive-expiry off')
+    .action((id: string, o: KeyOptionFlags) => run(() => keysUpdate(id, o, io))());
+  keys
+    .command('lock')
+    .argument('<id>', 'key id')
+    .requiredOption('--ip <address>', 'pin the key to this IP (IPv4 or IPv6)')
+    .option('--json', 'print as JSON')
+    .description('pin a key to an IP address by hand')
+    .action((id: string, o) => run(() => keyAction(id, 'lock', o, io))());
+  keys
+    .command('bind-device')
+    .argument('<id>', 'key id')
+    .option('--fingerprint <hex>', 'register this fingerprint instead of this machine\'s')
+    .option('--json', 'print as JSON')
+    .description('bind a key to this machine; requests must then send x-device-fingerprint (see `securegate env --device`)')
+    .action((id: string, o) => run(() => keyAction(id, 'bind-device', o, io))());
+  for (const [name, action, text] of [
+    ['revoke', 'revoke', 'revoke a key permanently'],
+    ['unsuspend', 'unsuspend', 'lift an abuse suspension'],
+    ['activate', 'activate', 'switch a killed or expired key back on'],
+  ] as const) {
+    keys.command(name).argument('<id>', 'key id').option('--json', 'print as JSON').description(text).action((id: string, o) => run(() => keyAction(id, action, o, io))());
+  }
+  program
+    .command('kill')
+    .argument('<id>', 'key id')
+    .option('--json', 'print as JSON')
+    .description('kill switch: stop a key everywhere at once (reversible with `keys activate`)')
+    .action((id: string, o) => run(() => keyAction(id, 'kill', o, io))());
+  program
+    .command('repin')
+    .argument('<id>', 'key id')
+    .option('--json', 'print as JSON')
+    .description('unbind a key\'s IP; the next successful request binds it again')
+    .action((id: string, o) => run(() => keyAction(id, 'repin', o, io))());
+  program
+    .command('env')
+    .option('--lang <lang>', 'curl, node, python, langchain or openclaw (default: all)')
+    .option('--device', 'include this machine\'s x-device-fingerprint header')
+    .option('--json', 'print as JSON')
+    .description('print ready-to-paste client snippets for this gateway')
+    .action((o) => run(() => envCommand(o, io))());
+  const models = program.command('models').description('model registry: aliases per project');
+  models
+    .command('alias')
+    .argument('<alias>', 'name clients send, e.g. gpt-4')
+    .argument('<target>', 'exact provider model, e.g. gpt-4-0613')
+    .option('--project <id>', 'project (default proj_default)')
+    .option('--json', 'print as JSON')
+    .description('map an alias to an exact model; requests are rewritten before forwarding')
+    .action((alias: string, target: string, o) => run(() => modelsAlias(alias, target, o, io))());
 
   program
     .command('providers')

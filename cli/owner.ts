@@ -49,7 +49,7 @@ async function http(method: string, url: string, body: unknown, token?: string):
   try {
     res = await fetch(url, {
       method,
-      headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+      headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...(token ? { authorization: `Bearer ${token}` } : {}) },
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
       signal: AbortSignal.timeout(15_000),
     });
@@ -171,8 +171,13 @@ export async function createKey(serverUrl: string, adminToken: string, connectio
 }
 
 export async function adminGet(serverUrl: string, adminToken: string, path: string): Promise<unknown> {
-  const r = await http('GET', `${serverUrl}/admin/v1${path}`, undefined, adminToken);
-  if (r.status !== 200) throw new CliError(`request failed: ${errorText(r.json)}`, r.status === 401 ? 1 : 3);
+  return adminRequest(serverUrl, adminToken, 'GET', path);
+}
+
+/** One admin API call; a 4xx becomes exit code 1 with the server's message, a 5xx exit code 3. */
+export async function adminRequest(serverUrl: string, adminToken: string, method: string, path: string, body?: unknown): Promise<unknown> {
+  const r = await http(method, `${serverUrl}/admin/v1${path}`, body, adminToken);
+  if (r.status >= 300) throw new CliError(`${method} ${path} failed: ${errorText(r.json)}`, r.status >= 500 ? 3 : 1);
   return r.json;
 }
 

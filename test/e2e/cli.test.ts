@@ -64,6 +64,53 @@ describe('securegate CLI against the dev stack', () => {
     expect(list.stdout.includes(key)).toBe(false);
   });
 
+  it('manages a key\'s locks: create with options, show, kill, activate, lock, repin, bind-device, update, revoke', async () => {
+    const conn = stack.demo!.connectionId;
+    const created = await cli(['keys', 'create', '--connection', conn, '--models', 'gpt-4o-mini', '--inactive-expiry', '7d', '--json']);
+    expect(created.code, created.stderr).toBe(0);
+    const { id, key } = JSON.parse(created.stdout) as { id: string; key: string };
+    const show = async () => JSON.parse((await cli(['keys', 'show', id, '--json'])).stdout) as Record<string, unknown>;
+    expect(await show()).toMatchObject({ allowedModels: ['gpt-4o-mini'], inactiveExpiryMs: 604_800_000, boundIp: null, status: 'active' });
+    const sdk = new OpenAI({ apiKey: key, baseURL: `${stack.hostUrl}/v1`, maxRetries: 0 });
+    const ask = () => sdk.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] });
+    await ask();
+    expect((await show()).boundIp).toBe('127.0.0.1');
+    expect((await cli(['kill', id])).code).toBe(0);
+    expect(((await ask().catch((e: unknown) => e)) as { code: string }).code).toBe('key_killed');
+    expect((await cli(['keys', 'activate', id])).code).toBe(0);
+    await ask();
+    expect((await cli(['keys', 'lock', id, '--ip', '203.0.113.9'])).code).toBe(0);
+    expect(((await ask().catch((e: unknown) => e)) as { code: string }).code).toBe('ip_mismatch');
+    const repin = await cli(['repin', id, '--json']);
+    expect(JSON.parse(repin.stdout).boundIp).toBeNull();
+    await ask();
+    const fingerprint = 'ab'.repeat(32);
+    expect((await cli(['keys', 'bind-device', id, '--fingerprint', fingerprint])).code).toBe(0);
+    expect(((await ask().catch((e: unknown) => e)) as { code: string }).code).toBe('device_mismatch');
+    const update = await cli(['keys', 'update', id, '--require-signature', '--json']);
+    expect(JSON.parse(update.stdout).signingSecret).toMatch(/^[0-9a-f]{64}$/);
+    expect((await cli(['keys', 'revoke', id])).code).toBe(0);
+    expect((await show()).status).toBe('revoked');
+    expect((await cli(['keys', 'activate', id])).code).toBe(1);
+  });
+
+  it('prints client snippets with the base URL and, on request, the device header', async () => {
+    const r = await cli(['env', '--lang', 'node', '--json', '--device']);
+    expect(r.code, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout) as { baseUrl: string; deviceFingerprint: string; snippets: Record<string, string> };
+    expect(out.baseUrl).toBe(`${stack.hostUrl}/v1`);
+    expect(out.snippets.node).toContain(out.deviceFingerprint);
+    expect((await cli(['env', '--lang', 'cobol'])).code).toBe(2);
+  });
+
+  it('has --help with examples on every command', async () => {
+    for (const args of [['keys', 'create'], ['keys', 'update'], ['connect'], ['kill'], ['env'], ['attest', 'verify'], ['models', 'alias']]) {
+      const r = await cli([...args, '--help']);
+      expect(r.code, args.join(' ')).toBe(0);
+      expect(r.stdout).toContain('Usage: securegate');
+    }
+  });
+
   it('refuses a plain-http base URL that is not loopback', async () => {
     const r = await cli(['connect', 'openai', '--api-key-stdin', '--base-url', 'http://example.com', '--json'], 'sk-x\n');
     expect(r.code).toBe(2);

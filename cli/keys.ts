@@ -1,0 +1,144 @@
+/**
+ * Key lifecycle and lock commands: keys create|list|show|update|lock|bind-device|revoke|unsuspend,
+ * kill, repin, env, models alias. Thin over the admin API; every command has `--json`.
+ */
+import { effectiveConfig } from './config.ts';
+import { deviceFingerprint } from './device.ts';
+import { adminRequest, CliError } from './owner.ts';
+import { green, printJson, type Io } from './output.ts';
+
+type KeyView = Record<string, unknown> & { id: string; hint: string; status: string; boundIp: string | null };
+
+function login() {
+  const config = effectiveConfig();
+  if (!config.adminToken) throw new CliError(`not logged in to ${config.serverUrl}: run \`securegate login\``, 1);
+  return config as typeof config & { adminToken: string };
+}
+
+function splitList(value: string | undefined): string[] | undefined {
+  if (value === undefined) return undefined;
+  return value.split(/[,;]/).map((s) => s.trim()).filter(Boolean);
+}
+
+export interface KeyOptionFlags {
+  name?: string;
+  project?: string;
+  models?: string;
+  cities?: string;
+  inactiveExpiry?: string;
+  requireSignature?: boolean;
+  json?: boolean;
+}
+
+function optionsBody(o: KeyOptionFlags): Record<string, unknown> {
+  return {
+    ...(o.name !== undefined ? { name: o.name } : {}),
+    ...(o.project !== undefined ? { projectId: o.project } : {}),
+    ...(o.models !== undefined ? { models: splitList(o.models) } : {}),
+    ...(o.cities !== undefined ? { cities: o.cities.split(';').map((s) => s.trim()).filter(Boolean) } : {}),
+    ...(o.inactiveExpiry !== undefined ? { inactiveExpiry: o.inactiveExpiry } : {}),
+    ...(o.requireSignature !== undefined ? { requireSignature: o.requireSignature } : {}),
+  };
+}
+
+function describeKey(k: KeyView): string {
+  const locks = [
+    k.boundIp ? `ip ${k.boundIp}` : 'ip unbound (binds on first use)',
+    (k.allowedCities as string[]).length ? `cities ${(k.allowedCities as string[]).join('; ')}` : '',
+    k.deviceBound ? 'device bound' : '',
+    (k.allowedModels as string[]).length ? `models ${(k.allowedModels as string[]).join(', ')}` : '',
+    k.requireSignature ? 'signed requests' : '',
+    k.inactiveExpiryMs ? `expires after ${Math.round((k.inactiveExpiryMs as number) / 86_400_000)}d idle` : '',
+  ].filter(Boolean);
+  return `${k.id}  ${k.hint}  ${k.status}  ${locks.join(', ')}`;
+}
+
+export async function keysCreate(options: KeyOptionFlags & { connection: string }, io: Io): Promise<number> {
+  const c = login();
+  const created = (await adminRequest(c.serverUrl, c.adminToken, 'POST', '/keys', { connectionId: options.connection, ...optionsBody(options) })) as KeyView & { key: string; signingSecret?: string };
+  if (options.json) printJson(io, { id: created.id, key: created.key, ...(created.signingSecret ? { signingSecret: created.signingSecret } : {}) });
+  else {
+    io.out(`${green(io, '✔')} created ${created.id}\n\n  ${created.key}\n\n`);
+    if (created.signingSecret) io.out(`  signing secret (shown once): ${created.signingSecret}\n`);
+    io.out(`  This key is shown once. Use it with base URL ${c.serverUrl}/v1 — \`securegate env\` prints snippets.\n`);
+  }
+  return 0;
+}
+
+export async function keysShow(id: string, options: { json?: boolean }, io: Io): Promise<number> {
+  const c = login();
+  const k = (await adminRequest(c.serverUrl, c.adminToken, 'GET', `/keys/${encodeURIComponent(id)}`)) as KeyView;
+  if (options.json) printJson(io, k);
+  else io.out(`${describeKey(k)}\n`);
+  return 0;
+}
+
+export async function keysUpdate(id: string, options: KeyOptionFlags, io: Io): Promise<number> {
+  const c = login();
+  const body = optionsBody(options);
+  if (Object.keys(body).length === 0) throw new CliError('nothing to update: pass --models, --cities, --inactive-expiry, --require-signature, --name …', 2);
+  const k = (await adminRequest(c.serverUrl, c.adminToken, 'PATCH', `/keys/${encodeURIComponent(id)}`, body)) as KeyView & { signingSecret?: string };
+  if (options.json) printJson(io, k);
+  else {
+    io.out(`${green(io, '✔')} ${describeKey(k)}\n`);
+    if (k.signingSecret) io.out(`  signing secret (shown once): ${k.signingSecret}\n`);
+  }
+  return 0;
+}
+
+/** kill, repin, revoke, unsuspend, activate, lock --ip, bind-device: one admin call each. */
+export async function keyAction(id: string, action: 'kill' | 'repin' | 'revoke' | 'unsuspend' | 'activate' | 'lock' | 'bind-device', options: { ip?: string; fingerprint?: string; json?: boolean }, io: Io): Promise<number> {
+  const c = login();
+  const path = `/keys/${encodeURIComponent(id)}`;
+  let k: KeyView;
+  if (action === 'lock') {
+    if (!options.ip) throw new CliError('--ip <address> is required', 2);
+    k = (await adminRequest(c.serverUrl, c.adminToken, 'POST', `${path}/lock`, { ip: options.ip })) as KeyView;
+  } else if (action === 'bind-device') {
+    const fingerprint = options.fingerprint ?? deviceFingerprint();
+    k = (await adminRequest(c.serverUrl, c.adminToken, 'POST', `${path}/device`, { fingerprint })) as KeyView;
+  } else {
+    k = (await adminRequest(c.serverUrl, c.adminToken, 'POST', `${path}/${action}`)) as KeyView;
+  }
+  if (options.json) printJson(io, k);
+  else io.out(`${green(io, '✔')} ${describeKey(k)}\n`);
+  return 0;
+}
+
+export async function modelsAlias(alias: string, target: string, options: { project?: string; json?: boolean }, io: Io): Promise<number> {
+  const c = login();
+  const project = options.project ?? 'proj_default';
+  const aliases = await adminRequest(c.serverUrl, c.adminToken, 'PUT', `/projects/${encodeURIComponent(project)}/aliases/${encodeURIComponent(alias)}`, { target });
+  if (options.json) printJson(io, aliases);
+  else io.out(`${green(io, '✔')} ${alias} → ${target} in ${project}\n`);
+  return 0;
+}
+
+const SNIPPETS: Record<string, (base: string, fp: string | undefined) => string> = {
+  curl: (base, fp) =>
+    `curl ${base}/chat/completions \\\n  -H "Authorization: Bearer $SECUREGATE_KEY" \\\n${fp ? `  -H "x-device-fingerprint: ${fp}" \\\n` : ''}  -H "content-type: application/json" \\\n  -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}'`,
+  node: (base, fp) =>
+    `import OpenAI from 'openai';\nconst client = new OpenAI({\n  baseURL: '${base}',\n  apiKey: process.env.SECUREGATE_KEY, // SG_…\n${fp ? `  defaultHeaders: { 'x-device-fingerprint': '${fp}' },\n` : ''}});`,
+  python: (base, fp) =>
+    `from openai import OpenAI\nimport os\nclient = OpenAI(\n    base_url="${base}",\n    api_key=os.environ["SECUREGATE_KEY"],  # SG_…\n${fp ? `    default_headers={"x-device-fingerprint": "${fp}"},\n` : ''})`,
+  langchain: (base, fp) =>
+    `from langchain_openai import ChatOpenAI\nimport os\nllm = ChatOpenAI(\n    model="gpt-4o-mini",\n    base_url="${base}",\n    api_key=os.environ["SECUREGATE_KEY"],\n${fp ? `    default_headers={"x-device-fingerprint": "${fp}"},\n` : ''})`,
+  openclaw: (base, fp) =>
+    `# OpenClaw: point the OpenAI-compatible provider at SecureGate\nexport OPENAI_BASE_URL=${base}\nexport OPENAI_API_KEY=$SECUREGATE_KEY   # SG_…, never the raw provider key\n${fp ? `export OPENAI_DEFAULT_HEADERS='{"x-device-fingerprint":"${fp}"}'\n` : ''}`,
+};
+
+export function envCommand(options: { lang?: string; device?: boolean; json?: boolean }, io: Io): number {
+  const c = effectiveConfig();
+  const base = `${c.serverUrl}/v1`;
+  let fp: string | undefined;
+  if (options.device) fp = deviceFingerprint();
+  const langs = options.lang ? [options.lang] : Object.keys(SNIPPETS);
+  for (const l of langs) if (!SNIPPETS[l]) throw new CliError(`--lang must be one of ${Object.keys(SNIPPETS).join(', ')}`, 2);
+  if (options.json) {
+    printJson(io, { baseUrl: base, deviceFingerprint: fp ?? null, snippets: Object.fromEntries(langs.map((l) => [l, SNIPPETS[l]!(base, fp)])) });
+    return 0;
+  }
+  io.out(`export SECUREGATE_KEY=SG_…   # from \`securegate keys create\`\n\n`);
+  for (const l of langs) io.out(`# ${l}\n${SNIPPETS[l]!(base, fp)}\n\n`);
+  return 0;
+}

@@ -1,0 +1,97 @@
+/**
+ * Two host instances sharing one PostgreSQL (DESIGN.md §8.5): a kill, revoke or lock change made
+ * through one instance takes effect on the other within 1 second (LISTEN/NOTIFY), and first-use
+ * IP binding stays atomic across instances.
+ */
+import OpenAI from 'openai';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startHostInstance, type ManagedProcess } from '../../scripts/stack.ts';
+import { dropSchema, skipPostgres, TEST_DATABASE_URL, uniqueSchema } from '../pg.ts';
+import { startTestStack } from './helpers.ts';
+
+describe.skipIf(skipPostgres)('two host instances on one PostgreSQL', () => {
+  const schema = uniqueSchema('sg_multi');
+  let stack: Awaited<ReturnType<typeof startTestStack>>;
+  let second: ManagedProcess & { url: string };
+
+  beforeAll(async () => {
+    const db = ['--database', TEST_DATABASE_URL, '--db-schema', schema, '--trusted-proxy', 'loopback'];
+    stack = await startTestStack({ hostArgs: db });
+    second = await startHostInstance(stack, db);
+  });
+  afterAll(async () => {
+    await second?.stop();
+    await stack?.cleanup();
+    await dropSchema(schema);
+  });
+
+  async function admin(base: string, method: string, path: string, body?: unknown) {
+    const res = await fetch(`${base}/admin/v1${path}`, {
+      method,
+      headers: { authorization: `Bearer ${stack.adminToken}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+      ...(body ? { body: JSON.stringify(body) } : {}),
+    });
+    return (await res.json()) as Record<string, unknown>;
+  }
+
+  const chat = (base: string, key: string, ip = '81.2.69.142') =>
+    new OpenAI({ apiKey: key, baseURL: `${base}/v1`, maxRetries: 0, defaultHeaders: { 'x-forwarded-for': ip } }).chat.completions.create({
+      model: 'gpt-4o-mini',
+      messages: [{ role: 'user', content: 'hi' }],
+    });
+
+  /** Polls the second instance until the request is refused; returns how long that took. */
+  async function msUntilRefused(key: string, since: number): Promise<{ ms: number; code: string }> {
+    for (;;) {
+      const outcome = await chat(second.url, key).then(
+        () => undefined,
+        (e: { code: string }) => e.code,
+      );
+      if (outcome) return { ms: Date.now() - since, code: outcome };
+      if (Date.now() - since > 5_000) throw new Error('never refused');
+    }
+  }
+
+  it('serves the same key from both instances', async () => {
+    const created = await admin(stack.hostUrl, 'POST', '/keys', { connectionId: stack.demo!.connectionId });
+    await chat(stack.hostUrl, created.key as string);
+    await chat(second.url, created.key as string);
+  });
+
+  it('a kill on instance A stops the key on instance B within 1 s', async () => {
+    const created = await admin(stack.hostUrl, 'POST', '/keys', { connectionId: stack.demo!.connectionId });
+    const key = created.key as string;
+    await chat(second.url, key); // B now has the key cached
+    const t0 = Date.now();
+    await admin(stack.hostUrl, 'POST', `/keys/${created.id as string}/kill`);
+    const { ms, code } = await msUntilRefused(key, t0);
+    expect(code).toBe('key_killed');
+    expect(ms).toBeLessThan(1_000);
+  });
+
+  it('an IP lock set on instance B applies on instance A within 1 s', async () => {
+    const created = await admin(second.url, 'POST', '/keys', { connectionId: stack.demo!.connectionId });
+    const key = created.key as string;
+    await chat(stack.hostUrl, key);
+    const t0 = Date.now();
+    await admin(second.url, 'POST', `/keys/${created.id as string}/lock`, { ip: '2.125.160.216' });
+    // Now ask through A: swap roles by polling A.
+    for (;;) {
+      const outcome = await chat(stack.hostUrl, key).then(() => undefined, (e: { code: string }) => e.code);
+      if (outcome) {
+        expect(outcome).toBe('ip_mismatch');
+        expect(Date.now() - t0).toBeLessThan(1_000);
+        break;
+      }
+      if (Date.now() - t0 > 5_000) throw new Error('never refused');
+    }
+  });
+
+  it('binds exactly one IP when both instances see concurrent first requests', async () => {
+    const created = await admin(stack.hostUrl, 'POST', '/keys', { connectionId: stack.demo!.connectionId });
+    const key = created.key as string;
+    const ips = ['81.2.69.142', '2.125.160.216', '128.101.101.101', '200.160.2.3'];
+    const results = await Promise.allSettled(ips.map((ip, i) => chat(i % 2 ? second.url : stack.hostUrl, key, ip)));
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+  });
+});
