@@ -11,10 +11,16 @@ import { normaliseIp } from './client-ip.ts';
 import { HostError } from './errors.ts';
 import { generateSgKey, hashSgKey, keyHint } from './keys.ts';
 import { deviceHash, parseDuration } from './locks.ts';
+import { dollarsToMicros, MICROS } from './pricing.ts';
+import type { AuditWriter } from './audit.ts';
+import { utcDay, type SpendLedger } from './spend.ts';
+import type { SqlValue } from './db.ts';
 import { DEFAULT_PROJECT, type ConnectionRecord, type HostStore, type KeyPatch, type KeyRecord } from './store.ts';
 
 export interface AdminDeps {
   store: HostStore;
+  ledger: SpendLedger;
+  audit: AuditWriter;
   pepper: Uint8Array;
   adminTokenHash: string;
   dev: boolean;
@@ -42,6 +48,8 @@ export function publicKeyView(k: KeyRecord) {
     inactiveExpiryMs: k.inactiveExpiryMs,
     lastUsedAt: k.lastUsedAt,
     suspendedUntil: k.suspendedUntil,
+    dailyLimit: k.dailyLimitMicros === null ? null : k.dailyLimitMicros / MICROS,
+    lifetimeLimit: k.lifetimeLimitMicros === null ? null : k.lifetimeLimitMicros / MICROS,
     createdAt: k.createdAt,
   };
 }
@@ -55,6 +63,8 @@ const keyOptions = {
   cities: stringList,
   inactiveExpiry: { type: ['string', 'null'], maxLength: 20 },
   requireSignature: { type: 'boolean' },
+  dailyLimit: { type: ['number', 'null'], minimum: 0, maximum: 1e9 },
+  lifetimeLimit: { type: ['number', 'null'], minimum: 0, maximum: 1e9 },
 } as const;
 
 interface KeyOptionsBody {
@@ -64,6 +74,10 @@ interface KeyOptionsBody {
   cities?: string[];
   inactiveExpiry?: string | null;
   requireSignature?: boolean;
+  /** Dollars per UTC day; null removes the cap. */
+  dailyLimit?: number | null;
+  /** Dollars over the key's lifetime; null removes the cap. */
+  lifetimeLimit?: number | null;
 }
 
 function extractCredential(header: string | string[] | undefined): string | undefined {
@@ -100,6 +114,8 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
         throw new HostError('invalid_request', (e as Error).message);
       }
     }
+    if (body.dailyLimit !== undefined) patch.dailyLimitMicros = body.dailyLimit === null ? null : dollarsToMicros(body.dailyLimit);
+    if (body.lifetimeLimit !== undefined) patch.lifetimeLimitMicros = body.lifetimeLimit === null ? null : dollarsToMicros(body.lifetimeLimit);
     let signingSecret: string | undefined;
     if (body.requireSignature === true) {
       signingSecret = randomBytes(32).toString('hex');
@@ -205,6 +221,8 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
         inactiveExpiryMs: patch.inactiveExpiryMs ?? null,
         lastUsedAt: null,
         suspendedUntil: null,
+        dailyLimitMicros: patch.dailyLimitMicros ?? null,
+        lifetimeLimitMicros: patch.lifetimeLimitMicros ?? null,
         createdAt: now,
         updatedAt: now,
       };
@@ -302,6 +320,120 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
     await store.deleteAlias(req.params.id, req.params.alias);
     return store.listAliases(req.params.id);
   });
+
+  app.patch<{ Params: { id: string }; Body: { dailyLimit: number | null } }>(
+    '/projects/:id',
+    { schema: { params: idParam, body: { type: 'object', required: ['dailyLimit'], additionalProperties: false, properties: { dailyLimit: keyOptions.dailyLimit } } } },
+    async (req) => {
+      if (!(await store.projectExists(req.params.id))) throw new HostError('not_found', `no project ${req.params.id}`);
+      await store.setProjectDailyLimit(req.params.id, req.body.dailyLimit === null ? null : dollarsToMicros(req.body.dailyLimit));
+      return (await store.listProjects()).find((p) => p.id === req.params.id);
+    },
+  );
+
+  // ---- spend status, usage and audit ----
+  app.get<{ Params: { id: string } }>('/keys/:id/status', { schema: { params: idParam } }, async (req) => {
+    const key = await mustGetKey(req.params.id);
+    const now = Date.now();
+    const day = utcDay(now);
+    const today = await deps.ledger.counter('key', key.id, `d:${day}`);
+    const life = await deps.ledger.counter('key', key.id, 'life');
+    const since = Date.parse(`${day}T00:00:00Z`);
+    const models = await store.db.query(
+      'SELECT model_resolved AS model, COUNT(*) AS n, SUM(cost_micros) AS cost FROM audit_log WHERE key_id = $1 AND at >= $2 AND code IS NULL GROUP BY model_resolved ORDER BY COUNT(*) DESC',
+      [key.id, since],
+    );
+    const total = models.reduce((n, m) => n + Number(m.n), 0);
+    const top = models[0];
+    const effective = key.status === 'active' && key.suspendedUntil !== null && key.suspendedUntil > now ? 'suspended' : key.status;
+    return {
+      id: key.id,
+      name: key.name,
+      status: effective,
+      boundIp: key.boundIp,
+      spentToday: today.spent / MICROS,
+      reservedNow: (today.reserved) / MICROS,
+      dailyLimit: key.dailyLimitMicros === null ? null : key.dailyLimitMicros / MICROS,
+      spentLifetime: life.spent / MICROS,
+      lifetimeLimit: key.lifetimeLimitMicros === null ? null : key.lifetimeLimitMicros / MICROS,
+      requestsToday: today.requests,
+      topModel: top ? { model: top.model as string, share: total ? Number(top.n) / total : 0 } : null,
+      lastUsedAt: key.lastUsedAt,
+    };
+  });
+
+  app.get<{ Querystring: { keyId?: string; days?: string } }>(
+    '/usage',
+    { schema: { querystring: { type: 'object', properties: { keyId: { type: 'string', maxLength: 64 }, days: { type: 'string', pattern: '^[1-9][0-9]{0,2}$' } } } } },
+    async (req) => {
+      await deps.audit.flush();
+      const since = Date.now() - Number(req.query.days ?? 30) * 86_400_000;
+      const params: SqlValue[] = [since];
+      const byKey = req.query.keyId ? ` AND key_id = $${params.push(req.query.keyId)}` : '';
+      const rows = await store.db.query(
+        `SELECT key_id, model_resolved, at, tokens_in, tokens_out, cost_micros FROM audit_log WHERE at >= $1 AND code IS NULL${byKey} ORDER BY at`,
+        params,
+      );
+      const groups = new Map<string, { day: string; keyId: string; model: string | null; requests: number; tokensIn: number; tokensOut: number; cost: number }>();
+      for (const r of rows) {
+        const day = utcDay(Number(r.at));
+        const id = `${day}\0${r.key_id as string}\0${r.model_resolved as string}`;
+        const g = groups.get(id) ?? { day, keyId: r.key_id as string, model: (r.model_resolved as string | null) ?? null, requests: 0, tokensIn: 0, tokensOut: 0, cost: 0 };
+        g.requests++;
+        g.tokensIn += Number(r.tokens_in);
+        g.tokensOut += Number(r.tokens_out);
+        g.cost += Number(r.cost_micros);
+        groups.set(id, g);
+      }
+      return [...groups.values()].map((g) => ({ ...g, cost: g.cost / MICROS }));
+    },
+  );
+
+  app.get<{ Querystring: { keyId?: string; model?: string; since?: string; until?: string; limit?: string; before?: string } }>(
+    '/audit',
+    {
+      schema: {
+        querystring: {
+          type: 'object',
+          properties: {
+            keyId: { type: 'string', maxLength: 64 },
+            model: { type: 'string', maxLength: 128 },
+            since: { type: 'string', pattern: '^[0-9]{1,15}$' },
+            until: { type: 'string', pattern: '^[0-9]{1,15}$' },
+            limit: { type: 'string', pattern: '^[1-9][0-9]{0,3}$' },
+            before: { type: 'string', maxLength: 64 },
+          },
+        },
+      },
+    },
+    async (req) => {
+      await deps.audit.flush();
+      const q = req.query;
+      const where: string[] = [];
+      const params: SqlValue[] = [];
+      if (q.keyId) where.push(`key_id = $${params.push(q.keyId)}`);
+      if (q.model) where.push(`(model_resolved = $${params.push(q.model)} OR model_requested = $${params.length})`);
+      if (q.since) where.push(`at >= $${params.push(Number(q.since))}`);
+      if (q.until) where.push(`at < $${params.push(Number(q.until))}`);
+      if (q.before) {
+        // Cursor: "<at>:<id>" of the last row of the previous page.
+        const [at, id] = q.before.split(':');
+        where.push(`(at < $${params.push(Number(at))} OR (at = $${params.length} AND id < $${params.push(id ?? '')}))`);
+      }
+      const limit = Math.min(Number(q.limit ?? 100), 1000);
+      params.push(limit);
+      const rows = await store.db.query(`SELECT * FROM audit_log ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY at DESC, id DESC LIMIT $${params.length}`, params);
+      const items = rows.map((r) => ({
+        id: r.id as string, at: Number(r.at), requestId: r.request_id as string, keyId: r.key_id as string | null, projectId: r.project_id as string | null,
+        connectionId: r.connection_id as string | null, provider: r.provider as string | null, modelRequested: r.model_requested as string | null,
+        modelResolved: r.model_resolved as string | null, tokensIn: Number(r.tokens_in), tokensOut: Number(r.tokens_out), tokensCached: Number(r.tokens_cached),
+        cost: Number(r.cost_micros) / MICROS, status: Number(r.status), code: r.code as string | null, clientIp: r.client_ip as string | null,
+        city: r.city as string | null, deviceMatch: r.device_match === null ? null : Number(r.device_match) === 1, latencyMs: Number(r.latency_ms),
+      }));
+      const last = items.at(-1);
+      return { items, next: items.length === limit && last ? `${last.at}:${last.id}` : null };
+    },
+  );
 
   // ---- events ----
   app.get<{ Querystring: { keyId?: string; type?: string; limit?: string } }>(

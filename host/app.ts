@@ -8,6 +8,9 @@ import { randomBytes } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import type { Pool } from 'undici';
 import { registerAdmin } from './admin.ts';
+import { AuditWriter } from './audit.ts';
+import { createHostMetrics } from './metrics.ts';
+import { SpendLedger } from './spend.ts';
 import { TrustedProxies } from './client-ip.ts';
 import { errorBody, errorShapeForPath, HOST_ERRORS, HostError } from './errors.ts';
 import type { GeoLookup } from './geo.ts';
@@ -34,6 +37,7 @@ export interface HostConfig {
   allowUnknownLocation?: boolean;
   velocity?: Partial<VelocityConfig>;
   jsonBodyLimit?: number;
+  unknownModelPolicy?: 'refuse' | 'count';
 }
 
 export const LOG_REDACT = [
@@ -59,6 +63,7 @@ export async function buildHostApp(config: HostConfig): Promise<FastifyInstance>
   function refuse(reply: FastifyReply, path: string, code: string, message: string, retryAfter?: number) {
     const spec = HOST_ERRORS[code] ?? HOST_ERRORS.gateway_error!;
     if (!spec.retry) reply.header('x-should-retry', 'false');
+    reply.header('x-sg-code', code);
     if (retryAfter) reply.header('retry-after', String(retryAfter));
     return reply.status(spec.status).type('application/json').send(errorBody(errorShapeForPath(path), code, spec.type, message));
   }
@@ -72,7 +77,46 @@ export async function buildHostApp(config: HostConfig): Promise<FastifyInstance>
     return refuse(reply, path, 'gateway_error', 'the gateway could not complete the request');
   });
 
+  const metrics = createHostMetrics();
+  const ledger = new SpendLedger(config.store.db);
+  const audit = new AuditWriter(config.store.db, (e) => app.log.error({ err: e.message }, 'audit write failed'));
+  // Reservations of a crashed instance expire and are reclaimed; inactive keys expire.
+  const sweep = setInterval(() => {
+    ledger.reclaimExpired().catch((e: Error) => app.log.error({ err: e.message }, 'reservation sweep failed'));
+    config.store.expireInactive().catch((e: Error) => app.log.error({ err: e.message }, 'inactivity sweep failed'));
+  }, 60_000);
+  sweep.unref();
+  app.addHook('onClose', async () => {
+    clearInterval(sweep);
+    await audit.close();
+  });
+
+  app.addHook('onResponse', async (req, reply) => {
+    const route = req.routeOptions.url ?? 'unmatched';
+    metrics.requests.inc({ route, status: String(reply.statusCode), code: String(reply.getHeader('x-sg-code') ?? '') });
+    metrics.latency.observe({ route }, reply.elapsedTime / 1000);
+  });
+
   app.get('/healthz', async () => ({ ok: true }));
+  app.get('/readyz', async (_req, reply) => {
+    const checks: Record<string, string> = {};
+    try {
+      await config.store.db.query('SELECT 1 AS ok');
+      checks.database = 'ok';
+    } catch (e) {
+      checks.database = (e as Error).message;
+    }
+    try {
+      const res = await config.enclave.request({ path: '/healthz', method: 'GET', headersTimeout: 2000 });
+      const body = (await res.body.json()) as { phase?: string };
+      checks.enclave = res.statusCode === 200 ? 'ok' : `phase ${body.phase ?? 'unknown'}`;
+    } catch (e) {
+      checks.enclave = (e as Error).message;
+    }
+    const ready = Object.values(checks).every((v) => v === 'ok');
+    return reply.status(ready ? 200 : 503).send({ ready, checks });
+  });
+  app.get('/metrics', async (_req, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
 
   // ---- attestation (public): a fresh document from the enclave for customers to verify ----
   app.get<{ Querystring: { nonce?: string } }>('/v1/attestation', async (req, reply) => {
@@ -90,7 +134,7 @@ export async function buildHostApp(config: HostConfig): Promise<FastifyInstance>
     return reply.send({ document: body.document, nsm: body.nsm, manifest: null });
   });
 
-  await app.register((admin) => registerAdmin(admin, { store: config.store, pepper: config.pepper, adminTokenHash: config.adminTokenHash, dev: config.dev ?? false }), {
+  await app.register((admin) => registerAdmin(admin, { store: config.store, ledger, audit, pepper: config.pepper, adminTokenHash: config.adminTokenHash, dev: config.dev ?? false }), {
     prefix: '/admin/v1',
   });
   await app.register((proxy) =>
@@ -104,6 +148,10 @@ export async function buildHostApp(config: HostConfig): Promise<FastifyInstance>
       allowUnknownLocation: config.allowUnknownLocation ?? false,
       jsonBodyLimit: config.jsonBodyLimit ?? 10 * 1024 * 1024,
       keyCacheTtlMs: config.keyCacheTtlMs ?? 30_000,
+      ledger,
+      audit,
+      metrics,
+      unknownModelPolicy: config.unknownModelPolicy ?? 'refuse',
     }),
   );
   return app;

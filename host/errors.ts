@@ -11,6 +11,8 @@ const GATEWAY_ERRORS = {
   endpoint_not_allowed: { status: 404, type: 'invalid_request_error', retry: false },
   invalid_request: { status: 400, type: 'invalid_request_error', retry: false },
   request_too_large: { status: 413, type: 'invalid_request_error', retry: false },
+  budget_exceeded: { status: 429, type: 'rate_limit_error', retry: false },
+  model_unpriced: { status: 403, type: 'permission_error', retry: false },
   shareholders_unavailable: { status: 503, type: 'api_error', retry: true },
   enclave_unavailable: { status: 503, type: 'api_error', retry: true },
   gateway_error: { status: 502, type: 'api_error', retry: true },

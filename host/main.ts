@@ -7,6 +7,8 @@
  *   --trusted-proxy <cidr|preset>  repeatable; presets: loopback, private, cloudflare
  *   --allow-unknown-location    city-locked keys accept addresses with no known location
  *   --geo-db <file.mmdb>        MaxMind-format city database (default: bundled GeoLite2-City)
+ *   --unknown-model refuse|count  a capped key calling a model with no known price: refuse (default)
+ *                               or count the request at $0
  * First start creates the server pepper and an admin token under the data directory (0600).
  * `serve` prints `{"ready":true,…}` on stdout; JSON logs (pino) on stderr with credentials redacted.
  */
@@ -35,6 +37,7 @@ const { values, positionals } = parseArgs({
     'geo-db': { type: 'string' },
     'velocity-floor': { type: 'string' },
     'velocity-factor': { type: 'string' },
+    'unknown-model': { type: 'string', default: 'refuse' },
   },
 });
 
@@ -80,17 +83,12 @@ async function main(): Promise<void> {
       ...(values['velocity-floor'] ? { floorPerMinute: Number(values['velocity-floor']) } : {}),
       ...(values['velocity-factor'] ? { spikeFactor: Number(values['velocity-factor']) } : {}),
     },
+    unknownModelPolicy: values['unknown-model'] === 'count' ? 'count' : 'refuse',
     logger: { level: process.env.LOG_LEVEL ?? 'info', stream: process.stderr, redact: LOG_REDACT },
   });
-  // Inactivity expiry is checked on use and by this sweep.
-  const sweep = setInterval(() => {
-    store.expireInactive().catch((e: Error) => app.log.error({ err: e.message }, 'inactivity sweep failed'));
-  }, 60_000);
-  sweep.unref();
   const address = await app.listen({ port: Number(values.port), host: values.host });
   process.stdout.write(`${JSON.stringify({ ready: true, url: address, port: Number(new URL(address).port), engine: store.db.engine })}\n`);
   const stop = async () => {
-    clearInterval(sweep);
     await app.close();
     await enclave.close();
     await store.close();

@@ -21,8 +21,13 @@ import { clientIp, type TrustedProxies } from './client-ip.ts';
 import { HostError } from './errors.ts';
 import type { GeoLookup } from './geo.ts';
 import { isWellFormedSgKey, hashSgKey } from './keys.ts';
-import { checkKeyStatus, checkRequestLocks, resolveModel, type LockRefusal } from './locks.ts';
+import { checkKeyStatus, checkRequestLocks, resolveModel } from './locks.ts';
+import type { AuditRow, AuditWriter } from './audit.ts';
+import type { HostMetrics } from './metrics.ts';
+import { maxCostMicros, priceUsage, requestedMaxOutput, tokenRates } from './pricing.ts';
+import type { SpendLedger } from './spend.ts';
 import type { ConnectionRecord, HostStore, KeyRecord } from './store.ts';
+import { UsageTap, type StreamKind } from './usage.ts';
 import type { VelocityTracker } from './velocity.ts';
 
 export interface ProxyDeps {
@@ -36,6 +41,11 @@ export interface ProxyDeps {
   /** Largest JSON body read for model checks (bytes). */
   jsonBodyLimit: number;
   keyCacheTtlMs: number;
+  ledger: SpendLedger;
+  audit: AuditWriter;
+  metrics: HostMetrics;
+  /** For a capped key and a model without a known price: refuse, or count the request at $0. */
+  unknownModelPolicy: 'refuse' | 'count';
 }
 
 const HOP_BY_HOP = new Set([
@@ -80,12 +90,12 @@ async function readBody(req: FastifyRequest, limit: number): Promise<Buffer> {
 export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Promise<void> {
   const { store } = deps;
   const keyCache = new Map<string, CachedKey>();
-  const aliasCache = new Map<string, { aliases: Record<string, string>; until: number }>();
+  const projectCache = new Map<string, { aliases: Record<string, string>; dailyCap: number | null; until: number }>();
 
   // Any change to a key (on any instance) drops it here within one NOTIFY round trip.
   await store.onKeyChanged((id) => {
     if (id.startsWith('project:')) {
-      aliasCache.delete(id.slice('project:'.length));
+      projectCache.delete(id.slice('project:'.length));
       return;
     }
     for (const [hash, entry] of keyCache) if (entry.key.id === id) keyCache.delete(hash);
@@ -101,10 +111,21 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
       .catch((e: Error) => app.log.error({ err: e.message }, 'could not record event'));
   }
 
-  function refuse(req: FastifyRequest, key: KeyRecord, refusal: LockRefusal, ip: string, detail: Record<string, unknown> | false = {}): never {
+  function auditRow(req: FastifyRequest, key: KeyRecord | undefined, fields: Partial<AuditRow>): AuditRow {
+    return {
+      at: Date.now(), requestId: req.id, keyId: key?.id ?? null, projectId: key?.projectId ?? null, connectionId: key?.connectionId ?? null,
+      provider: null, modelRequested: null, modelResolved: null, tokensIn: 0, tokensOut: 0, tokensCached: 0, costMicros: 0, status: 0,
+      code: null, clientIp: null, city: null, deviceMatch: null, latencyMs: Math.round(performance.now() - ((req as unknown as { startedAt?: number }).startedAt ?? performance.now())),
+      ...fields,
+    };
+  }
+
+  function refuse(req: FastifyRequest, key: KeyRecord, refusal: { code: string; message: string; retryAfter?: number }, ip: string, detail: Record<string, unknown> | false = {}): never {
     req.log.warn({ keyId: key.id, code: refusal.code, clientIp: ip }, 'request refused by a lock');
+    const error = new HostError(refusal.code as never, refusal.message, refusal.retryAfter);
+    deps.audit.write(auditRow(req, key, { status: error.status, code: refusal.code, clientIp: ip }));
     if (detail !== false) event(key, refusal.code, { clientIp: ip, boundIp: key.boundIp, path: req.url.split('?')[0], ...detail });
-    throw new HostError(refusal.code, refusal.message, refusal.retryAfter);
+    throw error;
   }
 
   async function authenticate(req: FastifyRequest): Promise<CachedKey> {
@@ -124,15 +145,17 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
     return entry;
   }
 
-  async function aliasesFor(projectId: string): Promise<Record<string, string>> {
-    const hit = aliasCache.get(projectId);
-    if (hit && hit.until > Date.now()) return hit.aliases;
-    const aliases = await store.listAliases(projectId);
-    aliasCache.set(projectId, { aliases, until: Date.now() + deps.keyCacheTtlMs });
-    return aliases;
+  async function project(projectId: string): Promise<{ aliases: Record<string, string>; dailyCap: number | null }> {
+    const hit = projectCache.get(projectId);
+    if (hit && hit.until > Date.now()) return hit;
+    const entry = { aliases: await store.listAliases(projectId), dailyCap: await store.projectDailyLimit(projectId), until: Date.now() + deps.keyCacheTtlMs };
+    projectCache.set(projectId, entry);
+    return entry;
   }
+  const aliasesFor = async (projectId: string) => (await project(projectId)).aliases;
 
   app.all('/v1/*', async (req, reply) => {
+    (req as unknown as { startedAt: number }).startedAt = performance.now();
     const path = req.url.split('?')[0]!;
     const now = Date.now();
     const auth = await authenticate(req);
@@ -223,16 +246,99 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
     }
     store.touchKey(key.id, now).catch(() => undefined);
 
+    // ---- spend: reserve an upper bound before anything is forwarded ----
+    const { dailyCap: projectDailyCap } = await project(key.projectId);
+    const capped = key.dailyLimitMicros !== null || key.lifetimeLimitMicros !== null || projectDailyCap !== null;
+    let amount = model !== undefined ? maxCostMicros(connection.provider, model, body?.length ?? 0, requestedMaxOutput(json)) : 0;
+    if (amount === null) {
+      if (capped && deps.unknownModelPolicy === 'refuse') {
+        refuse(req, key, { code: 'model_unpriced', message: `No price is known for ${model}, and this key has a spend cap.` }, ip, false);
+      }
+      amount = 0;
+    }
+    const reservation = await deps.ledger.reserve({
+      keyId: key.id, projectId: key.projectId, amount, keyDailyCap: key.dailyLimitMicros, keyLifetimeCap: key.lifetimeLimitMicros, projectDailyCap, now,
+    });
+    if (!reservation.ok) {
+      const which = `${reservation.scope === 'key' ? 'this key\'s' : 'the project\'s'} ${reservation.period === 'life' ? 'lifetime' : 'daily (UTC)'} spend cap`;
+      refuse(req, key, { code: 'budget_exceeded', message: `This request could cost up to $${(amount / 1e6).toFixed(6)}, which does not fit ${which}.` }, ip, false);
+    }
+    deps.metrics.reservationsInFlight.inc();
+
     let forwardBody: Buffer | FastifyRequest['raw'] | null = hasBody ? (body ?? req.raw) : null;
-    if (json && model !== requested) {
+    let stripInjectedUsage = false;
+    if (json && json.stream === true && (path === '/v1/chat/completions' || path === '/v1/completions') && spec.errorShape === 'openai') {
+      const options = (json.stream_options ?? {}) as Record<string, unknown>;
+      if (options.include_usage !== true) {
+        json.stream_options = { ...options, include_usage: true };
+        stripInjectedUsage = true;
+      }
+    }
+    if (json && (model !== requested || stripInjectedUsage)) {
       json.model = model;
       forwardBody = Buffer.from(JSON.stringify(json));
     }
-    return forward(req, reply, connection, forwardBody, key);
+    const accounting: Accounting = {
+      reservationId: reservation.reservationId, provider: connection.provider, requested, model, ip, location, stripInjectedUsage,
+      deviceMatch: key.deviceHash !== null ? true : null,
+    };
+    return forward(req, reply, connection, forwardBody, key, accounting);
   });
 
-  async function forward(req: FastifyRequest, reply: FastifyReply, connection: ConnectionRecord, body: Buffer | FastifyRequest['raw'] | null, key: KeyRecord) {
+  interface Accounting {
+    reservationId: string;
+    provider: string;
+    requested: string | undefined;
+    model: string | undefined;
+    ip: string;
+    location: { city: string | null } | null;
+    stripInjectedUsage: boolean;
+    deviceMatch: boolean | null;
+  }
+
+  /** Settles the reservation with the real cost, writes the audit row, fires budget alerts. Once. */
+  function finisher(req: FastifyRequest, key: KeyRecord, acc: Accounting) {
+    let done = false;
+    return (status: number, tap: UsageTap | undefined, code: string | null) => {
+      if (done) return;
+      done = true;
+      deps.metrics.reservationsInFlight.dec();
+      const usage = tap?.result.usage;
+      const model = tap?.result.model ?? acc.model;
+      let cost = 0;
+      if (usage && model) cost = priceUsage(acc.provider, model, usage) ?? 0;
+      else if (tap && tap.result.contentEvents > 0 && model) {
+        // The stream ended without usage (client went away): charge what was produced, ~1 token per event.
+        const rates = tokenRates(acc.provider, model);
+        cost = rates ? Math.ceil(tap.result.contentEvents * rates.output) : 0;
+      }
+      deps.ledger
+        .settle(acc.reservationId, cost)
+        .then((settled) => {
+          const cap = key.dailyLimitMicros;
+          if (cap === null || cap === 0) return;
+          for (const pct of [50, 80, 100]) {
+            const line = (cap * pct) / 100;
+            if (settled.keyDay.before < line && settled.keyDay.after >= line) {
+              event(key, `budget_${pct}`, { spentMicros: settled.keyDay.after, capMicros: cap });
+            }
+          }
+        })
+        .catch((e: Error) => req.log.error({ err: e.message }, 'settle failed'));
+      if (cost > 0) deps.metrics.spend.inc({ provider: acc.provider }, cost / 1e6);
+      deps.audit.write(
+        auditRow(req, key, {
+          provider: acc.provider, modelRequested: acc.requested ?? null, modelResolved: model ?? null, tokensIn: usage?.inputTokens ?? 0,
+          tokensOut: usage?.outputTokens ?? (tap?.result.contentEvents ?? 0), tokensCached: usage?.cacheReadTokens ?? 0, costMicros: cost, status, code,
+          clientIp: acc.ip, city: acc.location?.city ?? null, deviceMatch: acc.deviceMatch,
+        }),
+      );
+    };
+  }
+
+  async function forward(req: FastifyRequest, reply: FastifyReply, connection: ConnectionRecord, body: Buffer | FastifyRequest['raw'] | null, key: KeyRecord, acc: Accounting) {
     const path = req.url.split('?')[0]!;
+    const finish = finisher(req, key, acc);
     const headers: Record<string, string | string[]> = {};
     for (const [name, value] of Object.entries(req.headers)) {
       if (value !== undefined && !HOP_BY_HOP.has(name) && !name.startsWith('x-sg-')) headers[name] = value;
@@ -265,10 +371,13 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
       });
     } catch (e) {
       req.log.error({ err: (e as Error).message }, 'enclave unreachable');
+      finish(503, undefined, 'enclave_unavailable');
       throw new HostError('enclave_unavailable', 'the gateway could not reach its enclave');
     }
+    deps.metrics.enclaveSeconds.observe((performance.now() - (req as unknown as { startedAt: number }).startedAt) / 1000);
     const enclaveError = res.headers[RPC_ENCLAVE_ERROR_HEADER];
     if (typeof enclaveError === 'string') {
+      finish(res.statusCode, undefined, enclaveError);
       const detail = (await res.body.json().catch(() => ({}))) as { error?: { message?: string } };
       req.log.warn({ enclaveError, detail: detail.error?.message }, 'enclave refused');
       if (enclaveError === 'shareholders_unavailable') {
@@ -289,8 +398,19 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
       const filtered = { ...list, data: (list.data ?? []).filter((m) => callable.has(m.id)) };
       delete responseHeaders['content-length'];
       delete responseHeaders['content-encoding'];
+      finish(200, undefined, null);
       return reply.status(200).headers(responseHeaders).send(filtered);
     }
-    return reply.status(res.statusCode).headers(responseHeaders).send(res.body);
+    const contentType = String(res.headers['content-type'] ?? '');
+    const sse = contentType.includes('text/event-stream');
+    const kind: StreamKind = path.startsWith('/v1/messages') ? 'anthropic' : path.startsWith('/v1/responses') ? 'responses' : 'openai';
+    const tap = new UsageTap({ sse, kind, stripInjectedUsage: acc.stripInjectedUsage });
+    if (sse || acc.stripInjectedUsage) delete responseHeaders['content-length'];
+    const status = res.statusCode;
+    tap.once('end', () => finish(status, tap, status >= 400 ? 'upstream_error' : null));
+    reply.raw.once('close', () => finish(status, tap, reply.raw.writableFinished ? null : 'client_disconnected'));
+    res.body.once('error', () => finish(status, tap, 'upstream_broken'));
+    res.body.pipe(tap);
+    return reply.status(status).headers(responseHeaders).send(tap);
   }
 }

@@ -46,6 +46,8 @@ export interface KeyRecord {
   inactiveExpiryMs: number | null;
   lastUsedAt: number | null;
   suspendedUntil: number | null;
+  dailyLimitMicros: number | null;
+  lifetimeLimitMicros: number | null;
   createdAt: number;
   updatedAt: number;
 }
@@ -75,6 +77,8 @@ export type KeyPatch = Partial<
     | 'signingSecret'
     | 'inactiveExpiryMs'
     | 'suspendedUntil'
+    | 'dailyLimitMicros'
+    | 'lifetimeLimitMicros'
   >
 >;
 
@@ -96,6 +100,18 @@ const MIGRATIONS: string[] = [
    CREATE TABLE events (id TEXT PRIMARY KEY, at BIGINT NOT NULL, project_id TEXT NOT NULL, key_id TEXT, type TEXT NOT NULL, detail TEXT NOT NULL);
    CREATE INDEX events_at ON events (at);
    CREATE INDEX sg_keys_project ON sg_keys (project_id);`,
+  `ALTER TABLE sg_keys ADD COLUMN daily_limit_micros BIGINT;
+   ALTER TABLE sg_keys ADD COLUMN lifetime_limit_micros BIGINT;
+   ALTER TABLE projects ADD COLUMN daily_limit_micros BIGINT;
+   CREATE TABLE spend_counters (scope TEXT NOT NULL, scope_id TEXT NOT NULL, period TEXT NOT NULL, spent BIGINT NOT NULL, reserved BIGINT NOT NULL, requests BIGINT NOT NULL, PRIMARY KEY (scope, scope_id, period));
+   CREATE TABLE reservations (id TEXT PRIMARY KEY, key_id TEXT NOT NULL, project_id TEXT NOT NULL, day TEXT NOT NULL, amount BIGINT NOT NULL, created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL);
+   CREATE INDEX reservations_expiry ON reservations (expires_at);
+   CREATE TABLE audit_log (
+     id TEXT PRIMARY KEY, at BIGINT NOT NULL, request_id TEXT NOT NULL, key_id TEXT, project_id TEXT, connection_id TEXT, provider TEXT,
+     model_requested TEXT, model_resolved TEXT, tokens_in BIGINT NOT NULL, tokens_out BIGINT NOT NULL, tokens_cached BIGINT NOT NULL,
+     cost_micros BIGINT NOT NULL, status INTEGER NOT NULL, code TEXT, client_ip TEXT, city TEXT, device_match INTEGER, latency_ms INTEGER NOT NULL);
+   CREATE INDEX audit_key_at ON audit_log (key_id, at);
+   CREATE INDEX audit_at ON audit_log (at);`,
 ];
 
 const KEY_COLUMNS: Record<keyof KeyPatch, string> = {
@@ -112,6 +128,8 @@ const KEY_COLUMNS: Record<keyof KeyPatch, string> = {
   signingSecret: 'signing_secret',
   inactiveExpiryMs: 'inactive_expiry_ms',
   suspendedUntil: 'suspended_until',
+  dailyLimitMicros: 'daily_limit_micros',
+  lifetimeLimitMicros: 'lifetime_limit_micros',
 };
 
 const num = (v: unknown) => (v === null || v === undefined ? null : Number(v));
@@ -136,6 +154,8 @@ function toKey(r: Row): KeyRecord {
     inactiveExpiryMs: num(r.inactive_expiry_ms),
     lastUsedAt: num(r.last_used_at),
     suspendedUntil: num(r.suspended_until),
+    dailyLimitMicros: num(r.daily_limit_micros),
+    lifetimeLimitMicros: num(r.lifetime_limit_micros),
     createdAt: Number(r.created_at),
     updatedAt: Number(r.updated_at),
   };
@@ -192,8 +212,23 @@ export class HostStore {
     await this.db.query('INSERT INTO projects (id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING', [id, name, Date.now()]);
   }
 
-  async listProjects(): Promise<Array<{ id: string; name: string; createdAt: number }>> {
-    return (await this.db.query('SELECT * FROM projects ORDER BY created_at')).map((r) => ({ id: r.id as string, name: r.name as string, createdAt: Number(r.created_at) }));
+  async listProjects(): Promise<Array<{ id: string; name: string; createdAt: number; dailyLimitMicros: number | null }>> {
+    return (await this.db.query('SELECT * FROM projects ORDER BY created_at')).map((r) => ({
+      id: r.id as string,
+      name: r.name as string,
+      createdAt: Number(r.created_at),
+      dailyLimitMicros: num(r.daily_limit_micros),
+    }));
+  }
+
+  async projectDailyLimit(id: string): Promise<number | null> {
+    const [r] = await this.db.query('SELECT daily_limit_micros FROM projects WHERE id = $1', [id]);
+    return r ? num(r.daily_limit_micros) : null;
+  }
+
+  async setProjectDailyLimit(id: string, micros: number | null): Promise<void> {
+    await this.db.query('UPDATE projects SET daily_limit_micros = $1 WHERE id = $2', [micros, id]);
+    await this.db.notify(KEY_CHANGED_CHANNEL, `project:${id}`);
   }
 
   async projectExists(id: string): Promise<boolean> {
@@ -224,12 +259,13 @@ export class HostStore {
   async insertKey(k: KeyRecord): Promise<void> {
     await this.db.query(
       `INSERT INTO sg_keys (id, hash, hint, name, project_id, connection_id, status, bound_ip, bound_at, allowed_cities, device_hash, device_salt,
-         allowed_models, require_signature, signing_secret, inactive_expiry_ms, last_used_at, suspended_until, created_at, updated_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)`,
+         allowed_models, require_signature, signing_secret, inactive_expiry_ms, last_used_at, suspended_until, created_at, updated_at,
+         daily_limit_micros, lifetime_limit_micros)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)`,
       [
         k.id, k.hash, k.hint, k.name, k.projectId, k.connectionId, k.status, k.boundIp, k.boundAt, JSON.stringify(k.allowedCities), k.deviceHash,
         k.deviceSalt, JSON.stringify(k.allowedModels), k.requireSignature ? 1 : 0, k.signingSecret, k.inactiveExpiryMs, k.lastUsedAt,
-        k.suspendedUntil, k.createdAt, k.updatedAt,
+        k.suspendedUntil, k.createdAt, k.updatedAt, k.dailyLimitMicros, k.lifetimeLimitMicros,
       ],
     );
   }

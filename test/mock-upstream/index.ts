@@ -63,10 +63,20 @@ function openaiError(res: ServerResponse, status: number, message: string, type:
   json(res, status, { error: { message, type, param: null, code } });
 }
 
+/**
+ * Completion tokens the mock "produces" on OpenAI endpoints: exactly max_tokens when the client
+ * sets it (priced usage for spend tests), else a small fixed count. Anthropic always reports 6.
+ */
+function completionTokens(body: Record<string, unknown>, fallback: number): number {
+  const max = body.max_completion_tokens ?? body.max_tokens ?? body.max_output_tokens;
+  return typeof max === 'number' && max > 0 ? max : fallback;
+}
+
 function chatCompletion(res: ServerResponse, body: Record<string, unknown>): void {
   const model = String(body.model ?? 'gpt-4o-mini');
   const content = 'Hello from the mock upstream.';
-  const usage = { prompt_tokens: promptTokens(body), completion_tokens: 7, total_tokens: promptTokens(body) + 7 };
+  const out = completionTokens(body, 7);
+  const usage = { prompt_tokens: promptTokens(body), completion_tokens: out, total_tokens: promptTokens(body) + out };
   const created = Math.floor(Date.now() / 1000);
   const cid = id('chatcmpl-');
   if (body.stream === true) {
@@ -98,7 +108,8 @@ function chatCompletion(res: ServerResponse, body: Record<string, unknown>): voi
 function responses(res: ServerResponse, body: Record<string, unknown>): void {
   const model = String(body.model ?? 'gpt-4o-mini');
   const text = 'Hello from the mock Responses API.';
-  const usage = { input_tokens: promptTokens(body), input_tokens_details: { cached_tokens: 0 }, output_tokens: 8, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: promptTokens(body) + 8 };
+  const out = completionTokens(body, 8);
+  const usage = { input_tokens: promptTokens(body), input_tokens_details: { cached_tokens: 0 }, output_tokens: out, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: promptTokens(body) + out };
   const rid = id('resp_');
   const msgId = id('msg_');
   const message = { id: msgId, type: 'message', status: 'completed', role: 'assistant', content: [{ type: 'output_text', text, annotations: [] }] };

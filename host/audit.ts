@@ -1,0 +1,79 @@
+/**
+ * The audit trail: one row per request, allowed or refused — never a request or response body.
+ * Rows are queued and written in batches off the hot path (every 200 ms or 200 rows); `close()`
+ * flushes, so a clean shutdown loses nothing.
+ */
+import { randomBytes } from 'node:crypto';
+import type { SqlDb, SqlValue } from './db.ts';
+
+export interface AuditRow {
+  at: number;
+  requestId: string;
+  keyId: string | null;
+  projectId: string | null;
+  connectionId: string | null;
+  provider: string | null;
+  modelRequested: string | null;
+  modelResolved: string | null;
+  tokensIn: number;
+  tokensOut: number;
+  tokensCached: number;
+  costMicros: number;
+  status: number;
+  code: string | null;
+  clientIp: string | null;
+  city: string | null;
+  deviceMatch: boolean | null;
+  latencyMs: number;
+}
+
+const COLUMNS = ['id', 'at', 'request_id', 'key_id', 'project_id', 'connection_id', 'provider', 'model_requested', 'model_resolved', 'tokens_in', 'tokens_out', 'tokens_cached', 'cost_micros', 'status', 'code', 'client_ip', 'city', 'device_match', 'latency_ms'];
+
+export class AuditWriter {
+  readonly #db: SqlDb;
+  readonly #onError: (e: Error) => void;
+  #queue: AuditRow[] = [];
+  #timer: NodeJS.Timeout | undefined;
+  #flushing: Promise<void> = Promise.resolve();
+
+  constructor(db: SqlDb, onError: (e: Error) => void) {
+    this.#db = db;
+    this.#onError = onError;
+  }
+
+  write(row: AuditRow): void {
+    this.#queue.push(row);
+    if (this.#queue.length >= 200) void this.flush();
+    else this.#timer ??= setTimeout(() => void this.flush(), 200);
+  }
+
+  flush(): Promise<void> {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    const rows = this.#queue;
+    this.#queue = [];
+    if (rows.length === 0) return this.#flushing;
+    this.#flushing = this.#flushing.then(async () => {
+      const params: SqlValue[] = [];
+      const tuples = rows.map((r) => {
+        const values: SqlValue[] = [
+          `aud_${randomBytes(10).toString('hex')}`, r.at, r.requestId, r.keyId, r.projectId, r.connectionId, r.provider, r.modelRequested, r.modelResolved,
+          r.tokensIn, r.tokensOut, r.tokensCached, r.costMicros, r.status, r.code, r.clientIp, r.city, r.deviceMatch === null ? null : r.deviceMatch ? 1 : 0, r.latencyMs,
+        ];
+        const start = params.length;
+        params.push(...values);
+        return `(${values.map((_, i) => `$${start + i + 1}`).join(', ')})`;
+      });
+      try {
+        await this.#db.query(`INSERT INTO audit_log (${COLUMNS.join(', ')}) VALUES ${tuples.join(', ')}`, params);
+      } catch (e) {
+        this.#onError(e as Error);
+      }
+    });
+    return this.#flushing;
+  }
+
+  async close(): Promise<void> {
+    await this.flush();
+  }
+}

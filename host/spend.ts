@@ -1,0 +1,132 @@
+/**
+ * Spend caps that hold under concurrency: reserve an upper bound atomically against every capped
+ * counter (key per UTC day, key lifetime, project per UTC day) before forwarding, then settle
+ * the real cost and release the rest. A reservation fits only while spent + reserved + amount ≤
+ * cap, checked inside the same UPDATE that adds it (row locks in PostgreSQL, a write transaction
+ * in SQLite), so instances sharing one database never overshoot by more than one reservation.
+ * Reservations of a crashed instance expire and are reclaimed by a sweep. Integers only
+ * (micro-dollars): after any run, spent equals the sum of settled costs exactly.
+ */
+import { randomBytes } from 'node:crypto';
+import type { SqlDb, SqlValue } from './db.ts';
+
+export interface Counter {
+  scope: 'key' | 'project';
+  scopeId: string;
+  period: string;
+  cap: number | null;
+}
+
+export interface ReserveRequest {
+  keyId: string;
+  projectId: string;
+  amount: number;
+  keyDailyCap: number | null;
+  keyLifetimeCap: number | null;
+  projectDailyCap: number | null;
+  now: number;
+}
+
+export type ReserveResult = { ok: true; reservationId: string; day: string } | { ok: false; scope: string; period: string };
+
+export interface SettleResult {
+  /** Key's spend today before and after, and its daily cap, for budget alerts. */
+  keyDay: { before: number; after: number; cap: number | null };
+}
+
+export const RESERVATION_TTL_MS = 15 * 60_000;
+
+export function utcDay(now: number): string {
+  return new Date(now).toISOString().slice(0, 10);
+}
+
+function counters(r: { keyId: string; projectId: string; keyDailyCap: number | null; keyLifetimeCap: number | null; projectDailyCap: number | null }, day: string): Counter[] {
+  // Always in this order, so concurrent transactions take row locks in the same order.
+  return [
+    { scope: 'key', scopeId: r.keyId, period: `d:${day}`, cap: r.keyDailyCap },
+    { scope: 'key', scopeId: r.keyId, period: 'life', cap: r.keyLifetimeCap },
+    { scope: 'project', scopeId: r.projectId, period: `d:${day}`, cap: r.projectDailyCap },
+  ];
+}
+
+class Refused extends Error {
+  readonly counter: Counter;
+  constructor(counter: Counter) {
+    super('cap');
+    this.counter = counter;
+  }
+}
+
+export class SpendLedger {
+  readonly #db: SqlDb;
+  constructor(db: SqlDb) {
+    this.#db = db;
+  }
+
+  async reserve(r: ReserveRequest): Promise<ReserveResult> {
+    const day = utcDay(r.now);
+    const id = `res_${randomBytes(10).toString('hex')}`;
+    try {
+      await this.#db.transaction(async (tx) => {
+        for (const c of counters(r, day)) {
+          await tx.query('INSERT INTO spend_counters (scope, scope_id, period, spent, reserved, requests) VALUES ($1, $2, $3, 0, 0, 0) ON CONFLICT DO NOTHING', [c.scope, c.scopeId, c.period]);
+          const params: SqlValue[] = [r.amount, c.scope, c.scopeId, c.period];
+          const fits =
+            c.cap === null
+              ? await tx.query('UPDATE spend_counters SET reserved = reserved + $1 WHERE scope = $2 AND scope_id = $3 AND period = $4 RETURNING reserved', params)
+              : await tx.query(
+                  'UPDATE spend_counters SET reserved = reserved + $1 WHERE scope = $2 AND scope_id = $3 AND period = $4 AND spent + reserved + $1 <= $5 RETURNING reserved',
+                  [...params, c.cap],
+                );
+          if (fits.length === 0) throw new Refused(c);
+        }
+        await tx.query('INSERT INTO reservations (id, key_id, project_id, day, amount, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)', [
+          id, r.keyId, r.projectId, day, r.amount, r.now, r.now + RESERVATION_TTL_MS,
+        ]);
+      });
+    } catch (e) {
+      if (e instanceof Refused) return { ok: false, scope: e.counter.scope, period: e.counter.period };
+      throw e;
+    }
+    return { ok: true, reservationId: id, day };
+  }
+
+  /** Charges `actual` and releases the reservation (unless a sweep already reclaimed it). */
+  async settle(reservationId: string, actual: number): Promise<SettleResult> {
+    return this.#db.transaction(async (tx) => {
+      const [res] = await tx.query('DELETE FROM reservations WHERE id = $1 RETURNING key_id, project_id, day, amount', [reservationId]);
+      if (!res) throw new Error(`reservation ${reservationId} is unknown`);
+      return this.#apply(tx, res.key_id as string, res.project_id as string, res.day as string, Number(res.amount), actual);
+    });
+  }
+
+  async #apply(tx: SqlDb, keyId: string, projectId: string, day: string, reserved: number, actual: number): Promise<SettleResult> {
+    let keyDay = { before: 0, after: 0, cap: null as number | null };
+    for (const c of counters({ keyId, projectId, keyDailyCap: null, keyLifetimeCap: null, projectDailyCap: null }, day)) {
+      const [row] = await tx.query(
+        'UPDATE spend_counters SET reserved = reserved - $1, spent = spent + $2, requests = requests + 1 WHERE scope = $3 AND scope_id = $4 AND period = $5 RETURNING spent',
+        [reserved, actual, c.scope, c.scopeId, c.period],
+      );
+      if (c.scope === 'key' && c.period.startsWith('d:') && row) keyDay = { before: Number(row.spent) - actual, after: Number(row.spent), cap: null };
+    }
+    return { keyDay };
+  }
+
+  /** Releases reservations whose instance never settled them (crash); returns how many. */
+  async reclaimExpired(now = Date.now()): Promise<number> {
+    return this.#db.transaction(async (tx) => {
+      const expired = await tx.query('DELETE FROM reservations WHERE expires_at < $1 RETURNING key_id, project_id, day, amount', [now]);
+      for (const r of expired) {
+        for (const c of counters({ keyId: r.key_id as string, projectId: r.project_id as string, keyDailyCap: null, keyLifetimeCap: null, projectDailyCap: null }, r.day as string)) {
+          await tx.query('UPDATE spend_counters SET reserved = reserved - $1 WHERE scope = $2 AND scope_id = $3 AND period = $4', [Number(r.amount), c.scope, c.scopeId, c.period]);
+        }
+      }
+      return expired.length;
+    });
+  }
+
+  async counter(scope: 'key' | 'project', scopeId: string, period: string): Promise<{ spent: number; reserved: number; requests: number }> {
+    const [r] = await this.#db.query('SELECT spent, reserved, requests FROM spend_counters WHERE scope = $1 AND scope_id = $2 AND period = $3', [scope, scopeId, period]);
+    return { spent: Number(r?.spent ?? 0), reserved: Number(r?.reserved ?? 0), requests: Number(r?.requests ?? 0) };
+  }
+}

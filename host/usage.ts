@@ -1,0 +1,144 @@
+/**
+ * Reads usage from responses as they stream past, without holding them back: OpenAI JSON
+ * (chat, completions, embeddings, responses, images, audio), OpenAI SSE (the final usage chunk —
+ * dropped again when the gateway added `stream_options.include_usage` itself), Responses API SSE
+ * (`response.completed`), Anthropic JSON and SSE (`message_start` + cumulative `message_delta`,
+ * cache tokens). SSE is forwarded event by event; JSON chunk by chunk with a bounded side copy.
+ */
+import { Transform, type TransformCallback } from 'node:stream';
+import type { TokenUsage } from './pricing.ts';
+
+export type StreamKind = 'openai' | 'responses' | 'anthropic';
+
+const MAX_JSON_COPY = 4 * 1024 * 1024;
+
+type Obj = Record<string, unknown>;
+const num = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) ? v : 0);
+
+/** Normalises any provider's usage object (field names differ per API). */
+export function usageFromObject(u: unknown): TokenUsage | undefined {
+  if (!u || typeof u !== 'object') return undefined;
+  const o = u as Obj;
+  const details = (o.prompt_tokens_details ?? o.input_tokens_details) as Obj | undefined;
+  const cached = num(details?.cached_tokens);
+  const cacheRead = num(o.cache_read_input_tokens);
+  const cacheWrite = num(o.cache_creation_input_tokens);
+  if ('prompt_tokens' in o || 'completion_tokens' in o) {
+    return { inputTokens: num(o.prompt_tokens) - cached, outputTokens: num(o.completion_tokens), cacheReadTokens: cached };
+  }
+  if ('input_tokens' in o || 'output_tokens' in o) {
+    // Anthropic reports cache tokens separately from input_tokens; OpenAI Responses includes them.
+    const anthropicStyle = 'cache_read_input_tokens' in o || 'cache_creation_input_tokens' in o;
+    return {
+      inputTokens: num(o.input_tokens) - (anthropicStyle ? 0 : cached),
+      outputTokens: num(o.output_tokens),
+      cacheReadTokens: anthropicStyle ? cacheRead : cached,
+      cacheWriteTokens: cacheWrite,
+    };
+  }
+  return undefined;
+}
+
+export interface UsageTapResult {
+  usage: TokenUsage | undefined;
+  model: string | undefined;
+  /** Content events seen (for a partial charge when a stream ends without usage). */
+  contentEvents: number;
+}
+
+export class UsageTap extends Transform {
+  readonly result: UsageTapResult = { usage: undefined, model: undefined, contentEvents: 0 };
+  readonly #sse: boolean;
+  readonly #kind: StreamKind;
+  readonly #stripInjected: boolean;
+  #pending = '';
+  #copy: Buffer[] = [];
+  #copied = 0;
+
+  constructor(options: { sse: boolean; kind: StreamKind; stripInjectedUsage: boolean }) {
+    super();
+    this.#sse = options.sse;
+    this.#kind = options.kind;
+    this.#stripInjected = options.stripInjectedUsage;
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    if (!this.#sse) {
+      if (this.#copied < MAX_JSON_COPY) {
+        this.#copy.push(chunk);
+        this.#copied += chunk.length;
+      }
+      done(null, chunk);
+      return;
+    }
+    this.#pending += chunk.toString('utf8');
+    let out = '';
+    for (;;) {
+      const m = /\r?\n\r?\n/.exec(this.#pending);
+      if (!m) break;
+      const event = this.#pending.slice(0, m.index + m[0].length);
+      this.#pending = this.#pending.slice(m.index + m[0].length);
+      if (this.#inspect(event)) out += event;
+    }
+    done(null, out.length ? Buffer.from(out, 'utf8') : undefined);
+  }
+
+  override _flush(done: TransformCallback): void {
+    if (this.#sse) {
+      if (this.#pending && this.#inspect(this.#pending)) this.push(Buffer.from(this.#pending, 'utf8'));
+    } else if (this.#copied <= MAX_JSON_COPY) {
+      try {
+        const body = JSON.parse(Buffer.concat(this.#copy).toString('utf8')) as Obj;
+        this.result.usage = usageFromObject(body.usage);
+        if (typeof body.model === 'string') this.result.model = body.model;
+      } catch {
+        // Not JSON (audio, files): no usage to read.
+      }
+    }
+    this.#copy = [];
+    done();
+  }
+
+  /** Returns false when the event must not reach the client. */
+  #inspect(event: string): boolean {
+    const data = event
+      .split(/\r?\n/)
+      .filter((l) => l.startsWith('data:'))
+      .map((l) => l.slice(5).trimStart())
+      .join('\n');
+    if (!data || data === '[DONE]') return true;
+    let obj: Obj;
+    try {
+      obj = JSON.parse(data) as Obj;
+    } catch {
+      return true;
+    }
+    if (this.#kind === 'anthropic') {
+      if (obj.type === 'message_start') {
+        const message = obj.message as Obj | undefined;
+        this.result.usage = usageFromObject(message?.usage);
+        if (typeof message?.model === 'string') this.result.model = message.model;
+      } else if (obj.type === 'message_delta') {
+        const delta = usageFromObject(obj.usage);
+        if (delta) this.result.usage = { ...(this.result.usage ?? { inputTokens: 0, outputTokens: 0 }), outputTokens: delta.outputTokens };
+      } else if (obj.type === 'content_block_delta') this.result.contentEvents++;
+      return true;
+    }
+    if (this.#kind === 'responses') {
+      if (obj.type === 'response.completed' || obj.type === 'response.incomplete') {
+        const response = obj.response as Obj | undefined;
+        this.result.usage = usageFromObject(response?.usage);
+        if (typeof response?.model === 'string') this.result.model = response.model;
+      } else if (obj.type === 'response.output_text.delta') this.result.contentEvents++;
+      return true;
+    }
+    if (typeof obj.model === 'string') this.result.model = obj.model;
+    const choices = obj.choices as unknown[] | undefined;
+    if (obj.usage) {
+      this.result.usage = usageFromObject(obj.usage);
+      // The usage-only chunk the gateway asked for on the client's behalf: not the client's.
+      if (this.#stripInjected && Array.isArray(choices) && choices.length === 0) return false;
+    } else if (Array.isArray(choices) && choices.length > 0) this.result.contentEvents++;
+    return true;
+  }
+}
