@@ -334,6 +334,7 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
   // ---- spend status, usage and audit ----
   app.get<{ Params: { id: string } }>('/keys/:id/status', { schema: { params: idParam } }, async (req) => {
     const key = await mustGetKey(req.params.id);
+    await deps.audit.flush();
     const now = Date.now();
     const day = utcDay(now);
     const today = await deps.ledger.counter('key', key.id, `d:${day}`);

@@ -94,6 +94,7 @@ export class SpendLedger {
   /** Charges `actual` and releases the reservation (unless a sweep already reclaimed it). */
   async settle(reservationId: string, actual: number): Promise<SettleResult> {
     return this.#db.transaction(async (tx) => {
+      // A reclaimed reservation (amount 0) still knows its counters: the cost is charged, nothing released.
       const [res] = await tx.query('DELETE FROM reservations WHERE id = $1 RETURNING key_id, project_id, day, amount', [reservationId]);
       if (!res) throw new Error(`reservation ${reservationId} is unknown`);
       return this.#apply(tx, res.key_id as string, res.project_id as string, res.day as string, Number(res.amount), actual);
@@ -112,16 +113,25 @@ export class SpendLedger {
     return { keyDay };
   }
 
-  /** Releases reservations whose instance never settled them (crash); returns how many. */
+  /**
+   * Releases reservations whose instance never settled them (crash); returns how many. The row
+   * stays (amount 0) for a day, so a late settle still charges the right counters.
+   */
   async reclaimExpired(now = Date.now()): Promise<number> {
     return this.#db.transaction(async (tx) => {
-      const expired = await tx.query('DELETE FROM reservations WHERE expires_at < $1 RETURNING key_id, project_id, day, amount', [now]);
+      await tx.query('DELETE FROM reservations WHERE amount = 0 AND expires_at < $1', [now - 86_400_000]);
+      const expired = await tx.query('SELECT id, key_id, project_id, day, amount FROM reservations WHERE expires_at < $1 AND amount > 0', [now]);
+      let reclaimed = 0;
       for (const r of expired) {
+        // Guarded by the old amount: a settle that got there first wins and nothing is released twice.
+        const claimed = await tx.query('UPDATE reservations SET amount = 0 WHERE id = $1 AND amount = $2 RETURNING id', [r.id as string, Number(r.amount)]);
+        if (claimed.length === 0) continue;
+        reclaimed++;
         for (const c of counters({ keyId: r.key_id as string, projectId: r.project_id as string, keyDailyCap: null, keyLifetimeCap: null, projectDailyCap: null }, r.day as string)) {
           await tx.query('UPDATE spend_counters SET reserved = reserved - $1 WHERE scope = $2 AND scope_id = $3 AND period = $4', [Number(r.amount), c.scope, c.scopeId, c.period]);
         }
       }
-      return expired.length;
+      return reclaimed;
     });
   }
 

@@ -69,7 +69,7 @@ export interface ManualConnection {
  * Enrolls a connection to the mock upstream like the CLI does, except that the shareholder named
  * in `corrupt` is given a share with one flipped byte (a shareholder whose store went bad).
  */
-export async function enrollConnection(stack: Stack, options: { upstreamKey: string; corrupt?: string; provider?: string }): Promise<ManualConnection> {
+export async function enrollConnection(stack: Stack, options: { upstreamKey: string; corrupt?: string; provider?: string; projectId?: string }): Promise<ManualConnection> {
   const connectionId = `conn_${randomBytes(12).toString('hex')}`;
   const provider = options.provider ?? 'openai';
   const binding: KeyBinding = { connectionId, provider, origin: stack.mock!.origin, authScheme: provider === 'anthropic' ? 'x-api-key' : 'bearer' };
@@ -111,6 +111,7 @@ export async function enrollConnection(stack: Stack, options: { upstreamKey: str
       sealedRecord,
       threshold: stack.threshold,
       shareholders: stack.shareholders.map((s) => s.id),
+      ...(options.projectId ? { projectId: options.projectId } : {}),
     }),
   });
   if (res.status !== 201) throw new Error(`connection registration failed: ${await res.text()}`);

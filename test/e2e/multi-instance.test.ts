@@ -7,7 +7,7 @@ import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startHostInstance, type ManagedProcess } from '../../scripts/stack.ts';
 import { dropSchema, skipPostgres, TEST_DATABASE_URL, uniqueSchema } from '../pg.ts';
-import { startTestStack } from './helpers.ts';
+import { eventually, startTestStack } from './helpers.ts';
 
 describe.skipIf(skipPostgres)('two host instances on one PostgreSQL', () => {
   const schema = uniqueSchema('sg_multi');
@@ -85,6 +85,27 @@ describe.skipIf(skipPostgres)('two host instances on one PostgreSQL', () => {
       }
       if (Date.now() - t0 > 5_000) throw new Error('never refused');
     }
+  });
+
+  it('holds a $1.00 daily cap for 200 concurrent requests split across both instances', async () => {
+    const created = await admin(stack.hostUrl, 'POST', '/keys', { connectionId: stack.demo!.connectionId, dailyLimit: 1 });
+    const key = created.key as string;
+    const results = await Promise.allSettled(
+      Array.from({ length: 200 }, (_, i) =>
+        new OpenAI({ apiKey: key, baseURL: `${i % 2 ? second.url : stack.hostUrl}/v1`, maxRetries: 0, defaultHeaders: { 'x-forwarded-for': '81.2.69.142' } })
+          .chat.completions.create({ model: 'gpt-4o', max_tokens: 5000, messages: [{ role: 'user', content: 'hi' }] }),
+      ),
+    );
+    const ok = results.filter((r) => r.status === 'fulfilled').length;
+    for (const r of results) if (r.status === 'rejected') expect((r.reason as { code: string }).code).toBe('budget_exceeded');
+    const status = await eventually(async () => {
+      const s = (await admin(second.url, 'GET', `/keys/${created.id as string}/status`)) as Record<string, number>;
+      return s.reservedNow === 0 ? s : undefined;
+    });
+    // Each reservation is ~$0.0501 and each settled request ~$0.0500: 19 fit, never more.
+    expect(ok).toBe(19);
+    expect(status.spentToday).toBeLessThanOrEqual(1);
+    expect(status.requestsToday).toBe(19);
   });
 
   it('binds exactly one IP when both instances see concurrent first requests', async () => {
