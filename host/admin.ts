@@ -12,6 +12,7 @@ import { HostError } from './errors.ts';
 import { generateSgKey, hashSgKey, keyHint } from './keys.ts';
 import { deviceHash, parseDuration } from './locks.ts';
 import { dollarsToMicros, MICROS } from './pricing.ts';
+import { newWebhookSecret } from './alerts.ts';
 import type { AuditWriter } from './audit.ts';
 import { utcDay, type SpendLedger } from './spend.ts';
 import type { SqlValue } from './db.ts';
@@ -434,6 +435,67 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
       const last = items.at(-1);
       return { items, next: items.length === limit && last ? `${last.at}:${last.id}` : null };
     },
+  );
+
+  // ---- alerts: webhooks and email per project, delivered from the outbox ----
+  app.post<{ Body: { kind: 'webhook' | 'email'; target: string; projectId?: string } }>(
+    '/alerts',
+    {
+      schema: {
+        body: {
+          type: 'object',
+          required: ['kind', 'target'],
+          additionalProperties: false,
+          properties: { kind: { type: 'string', enum: ['webhook', 'email'] }, target: { type: 'string', minLength: 3, maxLength: 2048 }, projectId: keyOptions.projectId },
+        },
+      },
+    },
+    async (req, reply) => {
+      const { kind, target } = req.body;
+      const projectId = req.body.projectId ?? DEFAULT_PROJECT;
+      if (!(await store.projectExists(projectId))) throw new HostError('not_found', `no project ${projectId}`);
+      if (kind === 'webhook') {
+        let url: URL;
+        try {
+          url = new URL(target);
+        } catch {
+          throw new HostError('invalid_request', 'webhook target must be an http(s) URL');
+        }
+        if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new HostError('invalid_request', 'webhook target must be an http(s) URL');
+      } else if (!/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(target) && !/^[^\s@]+@localhost$/.test(target)) {
+        throw new HostError('invalid_request', 'email target must be an email address');
+      }
+      const id = `alt_${randomBytes(8).toString('hex')}`;
+      const secret = kind === 'webhook' ? newWebhookSecret() : null;
+      await store.db.query('INSERT INTO alert_targets (id, project_id, kind, target, secret, created_at) VALUES ($1, $2, $3, $4, $5, $6)', [id, projectId, kind, target, secret, Date.now()]);
+      return reply.status(201).send({ id, kind, target, projectId, ...(secret ? { secret } : {}) });
+    },
+  );
+  app.get('/alerts', async () =>
+    (await store.db.query('SELECT id, project_id, kind, target, created_at FROM alert_targets ORDER BY created_at')).map((r) => ({
+      id: r.id, projectId: r.project_id, kind: r.kind, target: r.target, createdAt: Number(r.created_at),
+    })),
+  );
+  app.delete<{ Params: { id: string } }>('/alerts/:id', { schema: { params: idParam } }, async (req) => {
+    const gone = await store.db.query('DELETE FROM alert_targets WHERE id = $1 RETURNING id', [req.params.id]);
+    if (gone.length === 0) throw new HostError('not_found', `no alert target ${req.params.id}`);
+    return { deleted: req.params.id };
+  });
+  app.post<{ Body: { projectId?: string } }>('/alerts/test', { schema: { body: { type: ['object', 'null'], additionalProperties: false, properties: { projectId: keyOptions.projectId } } } }, async (req) => {
+    const projectId = req.body?.projectId ?? DEFAULT_PROJECT;
+    const id = `evt_${randomBytes(10).toString('hex')}`;
+    await store.addEvent({ id, at: Date.now(), projectId, keyId: null, type: 'test', detail: { message: 'SecureGate test alert' } });
+    return { eventId: id };
+  });
+  app.get<{ Querystring: { limit?: string } }>(
+    '/alerts/deliveries',
+    { schema: { querystring: { type: 'object', properties: { limit: { type: 'string', pattern: '^[1-9][0-9]{0,3}$' } } } } },
+    async (req) =>
+      (await store.db.query('SELECT o.*, t.kind, t.target FROM alert_outbox o JOIN alert_targets t ON t.id = o.target_id ORDER BY o.created_at DESC LIMIT $1', [Number(req.query.limit ?? 100)])).map((r) => ({
+        id: r.id, eventId: r.event_id, kind: r.kind, target: r.target, type: (JSON.parse(r.payload as string) as { type: string }).type, attempts: Number(r.attempts),
+        deliveredAt: r.delivered_at === null ? null : Number(r.delivered_at), failedAt: r.failed_at === null ? null : Number(r.failed_at),
+        lastStatus: r.last_status === null ? null : Number(r.last_status), lastError: r.last_error, nextAttemptAt: Number(r.next_attempt_at),
+      })),
   );
 
   // ---- events ----

@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import type { Pool } from 'undici';
 import { registerAdmin } from './admin.ts';
+import { AlertDispatcher } from './alerts.ts';
 import { AuditWriter } from './audit.ts';
 import { createHostMetrics } from './metrics.ts';
 import { SpendLedger } from './spend.ts';
@@ -38,6 +39,11 @@ export interface HostConfig {
   velocity?: Partial<VelocityConfig>;
   jsonBodyLimit?: number;
   unknownModelPolicy?: 'refuse' | 'count';
+  /** SMTP server for alert email, e.g. smtp://user:pass@mail.example.com:587 */
+  smtpUrl?: string;
+  emailFrom?: string;
+  /** How often the alert outbox is polled (it is also woken on every new alert). */
+  alertPollMs?: number;
 }
 
 export const LOG_REDACT = [
@@ -86,8 +92,16 @@ export async function buildHostApp(config: HostConfig): Promise<FastifyInstance>
     config.store.expireInactive().catch((e: Error) => app.log.error({ err: e.message }, 'inactivity sweep failed'));
   }, 60_000);
   sweep.unref();
+  const alerts = new AlertDispatcher({
+    db: config.store.db,
+    ...(config.smtpUrl ? { smtpUrl: config.smtpUrl } : {}),
+    ...(config.emailFrom ? { emailFrom: config.emailFrom } : {}),
+    log: { warn: (o, m) => app.log.warn(o, m), error: (o, m) => app.log.error(o, m) },
+  });
+  await alerts.start(config.alertPollMs ?? 1_000);
   app.addHook('onClose', async () => {
     clearInterval(sweep);
+    await alerts.stop();
     await audit.close();
   });
 

@@ -7,6 +7,7 @@
  *   --trusted-proxy <cidr|preset>  repeatable; presets: loopback, private, cloudflare
  *   --allow-unknown-location    city-locked keys accept addresses with no known location
  *   --geo-db <file.mmdb>        MaxMind-format city database (default: bundled GeoLite2-City)
+ *   --smtp-url smtp://…         SMTP server for alert email (or SECUREGATE_SMTP_URL); --alert-email-from
  *   --unknown-model refuse|count  a capped key calling a model with no known price: refuse (default)
  *                               or count the request at $0
  * First start creates the server pepper and an admin token under the data directory (0600).
@@ -38,6 +39,8 @@ const { values, positionals } = parseArgs({
     'velocity-floor': { type: 'string' },
     'velocity-factor': { type: 'string' },
     'unknown-model': { type: 'string', default: 'refuse' },
+    'smtp-url': { type: 'string', default: process.env.SECUREGATE_SMTP_URL },
+    'alert-email-from': { type: 'string' },
   },
 });
 
@@ -84,6 +87,8 @@ async function main(): Promise<void> {
       ...(values['velocity-factor'] ? { spikeFactor: Number(values['velocity-factor']) } : {}),
     },
     unknownModelPolicy: values['unknown-model'] === 'count' ? 'count' : 'refuse',
+    ...(values['smtp-url'] ? { smtpUrl: values['smtp-url'] } : {}),
+    ...(values['alert-email-from'] ? { emailFrom: values['alert-email-from'] } : {}),
     logger: { level: process.env.LOG_LEVEL ?? 'info', stream: process.stderr, redact: LOG_REDACT },
   });
   const address = await app.listen({ port: Number(values.port), host: values.host });

@@ -5,6 +5,7 @@
  * numbered migrations, applied at start and by `node host/main.ts migrate`.
  * Key changes are announced on the `sg_key_changed` channel so every instance drops its cache.
  */
+import { randomBytes } from 'node:crypto';
 import type { AuthScheme } from '../protocol/index.ts';
 import type { Row, SqlDb, SqlValue } from './db.ts';
 
@@ -112,7 +113,17 @@ const MIGRATIONS: string[] = [
      cost_micros BIGINT NOT NULL, status INTEGER NOT NULL, code TEXT, client_ip TEXT, city TEXT, device_match INTEGER, latency_ms INTEGER NOT NULL);
    CREATE INDEX audit_key_at ON audit_log (key_id, at);
    CREATE INDEX audit_at ON audit_log (at);`,
+  `CREATE TABLE alert_targets (id TEXT PRIMARY KEY, project_id TEXT NOT NULL, kind TEXT NOT NULL, target TEXT NOT NULL, secret TEXT, created_at BIGINT NOT NULL);
+   CREATE TABLE alert_outbox (
+     id TEXT PRIMARY KEY, target_id TEXT NOT NULL, event_id TEXT NOT NULL, payload TEXT NOT NULL, attempts INTEGER NOT NULL,
+     next_attempt_at BIGINT NOT NULL, delivered_at BIGINT, failed_at BIGINT, last_status INTEGER, last_error TEXT, created_at BIGINT NOT NULL);
+   CREATE INDEX alert_outbox_due ON alert_outbox (next_attempt_at);`,
 ];
+
+/** Event types that are alerts (delivered to the project's webhooks and email addresses). */
+export const ALERT_TYPES = new Set([
+  'budget_50', 'budget_80', 'budget_100', 'ip_mismatch', 'device_mismatch', 'key_suspended', 'key_killed', 'key_expired', 'shareholder_anomaly', 'test',
+]);
 
 const KEY_COLUMNS: Record<keyof KeyPatch, string> = {
   name: 'name',
@@ -349,8 +360,24 @@ export class HostStore {
     return Object.fromEntries(rows.map((r) => [r.alias as string, r.target as string]));
   }
 
+  /**
+   * Records an event; alert events also get one outbox row per alert target of the project, in
+   * the same transaction (durable outbox: an alert is never lost between "happened" and "sent").
+   */
   async addEvent(e: LockEvent): Promise<void> {
-    await this.db.query('INSERT INTO events (id, at, project_id, key_id, type, detail) VALUES ($1, $2, $3, $4, $5, $6)', [e.id, e.at, e.projectId, e.keyId, e.type, JSON.stringify(e.detail)]);
+    await this.db.transaction(async (tx) => {
+      await tx.query('INSERT INTO events (id, at, project_id, key_id, type, detail) VALUES ($1, $2, $3, $4, $5, $6)', [e.id, e.at, e.projectId, e.keyId, e.type, JSON.stringify(e.detail)]);
+      if (!ALERT_TYPES.has(e.type)) return;
+      const targets = await tx.query('SELECT id FROM alert_targets WHERE project_id = $1', [e.projectId]);
+      const payload = JSON.stringify({ type: e.type, timestamp: new Date(e.at).toISOString(), data: { eventId: e.id, projectId: e.projectId, keyId: e.keyId, ...e.detail } });
+      for (const t of targets) {
+        await tx.query(
+          'INSERT INTO alert_outbox (id, target_id, event_id, payload, attempts, next_attempt_at, created_at) VALUES ($1, $2, $3, $4, 0, $5, $5)',
+          [`msg_${randomBytes(12).toString('hex')}`, t.id as string, e.id, payload, e.at],
+        );
+      }
+    });
+    if (ALERT_TYPES.has(e.type)) await this.db.notify('sg_alerts', e.id);
   }
 
   async listEvents(filter: { keyId?: string; type?: string; limit?: number } = {}): Promise<LockEvent[]> {

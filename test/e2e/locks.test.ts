@@ -7,19 +7,38 @@ import { DatabaseSync } from 'node:sqlite';
 import { join } from 'node:path';
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
-import { connect } from 'node:net';
+import { createServer } from 'node:http';
+import { connect, type AddressInfo } from 'node:net';
+import { SMTPServer } from 'smtp-server';
 import { Agent, fetch as undiciFetch } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signRequest } from '../../protocol/index.ts';
-import { enrollConnection, startTestStack } from './helpers.ts';
+import { enrollConnection, eventually, startTestStack } from './helpers.ts';
 
 let stack: Awaited<ReturnType<typeof startTestStack>>;
+let smtp: SMTPServer;
+const mails: string[] = [];
 
 beforeAll(async () => {
-  stack = await startTestStack({ hostArgs: ['--trusted-proxy', 'loopback', '--velocity-floor', '20', '--velocity-factor', '3'] });
+  smtp = new SMTPServer({
+    authOptional: true,
+    disabledCommands: ['STARTTLS'],
+    onData(stream, _session, callback) {
+      let text = '';
+      stream.on('data', (c: Buffer) => (text += c.toString()));
+      stream.on('end', () => {
+        mails.push(text);
+        callback();
+      });
+    },
+  });
+  await new Promise<void>((r) => smtp.listen(0, '127.0.0.1', r));
+  const smtpUrl = `smtp://127.0.0.1:${(smtp.server.address() as AddressInfo).port}`;
+  stack = await startTestStack({ hostArgs: ['--trusted-proxy', 'loopback', '--velocity-floor', '20', '--velocity-factor', '3', '--smtp-url', smtpUrl] });
 });
 afterAll(async () => {
   await stack?.cleanup();
+  await new Promise<void>((r) => smtp.close(() => r()));
 });
 
 const BRACKNELL = '81.2.69.142';
@@ -240,5 +259,38 @@ describe('abuse detection', () => {
     expect((await events(k.id, 'key_suspended')).length).toBe(1);
     await admin('POST', `/keys/${k.id}/unsuspend`);
     await chat(k.key, BRACKNELL);
+  });
+});
+
+describe('alerts on lock events', () => {
+  it('delivers an IP mismatch to the project\'s webhook (signed) and by email', async () => {
+    const hooks: Array<{ headers: Record<string, unknown>; body: string }> = [];
+    const receiver = createServer((req, res) => {
+      let body = '';
+      req.on('data', (c: Buffer) => (body += c.toString()));
+      req.on('end', () => {
+        hooks.push({ headers: req.headers, body });
+        res.writeHead(200).end();
+      });
+    });
+    await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
+    try {
+      const hook = await admin<{ id: string; secret: string }>('POST', '/alerts', { kind: 'webhook', target: `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/sg` });
+      expect(hook.json.secret).toMatch(/^whsec_/);
+      await admin('POST', '/alerts', { kind: 'email', target: 'owner@example.com' });
+      const k = await newKey();
+      await chat(k.key, BRACKNELL);
+      await refusal(chat(k.key, PLYMOUTH));
+      const delivered = await eventually(async () => hooks.find((h) => JSON.parse(h.body).type === 'ip_mismatch'));
+      expect(JSON.parse(delivered.body).data).toMatchObject({ keyId: k.id, clientIp: PLYMOUTH, boundIp: BRACKNELL });
+      expect(String(delivered.headers['webhook-signature'])).toMatch(/^v1,/);
+      const mail = await eventually(async () => mails.find((m) => m.includes(k.id)));
+      expect(mail).toContain(`Request IP: ${PLYMOUTH}`);
+      expect(mail).toContain(`Bound IP: ${BRACKNELL}`);
+      const deliveries = (await admin<Array<{ type: string; deliveredAt: number | null }>>('GET', '/alerts/deliveries')).json;
+      expect(deliveries.filter((d) => d.type === 'ip_mismatch' && d.deliveredAt !== null).length).toBeGreaterThanOrEqual(2);
+    } finally {
+      receiver.close();
+    }
   });
 });
