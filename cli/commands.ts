@@ -4,6 +4,7 @@
  */
 import { generateOwnerKeyPair, fromHex, PROVIDERS, toHex } from '../protocol/index.ts';
 import { effectiveConfig, findDevStack, isLoopbackUrl, readConfig, writeConfig } from './config.ts';
+import { keysCreate, type KeyOptionFlags } from './keys.ts';
 import { adminGet, CliError, connectProvider } from './owner.ts';
 import { dim, green, printJson, type Io } from './output.ts';
 
@@ -89,11 +90,16 @@ export async function loginCommand(options: { server?: string; tokenStdin?: bool
   return 0;
 }
 
-export async function connectCommand(
-  provider: string,
-  options: { apiKeyStdin?: boolean; baseUrl?: string; name?: string; threshold?: string; json?: boolean },
-  io: Io,
-): Promise<number> {
+interface ConnectFlags {
+  apiKeyStdin?: boolean;
+  baseUrl?: string;
+  name?: string;
+  threshold?: string;
+  json?: boolean;
+}
+
+/** Seals, splits and enrolls a provider key on this machine; returns the new connection. */
+async function connectFromOwnerMachine(provider: string, options: ConnectFlags, io: Io) {
   const config = requireLogin(io);
   if (!config.shareholders || config.shareholders.length < 2) {
     throw new CliError('no pinned shareholders: add them to your config (`shareholders`) or log in to a dev stack', 1);
@@ -121,10 +127,30 @@ export async function connectCommand(
     dev: config.dev ?? false,
     onProgress: options.json ? undefined : (step) => io.err(dim(io, `… ${step}\n`)),
   });
+  return { result, threshold, shareholders: config.shareholders.length, serverUrl: config.serverUrl };
+}
+
+export async function connectCommand(provider: string, options: ConnectFlags, io: Io): Promise<number> {
+  const { result, threshold, shareholders } = await connectFromOwnerMachine(provider, options, io);
   if (options.json) printJson(io, result);
   else {
-    io.out(`${green(io, '✔')} connected ${provider} as ${result.id} (${result.origin}); the key was split ${threshold}-of-${config.shareholders.length} on this machine\n`);
+    io.out(`${green(io, '✔')} connected ${provider} as ${result.id} (${result.origin}); the key was split ${threshold}-of-${shareholders} on this machine\n`);
     io.out(`  next: securegate keys create --connection ${result.id}\n`);
+  }
+  return 0;
+}
+
+/** RubberAPI's `push`: connect a key from stdin and create a locked SG_ key for it, in one step. */
+export async function pushCommand(options: ConnectFlags & KeyOptionFlags & { provider?: string }, io: Io): Promise<number> {
+  const provider = options.provider ?? 'openai';
+  const { result, serverUrl } = await connectFromOwnerMachine(provider, { ...options, apiKeyStdin: true }, io);
+  const { json: _json, ...keyOptions } = options;
+  const buffered: string[] = [];
+  await keysCreate({ ...keyOptions, connection: result.id, json: true }, { ...io, out: (t) => buffered.push(t) });
+  const created = JSON.parse(buffered.join('')) as { id: string; key: string };
+  if (options.json) printJson(io, { connectionId: result.id, ...created });
+  else {
+    io.out(`${green(io, '✔')} pushed ${provider} key → ${created.id}\n\n  ${created.key}\n\n  base URL ${serverUrl}/v1 — shown once; \`securegate status ${created.id}\` shows its locks and spend\n`);
   }
   return 0;
 }

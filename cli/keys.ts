@@ -27,7 +27,16 @@ export interface KeyOptionFlags {
   cities?: string;
   inactiveExpiry?: string;
   requireSignature?: boolean;
+  dailyLimit?: string;
+  lifetimeLimit?: string;
   json?: boolean;
+}
+
+function dollars(value: string, flag: string): number | null {
+  if (value === 'off' || value === 'none') return null;
+  const n = Number(value.replace(/^\$/, ''));
+  if (!Number.isFinite(n) || n < 0) throw new CliError(`${flag} takes dollars, e.g. 5 or 0.50 (or off)`, 2);
+  return n;
 }
 
 function optionsBody(o: KeyOptionFlags): Record<string, unknown> {
@@ -38,6 +47,8 @@ function optionsBody(o: KeyOptionFlags): Record<string, unknown> {
     ...(o.cities !== undefined ? { cities: o.cities.split(';').map((s) => s.trim()).filter(Boolean) } : {}),
     ...(o.inactiveExpiry !== undefined ? { inactiveExpiry: o.inactiveExpiry } : {}),
     ...(o.requireSignature !== undefined ? { requireSignature: o.requireSignature } : {}),
+    ...(o.dailyLimit !== undefined ? { dailyLimit: dollars(o.dailyLimit, '--daily-limit') } : {}),
+    ...(o.lifetimeLimit !== undefined ? { lifetimeLimit: dollars(o.lifetimeLimit, '--lifetime-limit') } : {}),
   };
 }
 
@@ -49,6 +60,8 @@ function describeKey(k: KeyView): string {
     (k.allowedModels as string[]).length ? `models ${(k.allowedModels as string[]).join(', ')}` : '',
     k.requireSignature ? 'signed requests' : '',
     k.inactiveExpiryMs ? `expires after ${Math.round((k.inactiveExpiryMs as number) / 86_400_000)}d idle` : '',
+    k.dailyLimit !== null && k.dailyLimit !== undefined ? `$${String(k.dailyLimit)}/day` : '',
+    k.lifetimeLimit !== null && k.lifetimeLimit !== undefined ? `$${String(k.lifetimeLimit)} lifetime` : '',
   ].filter(Boolean);
   return `${k.id}  ${k.hint}  ${k.status}  ${locks.join(', ')}`;
 }

@@ -4,7 +4,8 @@
  */
 import { Command, CommanderError } from 'commander';
 import { attestVerify } from './attest.ts';
-import { connectCommand, keysListCommand, loginCommand, providersCommand } from './commands.ts';
+import { connectCommand, keysListCommand, loginCommand, providersCommand, pushCommand } from './commands.ts';
+import { alertsCommand, auditCommand, statusCommand, usageCommand } from './reports.ts';
 import { envCommand, keyAction, keysCreate, keysShow, keysUpdate, modelsAlias, type KeyOptionFlags } from './keys.ts';
 import { CliError } from './owner.ts';
 import { EXIT, processIo, type Io } from './output.ts';
@@ -78,6 +79,8 @@ Examples:
       .option('--inactive-expiry <duration>', 'expire after this long unused: 7d, 12h, off')
       .option('--require-signature', 'require signed requests (prints the signing secret once)')
       .option('--no-require-signature', 'stop requiring signed requests')
+      .option('--daily-limit <dollars>', 'spend cap per UTC day, e.g. 5 (or off)')
+      .option('--lifetime-limit <dollars>', 'spend cap over the key\'s life (or off)')
       .option('--json', 'print as JSON');
 
   const keys = program.command('keys').description('create SG_ proxy keys and manage their locks');
@@ -144,6 +147,67 @@ Examples:
     .option('--json', 'print as JSON')
     .description('print ready-to-paste client snippets for this gateway')
     .action((o) => run(() => envCommand(o, io))());
+  withKeyOptions(
+    program
+      .command('push')
+      .option('--provider <provider>', 'provider of the key on stdin (default openai)')
+      .option('--base-url <url>', 'pin another upstream origin')
+      .option('--threshold <t>', 'shares needed to rebuild the key (default 3)')
+      .description('connect the API key on stdin and create a locked SG_ key for it, in one step'),
+  )
+    .addHelpText('after', '\nExample:\n  $ printenv OPENAI_API_KEY | securegate push --daily-limit 5 --models gpt-4o-mini --inactive-expiry 7d')
+    .action((o) => run(() => pushCommand(o, io))());
+  program
+    .command('status')
+    .argument('[key-id]', 'a key: its state, pinned IP, spend today and lifetime, top model')
+    .option('--json', 'print as JSON')
+    .description('account summary, or one key\'s live status')
+    .addHelpText('after', '\nExamples:\n  $ securegate status\n  $ securegate status key_1a2b… --json')
+    .action((keyId: string | undefined, o) => run(() => statusCommand(keyId, o, io))());
+  program
+    .command('usage')
+    .option('--key <id>', 'only this key')
+    .option('--days <n>', 'look back this many days (default 30)')
+    .option('--json', 'print as JSON')
+    .description('spend and tokens per day, key and model')
+    .action((o) => run(() => usageCommand(o, io))());
+  program
+    .command('audit')
+    .option('--key <id>', 'only this key')
+    .option('--since <when>', '2026-11-24, ISO time, unix seconds, or 24h / 7d ago')
+    .option('--until <when>', 'same forms as --since')
+    .option('--model <model>', 'requested or resolved model')
+    .option('--limit <n>', 'rows per page (default 100)')
+    .option('--all', 'follow pages to the end')
+    .option('--json', 'print as JSON')
+    .option('--csv', 'print as CSV')
+    .description('the request audit trail: every request, allowed or refused (never bodies)')
+    .addHelpText('after', '\nExamples:\n  $ securegate audit --key key_1a2b… --since 24h\n  $ securegate audit --since 2026-11-01 --all --csv > audit.csv')
+    .action((o) => run(() => auditCommand(o, io))());
+  const alerts = program.command('alerts').description('alert targets: webhooks and email for budget, IP, device and suspension events');
+  alerts
+    .command('add')
+    .option('--webhook <url>', 'POST signed JSON to this URL')
+    .option('--email <address>', 'send email (the server needs --smtp-url)')
+    .option('--project <id>', 'project (default proj_default)')
+    .option('--json', 'print as JSON')
+    .description('add a webhook or email target')
+    .addHelpText('after', '\nExamples:\n  $ securegate alerts add --webhook https://hooks.example.com/securegate\n  $ securegate alerts add --email security@example.com')
+    .action((o) => run(() => alertsCommand('add', o, io))());
+  alerts.command('list').option('--json', 'print as JSON').description('list alert targets').action((o) => run(() => alertsCommand('list', o, io))());
+  alerts
+    .command('test')
+    .option('--project <id>', 'project (default proj_default)')
+    .option('--json', 'print as JSON')
+    .description('send a test alert to every target of the project')
+    .action((o) => run(() => alertsCommand('test', o, io))());
+  alerts
+    .command('remove')
+    .argument('<id>', 'alert target id')
+    .option('--json', 'print as JSON')
+    .description('remove an alert target')
+    .action((id: string, o) => run(() => alertsCommand('remove', { ...o, id }, io))());
+
   const models = program.command('models').description('model registry: aliases per project');
   models
     .command('alias')

@@ -44,6 +44,8 @@ export interface HostConfig {
   emailFrom?: string;
   /** How often the alert outbox is polled (it is also woken on every new alert). */
   alertPollMs?: number;
+  /** Audit rows and events older than this are deleted by the periodic sweep (default 90 days). */
+  auditRetentionDays?: number;
 }
 
 export const LOG_REDACT = [
@@ -90,6 +92,11 @@ export async function buildHostApp(config: HostConfig): Promise<FastifyInstance>
   const sweep = setInterval(() => {
     ledger.reclaimExpired().catch((e: Error) => app.log.error({ err: e.message }, 'reservation sweep failed'));
     config.store.expireInactive().catch((e: Error) => app.log.error({ err: e.message }, 'inactivity sweep failed'));
+    const cutoff = Date.now() - (config.auditRetentionDays ?? 90) * 86_400_000;
+    Promise.all([
+      config.store.db.query('DELETE FROM audit_log WHERE at < $1', [cutoff]),
+      config.store.db.query('DELETE FROM events WHERE at < $1', [cutoff]),
+    ]).catch((e: Error) => app.log.error({ err: e.message }, 'retention sweep failed'));
   }, 60_000);
   sweep.unref();
   const alerts = new AlertDispatcher({

@@ -8,6 +8,7 @@
  *   --allow-unknown-location    city-locked keys accept addresses with no known location
  *   --geo-db <file.mmdb>        MaxMind-format city database (default: bundled GeoLite2-City)
  *   --smtp-url smtp://…         SMTP server for alert email (or SECUREGATE_SMTP_URL); --alert-email-from
+ *   --audit-retention-days 90   audit rows and events older than this are deleted
  *   --unknown-model refuse|count  a capped key calling a model with no known price: refuse (default)
  *                               or count the request at $0
  * First start creates the server pepper and an admin token under the data directory (0600).
@@ -41,6 +42,7 @@ const { values, positionals } = parseArgs({
     'unknown-model': { type: 'string', default: 'refuse' },
     'smtp-url': { type: 'string', default: process.env.SECUREGATE_SMTP_URL },
     'alert-email-from': { type: 'string' },
+    'audit-retention-days': { type: 'string', default: '90' },
   },
 });
 
@@ -87,6 +89,7 @@ async function main(): Promise<void> {
       ...(values['velocity-factor'] ? { spikeFactor: Number(values['velocity-factor']) } : {}),
     },
     unknownModelPolicy: values['unknown-model'] === 'count' ? 'count' : 'refuse',
+    auditRetentionDays: Number(values['audit-retention-days']),
     ...(values['smtp-url'] ? { smtpUrl: values['smtp-url'] } : {}),
     ...(values['alert-email-from'] ? { emailFrom: values['alert-email-from'] } : {}),
     logger: { level: process.env.LOG_LEVEL ?? 'info', stream: process.stderr, redact: LOG_REDACT },

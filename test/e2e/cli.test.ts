@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestStack } from './helpers.ts';
+import { eventually, startTestStack } from './helpers.ts';
 
 const bin = fileURLToPath(new URL('../../bin/securegate.mjs', import.meta.url));
 let stack: Awaited<ReturnType<typeof startTestStack>>;
@@ -109,6 +109,42 @@ describe('securegate CLI against the dev stack', () => {
       expect(r.code, args.join(' ')).toBe(0);
       expect(r.stdout).toContain('Usage: securegate');
     }
+  });
+
+  it('pushes a key in one step and reports its status, usage and audit trail', async () => {
+    const pushed = await cli(['push', '--base-url', stack.mock!.origin, '--daily-limit', '2', '--models', 'gpt-4o', '--json'], `${stack.demo!.upstreamKey}\n`);
+    expect(pushed.code, pushed.stderr).toBe(0);
+    const { id, key, connectionId } = JSON.parse(pushed.stdout) as { id: string; key: string; connectionId: string };
+    expect(connectionId).toMatch(/^conn_/);
+    const sdk = new OpenAI({ apiKey: key, baseURL: `${stack.hostUrl}/v1`, maxRetries: 0 });
+    await sdk.chat.completions.create({ model: 'gpt-4o', max_tokens: 1000, messages: [{ role: 'user', content: 'hi' }] });
+    await sdk.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] }).catch(() => undefined);
+    const status = await eventually(async () => {
+      const s = JSON.parse((await cli(['status', id, '--json'])).stdout) as { spentToday: number; reservedNow: number; dailyLimit: number };
+      return s.reservedNow === 0 && s.spentToday > 0 ? s : undefined;
+    });
+    expect(status).toMatchObject({ dailyLimit: 2, status: 'active', boundIp: '127.0.0.1', requestsToday: 1, topModel: { model: 'gpt-4o', share: 1 } });
+    const human = await cli(['status', id]);
+    expect(human.stdout).toContain('Spent today:');
+    expect(human.stdout).toContain('/ $2.00');
+    const usage = JSON.parse((await cli(['usage', '--key', id, '--json'])).stdout) as Array<{ model: string; requests: number }>;
+    expect(usage).toEqual([expect.objectContaining({ model: 'gpt-4o', requests: 1 })]);
+    const csv = (await cli(['audit', '--key', id, '--since', '1h', '--csv'])).stdout.trim().split('\n');
+    expect(csv[0]).toMatch(/^at,requestId,keyId/);
+    expect(csv).toHaveLength(3);
+    expect(csv.some((l) => l.includes('model_not_allowed'))).toBe(true);
+    const summary = JSON.parse((await cli(['status', '--json'])).stdout) as { connections: number };
+    expect(summary.connections).toBeGreaterThan(1);
+  });
+
+  it('adds, lists, tests and removes alert targets', async () => {
+    const added = JSON.parse((await cli(['alerts', 'add', '--webhook', 'http://127.0.0.1:9/hook', '--json'])).stdout) as { id: string; secret: string };
+    expect(added.secret).toMatch(/^whsec_/);
+    const list = JSON.parse((await cli(['alerts', 'list', '--json'])).stdout) as Array<{ id: string }>;
+    expect(list.map((t) => t.id)).toContain(added.id);
+    expect((await cli(['alerts', 'test'])).code).toBe(0);
+    expect((await cli(['alerts', 'remove', added.id])).code).toBe(0);
+    expect((await cli(['alerts', 'add', '--webhook', 'x', '--email', 'y'])).code).toBe(2);
   });
 
   it('refuses a plain-http base URL that is not loopback', async () => {
