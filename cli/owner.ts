@@ -6,7 +6,9 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import {
+  canonicalAllowList,
   canonicalOrigin,
+  isAuthScheme,
   encodeShare,
   fromHex,
   providerSpec,
@@ -42,6 +44,9 @@ export interface ConnectInput {
   pcrPolicy: { allow: Array<Record<string, string>>; allowDebug?: boolean };
   dev: boolean;
   onProgress?: (step: string) => void;
+  /** Any-API connections: auth scheme and request allow-list rules ("GET /v1/customers/*"). */
+  authScheme?: AuthScheme;
+  allowRules?: string[];
 }
 
 async function http(method: string, url: string, body: unknown, token?: string): Promise<{ status: number; json: Record<string, unknown> }> {
@@ -74,7 +79,10 @@ function errorText(json: Record<string, unknown>): string {
 export function resolveOrigin(provider: string, baseUrl: string | undefined, dev: boolean): { origin: string; authScheme: AuthScheme } {
   const spec = providerSpec(provider);
   if (!spec) throw new CliError(`unknown provider ${provider}; run \`securegate providers\``, 2);
-  if (!baseUrl) return { origin: spec.origin, authScheme: spec.authScheme };
+  if (!baseUrl) {
+    if (!spec.origin) throw new CliError(`${spec.name} has no fixed origin: pass --base-url (e.g. https://<resource>.openai.azure.com)`, 2);
+    return { origin: spec.origin, authScheme: spec.authScheme };
+  }
   let origin: string;
   try {
     const u = new URL(baseUrl);
@@ -108,9 +116,24 @@ export async function connectProvider(input: ConnectInput): Promise<{ id: string
   const n = input.shareholders.length;
   if (input.threshold < 2 || input.threshold > n) throw new CliError(`threshold must be 2..${n} (the number of pinned shareholders)`, 2);
   if (input.apiKey.length === 0) throw new CliError('the API key on stdin is empty', 2);
-  const { origin, authScheme } = resolveOrigin(input.provider, input.baseUrl, input.dev);
+  const resolved = resolveOrigin(input.provider, input.baseUrl, input.dev);
+  const origin = resolved.origin;
+  let authScheme = resolved.authScheme;
+  let allow: string | undefined;
+  if (input.provider === 'any') {
+    if (!input.allowRules?.length) throw new CliError('an any-API connection needs --allow "METHOD /path" rules (repeatable)', 2);
+    try {
+      allow = canonicalAllowList(input.allowRules);
+    } catch (e) {
+      throw new CliError((e as Error).message, 2);
+    }
+    if (input.authScheme) authScheme = input.authScheme;
+  } else if (input.authScheme && input.authScheme !== authScheme) {
+    throw new CliError(`${input.provider} uses auth scheme ${authScheme}; --auth applies to any-API connections`, 2);
+  }
+  if (!isAuthScheme(authScheme)) throw new CliError('--auth must be bearer, basic, x-api-key, api-key, header:<name> or query:<name>', 2);
   const connectionId = `conn_${randomBytes(12).toString('hex')}`;
-  const binding: KeyBinding = { connectionId, provider: input.provider, origin, authScheme };
+  const binding: KeyBinding = { connectionId, provider: input.provider, origin, authScheme, ...(allow ? { allow } : {}) };
 
   progress(`checking ${n} pinned shareholders`);
   await Promise.all(input.shareholders.map(checkShareholder));
@@ -157,6 +180,7 @@ export async function connectProvider(input: ConnectInput): Promise<{ id: string
       sealedRecord: Buffer.from(record).toString('base64'),
       threshold: input.threshold,
       shareholders: input.shareholders.map((s) => s.id),
+      ...(allow ? { allow } : {}),
     },
     input.adminToken,
   );

@@ -7,13 +7,13 @@
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import { Pool } from 'undici';
-import { isAllowedPath, providerSpec, type AuthScheme, type ProviderSpec } from '../protocol/index.ts';
+import { allowListPermits, providerSpec, upstreamPathFor, type AuthScheme, type ProviderSpec } from '../protocol/index.ts';
 import { EnclaveError } from './errors.ts';
 
 /** Hop-by-hop (RFC 9110 §7.6.1) and credential headers never forwarded in either direction. */
 const DROP_REQUEST = new Set([
   'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'host',
-  'authorization', 'x-api-key', 'api-key', 'proxy-authorization', 'cookie',
+  'authorization', 'x-api-key', 'api-key', 'x-goog-api-key', 'proxy-authorization', 'cookie',
 ]);
 const DROP_RESPONSE = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'set-cookie']);
 const MAX_ERROR_BODY = 64 * 1024;
@@ -25,8 +25,19 @@ export interface ForwardTarget {
   path: string;
 }
 
-/** Maps `/v1/<rest>?q` of the client request onto the provider; refuses paths outside the allow-list. */
-export function resolveTarget(providerId: string, origin: string, clientPathWithQuery: string, allowLoopbackHttp: boolean): ForwardTarget {
+/**
+ * Maps the client request onto the provider; refuses paths outside the allow-list before any key
+ * is fetched. Provider connections: `/v1/<rest>` (or a provider-native path). Any-API
+ * connections (`/any/<path>`): the method and path must match the allow-list sealed into the record.
+ */
+export function resolveTarget(
+  providerId: string,
+  origin: string,
+  method: string,
+  clientPathWithQuery: string,
+  allow: string | undefined,
+  allowLoopbackHttp: boolean,
+): ForwardTarget {
   const provider = providerSpec(providerId);
   if (!provider) throw new EnclaveError('provider_unknown', `provider ${providerId} is not supported`);
   const url = new URL(origin);
@@ -34,26 +45,37 @@ export function resolveTarget(providerId: string, origin: string, clientPathWith
   if (url.protocol !== 'https:' && !(allowLoopbackHttp && loopback && url.protocol === 'http:')) {
     throw new EnclaveError('origin_not_allowed', 'upstream origin must be https');
   }
-  const q = clientPathWithQuery.indexOf('?');
-  const path = q < 0 ? clientPathWithQuery : clientPathWithQuery.slice(0, q);
-  const query = q < 0 ? '' : clientPathWithQuery.slice(q);
-  if (!path.startsWith('/v1/')) throw new EnclaveError('path_not_allowed', 'only /v1/ paths are forwarded');
-  const rest = path.slice(3);
-  if (!isAllowedPath(provider, rest)) throw new EnclaveError('path_not_allowed', `path ${path} is not an allowed inference endpoint for ${provider.name}`);
-  return { provider, origin, path: provider.upstreamBase + rest + query };
+  if (provider.id === 'any') {
+    const q = clientPathWithQuery.indexOf('?');
+    const path = q < 0 ? clientPathWithQuery : clientPathWithQuery.slice(0, q);
+    if (!path.startsWith('/any/') || allow === undefined || !allowListPermits(allow, method, path.slice(4))) {
+      throw new EnclaveError('path_not_allowed', `${method} ${path} is not in this connection's allow-list`);
+    }
+    return { provider, origin, path: clientPathWithQuery.slice(4) };
+  }
+  const upstream = upstreamPathFor(provider, clientPathWithQuery);
+  if (upstream === undefined) {
+    throw new EnclaveError('path_not_allowed', `${clientPathWithQuery.split('?')[0]} is not an allowed inference endpoint for ${provider.name}`);
+  }
+  return { provider, origin, path: upstream };
 }
 
 function credentialHeaders(scheme: AuthScheme, key: string): Record<string, string> {
-  switch (scheme) {
-    case 'bearer':
-      return { authorization: `Bearer ${key}` };
-    case 'x-api-key':
-      return { 'x-api-key': key };
-    case 'api-key':
-      return { 'api-key': key };
-    case 'query-key':
-      return {};
-  }
+  if (scheme === 'bearer') return { authorization: `Bearer ${key}` };
+  if (scheme === 'x-api-key') return { 'x-api-key': key };
+  if (scheme === 'api-key') return { 'api-key': key };
+  if (scheme === 'basic') return { authorization: `Basic ${Buffer.from(key).toString('base64')}` };
+  if (scheme.startsWith('header:')) return { [scheme.slice(7).toLowerCase()]: key };
+  return {};
+}
+
+/** The query parameter for `query:<name>` schemes; replaces any value the client sent. */
+function withQueryCredential(path: string, scheme: AuthScheme, key: string): string {
+  if (!scheme.startsWith('query:')) return path;
+  const name = scheme.slice(6);
+  const url = new URL(path, 'http://x');
+  url.searchParams.set(name, key);
+  return url.pathname + url.search;
 }
 
 export function forwardedRequestHeaders(headers: IncomingHttpHeaders): Record<string, string | string[]> {
@@ -93,8 +115,7 @@ export class Forwarder {
   }
 
   async forward(target: ForwardTarget, scheme: AuthScheme, key: string, req: IncomingMessage, res: ServerResponse): Promise<number> {
-    let path = target.path;
-    if (scheme === 'query-key') path += `${path.includes('?') ? '&' : '?'}key=${encodeURIComponent(key)}`;
+    const path = withQueryCredential(target.path, scheme, key);
     const abort = new AbortController();
     const onClose = () => {
       if (!res.writableFinished) abort.abort();

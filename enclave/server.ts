@@ -163,12 +163,13 @@ export class Enclave {
       throw new EnclaveError('origin_not_allowed', 'connection origin is not a canonical origin');
     }
     // Path and origin checks happen before any share is requested.
-    const target = resolveTarget(descriptor.provider, origin, clientPath, this.#config.allowLoopbackHttp ?? false);
+    const target = resolveTarget(descriptor.provider, origin, req.method ?? 'GET', clientPath, descriptor.allow, this.#config.allowLoopbackHttp ?? false);
     const binding: KeyBinding = {
       connectionId: descriptor.connectionId,
       provider: descriptor.provider,
       origin,
       authScheme: descriptor.authScheme,
+      ...(descriptor.allow !== undefined ? { allow: descriptor.allow } : {}),
     };
     const record = new Uint8Array(Buffer.from(descriptor.sealedRecord, 'base64'));
     const keyBytes = await this.#resolver!.upstreamKey(binding, record, descriptor.threshold);

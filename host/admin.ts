@@ -6,7 +6,7 @@
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
-import { canonicalOrigin, providerSpec, AUTH_SCHEMES, type AuthScheme } from '../protocol/index.ts';
+import { canonicalAllowList, canonicalOrigin, providerSpec, AUTH_SCHEME_PATTERN, type AuthScheme } from '../protocol/index.ts';
 import { normaliseIp } from './client-ip.ts';
 import { HostError } from './errors.ts';
 import { generateSgKey, hashSgKey, keyHint } from './keys.ts';
@@ -51,6 +51,7 @@ export function publicKeyView(k: KeyRecord) {
     suspendedUntil: k.suspendedUntil,
     dailyLimit: k.dailyLimitMicros === null ? null : k.dailyLimitMicros / MICROS,
     lifetimeLimit: k.lifetimeLimitMicros === null ? null : k.lifetimeLimitMicros / MICROS,
+    dailyRequests: k.dailyRequestLimit,
     createdAt: k.createdAt,
   };
 }
@@ -66,6 +67,7 @@ const keyOptions = {
   requireSignature: { type: 'boolean' },
   dailyLimit: { type: ['number', 'null'], minimum: 0, maximum: 1e9 },
   lifetimeLimit: { type: ['number', 'null'], minimum: 0, maximum: 1e9 },
+  dailyRequests: { type: ['integer', 'null'], minimum: 0, maximum: 1e9 },
 } as const;
 
 interface KeyOptionsBody {
@@ -79,6 +81,8 @@ interface KeyOptionsBody {
   dailyLimit?: number | null;
   /** Dollars over the key's lifetime; null removes the cap. */
   lifetimeLimit?: number | null;
+  /** Requests per UTC day (any-API connections, or any key); null removes the cap. */
+  dailyRequests?: number | null;
 }
 
 function extractCredential(header: string | string[] | undefined): string | undefined {
@@ -116,6 +120,7 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
       }
     }
     if (body.dailyLimit !== undefined) patch.dailyLimitMicros = body.dailyLimit === null ? null : dollarsToMicros(body.dailyLimit);
+    if (body.dailyRequests !== undefined) patch.dailyRequestLimit = body.dailyRequests;
     if (body.lifetimeLimit !== undefined) patch.lifetimeLimitMicros = body.lifetimeLimit === null ? null : dollarsToMicros(body.lifetimeLimit);
     let signingSecret: string | undefined;
     if (body.requireSignature === true) {
@@ -129,7 +134,7 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
   }
 
   // ---- connections ----
-  app.post<{ Body: { id: string; name?: string; projectId?: string; provider: string; origin: string; authScheme: AuthScheme; sealedRecord: string; threshold: number; shareholders: string[] } }>(
+  app.post<{ Body: { id: string; name?: string; projectId?: string; provider: string; origin: string; authScheme: AuthScheme; sealedRecord: string; threshold: number; shareholders: string[]; allow?: string } }>(
     '/connections',
     {
       schema: {
@@ -143,7 +148,8 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
             projectId: keyOptions.projectId,
             provider: { type: 'string', maxLength: 64 },
             origin: { type: 'string', maxLength: 2048 },
-            authScheme: { type: 'string', enum: [...AUTH_SCHEMES] },
+            authScheme: { type: 'string', pattern: AUTH_SCHEME_PATTERN },
+            allow: { type: 'string', maxLength: 16384 },
             sealedRecord: { type: 'string', maxLength: 16384, pattern: '^[A-Za-z0-9+/]+={0,2}$' },
             threshold: { type: 'integer', minimum: 2, maximum: 255 },
             shareholders: { type: 'array', minItems: 2, maxItems: 255, items: { type: 'string', maxLength: 128 } },
@@ -166,6 +172,18 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
         throw new HostError('invalid_request', 'origin must be https (plain http only for loopback in dev mode)');
       }
       if (b.threshold > b.shareholders.length) throw new HostError('invalid_request', 'threshold exceeds the number of shareholders');
+      if ((b.provider === 'any') !== (b.allow !== undefined)) {
+        throw new HostError('invalid_request', 'an allow-list is required for, and only for, any-API connections');
+      }
+      if (b.allow !== undefined) {
+        let canonical: string;
+        try {
+          canonical = canonicalAllowList(JSON.parse(b.allow) as string[]);
+        } catch {
+          throw new HostError('invalid_request', 'allow must be a canonical allow-list (a JSON array of "METHOD /path" rules)');
+        }
+        if (canonical !== b.allow) throw new HostError('invalid_request', 'allow must be in canonical form (sorted, de-duplicated)');
+      }
       const projectId = b.projectId ?? DEFAULT_PROJECT;
       if (!(await store.projectExists(projectId))) throw new HostError('not_found', `no project ${projectId}`);
       const record: ConnectionRecord = {
@@ -178,6 +196,7 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
         sealedRecord: b.sealedRecord,
         threshold: b.threshold,
         shareholders: b.shareholders,
+        allow: b.allow ?? null,
         createdAt: Date.now(),
       };
       if (!(await store.insertConnection(record))) throw new HostError('conflict', 'a connection with this id exists');
@@ -187,7 +206,7 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
 
   app.get<{ Querystring: { projectId?: string } }>('/connections', async (req) =>
     (await store.listConnections(req.query.projectId)).map((c) => ({
-      id: c.id, name: c.name, provider: c.provider, origin: c.origin, projectId: c.projectId, threshold: c.threshold, createdAt: c.createdAt,
+      id: c.id, name: c.name, provider: c.provider, origin: c.origin, projectId: c.projectId, threshold: c.threshold, allow: c.allow ? (JSON.parse(c.allow) as string[]) : null, createdAt: c.createdAt,
     })),
   );
 
@@ -224,6 +243,7 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
         suspendedUntil: null,
         dailyLimitMicros: patch.dailyLimitMicros ?? null,
         lifetimeLimitMicros: patch.lifetimeLimitMicros ?? null,
+        dailyRequestLimit: patch.dailyRequestLimit ?? null,
         createdAt: now,
         updatedAt: now,
       };

@@ -50,5 +50,6 @@ export function errorBody(shape: ErrorShape, code: string, type: string, message
 
 /** Anthropic's native API lives under /v1/messages (and /v1/complete); everything else speaks OpenAI. */
 export function errorShapeForPath(path: string): ErrorShape {
+  // (the Gemini-native and any-API surfaces use the OpenAI shape: their clients read HTTP status)
   return path.startsWith('/v1/messages') || path.startsWith('/v1/complete') ? 'anthropic' : 'openai';
 }

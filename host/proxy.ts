@@ -8,9 +8,10 @@ import { randomBytes } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Pool } from 'undici';
 import {
+  allowListPermits,
   encodeConnectionDescriptor,
-  isAllowedPath,
   providerSpec,
+  upstreamPathFor,
   verifyRequestSignature,
   RPC_CONNECTION_HEADER,
   RPC_ENCLAVE_ERROR_HEADER,
@@ -50,7 +51,7 @@ export interface ProxyDeps {
 
 const HOP_BY_HOP = new Set([
   'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'host',
-  'authorization', 'x-api-key', 'api-key', 'proxy-authorization', 'cookie', 'content-length',
+  'authorization', 'x-api-key', 'api-key', 'x-goog-api-key', 'proxy-authorization', 'cookie', 'content-length',
   'x-device-fingerprint', SIGNATURE_HEADERS.timestamp, SIGNATURE_HEADERS.signature, 'x-forwarded-for', 'forwarded', 'cf-connecting-ip',
 ]);
 const RESPONSE_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', RPC_ENCLAVE_ERROR_HEADER]);
@@ -59,7 +60,7 @@ const RESPONSE_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', '
 export function credentialFrom(headers: FastifyRequest['headers']): string | undefined {
   const auth = headers.authorization;
   if (typeof auth === 'string' && /^Bearer\s+/i.test(auth)) return auth.replace(/^Bearer\s+/i, '').trim();
-  for (const name of ['x-api-key', 'api-key']) {
+  for (const name of ['x-api-key', 'api-key', 'x-goog-api-key']) {
     const v = headers[name];
     if (typeof v === 'string' && v.length > 0) return v.trim();
   }
@@ -154,7 +155,11 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
   }
   const aliasesFor = async (projectId: string) => (await project(projectId)).aliases;
 
-  app.all('/v1/*', async (req, reply) => {
+  /**
+   * One handler for every client surface: `/v1/*` (OpenAI-style, all providers), provider-native
+   * prefixes (`/openai/*` Azure deployments, `/v1beta/*` Gemini native) and `/any/*` (any-API).
+   */
+  const handler = async (req: FastifyRequest, reply: FastifyReply) => {
     (req as unknown as { startedAt: number }).startedAt = performance.now();
     const path = req.url.split('?')[0]!;
     const now = Date.now();
@@ -172,8 +177,12 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
       refuse(req, key, status, ip, status.code === 'key_suspended' ? false : {});
     }
     const spec = providerSpec(connection.provider);
-    if (!spec || !isAllowedPath(spec, path.slice(3))) {
-      throw new HostError('endpoint_not_allowed', `${req.method} ${path} is not an inference endpoint this key can call`);
+    const allowed =
+      spec?.id === 'any'
+        ? path.startsWith('/any/') && connection.allow !== null && allowListPermits(connection.allow, req.method, path.slice(4))
+        : spec !== undefined && !path.startsWith('/any/') && upstreamPathFor(spec, req.url) !== undefined;
+    if (!spec || !allowed) {
+      throw new HostError('endpoint_not_allowed', `${req.method} ${path} is not an endpoint this key can call`);
     }
 
     const hasBody = req.method !== 'GET' && req.method !== 'HEAD';
@@ -257,10 +266,14 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
       amount = 0;
     }
     const reservation = await deps.ledger.reserve({
-      keyId: key.id, projectId: key.projectId, amount, keyDailyCap: key.dailyLimitMicros, keyLifetimeCap: key.lifetimeLimitMicros, projectDailyCap, now,
+      keyId: key.id, projectId: key.projectId, amount, keyDailyCap: key.dailyLimitMicros, keyLifetimeCap: key.lifetimeLimitMicros, projectDailyCap,
+      keyDailyRequestCap: key.dailyRequestLimit, now,
     });
     if (!reservation.ok) {
-      const which = `${reservation.scope === 'key' ? 'this key\'s' : 'the project\'s'} ${reservation.period === 'life' ? 'lifetime' : 'daily (UTC)'} spend cap`;
+      const which =
+        reservation.scope === 'keyreq'
+          ? 'this key\'s daily request cap'
+          : `${reservation.scope === 'key' ? 'this key\'s' : 'the project\'s'} ${reservation.period === 'life' ? 'lifetime' : 'daily (UTC)'} spend cap`;
       refuse(req, key, { code: 'budget_exceeded', message: `This request could cost up to $${(amount / 1e6).toFixed(6)}, which does not fit ${which}.` }, ip, false);
     }
     deps.metrics.reservationsInFlight.inc();
@@ -283,7 +296,8 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
       deviceMatch: key.deviceHash !== null ? true : null,
     };
     return forward(req, reply, connection, forwardBody, key, accounting);
-  });
+  };
+  for (const prefix of ['/v1/*', '/openai/*', '/v1beta/*', '/any/*']) app.all(prefix, handler);
 
   interface Accounting {
     reservationId: string;
@@ -352,6 +366,7 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
       authScheme: connection.authScheme,
       sealedRecord: connection.sealedRecord,
       threshold: connection.threshold,
+      ...(connection.allow !== null ? { allow: connection.allow } : {}),
     });
     const abort = new AbortController();
     // A client that goes away cancels the enclave call (and so the upstream call).

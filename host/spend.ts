@@ -4,14 +4,16 @@
  * the real cost and release the rest. A reservation fits only while spent + reserved + amount ≤
  * cap, checked inside the same UPDATE that adds it (row locks in PostgreSQL, a write transaction
  * in SQLite), so instances sharing one database never overshoot by more than one reservation.
- * Reservations of a crashed instance expire and are reclaimed by a sweep. Integers only
+ * Reservations of a crashed instance expire and are reclaimed by a sweep (the row stays, marked,
+ * for a day, so a late settle still charges the right counters). Integers only
  * (micro-dollars): after any run, spent equals the sum of settled costs exactly.
  */
 import { randomBytes } from 'node:crypto';
 import type { SqlDb, SqlValue } from './db.ts';
 
 export interface Counter {
-  scope: 'key' | 'project';
+  /** `key`/`project` count micro-dollars; `keyreq` counts requests (any-API request caps). */
+  scope: 'key' | 'project' | 'keyreq';
   scopeId: string;
   period: string;
   cap: number | null;
@@ -24,6 +26,8 @@ export interface ReserveRequest {
   keyDailyCap: number | null;
   keyLifetimeCap: number | null;
   projectDailyCap: number | null;
+  /** Requests per UTC day for this key, counted only when set. */
+  keyDailyRequestCap?: number | null;
   now: number;
 }
 
@@ -40,14 +44,28 @@ export function utcDay(now: number): string {
   return new Date(now).toISOString().slice(0, 10);
 }
 
-function counters(r: { keyId: string; projectId: string; keyDailyCap: number | null; keyLifetimeCap: number | null; projectDailyCap: number | null }, day: string): Counter[] {
+interface CounterOwner {
+  keyId: string;
+  projectId: string;
+  keyDailyCap: number | null;
+  keyLifetimeCap: number | null;
+  projectDailyCap: number | null;
+  keyDailyRequestCap?: number | null;
+}
+
+function counters(r: CounterOwner, day: string): Counter[] {
   // Always in this order, so concurrent transactions take row locks in the same order.
   return [
     { scope: 'key', scopeId: r.keyId, period: `d:${day}`, cap: r.keyDailyCap },
     { scope: 'key', scopeId: r.keyId, period: 'life', cap: r.keyLifetimeCap },
     { scope: 'project', scopeId: r.projectId, period: `d:${day}`, cap: r.projectDailyCap },
+    { scope: 'keyreq', scopeId: r.keyId, period: `d:${day}`, cap: r.keyDailyRequestCap ?? null },
   ];
 }
+
+/** Money counters move by the amount; the request counter always by one. */
+const unitAmount = (c: Counter, amount: number) => (c.scope === 'keyreq' ? 1 : amount);
+const noCaps = (keyId: string, projectId: string): CounterOwner => ({ keyId, projectId, keyDailyCap: null, keyLifetimeCap: null, projectDailyCap: null });
 
 class Refused extends Error {
   readonly counter: Counter;
@@ -70,7 +88,7 @@ export class SpendLedger {
       await this.#db.transaction(async (tx) => {
         for (const c of counters(r, day)) {
           await tx.query('INSERT INTO spend_counters (scope, scope_id, period, spent, reserved, requests) VALUES ($1, $2, $3, 0, 0, 0) ON CONFLICT DO NOTHING', [c.scope, c.scopeId, c.period]);
-          const params: SqlValue[] = [r.amount, c.scope, c.scopeId, c.period];
+          const params: SqlValue[] = [unitAmount(c, r.amount), c.scope, c.scopeId, c.period];
           const fits =
             c.cap === null
               ? await tx.query('UPDATE spend_counters SET reserved = reserved + $1 WHERE scope = $2 AND scope_id = $3 AND period = $4 RETURNING reserved', params)
@@ -95,18 +113,20 @@ export class SpendLedger {
   async settle(reservationId: string, actual: number): Promise<SettleResult> {
     return this.#db.transaction(async (tx) => {
       // A reclaimed reservation (amount 0) still knows its counters: the cost is charged, nothing released.
-      const [res] = await tx.query('DELETE FROM reservations WHERE id = $1 RETURNING key_id, project_id, day, amount', [reservationId]);
+      const [res] = await tx.query('DELETE FROM reservations WHERE id = $1 RETURNING key_id, project_id, day, amount, reclaimed', [reservationId]);
       if (!res) throw new Error(`reservation ${reservationId} is unknown`);
-      return this.#apply(tx, res.key_id as string, res.project_id as string, res.day as string, Number(res.amount), actual);
+      return this.#apply(tx, res.key_id as string, res.project_id as string, res.day as string, Number(res.amount), Number(res.reclaimed) === 1, actual);
     });
   }
 
-  async #apply(tx: SqlDb, keyId: string, projectId: string, day: string, reserved: number, actual: number): Promise<SettleResult> {
+  async #apply(tx: SqlDb, keyId: string, projectId: string, day: string, reserved: number, reclaimed: boolean, actual: number): Promise<SettleResult> {
     let keyDay = { before: 0, after: 0, cap: null as number | null };
-    for (const c of counters({ keyId, projectId, keyDailyCap: null, keyLifetimeCap: null, projectDailyCap: null }, day)) {
+    for (const c of counters(noCaps(keyId, projectId), day)) {
+      // A reclaimed reservation was already released by the sweep: only the charge remains.
+      const release = reclaimed ? 0 : unitAmount(c, reserved);
       const [row] = await tx.query(
         'UPDATE spend_counters SET reserved = reserved - $1, spent = spent + $2, requests = requests + 1 WHERE scope = $3 AND scope_id = $4 AND period = $5 RETURNING spent',
-        [reserved, actual, c.scope, c.scopeId, c.period],
+        [release, unitAmount(c, actual), c.scope, c.scopeId, c.period],
       );
       if (c.scope === 'key' && c.period.startsWith('d:') && row) keyDay = { before: Number(row.spent) - actual, after: Number(row.spent), cap: null };
     }
@@ -119,23 +139,23 @@ export class SpendLedger {
    */
   async reclaimExpired(now = Date.now()): Promise<number> {
     return this.#db.transaction(async (tx) => {
-      await tx.query('DELETE FROM reservations WHERE amount = 0 AND expires_at < $1', [now - 86_400_000]);
-      const expired = await tx.query('SELECT id, key_id, project_id, day, amount FROM reservations WHERE expires_at < $1 AND amount > 0', [now]);
+      await tx.query('DELETE FROM reservations WHERE reclaimed = 1 AND expires_at < $1', [now - 86_400_000]);
+      const expired = await tx.query('SELECT id, key_id, project_id, day, amount FROM reservations WHERE expires_at < $1 AND reclaimed = 0', [now]);
       let reclaimed = 0;
       for (const r of expired) {
-        // Guarded by the old amount: a settle that got there first wins and nothing is released twice.
-        const claimed = await tx.query('UPDATE reservations SET amount = 0 WHERE id = $1 AND amount = $2 RETURNING id', [r.id as string, Number(r.amount)]);
+        // Guarded: a settle that got there first wins and nothing is released twice.
+        const claimed = await tx.query('UPDATE reservations SET reclaimed = 1 WHERE id = $1 AND reclaimed = 0 RETURNING id', [r.id as string]);
         if (claimed.length === 0) continue;
         reclaimed++;
-        for (const c of counters({ keyId: r.key_id as string, projectId: r.project_id as string, keyDailyCap: null, keyLifetimeCap: null, projectDailyCap: null }, r.day as string)) {
-          await tx.query('UPDATE spend_counters SET reserved = reserved - $1 WHERE scope = $2 AND scope_id = $3 AND period = $4', [Number(r.amount), c.scope, c.scopeId, c.period]);
+        for (const c of counters(noCaps(r.key_id as string, r.project_id as string), r.day as string)) {
+          await tx.query('UPDATE spend_counters SET reserved = reserved - $1 WHERE scope = $2 AND scope_id = $3 AND period = $4', [unitAmount(c, Number(r.amount)), c.scope, c.scopeId, c.period]);
         }
       }
       return reclaimed;
     });
   }
 
-  async counter(scope: 'key' | 'project', scopeId: string, period: string): Promise<{ spent: number; reserved: number; requests: number }> {
+  async counter(scope: Counter['scope'], scopeId: string, period: string): Promise<{ spent: number; reserved: number; requests: number }> {
     const [r] = await this.#db.query('SELECT spent, reserved, requests FROM spend_counters WHERE scope = $1 AND scope_id = $2 AND period = $3', [scope, scopeId, period]);
     return { spent: Number(r?.spent ?? 0), reserved: Number(r?.reserved ?? 0), requests: Number(r?.requests ?? 0) };
   }

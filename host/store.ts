@@ -23,6 +23,8 @@ export interface ConnectionRecord {
   sealedRecord: string;
   threshold: number;
   shareholders: string[];
+  /** Any-API connections: the canonical allow-list sealed into the record. */
+  allow: string | null;
   createdAt: number;
 }
 
@@ -49,6 +51,7 @@ export interface KeyRecord {
   suspendedUntil: number | null;
   dailyLimitMicros: number | null;
   lifetimeLimitMicros: number | null;
+  dailyRequestLimit: number | null;
   createdAt: number;
   updatedAt: number;
 }
@@ -80,6 +83,7 @@ export type KeyPatch = Partial<
     | 'suspendedUntil'
     | 'dailyLimitMicros'
     | 'lifetimeLimitMicros'
+    | 'dailyRequestLimit'
   >
 >;
 
@@ -118,6 +122,9 @@ const MIGRATIONS: string[] = [
      id TEXT PRIMARY KEY, target_id TEXT NOT NULL, event_id TEXT NOT NULL, payload TEXT NOT NULL, attempts INTEGER NOT NULL,
      next_attempt_at BIGINT NOT NULL, delivered_at BIGINT, failed_at BIGINT, last_status INTEGER, last_error TEXT, created_at BIGINT NOT NULL);
    CREATE INDEX alert_outbox_due ON alert_outbox (next_attempt_at);`,
+  `ALTER TABLE reservations ADD COLUMN reclaimed INTEGER NOT NULL DEFAULT 0;
+   ALTER TABLE connections ADD COLUMN allow_list TEXT;
+   ALTER TABLE sg_keys ADD COLUMN daily_request_limit BIGINT;`,
 ];
 
 /** Event types that are alerts (delivered to the project's webhooks and email addresses). */
@@ -141,6 +148,7 @@ const KEY_COLUMNS: Record<keyof KeyPatch, string> = {
   suspendedUntil: 'suspended_until',
   dailyLimitMicros: 'daily_limit_micros',
   lifetimeLimitMicros: 'lifetime_limit_micros',
+  dailyRequestLimit: 'daily_request_limit',
 };
 
 const num = (v: unknown) => (v === null || v === undefined ? null : Number(v));
@@ -167,6 +175,7 @@ function toKey(r: Row): KeyRecord {
     suspendedUntil: num(r.suspended_until),
     dailyLimitMicros: num(r.daily_limit_micros),
     lifetimeLimitMicros: num(r.lifetime_limit_micros),
+    dailyRequestLimit: num(r.daily_request_limit),
     createdAt: Number(r.created_at),
     updatedAt: Number(r.updated_at),
   };
@@ -183,6 +192,7 @@ function toConnection(r: Row): ConnectionRecord {
     sealedRecord: r.sealed_record as string,
     threshold: Number(r.threshold),
     shareholders: JSON.parse(r.shareholders as string) as string[],
+    allow: (r.allow_list as string | null) ?? null,
     createdAt: Number(r.created_at),
   };
 }
@@ -248,9 +258,9 @@ export class HostStore {
 
   async insertConnection(c: ConnectionRecord): Promise<boolean> {
     const rows = await this.db.query(
-      `INSERT INTO connections (id, project_id, name, provider, origin, auth_scheme, sealed_record, threshold, shareholders, created_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING RETURNING id`,
-      [c.id, c.projectId, c.name, c.provider, c.origin, c.authScheme, c.sealedRecord, c.threshold, JSON.stringify(c.shareholders), c.createdAt],
+      `INSERT INTO connections (id, project_id, name, provider, origin, auth_scheme, sealed_record, threshold, shareholders, created_at, allow_list)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING RETURNING id`,
+      [c.id, c.projectId, c.name, c.provider, c.origin, c.authScheme, c.sealedRecord, c.threshold, JSON.stringify(c.shareholders), c.createdAt, c.allow],
     );
     return rows.length === 1;
   }
@@ -271,12 +281,12 @@ export class HostStore {
     await this.db.query(
       `INSERT INTO sg_keys (id, hash, hint, name, project_id, connection_id, status, bound_ip, bound_at, allowed_cities, device_hash, device_salt,
          allowed_models, require_signature, signing_secret, inactive_expiry_ms, last_used_at, suspended_until, created_at, updated_at,
-         daily_limit_micros, lifetime_limit_micros)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)`,
+         daily_limit_micros, lifetime_limit_micros, daily_request_limit)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)`,
       [
         k.id, k.hash, k.hint, k.name, k.projectId, k.connectionId, k.status, k.boundIp, k.boundAt, JSON.stringify(k.allowedCities), k.deviceHash,
         k.deviceSalt, JSON.stringify(k.allowedModels), k.requireSignature ? 1 : 0, k.signingSecret, k.inactiveExpiryMs, k.lastUsedAt,
-        k.suspendedUntil, k.createdAt, k.updatedAt, k.dailyLimitMicros, k.lifetimeLimitMicros,
+        k.suspendedUntil, k.createdAt, k.updatedAt, k.dailyLimitMicros, k.lifetimeLimitMicros, k.dailyRequestLimit,
       ],
     );
   }

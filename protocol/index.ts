@@ -8,6 +8,7 @@ export * from './sealed-record.ts';
 export * from './shamir.ts';
 export * from './share-envelope.ts';
 export * from './owner-signature.ts';
-export * from './providers.ts';
+export * from './providers/index.ts';
 export * from './rpc.ts';
 export * from './request-signature.ts';
+export * from './allow-list.ts';

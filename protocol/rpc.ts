@@ -4,7 +4,7 @@
  * the enclave trusts none of it — the sealed record's AAD decides origin and scheme.
  */
 import { ProtocolError } from './errors.ts';
-import { AUTH_SCHEMES, type AuthScheme } from './sealed-record.ts';
+import { isAuthScheme, type AuthScheme } from './sealed-record.ts';
 
 export const RPC_CONNECTION_HEADER = 'x-sg-connection';
 /** Prefix of forwarded requests: `/forward/v1/chat/completions?…`. */
@@ -20,6 +20,8 @@ export interface ConnectionDescriptor {
   /** Base64 of the sealed key record. */
   sealedRecord: string;
   threshold: number;
+  /** Any-API connections: the canonical allow-list the record was sealed with. */
+  allow?: string;
 }
 
 export function encodeConnectionDescriptor(d: ConnectionDescriptor): string {
@@ -41,7 +43,8 @@ export function decodeConnectionDescriptor(header: unknown): ConnectionDescripto
     return d[k] as string;
   };
   const authScheme = str('authScheme') as AuthScheme;
-  if (!AUTH_SCHEMES.includes(authScheme)) throw new ProtocolError('envelope_malformed', 'connection authScheme unknown');
+  if (!isAuthScheme(authScheme)) throw new ProtocolError('envelope_malformed', 'connection authScheme unknown');
+  if (d.allow !== undefined && typeof d.allow !== 'string') throw new ProtocolError('envelope_malformed', 'connection allow must be a string');
   const threshold = d.threshold;
   if (typeof threshold !== 'number' || !Number.isInteger(threshold) || threshold < 2 || threshold > 255) {
     throw new ProtocolError('envelope_malformed', 'connection threshold must be 2..255');
@@ -53,6 +56,7 @@ export function decodeConnectionDescriptor(header: unknown): ConnectionDescripto
     authScheme,
     sealedRecord: str('sealedRecord'),
     threshold,
+    ...(typeof d.allow === 'string' ? { allow: d.allow } : {}),
   };
 }
 

@@ -9,12 +9,26 @@ import { abytes, astring, concatBytes, frameFields } from './bytes.ts';
 import { ProtocolError } from './errors.ts';
 
 export const SEALED_RECORD_VERSION = 0x01;
+/** Version 0x02 adds the any-API request allow-list to the AAD. */
+export const SEALED_RECORD_VERSION_ALLOW = 0x02;
 const NONCE_LENGTH = 12;
 const TAG_LENGTH = 16;
 export const DEK_LENGTH = 32;
 
-export const AUTH_SCHEMES = ['bearer', 'x-api-key', 'api-key', 'query-key'] as const;
-export type AuthScheme = (typeof AUTH_SCHEMES)[number];
+/**
+ * How the enclave presents the key upstream: `bearer` (Authorization: Bearer), `x-api-key`,
+ * `api-key` (Azure), `basic` (Authorization: Basic base64(key) — e.g. Stripe's "sk_…:"),
+ * `header:<name>` (any named header), `query:<name>` (a query parameter).
+ */
+export type AuthScheme = string;
+export const FIXED_AUTH_SCHEMES = ['bearer', 'x-api-key', 'api-key', 'basic'] as const;
+const FORBIDDEN_HEADERS = new Set(['host', 'connection', 'content-length', 'transfer-encoding', 'cookie', 'te', 'upgrade', 'trailer', 'keep-alive']);
+export const AUTH_SCHEME_PATTERN = '^(bearer|x-api-key|api-key|basic|header:[A-Za-z0-9-]{1,64}|query:[A-Za-z0-9_.-]{1,64})$';
+
+export function isAuthScheme(value: unknown): value is AuthScheme {
+  if (typeof value !== 'string' || !new RegExp(AUTH_SCHEME_PATTERN).test(value)) return false;
+  return !(value.startsWith('header:') && FORBIDDEN_HEADERS.has(value.slice(7).toLowerCase()));
+}
 
 /** What the AAD binds: the key may be used only for this connection, provider, origin and scheme. */
 export interface KeyBinding {
@@ -23,6 +37,11 @@ export interface KeyBinding {
   /** Canonical origin, e.g. `https://api.openai.com` (see `canonicalOrigin`). */
   origin: string;
   authScheme: AuthScheme;
+  /**
+   * Any-API connections only: the canonical request allow-list (`canonicalAllowList`). Bound into
+   * the AAD (record version 0x02) so a host cannot widen what the enclave will call.
+   */
+  allow?: string;
 }
 
 export type RandomBytes = (length: number) => Uint8Array;
@@ -52,8 +71,11 @@ export function canonicalOrigin(origin: string): string {
 function checkBinding(binding: KeyBinding): KeyBinding {
   astring(binding.connectionId, 'connectionId', 128);
   astring(binding.provider, 'provider', 64);
-  if (!AUTH_SCHEMES.includes(binding.authScheme)) {
-    throw new ProtocolError('envelope_malformed', `authScheme must be one of ${AUTH_SCHEMES.join(', ')}`);
+  if (!isAuthScheme(binding.authScheme)) {
+    throw new ProtocolError('envelope_malformed', 'authScheme must be bearer, x-api-key, api-key, basic, header:<name> or query:<name>');
+  }
+  if (binding.allow !== undefined && (typeof binding.allow !== 'string' || binding.allow.length > 16_384)) {
+    throw new ProtocolError('envelope_malformed', 'allow must be a canonical allow-list string');
   }
   if (canonicalOrigin(binding.origin) !== binding.origin) {
     throw new ProtocolError('envelope_malformed', 'origin must be given in canonical form');
@@ -61,15 +83,20 @@ function checkBinding(binding: KeyBinding): KeyBinding {
   return binding;
 }
 
-/** AAD = frame("securegate/sealed-key", [version, connectionId, provider, origin, authScheme]). */
+/**
+ * AAD = frame("securegate/sealed-key", [version, connectionId, provider, origin, authScheme])
+ * for version 0x01, with the allow-list appended for version 0x02.
+ */
 export function sealedRecordAad(binding: KeyBinding): Uint8Array {
   checkBinding(binding);
+  const version = binding.allow === undefined ? SEALED_RECORD_VERSION : SEALED_RECORD_VERSION_ALLOW;
   return frameFields('securegate/sealed-key', [
-    Uint8Array.of(SEALED_RECORD_VERSION),
+    Uint8Array.of(version),
     binding.connectionId,
     binding.provider,
     binding.origin,
     binding.authScheme,
+    ...(binding.allow === undefined ? [] : [binding.allow]),
   ]);
 }
 
@@ -87,7 +114,7 @@ export function sealUpstreamKey(
   abytes(dek, DEK_LENGTH, 'dek');
   const nonce = abytes(random(NONCE_LENGTH), NONCE_LENGTH, 'nonce');
   const sealed = gcm(dek, nonce, sealedRecordAad(binding)).encrypt(upstreamKey);
-  return concatBytes(Uint8Array.of(SEALED_RECORD_VERSION), nonce, sealed);
+  return concatBytes(Uint8Array.of(binding.allow === undefined ? SEALED_RECORD_VERSION : SEALED_RECORD_VERSION_ALLOW), nonce, sealed);
 }
 
 /**
@@ -100,8 +127,11 @@ export function openUpstreamKey(record: Uint8Array, dek: Uint8Array, binding: Ke
   if (record.length < 1 + NONCE_LENGTH + TAG_LENGTH + 1) {
     throw new ProtocolError('envelope_malformed', 'sealed record too short');
   }
-  if (record[0] !== SEALED_RECORD_VERSION) {
+  if (record[0] !== SEALED_RECORD_VERSION && record[0] !== SEALED_RECORD_VERSION_ALLOW) {
     throw new ProtocolError('envelope_version_unsupported', `sealed record version ${record[0]} is not supported`);
+  }
+  if ((record[0] === SEALED_RECORD_VERSION_ALLOW) !== (binding.allow !== undefined)) {
+    throw new ProtocolError('envelope_auth_failed', 'sealed key record did not authenticate');
   }
   const nonce = record.subarray(1, 1 + NONCE_LENGTH);
   try {

@@ -220,6 +220,7 @@ describe('kill switch, revoke, inactivity expiry', () => {
     await chat(k.key, BRACKNELL);
     // Eight days pass: move the key's last use back (the clock itself cannot be moved here).
     const db = new DatabaseSync(join(stack.dataDir, 'host', 'host.sqlite'));
+    db.exec('PRAGMA busy_timeout = 5000');
     db.prepare('UPDATE sg_keys SET last_used_at = last_used_at - ? WHERE id = ?').run(8 * 86_400_000, k.id);
     db.close();
     await admin('PATCH', `/keys/${k.id}`, { name: 'touch to drop caches' });

@@ -1,0 +1,19 @@
+import { OPENAI_COMPATIBLE as O, type ProviderSpec } from './types.ts';
+
+/**
+ * Azure OpenAI: the `api-key` header, a per-customer resource origin
+ * (`https://<resource>.openai.azure.com`, given with `--base-url`). Clients use either the
+ * OpenAI-style v1 API (`/v1/...` → `/openai/v1/...`, deployment name as `model`) or classic
+ * deployment URLs (`/openai/deployments/<name>/chat/completions?api-version=…`), forwarded as is.
+ */
+export const azure: ProviderSpec = {
+  id: 'azure',
+  name: 'Azure OpenAI',
+  origin: undefined,
+  authScheme: 'api-key',
+  upstreamBase: '/openai/v1',
+  errorShape: 'openai',
+  priceProvider: 'azure',
+  allowedPaths: [O.chat, O.completions, O.embeddings, O.models, O.responses, O.audioTranscriptions, O.audioSpeech, O.imagesGenerations],
+  nativePaths: [/^\/openai\/deployments\/[\w.-]+\/(chat\/completions|completions|embeddings|audio\/(transcriptions|translations|speech)|images\/generations)$/],
+};

@@ -1,0 +1,13 @@
+import { OPENAI_COMPATIBLE as O, type ProviderSpec } from './types.ts';
+
+/** Cerebras: OpenAI-compatible API. */
+export const cerebras: ProviderSpec = {
+  id: 'cerebras',
+  name: 'Cerebras',
+  origin: 'https://api.cerebras.ai',
+  authScheme: 'bearer',
+  upstreamBase: '/v1',
+  errorShape: 'openai',
+  priceProvider: 'cerebras',
+  allowedPaths: [O.chat, O.completions, O.models],
+};

@@ -1,0 +1,13 @@
+import { OPENAI_COMPATIBLE as O, type ProviderSpec } from './types.ts';
+
+/** DeepSeek: OpenAI-compatible API. */
+export const deepseek: ProviderSpec = {
+  id: 'deepseek',
+  name: 'DeepSeek',
+  origin: 'https://api.deepseek.com',
+  authScheme: 'bearer',
+  upstreamBase: '/v1',
+  errorShape: 'openai',
+  priceProvider: 'deepseek',
+  allowedPaths: [O.chat, O.completions, O.models],
+};

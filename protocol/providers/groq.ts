@@ -1,0 +1,13 @@
+import { OPENAI_COMPATIBLE as O, type ProviderSpec } from './types.ts';
+
+/** Groq: OpenAI-compatible under `/openai/v1`. */
+export const groq: ProviderSpec = {
+  id: 'groq',
+  name: 'Groq',
+  origin: 'https://api.groq.com',
+  authScheme: 'bearer',
+  upstreamBase: '/openai/v1',
+  errorShape: 'openai',
+  priceProvider: 'groq',
+  allowedPaths: [O.chat, O.models, O.audioTranscriptions, O.audioSpeech, O.responses],
+};
