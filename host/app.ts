@@ -46,6 +46,8 @@ export interface HostConfig {
   alertPollMs?: number;
   /** Audit rows and events older than this are deleted by the periodic sweep (default 90 days). */
   auditRetentionDays?: number;
+  /** Upstream response-header timeout and idle timeout between body chunks (default 300 s each). */
+  timeouts?: { headersMs?: number; idleMs?: number };
 }
 
 export const LOG_REDACT = [
@@ -173,6 +175,7 @@ export async function buildHostApp(config: HostConfig): Promise<FastifyInstance>
       audit,
       metrics,
       unknownModelPolicy: config.unknownModelPolicy ?? 'refuse',
+      timeouts: { headersMs: config.timeouts?.headersMs ?? 300_000, idleMs: config.timeouts?.idleMs ?? 300_000 },
     }),
   );
   return app;

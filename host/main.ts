@@ -8,6 +8,7 @@
  *   --allow-unknown-location    city-locked keys accept addresses with no known location
  *   --geo-db <file.mmdb>        MaxMind-format city database (default: bundled GeoLite2-City)
  *   --smtp-url smtp://…         SMTP server for alert email (or SECUREGATE_SMTP_URL); --alert-email-from
+ *   --headers-timeout 300 --idle-timeout 300   seconds until upstream headers / between body chunks
  *   --audit-retention-days 90   audit rows and events older than this are deleted
  *   --unknown-model refuse|count  a capped key calling a model with no known price: refuse (default)
  *                               or count the request at $0
@@ -43,6 +44,8 @@ const { values, positionals } = parseArgs({
     'smtp-url': { type: 'string', default: process.env.SECUREGATE_SMTP_URL },
     'alert-email-from': { type: 'string' },
     'audit-retention-days': { type: 'string', default: '90' },
+    'headers-timeout': { type: 'string', default: '300' },
+    'idle-timeout': { type: 'string', default: '300' },
   },
 });
 
@@ -90,6 +93,7 @@ async function main(): Promise<void> {
     },
     unknownModelPolicy: values['unknown-model'] === 'count' ? 'count' : 'refuse',
     auditRetentionDays: Number(values['audit-retention-days']),
+    timeouts: { headersMs: Number(values['headers-timeout']) * 1000, idleMs: Number(values['idle-timeout']) * 1000 },
     ...(values['smtp-url'] ? { smtpUrl: values['smtp-url'] } : {}),
     ...(values['alert-email-from'] ? { emailFrom: values['alert-email-from'] } : {}),
     logger: { level: process.env.LOG_LEVEL ?? 'info', stream: process.stderr, redact: LOG_REDACT },

@@ -18,6 +18,7 @@ import {
   RPC_FORWARD_PREFIX,
   SIGNATURE_HEADERS,
 } from '../protocol/index.ts';
+import { bodyLimitFor, ByteLimiter, findMultipartField, multipartBoundary, multipartCarriesModel, replaceField, type FieldLocation } from './bodies.ts';
 import { clientIp, type TrustedProxies } from './client-ip.ts';
 import { HostError } from './errors.ts';
 import type { GeoLookup } from './geo.ts';
@@ -47,6 +48,8 @@ export interface ProxyDeps {
   metrics: HostMetrics;
   /** For a capped key and a model without a known price: refuse, or count the request at $0. */
   unknownModelPolicy: 'refuse' | 'count';
+  /** Enclave (and so upstream) response-header timeout and idle timeout between body chunks. */
+  timeouts: { headersMs: number; idleMs: number };
 }
 
 const HOP_BY_HOP = new Set([
@@ -186,9 +189,15 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
     }
 
     const hasBody = req.method !== 'GET' && req.method !== 'HEAD';
-    const isJson = String(req.headers['content-type'] ?? '').includes('application/json');
+    const contentType = String(req.headers['content-type'] ?? '');
+    const isJson = contentType.includes('application/json');
+    const boundary = multipartBoundary(contentType);
+    const limit = bodyLimitFor(path, deps.jsonBodyLimit);
     let body: Buffer | undefined;
-    if (hasBody && (isJson || key.requireSignature)) body = await readBody(req, deps.jsonBodyLimit);
+    if (hasBody && (isJson || key.requireSignature || (boundary !== undefined && multipartCarriesModel(path)))) body = await readBody(req, limit);
+    else if (hasBody && !req.headers['transfer-encoding'] && Number(req.headers['content-length']) > limit) {
+      throw new HostError('request_too_large', `request body exceeds ${limit} bytes`);
+    }
 
     if (key.requireSignature) {
       const check = verifyRequestSignature(
@@ -215,7 +224,9 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
         throw new HostError('invalid_request', 'We could not parse the JSON body of your request.');
       }
     }
-    const requested = typeof json?.model === 'string' ? json.model : undefined;
+    let multipartModel: FieldLocation | undefined;
+    if (body && boundary !== undefined && multipartCarriesModel(path)) multipartModel = findMultipartField(body, boundary, 'model');
+    const requested = typeof json?.model === 'string' ? json.model : multipartModel?.value;
     const aliases = requested !== undefined ? await aliasesFor(key.projectId) : {};
     const model = resolveModel(requested, aliases);
     const location = key.allowedCities.length > 0 && deps.geo ? deps.geo.lookup(ip) : null;
@@ -258,7 +269,7 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
     // ---- spend: reserve an upper bound before anything is forwarded ----
     const { dailyCap: projectDailyCap } = await project(key.projectId);
     const capped = key.dailyLimitMicros !== null || key.lifetimeLimitMicros !== null || projectDailyCap !== null;
-    let amount = model !== undefined ? maxCostMicros(connection.provider, model, body?.length ?? 0, requestedMaxOutput(json)) : 0;
+    let amount = model !== undefined ? maxCostMicros(connection.provider, model, json ? (body?.length ?? 0) : 0, requestedMaxOutput(json)) : 0;
     if (amount === null) {
       if (capped && deps.unknownModelPolicy === 'refuse') {
         refuse(req, key, { code: 'model_unpriced', message: `No price is known for ${model}, and this key has a spend cap.` }, ip, false);
@@ -278,7 +289,10 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
     }
     deps.metrics.reservationsInFlight.inc();
 
-    let forwardBody: Buffer | FastifyRequest['raw'] | null = hasBody ? (body ?? req.raw) : null;
+    // Bodies not read above stream through, counted against the endpoint's limit.
+    const limiter = hasBody && !body ? new ByteLimiter(limit) : undefined;
+    let forwardBody: Buffer | NodeJS.ReadableStream | null = hasBody ? (body ?? req.raw.pipe(limiter!)) : null;
+    if (multipartModel && model !== undefined && model !== requested) forwardBody = replaceField(body!, multipartModel, model);
     let stripInjectedUsage = false;
     if (json && json.stream === true && (path === '/v1/chat/completions' || path === '/v1/completions') && spec.errorShape === 'openai') {
       const options = (json.stream_options ?? {}) as Record<string, unknown>;
@@ -293,7 +307,7 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
     }
     const accounting: Accounting = {
       reservationId: reservation.reservationId, provider: connection.provider, requested, model, ip, location, stripInjectedUsage,
-      deviceMatch: key.deviceHash !== null ? true : null,
+      deviceMatch: key.deviceHash !== null ? true : null, limiter,
     };
     return forward(req, reply, connection, forwardBody, key, accounting);
   };
@@ -308,6 +322,7 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
     location: { city: string | null } | null;
     stripInjectedUsage: boolean;
     deviceMatch: boolean | null;
+    limiter: ByteLimiter | undefined;
   }
 
   /** Settles the reservation with the real cost, writes the audit row, fires budget alerts. Once. */
@@ -350,7 +365,7 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
     };
   }
 
-  async function forward(req: FastifyRequest, reply: FastifyReply, connection: ConnectionRecord, body: Buffer | FastifyRequest['raw'] | null, key: KeyRecord, acc: Accounting) {
+  async function forward(req: FastifyRequest, reply: FastifyReply, connection: ConnectionRecord, body: Buffer | NodeJS.ReadableStream | null, key: KeyRecord, acc: Accounting) {
     const path = req.url.split('?')[0]!;
     const finish = finisher(req, key, acc);
     const headers: Record<string, string | string[]> = {};
@@ -379,12 +394,16 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
         path: RPC_FORWARD_PREFIX + req.url,
         method: req.method as 'POST',
         headers,
-        body,
+        body: body as Buffer | null,
         signal: abort.signal,
-        headersTimeout: 300_000,
-        bodyTimeout: 300_000,
+        headersTimeout: deps.timeouts.headersMs,
+        bodyTimeout: deps.timeouts.idleMs,
       });
     } catch (e) {
+      if (acc.limiter?.exceeded) {
+        finish(413, undefined, 'request_too_large');
+        throw new HostError('request_too_large', `request body exceeds ${acc.limiter.limit} bytes`);
+      }
       req.log.error({ err: (e as Error).message }, 'enclave unreachable');
       finish(503, undefined, 'enclave_unavailable');
       throw new HostError('enclave_unavailable', 'the gateway could not reach its enclave');

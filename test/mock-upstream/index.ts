@@ -10,12 +10,37 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { createHash, randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 
+export interface RecordedPart {
+  name: string;
+  filename: string | null;
+  size: number;
+  sha256: string;
+  value: string | null;
+}
+
 export interface RecordedRequest {
   method: string;
   path: string;
   headers: Record<string, string | string[] | undefined>;
   bodySha256: string;
   bodyBytes: number;
+  /** Multipart requests: each part with its size and SHA-256 (files) or value (fields). */
+  parts?: RecordedPart[];
+  /** Set when the client (here: the enclave) went away before the response finished. */
+  aborted?: boolean;
+}
+
+/** The speech audio the mock returns for an input: deterministic, so tests can compare bytes. */
+export function mockSpeechBytes(input: string, size = 256 * 1024): Buffer {
+  const out = Buffer.alloc(size);
+  let x = createHash('sha256').update(input).digest().readUInt32BE(0) || 1;
+  for (let i = 0; i < size; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = x & 0xff;
+  }
+  return out;
 }
 
 export interface MockUpstreamOptions {
@@ -170,18 +195,71 @@ function anthropicMessages(res: ServerResponse, body: Record<string, unknown>): 
   }, { 'request-id': id('req_') });
 }
 
+/** A stream that takes ~5 s: for client-disconnect tests. */
+function slowStream(res: ServerResponse): void {
+  res.writeHead(200, { 'content-type': 'text/event-stream' });
+  let n = 0;
+  const timer = setInterval(() => {
+    if (res.destroyed || n++ > 100) {
+      clearInterval(timer);
+      if (!res.destroyed) res.end('data: [DONE]\n\n');
+      return;
+    }
+    res.write(`data: ${JSON.stringify({ id: 'slow', object: 'chat.completion.chunk', model: 'mock-slow', choices: [{ index: 0, delta: { content: 'x' }, finish_reason: null }] })}\n\n`);
+  }, 50);
+  res.on('close', () => clearInterval(timer));
+}
+
 async function readBody(req: IncomingMessage): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const c of req) chunks.push(c as Buffer);
   return Buffer.concat(chunks);
 }
 
+async function parseParts(raw: Buffer, contentType: string): Promise<RecordedPart[]> {
+  const form = await new Response(new Uint8Array(raw), { headers: { 'content-type': contentType } }).formData();
+  const parts: RecordedPart[] = [];
+  for (const [name, value] of form as unknown as Iterable<[string, string | File]>) {
+    if (typeof value === 'string') parts.push({ name, filename: null, size: Buffer.byteLength(value), sha256: createHash('sha256').update(value).digest('hex'), value });
+    else {
+      const bytes = Buffer.from(await value.arrayBuffer());
+      parts.push({ name, filename: value.name, size: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex'), value: null });
+    }
+  }
+  return parts;
+}
+
+interface StoredFile {
+  id: string;
+  filename: string;
+  purpose: string;
+  bytes: Buffer;
+  created_at: number;
+}
+
+const fileObject = (f: StoredFile) => ({ id: f.id, object: 'file', bytes: f.bytes.length, created_at: f.created_at, filename: f.filename, purpose: f.purpose, status: 'processed', expires_at: null, status_details: null });
+
 export async function startMockUpstream(options: MockUpstreamOptions): Promise<MockUpstream> {
   const requests: RecordedRequest[] = [];
+  const files = new Map<string, StoredFile>();
+  const uploads = new Map<string, { id: string; filename: string; purpose: string; bytes: number; parts: Map<string, Buffer> }>();
   const server: Server = createServer(async (req, res) => {
     const raw = await readBody(req);
     const url = new URL(req.url ?? '/', 'http://mock');
-    requests.push({ method: req.method ?? 'GET', path: url.pathname + url.search, headers: { ...req.headers }, bodySha256: createHash('sha256').update(raw).digest('hex'), bodyBytes: raw.length });
+    const record: RecordedRequest = { method: req.method ?? 'GET', path: url.pathname + url.search, headers: { ...req.headers }, bodySha256: createHash('sha256').update(raw).digest('hex'), bodyBytes: raw.length };
+    requests.push(record);
+    res.on('close', () => {
+      if (!res.writableFinished) record.aborted = true;
+    });
+    const contentType = String(req.headers['content-type'] ?? '');
+    if (contentType.startsWith('multipart/form-data')) {
+      try {
+        record.parts = await parseParts(raw, contentType);
+      } catch {
+        return openaiError(res, 400, 'Could not parse multipart form', 'invalid_request_error', null);
+      }
+    }
+    const field = (name: string) => record.parts?.find((p) => p.name === name);
     const anthropic = url.pathname.startsWith('/v1/messages');
     const presented = anthropic ? req.headers['x-api-key'] : (req.headers.authorization ?? '').replace(/^Bearer /, '');
     if (presented !== options.apiKey) {
@@ -197,8 +275,112 @@ export async function startMockUpstream(options: MockUpstreamOptions): Promise<M
         return openaiError(res, 400, 'We could not parse the JSON body of your request.', 'invalid_request_error', null);
       }
     }
-    switch (`${req.method} ${url.pathname}`) {
+    const route = `${req.method} ${url.pathname}`;
+    const fileId = /^\/v1\/files\/([\w-]+)(\/content)?$/.exec(url.pathname);
+    if (fileId) {
+      const f = files.get(fileId[1]!);
+      if (!f) return openaiError(res, 404, `No such File object: ${fileId[1]}`, 'invalid_request_error', null);
+      if (fileId[2] && req.method === 'GET') {
+        res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': f.bytes.length, 'x-request-id': id('req_') });
+        return res.end(f.bytes);
+      }
+      if (req.method === 'DELETE') {
+        files.delete(f.id);
+        return json(res, 200, { id: f.id, object: 'file', deleted: true });
+      }
+      return json(res, 200, fileObject(f));
+    }
+    const upload = /^\/v1\/uploads\/([\w-]+)\/(parts|complete|cancel)$/.exec(url.pathname);
+    if (upload && req.method === 'POST') {
+      const u = uploads.get(upload[1]!);
+      if (!u) return openaiError(res, 404, 'No such upload', 'invalid_request_error', null);
+      if (upload[2] === 'parts') {
+        const data = record.parts?.find((p) => p.name === 'data');
+        if (!data) return openaiError(res, 400, 'data is required', 'invalid_request_error', null);
+        const form = await new Response(new Uint8Array(raw), { headers: { 'content-type': contentType } }).formData();
+        const partId = id('part_');
+        u.parts.set(partId, Buffer.from(await (form.get('data') as Blob).arrayBuffer()));
+        return json(res, 200, { id: partId, object: 'upload.part', created_at: Math.floor(Date.now() / 1000), upload_id: u.id });
+      }
+      if (upload[2] === 'complete') {
+        const order = (body.part_ids as string[] | undefined) ?? [];
+        const bytes = Buffer.concat(order.map((p) => u.parts.get(p) ?? Buffer.alloc(0)));
+        const f: StoredFile = { id: id('file-'), filename: u.filename, purpose: u.purpose, bytes, created_at: Math.floor(Date.now() / 1000) };
+        files.set(f.id, f);
+        return json(res, 200, { id: u.id, object: 'upload', status: 'completed', bytes: bytes.length, filename: u.filename, purpose: u.purpose, created_at: f.created_at, expires_at: f.created_at + 3600, file: fileObject(f) });
+      }
+      return json(res, 200, { id: u.id, object: 'upload', status: 'cancelled' });
+    }
+    const simple = /^\/v1\/(batches|vector_stores|fine_tuning\/jobs|responses)\/([\w-]+)(\/(cancel|input_items))?$/.exec(url.pathname);
+    if (simple) {
+      const kind = simple[1]!;
+      if (kind === 'responses' && simple[4] === 'input_items') return json(res, 200, { object: 'list', data: [], first_id: null, last_id: null, has_more: false });
+      const object = { batches: 'batch', vector_stores: 'vector_store', 'fine_tuning/jobs': 'fine_tuning.job', responses: 'response' }[kind]!;
+      return json(res, 200, {
+        id: simple[2], object, status: simple[4] === 'cancel' ? 'cancelled' : 'completed', created_at: Math.floor(Date.now() / 1000),
+        ...(kind === 'responses' ? { output: [], usage: null, model: 'gpt-4o-mini' } : {}),
+      });
+    }
+    switch (route) {
+      case 'POST /v1/audio/transcriptions':
+      case 'POST /v1/audio/translations': {
+        if (!field('file')) return openaiError(res, 400, "Missing required parameter: 'file'.", 'invalid_request_error', null);
+        const text = `transcript of ${field('file')!.size} bytes by ${field('model')?.value ?? '?'}`;
+        if (field('stream')?.value === 'true') {
+          return sse(res, [
+            { data: JSON.stringify({ type: 'transcript.text.delta', delta: text }) },
+            { data: JSON.stringify({ type: 'transcript.text.done', text, usage: { type: 'tokens', input_tokens: 10, output_tokens: 5, total_tokens: 15 } }) },
+          ]);
+        }
+        return json(res, 200, { text });
+      }
+      case 'POST /v1/audio/speech': {
+        const audio = mockSpeechBytes(String(body.input ?? ''));
+        if (body.stream_format === 'sse') {
+          return sse(res, [
+            { data: JSON.stringify({ type: 'speech.audio.delta', audio: audio.subarray(0, 1024).toString('base64') }) },
+            { data: JSON.stringify({ type: 'speech.audio.done', usage: { input_tokens: 5, output_tokens: 10, total_tokens: 15 } }) },
+          ]);
+        }
+        res.writeHead(200, { 'content-type': 'audio/mpeg', 'content-length': audio.length, 'x-request-id': id('req_') });
+        return res.end(audio);
+      }
+      case 'POST /v1/images/generations':
+        return json(res, 200, { created: Math.floor(Date.now() / 1000), data: [{ b64_json: Buffer.from('png-bytes').toString('base64') }], usage: { input_tokens: 10, output_tokens: 100, total_tokens: 110, input_tokens_details: { text_tokens: 10, image_tokens: 0 } } });
+      case 'POST /v1/images/edits':
+      case 'POST /v1/images/variations': {
+        const images = (record.parts ?? []).filter((p) => p.filename !== null);
+        return json(res, 200, { created: Math.floor(Date.now() / 1000), data: images.map((p) => ({ b64_json: Buffer.from(p.sha256).toString('base64') })) });
+      }
+      case 'POST /v1/files': {
+        const form = await new Response(new Uint8Array(raw), { headers: { 'content-type': contentType } }).formData();
+        const file = form.get('file');
+        if (!(file instanceof Blob)) return openaiError(res, 400, "Missing required parameter: 'file'.", 'invalid_request_error', null);
+        const f: StoredFile = { id: id('file-'), filename: (file as File).name, purpose: String(form.get('purpose') ?? 'user_data'), bytes: Buffer.from(await file.arrayBuffer()), created_at: Math.floor(Date.now() / 1000) };
+        files.set(f.id, f);
+        return json(res, 200, fileObject(f));
+      }
+      case 'GET /v1/files':
+        return json(res, 200, { object: 'list', data: [...files.values()].map(fileObject), has_more: false, first_id: null, last_id: null });
+      case 'POST /v1/uploads': {
+        const u = { id: id('upload_'), filename: String(body.filename), purpose: String(body.purpose), bytes: Number(body.bytes), parts: new Map<string, Buffer>() };
+        uploads.set(u.id, u);
+        return json(res, 200, { id: u.id, object: 'upload', status: 'pending', bytes: u.bytes, filename: u.filename, purpose: u.purpose, created_at: Math.floor(Date.now() / 1000), expires_at: Math.floor(Date.now() / 1000) + 3600 });
+      }
+      case 'POST /v1/moderations':
+        return json(res, 200, { id: id('modr-'), model: String(body.model ?? 'omni-moderation-latest'), results: [{ flagged: false, categories: {}, category_scores: {}, category_applied_input_types: {} }] });
+      case 'POST /v1/batches':
+      case 'POST /v1/vector_stores':
+      case 'POST /v1/fine_tuning/jobs': {
+        const object = { '/v1/batches': 'batch', '/v1/vector_stores': 'vector_store', '/v1/fine_tuning/jobs': 'fine_tuning.job' }[url.pathname]!;
+        return json(res, 200, { id: id(`${object.split('.')[0]}_`), object, status: 'validating', created_at: Math.floor(Date.now() / 1000), ...body });
+      }
+      case 'GET /v1/batches':
+      case 'GET /v1/vector_stores':
+      case 'GET /v1/fine_tuning/jobs':
+        return json(res, 200, { object: 'list', data: [], has_more: false, first_id: null, last_id: null });
       case 'POST /v1/chat/completions':
+        if (body.model === 'mock-slow') return slowStream(res);
         return chatCompletion(res, body);
       case 'POST /v1/responses':
         return responses(res, body);
