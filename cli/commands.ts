@@ -91,6 +91,8 @@ export async function loginCommand(options: { server?: string; tokenStdin?: bool
 }
 
 interface ConnectFlags {
+  auth?: string;
+  allow?: string[];
   apiKeyStdin?: boolean;
   baseUrl?: string;
   name?: string;
@@ -126,6 +128,8 @@ async function connectFromOwnerMachine(provider: string, options: ConnectFlags, 
     pcrPolicy: config.pcrPolicy,
     dev: config.dev ?? false,
     onProgress: options.json ? undefined : (step) => io.err(dim(io, `… ${step}\n`)),
+    ...(options.auth ? { authScheme: options.auth } : {}),
+    ...(options.allow ? { allowRules: options.allow } : {}),
   });
   return { result, threshold, shareholders: config.shareholders.length, serverUrl: config.serverUrl };
 }
@@ -167,8 +171,8 @@ export async function keysListCommand(options: { json?: boolean }, io: Io): Prom
 }
 
 export function providersCommand(options: { json?: boolean }, io: Io): number {
-  const list = Object.values(PROVIDERS).map((p) => ({ id: p.id, name: p.name, origin: p.origin, auth: p.authScheme }));
+  const list = Object.values(PROVIDERS).map((p) => ({ id: p.id, name: p.name, origin: p.origin ?? null, auth: p.authScheme, upstreamBase: p.upstreamBase }));
   if (options.json) printJson(io, list);
-  else for (const p of list) io.out(`${p.id.padEnd(12)}${p.name.padEnd(12)}${p.origin}\n`);
+  else for (const p of list) io.out(`${p.id.padEnd(15)}${p.name.padEnd(38)}${p.origin ?? '(your --base-url)'}\n`);
   return 0;
 }

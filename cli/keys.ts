@@ -29,6 +29,7 @@ export interface KeyOptionFlags {
   requireSignature?: boolean;
   dailyLimit?: string;
   lifetimeLimit?: string;
+  dailyRequests?: string;
   json?: boolean;
 }
 
@@ -49,6 +50,7 @@ function optionsBody(o: KeyOptionFlags): Record<string, unknown> {
     ...(o.requireSignature !== undefined ? { requireSignature: o.requireSignature } : {}),
     ...(o.dailyLimit !== undefined ? { dailyLimit: dollars(o.dailyLimit, '--daily-limit') } : {}),
     ...(o.lifetimeLimit !== undefined ? { lifetimeLimit: dollars(o.lifetimeLimit, '--lifetime-limit') } : {}),
+    ...(o.dailyRequests !== undefined ? { dailyRequests: o.dailyRequests === 'off' ? null : Math.floor(Number(o.dailyRequests)) } : {}),
   };
 }
 

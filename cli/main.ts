@@ -62,8 +62,13 @@ Examples:
     .option('--base-url <url>', 'pin another upstream origin (https; plain http only for loopback in dev)')
     .option('--name <name>', 'a name for this connection')
     .option('--threshold <t>', 'shares needed to rebuild the key (default 3)')
+    .option('--auth <scheme>', 'any-API: bearer, basic, x-api-key, header:<name> or query:<name>')
+    .option('--allow <rule>', 'any-API: allowed request, e.g. "GET /v1/customers/*" (repeatable)', collect)
     .option('--json', 'print {"id": …} as JSON')
-    .addHelpText('after', '\nThe key never leaves this machine in the clear: the gateway receives only the sealed record.\n\nExamples:\n  $ securegate connect openai\n  $ printenv OPENAI_API_KEY | securegate connect openai --api-key-stdin --json')
+    .addHelpText(
+      'after',
+      '\nThe key never leaves this machine in the clear: the gateway receives only the sealed record.\n\nExamples:\n  $ securegate connect openai\n  $ printenv OPENAI_API_KEY | securegate connect openai --api-key-stdin --json\n  $ securegate connect azure --base-url https://myres.openai.azure.com\n  $ securegate connect any --base-url https://api.stripe.com --auth basic --allow "GET /v1/customers/*"   # then call /any/v1/customers/…',
+    )
     .action(async (provider: string, options) => {
       program.setOptionValue('exitCode', await connectCommand(provider, options, io));
     });
@@ -81,6 +86,7 @@ Examples:
       .option('--no-require-signature', 'stop requiring signed requests')
       .option('--daily-limit <dollars>', 'spend cap per UTC day, e.g. 5 (or off)')
       .option('--lifetime-limit <dollars>', 'spend cap over the key\'s life (or off)')
+      .option('--daily-requests <n>', 'request cap per UTC day (any-API connections), or off')
       .option('--json', 'print as JSON');
 
   const keys = program.command('keys').description('create SG_ proxy keys and manage their locks');

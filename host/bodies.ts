@@ -15,6 +15,8 @@ export function bodyLimitFor(path: string, jsonLimit: number): number {
   if (/\/images\/(edits|variations)$/.test(path)) return 50 * MiB;
   if (/\/uploads\/[\w-]+\/parts$/.test(path)) return 64 * MiB;
   if (/\/v1\/files$/.test(path)) return 512 * MiB;
+  // Any-API connections may front upload APIs (storage, media): streamed, never buffered.
+  if (path.startsWith('/any/')) return 1024 * MiB;
   return jsonLimit;
 }
 

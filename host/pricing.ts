@@ -4,6 +4,7 @@
  * integer micro-dollars everywhere so counters add up exactly.
  */
 import { calcPrice } from '@pydantic/genai-prices';
+import { providerSpec } from '../protocol/index.ts';
 
 export const MICROS = 1_000_000;
 
@@ -14,8 +15,8 @@ export interface TokenUsage {
   cacheWriteTokens?: number;
 }
 
-/** genai-prices knows providers by these ids. */
-const PRICE_PROVIDER: Record<string, string> = { openai: 'openai', anthropic: 'anthropic', openrouter: 'openrouter' };
+/** genai-prices knows providers by its own ids (ProviderSpec.priceProvider). */
+const priceProviderOf = (provider: string) => providerSpec(provider)?.priceProvider ?? provider;
 
 const rateCache = new Map<string, { input: number; output: number } | null>();
 
@@ -29,7 +30,7 @@ export function priceUsage(provider: string, model: string, usage: TokenUsage): 
       ...(usage.cacheWriteTokens ? { cache_write_tokens: usage.cacheWriteTokens } : {}),
     },
     model,
-    { providerId: PRICE_PROVIDER[provider] ?? provider },
+    { providerId: priceProviderOf(provider) },
   );
   return result ? Math.ceil(result.total_price * MICROS) : null;
 }
@@ -38,8 +39,8 @@ export function priceUsage(provider: string, model: string, usage: TokenUsage): 
 export function tokenRates(provider: string, model: string): { input: number; output: number } | null {
   const id = `${provider}\0${model}`;
   if (!rateCache.has(id)) {
-    const input = calcPrice({ input_tokens: 1_000_000, output_tokens: 0 }, model, { providerId: PRICE_PROVIDER[provider] ?? provider });
-    const output = calcPrice({ input_tokens: 0, output_tokens: 1_000_000 }, model, { providerId: PRICE_PROVIDER[provider] ?? provider });
+    const input = calcPrice({ input_tokens: 1_000_000, output_tokens: 0 }, model, { providerId: priceProviderOf(provider) });
+    const output = calcPrice({ input_tokens: 0, output_tokens: 1_000_000 }, model, { providerId: priceProviderOf(provider) });
     rateCache.set(id, input && output ? { input: input.total_price, output: output.total_price } : null);
   }
   return rateCache.get(id)!;
