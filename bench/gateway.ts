@@ -1,77 +1,254 @@
 /**
- * Gateway benchmarks against the real dev stack (7 processes on loopback) and the mock upstream:
- * added latency of host + enclave versus calling the mock directly (same run), and cold key
- * reconstruction (first request on a fresh connection, 5 shareholders, 3-of-5).
+ * Gateway benchmarks against the real dev stack (7 processes on loopback), the mock upstream and
+ * Portkey's gateway as the peer, all in one run: every figure is also given as a ratio to the
+ * direct baseline measured in the same run (the machine is shared and noisy).
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { createRequire } from 'node:module';
 import { Pool } from 'undici';
-import { startStack } from '../scripts/stack.ts';
+import { generateOwnerKeyPair } from '../protocol/index.ts';
+import { connectProvider, createKey } from '../cli/owner.ts';
+import { startStack, type Stack } from '../scripts/stack.ts';
 import { enrollConnection } from '../test/e2e/helpers.ts';
 import type { BenchFigure } from './crypto.ts';
 
 const BODY = JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'Say hello' }] });
+const STREAM_BODY = JSON.stringify({ model: 'gpt-4o-mini', stream: true, messages: [{ role: 'user', content: 'Say hello' }] });
+
+export interface GatewayBenchOptions {
+  /** Small counts and a 16 MB upload: proves the benchmark runs (CI), measures nothing. */
+  smoke?: boolean;
+  log: (m: string) => void;
+}
+
+interface Target {
+  name: string;
+  pool: Pool;
+  path: string;
+  headers: Record<string, string>;
+}
 
 function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
 }
 
-async function timeRequests(pool: Pool, path: string, key: string, count: number): Promise<number[]> {
-  const times: number[] = [];
-  for (let i = 0; i < count; i++) {
-    const t0 = process.hrtime.bigint();
-    const res = await pool.request({ path, method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: BODY });
-    await res.body.text();
-    if (res.statusCode !== 200) throw new Error(`status ${res.statusCode}`);
-    times.push(Number(process.hrtime.bigint() - t0) / 1e6);
+async function once(t: Target, body = BODY): Promise<number> {
+  const t0 = performance.now();
+  const res = await t.pool.request({ path: t.path, method: 'POST', headers: { ...t.headers, 'content-type': 'application/json' }, body });
+  await res.body.text();
+  if (res.statusCode !== 200) throw new Error(`${t.name}: status ${res.statusCode}`);
+  return performance.now() - t0;
+}
+
+async function sequential(t: Target, n: number): Promise<number[]> {
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) out.push(await once(t));
+  return out;
+}
+
+/** Open-loop load at `rps` for `ms`: latencies of every request, and the rate achieved. */
+async function atRate(t: Target, rps: number, ms: number): Promise<{ latencies: number[]; achieved: number; errors: number }> {
+  const latencies: number[] = [];
+  let errors = 0;
+  const pending: Promise<void>[] = [];
+  const start = performance.now();
+  const total = Math.floor((rps * ms) / 1000);
+  for (let i = 0; i < total; i++) {
+    const due = start + (i * 1000) / rps;
+    const wait = due - performance.now();
+    if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+    pending.push(once(t).then((l) => void latencies.push(l), () => void errors++));
   }
-  return times.sort((a, b) => a - b);
+  await Promise.all(pending);
+  return { latencies: latencies.sort((a, b) => a - b), achieved: (latencies.length * 1000) / (performance.now() - start), errors };
 }
 
-export async function gatewayBenchmarks(log: (m: string) => void): Promise<BenchFigure[]> {
+async function maxThroughput(t: Target, concurrency: number, ms: number): Promise<number> {
+  let done = 0;
+  const until = performance.now() + ms;
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (performance.now() < until) {
+        await once(t);
+        done++;
+      }
+    }),
+  );
+  return (done * 1000) / ms;
+}
+
+async function ttfb(t: Target, n: number): Promise<number[]> {
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    const res = await t.pool.request({ path: t.path, method: 'POST', headers: { ...t.headers, 'content-type': 'application/json' }, body: STREAM_BODY });
+    for await (const _ of res.body) {
+      out.push(performance.now() - t0);
+      break;
+    }
+    await res.body.dump().catch(() => undefined);
+  }
+  return out.sort((a, b) => a - b);
+}
+
+async function rssMb(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
+}
+
+async function startPortkey(): Promise<{ url: string; stop: () => void }> {
+  const require = createRequire(import.meta.url);
+  const script = require.resolve('@portkey-ai/gateway/build/start-server.js');
+  const port = 20000 + Math.floor(Math.random() * 20000);
+  const child = spawn(process.execPath, [script, `--port=${port}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 100; i++) {
+    try {
+      await fetch(`${url}/v1/models`);
+      return { url, stop: () => child.kill('SIGTERM') };
+    } catch {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  child.kill('SIGKILL');
+  throw new Error('Portkey gateway did not start');
+}
+
+/** Streams `bytes` through an any-API connection to a counting sink; samples host and enclave RSS. */
+async function uploadThrough(stack: Stack, bytes: number, log: (m: string) => void): Promise<{ hostGrowthMb: number; enclaveGrowthMb: number; mbPerS: number }> {
+  let received = 0;
+  const sink = createServer((req, res) => {
+    req.on('data', (c: Buffer) => (received += c.length));
+    req.on('end', () => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ received })));
+  });
+  await new Promise<void>((r) => sink.listen(0, '127.0.0.1', r));
+  const origin = `http://127.0.0.1:${(sink.address() as AddressInfo).port}`;
+  const conn = await connectProvider({
+    serverUrl: stack.hostUrl, adminToken: stack.adminToken, ownerSecretKey: generateOwnerKeyPair().secretKey,
+    shareholders: stack.shareholders.map(({ id, url, publicKey }) => ({ id, url, publicKey })), threshold: stack.threshold, provider: 'any',
+    baseUrl: origin, apiKey: new TextEncoder().encode('sk-sink'), pcrPolicy: { allow: [{ '0': stack.pcr0 }] }, dev: true, authScheme: 'bearer', allowRules: ['PUT /upload'],
+  });
+  const key = (await createKey(stack.hostUrl, stack.adminToken, conn.id)).key;
+  const hostPid = stack.host.child.pid!;
+  const enclavePid = stack.enclave.child.pid!;
+  // Warm the key (cold reconstruction is measured elsewhere).
+  await fetch(`${stack.hostUrl}/any/upload`, { method: 'PUT', headers: { authorization: `Bearer ${key}` }, body: 'x' });
+  received = 0;
+  const base = { host: await rssMb(hostPid), enclave: await rssMb(enclavePid) };
+  const peak = { ...base };
+  const sampler = setInterval(() => {
+    void rssMb(hostPid).then((v) => (peak.host = Math.max(peak.host, v)));
+    void rssMb(enclavePid).then((v) => (peak.enclave = Math.max(peak.enclave, v)));
+  }, 50);
+  const chunk = Buffer.alloc(256 * 1024, 7);
+  let sent = 0;
+  const body = new Readable({
+    read() {
+      if (sent >= bytes) return this.push(null);
+      const n = Math.min(chunk.length, bytes - sent);
+      sent += n;
+      this.push(n === chunk.length ? chunk : chunk.subarray(0, n));
+    },
+  });
+  log(`bench: streaming ${(bytes / 1e6).toFixed(0)} MB through host and enclave`);
+  const pool = new Pool(stack.hostUrl, { connections: 1 });
+  const t0 = performance.now();
+  const res = await pool.request({ path: '/any/upload', method: 'PUT', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/octet-stream' }, body, bodyTimeout: 0, headersTimeout: 0 });
+  await res.body.text();
+  const seconds = (performance.now() - t0) / 1000;
+  clearInterval(sampler);
+  await pool.close();
+  sink.close();
+  if (received !== bytes) throw new Error(`sink received ${received} of ${bytes} bytes (status ${res.statusCode})`);
+  return { hostGrowthMb: peak.host - base.host, enclaveGrowthMb: peak.enclave - base.enclave, mbPerS: bytes / 1e6 / seconds };
+}
+
+export async function gatewayBenchmarks(options: GatewayBenchOptions): Promise<BenchFigure[]> {
+  const { log, smoke } = options;
   const dataDir = await mkdtemp(join(tmpdir(), 'sg-bench-'));
   const stack = await startStack({ dataDir, hostPort: 0, mock: true });
+  const portkey = await startPortkey();
   try {
-    const direct = new Pool(stack.mock!.origin, { connections: 1 });
-    const gateway = new Pool(stack.hostUrl, { connections: 1 });
-    const n = 400;
-    log(`bench: ${n} sequential requests direct and through the gateway (interleaved rounds)`);
-    await timeRequests(direct, '/v1/chat/completions', stack.demo!.upstreamKey, 50);
-    await timeRequests(gateway, '/v1/chat/completions', stack.demo!.key, 50);
-    const d: number[] = [];
-    const g: number[] = [];
-    for (let round = 0; round < 4; round++) {
-      d.push(...(await timeRequests(direct, '/v1/chat/completions', stack.demo!.upstreamKey, n / 4)));
-      g.push(...(await timeRequests(gateway, '/v1/chat/completions', stack.demo!.key, n / 4)));
-    }
-    d.sort((a, b) => a - b);
-    g.sort((a, b) => a - b);
-    const coldCount = 12;
-    log(`bench: cold key reconstruction on ${coldCount} fresh connections`);
+    const mk = (name: string, base: string, path: string, headers: Record<string, string>): Target => ({ name, pool: new Pool(base, { connections: 256, pipelining: 1 }), path, headers });
+    const direct = mk('direct', stack.mock!.origin, '/v1/chat/completions', { authorization: `Bearer ${stack.demo!.upstreamKey}` });
+    const gateway = mk('securegate', stack.hostUrl, '/v1/chat/completions', { authorization: `Bearer ${stack.demo!.key}` });
+    const peer = mk('portkey', portkey.url, '/v1/chat/completions', {
+      authorization: `Bearer ${stack.demo!.upstreamKey}`,
+      'x-portkey-provider': 'openai',
+      'x-portkey-custom-host': `${stack.mock!.origin}/v1`,
+    });
+    const targets = [direct, gateway, peer];
+    const n = smoke ? 20 : 400;
+    log(`bench: warm-up, then ${n} sequential requests per target in interleaved rounds`);
+    for (const t of targets) await sequential(t, smoke ? 5 : 100);
+    const seq = new Map<string, number[]>(targets.map((t) => [t.name, []]));
+    for (let round = 0; round < 4; round++) for (const t of targets) seq.get(t.name)!.push(...(await sequential(t, n / 4)));
+    for (const v of seq.values()) v.sort((a, b) => a - b);
+
+    const rps = smoke ? 50 : 500;
+    const duration = smoke ? 500 : 4000;
+    log(`bench: open-loop ${rps} requests/s for ${duration} ms per target`);
+    const load = new Map<string, Awaited<ReturnType<typeof atRate>>>();
+    for (const t of targets) load.set(t.name, await atRate(t, rps, duration));
+    log('bench: maximum throughput (32 concurrent clients)');
+    const tput = new Map<string, number>();
+    for (const t of targets) tput.set(t.name, await maxThroughput(t, 32, smoke ? 300 : 3000));
+    log('bench: streaming time to first byte');
+    const first = new Map<string, number[]>();
+    for (const t of targets) first.set(t.name, await ttfb(t, smoke ? 5 : 100));
+
+    const coldCount = smoke ? 2 : 12;
+    log(`bench: cold key reconstruction on ${coldCount} fresh connections (5 shareholders, 3-of-5)`);
     const cold: number[] = [];
     const warm: number[] = [];
     for (let i = 0; i < coldCount; i++) {
       const conn = await enrollConnection(stack, { upstreamKey: stack.demo!.upstreamKey });
-      cold.push(...(await timeRequests(gateway, '/v1/chat/completions', conn.key, 1)));
-      warm.push(...(await timeRequests(gateway, '/v1/chat/completions', conn.key, 1)));
+      const t = { ...gateway, headers: { authorization: `Bearer ${conn.key}` } };
+      cold.push(await once(t));
+      warm.push(await once(t));
     }
     cold.sort((a, b) => a - b);
     warm.sort((a, b) => a - b);
-    await direct.close();
-    await gateway.close();
+
+    const upload = await uploadThrough(stack, smoke ? 16 * 1024 * 1024 : 1_000_000_000, log);
+    const pids = [stack.host, stack.enclave, ...stack.shareholders.map((s) => s.process!)].map((p) => p.child.pid!);
+    const stackMb = (await Promise.all(pids.map(rssMb))).reduce((a, b) => a + b, 0);
+    for (const t of targets) await t.pool.close();
+
+    const us = (ms: number) => ms * 1000;
+    const d = seq.get('direct')!;
+    const added = (name: string, p: number) => percentile(seq.get(name)!, p) - percentile(d, p);
+    const loadAdded = (name: string, p: number) => percentile(load.get(name)!.latencies, p) - percentile(load.get('direct')!.latencies, p);
     const dp50 = percentile(d, 50);
-    const dp99 = percentile(d, 99);
-    const ms = (x: number) => x * 1000;
     return [
-      { name: 'direct → mock, sequential p50', medianUs: ms(dp50), baseline: '-', ratio: 1 },
-      { name: 'gateway (host+enclave) → mock, sequential p50', medianUs: ms(percentile(g, 50)), baseline: 'direct p50', ratio: percentile(g, 50) / dp50 },
-      { name: 'added latency p50 (gateway − direct)', medianUs: ms(percentile(g, 50) - dp50), baseline: 'direct p50', ratio: (percentile(g, 50) - dp50) / dp50 },
-      { name: 'gateway p99 (sequential)', medianUs: ms(percentile(g, 99)), baseline: 'direct p99', ratio: percentile(g, 99) / dp99 },
-      { name: 'cold first request (key rebuilt from 5 shareholders)', medianUs: ms(percentile(cold, 50)), baseline: 'warm request same connection', ratio: percentile(cold, 50) / percentile(warm, 50) },
-      { name: 'cold reconstruction (cold − warm, p50)', medianUs: ms(percentile(cold, 50) - percentile(warm, 50)), baseline: 'direct p50', ratio: (percentile(cold, 50) - percentile(warm, 50)) / dp50 },
+      { name: 'direct → mock, sequential p50 (baseline)', medianUs: us(dp50), baseline: '-', ratio: 1 },
+      { name: 'SecureGate added latency, sequential p50', medianUs: us(added('securegate', 50)), baseline: 'direct p50', ratio: added('securegate', 50) / dp50 },
+      { name: 'Portkey added latency, sequential p50', medianUs: us(added('portkey', 50)), baseline: 'direct p50', ratio: added('portkey', 50) / dp50 },
+      { name: 'SecureGate added latency, sequential p99', medianUs: us(added('securegate', 99)), baseline: 'direct p99', ratio: added('securegate', 99) / percentile(d, 99) },
+      { name: 'Portkey added latency, sequential p99', medianUs: us(added('portkey', 99)), baseline: 'direct p99', ratio: added('portkey', 99) / percentile(d, 99) },
+      { name: `SecureGate added p50 at ${rps} req/s`, medianUs: us(loadAdded('securegate', 50)), baseline: `direct p50 at ${rps}/s`, ratio: loadAdded('securegate', 50) / percentile(load.get('direct')!.latencies, 50) },
+      { name: `SecureGate added p99 at ${rps} req/s`, medianUs: us(loadAdded('securegate', 99)), baseline: `direct p99 at ${rps}/s`, ratio: loadAdded('securegate', 99) / percentile(load.get('direct')!.latencies, 99) },
+      { name: `Portkey added p50 at ${rps} req/s`, medianUs: us(loadAdded('portkey', 50)), baseline: `direct p50 at ${rps}/s`, ratio: loadAdded('portkey', 50) / percentile(load.get('direct')!.latencies, 50) },
+      { name: `Portkey added p99 at ${rps} req/s`, medianUs: us(loadAdded('portkey', 99)), baseline: `direct p99 at ${rps}/s`, ratio: loadAdded('portkey', 99) / percentile(load.get('direct')!.latencies, 99) },
+      { name: `achieved rate SecureGate / Portkey (errors ${load.get('securegate')!.errors}/${load.get('portkey')!.errors})`, medianUs: load.get('securegate')!.achieved, baseline: `Portkey ${load.get('portkey')!.achieved.toFixed(0)}/s`, ratio: load.get('securegate')!.achieved / load.get('portkey')!.achieved },
+      { name: 'max throughput SecureGate (req/s in the median column)', medianUs: tput.get('securegate')!, baseline: `direct ${tput.get('direct')!.toFixed(0)}/s`, ratio: tput.get('securegate')! / tput.get('direct')! },
+      { name: 'max throughput Portkey (req/s in the median column)', medianUs: tput.get('portkey')!, baseline: `direct ${tput.get('direct')!.toFixed(0)}/s`, ratio: tput.get('portkey')! / tput.get('direct')! },
+      { name: 'streaming TTFB added, SecureGate p50', medianUs: us(percentile(first.get('securegate')!, 50) - percentile(first.get('direct')!, 50)), baseline: 'direct TTFB p50', ratio: percentile(first.get('securegate')!, 50) / percentile(first.get('direct')!, 50) },
+      { name: 'streaming TTFB added, Portkey p50', medianUs: us(percentile(first.get('portkey')!, 50) - percentile(first.get('direct')!, 50)), baseline: 'direct TTFB p50', ratio: percentile(first.get('portkey')!, 50) / percentile(first.get('direct')!, 50) },
+      { name: 'cold reconstruction (cold − warm first request, p50)', medianUs: us(percentile(cold, 50) - percentile(warm, 50)), baseline: 'warm request p50', ratio: percentile(cold, 50) / percentile(warm, 50) },
+      { name: `upload ${smoke ? '16 MiB' : '1 GB'}: host RSS growth (MB in the median column)`, medianUs: upload.hostGrowthMb, baseline: '64 MB goal', ratio: upload.hostGrowthMb / 64 },
+      { name: `upload ${smoke ? '16 MiB' : '1 GB'}: enclave RSS growth (MB in the median column)`, medianUs: upload.enclaveGrowthMb, baseline: '64 MB goal', ratio: upload.enclaveGrowthMb / 64 },
+      { name: 'upload throughput through both hops (MB/s in the median column)', medianUs: upload.mbPerS, baseline: '-', ratio: 1 },
+      { name: 'dev stack resident memory, 7 processes (MB in the median column)', medianUs: stackMb, baseline: '-', ratio: 1 },
     ];
   } finally {
+    portkey.stop();
     await stack.stop();
     await rm(dataDir, { recursive: true, force: true });
   }
