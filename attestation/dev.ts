@@ -103,6 +103,9 @@ export interface DevNsmOptions {
 
 const encoder = new Encoder({ useRecords: false, mapsAsObjects: false, tagUint8Array: false, variableMapSize: true } as never);
 const sha384 = (label: string) => new Uint8Array(createHash('sha384').update(label).digest());
+/** PCR1 (kernel + bootstrap) and PCR2 (application) the dev NSM reports unless told otherwise. */
+export const DEV_PCR1 = sha384('securegate-dev-kernel');
+export const DEV_PCR2 = sha384('securegate-dev-application');
 
 export class DevNsm implements Nsm {
   readonly kind = 'dev' as const;
@@ -141,8 +144,8 @@ export class DevNsm implements Nsm {
     for (let i = 0; i < 16; i++) pcrs.set(i, new Uint8Array(48));
     if (options.pcr0.length !== 48) throw new TypeError('pcr0 must be 48 bytes (SHA-384)');
     pcrs.set(0, options.pcr0);
-    pcrs.set(1, options.pcr1 ?? sha384('securegate-dev-kernel'));
-    pcrs.set(2, options.pcr2 ?? sha384('securegate-dev-application'));
+    pcrs.set(1, options.pcr1 ?? DEV_PCR1);
+    pcrs.set(2, options.pcr2 ?? DEV_PCR2);
     const moduleId = options.moduleId ?? `i-dev${randomBytes(6).toString('hex')}-enc${randomBytes(8).toString('hex')}`;
     return new DevNsm(chain, pcrs, moduleId, clock);
   }

@@ -128,3 +128,101 @@ export async function attestVerify(file: string, options: AttestVerifyOptions, i
     return EXIT.invalid;
   }
 }
+
+export interface AttestServerOptions {
+  server: string;
+  manifest: string;
+  releaseKey: string;
+  root?: string;
+  json?: boolean;
+}
+
+async function readManifest(source: string): Promise<unknown> {
+  if (/^https?:\/\//.test(source)) {
+    const res = await fetch(source, { signal: AbortSignal.timeout(15_000) });
+    if (!res.ok) throw new UsageError(`cannot fetch manifest ${source}: HTTP ${res.status}`);
+    return res.json();
+  }
+  return JSON.parse(await readFile(source, 'utf8'));
+}
+
+/**
+ * Verifies a live gateway: our own random nonce → the server's fresh attestation document →
+ * chain to the pinned root, nonce, and PCR0/1/2 equal to a release manifest signed by the pinned
+ * release key. The manifest the server itself offers is only compared, never trusted.
+ */
+export async function attestVerifyServer(options: AttestServerOptions, io: Io): Promise<number> {
+  const { randomBytes } = await import('node:crypto');
+  const { verifyReleaseManifest, ProtocolError, fromHex, canonicalJson } = await import('../protocol/index.ts');
+  const report: Record<string, unknown> = { server: options.server };
+  const fail = (code: string, message: string) => {
+    if (options.json) printJson(io, { valid: false, code, message, ...report });
+    else io.err(`${red(io, '✘ invalid')} ${code}: ${message}\n`);
+    return EXIT.invalid;
+  };
+  let manifest;
+  let roots;
+  try {
+    if (!/^[0-9a-fA-F]{64}$/.test(options.releaseKey)) throw new UsageError('--release-key takes the 64-hex-digit Ed25519 release public key');
+    manifest = verifyReleaseManifest(await readManifest(options.manifest), fromHex(options.releaseKey.toLowerCase()));
+    roots = options.root ? [loadRoot(options.root, await readFile(options.root))] : [awsNitroRoot()];
+  } catch (e) {
+    if (e instanceof UsageError) {
+      io.err(`securegate attest verify: ${e.message}\n`);
+      return EXIT.usage;
+    }
+    if (e instanceof ProtocolError) return fail(e.code === 'signature_invalid' ? 'manifest_signature_invalid' : 'manifest_malformed', e.message);
+    if (e instanceof AttestationError) return fail(e.code, e.message);
+    throw e;
+  }
+  report.release = manifest.release;
+  report.gitCommit = manifest.gitCommit;
+  if (manifest.nsm === 'dev' && !options.root) return fail('manifest_dev_release', 'this manifest is a development release; production verification never accepts it');
+  const nonce = randomBytes(32);
+  let served: { document?: string; manifest?: unknown };
+  try {
+    const res = await fetch(`${options.server.replace(/\/$/, '')}/v1/attestation?nonce=${nonce.toString('hex')}`, { signal: AbortSignal.timeout(15_000) });
+    served = (await res.json()) as typeof served;
+    if (!res.ok || !served.document) return fail('attestation_unavailable', `server answered HTTP ${res.status}`);
+  } catch (e) {
+    io.err(`securegate attest verify: cannot reach ${options.server}: ${(e as Error).message}\n`);
+    return EXIT.unavailable;
+  }
+  try {
+    const doc = verifyAttestation(new Uint8Array(Buffer.from(served.document, 'base64')), {
+      now: new Date(),
+      roots,
+      expectedNonce: new Uint8Array(nonce),
+      maxAgeMs: 5 * 60_000,
+      policy: parsePcrPolicy({ allow: [manifest.pcrs], allowDebug: false }),
+    });
+    const offered = served.manifest ? canonicalJson((served.manifest as { manifest?: unknown }).manifest as never) === canonicalJson(manifest as never) : null;
+    const result = {
+      valid: true,
+      ...report,
+      moduleId: doc.moduleId,
+      timestamp: doc.timestamp,
+      root: doc.root,
+      nonce: nonce.toString('hex'),
+      pcrs: Object.fromEntries(['0', '1', '2'].map((i) => [i, Buffer.from(doc.pcrs.get(Number(i))!).toString('hex')])),
+      enclavePublicKey: doc.publicKey ? Buffer.from(doc.publicKey).toString('hex') : null,
+      serverManifestMatches: offered,
+    };
+    if (options.json) printJson(io, result);
+    else {
+      io.out(
+        [
+          `${green(io, '✔ verified')} ${options.server} runs release ${manifest.release} (${manifest.gitCommit.slice(0, 12)})`,
+          `  enclave module:   ${doc.moduleId}, attested ${new Date(doc.timestamp).toISOString()} to ${doc.root}`,
+          `  fresh nonce:      ${nonce.toString('hex').slice(0, 16)}… (ours, echoed)`,
+          ...['0', '1', '2'].map((i) => `  PCR${i} = manifest: ${(result.pcrs as Record<string, string>)[i]}`),
+          `  server's own manifest ${offered === null ? 'not offered' : offered ? 'matches' : red(io, 'DIFFERS from the one you pinned')}`,
+        ].join('\n') + '\n',
+      );
+    }
+    return offered === false ? EXIT.invalid : EXIT.ok;
+  } catch (e) {
+    if (e instanceof AttestationError) return fail(e.code, e.message);
+    throw e;
+  }
+}

@@ -3,7 +3,7 @@
  * signing key and sees plaintext upstream keys only while splitting them locally.
  */
 import { Command, CommanderError } from 'commander';
-import { attestVerify } from './attest.ts';
+import { attestVerify, attestVerifyServer } from './attest.ts';
 import { connectCommand, keysListCommand, loginCommand, providersCommand, pushCommand } from './commands.ts';
 import { alertsCommand, auditCommand, statusCommand, usageCommand } from './reports.ts';
 import { envCommand, keyAction, keysCreate, keysShow, keysUpdate, modelsAlias, type KeyOptionFlags } from './keys.ts';
@@ -22,7 +22,10 @@ export function buildProgram(io: Io): Command {
   const attest = program.command('attest').description('verify what code holds your keys (Nitro Enclaves attestation)');
   attest
     .command('verify')
-    .argument('<file>', 'attestation document: raw CBOR (COSE_Sign1) or base64')
+    .argument('[file]', 'attestation document: raw CBOR (COSE_Sign1) or base64 (or use --server)')
+    .option('--server <url>', 'verify a live gateway: fresh document with your own nonce, PCRs against --manifest')
+    .option('--manifest <file|url>', 'signed release manifest to compare PCR0/1/2 with (with --server)')
+    .option('--release-key <hex>', 'pinned Ed25519 release public key that must have signed the manifest (with --server)')
     .description('verify an attestation document offline: AWS root chain, validity time, signature, nonce, PCRs')
     .option('--at <unix-seconds>', 'verify as of this time (default: now)')
     .option('--root <pem-file>', 'pin this root instead of the embedded AWS Nitro Enclaves Root-G1')
@@ -38,9 +41,24 @@ Exit codes: 0 valid, 1 invalid (code printed), 2 usage error, 4 unreadable input
 Examples:
   $ securegate attest verify doc.cbor
   $ securegate attest verify doc.b64 --at 1616602241 --expect-pcr 0=672cd3c9… --json
-  $ securegate attest verify doc.cbor --root dev-root.pem --nonce 00ff…`,
+  $ securegate attest verify doc.cbor --root dev-root.pem --nonce 00ff…
+  $ securegate attest verify --server https://gw.example.com --manifest release.json --release-key 3b6a…`,
     )
-    .action(async (file: string, options) => {
+    .action(async (file: string | undefined, options) => {
+      if (options.server) {
+        if (!options.manifest || !options.releaseKey) {
+          io.err('securegate attest verify --server needs --manifest <file|url> and --release-key <hex>\n');
+          program.setOptionValue('exitCode', EXIT.usage);
+          return;
+        }
+        program.setOptionValue('exitCode', await attestVerifyServer(options, io));
+        return;
+      }
+      if (!file) {
+        io.err('securegate attest verify: give a document file, or --server <url> --manifest … --release-key …\n');
+        program.setOptionValue('exitCode', EXIT.usage);
+        return;
+      }
       program.setOptionValue('exitCode', await attestVerify(file, options, io));
     });
   program

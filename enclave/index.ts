@@ -2,5 +2,4 @@
 export { Enclave, type EnclaveConfig, type EnclavePhase } from './server.ts';
 export { KeyResolver, type ShareholderEndpoint } from './key-resolver.ts';
 export { EnclaveError } from './errors.ts';
-export { enclaveBundleDigest, enclaveBundleFiles } from './bundle.ts';
 export { parseListenAddress } from './transport.ts';

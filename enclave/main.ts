@@ -1,5 +1,5 @@
 /**
- * `node enclave/main.ts --listen unix:/run/sg/enclave.sock --shareholders shareholders.json [--dev-nsm <root-dir>]`
+ * `node enclave/main.ts --listen unix:/run/sg/enclave.sock --shareholders shareholders.json [--dev-nsm <root-dir> --dev-pcr0 <hex>]`
  * Boots the enclave: picks the NSM (/dev/nsm when present, the dev NSM only when asked), makes
  * the ephemeral key, listens on the RPC transport and prints `{"ready":true,…}` on stdout.
  * Logs go to stderr and never carry keys, shares or request bodies.
@@ -9,9 +9,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
 import { NitroNsm, nitroDevicePresent, type Nsm } from '../attestation/index.ts';
-import { DevNsm } from '../attestation/dev.ts';
-import { toHex } from '../protocol/index.ts';
-import { enclaveBundleDigest } from './bundle.ts';
+import { fromHex } from '../protocol/index.ts';
 import { Enclave } from './server.ts';
 import { parseListenAddress } from './transport.ts';
 
@@ -20,6 +18,7 @@ const { values } = parseArgs({
     listen: { type: 'string', default: 'tcp:127.0.0.1:0' },
     shareholders: { type: 'string' },
     'dev-nsm': { type: 'string' },
+    'dev-pcr0': { type: 'string' },
     'allow-loopback-http': { type: 'boolean', default: false },
   },
 });
@@ -29,15 +28,18 @@ const log = pino({ level: process.env.LOG_LEVEL ?? 'info', base: { service: 'enc
 async function main(): Promise<void> {
   if (!values.shareholders) throw new Error('--shareholders <file.json> is required ([{ "id", "url" }, …])');
   const shareholders = JSON.parse(readFileSync(values.shareholders, 'utf8')) as Array<{ id: string; url: string }>;
-  const pcr0 = enclaveBundleDigest();
   let nsm: Nsm;
   if (nitroDevicePresent() && !values['dev-nsm']) {
     nsm = new NitroNsm();
   } else if (values['dev-nsm']) {
+    // Development only, loaded on demand so the production bundle carries no dev NSM. The
+    // launcher plays the hypervisor: it measures the bundle and passes PCR0.
+    if (!values['dev-pcr0'] || !/^[0-9a-f]{96}$/.test(values['dev-pcr0'])) throw new Error('--dev-nsm needs --dev-pcr0 <96 hex digits> (the bundle SHA-384)');
+    const { DevNsm } = await import('../attestation/dev.ts');
     const dir = values['dev-nsm'];
     nsm = await DevNsm.create({
       root: { certificatePem: readFileSync(join(dir, 'root.pem'), 'utf8'), privateKeyPem: readFileSync(join(dir, 'root.key'), 'utf8') },
-      pcr0,
+      pcr0: fromHex(values['dev-pcr0']),
     });
   } else {
     throw new Error('no /dev/nsm here; start with --dev-nsm <dev-root-dir> for development');
@@ -55,7 +57,7 @@ async function main(): Promise<void> {
   });
   const bound = enclave.server.address();
   const where = typeof bound === 'string' ? { socket: bound } : { port: bound?.port, host: address.kind === 'tcp' ? address.host : undefined };
-  process.stdout.write(`${JSON.stringify({ ready: true, nsm: nsm.kind, pcr0: toHex(pcr0), ...where })}\n`);
+  process.stdout.write(`${JSON.stringify({ ready: true, nsm: nsm.kind, ...where })}\n`);
   log.info({ nsm: nsm.kind, shareholders: shareholders.length }, 'enclave serving');
   const stop = async () => {
     await enclave.close();

@@ -46,6 +46,8 @@ export interface HostConfig {
   alertPollMs?: number;
   /** Audit rows and events older than this are deleted by the periodic sweep (default 90 days). */
   auditRetentionDays?: number;
+  /** The signed release manifest of the enclave image this host runs (served, not trusted). */
+  releaseManifest?: unknown;
   /** Upstream response-header timeout and idle timeout between body chunks (default 300 s each). */
   timeouts?: { headersMs?: number; idleMs?: number };
 }
@@ -154,7 +156,7 @@ export async function buildHostApp(config: HostConfig): Promise<FastifyInstance>
     }
     const body = (await res.body.json()) as { document?: string; nsm?: string };
     if (res.statusCode !== 200 || !body.document) throw new HostError('enclave_unavailable', 'the enclave could not attest');
-    return reply.send({ document: body.document, nsm: body.nsm, manifest: null });
+    return reply.send({ document: body.document, nsm: body.nsm, manifest: config.releaseManifest ?? null });
   });
 
   await app.register((admin) => registerAdmin(admin, { store: config.store, ledger, audit, pepper: config.pepper, adminTokenHash: config.adminTokenHash, dev: config.dev ?? false }), {

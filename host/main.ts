@@ -9,6 +9,7 @@
  *   --geo-db <file.mmdb>        MaxMind-format city database (default: bundled GeoLite2-City)
  *   --smtp-url smtp://…         SMTP server for alert email (or SECUREGATE_SMTP_URL); --alert-email-from
  *   --headers-timeout 300 --idle-timeout 300   seconds until upstream headers / between body chunks
+ *   --release-manifest <file>   the signed release manifest served with GET /v1/attestation
  *   --audit-retention-days 90   audit rows and events older than this are deleted
  *   --unknown-model refuse|count  a capped key calling a model with no known price: refuse (default)
  *                               or count the request at $0
@@ -45,6 +46,7 @@ const { values, positionals } = parseArgs({
     'alert-email-from': { type: 'string' },
     'audit-retention-days': { type: 'string', default: '90' },
     'headers-timeout': { type: 'string', default: '300' },
+    'release-manifest': { type: 'string' },
     'idle-timeout': { type: 'string', default: '300' },
   },
 });
@@ -93,6 +95,7 @@ async function main(): Promise<void> {
     },
     unknownModelPolicy: values['unknown-model'] === 'count' ? 'count' : 'refuse',
     auditRetentionDays: Number(values['audit-retention-days']),
+    ...(values['release-manifest'] ? { releaseManifest: JSON.parse(readFileSync(values['release-manifest'], 'utf8')) as unknown } : {}),
     timeouts: { headersMs: Number(values['headers-timeout']) * 1000, idleMs: Number(values['idle-timeout']) * 1000 },
     ...(values['smtp-url'] ? { smtpUrl: values['smtp-url'] } : {}),
     ...(values['alert-email-from'] ? { emailFrom: values['alert-email-from'] } : {}),

@@ -12,3 +12,4 @@ export * from './providers/index.ts';
 export * from './rpc.ts';
 export * from './request-signature.ts';
 export * from './allow-list.ts';
+export * from './release-manifest.ts';

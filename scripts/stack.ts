@@ -4,14 +4,15 @@
  * storage under one data directory. Used by `npm start` and by the end-to-end tests.
  * Optionally starts the mock upstream in this process with a demo connection and SG_ key.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { createDevRoot } from '../attestation/dev.ts';
-import { generateOwnerKeyPair } from '../protocol/index.ts';
+import { createDevRoot, DEV_PCR1, DEV_PCR2 } from '../attestation/dev.ts';
+import { buildEnclaveBundle } from '../infra/enclave/bundle.ts';
+import { generateOwnerKeyPair, signReleaseManifest, fromHex } from '../protocol/index.ts';
 import { connectProvider, createKey } from '../cli/owner.ts';
 import type { DevStackFile, PinnedShareholder } from '../cli/config.ts';
 import { initIdentity, loadIdentity } from '../shareholders/identity.ts';
@@ -50,6 +51,9 @@ export interface RunningShareholder extends PinnedShareholder {
 
 export interface Stack {
   dataDir: string;
+  /** The signed dev release manifest and the hex public release key that signed it. */
+  manifestPath: string;
+  releasePublicKey: string;
   hostUrl: string;
   adminToken: string;
   enclaveSocket: string;
@@ -96,6 +100,14 @@ export async function spawnReady(name: string, script: string, args: string[], l
         setTimeout(() => child.kill('SIGKILL'), 5_000).unref();
       }),
   };
+}
+
+function gitCommit(): string {
+  try {
+    return execFileSync('git', ['rev-parse', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
+  } catch {
+    return 'unknown';
+  }
 }
 
 /** Starts one more host instance sharing the stack's data directory, enclave and database. */
@@ -151,6 +163,26 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     await Promise.all(shareholders.map((s) => s.start()));
     started.push(...shareholders.map((s) => s.process!));
 
+    // The launcher plays the Nitro hypervisor: it measures the enclave bundle (PCR0) and, as the
+    // release engineer would, publishes a signed release manifest for it (dev release key).
+    progress('measuring the enclave bundle (PCR0) and signing a dev release manifest');
+    const bundle = buildEnclaveBundle();
+    const pcr0 = bundle.sha384;
+    const releaseKeyPath = join(rootDir, 'release.key');
+    if (!existsSync(releaseKeyPath)) writeFileSync(releaseKeyPath, toHex(generateOwnerKeyPair().secretKey), { mode: 0o600 });
+    const releaseKey = fromHex(readFileSync(releaseKeyPath, 'utf8').trim());
+    const manifest = signReleaseManifest(releaseKey, {
+      version: 1,
+      name: 'securegate-enclave',
+      release: 'dev',
+      gitCommit: gitCommit(),
+      bundleSha384: bundle.sha384,
+      pcrs: { '0': pcr0, '1': toHex(DEV_PCR1), '2': toHex(DEV_PCR2) },
+      nsm: 'dev',
+    });
+    const manifestPath = join(dataDir, 'release-manifest.json');
+    writeFileSync(manifestPath, `${JSON.stringify(manifest, null, 2)}\n`);
+
     const shareholdersFile = join(dataDir, 'enclave-shareholders.json');
     writeFileSync(shareholdersFile, JSON.stringify(shareholders.map((s) => ({ id: s.id, url: s.url })), null, 2));
     const enclaveSocket = join(dataDir, 'enclave.sock');
@@ -158,7 +190,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     const enclave = await spawnReady(
       'enclave',
       'enclave/main.ts',
-      ['--listen', `unix:${enclaveSocket}`, '--shareholders', shareholdersFile, '--dev-nsm', rootDir, '--allow-loopback-http'],
+      ['--listen', `unix:${enclaveSocket}`, '--shareholders', shareholdersFile, '--dev-nsm', rootDir, '--dev-pcr0', pcr0, '--allow-loopback-http'],
       join(logs, 'enclave.log'),
     );
     started.push(enclave);
@@ -169,7 +201,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     const host = await spawnReady(
       'host',
       'host/main.ts',
-      ['--data-dir', hostDir, '--enclave', `unix:${enclaveSocket}`, '--port', String(options.hostPort ?? 8080), '--dev', ...(options.hostArgs ?? [])],
+      ['--data-dir', hostDir, '--enclave', `unix:${enclaveSocket}`, '--port', String(options.hostPort ?? 8080), '--dev', '--release-manifest', manifestPath, ...(options.hostArgs ?? [])],
       join(logs, 'host.log'),
       options.hostNodeArgs ?? [],
       hostDir,
@@ -177,7 +209,6 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     started.push(host);
     const hostUrl = `http://127.0.0.1:${host.ready.port as number}`;
     const adminToken = readFileSync(join(hostDir, 'admin-token'), 'utf8').trim();
-    const pcr0 = enclave.ready.pcr0 as string;
     const devFile: DevStackFile = {
       hostUrl,
       adminToken,
@@ -189,6 +220,8 @@ export async function startStack(options: StackOptions): Promise<Stack> {
 
     const stack: Stack = {
       dataDir,
+      manifestPath,
+      releasePublicKey: manifest.publicKey,
       hostUrl,
       adminToken,
       enclaveSocket,
