@@ -5,7 +5,9 @@
  * leave; success bodies stream untouched.
  */
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
+import { connect as netConnect, type Socket } from 'node:net';
 import { pipeline } from 'node:stream/promises';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { Pool } from 'undici';
 import { allowListPermits, providerSpec, upstreamPathFor, type AuthScheme, type ProviderSpec } from '../protocol/index.ts';
 import { EnclaveError } from './errors.ts';
@@ -97,18 +99,84 @@ export function scrubKey(text: string, key: string): string {
   return out;
 }
 
+/**
+ * Egress: inside a Nitro Enclave there is no network, only vsock. Each allowed origin is reached
+ * through a local stream (a unix socket bridged by socat to vsock, then AWS vsock-proxy on the
+ * parent to the one host:port it allows). TLS is terminated here, in the enclave, against the CA
+ * bundle in the image and with the real hostname as SNI and for verification — so the host only
+ * ever relays ciphertext.
+ */
+export type EgressRoute = { kind: 'unix'; path: string } | { kind: 'tcp'; host: string; port: number };
+
+export interface ForwarderOptions {
+  headersTimeout?: number;
+  bodyTimeout?: number;
+  connectTimeout?: number;
+  /** origin → local stream that reaches it; origins not listed are dialled directly (development). */
+  egress?: Map<string, EgressRoute>;
+  /** Only these origins may be dialled when `egress` is given (nothing else has a route). */
+  egressOnly?: boolean;
+  /** PEM CA bundle for upstream TLS (default: Node's bundled Mozilla roots). */
+  ca?: string;
+}
+
+export function parseEgress(entries: string[]): Map<string, EgressRoute> {
+  const map = new Map<string, EgressRoute>();
+  for (const entry of entries) {
+    const eq = entry.indexOf('=');
+    if (eq < 0) throw new Error(`--egress takes <origin>=unix:<path> or <origin>=tcp:<host>:<port>, got ${entry}`);
+    const origin = new URL(entry.slice(0, eq)).origin;
+    const target = entry.slice(eq + 1);
+    if (target.startsWith('unix:')) map.set(origin, { kind: 'unix', path: target.slice(5) });
+    else {
+      const m = /^tcp:([^:]+):(\d+)$/.exec(target);
+      if (!m) throw new Error(`bad egress target ${target}`);
+      map.set(origin, { kind: 'tcp', host: m[1]!, port: Number(m[2]) });
+    }
+  }
+  return map;
+}
+
 export class Forwarder {
   readonly #pools = new Map<string, Pool>();
   readonly #timeouts: { headersTimeout: number; bodyTimeout: number };
+  readonly #options: ForwarderOptions;
 
-  constructor(timeouts = { headersTimeout: 120_000, bodyTimeout: 300_000 }) {
-    this.#timeouts = timeouts;
+  constructor(options: ForwarderOptions = {}) {
+    this.#options = options;
+    this.#timeouts = { headersTimeout: options.headersTimeout ?? 120_000, bodyTimeout: options.bodyTimeout ?? 300_000 };
   }
 
   #pool(origin: string): Pool {
     let pool = this.#pools.get(origin);
     if (!pool) {
-      pool = new Pool(origin, { connections: 64, keepAliveTimeout: 30_000, pipelining: 1 });
+      const route = this.#options.egress?.get(origin);
+      if (!route && this.#options.egressOnly) throw new EnclaveError('origin_not_allowed', `no egress route to ${origin}`);
+      const url = new URL(origin);
+      const timeout = this.#options.connectTimeout ?? 10_000;
+      const connect = route
+        ? (_opts: unknown, callback: (err: Error | null, socket: Socket | TLSSocket | null) => void) => {
+            const raw = route.kind === 'unix' ? netConnect(route.path) : netConnect(route.port, route.host);
+            const fail = (e: Error) => callback(e, null);
+            raw.setTimeout(timeout, () => raw.destroy(new Error('egress connect timeout')));
+            if (url.protocol !== 'https:') {
+              raw.once('connect', () => {
+                raw.setTimeout(0);
+                callback(null, raw);
+              });
+              raw.once('error', fail);
+              return raw;
+            }
+            const socket = tlsConnect({ socket: raw, servername: url.hostname, ALPNProtocols: ['http/1.1'], ...(this.#options.ca ? { ca: this.#options.ca } : {}) });
+            socket.once('secureConnect', () => {
+              raw.setTimeout(0);
+              callback(null, socket);
+            });
+            socket.once('error', fail);
+            return socket;
+          }
+        : { timeout, ...(this.#options.ca ? { ca: this.#options.ca } : {}) };
+      pool = new Pool(origin, { connections: 64, keepAliveTimeout: 30_000, pipelining: 1, connect: connect as never });
       this.#pools.set(origin, pool);
     }
     return pool;
@@ -133,6 +201,7 @@ export class Forwarder {
         ...this.#timeouts,
       });
     } catch (cause) {
+      if (cause instanceof EnclaveError) throw cause;
       const message = cause instanceof Error ? scrubKey(cause.message, key) : 'request failed';
       throw new EnclaveError('upstream_unreachable', `upstream request failed: ${message}`);
     }

@@ -1,5 +1,9 @@
 /**
  * `node enclave/main.ts --listen unix:/run/sg/enclave.sock --shareholders shareholders.json [--dev-nsm <root-dir> --dev-pcr0 <hex>]`
+ *   --egress <origin>=unix:<path>|tcp:<host>:<port>  (repeatable) how each upstream is reached
+ *   --egress-only                 refuse origins without an egress route (production)
+ *   --ca-file <pem>               CA bundle for upstream TLS (default: Node's Mozilla roots)
+ *   --connect-timeout 10 --headers-timeout 120 --idle-timeout 300   seconds
  * Boots the enclave: picks the NSM (/dev/nsm when present, the dev NSM only when asked), makes
  * the ephemeral key, listens on the RPC transport and prints `{"ready":true,…}` on stdout.
  * Logs go to stderr and never carry keys, shares or request bodies.
@@ -10,6 +14,7 @@ import { parseArgs } from 'node:util';
 import pino from 'pino';
 import { NitroNsm, nitroDevicePresent, type Nsm } from '../attestation/index.ts';
 import { fromHex } from '../protocol/index.ts';
+import { parseEgress } from './forward.ts';
 import { Enclave } from './server.ts';
 import { parseListenAddress } from './transport.ts';
 
@@ -20,6 +25,12 @@ const { values } = parseArgs({
     'dev-nsm': { type: 'string' },
     'dev-pcr0': { type: 'string' },
     'allow-loopback-http': { type: 'boolean', default: false },
+    egress: { type: 'string', multiple: true, default: [] },
+    'egress-only': { type: 'boolean', default: false },
+    'ca-file': { type: 'string' },
+    'connect-timeout': { type: 'string', default: '10' },
+    'headers-timeout': { type: 'string', default: '120' },
+    'idle-timeout': { type: 'string', default: '300' },
   },
 });
 
@@ -44,7 +55,20 @@ async function main(): Promise<void> {
   } else {
     throw new Error('no /dev/nsm here; start with --dev-nsm <dev-root-dir> for development');
   }
-  const enclave = new Enclave({ nsm, shareholders, allowLoopbackHttp: values['allow-loopback-http'], log });
+  const enclave = new Enclave({
+    nsm,
+    shareholders,
+    allowLoopbackHttp: values['allow-loopback-http'],
+    log,
+    forwarder: {
+      egress: parseEgress(values.egress ?? []),
+      egressOnly: values['egress-only'],
+      ...(values['ca-file'] ? { ca: readFileSync(values['ca-file'], 'utf8') } : {}),
+      connectTimeout: Number(values['connect-timeout']) * 1000,
+      headersTimeout: Number(values['headers-timeout']) * 1000,
+      bodyTimeout: Number(values['idle-timeout']) * 1000,
+    },
+  });
   await enclave.boot();
   const address = parseListenAddress(values.listen!);
   if (address.kind === 'vsock') throw new Error('vsock listening goes through the socat bridge; listen on unix: and see infra/README.md');

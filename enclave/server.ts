@@ -18,7 +18,7 @@ import {
   type X25519KeyPair,
 } from '../protocol/index.ts';
 import { EnclaveError } from './errors.ts';
-import { Forwarder, resolveTarget } from './forward.ts';
+import { Forwarder, resolveTarget, type ForwarderOptions } from './forward.ts';
 import { KeyResolver, type ShareholderEndpoint } from './key-resolver.ts';
 import { createEnclaveMetrics } from './metrics.ts';
 
@@ -30,6 +30,8 @@ export interface EnclaveConfig {
   /** Development only: permit http://127.0.0.1 upstream origins (mock upstreams). */
   allowLoopbackHttp?: boolean;
   cacheTtlMs?: number;
+  /** Upstream transport: egress routes, CA bundle, timeouts. */
+  forwarder?: ForwarderOptions;
   log?: { warn: (o: object, m: string) => void; info: (o: object, m: string) => void; error: (o: object, m: string) => void };
 }
 
@@ -67,13 +69,14 @@ export class Enclave {
   readonly metrics = createEnclaveMetrics();
   readonly #config: EnclaveConfig;
   readonly #log: NonNullable<EnclaveConfig['log']>;
-  readonly #forwarder = new Forwarder();
+  readonly #forwarder: Forwarder;
   #ephemeral: X25519KeyPair | undefined;
   #resolver: KeyResolver | undefined;
 
   constructor(config: EnclaveConfig) {
     this.#config = config;
     this.#log = config.log ?? silent;
+    this.#forwarder = new Forwarder(config.forwarder);
     this.server = createServer({ keepAliveTimeout: 65_000, requestTimeout: 0 }, (req, res) => {
       this.#handle(req, res).catch((error: unknown) => {
         if (error instanceof EnclaveError) return sendError(res, error);

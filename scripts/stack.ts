@@ -32,6 +32,8 @@ export interface StackOptions {
   hostNodeArgs?: string[];
   /** Extra host arguments (--database, --trusted-proxy, --velocity-floor, …). */
   hostArgs?: string[];
+  /** Extra enclave arguments (--egress, --ca-file, …). */
+  enclaveArgs?: string[];
   onProgress?: (message: string) => void;
 }
 
@@ -190,7 +192,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     const enclave = await spawnReady(
       'enclave',
       'enclave/main.ts',
-      ['--listen', `unix:${enclaveSocket}`, '--shareholders', shareholdersFile, '--dev-nsm', rootDir, '--dev-pcr0', pcr0, '--allow-loopback-http'],
+      ['--listen', `unix:${enclaveSocket}`, '--shareholders', shareholdersFile, '--dev-nsm', rootDir, '--dev-pcr0', pcr0, '--allow-loopback-http', ...(options.enclaveArgs ?? [])],
       join(logs, 'enclave.log'),
     );
     started.push(enclave);
