@@ -1,0 +1,58 @@
+/**
+ * What can be validated here of the deployment files (no Docker engine, no Nitro hardware, no
+ * terraform): YAML parses with the expected keys, shell scripts parse (`bash -n` / `sh -n`),
+ * systemd units have their sections and an ExecStart, and the release tooling reads real
+ * nitro-cli output.
+ */
+import { execFileSync } from 'node:child_process';
+import { readFileSync, readdirSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
+import { measurementsFrom } from './enclave/release.ts';
+
+const file = (p: string) => readFileSync(new URL(p, import.meta.url), 'utf8');
+
+describe('deployment files', () => {
+  it('ships a vsock-proxy allow-list of host:443 entries only', () => {
+    const doc = parse(file('./vsock/vsock-proxy.yaml')) as { allowlist: Array<{ address: string; port: number }> };
+    expect(doc.allowlist.length).toBeGreaterThan(3);
+    for (const e of doc.allowlist) {
+      expect(e.address).toMatch(/^[a-z0-9.-]+$/);
+      expect(e.port).toBe(443);
+    }
+    expect(doc.allowlist.map((e) => e.address)).toEqual(expect.arrayContaining(['api.openai.com', 'api.anthropic.com']));
+  });
+
+  it('ships an allocator config with memory and CPUs', () => {
+    expect(parse(file('./vsock/allocator.yaml'))).toEqual({ memory_mib: 2048, cpu_count: 2 });
+  });
+
+  it('has shell scripts that parse', () => {
+    execFileSync('bash', ['-n', new URL('./enclave/build.sh', import.meta.url).pathname]);
+    execFileSync('sh', ['-n', new URL('./enclave/enclave-init.sh', import.meta.url).pathname]);
+  });
+
+  it('has systemd units with the three sections and an ExecStart', () => {
+    const dir = new URL('./systemd/', import.meta.url);
+    const units = readdirSync(dir);
+    expect(units.length).toBeGreaterThanOrEqual(5);
+    for (const unit of units) {
+      const text = readFileSync(new URL(unit, dir), 'utf8');
+      for (const section of ['[Unit]', '[Service]', '[Install]']) expect(text, unit).toContain(section);
+      expect(text, unit).toMatch(/^ExecStart=\//m);
+    }
+  });
+
+  it('pins the base image by digest in the lock file, and the Dockerfile uses it', () => {
+    expect(file('./enclave/base-image.lock')).toMatch(/^NODE_IMAGE=node:24\.\d+\.\d+-bookworm-slim@sha256:/m);
+    expect(file('./enclave/Dockerfile')).toMatch(/^FROM \$\{NODE_IMAGE\}$/m);
+  });
+
+  it('reads PCRs from nitro-cli build-enclave output', () => {
+    const out = JSON.stringify({
+      Measurements: { HashAlgorithm: 'Sha384 { ... }', PCR0: 'A'.repeat(96), PCR1: 'b'.repeat(96), PCR2: 'c'.repeat(96) },
+    });
+    expect(measurementsFrom(out)).toEqual({ '0': 'a'.repeat(96), '1': 'b'.repeat(96), '2': 'c'.repeat(96) });
+    expect(() => measurementsFrom('{}')).toThrow(/PCR0/);
+  });
+});
