@@ -15,7 +15,7 @@ import { dollarsToMicros, MICROS } from './pricing.ts';
 import { newWebhookSecret } from './alerts.ts';
 import type { AuditWriter } from './audit.ts';
 import { utcDay, type SpendLedger } from './spend.ts';
-import type { SqlValue } from './db.ts';
+import type { SqlValue } from '../storage/db.ts';
 import { DEFAULT_PROJECT, type ConnectionRecord, type HostStore, type KeyPatch, type KeyRecord } from './store.ts';
 
 export interface AdminDeps {

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { SMTPServer } from 'smtp-server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AlertDispatcher, backoffMs, MAX_ATTEMPTS, newWebhookSecret } from './alerts.ts';
-import { openSqlite, type SqlDb } from './db.ts';
+import { openSqlite, type SqlDb } from '../storage/db.ts';
 import { DEFAULT_PROJECT, HostStore } from './store.ts';
 
 let dir: string;

@@ -8,7 +8,7 @@
  */
 import { createHmac, randomBytes } from 'node:crypto';
 import nodemailer, { type Transporter } from 'nodemailer';
-import type { SqlDb } from './db.ts';
+import type { SqlDb } from '../storage/db.ts';
 
 export const MAX_ATTEMPTS = 10;
 const LEASE_MS = 60_000;

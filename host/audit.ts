@@ -4,7 +4,7 @@
  * flushes, so a clean shutdown loses nothing.
  */
 import { randomBytes } from 'node:crypto';
-import type { SqlDb, SqlValue } from './db.ts';
+import type { SqlDb, SqlValue } from '../storage/db.ts';
 
 export interface AuditRow {
   at: number;

@@ -21,7 +21,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { buildHostApp, LOG_REDACT, sha256Hex } from './app.ts';
-import { openPostgres, openSqlite } from './db.ts';
+import { openPostgres, openSqlite } from '../storage/db.ts';
 import { enclavePool, parseEnclaveAddress } from './enclave-client.ts';
 import { openGeoDatabase } from './geo.ts';
 import { HostStore } from './store.ts';

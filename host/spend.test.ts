@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dropSchema, skipPostgres, TEST_DATABASE_URL, uniqueSchema } from '../test/pg.ts';
-import { openPostgres, openSqlite, type SqlDb } from './db.ts';
+import { openPostgres, openSqlite, type SqlDb } from '../storage/db.ts';
 import { SpendLedger, utcDay } from './spend.ts';
 import { HostStore } from './store.ts';
 

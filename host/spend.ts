@@ -9,7 +9,7 @@
  * (micro-dollars): after any run, spent equals the sum of settled costs exactly.
  */
 import { randomBytes } from 'node:crypto';
-import type { SqlDb, SqlValue } from './db.ts';
+import type { SqlDb, SqlValue } from '../storage/db.ts';
 
 export interface Counter {
   /** `key`/`project` count micro-dollars; `keyreq` counts requests (any-API request caps). */

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dropSchema, skipPostgres, TEST_DATABASE_URL, uniqueSchema } from '../test/pg.ts';
-import { openPostgres, openSqlite } from './db.ts';
+import { openPostgres, openSqlite } from '../storage/db.ts';
 import { DEFAULT_PROJECT, HostStore, type KeyRecord } from './store.ts';
 
 interface Engine {

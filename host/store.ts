@@ -7,7 +7,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { AuthScheme } from '../protocol/index.ts';
-import type { Row, SqlDb, SqlValue } from './db.ts';
+import type { Row, SqlDb, SqlValue } from '../storage/db.ts';
 
 export const DEFAULT_PROJECT = 'proj_default';
 export const KEY_CHANGED_CHANNEL = 'sg_key_changed';

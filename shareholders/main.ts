@@ -1,7 +1,8 @@
 /**
  * `node shareholders/main.ts <init|serve|audit>` — the shareholder operator's entry point.
  *   init  --data-dir D --id ID          create the identity (X25519, 0600)
- *   serve --data-dir D [--port N] [--host H] [--dev --dev-root PEM]
+ *   serve --data-dir D [--port N] [--host H] [--dev --dev-root PEM] [--database postgres://…]
+ *         (the operator's own PostgreSQL; default: SQLite under the data directory)
  *   audit --data-dir D [--json]          print and verify the hash-chained audit log
  * `serve` prints one JSON line `{"ready":true,…}` on stdout once listening; logs go to stderr.
  */
@@ -16,7 +17,7 @@ import { openShareStore } from './store.ts';
 
 const USAGE = `usage:
   shareholders/main.ts init  --data-dir <dir> --id <shareholder-id>
-  shareholders/main.ts serve --data-dir <dir> [--port 0] [--host 127.0.0.1] [--dev --dev-root <pem>]
+  shareholders/main.ts serve --data-dir <dir> [--port 0] [--host 127.0.0.1] [--dev --dev-root <pem>] [--database postgres://… [--db-schema s]]
   shareholders/main.ts audit --data-dir <dir> [--json]`;
 
 async function main(argv: string[]): Promise<number> {
@@ -31,6 +32,8 @@ async function main(argv: string[]): Promise<number> {
       dev: { type: 'boolean', default: false },
       'dev-root': { type: 'string' },
       json: { type: 'boolean', default: false },
+      database: { type: 'string', default: process.env.SHAREHOLDER_DATABASE_URL },
+      'db-schema': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -49,9 +52,9 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (command === 'audit') {
-    const store = openShareStore(dataDir);
-    const entries = store.readAudit(0, 1_000_000);
-    store.close();
+    const store = await openShareStore(dataDir, values.database, values['db-schema']);
+    const entries = await store.readAudit(0, 1_000_000);
+    await store.close();
     const broken = verifyAuditChain(entries);
     if (values.json) process.stdout.write(`${JSON.stringify({ intact: broken === undefined, brokenAt: broken ?? null, entries })}\n`);
     else {
@@ -62,7 +65,7 @@ async function main(argv: string[]): Promise<number> {
   }
   if (command === 'serve') {
     const identity = loadIdentity(dataDir);
-    const store = openShareStore(dataDir);
+    const store = await openShareStore(dataDir, values.database, values['db-schema']);
     const extraRoots = values.dev && values['dev-root'] ? [loadRoot('securegate-dev-root', readFileSync(values['dev-root']))] : [];
     const app = await buildShareholderServer({
       identity,
@@ -76,7 +79,7 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${JSON.stringify({ ready: true, id: identity.id, port, url: `http://${values.host}:${port}`, publicKey: toHex(identity.publicKey) })}\n`);
     const stop = async () => {
       await app.close();
-      store.close();
+      await store.close();
       process.exit(0);
     };
     process.on('SIGTERM', stop);

@@ -26,6 +26,7 @@ import { verifyAuditChain } from './audit.ts';
 import { initIdentity, type ShareholderIdentity } from './identity.ts';
 import { buildShareholderServer } from './server.ts';
 import { openShareStore, type ShareStore } from './store.ts';
+import { dropSchema, skipPostgres, TEST_DATABASE_URL, uniqueSchema } from '../test/pg.ts';
 
 const PCR0 = new Uint8Array(createHash('sha384').update('enclave bundle v1').digest());
 const OTHER_PCR0 = new Uint8Array(createHash('sha384').update('enclave bundle v2').digest());
@@ -43,11 +44,17 @@ let root: DevRootMaterial;
 let nsm: DevNsm;
 let owner: OwnerKeyPair;
 const services: Service[] = [];
+const schemas: string[] = [];
+
+/** Which engine the suite runs on (the suite below runs once per engine). */
+let engine: { name: 'sqlite' | 'postgres'; schema?: string } = { name: 'sqlite' };
 
 async function startService(mode: 'dev' | 'production'): Promise<Service> {
   const dir = await mkdtemp(join(tmpdir(), 'sg-sh-'));
   const identity = initIdentity(dir, `sh-${mode}`);
-  const store = openShareStore(dir);
+  const schema = engine.name === 'postgres' ? uniqueSchema('sg_sh') : undefined;
+  const store = await openShareStore(dir, schema ? TEST_DATABASE_URL : undefined, schema);
+  if (schema) schemas.push(schema);
   const now = { t: Date.now() };
   const app = await buildShareholderServer({
     identity,
@@ -108,11 +115,17 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const s of services) {
     await s.app.close();
-    s.store.close();
+    await s.store.close();
     await rm(s.dir, { recursive: true, force: true });
   }
+  for (const schema of schemas) await dropSchema(schema);
 });
 
+for (const e of [{ name: 'sqlite' as const, skip: false }, { name: 'postgres' as const, skip: skipPostgres }]) {
+describe.skipIf(e.skip)(`shareholder service on ${e.name}`, () => {
+beforeAll(() => {
+  engine = { name: e.name };
+});
 describe('shareholder enrollment', () => {
   it('publishes its identity', async () => {
     const svc = await startService('dev');
@@ -226,11 +239,11 @@ describe('shareholder release', () => {
 
   it('refuses a production start that pins a dev root', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'sg-sh-'));
-    const store = openShareStore(dir);
+    const store = await openShareStore(dir);
     await expect(
       buildShareholderServer({ identity: initIdentity(dir, 'x'), store, mode: 'production', extraRoots: [DevNsm.pinnedRoot(root)] }),
     ).rejects.toThrow(/production/);
-    store.close();
+    await store.close();
     await rm(dir, { recursive: true, force: true });
   });
 
@@ -260,7 +273,7 @@ describe('shareholder release', () => {
     const { connectionId } = await enroll(svc);
     await release(svc, connectionId);
     await release(svc, connectionId, { nonce: randomBytes(32).toString('hex') });
-    const entries = svc.store.readAudit();
+    const entries = await svc.store.readAudit();
     expect(entries.map((e) => `${e.event.action}:${e.event.outcome}`)).toEqual(['enroll:enrolled', 'release:released', 'release:refused']);
     expect(entries[1]!.event.moduleId).toBe(nsm.moduleId);
     expect(verifyAuditChain(entries)).toBeUndefined();
@@ -269,3 +282,5 @@ describe('shareholder release', () => {
     expect(verifyAuditChain(entries.slice(1))).toBe(2);
   });
 });
+});
+}

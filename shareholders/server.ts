@@ -81,7 +81,6 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
   const app = Fastify({
     logger: config.logger ?? false,
     bodyLimit: 256 * 1024,
-    disableRequestLogging: false,
     // Strict schemas: a number is not silently turned into a string (or the reverse).
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false } },
   });
@@ -159,10 +158,10 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
       try {
         decodeShare(await openShareEnvelope(identity.privateKey, envelope, { purpose: 'enroll', connectionId, shareholderId: identity.id }));
       } catch {
-        audit({ action: 'enroll', outcome: 'refused', connectionId, code: 'envelope_invalid' });
+        await audit({ action: 'enroll', outcome: 'refused', connectionId, code: 'envelope_invalid' });
         throw new RefusalError(400, 'envelope_invalid', 'the share envelope does not open with this shareholder key');
       }
-      const inserted = store.insertShare({
+      const inserted = await store.insertShare({
         connectionId,
         ownerPublicKey: signed.publicKey,
         envelope,
@@ -171,10 +170,10 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
         lastIssuedAt: signed.message.issuedAt,
       });
       if (!inserted) {
-        audit({ action: 'enroll', outcome: 'refused', connectionId, code: 'share_exists' });
+        await audit({ action: 'enroll', outcome: 'refused', connectionId, code: 'share_exists' });
         throw new RefusalError(409, 'share_exists', 'a share for this connection is already enrolled');
       }
-      audit({ action: 'enroll', outcome: 'enrolled', connectionId, owner: signed.publicKey });
+      await audit({ action: 'enroll', outcome: 'enrolled', connectionId, owner: signed.publicKey });
       return reply.status(201).send({ connectionId, shareholderId: identity.id });
     },
   );
@@ -183,17 +182,17 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
     '/v1/shares/:id/policy',
     { schema: { body: { type: 'object', required: ['signed'], properties: { signed: signedSchema } } } },
     async (req) => {
-      const share = store.getShare(req.params.id);
+      const share = await store.getShare(req.params.id);
       if (!share) throw new RefusalError(404, 'share_not_found', 'no share enrolled for this connection');
       const { signed } = req.body;
       if (signed.message.connectionId !== req.params.id) throw new RefusalError(400, 'bad_request', 'connectionId differs from the URL');
       checkOwnerMessage(signed, 'policy_update', share.ownerPublicKey);
       const policy = policyFrom(signed.message.policy);
       const max = maxReleases(signed.message.maxReleasesPerMinute ?? share.maxReleasesPerMinute);
-      if (!store.updatePolicy(req.params.id, JSON.stringify(policy), max, signed.message.issuedAt)) {
+      if (!await store.updatePolicy(req.params.id, JSON.stringify(policy), max, signed.message.issuedAt)) {
         throw new RefusalError(409, 'message_replayed', 'a newer owner message was already applied');
       }
-      audit({ action: 'policy_update', outcome: 'policy_updated', connectionId: req.params.id });
+      await audit({ action: 'policy_update', outcome: 'policy_updated', connectionId: req.params.id });
       return { connectionId: req.params.id, policy };
     },
   );
@@ -202,15 +201,15 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
     '/v1/shares/:id',
     { schema: { body: { type: 'object', required: ['signed'], properties: { signed: signedSchema } } } },
     async (req) => {
-      const share = store.getShare(req.params.id);
+      const share = await store.getShare(req.params.id);
       if (!share) throw new RefusalError(404, 'share_not_found', 'no share enrolled for this connection');
       const { signed } = req.body;
       if (signed.message.connectionId !== req.params.id) throw new RefusalError(400, 'bad_request', 'connectionId differs from the URL');
       checkOwnerMessage(signed, 'delete', share.ownerPublicKey);
-      if (!store.deleteShare(req.params.id, signed.message.issuedAt)) {
+      if (!await store.deleteShare(req.params.id, signed.message.issuedAt)) {
         throw new RefusalError(409, 'message_replayed', 'a newer owner message was already applied');
       }
-      audit({ action: 'delete', outcome: 'deleted', connectionId: req.params.id });
+      await audit({ action: 'delete', outcome: 'deleted', connectionId: req.params.id });
       return { connectionId: req.params.id, deleted: true };
     },
   );
@@ -218,12 +217,12 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
   app.post('/v1/challenges', async () => {
     const nonce = randomBytes(32).toString('hex');
     const expiresAt = clock().getTime() + nonceTtl;
-    store.addNonce(nonce, expiresAt);
+    await store.addNonce(nonce, expiresAt, clock().getTime());
     return { nonce, expiresAt: new Date(expiresAt).toISOString() };
   });
 
-  function refuseRelease(reply: FastifyReply, status: number, code: string, message: string, connectionIds: string[], extra = {}) {
-    for (const connectionId of connectionIds) audit({ action: 'release', outcome: 'refused', connectionId, code, ...extra });
+  async function refuseRelease(reply: FastifyReply, status: number, code: string, message: string, connectionIds: string[], extra = {}) {
+    for (const connectionId of connectionIds) await audit({ action: 'release', outcome: 'refused', connectionId, code, ...extra });
     return reply.status(status).send({ error: { code, message } });
   }
 
@@ -256,7 +255,7 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
       if (doc.nonce === null || doc.nonce.length !== 32) {
         return refuseRelease(reply, 403, 'nonce_unknown', 'document carries no challenge nonce of this shareholder', connectionIds, who);
       }
-      const nonceState = store.consumeNonce(toHex(doc.nonce), now.getTime());
+      const nonceState = await store.consumeNonce(toHex(doc.nonce), now.getTime());
       if (nonceState !== 'ok') {
         return refuseRelease(reply, 403, `nonce_${nonceState}`, `challenge nonce is ${nonceState}`, connectionIds, who);
       }
@@ -266,10 +265,10 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
       const shares: Array<{ connectionId: string; envelope: string }> = [];
       const refused: Array<{ connectionId: string; code: string }> = [];
       for (const connectionId of connectionIds) {
-        const share = store.getShare(connectionId);
+        const share = await store.getShare(connectionId);
         if (!share) {
           refused.push({ connectionId, code: 'share_not_found' });
-          audit({ action: 'release', outcome: 'refused', connectionId, code: 'share_not_found', ...who });
+          await audit({ action: 'release', outcome: 'refused', connectionId, code: 'share_not_found', ...who });
           continue;
         }
         const policy = JSON.parse(share.policy) as PcrPolicy;
@@ -278,13 +277,13 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
         } catch (e) {
           const code = e instanceof AttestationError ? e.code : 'attestation_pcr_mismatch';
           refused.push({ connectionId, code });
-          audit({ action: 'release', outcome: 'refused', connectionId, code, ...who });
+          await audit({ action: 'release', outcome: 'refused', connectionId, code, ...who });
           continue;
         }
         const window = (releaseTimes.get(connectionId) ?? []).filter((t) => t > now.getTime() - 60_000);
         if (window.length >= share.maxReleasesPerMinute) {
           refused.push({ connectionId, code: 'rate_limited' });
-          audit({ action: 'release', outcome: 'refused', connectionId, code: 'rate_limited', ...who });
+          await audit({ action: 'release', outcome: 'refused', connectionId, code: 'rate_limited', ...who });
           continue;
         }
         window.push(now.getTime());
@@ -298,7 +297,7 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
         });
         plaintext.fill(0);
         shares.push({ connectionId, envelope: Buffer.from(sealed).toString('base64') });
-        audit({ action: 'release', outcome: 'released', connectionId, ...who });
+        await audit({ action: 'release', outcome: 'released', connectionId, ...who });
       }
       if (shares.length === 0) {
         const code = refused[0]?.code ?? 'share_not_found';

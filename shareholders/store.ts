@@ -1,10 +1,11 @@
 /**
  * The shareholder's own store (never the host's database): enrolled share envelopes with the
- * owner's signed policy, single-use challenge nonces, and the hash-chained audit log.
- * Embedded engine: SQLite via node:sqlite (WAL), one file under the data directory.
+ * owner's signed policy, single-use challenge nonces, and the hash-chained audit log. Either
+ * engine of storage/: the embedded default (SQLite, one file under the data directory) or the
+ * operator's own PostgreSQL (`--database`).
  */
-import { DatabaseSync } from 'node:sqlite';
 import { join } from 'node:path';
+import { openPostgres, openSqlite, type Row, type SqlDb } from '../storage/db.ts';
 import { auditHash, GENESIS_HASH, type AuditEntry, type AuditEvent } from './audit.ts';
 
 export interface EnrolledShare {
@@ -16,100 +17,117 @@ export interface EnrolledShare {
   lastIssuedAt: number;
 }
 
-export interface ShareStore {
-  getShare(connectionId: string): EnrolledShare | undefined;
-  insertShare(share: EnrolledShare): boolean;
-  updatePolicy(connectionId: string, policy: string, maxReleasesPerMinute: number, issuedAt: number): boolean;
-  deleteShare(connectionId: string, issuedAt: number): boolean;
-  addNonce(nonce: string, expiresAt: number): void;
-  /** Marks a nonce used; returns 'ok', 'unknown', 'used' or 'expired'. Atomic. */
-  consumeNonce(nonce: string, now: number): 'ok' | 'unknown' | 'used' | 'expired';
-  appendAudit(at: Date, event: AuditEvent): AuditEntry;
-  readAudit(afterSeq?: number, limit?: number): AuditEntry[];
-  close(): void;
-}
+const SCHEMA = [
+  `CREATE TABLE IF NOT EXISTS shares (connection_id TEXT PRIMARY KEY, owner_public_key TEXT NOT NULL, envelope TEXT NOT NULL, policy TEXT NOT NULL, max_releases_per_minute INTEGER NOT NULL, last_issued_at BIGINT NOT NULL)`,
+  `CREATE TABLE IF NOT EXISTS nonces (nonce TEXT PRIMARY KEY, expires_at BIGINT NOT NULL, used_at BIGINT)`,
+  `CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY, at TEXT NOT NULL, event TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)`,
+];
 
-export function openShareStore(dataDir: string): ShareStore {
-  const db = new DatabaseSync(join(dataDir, 'shareholder.sqlite'));
-  db.exec(`
-    PRAGMA journal_mode = WAL;
-    PRAGMA synchronous = NORMAL;
-    CREATE TABLE IF NOT EXISTS shares (
-      connection_id TEXT PRIMARY KEY,
-      owner_public_key TEXT NOT NULL,
-      envelope BLOB NOT NULL,
-      policy TEXT NOT NULL,
-      max_releases_per_minute INTEGER NOT NULL,
-      last_issued_at INTEGER NOT NULL
+/** Append-only enforcement, per engine (triggers are the one dialect difference here). */
+const APPEND_ONLY: Record<SqlDb['engine'], string[]> = {
+  sqlite: [
+    `CREATE TRIGGER IF NOT EXISTS audit_append_only_u BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END`,
+    `CREATE TRIGGER IF NOT EXISTS audit_append_only_d BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END`,
+  ],
+  postgres: [
+    `CREATE OR REPLACE FUNCTION sg_audit_append_only() RETURNS trigger AS $f$ BEGIN RAISE EXCEPTION 'audit is append-only'; END $f$ LANGUAGE plpgsql`,
+    `DROP TRIGGER IF EXISTS audit_append_only ON audit`,
+    `CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit FOR EACH ROW EXECUTE FUNCTION sg_audit_append_only()`,
+  ],
+};
+
+const toShare = (r: Row): EnrolledShare => ({
+  connectionId: r.connection_id as string,
+  ownerPublicKey: r.owner_public_key as string,
+  envelope: new Uint8Array(Buffer.from(r.envelope as string, 'base64')),
+  policy: r.policy as string,
+  maxReleasesPerMinute: Number(r.max_releases_per_minute),
+  lastIssuedAt: Number(r.last_issued_at),
+});
+
+export class ShareStore {
+  readonly db: SqlDb;
+  constructor(db: SqlDb) {
+    this.db = db;
+  }
+
+  async migrate(): Promise<void> {
+    for (const sql of [...SCHEMA, ...APPEND_ONLY[this.db.engine]]) await this.db.exec(sql);
+  }
+
+  async getShare(connectionId: string): Promise<EnrolledShare | undefined> {
+    const [r] = await this.db.query('SELECT * FROM shares WHERE connection_id = $1', [connectionId]);
+    return r ? toShare(r) : undefined;
+  }
+
+  async insertShare(s: EnrolledShare): Promise<boolean> {
+    const rows = await this.db.query(
+      'INSERT INTO shares (connection_id, owner_public_key, envelope, policy, max_releases_per_minute, last_issued_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING connection_id',
+      [s.connectionId, s.ownerPublicKey, Buffer.from(s.envelope).toString('base64'), s.policy, s.maxReleasesPerMinute, s.lastIssuedAt],
     );
-    CREATE TABLE IF NOT EXISTS nonces (nonce TEXT PRIMARY KEY, expires_at INTEGER NOT NULL, used_at INTEGER);
-    CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY, at TEXT NOT NULL, event TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
-    CREATE TRIGGER IF NOT EXISTS audit_append_only_u BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
-    CREATE TRIGGER IF NOT EXISTS audit_append_only_d BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
-  `);
-  const q = {
-    get: db.prepare('SELECT * FROM shares WHERE connection_id = ?'),
-    insert: db.prepare(
-      'INSERT OR IGNORE INTO shares (connection_id, owner_public_key, envelope, policy, max_releases_per_minute, last_issued_at) VALUES (?, ?, ?, ?, ?, ?)',
-    ),
-    policy: db.prepare(
-      'UPDATE shares SET policy = ?, max_releases_per_minute = ?, last_issued_at = ? WHERE connection_id = ? AND last_issued_at < ?',
-    ),
-    del: db.prepare('DELETE FROM shares WHERE connection_id = ? AND last_issued_at < ?'),
-    addNonce: db.prepare('INSERT INTO nonces (nonce, expires_at) VALUES (?, ?)'),
-    useNonce: db.prepare('UPDATE nonces SET used_at = ? WHERE nonce = ? AND used_at IS NULL AND expires_at > ?'),
-    nonce: db.prepare('SELECT expires_at, used_at FROM nonces WHERE nonce = ?'),
-    purge: db.prepare('DELETE FROM nonces WHERE expires_at < ?'),
-    last: db.prepare('SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1'),
-    append: db.prepare('INSERT INTO audit (seq, at, event, prev_hash, hash) VALUES (?, ?, ?, ?, ?)'),
-    read: db.prepare('SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?'),
-  };
-  type Row = Record<string, unknown>;
-  const toShare = (r: Row): EnrolledShare => ({
-    connectionId: r.connection_id as string,
-    ownerPublicKey: r.owner_public_key as string,
-    envelope: new Uint8Array(r.envelope as Uint8Array),
-    policy: r.policy as string,
-    maxReleasesPerMinute: Number(r.max_releases_per_minute),
-    lastIssuedAt: Number(r.last_issued_at),
-  });
-  return {
-    getShare: (id) => {
-      const r = q.get.get(id) as Row | undefined;
-      return r ? toShare(r) : undefined;
-    },
-    insertShare: (s) =>
-      q.insert.run(s.connectionId, s.ownerPublicKey, s.envelope, s.policy, s.maxReleasesPerMinute, s.lastIssuedAt).changes === 1,
-    updatePolicy: (id, policy, max, issuedAt) => q.policy.run(policy, max, issuedAt, id, issuedAt).changes === 1,
-    deleteShare: (id, issuedAt) => q.del.run(id, issuedAt).changes === 1,
-    addNonce: (nonce, expiresAt) => {
-      q.purge.run(Date.now() - 3600_000);
-      q.addNonce.run(nonce, expiresAt);
-    },
-    consumeNonce: (nonce, now) => {
-      if (q.useNonce.run(now, nonce, now).changes === 1) return 'ok';
-      const r = q.nonce.get(nonce) as Row | undefined;
-      if (!r) return 'unknown';
-      return r.used_at !== null ? 'used' : 'expired';
-    },
-    appendAudit: (at, event) => {
-      // node:sqlite is synchronous, so read-last + insert cannot interleave within this process.
-      const last = q.last.get() as Row | undefined;
+    return rows.length === 1;
+  }
+
+  /** Applies a policy only if the owner message is newer than the last one applied (no replays). */
+  async updatePolicy(connectionId: string, policy: string, max: number, issuedAt: number): Promise<boolean> {
+    const rows = await this.db.query(
+      'UPDATE shares SET policy = $1, max_releases_per_minute = $2, last_issued_at = $3 WHERE connection_id = $4 AND last_issued_at < $3 RETURNING connection_id',
+      [policy, max, issuedAt, connectionId],
+    );
+    return rows.length === 1;
+  }
+
+  async deleteShare(connectionId: string, issuedAt: number): Promise<boolean> {
+    return (await this.db.query('DELETE FROM shares WHERE connection_id = $1 AND last_issued_at < $2 RETURNING connection_id', [connectionId, issuedAt])).length === 1;
+  }
+
+  async addNonce(nonce: string, expiresAt: number, now: number): Promise<void> {
+    await this.db.query('DELETE FROM nonces WHERE expires_at < $1', [now - 3600_000]);
+    await this.db.query('INSERT INTO nonces (nonce, expires_at) VALUES ($1, $2)', [nonce, expiresAt]);
+  }
+
+  /** Marks a nonce used; returns 'ok', 'unknown', 'used' or 'expired'. Atomic. */
+  async consumeNonce(nonce: string, now: number): Promise<'ok' | 'unknown' | 'used' | 'expired'> {
+    const used = await this.db.query('UPDATE nonces SET used_at = $1 WHERE nonce = $2 AND used_at IS NULL AND expires_at > $1 RETURNING nonce', [now, nonce]);
+    if (used.length === 1) return 'ok';
+    const [r] = await this.db.query('SELECT expires_at, used_at FROM nonces WHERE nonce = $1', [nonce]);
+    if (!r) return 'unknown';
+    return r.used_at !== null ? 'used' : 'expired';
+  }
+
+  /** Appends an entry chained to the previous one, in one transaction (one writer at a time). */
+  async appendAudit(at: Date, event: AuditEvent): Promise<AuditEntry> {
+    return this.db.transaction(async (tx) => {
+      if (tx.engine === 'postgres') await tx.query('LOCK TABLE audit IN EXCLUSIVE MODE');
+      const [last] = await tx.query('SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1');
       const seq = last ? Number(last.seq) + 1 : 1;
       const prevHash = last ? (last.hash as string) : GENESIS_HASH;
       const iso = at.toISOString();
       const hash = auditHash(seq, iso, event, prevHash);
-      q.append.run(seq, iso, JSON.stringify(event), prevHash, hash);
+      await tx.query('INSERT INTO audit (seq, at, event, prev_hash, hash) VALUES ($1, $2, $3, $4, $5)', [seq, iso, JSON.stringify(event), prevHash, hash]);
       return { seq, at: iso, event, prevHash, hash };
-    },
-    readAudit: (afterSeq = 0, limit = 1000) =>
-      (q.read.all(afterSeq, limit) as Row[]).map((r) => ({
-        seq: Number(r.seq),
-        at: r.at as string,
-        event: JSON.parse(r.event as string) as AuditEvent,
-        prevHash: r.prev_hash as string,
-        hash: r.hash as string,
-      })),
-    close: () => db.close(),
-  };
+    });
+  }
+
+  async readAudit(afterSeq = 0, limit = 1000): Promise<AuditEntry[]> {
+    return (await this.db.query('SELECT * FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2', [afterSeq, limit])).map((r) => ({
+      seq: Number(r.seq),
+      at: r.at as string,
+      event: JSON.parse(r.event as string) as AuditEvent,
+      prevHash: r.prev_hash as string,
+      hash: r.hash as string,
+    }));
+  }
+
+  close(): Promise<void> {
+    return this.db.close();
+  }
+}
+
+/** Opens the operator's store: PostgreSQL when `databaseUrl` is given, else SQLite in `dataDir`. */
+export async function openShareStore(dataDir: string, databaseUrl?: string, schema?: string): Promise<ShareStore> {
+  const db = databaseUrl ? openPostgres({ connectionString: databaseUrl, ...(schema ? { schema } : {}) }) : openSqlite(join(dataDir, 'shareholder.sqlite'));
+  const store = new ShareStore(db);
+  await store.migrate();
+  return store;
 }
