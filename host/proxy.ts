@@ -443,7 +443,12 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
     const status = res.statusCode;
     tap.once('end', () => finish(status, tap, status >= 400 ? 'upstream_error' : null));
     reply.raw.once('close', () => finish(status, tap, reply.raw.writableFinished ? null : 'client_disconnected'));
-    res.body.once('error', () => finish(status, tap, 'upstream_broken'));
+    // If the enclave (or upstream) dies mid-stream, end the client's response with an error
+    // instead of leaving it hanging; what was produced so far is charged.
+    res.body.once('error', (e) => {
+      finish(status, tap, 'upstream_broken');
+      tap.destroy(e);
+    });
     res.body.pipe(tap);
     return reply.status(status).headers(responseHeaders).send(tap);
   }

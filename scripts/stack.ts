@@ -66,6 +66,10 @@ export interface Stack {
   enclave: ManagedProcess;
   mock?: MockUpstream;
   demo?: { connectionId: string; key: string; keyId: string; upstreamKey: string };
+  /** Starts the enclave again after it died (same socket, new ephemeral key, empty cache). */
+  restartEnclave(): Promise<void>;
+  /** Starts the host again after it died (same data directory and port). */
+  restartHost(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -189,25 +193,15 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     writeFileSync(shareholdersFile, JSON.stringify(shareholders.map((s) => ({ id: s.id, url: s.url })), null, 2));
     const enclaveSocket = join(dataDir, 'enclave.sock');
     progress('starting the enclave (dev NSM)');
-    const enclave = await spawnReady(
-      'enclave',
-      'enclave/main.ts',
-      ['--listen', `unix:${enclaveSocket}`, '--shareholders', shareholdersFile, '--dev-nsm', rootDir, '--dev-pcr0', pcr0, '--allow-loopback-http', ...(options.enclaveArgs ?? [])],
-      join(logs, 'enclave.log'),
-    );
+    const enclaveArgs = ['--listen', `unix:${enclaveSocket}`, '--shareholders', shareholdersFile, '--dev-nsm', rootDir, '--dev-pcr0', pcr0, '--allow-loopback-http', ...(options.enclaveArgs ?? [])];
+    const enclave = await spawnReady('enclave', 'enclave/main.ts', enclaveArgs, join(logs, 'enclave.log'));
     started.push(enclave);
 
     progress('starting the host gateway');
     const hostDir = join(dataDir, 'host');
     mkdirSync(hostDir, { recursive: true, mode: 0o700 });
-    const host = await spawnReady(
-      'host',
-      'host/main.ts',
-      ['--data-dir', hostDir, '--enclave', `unix:${enclaveSocket}`, '--port', String(options.hostPort ?? 8080), '--dev', '--release-manifest', manifestPath, ...(options.hostArgs ?? [])],
-      join(logs, 'host.log'),
-      options.hostNodeArgs ?? [],
-      hostDir,
-    );
+    const hostArgs = (port: number) => ['--data-dir', hostDir, '--enclave', `unix:${enclaveSocket}`, '--port', String(port), '--dev', '--release-manifest', manifestPath, ...(options.hostArgs ?? [])];
+    const host = await spawnReady('host', 'host/main.ts', hostArgs(options.hostPort ?? 8080), join(logs, 'host.log'), options.hostNodeArgs ?? [], hostDir);
     started.push(host);
     const hostUrl = `http://127.0.0.1:${host.ready.port as number}`;
     const adminToken = readFileSync(join(hostDir, 'admin-token'), 'utf8').trim();
@@ -232,8 +226,16 @@ export async function startStack(options: StackOptions): Promise<Stack> {
       shareholders,
       host,
       enclave,
+      async restartEnclave() {
+        await stack.enclave.stop();
+        stack.enclave = await spawnReady('enclave', 'enclave/main.ts', enclaveArgs, join(logs, 'enclave.log'));
+      },
+      async restartHost() {
+        await stack.host.stop();
+        stack.host = await spawnReady('host', 'host/main.ts', hostArgs(Number(new URL(hostUrl).port)), join(logs, 'host.log'), options.hostNodeArgs ?? [], hostDir);
+      },
       async stop() {
-        await Promise.all([host.stop(), enclave.stop(), ...shareholders.map((s) => s.stop())]);
+        await Promise.all([stack.host.stop(), stack.enclave.stop(), ...shareholders.map((s) => s.stop())]);
         await stack.mock?.close();
       },
     };

@@ -195,7 +195,7 @@ function anthropicMessages(res: ServerResponse, body: Record<string, unknown>): 
   }, { 'request-id': id('req_') });
 }
 
-/** A stream that takes ~5 s: for client-disconnect tests. */
+/** A stream that takes ~5 s (model `mock-slow`, or any model with `user: "mock-slow"`): for disconnect tests. */
 function slowStream(res: ServerResponse): void {
   res.writeHead(200, { 'content-type': 'text/event-stream' });
   let n = 0;
@@ -380,7 +380,7 @@ export async function startMockUpstream(options: MockUpstreamOptions): Promise<M
       case 'GET /v1/fine_tuning/jobs':
         return json(res, 200, { object: 'list', data: [], has_more: false, first_id: null, last_id: null });
       case 'POST /v1/chat/completions':
-        if (body.model === 'mock-slow') return slowStream(res);
+        if (body.model === 'mock-slow' || body.user === 'mock-slow') return slowStream(res);
         return chatCompletion(res, body);
       case 'POST /v1/responses':
         return responses(res, body);
