@@ -9,8 +9,8 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { SMTPServer } from 'smtp-server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestSmtp, type TestSmtp } from '../test/smtp.ts';
 import { AlertDispatcher, backoffMs, MAX_ATTEMPTS, newWebhookSecret } from './alerts.ts';
 import { openSqlite, type SqlDb } from '../storage/db.ts';
 import { DEFAULT_PROJECT, HostStore } from './store.ts';
@@ -22,9 +22,7 @@ let webhook: Server;
 let webhookUrl: string;
 const received: Array<{ headers: Record<string, string | string[] | undefined>; body: string }> = [];
 let failuresLeft = 2;
-let smtp: SMTPServer;
-let smtpPort: number;
-const mails: string[] = [];
+let smtp: TestSmtp;
 const silent = { warn() {}, error() {} };
 
 beforeAll(async () => {
@@ -46,24 +44,11 @@ beforeAll(async () => {
   });
   await new Promise<void>((r) => webhook.listen(0, '127.0.0.1', r));
   webhookUrl = `http://127.0.0.1:${(webhook.address() as AddressInfo).port}/hook`;
-  smtp = new SMTPServer({
-    authOptional: true,
-    disabledCommands: ['STARTTLS'],
-    onData(stream, _session, callback) {
-      let text = '';
-      stream.on('data', (c: Buffer) => (text += c.toString()));
-      stream.on('end', () => {
-        mails.push(text);
-        callback();
-      });
-    },
-  });
-  await new Promise<void>((r) => smtp.listen(0, '127.0.0.1', r));
-  smtpPort = (smtp.server.address() as AddressInfo).port;
+  smtp = await startTestSmtp();
 });
 afterAll(async () => {
   webhook?.close();
-  await new Promise<void>((r) => smtp.close(() => r()));
+  await smtp.close();
   await db?.close();
   await rm(dir, { recursive: true, force: true });
 });
@@ -122,14 +107,14 @@ describe('alert delivery', () => {
 
   it('emails an IP mismatch with the key id, the offending IP and the bound IP', async () => {
     await addTarget('email', 'owner@example.com', null);
-    const dispatcher = new AlertDispatcher({ db, log: silent, smtpUrl: `smtp://127.0.0.1:${smtpPort}`, emailFrom: 'alerts@securegate.test' });
+    const dispatcher = new AlertDispatcher({ db, log: silent, smtpUrl: smtp.url, emailFrom: 'alerts@securegate.test' });
     await store.addEvent({ id: 'evt_ip', at: Date.now(), projectId: DEFAULT_PROJECT, keyId: 'key_abc', type: 'ip_mismatch', detail: { clientIp: '2.125.160.216', boundIp: '81.2.69.142' } });
     expect(await dispatcher.runOnce()).toBe(1);
-    expect(mails).toHaveLength(1);
-    expect(mails[0]).toContain('key_abc');
-    expect(mails[0]).toContain('Request IP: 2.125.160.216');
-    expect(mails[0]).toContain('Bound IP: 81.2.69.142');
-    expect(mails[0]).toContain('To: owner@example.com');
+    expect(smtp.mails).toHaveLength(1);
+    expect(smtp.mails[0]).toContain('key_abc');
+    expect(smtp.mails[0]).toContain('Request IP: 2.125.160.216');
+    expect(smtp.mails[0]).toContain('Bound IP: 81.2.69.142');
+    expect(smtp.mails[0]).toContain('To: owner@example.com');
     await dispatcher.stop();
   });
 

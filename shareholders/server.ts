@@ -178,20 +178,26 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
     },
   );
 
+  /** The share an owner message addresses, after checking it was signed by the pinned owner. */
+  async function ownerTarget(connectionId: string, signed: SignedOwnerMessage, type: 'policy_update' | 'delete') {
+    const share = await store.getShare(connectionId);
+    if (!share) throw new RefusalError(404, 'share_not_found', 'no share enrolled for this connection');
+    if (signed.message.connectionId !== connectionId) throw new RefusalError(400, 'bad_request', 'connectionId differs from the URL');
+    checkOwnerMessage(signed, type, share.ownerPublicKey);
+    return share;
+  }
+
+  const replayed = () => new RefusalError(409, 'message_replayed', 'a newer owner message was already applied');
+
   app.put<{ Params: { id: string }; Body: { signed: SignedOwnerMessage } }>(
     '/v1/shares/:id/policy',
     { schema: { body: { type: 'object', required: ['signed'], properties: { signed: signedSchema } } } },
     async (req) => {
-      const share = await store.getShare(req.params.id);
-      if (!share) throw new RefusalError(404, 'share_not_found', 'no share enrolled for this connection');
       const { signed } = req.body;
-      if (signed.message.connectionId !== req.params.id) throw new RefusalError(400, 'bad_request', 'connectionId differs from the URL');
-      checkOwnerMessage(signed, 'policy_update', share.ownerPublicKey);
+      const share = await ownerTarget(req.params.id, signed, 'policy_update');
       const policy = policyFrom(signed.message.policy);
       const max = maxReleases(signed.message.maxReleasesPerMinute ?? share.maxReleasesPerMinute);
-      if (!await store.updatePolicy(req.params.id, JSON.stringify(policy), max, signed.message.issuedAt)) {
-        throw new RefusalError(409, 'message_replayed', 'a newer owner message was already applied');
-      }
+      if (!(await store.updatePolicy(req.params.id, JSON.stringify(policy), max, signed.message.issuedAt))) throw replayed();
       await audit({ action: 'policy_update', outcome: 'policy_updated', connectionId: req.params.id });
       return { connectionId: req.params.id, policy };
     },
@@ -201,14 +207,9 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
     '/v1/shares/:id',
     { schema: { body: { type: 'object', required: ['signed'], properties: { signed: signedSchema } } } },
     async (req) => {
-      const share = await store.getShare(req.params.id);
-      if (!share) throw new RefusalError(404, 'share_not_found', 'no share enrolled for this connection');
       const { signed } = req.body;
-      if (signed.message.connectionId !== req.params.id) throw new RefusalError(400, 'bad_request', 'connectionId differs from the URL');
-      checkOwnerMessage(signed, 'delete', share.ownerPublicKey);
-      if (!await store.deleteShare(req.params.id, signed.message.issuedAt)) {
-        throw new RefusalError(409, 'message_replayed', 'a newer owner message was already applied');
-      }
+      await ownerTarget(req.params.id, signed, 'delete');
+      if (!(await store.deleteShare(req.params.id, signed.message.issuedAt))) throw replayed();
       await audit({ action: 'delete', outcome: 'deleted', connectionId: req.params.id });
       return { connectionId: req.params.id, deleted: true };
     },

@@ -9,36 +9,23 @@ import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
 import { createServer } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
-import { SMTPServer } from 'smtp-server';
 import { Agent, fetch as undiciFetch } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signRequest } from '../../protocol/index.ts';
+import { startTestSmtp, type TestSmtp } from '../smtp.ts';
 import { enrollConnection, eventually, startTestStack } from './helpers.ts';
 
 let stack: Awaited<ReturnType<typeof startTestStack>>;
-let smtp: SMTPServer;
-const mails: string[] = [];
+let smtp: TestSmtp;
 
 beforeAll(async () => {
-  smtp = new SMTPServer({
-    authOptional: true,
-    disabledCommands: ['STARTTLS'],
-    onData(stream, _session, callback) {
-      let text = '';
-      stream.on('data', (c: Buffer) => (text += c.toString()));
-      stream.on('end', () => {
-        mails.push(text);
-        callback();
-      });
-    },
-  });
-  await new Promise<void>((r) => smtp.listen(0, '127.0.0.1', r));
-  const smtpUrl = `smtp://127.0.0.1:${(smtp.server.address() as AddressInfo).port}`;
+  smtp = await startTestSmtp();
+  const smtpUrl = smtp.url;
   stack = await startTestStack({ hostArgs: ['--trusted-proxy', 'loopback', '--velocity-floor', '20', '--velocity-factor', '3', '--smtp-url', smtpUrl] });
 });
 afterAll(async () => {
   await stack?.cleanup();
-  await new Promise<void>((r) => smtp.close(() => r()));
+  await smtp.close();
 });
 
 const BRACKNELL = '81.2.69.142';
@@ -285,7 +272,7 @@ describe('alerts on lock events', () => {
       const delivered = await eventually(async () => hooks.find((h) => JSON.parse(h.body).type === 'ip_mismatch'));
       expect(JSON.parse(delivered.body).data).toMatchObject({ keyId: k.id, clientIp: PLYMOUTH, boundIp: BRACKNELL });
       expect(String(delivered.headers['webhook-signature'])).toMatch(/^v1,/);
-      const mail = await eventually(async () => mails.find((m) => m.includes(k.id)));
+      const mail = await eventually(async () => smtp.mails.find((m) => m.includes(k.id)));
       expect(mail).toContain(`Request IP: ${PLYMOUTH}`);
       expect(mail).toContain(`Bound IP: ${BRACKNELL}`);
       const deliveries = (await admin<Array<{ type: string; deliveredAt: number | null }>>('GET', '/alerts/deliveries')).json;
