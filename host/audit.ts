@@ -1,7 +1,7 @@
 /**
  * The audit trail: one row per request, allowed or refused — never a request or response body.
  * Rows are queued and written in batches off the hot path (every 200 ms or 200 rows); `close()`
- * flushes, so a clean shutdown loses nothing.
+ * flushes, so a clean shutdown loses nothing; a failed write is retried (database restarts).
  */
 import { randomBytes } from 'node:crypto';
 import type { SqlDb, SqlValue } from '../storage/db.ts';
@@ -26,6 +26,9 @@ export interface AuditRow {
   deviceMatch: boolean | null;
   latencyMs: number;
 }
+
+/** Rows held in memory while the database is unreachable (about 20 MB at most). */
+const MAX_PENDING = 50_000;
 
 const COLUMNS = ['id', 'at', 'request_id', 'key_id', 'project_id', 'connection_id', 'provider', 'model_requested', 'model_resolved', 'tokens_in', 'tokens_out', 'tokens_cached', 'cost_micros', 'status', 'code', 'client_ip', 'city', 'device_match', 'latency_ms'];
 
@@ -67,10 +70,24 @@ export class AuditWriter {
       try {
         await this.#db.query(`INSERT INTO audit_log (${COLUMNS.join(', ')}) VALUES ${tuples.join(', ')}`, params);
       } catch (e) {
+        // The database is away (restart, failover): keep the rows and try again, so none is lost
+        // to an outage; beyond MAX_PENDING the oldest are dropped and reported.
         this.#onError(e as Error);
+        this.#queue = [...rows, ...this.#queue];
+        if (this.#queue.length > MAX_PENDING) {
+          const dropped = this.#queue.length - MAX_PENDING;
+          this.#queue = this.#queue.slice(dropped);
+          this.#onError(new Error(`audit queue full: ${dropped} rows dropped`));
+        }
+        this.#timer ??= setTimeout(() => void this.flush(), 1_000);
       }
     });
     return this.#flushing;
+  }
+
+  /** Rows not yet written (queued or waiting for the database to come back). */
+  get pending(): number {
+    return this.#queue.length;
   }
 
   async close(): Promise<void> {

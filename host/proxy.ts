@@ -241,7 +241,8 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
     });
     if (refusal) refuse(req, key, refusal, ip);
 
-    const abuse = deps.velocity.record(key.id, ip, now);
+    // Token volume is estimated from the JSON body (≈ 4 bytes a token), as the reservation does.
+    const abuse = deps.velocity.record(key.id, ip, now, model, json ? Math.ceil((body?.length ?? 0) / 4) : 0);
     if (abuse) {
       const until = now + deps.velocity.config.suspendForMs;
       await store.updateKey(key.id, { suspendedUntil: until });
