@@ -5,6 +5,7 @@
 import { generateOwnerKeyPair, fromHex, PROVIDERS, toHex } from '../protocol/index.ts';
 import { effectiveConfig, findDevStack, isLoopbackUrl, readConfig, writeConfig } from './config.ts';
 import { keysCreate, type KeyOptionFlags } from './keys.ts';
+import { rotateConnection } from './releases.ts';
 import { adminGet, CliError, connectProvider } from './owner.ts';
 import { dim, green, printJson, type Io } from './output.ts';
 
@@ -91,6 +92,8 @@ export async function loginCommand(options: { server?: string; tokenStdin?: bool
 }
 
 interface ConnectFlags {
+  rotate?: string;
+  projectId?: string;
   auth?: string;
   allow?: string[];
   apiKeyStdin?: boolean;
@@ -130,11 +133,25 @@ async function connectFromOwnerMachine(provider: string, options: ConnectFlags, 
     onProgress: options.json ? undefined : (step) => io.err(dim(io, `… ${step}\n`)),
     ...(options.auth ? { authScheme: options.auth } : {}),
     ...(options.allow ? { allowRules: options.allow } : {}),
+    ...(options.projectId ? { projectId: options.projectId } : {}),
   });
   return { result, threshold, shareholders: config.shareholders.length, serverUrl: config.serverUrl };
 }
 
 export async function connectCommand(provider: string, options: ConnectFlags, io: Io): Promise<number> {
+  if (options.rotate) {
+    return rotateConnection(
+      options.rotate,
+      async (old) => {
+        if (old.provider !== provider) throw new CliError(`${options.rotate} is a ${old.provider} connection, not ${provider}`, 2);
+        const spec = PROVIDERS[provider];
+        const baseUrl = spec?.origin === old.origin ? undefined : old.origin;
+        return (await connectFromOwnerMachine(provider, { ...options, ...(baseUrl ? { baseUrl } : {}), name: old.name, projectId: old.projectId, json: true }, io)).result;
+      },
+      options,
+      io,
+    );
+  }
   const { result, threshold, shareholders } = await connectFromOwnerMachine(provider, options, io);
   if (options.json) printJson(io, result);
   else {

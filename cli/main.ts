@@ -5,6 +5,7 @@
 import { Command, CommanderError } from 'commander';
 import { attestVerify, attestVerifyServer } from './attest.ts';
 import { connectCommand, keysListCommand, loginCommand, providersCommand, pushCommand } from './commands.ts';
+import { approveRelease } from './releases.ts';
 import { alertsCommand, auditCommand, statusCommand, usageCommand } from './reports.ts';
 import { envCommand, keyAction, keysCreate, keysShow, keysUpdate, modelsAlias, type KeyOptionFlags } from './keys.ts';
 import { CliError } from './owner.ts';
@@ -80,12 +81,13 @@ Examples:
     .option('--base-url <url>', 'pin another upstream origin (https; plain http only for loopback in dev)')
     .option('--name <name>', 'a name for this connection')
     .option('--threshold <t>', 'shares needed to rebuild the key (default 3)')
+    .option('--rotate <connection>', 'replace the upstream key of an existing connection (keys keep working)')
     .option('--auth <scheme>', 'any-API: bearer, basic, x-api-key, header:<name> or query:<name>')
     .option('--allow <rule>', 'any-API: allowed request, e.g. "GET /v1/customers/*" (repeatable)', collect)
     .option('--json', 'print {"id": …} as JSON')
     .addHelpText(
       'after',
-      '\nThe key never leaves this machine in the clear: the gateway receives only the sealed record.\n\nExamples:\n  $ securegate connect openai\n  $ printenv OPENAI_API_KEY | securegate connect openai --api-key-stdin --json\n  $ securegate connect azure --base-url https://myres.openai.azure.com\n  $ securegate connect any --base-url https://api.stripe.com --auth basic --allow "GET /v1/customers/*"   # then call /any/v1/customers/…',
+      '\nThe key never leaves this machine in the clear: the gateway receives only the sealed record.\n\nExamples:\n  $ securegate connect openai\n  $ printenv NEW_OPENAI_KEY | securegate connect openai --rotate conn_1a2b… --api-key-stdin\n  $ printenv OPENAI_API_KEY | securegate connect openai --api-key-stdin --json\n  $ securegate connect azure --base-url https://myres.openai.azure.com\n  $ securegate connect any --base-url https://api.stripe.com --auth basic --allow "GET /v1/customers/*"   # then call /any/v1/customers/…',
     )
     .action(async (provider: string, options) => {
       program.setOptionValue('exitCode', await connectCommand(provider, options, io));
@@ -231,6 +233,18 @@ Examples:
     .option('--json', 'print as JSON')
     .description('remove an alert target')
     .action((id: string, o) => run(() => alertsCommand('remove', { ...o, id }, io))());
+
+  const connections = program.command('connections').description('connections: approve enclave releases');
+  connections
+    .command('approve-release')
+    .argument('<manifest>', 'signed release manifest (release-manifest.json)')
+    .requiredOption('--release-key <hex>', 'pinned Ed25519 release public key')
+    .option('--connection <id>', 'only this connection (repeatable; default: all of yours)', collect)
+    .option('--withdraw', 'remove the release instead: shareholders stop releasing to that image')
+    .option('--json', 'print as JSON')
+    .description('let a new enclave release receive your shares (owner-signed policy update to every shareholder)')
+    .addHelpText('after', '\nExamples:\n  $ securegate connections approve-release release-v1.1.json --release-key 3b6a…\n  $ securegate connections approve-release release-v1.0.json --release-key 3b6a… --withdraw')
+    .action((manifest: string, o) => run(() => approveRelease(manifest, o, io))());
 
   const models = program.command('models').description('model registry: aliases per project');
   models

@@ -47,6 +47,7 @@ export interface ConnectInput {
   /** Any-API connections: auth scheme and request allow-list rules ("GET /v1/customers/*"). */
   authScheme?: AuthScheme;
   allowRules?: string[];
+  projectId?: string;
 }
 
 async function http(method: string, url: string, body: unknown, token?: string): Promise<{ status: number; json: Record<string, unknown> }> {
@@ -181,6 +182,7 @@ export async function connectProvider(input: ConnectInput): Promise<{ id: string
       threshold: input.threshold,
       shareholders: input.shareholders.map((s) => s.id),
       ...(allow ? { allow } : {}),
+      ...(input.projectId ? { projectId: input.projectId } : {}),
     },
     input.adminToken,
   );

@@ -210,6 +210,20 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
     })),
   );
 
+  // Key rotation: every key of `from` moves to `to` (same project, same provider) in one statement.
+  app.post<{ Params: { id: string }; Body: { to: string } }>(
+    '/connections/:id/rotate',
+    { schema: { params: idParam, body: { type: 'object', required: ['to'], additionalProperties: false, properties: { to: { type: 'string', maxLength: 64 } } } } },
+    async (req) => {
+      const from = await store.getConnection(req.params.id);
+      const to = await store.getConnection(req.body.to);
+      if (!from || !to) throw new HostError('not_found', 'both connections must exist');
+      if (from.projectId !== to.projectId || from.provider !== to.provider) throw new HostError('invalid_request', 'rotation keeps the project and the provider');
+      const moved = await store.moveKeys(from.id, to.id);
+      return { from: from.id, to: to.id, moved };
+    },
+  );
+
   // ---- keys ----
   app.post<{ Body: KeyOptionsBody & { connectionId: string } }>(
     '/keys',

@@ -291,6 +291,13 @@ export class HostStore {
     );
   }
 
+  /** Moves every key of one connection to another (rotation); announces each change. */
+  async moveKeys(from: string, to: string, now = Date.now()): Promise<number> {
+    const rows = await this.db.query('UPDATE sg_keys SET connection_id = $1, updated_at = $2 WHERE connection_id = $3 RETURNING id', [to, now, from]);
+    for (const r of rows) await this.#changed(r.id as string);
+    return rows.length;
+  }
+
   async getKey(id: string): Promise<KeyRecord | undefined> {
     const [r] = await this.db.query('SELECT * FROM sg_keys WHERE id = $1', [id]);
     return r ? toKey(r) : undefined;

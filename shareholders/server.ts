@@ -141,6 +141,14 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
 
   app.get('/healthz', async () => ({ ok: true }));
 
+  // The owner's current PCR policy for a connection (public data: which enclave measurements
+  // may receive the share), so the owner's CLI can extend it for a new release.
+  app.get<{ Params: { id: string } }>('/v1/shares/:id/policy', async (req) => {
+    const share = await store.getShare(req.params.id);
+    if (!share) throw new RefusalError(404, 'share_not_found', 'no share enrolled for this connection');
+    return { connectionId: share.connectionId, owner: share.ownerPublicKey, policy: JSON.parse(share.policy) as PcrPolicy, maxReleasesPerMinute: share.maxReleasesPerMinute };
+  });
+
   app.post<{ Body: { envelope: string; signed: SignedOwnerMessage } }>(
     '/v1/shares',
     { schema: { body: { type: 'object', required: ['envelope', 'signed'], properties: { envelope: { type: 'string', maxLength: 8192 }, signed: signedSchema } } } },

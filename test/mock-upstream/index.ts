@@ -54,6 +54,8 @@ export interface MockUpstream {
   url: string;
   origin: string;
   requests: RecordedRequest[];
+  /** Accept one more upstream key (key rotation tests). */
+  acceptKey(key: string): void;
   close(): Promise<void>;
 }
 
@@ -241,6 +243,7 @@ const fileObject = (f: StoredFile) => ({ id: f.id, object: 'file', bytes: f.byte
 
 export async function startMockUpstream(options: MockUpstreamOptions): Promise<MockUpstream> {
   const requests: RecordedRequest[] = [];
+  const accepted = new Set([options.apiKey]);
   const files = new Map<string, StoredFile>();
   const uploads = new Map<string, { id: string; filename: string; purpose: string; bytes: number; parts: Map<string, Buffer> }>();
   const server: Server = createServer(async (req, res) => {
@@ -262,7 +265,7 @@ export async function startMockUpstream(options: MockUpstreamOptions): Promise<M
     const field = (name: string) => record.parts?.find((p) => p.name === name);
     const anthropic = url.pathname.startsWith('/v1/messages');
     const presented = anthropic ? req.headers['x-api-key'] : (req.headers.authorization ?? '').replace(/^Bearer /, '');
-    if (presented !== options.apiKey) {
+    if (typeof presented !== 'string' || !accepted.has(presented)) {
       const shown = typeof presented === 'string' && presented.length > 8 ? `${presented.slice(0, 8)}${'*'.repeat(6)}${presented.slice(-4)}` : String(presented);
       if (anthropic) return json(res, 401, { type: 'error', error: { type: 'authentication_error', message: 'invalid x-api-key' } });
       return openaiError(res, 401, `Incorrect API key provided: ${shown}. You can find your API key at https://platform.openai.com/account/api-keys.`, 'invalid_request_error', 'invalid_api_key');
@@ -404,6 +407,7 @@ export async function startMockUpstream(options: MockUpstreamOptions): Promise<M
     url: `${origin}/v1`,
     origin,
     requests,
+    acceptKey: (key) => void accepted.add(key),
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());

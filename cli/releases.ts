@@ -1,0 +1,112 @@
+/**
+ * Upgrades and rotation, from the owner's machine:
+ *  - `connections approve-release <manifest>`: verify the release manifest with the pinned release
+ *    key, then send every shareholder of each connection an owner-signed policy update that adds
+ *    the release's PCR0/1/2 (the old release keeps serving until cut-over); `--withdraw` removes
+ *    it, stopping further releases to that image.
+ *  - `connect --rotate <connection>`: seal the new upstream key as a new connection, move every
+ *    key of the old connection onto it, then have the shareholders delete the old shares — no
+ *    moment without a working connection.
+ */
+import { readFile } from 'node:fs/promises';
+import { canonicalJson, fromHex, signOwnerMessage, verifyReleaseManifest } from '../protocol/index.ts';
+import { effectiveConfig, type PinnedShareholder } from './config.ts';
+import { adminRequest, CliError } from './owner.ts';
+import { green, printJson, type Io } from './output.ts';
+
+type PcrSetLike = Record<string, string>;
+
+interface PolicyView {
+  policy: { allow: PcrSetLike[]; allowDebug?: boolean };
+  maxReleasesPerMinute: number;
+}
+
+async function shareholderRequest(sh: PinnedShareholder, method: string, path: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
+  const res = await fetch(`${sh.url}${path}`, {
+    method,
+    headers: body === undefined ? {} : { 'content-type': 'application/json' },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    signal: AbortSignal.timeout(15_000),
+  }).catch((e: Error) => {
+    throw new CliError(`cannot reach shareholder ${sh.id} at ${sh.url}: ${e.message}`, 3);
+  });
+  return { status: res.status, json: (await res.json().catch(() => ({}))) as Record<string, unknown> };
+}
+
+function owner() {
+  const c = effectiveConfig();
+  if (!c.adminToken) throw new CliError(`not logged in to ${c.serverUrl}: run \`securegate login\``, 1);
+  if (!c.ownerSecretKey) throw new CliError('no owner key in this config: only the machine that connected a key can change its policy', 1);
+  if (!c.shareholders?.length) throw new CliError('no pinned shareholders in this config', 1);
+  return c as typeof c & { adminToken: string; ownerSecretKey: string; shareholders: PinnedShareholder[] };
+}
+
+/** Sends one owner-signed message of `type` for `connectionId` to every pinned shareholder. */
+export async function toEveryShareholder(
+  shareholders: PinnedShareholder[],
+  ownerSecretKey: string,
+  connectionId: string,
+  type: 'policy_update' | 'delete',
+  fields: Record<string, unknown>,
+): Promise<void> {
+  const issuedAt = Date.now();
+  await Promise.all(
+    shareholders.map(async (sh) => {
+      const signed = signOwnerMessage(fromHex(ownerSecretKey), { type, connectionId, shareholderId: sh.id, issuedAt, ...(fields as Record<string, never>) });
+      const path = type === 'delete' ? `/v1/shares/${connectionId}` : `/v1/shares/${connectionId}/policy`;
+      const r = await shareholderRequest(sh, type === 'delete' ? 'DELETE' : 'PUT', path, { signed });
+      if (r.status !== 200) throw new CliError(`shareholder ${sh.id} refused ${type} for ${connectionId}: ${JSON.stringify(r.json.error ?? r.json)}`, 1);
+    }),
+  );
+}
+
+export async function approveRelease(manifestPath: string, options: { releaseKey: string; connection?: string[]; withdraw?: boolean; json?: boolean }, io: Io): Promise<number> {
+  const c = owner();
+  if (!/^[0-9a-fA-F]{64}$/.test(options.releaseKey ?? '')) throw new CliError('--release-key takes the 64-hex-digit release public key', 2);
+  let manifest;
+  try {
+    manifest = verifyReleaseManifest(JSON.parse(await readFile(manifestPath, 'utf8')), fromHex(options.releaseKey.toLowerCase()));
+  } catch (e) {
+    throw new CliError(`the manifest does not verify: ${(e as Error).message}`, 1);
+  }
+  if (manifest.nsm === 'dev' && !c.dev) throw new CliError('this is a development release manifest; it is approved only against a dev stack', 1);
+  const wanted: PcrSetLike = { ...manifest.pcrs };
+  const ids = options.connection?.length ? options.connection : ((await adminRequest(c.serverUrl, c.adminToken, 'GET', '/connections')) as Array<{ id: string }>).map((x) => x.id);
+  const results: Array<{ connectionId: string; sets: number }> = [];
+  for (const id of ids) {
+    // Every shareholder must hold the same policy; read them all and refuse to act on a split.
+    const views = await Promise.all(c.shareholders.map((sh) => shareholderRequest(sh, 'GET', `/v1/shares/${id}/policy`)));
+    if (views.some((v) => v.status === 404)) continue; // not enrolled with these shareholders (another owner's)
+    const policies = views.map((v) => canonicalJson((v.json as unknown as PolicyView).policy as never));
+    if (new Set(policies).size !== 1) throw new CliError(`shareholders disagree on the policy of ${id}; fix that first`, 1);
+    const current = (views[0]!.json as unknown as PolicyView).policy;
+    const same = (s: PcrSetLike) => canonicalJson(s as never) === canonicalJson(wanted as never);
+    // Withdrawing removes every allowed set this release satisfies (a set may pin only PCR0).
+    const satisfiedBy = (s: PcrSetLike) => Object.entries(s).every(([i, v]) => wanted[i] === v);
+    const allow = options.withdraw ? current.allow.filter((s) => !satisfiedBy(s)) : current.allow.some(same) ? current.allow : [...current.allow, wanted];
+    await toEveryShareholder(c.shareholders, c.ownerSecretKey, id, 'policy_update', { policy: { ...current, allow } });
+    results.push({ connectionId: id, sets: allow.length });
+  }
+  if (options.json) printJson(io, { release: manifest.release, withdrawn: options.withdraw ?? false, connections: results });
+  else io.out(`${green(io, '✔')} ${options.withdraw ? 'withdrew' : 'approved'} release ${manifest.release} for ${results.length} connection(s)\n`);
+  return 0;
+}
+
+/** `connect --rotate`: the new key becomes a new connection; keys move; old shares are deleted. */
+export async function rotateConnection(
+  oldId: string,
+  connectNew: (old: { provider: string; origin: string; name: string; projectId: string }) => Promise<{ id: string }>,
+  options: { json?: boolean },
+  io: Io,
+): Promise<number> {
+  const c = owner();
+  const all = (await adminRequest(c.serverUrl, c.adminToken, 'GET', '/connections')) as Array<{ id: string; provider: string; origin: string; name: string; projectId: string }>;
+  const old = all.find((x) => x.id === oldId);
+  if (!old) throw new CliError(`no connection ${oldId}`, 1);
+  const created = await connectNew(old);
+  const moved = (await adminRequest(c.serverUrl, c.adminToken, 'POST', `/connections/${oldId}/rotate`, { to: created.id })) as { moved: number };
+  await toEveryShareholder(c.shareholders, c.ownerSecretKey, oldId, 'delete', {});
+  if (options.json) printJson(io, { from: oldId, to: created.id, keysMoved: moved.moved });
+  else io.out(`${green(io, '✔')} rotated ${oldId} → ${created.id}: ${moved.moved} key(s) moved, old shares deleted; SG_ keys are unchanged\n`);
+  return 0;
+}

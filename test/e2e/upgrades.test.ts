@@ -1,0 +1,104 @@
+/**
+ * Upgrades and rotation through the real CLI against the dev stack: approving a new release's
+ * PCRs (owner-signed, every shareholder), withdrawing an image so it gets no more shares, and
+ * rotating the upstream key with SG_ keys working throughout.
+ */
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import OpenAI from 'openai';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { signReleaseManifest, type SignedReleaseManifest } from '../../protocol/index.ts';
+import { startTestStack } from './helpers.ts';
+
+const bin = fileURLToPath(new URL('../../bin/securegate.mjs', import.meta.url));
+let stack: Awaited<ReturnType<typeof startTestStack>>;
+let configDir: string;
+
+function cli(args: string[], stdin = ''): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = execFile(
+      process.execPath,
+      [bin, ...args],
+      { env: { ...process.env, SECUREGATE_DATA_DIR: stack.dataDir, SECUREGATE_URL: stack.hostUrl, SECUREGATE_CONFIG_DIR: configDir } },
+      (e, stdout, stderr) => resolve({ code: e ? (e.code as number) : 0, stdout, stderr }),
+    );
+    child.stdin!.end(stdin);
+  });
+}
+
+beforeAll(async () => {
+  stack = await startTestStack();
+  configDir = await mkdtemp(join(tmpdir(), 'sg-upg-'));
+});
+afterAll(async () => {
+  await stack?.cleanup();
+  await rm(configDir, { recursive: true, force: true });
+});
+
+async function connectAndKey(upstreamKey: string): Promise<{ connectionId: string; key: string }> {
+  const c = await cli(['connect', 'openai', '--api-key-stdin', '--base-url', stack.mock!.origin, '--json'], `${upstreamKey}\n`);
+  expect(c.code, c.stderr).toBe(0);
+  const connectionId = (JSON.parse(c.stdout) as { id: string }).id;
+  const k = await cli(['keys', 'create', '--connection', connectionId, '--json']);
+  return { connectionId, key: (JSON.parse(k.stdout) as { key: string }).key };
+}
+
+const ask = (key: string) => new OpenAI({ apiKey: key, baseURL: `${stack.hostUrl}/v1`, maxRetries: 0 }).chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] });
+
+async function policyAt(connectionId: string): Promise<Array<Record<string, string>>> {
+  const r = await fetch(`${stack.shareholders[0]!.url}/v1/shares/${connectionId}/policy`);
+  return ((await r.json()) as { policy: { allow: Array<Record<string, string>> } }).policy.allow;
+}
+
+describe('release approval', () => {
+  it('adds a new release on every shareholder, and a withdrawn release gets no more shares', async () => {
+    const { connectionId, key } = await connectAndKey(stack.demo!.upstreamKey);
+    const current = JSON.parse(await readFile(stack.manifestPath, 'utf8')) as SignedReleaseManifest;
+    const releaseKey = Buffer.from((await readFile(join(stack.dataDir, 'dev-root', 'release.key'), 'utf8')).trim(), 'hex');
+    const next = signReleaseManifest(releaseKey, { ...current.manifest, release: 'next', pcrs: { ...current.manifest.pcrs, '0': 'cd'.repeat(48) } });
+    const nextPath = join(configDir, 'next.json');
+    await writeFile(nextPath, JSON.stringify(next));
+    const approved = await cli(['connections', 'approve-release', nextPath, '--release-key', stack.releasePublicKey, '--connection', connectionId, '--json']);
+    expect(approved.code, approved.stderr).toBe(0);
+    for (const sh of stack.shareholders) {
+      const r = (await (await fetch(`${sh.url}/v1/shares/${connectionId}/policy`)).json()) as { policy: { allow: unknown[] } };
+      expect(r.policy.allow).toHaveLength(2);
+    }
+    // Cut over: withdraw the running release. The enclave has not fetched this key yet, so the
+    // shareholders now refuse it: a clean 503, nothing upstream.
+    const withdrawn = await cli(['connections', 'approve-release', stack.manifestPath, '--release-key', stack.releasePublicKey, '--connection', connectionId, '--withdraw', '--json']);
+    expect(withdrawn.code, withdrawn.stderr).toBe(0);
+    expect(await policyAt(connectionId)).toEqual([next.manifest.pcrs]);
+    const refused = (await ask(key).catch((e: unknown) => e)) as { status: number; code: string };
+    expect(refused).toMatchObject({ status: 503, code: 'shareholders_unavailable' });
+    // Re-approving the running release restores service.
+    expect((await cli(['connections', 'approve-release', stack.manifestPath, '--release-key', stack.releasePublicKey, '--connection', connectionId])).code).toBe(0);
+    await ask(key);
+  });
+
+  it('refuses a manifest not signed by the pinned release key', async () => {
+    const r = await cli(['connections', 'approve-release', stack.manifestPath, '--release-key', 'ab'.repeat(32)]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('does not verify');
+  });
+});
+
+describe('upstream key rotation', () => {
+  it('moves SG_ keys to the new upstream key without changing them, and deletes the old shares', async () => {
+    const { connectionId, key } = await connectAndKey(stack.demo!.upstreamKey);
+    await ask(key);
+    const newUpstream = `sk-rotated-${Date.now()}`;
+    stack.mock!.acceptKey(newUpstream);
+    const r = await cli(['connect', 'openai', '--rotate', connectionId, '--api-key-stdin', '--json'], `${newUpstream}\n`);
+    expect(r.code, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout) as { from: string; to: string; keysMoved: number };
+    expect(out).toMatchObject({ from: connectionId, keysMoved: 1 });
+    const before = stack.mock!.requests.length;
+    await ask(key);
+    expect(stack.mock!.requests[before]!.headers.authorization).toBe(`Bearer ${newUpstream}`);
+    for (const sh of stack.shareholders) expect((await fetch(`${sh.url}/v1/shares/${connectionId}/policy`)).status).toBe(404);
+  });
+});
