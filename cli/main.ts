@@ -5,7 +5,7 @@
 import { Command, CommanderError } from 'commander';
 import { attestVerify, attestVerifyServer } from './attest.ts';
 import { connectCommand, keysListCommand, loginCommand, providersCommand, pushCommand } from './commands.ts';
-import { approveRelease } from './releases.ts';
+import { approveRelease, attestAudit } from './releases.ts';
 import { alertsCommand, auditCommand, statusCommand, usageCommand } from './reports.ts';
 import { envCommand, keyAction, keysCreate, keysShow, keysUpdate, modelsAlias, type KeyOptionFlags } from './keys.ts';
 import { CliError } from './owner.ts';
@@ -62,6 +62,15 @@ Examples:
       }
       program.setOptionValue('exitCode', await attestVerify(file, options, io));
     });
+  attest
+    .command('audit')
+    .option('--connection <id>', 'only this connection')
+    .option('--json', 'print as JSON')
+    .description("check every pinned shareholder's audit log: hash chain intact, every release to approved PCRs")
+    .action(async (o) => {
+      program.setOptionValue('exitCode', await attestAudit(o, io));
+    });
+
   program
     .command('login')
     .description('log in to a SecureGate server (a local dev stack from `npm start` needs no token)')

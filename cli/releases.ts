@@ -9,7 +9,7 @@
  *    moment without a working connection.
  */
 import { readFile } from 'node:fs/promises';
-import { canonicalJson, fromHex, signOwnerMessage, verifyReleaseManifest } from '../protocol/index.ts';
+import { canonicalJson, fromHex, signOwnerMessage, verifyAuditChain, verifyReleaseManifest } from '../protocol/index.ts';
 import { effectiveConfig, type PinnedShareholder } from './config.ts';
 import { adminRequest, CliError } from './owner.ts';
 import { green, printJson, type Io } from './output.ts';
@@ -109,4 +109,58 @@ export async function rotateConnection(
   if (options.json) printJson(io, { from: oldId, to: created.id, keysMoved: moved.moved });
   else io.out(`${green(io, '✔')} rotated ${oldId} → ${created.id}: ${moved.moved} key(s) moved, old shares deleted; SG_ keys are unchanged\n`);
   return 0;
+}
+
+interface AuditEntryView {
+  seq: number;
+  at: string;
+  prevHash: string;
+  hash: string;
+  event: { action: string; outcome: string; connectionId?: string; pcrs?: Record<string, string>; policy?: { allow: PcrSetLike[] }; moduleId?: string };
+}
+
+/**
+ * `attest audit`: reads every pinned shareholder's transparency log, checks its hash chain, and
+ * replays each connection's policy history to check that every release went to an enclave whose
+ * PCRs were approved at that moment.
+ */
+export async function attestAudit(options: { connection?: string; json?: boolean }, io: Io): Promise<number> {
+  const c = effectiveConfig();
+  if (!c.shareholders?.length) throw new CliError('no pinned shareholders in this config', 1);
+  const report: Array<{ shareholder: string; entries: number; chainIntact: boolean; releases: number; unapproved: Array<{ seq: number; connectionId: string; moduleId?: string }> }> = [];
+  for (const sh of c.shareholders) {
+    const entries: AuditEntryView[] = [];
+    for (let after = 0; ; ) {
+      const r = await shareholderRequest(sh, 'GET', `/v1/audit?after=${after}&limit=1000`);
+      if (r.status !== 200) throw new CliError(`shareholder ${sh.id} did not return its audit log (${r.status})`, 3);
+      const page = (r.json as { entries: AuditEntryView[] }).entries;
+      entries.push(...page);
+      if (page.length < 1000) break;
+      after = page.at(-1)!.seq;
+    }
+    const broken = verifyAuditChain(entries);
+    const policies = new Map<string, PcrSetLike[]>();
+    const unapproved: Array<{ seq: number; connectionId: string; moduleId?: string }> = [];
+    let releases = 0;
+    for (const e of entries) {
+      const id = e.event.connectionId;
+      if (!id || (options.connection && id !== options.connection)) continue;
+      if ((e.event.action === 'enroll' && e.event.outcome === 'enrolled') || e.event.outcome === 'policy_updated') policies.set(id, e.event.policy?.allow ?? []);
+      if (e.event.outcome === 'released') {
+        releases++;
+        const pcrs = e.event.pcrs ?? {};
+        const approved = (policies.get(id) ?? []).some((set) => Object.entries(set).every(([i, v]) => pcrs[i] === v));
+        if (!approved) unapproved.push({ seq: e.seq, connectionId: id, ...(e.event.moduleId ? { moduleId: e.event.moduleId } : {}) });
+      }
+    }
+    report.push({ shareholder: sh.id, entries: entries.length, chainIntact: broken === undefined, releases, unapproved });
+  }
+  const ok = report.every((r) => r.chainIntact && r.unapproved.length === 0);
+  if (options.json) printJson(io, { ok, shareholders: report });
+  else {
+    for (const r of report) {
+      io.out(`${r.chainIntact && r.unapproved.length === 0 ? green(io, '✔') : '✘'} ${r.shareholder}: ${r.entries} entries, chain ${r.chainIntact ? 'intact' : 'BROKEN'}, ${r.releases} releases, ${r.unapproved.length} to unapproved PCRs\n`);
+    }
+  }
+  return ok ? 0 : 1;
 }

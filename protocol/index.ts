@@ -13,3 +13,4 @@ export * from './rpc.ts';
 export * from './request-signature.ts';
 export * from './allow-list.ts';
 export * from './release-manifest.ts';
+export * from './audit-chain.ts';

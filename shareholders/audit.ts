@@ -1,10 +1,11 @@
 /**
- * Append-only, hash-chained audit log (pure part): each entry's hash covers the previous hash,
- * so deleting or editing any entry breaks every later hash. Entries hold ids, PCRs and outcomes,
- * never shares or keys.
+ * The shareholder's audit events; the chain itself (hashing and verification) is
+ * protocol/audit-chain.ts, shared with the owners' CLI. Entries hold ids, PCRs, policies and
+ * outcomes, never shares or keys.
  */
-import { createHash } from 'node:crypto';
-import { canonicalJson, type CanonicalValue } from '../protocol/index.ts';
+import type { CanonicalValue, ChainedEntry } from '../protocol/index.ts';
+
+export { auditHash, GENESIS_HASH, verifyAuditChain } from '../protocol/index.ts';
 
 export type AuditOutcome = 'enrolled' | 'released' | 'refused' | 'policy_updated' | 'deleted';
 
@@ -18,31 +19,4 @@ export interface AuditEvent {
   [field: string]: CanonicalValue | undefined;
 }
 
-export interface AuditEntry {
-  seq: number;
-  at: string;
-  event: AuditEvent;
-  prevHash: string;
-  hash: string;
-}
-
-export const GENESIS_HASH = '0'.repeat(64);
-
-export function auditHash(seq: number, at: string, event: AuditEvent, prevHash: string): string {
-  return createHash('sha256')
-    .update(prevHash)
-    .update(canonicalJson({ seq, at, event: event as Record<string, CanonicalValue> }))
-    .digest('hex');
-}
-
-/** Returns the seq of the first entry that breaks the chain, or undefined if it is intact. */
-export function verifyAuditChain(entries: readonly AuditEntry[]): number | undefined {
-  let prev = GENESIS_HASH;
-  let expectedSeq = entries[0]?.seq ?? 1;
-  for (const e of entries) {
-    if (e.seq !== expectedSeq || e.prevHash !== prev || auditHash(e.seq, e.at, e.event, e.prevHash) !== e.hash) return e.seq;
-    prev = e.hash;
-    expectedSeq++;
-  }
-  return undefined;
-}
+export type AuditEntry = ChainedEntry<AuditEvent>;

@@ -141,6 +141,18 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
 
   app.get('/healthz', async () => ({ ok: true }));
 
+  // The audit log is a transparency log: every enroll, release and refusal, hash-chained. It
+  // holds ids, PCRs, module ids and outcomes — never shares — so owners and auditors may read it
+  // (`securegate attest audit`). Paged by sequence number.
+  app.get<{ Querystring: { after?: string; limit?: string } }>(
+    '/v1/audit',
+    { schema: { querystring: { type: 'object', properties: { after: { type: 'string', pattern: '^[0-9]{1,12}$' }, limit: { type: 'string', pattern: '^[1-9][0-9]{0,3}$' } } } } },
+    async (req) => {
+      const entries = await store.readAudit(Number(req.query.after ?? 0), Number(req.query.limit ?? 1000));
+      return { shareholderId: identity.id, entries };
+    },
+  );
+
   // The owner's current PCR policy for a connection (public data: which enclave measurements
   // may receive the share), so the owner's CLI can extend it for a new release.
   app.get<{ Params: { id: string } }>('/v1/shares/:id/policy', async (req) => {
@@ -181,7 +193,7 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
         await audit({ action: 'enroll', outcome: 'refused', connectionId, code: 'share_exists' });
         throw new RefusalError(409, 'share_exists', 'a share for this connection is already enrolled');
       }
-      await audit({ action: 'enroll', outcome: 'enrolled', connectionId, owner: signed.publicKey });
+      await audit({ action: 'enroll', outcome: 'enrolled', connectionId, owner: signed.publicKey, policy: policy as never });
       return reply.status(201).send({ connectionId, shareholderId: identity.id });
     },
   );
@@ -206,7 +218,7 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
       const policy = policyFrom(signed.message.policy);
       const max = maxReleases(signed.message.maxReleasesPerMinute ?? share.maxReleasesPerMinute);
       if (!(await store.updatePolicy(req.params.id, JSON.stringify(policy), max, signed.message.issuedAt))) throw replayed();
-      await audit({ action: 'policy_update', outcome: 'policy_updated', connectionId: req.params.id });
+      await audit({ action: 'policy_update', outcome: 'policy_updated', connectionId: req.params.id, policy: policy as never });
       return { connectionId: req.params.id, policy };
     },
   );

@@ -102,3 +102,38 @@ describe('upstream key rotation', () => {
     for (const sh of stack.shareholders) expect((await fetch(`${sh.url}/v1/shares/${connectionId}/policy`)).status).toBe(404);
   });
 });
+
+describe('securegate attest audit', () => {
+  it('finds every shareholder log intact and every release sent to approved PCRs', async () => {
+    const r = await cli(['attest', 'audit', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout) as { ok: boolean; shareholders: Array<{ shareholder: string; entries: number; chainIntact: boolean; releases: number }> };
+    expect(out.ok).toBe(true);
+    expect(out.shareholders).toHaveLength(5);
+    expect(out.shareholders.every((s) => s.chainIntact && s.entries > 0)).toBe(true);
+    expect(out.shareholders.reduce((n, s) => n + s.releases, 0)).toBeGreaterThanOrEqual(3);
+  });
+
+  it('flags a shareholder whose log was edited', async () => {
+    const real = (await (await fetch(`${stack.shareholders[0]!.url}/v1/audit`)).json()) as { entries: Array<{ event: { outcome: string } }> };
+    real.entries[0]!.event.outcome = 'refused';
+    const { createServer } = await import('node:http');
+    const fake = createServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(real)));
+    await new Promise<void>((resolve) => fake.listen(0, '127.0.0.1', resolve));
+    const configPath = join(configDir, 'config.json');
+    const saved = await readFile(configPath, 'utf8');
+    try {
+      const config = JSON.parse(saved);
+      const pins = stack.shareholders.map(({ id, url, publicKey }) => ({ id, url, publicKey }));
+      pins[0]!.url = `http://127.0.0.1:${(fake.address() as { port: number }).port}`;
+      await writeFile(configPath, JSON.stringify({ ...config, shareholders: pins }));
+      const r = await cli(['attest', 'audit', '--json']);
+      expect(r.code).toBe(1);
+      const out = JSON.parse(r.stdout) as { shareholders: Array<{ shareholder: string; chainIntact: boolean }> };
+      expect(out.shareholders.find((s) => s.shareholder === 'sh-1')!.chainIntact).toBe(false);
+    } finally {
+      await writeFile(configPath, saved);
+      fake.close();
+    }
+  });
+});
