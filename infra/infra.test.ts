@@ -7,7 +7,7 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { parse } from 'yaml';
+import { parse, parseAllDocuments } from 'yaml';
 import { measurementsFrom } from './enclave/release.ts';
 
 const file = (p: string) => readFileSync(new URL(p, import.meta.url), 'utf8');
@@ -46,6 +46,28 @@ describe('deployment files', () => {
   it('pins the base image by digest in the lock file, and the Dockerfile uses it', () => {
     expect(file('./enclave/base-image.lock')).toMatch(/^NODE_IMAGE=node:24\.\d+\.\d+-bookworm-slim@sha256:/m);
     expect(file('./enclave/Dockerfile')).toMatch(/^FROM \$\{NODE_IMAGE\}$/m);
+  });
+
+  it('ships Kubernetes manifests that parse, with the Nitro Enclaves device and probes', () => {
+    type Doc = { kind: string; spec: { template: { spec: { containers: Array<{ name: string; resources: { limits: Record<string, string> }; readinessProbe: { httpGet: { path: string } } }> } } } };
+    const docs = parseAllDocuments(file("./kubernetes/gateway.yaml")).map((d) => d.toJSON() as Doc);
+    expect(docs.map((d) => d.kind)).toEqual(['ConfigMap', 'Deployment', 'Service']);
+    const pod = docs[1]!.spec.template.spec;
+    const enclave = pod.containers.find((c) => c.name === "enclave")!;
+    expect(enclave.resources.limits['aws.ec2.nitro/nitro_enclaves']).toBe('1');
+    const host = pod.containers.find((c) => c.name === "host")!;
+    expect(host.readinessProbe.httpGet.path).toBe('/readyz');
+    const shareholder = parseAllDocuments(file("./kubernetes/shareholder.yaml")).map((d) => d.toJSON() as Doc);
+    expect(shareholder.map((d) => d.kind)).toEqual(['PersistentVolumeClaim', 'Deployment', 'Service']);
+  });
+
+  it('ships a Terraform module whose blocks balance and that enables enclaves', () => {
+    const main = file('./terraform/main.tf');
+    expect(main).toMatch(/enclave_options\s*\{\s*enabled\s*=\s*true/);
+    for (const f of ['./terraform/main.tf', './terraform/variables.tf', './terraform/outputs.tf']) {
+      const text = file(f).replace(/#.*$/gm, '').replace(/"(?:[^"\\]|\\.)*"/g, '""');
+      expect((text.match(/\{/g) ?? []).length, f).toBe((text.match(/\}/g) ?? []).length);
+    }
   });
 
   it('reads PCRs from nitro-cli build-enclave output', () => {
