@@ -142,7 +142,26 @@ const SNIPPETS: Record<string, (base: string, fp: string | undefined) => string>
     `# OpenClaw: point the OpenAI-compatible provider at SecureGate\nexport OPENAI_BASE_URL=${base}\nexport OPENAI_API_KEY=$SECUREGATE_KEY   # SG_…, never the raw provider key\n${fp ? `export OPENAI_DEFAULT_HEADERS='{"x-device-fingerprint":"${fp}"}'\n` : ''}`,
 };
 
-export function envCommand(options: { lang?: string; device?: boolean; json?: boolean }, io: Io): number {
+/** Request-signature snippets (`--signed`): the scheme of protocol/request-signature.ts, spelled out. */
+export const SIGNED_SNIPPETS: Record<string, (base: string) => string> = {
+  node: (base) =>
+    `// x-sg-signature = hex HMAC-SHA256(secret, ts + "\\n" + METHOD + "\\n" + path?query + "\\n" + hex(SHA-256(body)))\nimport { createHash, createHmac } from 'node:crypto';\nfunction sgSign(secret, method, path, body) {\n  const ts = Math.floor(Date.now() / 1000);\n  const digest = createHash('sha256').update(body).digest('hex');\n  const sig = createHmac('sha256', Buffer.from(secret, 'hex')).update(\`\${ts}\\n\${method}\\n\${path}\\n\${digest}\`).digest('hex');\n  return { 'x-sg-timestamp': String(ts), 'x-sg-signature': sig };\n}\n// fetch('${base}/chat/completions', { method: 'POST', body, headers: { ...sgSign(process.env.SECUREGATE_SIGNING_SECRET, 'POST', '/v1/chat/completions', body), … } })`,
+  curl: (base) =>
+    `BODY='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}'\nTS=$(date +%s)\nDIGEST=$(printf %s "$BODY" | sha256sum | cut -d' ' -f1)\nSIG=$(printf '%s\\nPOST\\n/v1/chat/completions\\n%s' "$TS" "$DIGEST" | openssl dgst -sha256 -mac HMAC -macopt hexkey:$SECUREGATE_SIGNING_SECRET | sed 's/.* //')\ncurl ${base}/chat/completions -H "Authorization: Bearer $SECUREGATE_KEY" -H "x-sg-timestamp: $TS" -H "x-sg-signature: $SIG" -H 'content-type: application/json' -d "$BODY"`,
+  python: (base) =>
+    `import hashlib, hmac, os, time\ndef sg_sign(secret, method, path, body: bytes):\n    ts = str(int(time.time()))\n    msg = f"{ts}\\n{method}\\n{path}\\n{hashlib.sha256(body).hexdigest()}".encode()\n    return {"x-sg-timestamp": ts, "x-sg-signature": hmac.new(bytes.fromhex(secret), msg, hashlib.sha256).hexdigest()}\n# POST ${base}/chat/completions with headers sg_sign(os.environ["SECUREGATE_SIGNING_SECRET"], "POST", "/v1/chat/completions", body)`,
+};
+
+export function envCommand(options: { lang?: string; device?: boolean; signed?: boolean; json?: boolean }, io: Io): number {
+  if (options.signed) {
+    const c = effectiveConfig();
+    const base = `${c.serverUrl}/v1`;
+    const langs = options.lang ? [options.lang] : Object.keys(SIGNED_SNIPPETS);
+    for (const l of langs) if (!SIGNED_SNIPPETS[l]) throw new CliError(`--signed snippets exist for ${Object.keys(SIGNED_SNIPPETS).join(', ')}`, 2);
+    if (options.json) printJson(io, { baseUrl: base, snippets: Object.fromEntries(langs.map((l) => [l, SIGNED_SNIPPETS[l]!(base)])) });
+    else for (const l of langs) io.out(`# ${l} (signed requests)\n${SIGNED_SNIPPETS[l]!(base)}\n\n`);
+    return 0;
+  }
   const c = effectiveConfig();
   const base = `${c.serverUrl}/v1`;
   let fp: string | undefined;

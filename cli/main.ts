@@ -179,6 +179,7 @@ Examples:
     .command('env')
     .option('--lang <lang>', 'curl, node, python, langchain or openclaw (default: all)')
     .option('--device', 'include this machine\'s x-device-fingerprint header')
+    .option('--signed', 'snippets that sign requests (keys created with --require-signature)')
     .option('--json', 'print as JSON')
     .description('print ready-to-paste client snippets for this gateway')
     .action((o) => run(() => envCommand(o, io))());

@@ -182,7 +182,15 @@ export class Forwarder {
     return pool;
   }
 
-  async forward(target: ForwardTarget, scheme: AuthScheme, key: string, req: IncomingMessage, res: ServerResponse): Promise<number> {
+  async forward(
+    target: ForwardTarget,
+    scheme: AuthScheme,
+    key: string,
+    req: IncomingMessage,
+    res: ServerResponse,
+    onHeaders: (seconds: number) => void = () => {},
+  ): Promise<number> {
+    const started = performance.now();
     const path = withQueryCredential(target.path, scheme, key);
     const abort = new AbortController();
     const onClose = () => {
@@ -205,6 +213,7 @@ export class Forwarder {
       const message = cause instanceof Error ? scrubKey(cause.message, key) : 'request failed';
       throw new EnclaveError('upstream_unreachable', `upstream request failed: ${message}`);
     }
+    onHeaders((performance.now() - started) / 1000);
     const headers: Record<string, string | string[]> = {};
     for (const [name, value] of Object.entries(upstream.headers)) {
       if (value !== undefined && !DROP_RESPONSE.has(name)) headers[name] = value;

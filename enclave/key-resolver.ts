@@ -57,6 +57,9 @@ export class KeyResolver {
   readonly #cache = new Map<string, CacheEntry>();
   readonly #inflight = new Map<string, Promise<Uint8Array>>();
   readonly #pools = new Map<string, Pool>();
+  /** Bad shares seen, newest last (bounded): the host turns them into shareholder_anomaly alerts. */
+  readonly anomalies: Array<{ seq: number; at: number; shareholder: string; connectionId: string }> = [];
+  #anomalySeq = 0;
 
   constructor(options: KeyResolverOptions) {
     this.#o = {
@@ -187,6 +190,8 @@ export class KeyResolver {
       let basis: Share[] = [];
       const reportBad = (shareholder: string) => {
         this.#o.metrics.badShares.inc({ shareholder });
+        this.anomalies.push({ seq: ++this.#anomalySeq, at: this.#o.now(), shareholder, connectionId: binding.connectionId });
+        if (this.anomalies.length > 1000) this.anomalies.shift();
         this.#o.log.warn({ shareholder, connectionId: binding.connectionId }, 'shareholder returned a bad share');
       };
       const settleIfDone = () => {

@@ -29,6 +29,13 @@ export function createEnclaveMetrics() {
       labelNames: ['result'],
       registers: [registry],
     }),
+    upstreamSeconds: new Histogram({
+      name: 'securegate_enclave_upstream_response_seconds',
+      help: 'Time from the upstream call to its response headers',
+      labelNames: ['provider'],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers: [registry],
+    }),
     upstreamRequests: new Counter({
       name: 'securegate_enclave_upstream_requests_total',
       help: 'Requests forwarded upstream, by provider and status class',

@@ -127,6 +127,10 @@ export class Enclave {
       res.end(text);
       return;
     }
+    if (req.method === 'GET' && url.startsWith('/anomalies')) {
+      const after = Number(new URL(url, 'http://enclave').searchParams.get('after') ?? 0);
+      return sendJson(res, 200, { anomalies: this.#resolver!.anomalies.filter((a) => a.seq > after) });
+    }
     if (req.method === 'POST' && url === '/evict') {
       // Eviction only forces a refetch through the shareholders, so it needs no signature.
       const body = JSON.parse(await readSmallBody(req)) as { connectionId?: unknown };
@@ -178,7 +182,9 @@ export class Enclave {
     const keyBytes = await this.#resolver!.upstreamKey(binding, record, descriptor.threshold);
     const key = fromUtf8(keyBytes);
     keyBytes.fill(0);
-    const status = await this.#forwarder.forward(target, descriptor.authScheme, key, req, res);
+    const status = await this.#forwarder.forward(target, descriptor.authScheme, key, req, res, (seconds) =>
+      this.metrics.upstreamSeconds.observe({ provider: descriptor.provider }, seconds),
+    );
     this.metrics.upstreamRequests.inc({ provider: descriptor.provider, status: `${Math.floor(status / 100)}xx` });
   }
 }

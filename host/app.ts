@@ -44,6 +44,8 @@ export interface HostConfig {
   emailFrom?: string;
   /** How often the alert outbox is polled (it is also woken on every new alert). */
   alertPollMs?: number;
+  /** How often the enclave is asked for newly detected bad shares (default 5 s). */
+  anomalyPollMs?: number;
   /** Audit rows and events older than this are deleted by the periodic sweep (default 90 days). */
   auditRetentionDays?: number;
   /** The signed release manifest of the enclave image this host runs (served, not trusted). */
@@ -112,6 +114,7 @@ export async function buildHostApp(config: HostConfig): Promise<FastifyInstance>
   await alerts.start(config.alertPollMs ?? 1_000);
   app.addHook('onClose', async () => {
     clearInterval(sweep);
+    clearInterval(anomalyTimer);
     await alerts.stop();
     await audit.close();
   });
@@ -141,7 +144,37 @@ export async function buildHostApp(config: HostConfig): Promise<FastifyInstance>
     const ready = Object.values(checks).every((v) => v === 'ok');
     return reply.status(ready ? 200 : 503).send({ ready, checks });
   });
-  app.get('/metrics', async (_req, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
+  // The enclave's own metrics (shareholder fetches, reconstruction, upstream latency, bad shares)
+  // are appended: one scrape target per host+enclave pair.
+  app.get('/metrics', async (_req, reply) => {
+    let enclaveText = '';
+    try {
+      const res = await config.enclave.request({ path: '/metrics', method: 'GET', headersTimeout: 2000 });
+      enclaveText = res.statusCode === 200 ? await res.body.text() : (await res.body.dump(), '');
+    } catch {
+      enclaveText = '';
+    }
+    return reply.type(metrics.registry.contentType).send(`${await metrics.registry.metrics()}\n${enclaveText}`);
+  });
+
+  // Bad shares the enclave detected become shareholder_anomaly alerts for the connection's project.
+  let anomalyCursor = 0;
+  const pollAnomalies = async () => {
+    const res = await config.enclave.request({ path: `/anomalies?after=${anomalyCursor}`, method: 'GET', headersTimeout: 2000 });
+    const body = (await res.body.json()) as { anomalies?: Array<{ seq: number; at: number; shareholder: string; connectionId: string }> };
+    for (const a of body.anomalies ?? []) {
+      anomalyCursor = Math.max(anomalyCursor, a.seq);
+      const connection = await config.store.getConnection(a.connectionId);
+      await config.store.addEvent({
+        id: `evt_${randomBytes(10).toString('hex')}`, at: a.at, projectId: connection?.projectId ?? 'proj_default', keyId: null,
+        type: 'shareholder_anomaly', detail: { shareholder: a.shareholder, connectionId: a.connectionId, problem: 'bad share' },
+      });
+    }
+  };
+  const anomalyTimer = setInterval(() => {
+    pollAnomalies().catch(() => undefined);
+  }, config.anomalyPollMs ?? 5_000);
+  anomalyTimer.unref();
 
   // ---- attestation (public): a fresh document from the enclave for customers to verify ----
   app.get<{ Querystring: { nonce?: string } }>('/v1/attestation', async (req, reply) => {

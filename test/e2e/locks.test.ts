@@ -189,6 +189,21 @@ describe('request signatures', () => {
   });
 });
 
+describe('signed-request snippets from securegate env --signed', () => {
+  it('the curl snippet produces requests the gateway accepts', async () => {
+    const { SIGNED_SNIPPETS } = await import('../../cli/keys.ts');
+    const { execFile } = await import('node:child_process');
+    const k = await newKey({ requireSignature: true });
+    // Asynchronously: the mock upstream lives in this process and must keep answering.
+    const out = await new Promise<string>((resolve, reject) =>
+      execFile('bash', ['-c', SIGNED_SNIPPETS.curl!(`${stack.hostUrl}/v1`)], { env: { ...process.env, SECUREGATE_KEY: k.key, SECUREGATE_SIGNING_SECRET: k.signingSecret! } }, (e, stdout) =>
+        e ? reject(e) : resolve(stdout),
+      ),
+    );
+    expect(JSON.parse(out).choices[0].message.content).toBe('Hello from the mock upstream.');
+  });
+});
+
 describe('kill switch, revoke, inactivity expiry', () => {
   it('kill is immediate and reversible; revoke is permanent', async () => {
     const k = await newKey();

@@ -62,5 +62,13 @@ describe('shareholder availability', () => {
     expect(metrics).not.toMatch(/bad_shares_total\{shareholder="sh-(1|3|4|5)"\}/);
     const log = readFileSync(join(stack.dataDir, 'logs', 'enclave.log'), 'utf8');
     expect(log).toMatch(/"shareholder":"sh-2".*bad share/);
+    // The host exposes the enclave's metrics and turns the detection into an alert event.
+    expect(await (await fetch(`${stack.hostUrl}/metrics`)).text()).toContain('securegate_enclave_bad_shares_total{shareholder="sh-2"} 1');
+    const event = await eventually(async () => {
+      const res = await fetch(`${stack.hostUrl}/admin/v1/events?type=shareholder_anomaly`, { headers: { authorization: `Bearer ${stack.adminToken}` } });
+      const events = (await res.json()) as Array<{ detail: { shareholder: string; connectionId: string } }>;
+      return events.find((e) => e.detail.connectionId === conn.connectionId);
+    }, 15_000);
+    expect(event.detail.shareholder).toBe('sh-2');
   });
 });
