@@ -193,3 +193,14 @@ export function providersCommand(options: { json?: boolean }, io: Io): number {
   else for (const p of list) io.out(`${p.id.padEnd(15)}${p.name.padEnd(38)}${p.origin ?? '(your --base-url)'}\n`);
   return 0;
 }
+
+/** Forgets the server credentials on this machine; keeps the owner key and pins unless --all. */
+export function logoutCommand(options: { all?: boolean; json?: boolean }, io: Io): number {
+  const saved = readConfig();
+  const { adminToken: _token, serverUrl, ...rest } = saved;
+  const next = options.all ? {} : rest;
+  const path = writeConfig(next);
+  if (options.json) printJson(io, { loggedOut: serverUrl ?? null, kept: Object.keys(next) });
+  else io.out(`${green(io, '✔')} logged out${serverUrl ? ` of ${serverUrl}` : ''}; ${options.all ? 'all settings removed' : 'owner key and shareholder pins kept'} (${path})\n`);
+  return 0;
+}

@@ -4,7 +4,7 @@
  */
 import { Command, CommanderError } from 'commander';
 import { attestVerify, attestVerifyServer } from './attest.ts';
-import { connectCommand, keysListCommand, loginCommand, providersCommand, pushCommand } from './commands.ts';
+import { connectCommand, keysListCommand, loginCommand, logoutCommand, providersCommand, pushCommand } from './commands.ts';
 import { approveRelease, attestAudit } from './releases.ts';
 import { alertsCommand, auditCommand, statusCommand, usageCommand } from './reports.ts';
 import { envCommand, keyAction, keysCreate, keysShow, keysUpdate, modelsAlias, type KeyOptionFlags } from './keys.ts';
@@ -80,6 +80,15 @@ Examples:
     .addHelpText('after', '\nExamples:\n  $ securegate login                      # local dev stack\n  $ echo "$TOKEN" | securegate login --server https://gw.example.com --token-stdin')
     .action(async (options) => {
       program.setOptionValue('exitCode', await loginCommand(options, io));
+    });
+
+  program
+    .command('logout')
+    .option('--all', 'also remove the owner signing key and shareholder pins (you lose the ability to change your connections\' policies)')
+    .option('--json', 'print as JSON')
+    .description('forget the server credentials stored on this machine')
+    .action((o) => {
+      program.setOptionValue('exitCode', logoutCommand(o, io));
     });
 
   program

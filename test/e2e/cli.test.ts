@@ -147,6 +147,17 @@ describe('securegate CLI against the dev stack', () => {
     expect((await cli(['alerts', 'add', '--webhook', 'x', '--email', 'y'])).code).toBe(2);
   });
 
+  it('logs out, keeping the owner key, and is logged in again by the dev stack', async () => {
+    const { readFile } = await import('node:fs/promises');
+    const before = JSON.parse(await readFile(join(configDir, 'config.json'), 'utf8')) as Record<string, unknown>;
+    const r = await cli(['logout', '--json']);
+    expect(r.code).toBe(0);
+    const after = JSON.parse(await readFile(join(configDir, 'config.json'), 'utf8')) as Record<string, unknown>;
+    expect(after.adminToken).toBeUndefined();
+    expect(after.ownerSecretKey).toBe(before.ownerSecretKey);
+    expect((await cli(['login', '--json'])).code).toBe(0);
+  });
+
   it('refuses a plain-http base URL that is not loopback', async () => {
     const r = await cli(['connect', 'openai', '--api-key-stdin', '--base-url', 'http://example.com', '--json'], 'sk-x\n');
     expect(r.code).toBe(2);
