@@ -95,6 +95,7 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
   const { store } = deps;
   const keyCache = new Map<string, CachedKey>();
   const projectCache = new Map<string, { aliases: Record<string, string>; dailyCap: number | null; until: number }>();
+  const touched = new Map<string, number>();
 
   // Any change to a key (on any instance) drops it here within one NOTIFY round trip.
   await store.onKeyChanged((id) => {
@@ -265,7 +266,11 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
         event(key, 'ip_bound', { clientIp: ip });
       }
     }
-    store.touchKey(key.id, now).catch(() => undefined);
+    // Last use is recorded at most once a minute per key and instance (the store also throttles).
+    if ((touched.get(key.id) ?? 0) < now - 60_000) {
+      touched.set(key.id, now);
+      store.touchKey(key.id, now).catch(() => undefined);
+    }
 
     // ---- spend: reserve an upper bound before anything is forwarded ----
     const { dailyCap: projectDailyCap } = await project(key.projectId);
