@@ -239,8 +239,12 @@ export class KeyResolver {
         }
       };
       for (const sh of shareholders) {
+        const t0 = this.#o.now();
         this.#fetchShare(sh, binding.connectionId, controller.signal)
-          .then((share) => onShare(sh.id, share))
+          .then((share) => {
+            this.#o.metrics.shareFetchSeconds.observe({ shareholder: sh.id }, (this.#o.now() - t0) / 1000);
+            onShare(sh.id, share);
+          })
           .catch((error: Error) => {
             if (!controller.signal.aborted) {
               this.#o.metrics.shareFetchFailures.inc({ shareholder: sh.id, reason: error.name === 'ProtocolError' ? 'envelope' : 'request' });

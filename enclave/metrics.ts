@@ -17,6 +17,13 @@ export function createEnclaveMetrics() {
       labelNames: ['shareholder', 'reason'],
       registers: [registry],
     }),
+    shareFetchSeconds: new Histogram({
+      name: 'securegate_enclave_share_fetch_seconds',
+      help: 'Time to obtain one share (challenge, attestation, release, open), by shareholder',
+      labelNames: ['shareholder'],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers: [registry],
+    }),
     reconstructionSeconds: new Histogram({
       name: 'securegate_enclave_key_reconstruction_seconds',
       help: 'Time to rebuild a data key from shareholders (cache miss)',

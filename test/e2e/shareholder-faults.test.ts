@@ -63,7 +63,10 @@ describe('shareholder availability', () => {
     const log = readFileSync(join(stack.dataDir, 'logs', 'enclave.log'), 'utf8');
     expect(log).toMatch(/"shareholder":"sh-2".*bad share/);
     // The host exposes the enclave's metrics and turns the detection into an alert event.
-    expect(await (await fetch(`${stack.hostUrl}/metrics`)).text()).toContain('securegate_enclave_bad_shares_total{shareholder="sh-2"} 1');
+    const hostMetrics = await (await fetch(`${stack.hostUrl}/metrics`)).text();
+    expect(hostMetrics).toContain('securegate_enclave_bad_shares_total{shareholder="sh-2"} 1');
+    expect(hostMetrics).toMatch(/securegate_enclave_share_fetch_seconds_count\{shareholder="sh-1"\} [1-9]/);
+    expect(hostMetrics).toMatch(/securegate_enclave_upstream_response_seconds_count\{provider="openai"\} [1-9]/);
     const event = await eventually(async () => {
       const res = await fetch(`${stack.hostUrl}/admin/v1/events?type=shareholder_anomaly`, { headers: { authorization: `Bearer ${stack.adminToken}` } });
       const events = (await res.json()) as Array<{ detail: { shareholder: string; connectionId: string } }>;
