@@ -30,6 +30,7 @@ export interface KeyOptionFlags {
   dailyLimit?: string;
   lifetimeLimit?: string;
   dailyRequests?: string;
+  autoLock?: string;
   json?: boolean;
 }
 
@@ -50,6 +51,7 @@ function optionsBody(o: KeyOptionFlags): Record<string, unknown> {
     ...(o.requireSignature !== undefined ? { requireSignature: o.requireSignature } : {}),
     ...(o.dailyLimit !== undefined ? { dailyLimit: dollars(o.dailyLimit, '--daily-limit') } : {}),
     ...(o.lifetimeLimit !== undefined ? { lifetimeLimit: dollars(o.lifetimeLimit, '--lifetime-limit') } : {}),
+    ...(o.autoLock !== undefined ? { autoLock: splitList(o.autoLock) } : {}),
     ...(o.dailyRequests !== undefined ? { dailyRequests: o.dailyRequests === 'off' ? null : Math.floor(Number(o.dailyRequests)) } : {}),
   };
 }
@@ -57,6 +59,8 @@ function optionsBody(o: KeyOptionFlags): Record<string, unknown> {
 function describeKey(k: KeyView): string {
   const locks = [
     k.boundIp ? `ip ${k.boundIp}` : 'ip unbound (binds on first use)',
+    k.boundCity ? `city ${String(k.boundCity)} (auto)` : (k.autoLock as string[] | undefined)?.includes('city') ? 'city binds on first use' : '',
+    (k.autoLock as string[] | undefined)?.includes('device') && !k.deviceBound ? 'device binds on first use' : '',
     (k.allowedCities as string[]).length ? `cities ${(k.allowedCities as string[]).join('; ')}` : '',
     k.deviceBound ? 'device bound' : '',
     (k.allowedModels as string[]).length ? `models ${(k.allowedModels as string[]).join(', ')}` : '',

@@ -125,6 +125,7 @@ Examples:
       .option('--daily-limit <dollars>', 'spend cap per UTC day, e.g. 5 (or off)')
       .option('--lifetime-limit <dollars>', 'spend cap over the key\'s life (or off)')
       .option('--daily-requests <n>', 'request cap per UTC day (any-API connections), or off')
+      .option('--auto-lock <list>', 'bind on first use to: ip (always), device, city — e.g. ip,device,city')
       .option('--json', 'print as JSON');
 
   const keys = program.command('keys').description('create SG_ proxy keys and manage their locks');

@@ -52,6 +52,10 @@ export function publicKeyView(k: KeyRecord) {
     dailyLimit: k.dailyLimitMicros === null ? null : k.dailyLimitMicros / MICROS,
     lifetimeLimit: k.lifetimeLimitMicros === null ? null : k.lifetimeLimitMicros / MICROS,
     dailyRequests: k.dailyRequestLimit,
+    autoLock: k.autoLock,
+    boundCity: k.boundCity,
+    boundCityAt: k.boundCityAt,
+    deviceBoundAt: k.deviceBoundAt,
     createdAt: k.createdAt,
   };
 }
@@ -68,6 +72,7 @@ const keyOptions = {
   dailyLimit: { type: ['number', 'null'], minimum: 0, maximum: 1e9 },
   lifetimeLimit: { type: ['number', 'null'], minimum: 0, maximum: 1e9 },
   dailyRequests: { type: ['integer', 'null'], minimum: 0, maximum: 1e9 },
+  autoLock: { type: 'array', maxItems: 3, uniqueItems: true, items: { type: 'string', enum: ['ip', 'device', 'city'] } },
 } as const;
 
 interface KeyOptionsBody {
@@ -83,6 +88,8 @@ interface KeyOptionsBody {
   lifetimeLimit?: number | null;
   /** Requests per UTC day (any-API connections, or any key); null removes the cap. */
   dailyRequests?: number | null;
+  /** What the key binds itself to on first use; `ip` is always included. */
+  autoLock?: Array<'ip' | 'device' | 'city'>;
 }
 
 function extractCredential(header: string | string[] | undefined): string | undefined {
@@ -121,6 +128,7 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
     }
     if (body.dailyLimit !== undefined) patch.dailyLimitMicros = body.dailyLimit === null ? null : dollarsToMicros(body.dailyLimit);
     if (body.dailyRequests !== undefined) patch.dailyRequestLimit = body.dailyRequests;
+    if (body.autoLock !== undefined) patch.autoLock = ['ip', ...body.autoLock.filter((a) => a !== 'ip')];
     if (body.lifetimeLimit !== undefined) patch.lifetimeLimitMicros = body.lifetimeLimit === null ? null : dollarsToMicros(body.lifetimeLimit);
     let signingSecret: string | undefined;
     if (body.requireSignature === true) {
@@ -258,6 +266,10 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
         dailyLimitMicros: patch.dailyLimitMicros ?? null,
         lifetimeLimitMicros: patch.lifetimeLimitMicros ?? null,
         dailyRequestLimit: patch.dailyRequestLimit ?? null,
+        autoLock: patch.autoLock ?? ['ip'],
+        boundCity: null,
+        boundCityAt: null,
+        deviceBoundAt: null,
         createdAt: now,
         updatedAt: now,
       };
@@ -296,7 +308,11 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
 
   app.post<{ Params: { id: string } }>('/keys/:id/repin', { schema: { params: idParam } }, async (req) => {
     await mustGetKey(req.params.id);
-    return publicKeyView((await store.updateKey(req.params.id, { boundIp: null, boundAt: null }))!);
+    // Everything the key bound itself to on first use is released; the next request binds again.
+    const key = await mustGetKey(req.params.id);
+    const patch: KeyPatch = { boundIp: null, boundAt: null, boundCity: null, boundCityAt: null };
+    if (key.autoLock.includes('device')) Object.assign(patch, { deviceHash: null, deviceSalt: null, deviceBoundAt: null });
+    return publicKeyView((await store.updateKey(req.params.id, patch))!);
   });
 
   app.post<{ Params: { id: string }; Body: { fingerprint: string } }>(
@@ -387,6 +403,11 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
       name: key.name,
       status: effective,
       boundIp: key.boundIp,
+      boundAt: key.boundAt,
+      autoLock: key.autoLock,
+      boundCity: key.boundCity,
+      deviceBound: key.deviceHash !== null,
+      deviceBoundAt: key.deviceBoundAt,
       spentToday: today.spent / MICROS,
       reservedNow: (today.reserved) / MICROS,
       dailyLimit: key.dailyLimitMicros === null ? null : key.dailyLimitMicros / MICROS,

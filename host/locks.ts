@@ -71,6 +71,9 @@ export function checkRequestLocks(key: KeyRecord, connection: ConnectionRecord, 
       return refuse('city_not_allowed');
     }
   }
+  if (key.autoLock.includes('city') && key.boundCity !== null && cityLabel(facts.location) !== key.boundCity) {
+    return refuse('city_not_allowed', `This key locked itself to ${key.boundCity} on first use.`);
+  }
   if (key.deviceHash !== null) {
     const presented = facts.deviceFingerprint;
     if (!presented || presented.length > 256) return refuse('device_mismatch', 'Send the x-device-fingerprint header (`securegate env`).');
@@ -82,6 +85,11 @@ export function checkRequestLocks(key: KeyRecord, connection: ConnectionRecord, 
   }
   if (connection.projectId !== key.projectId) return refuse('project_scope');
   return undefined;
+}
+
+/** "City, CC" of a location, the form auto-locked keys store; null when the city is unknown. */
+export function cityLabel(location: Location | null): string | null {
+  return location?.city ? `${location.city}, ${location.country ?? '??'}` : null;
 }
 
 /** Resolves a requested model through the project's alias registry. */

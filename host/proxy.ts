@@ -23,7 +23,7 @@ import { clientIp, type TrustedProxies } from './client-ip.ts';
 import { HostError } from './errors.ts';
 import type { GeoLookup } from './geo.ts';
 import { isWellFormedSgKey, hashSgKey } from './keys.ts';
-import { checkKeyStatus, checkRequestLocks, resolveModel } from './locks.ts';
+import { checkKeyStatus, checkRequestLocks, cityLabel, deviceHash, resolveModel } from './locks.ts';
 import type { AuditRow, AuditWriter } from './audit.ts';
 import type { HostMetrics } from './metrics.ts';
 import { maxCostMicros, priceUsage, requestedMaxOutput, tokenRates } from './pricing.ts';
@@ -230,7 +230,7 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
     const requested = typeof json?.model === 'string' ? json.model : multipartModel?.value;
     const aliases = requested !== undefined ? await aliasesFor(key.projectId) : {};
     const model = resolveModel(requested, aliases);
-    const location = key.allowedCities.length > 0 && deps.geo ? deps.geo.lookup(ip) : null;
+    const location = (key.allowedCities.length > 0 || key.autoLock.includes('city')) && deps.geo ? deps.geo.lookup(ip) : null;
     const device = req.headers['x-device-fingerprint'];
     const refusal = checkRequestLocks(key, connection, {
       now,
@@ -256,6 +256,14 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
       );
     }
 
+    // A first use that cannot bind what the key auto-locks to is refused before anything binds.
+    const fingerprint = typeof device === 'string' && device.length >= 16 && device.length <= 256 ? device : undefined;
+    if (key.autoLock.includes('device') && key.deviceHash === null && !fingerprint) {
+      refuse(req, key, { code: 'device_mismatch', message: 'This key locks itself to a device on first use: send x-device-fingerprint (`securegate env --device`).' }, ip);
+    }
+    if (key.autoLock.includes('city') && key.boundCity === null && !cityLabel(location)) {
+      refuse(req, key, { code: 'city_not_allowed', message: 'This key locks itself to a city on first use, and the location of this address is unknown.' }, ip);
+    }
     if (key.boundIp === null) {
       // First successful use binds the key to this IP; of concurrent first requests from
       // different IPs exactly one wins, the others are refused.
@@ -264,6 +272,25 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
         if (key.boundIp !== ip) refuse(req, key, { code: 'ip_mismatch', message: 'This SecureGate key is locked to another IP address.' }, ip);
       } else {
         event(key, 'ip_bound', { clientIp: ip });
+      }
+    }
+    // Self-healing identity: device and city auto-locks bind on first successful use, after the IP
+    // (so one request's identity wins whole); of concurrent first requests one binds, the others are
+    // judged against what it bound.
+    if (key.autoLock.includes('device') && key.deviceHash === null && fingerprint) {
+      const salt = randomBytes(16).toString('hex');
+      if (await store.bindDeviceIfUnbound(key.id, salt, deviceHash(salt, fingerprint), now)) event(key, 'device_bound', { clientIp: ip });
+      else {
+        key = (await store.getKey(key.id))!;
+        if (deviceHash(key.deviceSalt ?? '', fingerprint) !== key.deviceHash) refuse(req, key, { code: 'device_mismatch', message: 'This SecureGate key is bound to another device.' }, ip);
+      }
+    }
+    const label = cityLabel(location);
+    if (key.autoLock.includes('city') && key.boundCity === null && label) {
+      if (await store.bindCityIfUnbound(key.id, label, now)) event(key, 'city_bound', { clientIp: ip, city: label });
+      else {
+        key = (await store.getKey(key.id))!;
+        if (key.boundCity !== label) refuse(req, key, { code: 'city_not_allowed', message: `This key locked itself to ${key.boundCity} on first use.` }, ip);
       }
     }
     // Last use is recorded at most once a minute per key and instance (the store also throttles).

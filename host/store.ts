@@ -52,6 +52,11 @@ export interface KeyRecord {
   dailyLimitMicros: number | null;
   lifetimeLimitMicros: number | null;
   dailyRequestLimit: number | null;
+  autoLock: AutoLock[];
+  /** "City, CC" seen on first use, when the key auto-locks to its city. */
+  boundCity: string | null;
+  boundCityAt: number | null;
+  deviceBoundAt: number | null;
   createdAt: number;
   updatedAt: number;
 }
@@ -84,6 +89,10 @@ export type KeyPatch = Partial<
     | 'dailyLimitMicros'
     | 'lifetimeLimitMicros'
     | 'dailyRequestLimit'
+    | 'autoLock'
+    | 'boundCity'
+    | 'boundCityAt'
+    | 'deviceBoundAt'
   >
 >;
 
@@ -125,7 +134,15 @@ const MIGRATIONS: string[] = [
   `ALTER TABLE reservations ADD COLUMN reclaimed INTEGER NOT NULL DEFAULT 0;
    ALTER TABLE connections ADD COLUMN allow_list TEXT;
    ALTER TABLE sg_keys ADD COLUMN daily_request_limit BIGINT;`,
+  `ALTER TABLE sg_keys ADD COLUMN auto_lock TEXT NOT NULL DEFAULT '["ip"]';
+   ALTER TABLE sg_keys ADD COLUMN bound_city TEXT;
+   ALTER TABLE sg_keys ADD COLUMN bound_city_at BIGINT;
+   ALTER TABLE sg_keys ADD COLUMN device_bound_at BIGINT;`,
 ];
+
+/** What a key locks itself to on first successful use ("self-healing identity"). */
+export const AUTO_LOCKS = ['ip', 'device', 'city'] as const;
+export type AutoLock = (typeof AUTO_LOCKS)[number];
 
 /** Event types that are alerts (delivered to the project's webhooks and email addresses). */
 export const ALERT_TYPES = new Set([
@@ -149,6 +166,10 @@ const KEY_COLUMNS: Record<keyof KeyPatch, string> = {
   dailyLimitMicros: 'daily_limit_micros',
   lifetimeLimitMicros: 'lifetime_limit_micros',
   dailyRequestLimit: 'daily_request_limit',
+  autoLock: 'auto_lock',
+  boundCity: 'bound_city',
+  boundCityAt: 'bound_city_at',
+  deviceBoundAt: 'device_bound_at',
 };
 
 const num = (v: unknown) => (v === null || v === undefined ? null : Number(v));
@@ -176,6 +197,10 @@ function toKey(r: Row): KeyRecord {
     dailyLimitMicros: num(r.daily_limit_micros),
     lifetimeLimitMicros: num(r.lifetime_limit_micros),
     dailyRequestLimit: num(r.daily_request_limit),
+    autoLock: JSON.parse((r.auto_lock as string | null) ?? '["ip"]') as AutoLock[],
+    boundCity: (r.bound_city as string | null) ?? null,
+    boundCityAt: num(r.bound_city_at),
+    deviceBoundAt: num(r.device_bound_at),
     createdAt: Number(r.created_at),
     updatedAt: Number(r.updated_at),
   };
@@ -198,7 +223,7 @@ function toConnection(r: Row): ConnectionRecord {
 }
 
 function columnValue(field: keyof KeyPatch, value: unknown): SqlValue {
-  if (field === 'allowedCities' || field === 'allowedModels') return JSON.stringify(value);
+  if (field === 'allowedCities' || field === 'allowedModels' || field === 'autoLock') return JSON.stringify(value);
   if (field === 'requireSignature') return value ? 1 : 0;
   return value as SqlValue;
 }
@@ -281,12 +306,13 @@ export class HostStore {
     await this.db.query(
       `INSERT INTO sg_keys (id, hash, hint, name, project_id, connection_id, status, bound_ip, bound_at, allowed_cities, device_hash, device_salt,
          allowed_models, require_signature, signing_secret, inactive_expiry_ms, last_used_at, suspended_until, created_at, updated_at,
-         daily_limit_micros, lifetime_limit_micros, daily_request_limit)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)`,
+         daily_limit_micros, lifetime_limit_micros, daily_request_limit, auto_lock, bound_city, bound_city_at, device_bound_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)`,
       [
         k.id, k.hash, k.hint, k.name, k.projectId, k.connectionId, k.status, k.boundIp, k.boundAt, JSON.stringify(k.allowedCities), k.deviceHash,
         k.deviceSalt, JSON.stringify(k.allowedModels), k.requireSignature ? 1 : 0, k.signingSecret, k.inactiveExpiryMs, k.lastUsedAt,
         k.suspendedUntil, k.createdAt, k.updatedAt, k.dailyLimitMicros, k.lifetimeLimitMicros, k.dailyRequestLimit,
+        JSON.stringify(k.autoLock), k.boundCity, k.boundCityAt, k.deviceBoundAt,
       ],
     );
   }
@@ -335,6 +361,23 @@ export class HostStore {
   /** First-use IP binding: succeeds for exactly one caller while the key is unbound. */
   async bindIpIfUnbound(id: string, ip: string, now = Date.now()): Promise<boolean> {
     const rows = await this.db.query('UPDATE sg_keys SET bound_ip = $1, bound_at = $2, updated_at = $2 WHERE id = $3 AND bound_ip IS NULL RETURNING id', [ip, now, id]);
+    if (rows.length === 1) await this.#changed(id);
+    return rows.length === 1;
+  }
+
+  /** First-use device binding (auto-lock): exactly one caller wins while the key has no device. */
+  async bindDeviceIfUnbound(id: string, salt: string, hash: string, now = Date.now()): Promise<boolean> {
+    const rows = await this.db.query(
+      'UPDATE sg_keys SET device_salt = $1, device_hash = $2, device_bound_at = $3, updated_at = $3 WHERE id = $4 AND device_hash IS NULL RETURNING id',
+      [salt, hash, now, id],
+    );
+    if (rows.length === 1) await this.#changed(id);
+    return rows.length === 1;
+  }
+
+  /** First-use city binding (auto-lock): exactly one caller wins while the key has no city. */
+  async bindCityIfUnbound(id: string, city: string, now = Date.now()): Promise<boolean> {
+    const rows = await this.db.query('UPDATE sg_keys SET bound_city = $1, bound_city_at = $2, updated_at = $2 WHERE id = $3 AND bound_city IS NULL RETURNING id', [city, now, id]);
     if (rows.length === 1) await this.#changed(id);
     return rows.length === 1;
   }

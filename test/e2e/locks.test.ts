@@ -128,6 +128,38 @@ describe('IP auto-bind', () => {
   });
 });
 
+describe('self-healing identity (auto-lock to device and city on first use)', () => {
+  const F1 = '1'.repeat(64);
+  const F2 = '2'.repeat(64);
+  const view = async (id: string) => (await admin<{ boundIp: string | null; boundCity: string | null; deviceBound: boolean }>('GET', `/keys/${id}/status`)).json;
+
+  it('binds IP, device and city on the first successful request, refuses others, repin resets', async () => {
+    const k = await newKey({ autoLock: ['ip', 'device', 'city'] });
+    // A first use without a fingerprint cannot bind the device: refused, and nothing is bound.
+    expect((await refusal(chat(k.key, BRACKNELL))).code).toBe('device_mismatch');
+    expect(await view(k.id)).toMatchObject({ boundIp: null, boundCity: null, deviceBound: false });
+    await chat(k.key, BRACKNELL, { 'x-device-fingerprint': F1 });
+    expect(await view(k.id)).toMatchObject({ boundIp: BRACKNELL, boundCity: 'Bracknell, GB', deviceBound: true });
+    await chat(k.key, BRACKNELL, { 'x-device-fingerprint': F1 });
+    expect((await refusal(chat(k.key, BRACKNELL, { 'x-device-fingerprint': F2 }))).code).toBe('device_mismatch');
+    // Moved to another city (IP pinned there by hand): the city auto-lock still holds.
+    await admin('POST', `/keys/${k.id}/lock`, { ip: PLYMOUTH });
+    expect((await refusal(chat(k.key, PLYMOUTH, { 'x-device-fingerprint': F1 }))).code).toBe('city_not_allowed');
+    await admin('POST', `/keys/${k.id}/repin`);
+    await chat(k.key, PLYMOUTH, { 'x-device-fingerprint': F2 });
+    expect(await view(k.id)).toMatchObject({ boundIp: PLYMOUTH, boundCity: 'Plymouth, GB', deviceBound: true });
+    expect((await events(k.id, 'device_bound')).length).toBe(2);
+  });
+
+  it('lets exactly one of concurrent first requests from different devices bind', async () => {
+    const k = await newKey({ autoLock: ['device'] });
+    const prints = Array.from({ length: 6 }, (_, i) => String(i + 3).repeat(64));
+    const results = await Promise.allSettled(prints.map((fp) => chat(k.key, BRACKNELL, { 'x-device-fingerprint': fp })));
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+    for (const r of results) if (r.status === 'rejected') expect((r.reason as { code: string }).code).toBe('device_mismatch');
+  });
+});
+
 describe('city lock', () => {
   it('allows listed cities case- and accent-insensitively and refuses others and unknown places', async () => {
     const cities = ['bracknell, gb', 'São Paulo'];
