@@ -99,6 +99,12 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
 
   // Any change to a key (on any instance) drops it here within one NOTIFY round trip.
   await store.onKeyChanged((id) => {
+    if (id === '*') {
+      // The notification channel was interrupted: anything may have changed.
+      keyCache.clear();
+      projectCache.clear();
+      return;
+    }
     if (id.startsWith('project:')) {
       projectCache.delete(id.slice('project:'.length));
       return;

@@ -96,8 +96,43 @@ export function openPostgres(options: PostgresOptions): SqlDb {
   });
   // BIGINT columns hold epoch milliseconds and money in micro-dollars: safe as JS numbers.
   pg.types.setTypeParser(20, (v) => Number(v));
+  // An idle pooled client whose server went away (restart, failover) must not crash the process;
+  // the pool replaces it on the next query.
+  pool.on('error', () => undefined);
   let listener: pg.Client | undefined;
+  let closed = false;
   const handlers = new Map<string, Array<(p: string) => void>>();
+
+  /**
+   * The LISTEN connection, re-established after the server goes away. Notifications sent while
+   * it was down are lost, so every handler then gets '*' ("anything may have changed").
+   */
+  async function connectListener(): Promise<void> {
+    const client = new pg.Client({ connectionString: options.connectionString });
+    client.on('notification', (msg) => {
+      for (const h of handlers.get(msg.channel) ?? []) h(msg.payload ?? '');
+    });
+    const reconnect = () => {
+      if (closed || listener !== client) return;
+      listener = undefined;
+      const retry = (delay: number) =>
+        setTimeout(() => {
+          if (closed) return;
+          connectListener().then(
+            () => {
+              for (const hs of handlers.values()) for (const h of hs) h('*');
+            },
+            () => retry(Math.min(delay * 2, 5_000)),
+          );
+        }, delay).unref();
+      retry(200);
+    };
+    client.on('error', reconnect);
+    client.on('end', reconnect);
+    await client.connect();
+    for (const name of handlers.keys()) await client.query(`LISTEN "${name}"`);
+    listener = client;
+  }
   const ready = schema ? pool.query(`CREATE SCHEMA IF NOT EXISTS "${schema}"`).then(() => undefined) : Promise.resolve();
   const channelName = (c: string) => (schema ? `${schema}_${c}` : c);
 
@@ -131,19 +166,15 @@ export function openPostgres(options: PostgresOptions): SqlDb {
       },
       async listen(channel, onMessage) {
         await ready;
-        if (!listener) {
-          listener = new pg.Client({ connectionString: options.connectionString });
-          await listener.connect();
-          listener.on('notification', (msg) => {
-            for (const h of handlers.get(msg.channel) ?? []) h(msg.payload ?? '');
-          });
-        }
         const name = channelName(channel);
-        if (!handlers.has(name)) await listener.query(`LISTEN "${name}"`);
+        const isNew = !handlers.has(name);
         handlers.set(name, [...(handlers.get(name) ?? []), onMessage]);
+        if (!listener) await connectListener();
+        else if (isNew) await listener.query(`LISTEN "${name}"`);
       },
       async close() {
-        await listener?.end();
+        closed = true;
+        await listener?.end().catch(() => undefined);
         await pool.end();
       },
     };
