@@ -75,10 +75,17 @@ export class AlertDispatcher {
   }
 
   async start(intervalMs = 1_000): Promise<void> {
-    await this.#o.db.listen('sg_alerts', () => void this.runOnce());
+    // A database that is away (restart, failover) must not take the host down: log and retry on
+    // the next tick.
+    const attempt = () =>
+      this.runOnce().catch((e: Error) => {
+        this.#o.log.warn({ err: e.message }, 'alert delivery pass failed; will retry');
+        return 0;
+      });
+    await this.#o.db.listen('sg_alerts', () => void attempt());
     const tick = () => {
       if (this.#stopped) return;
-      void this.runOnce().finally(() => {
+      void attempt().finally(() => {
         if (!this.#stopped) this.#timer = setTimeout(tick, intervalMs);
       });
     };

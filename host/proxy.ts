@@ -116,10 +116,24 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', (_req, _payload, done) => done(null));
 
+  /**
+   * Records an event (and, for alerts, its outbox rows). While the database is away the write is
+   * retried with backoff for about ten minutes, with the same id, so an alert raised during an
+   * outage is still delivered once the database is back.
+   */
   function event(key: KeyRecord, type: string, detail: Record<string, unknown>): void {
-    store
-      .addEvent({ id: `evt_${randomBytes(10).toString('hex')}`, at: Date.now(), projectId: key.projectId, keyId: key.id, type, detail })
-      .catch((e: Error) => app.log.error({ err: e.message }, 'could not record event'));
+    const record = { id: `evt_${randomBytes(10).toString('hex')}`, at: Date.now(), projectId: key.projectId, keyId: key.id, type, detail };
+    const attempt = (n: number) => {
+      store.addEvent(record).catch((e: Error) => {
+        if (n >= 10) {
+          app.log.error({ err: e.message, type }, 'could not record event; giving up');
+          return;
+        }
+        app.log.warn({ err: e.message, type }, 'could not record event; will retry');
+        setTimeout(() => attempt(n + 1), Math.min(60_000, 1_000 * 2 ** n)).unref();
+      });
+    };
+    attempt(0);
   }
 
   function auditRow(req: FastifyRequest, key: KeyRecord | undefined, fields: Partial<AuditRow>): AuditRow {

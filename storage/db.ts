@@ -149,6 +149,10 @@ export function openPostgres(options: PostgresOptions): SqlDb {
       async transaction<T>(fn: (d: SqlDb) => Promise<T>): Promise<T> {
         await ready;
         const c = await pool.connect();
+        // A checked-out client has no pool error handler: a server going away mid-transaction
+        // must fail this transaction, not crash the process.
+        const swallow = () => undefined;
+        c.on('error', swallow);
         try {
           await c.query('BEGIN');
           const result = await fn(wrap(c));
@@ -158,6 +162,7 @@ export function openPostgres(options: PostgresOptions): SqlDb {
           await c.query('ROLLBACK').catch(() => undefined);
           throw e;
         } finally {
+          c.off('error', swallow);
           c.release();
         }
       },

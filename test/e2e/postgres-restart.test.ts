@@ -36,6 +36,7 @@ describe.skipIf(!canRun)('PostgreSQL restarted under load', () => {
     stack = await startTestStack({ hostArgs: ['--database', url, '--velocity-floor', '100000000'] });
   }, 120_000);
   afterAll(async () => {
+    if (process.env.SG_DEBUG_LOGS && stack) execFileSync('cp', ['-r', join(stack.dataDir, 'logs'), process.env.SG_DEBUG_LOGS]);
     await stack?.cleanup();
     try {
       asPostgres([`${bin}/pg_ctl`, '-D', join(dir, 'data'), '-m', 'immediate', 'stop']);
