@@ -8,7 +8,7 @@
  * never one of the production roots, so a dev document can only verify where the dev root was
  * pinned on purpose (shareholders started in explicit dev mode).
  */
-import { webcrypto, X509Certificate, createHash, randomBytes } from 'node:crypto';
+import { webcrypto, createHash, randomBytes } from 'node:crypto';
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
 import { Encoder } from 'cbor-x';
@@ -58,10 +58,6 @@ export async function createDevRoot(now: Date = new Date()): Promise<DevRootMate
   });
   const pkcs8 = await webcrypto.subtle.exportKey('pkcs8', keys.privateKey);
   return { certificatePem: cert.toString('pem'), privateKeyPem: x509.PemConverter.encode(pkcs8, 'PRIVATE KEY') };
-}
-
-export function devRootAsPinned(root: DevRootMaterial): PinnedRoot {
-  return loadRoot('securegate-dev-root', root.certificatePem);
 }
 
 interface Issuer {
@@ -185,11 +181,6 @@ export class DevNsm implements Nsm {
 
   /** The dev root as a pinned root (for dev-mode shareholders and tests). */
   static pinnedRoot(root: DevRootMaterial): PinnedRoot {
-    return devRootAsPinned(root);
-  }
-
-  /** DER of the dev root certificate. */
-  rootCertificate(): X509Certificate {
-    return new X509Certificate(Buffer.from(this.#chain[0]!.cert.rawData));
+    return loadRoot('securegate-dev-root', root.certificatePem);
   }
 }

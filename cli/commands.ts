@@ -6,7 +6,7 @@ import { generateOwnerKeyPair, fromHex, PROVIDERS, toHex } from '../protocol/ind
 import { effectiveConfig, findDevStack, isLoopbackUrl, readConfig, writeConfig } from './config.ts';
 import { keysCreate, type KeyOptionFlags } from './keys.ts';
 import { rotateConnection } from './releases.ts';
-import { adminGet, CliError, connectProvider } from './owner.ts';
+import { adminRequest, CliError, connectProvider } from './owner.ts';
 import { dim, green, printJson, type Io } from './output.ts';
 
 async function readStdin(): Promise<Uint8Array> {
@@ -178,7 +178,7 @@ export async function pushCommand(options: ConnectFlags & KeyOptionFlags & { pro
 
 export async function keysListCommand(options: { json?: boolean }, io: Io): Promise<number> {
   const config = requireLogin(io);
-  const keys = (await adminGet(config.serverUrl, config.adminToken, '/keys')) as Array<Record<string, string>>;
+  const keys = (await adminRequest(config.serverUrl, config.adminToken, 'GET', '/keys')) as Array<Record<string, string>>;
   if (options.json) printJson(io, keys);
   else {
     io.out(`${'ID'.padEnd(26)}${'KEY'.padEnd(16)}${'STATUS'.padEnd(10)}${'BOUND IP'.padEnd(18)}CONNECTION\n`);

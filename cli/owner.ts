@@ -16,7 +16,6 @@ import {
   sealUpstreamKey,
   signOwnerMessage,
   splitSecret,
-  toHex,
   wipe,
   type AuthScheme,
   type KeyBinding,
@@ -196,10 +195,6 @@ export async function createKey(serverUrl: string, adminToken: string, connectio
   return { id: r.json.id as string, key: r.json.key as string };
 }
 
-export async function adminGet(serverUrl: string, adminToken: string, path: string): Promise<unknown> {
-  return adminRequest(serverUrl, adminToken, 'GET', path);
-}
-
 /** One admin API call; a 4xx becomes exit code 1 with the server's message, a 5xx exit code 3. */
 export async function adminRequest(serverUrl: string, adminToken: string, method: string, path: string, body?: unknown): Promise<unknown> {
   const r = await http(method, `${serverUrl}/admin/v1${path}`, body, adminToken);
@@ -207,4 +202,3 @@ export async function adminRequest(serverUrl: string, adminToken: string, method
   return r.json;
 }
 
-export { toHex };

@@ -9,7 +9,7 @@ import type { FastifyInstance } from 'fastify';
 import { canonicalAllowList, canonicalOrigin, providerSpec, AUTH_SCHEME_PATTERN, type AuthScheme } from '../protocol/index.ts';
 import { normaliseIp } from './client-ip.ts';
 import { HostError } from './errors.ts';
-import { generateSgKey, hashSgKey, keyHint } from './keys.ts';
+import { bearerToken, generateSgKey, hashSgKey, keyHint } from './keys.ts';
 import { deviceHash, parseDuration } from './locks.ts';
 import { dollarsToMicros, MICROS } from './pricing.ts';
 import { newWebhookSecret } from './alerts.ts';
@@ -92,16 +92,12 @@ interface KeyOptionsBody {
   autoLock?: Array<'ip' | 'device' | 'city'>;
 }
 
-function extractCredential(header: string | string[] | undefined): string | undefined {
-  return typeof header === 'string' && /^Bearer\s+/i.test(header) ? header.replace(/^Bearer\s+/i, '').trim() : undefined;
-}
-
 export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Promise<void> {
   const { store } = deps;
   const expected = Buffer.from(deps.adminTokenHash, 'hex');
 
   app.addHook('onRequest', async (req) => {
-    const token = extractCredential(req.headers.authorization);
+    const token = bearerToken(req.headers.authorization);
     const got = Buffer.from(sha256Hex(token ?? ''), 'hex');
     if (!token || !timingSafeEqual(got, expected)) {
       throw new HostError('admin_unauthorized', 'admin token missing or wrong; run `securegate login`');

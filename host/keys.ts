@@ -3,7 +3,7 @@
  * leaked key offline, like GitHub's token format), stored only as HMAC-SHA256 under a server
  * pepper. The plaintext key is shown once at creation and never stored or logged.
  */
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import { crc32 } from 'node:zlib';
 
 const ALPHABET = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
@@ -40,10 +40,9 @@ export function hashSgKey(pepper: Uint8Array, key: string): string {
   return createHmac('sha256', pepper).update(key).digest('hex');
 }
 
-export function safeEqualHex(a: string, b: string): boolean {
-  const x = Buffer.from(a, 'hex');
-  const y = Buffer.from(b, 'hex');
-  return x.length === y.length && timingSafeEqual(x, y);
+/** The token of an `Authorization: Bearer <token>` header value, if that is what it is. */
+export function bearerToken(header: string | string[] | undefined): string | undefined {
+  return typeof header === 'string' && /^Bearer\s+/i.test(header) ? header.replace(/^Bearer\s+/i, '').trim() : undefined;
 }
 
 /** The visible prefix users see in lists ("SG_abc…"), enough to tell keys apart. */

@@ -22,7 +22,7 @@ import { bodyLimitFor, ByteLimiter, findMultipartField, multipartBoundary, multi
 import { clientIp, type TrustedProxies } from './client-ip.ts';
 import { HostError } from './errors.ts';
 import type { GeoLookup } from './geo.ts';
-import { isWellFormedSgKey, hashSgKey } from './keys.ts';
+import { bearerToken, isWellFormedSgKey, hashSgKey } from './keys.ts';
 import { checkKeyStatus, checkRequestLocks, cityLabel, deviceHash, resolveModel } from './locks.ts';
 import type { AuditRow, AuditWriter } from './audit.ts';
 import type { HostMetrics } from './metrics.ts';
@@ -61,8 +61,8 @@ const RESPONSE_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', '
 
 /** Extracts the SG_ key from `Authorization: Bearer`, `x-api-key` or `api-key`. */
 export function credentialFrom(headers: FastifyRequest['headers']): string | undefined {
-  const auth = headers.authorization;
-  if (typeof auth === 'string' && /^Bearer\s+/i.test(auth)) return auth.replace(/^Bearer\s+/i, '').trim();
+  const bearer = bearerToken(headers.authorization);
+  if (bearer !== undefined) return bearer;
   for (const name of ['x-api-key', 'api-key', 'x-goog-api-key']) {
     const v = headers[name];
     if (typeof v === 'string' && v.length > 0) return v.trim();
