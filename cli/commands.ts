@@ -9,7 +9,7 @@ import { rotateConnection } from './releases.ts';
 import { adminRequest, CliError, connectProvider } from './owner.ts';
 import { dim, green, printJson, type Io } from './output.ts';
 
-async function readStdin(): Promise<Uint8Array> {
+export async function readStdin(): Promise<Uint8Array> {
   const chunks: Buffer[] = [];
   for await (const c of process.stdin) chunks.push(c as Buffer);
   const buf = Buffer.concat(chunks);
@@ -21,9 +21,9 @@ async function readStdin(): Promise<Uint8Array> {
 }
 
 /** Hidden prompt on a TTY: characters are not echoed. */
-async function promptHidden(question: string): Promise<Uint8Array> {
+export async function promptHidden(question: string, notTty = 'no key given: pipe it in with --api-key-stdin (keys are never taken on the command line)'): Promise<Uint8Array> {
   const stdin = process.stdin;
-  if (!stdin.isTTY) throw new CliError('no key given: pipe it in with --api-key-stdin (keys are never taken on the command line)', 2);
+  if (!stdin.isTTY) throw new CliError(notTty, 2);
   process.stderr.write(question);
   stdin.setRawMode(true);
   stdin.resume();
@@ -62,13 +62,36 @@ function requireLogin(io: Io) {
   return config as typeof config & { adminToken: string };
 }
 
-export async function loginCommand(options: { server?: string; tokenStdin?: boolean; json?: boolean }, io: Io): Promise<number> {
+/** The password from stdin (--password-stdin) or a hidden prompt; never from argv. */
+export async function readPassword(fromStdin: boolean | undefined): Promise<string> {
+  const bytes = fromStdin ? await readStdin() : await promptHidden('Password (hidden): ', 'no password given: pipe it in with --password-stdin (passwords are never taken on the command line)');
+  return Buffer.from(bytes).toString('utf8');
+}
+
+/** Exchanges an email and password for an admin token of the account (shown once, saved 0600). */
+export async function passwordToken(serverUrl: string, email: string, password: string, account?: string): Promise<{ token: string; accountId: string; role: string }> {
+  const res = await fetch(`${serverUrl}/auth/v1/token`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ email, password, name: `securegate CLI (${process.env.USER ?? 'user'})`, ...(account ? { accountId: account } : {}) }),
+  }).catch((e: Error) => {
+    throw new CliError(`cannot reach ${serverUrl}: ${e.message}`, 3);
+  });
+  const body = (await res.json()) as { token: string; accountId: string; role: string; error?: { message: string } };
+  if (res.status !== 201) throw new CliError(`login refused: ${body.error?.message ?? res.status}`, 1);
+  return body;
+}
+
+export async function loginCommand(options: { server?: string; tokenStdin?: boolean; email?: string; passwordStdin?: boolean; account?: string; json?: boolean }, io: Io): Promise<number> {
   const saved = readConfig();
   const serverUrl = options.server ?? process.env.SECUREGATE_URL ?? saved.serverUrl ?? 'http://127.0.0.1:8080';
   let adminToken: string | undefined;
   let source = 'token';
   if (options.tokenStdin) {
     adminToken = Buffer.from(await readStdin()).toString('utf8').trim();
+  } else if (options.email) {
+    adminToken = (await passwordToken(serverUrl, options.email, await readPassword(options.passwordStdin), options.account)).token;
+    source = options.email;
   } else {
     const dev = findDevStack();
     if (dev && isLoopbackUrl(serverUrl)) {

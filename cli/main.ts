@@ -9,6 +9,7 @@ import { approveRelease, attestAudit } from './releases.ts';
 import { alertsCommand, auditCommand, statusCommand, usageCommand } from './reports.ts';
 import { envCommand, keyAction, keysCreate, keysShow, keysUpdate, modelsAlias, type KeyOptionFlags } from './keys.ts';
 import { CliError } from './owner.ts';
+import { accountCommand, accountsCommand, inviteCommand, membersCommand, removeMemberCommand, signupCommand, tokensCommand } from './accounts.ts';
 import { EXIT, processIo, type Io } from './output.ts';
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
@@ -76,11 +77,65 @@ Examples:
     .description('log in to a SecureGate server (a local dev stack from `npm start` needs no token)')
     .option('--server <url>', 'server URL (default: $SECUREGATE_URL or http://127.0.0.1:8080)')
     .option('--token-stdin', 'read an admin token from stdin')
+    .option('--email <email>', 'log in with your account\'s email and password (hidden prompt); saves an admin token')
+    .option('--password-stdin', 'with --email: read the password from stdin')
+    .option('--account <id>', 'with --email: which of your accounts (default: the first you joined)')
     .option('--json', 'print the result as JSON')
-    .addHelpText('after', '\nExamples:\n  $ securegate login                      # local dev stack\n  $ echo "$TOKEN" | securegate login --server https://gw.example.com --token-stdin')
+    .addHelpText('after', '\nExamples:\n  $ securegate login                      # local dev stack\n  $ securegate login --server https://gw.example.com --email me@example.com\n  $ echo "$TOKEN" | securegate login --server https://gw.example.com --token-stdin')
     .action(async (options) => {
       program.setOptionValue('exitCode', await loginCommand(options, io));
     });
+
+  program
+    .command('signup')
+    .description('create your user (and an account, or join one with an invite) and log in')
+    .requiredOption('--email <email>', 'your email')
+    .option('--invite <code>', 'an invite from an account owner or the operator')
+    .option('--account-name <name>', 'name of the new account (open sign-up)')
+    .option('--server <url>', 'server URL')
+    .option('--password-stdin', 'read the password from stdin (otherwise a hidden prompt)')
+    .option('--json', 'print as JSON')
+    .addHelpText('after', '\nExample:\n  $ securegate signup --server https://gw.example.com --email me@example.com --invite sgi_…')
+    .action((o) => run(() => signupCommand(o, io))());
+
+  const account = program.command('account').description('your account: plan and limits, members, invites, admin tokens');
+  account.command('show', { isDefault: true }).option('--json', 'print as JSON').description('account, plan, limits and usage').action((o) => run(() => accountCommand(o, io))());
+  account.command('members').option('--json', 'print as JSON').description('list members and their roles').action((o) => run(() => membersCommand(o, io))());
+  account
+    .command('invite')
+    .option('--role <role>', 'owner or member', 'member')
+    .option('--json', 'print as JSON')
+    .description('create a one-time invite (valid 7 days)')
+    .addHelpText('after', '\nExample:\n  $ securegate account invite --role member')
+    .action((o) => run(() => inviteCommand(o, io))());
+  account.command('remove-member').argument('<user-id>', 'the member (see `account members`)').option('--json', 'print as JSON').description('remove a member (an account keeps one owner)').action((id: string, o) => run(() => removeMemberCommand(id, o, io))());
+  account.command('tokens').option('--json', 'print as JSON').description('list admin API tokens (never their values)').action((o) => run(() => tokensCommand('list', undefined, o, io))());
+  account
+    .command('token-create')
+    .argument('<name>', 'what the token is for, e.g. "ci"')
+    .option('--role <role>', 'owner or member', 'owner')
+    .option('--json', 'print as JSON')
+    .description('create an admin API token (shown once)')
+    .action((name: string, o) => run(() => tokensCommand('create', name, o, io))());
+  account.command('token-revoke').argument('<id>', 'token id').option('--json', 'print as JSON').description('revoke an admin API token').action((id: string, o) => run(() => tokensCommand('revoke', id, o, io))());
+
+  const accounts = program.command('accounts').description('server operator: create accounts, list them, change plans');
+  accounts.command('list').option('--json', 'print as JSON').description('every account with its plan and usage').action((o) => run(() => accountsCommand('list', [], o, io))());
+  accounts
+    .command('create')
+    .argument('<name>', 'account name')
+    .option('--plan <plan>', 'plan id (default: the sign-up plan)')
+    .option('--json', 'print as JSON')
+    .description('create an account; prints its owner\'s one-time invite')
+    .addHelpText('after', '\nExample:\n  $ securegate accounts create "Acme" --plan pro')
+    .action((name: string, o) => run(() => accountsCommand('create', [name], o, io))());
+  accounts
+    .command('set-plan')
+    .argument('<account-id>', 'account')
+    .argument('<plan>', 'plan id')
+    .option('--json', 'print as JSON')
+    .description('move an account to another plan (never deletes anything)')
+    .action((id: string, plan: string, o) => run(() => accountsCommand('set-plan', [id, plan], o, io))());
 
   program
     .command('logout')

@@ -2,6 +2,7 @@
  * Reports: `status [key-id]`, `usage`, `audit` (table, --json or --csv, paginated), and alert
  * targets: `alerts add|list|test|remove`. Read-only except `alerts`.
  */
+import { accountLines, fetchAccount } from './accounts.ts';
 import { effectiveConfig } from './config.ts';
 import { adminRequest, CliError } from './owner.ts';
 import { dim, green, printJson, red, type Io } from './output.ts';
@@ -31,9 +32,14 @@ export async function statusCommand(keyId: string | undefined, options: { json?:
       adminRequest(c.serverUrl, c.adminToken, 'GET', '/connections'),
       adminRequest(c.serverUrl, c.adminToken, 'GET', '/keys'),
     ])) as [unknown[], Array<{ status: string }>];
-    const summary = { server: c.serverUrl, loggedIn: true, dev: c.dev ?? false, connections: connections.length, keys: keys.length, activeKeys: keys.filter((k) => k.status === 'active').length };
+    const account = await fetchAccount();
+    const summary = {
+      server: c.serverUrl, loggedIn: true, dev: c.dev ?? false,
+      account: { id: account.id, name: account.name, role: account.role }, plan: account.plan,
+      connections: connections.length, keys: keys.length, activeKeys: keys.filter((k) => k.status === 'active').length,
+    };
     if (options.json) printJson(io, summary);
-    else io.out(`Server:       ${summary.server}${summary.dev ? ' (dev stack)' : ''}\nConnections:  ${summary.connections}\nKeys:         ${summary.keys} (${summary.activeKeys} active)\n`);
+    else io.out(`Server:       ${summary.server}${summary.dev ? ' (dev stack)' : ''}\n${accountLines(account).join('\n')}\nActive keys:  ${summary.activeKeys}\n`);
     return 0;
   }
   const s = (await adminRequest(c.serverUrl, c.adminToken, 'GET', `/keys/${encodeURIComponent(keyId)}/status`)) as {

@@ -4,19 +4,22 @@
  * signatures, suspension), projects and model aliases, lock events. Never returns key hashes,
  * device salts or signing secrets (a signing secret is shown once, when it is created).
  */
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import type { FastifyInstance } from 'fastify';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { DEFAULT_ACCOUNT, resolvePrincipal, type AccountStore, type Principal } from './accounts.ts';
+import { registerAccountRoutes } from './admin-accounts.ts';
+import type { PlanBook, PlanFeature, PlanLimit } from './plans.ts';
 import { canonicalAllowList, canonicalOrigin, providerSpec, AUTH_SCHEME_PATTERN, type AuthScheme } from '../protocol/index.ts';
 import { normaliseIp } from './client-ip.ts';
 import { HostError } from './errors.ts';
-import { bearerToken, generateSgKey, hashSgKey, keyHint } from './keys.ts';
+import { bearerToken, generateSgKey, hashSgKey, keyHint, sha256Hex } from './keys.ts';
 import { deviceHash, parseDuration } from './locks.ts';
 import { dollarsToMicros, MICROS } from './pricing.ts';
 import { newWebhookSecret } from './alerts.ts';
 import type { AuditWriter } from './audit.ts';
 import { utcDay, type SpendLedger } from './spend.ts';
 import type { SqlValue } from '../storage/db.ts';
-import { DEFAULT_PROJECT, type ConnectionRecord, type HostStore, type KeyPatch, type KeyRecord } from './store.ts';
+import { DEFAULT_PROJECT, sqlList, type ConnectionRecord, type HostStore, type KeyPatch, type KeyRecord } from './store.ts';
 
 export interface AdminDeps {
   store: HostStore;
@@ -25,11 +28,10 @@ export interface AdminDeps {
   pepper: Uint8Array;
   adminTokenHash: string;
   dev: boolean;
+  accounts: AccountStore;
+  plans: PlanBook;
 }
 
-export function sha256Hex(text: string): string {
-  return createHash('sha256').update(text).digest('hex');
-}
 
 /** What the admin API shows of a key. */
 export function publicKeyView(k: KeyRecord) {
@@ -93,21 +95,72 @@ interface KeyOptionsBody {
 }
 
 export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Promise<void> {
-  const { store } = deps;
+  const { store, accounts, plans } = deps;
   const expected = Buffer.from(deps.adminTokenHash, 'hex');
+  const isOperator = (token: string) => timingSafeEqual(Buffer.from(sha256Hex(token), 'hex'), expected);
+  const principals = new WeakMap<FastifyRequest, Principal>();
 
   app.addHook('onRequest', async (req) => {
-    const token = bearerToken(req.headers.authorization);
-    const got = Buffer.from(sha256Hex(token ?? ''), 'hex');
-    if (!token || !timingSafeEqual(got, expected)) {
-      throw new HostError('admin_unauthorized', 'admin token missing or wrong; run `securegate login`');
-    }
+    principals.set(req, await resolvePrincipal(req, bearerToken(req.headers.authorization), isOperator, accounts));
   });
 
-  async function mustGetKey(id: string): Promise<KeyRecord> {
+  const who = (req: FastifyRequest): Principal => principals.get(req)!;
+  /** The caller's account (the operator acts for the default account unless it names one). */
+  const accountIdOf = (req: FastifyRequest): string => {
+    const p = who(req);
+    return p.kind === 'account' ? p.accountId : DEFAULT_ACCOUNT;
+  };
+  function requireOwner(req: FastifyRequest, what: string): void {
+    const p = who(req);
+    if (p.kind === 'account' && p.role !== 'owner') throw new HostError('forbidden', `only an account owner can ${what}; you are a member`);
+  }
+  function requireOperator(req: FastifyRequest, what: string): void {
+    if (who(req).kind !== 'operator') throw new HostError('forbidden', `only the server operator can ${what}`);
+  }
+  /** The projects the caller may see; null = all (the operator). */
+  async function visibleProjects(req: FastifyRequest): Promise<string[] | null> {
+    const p = who(req);
+    return p.kind === 'operator' ? null : accounts.projectIds(p.accountId);
+  }
+  /** The account that owns `projectId`, when the caller may use it (others' projects do not exist for it). */
+  async function projectAccount(req: FastifyRequest, projectId: string): Promise<string> {
+    const owner = await accounts.accountOfProject(projectId);
+    const p = who(req);
+    if (!owner || (p.kind === 'account' && p.accountId !== owner)) throw new HostError('not_found', `no project ${projectId}`);
+    return owner;
+  }
+  async function defaultProject(req: FastifyRequest): Promise<string> {
+    const p = who(req);
+    return p.kind === 'account' ? (await accounts.get(p.accountId))!.defaultProject : DEFAULT_PROJECT;
+  }
+  async function planOf(accountId: string): Promise<string> {
+    return (await accounts.get(accountId))?.plan ?? 'free';
+  }
+  async function requireFeature(projectId: string, feature: PlanFeature): Promise<void> {
+    const accountId = await accounts.accountOfProject(projectId);
+    plans.requireFeature(await planOf(accountId ?? DEFAULT_ACCOUNT), feature);
+  }
+  async function requireRoom(accountId: string, limit: PlanLimit): Promise<void> {
+    plans.requireRoom(await planOf(accountId), limit, (await accounts.counts(accountId))[limit]);
+  }
+  /** Features a key option would use: only setting a lock needs the plan; clearing one never does. */
+  async function requireKeyFeatures(projectId: string, body: KeyOptionsBody): Promise<void> {
+    if (body.cities && body.cities.length > 0) await requireFeature(projectId, 'city_lock');
+    if (body.autoLock?.includes('city')) await requireFeature(projectId, 'city_lock');
+    if (body.autoLock?.includes('device')) await requireFeature(projectId, 'device_lock');
+  }
+
+  async function mustGetKey(req: FastifyRequest, id: string): Promise<KeyRecord> {
     const key = await store.getKey(id);
-    if (!key) throw new HostError('not_found', `no key ${id}`);
+    const p = who(req);
+    if (!key || (p.kind === 'account' && (await accounts.accountOfProject(key.projectId)) !== p.accountId)) throw new HostError('not_found', `no key ${id}`);
     return key;
+  }
+  async function mustGetConnection(req: FastifyRequest, id: string): Promise<ConnectionRecord> {
+    const c = await store.getConnection(id);
+    const p = who(req);
+    if (!c || (p.kind === 'account' && (await accounts.accountOfProject(c.projectId)) !== p.accountId)) throw new HostError('not_found', `no connection ${id}`);
+    return c;
   }
 
   function optionsToPatch(body: KeyOptionsBody): { patch: KeyPatch; signingSecret?: string } {
@@ -188,8 +241,10 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
         }
         if (canonical !== b.allow) throw new HostError('invalid_request', 'allow must be in canonical form (sorted, de-duplicated)');
       }
-      const projectId = b.projectId ?? DEFAULT_PROJECT;
-      if (!(await store.projectExists(projectId))) throw new HostError('not_found', `no project ${projectId}`);
+      requireOwner(req, 'add connections');
+      const projectId = b.projectId ?? (await defaultProject(req));
+      const accountId = await projectAccount(req, projectId);
+      if (b.provider === 'any') await requireFeature(projectId, 'any_api');
       const record: ConnectionRecord = {
         id: b.id,
         projectId,
@@ -203,25 +258,33 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
         allow: b.allow ?? null,
         createdAt: Date.now(),
       };
-      if (!(await store.insertConnection(record))) throw new HostError('conflict', 'a connection with this id exists');
+      // Counting and inserting under the account's row lock: concurrent creations cannot both fit.
+      const inserted = await store.db.transaction(async (tx) => {
+        await tx.query('UPDATE accounts SET plan = plan WHERE id = $1', [accountId]);
+        const [n] = await tx.query('SELECT COUNT(*) AS n FROM connections c JOIN projects p ON p.id = c.project_id WHERE p.account_id = $1', [accountId]);
+        plans.requireRoom(await planOf(accountId), 'connections', Number(n!.n));
+        return store.insertConnection(record, tx);
+      });
+      if (!inserted) throw new HostError('conflict', 'a connection with this id exists');
       return reply.status(201).send({ id: record.id, name: record.name, provider: record.provider, origin: record.origin, projectId });
     },
   );
 
-  app.get<{ Querystring: { projectId?: string } }>('/connections', async (req) =>
-    (await store.listConnections(req.query.projectId)).map((c) => ({
+  app.get<{ Querystring: { projectId?: string } }>('/connections', async (req) => {
+    const visible = await visibleProjects(req);
+    return (await store.listConnections(req.query.projectId)).filter((c) => !visible || visible.includes(c.projectId)).map((c) => ({
       id: c.id, name: c.name, provider: c.provider, origin: c.origin, projectId: c.projectId, threshold: c.threshold, allow: c.allow ? (JSON.parse(c.allow) as string[]) : null, createdAt: c.createdAt,
-    })),
-  );
+    }));
+  });
 
   // Key rotation: every key of `from` moves to `to` (same project, same provider) in one statement.
   app.post<{ Params: { id: string }; Body: { to: string } }>(
     '/connections/:id/rotate',
     { schema: { params: idParam, body: { type: 'object', required: ['to'], additionalProperties: false, properties: { to: { type: 'string', maxLength: 64 } } } } },
     async (req) => {
-      const from = await store.getConnection(req.params.id);
-      const to = await store.getConnection(req.body.to);
-      if (!from || !to) throw new HostError('not_found', 'both connections must exist');
+      requireOwner(req, 'rotate connections');
+      const from = await mustGetConnection(req, req.params.id);
+      const to = await mustGetConnection(req, req.body.to);
       if (from.projectId !== to.projectId || from.provider !== to.provider) throw new HostError('invalid_request', 'rotation keeps the project and the provider');
       const moved = await store.moveKeys(from.id, to.id);
       return { from: from.id, to: to.id, moved };
@@ -233,10 +296,11 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
     '/keys',
     { schema: { body: { type: 'object', required: ['connectionId'], additionalProperties: false, properties: { connectionId: { type: 'string', maxLength: 64 }, ...keyOptions } } } },
     async (req, reply) => {
-      const connection = await store.getConnection(req.body.connectionId);
-      if (!connection) throw new HostError('not_found', `no connection ${req.body.connectionId}`);
+      const connection = await mustGetConnection(req, req.body.connectionId);
       const projectId = req.body.projectId ?? connection.projectId;
       if (projectId !== connection.projectId) throw new HostError('invalid_request', 'a key must belong to its connection\'s project');
+      await requireKeyFeatures(projectId, req.body);
+      await requireRoom((await accounts.accountOfProject(projectId))!, 'keys');
       const { patch, signingSecret } = optionsToPatch(req.body);
       const key = generateSgKey();
       const now = Date.now();
@@ -274,17 +338,21 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
     },
   );
 
-  app.get<{ Querystring: { projectId?: string } }>('/keys', async (req) => (await store.listKeys(req.query.projectId)).map(publicKeyView));
-  app.get<{ Params: { id: string } }>('/keys/:id', { schema: { params: idParam } }, async (req) => publicKeyView(await mustGetKey(req.params.id)));
+  app.get<{ Querystring: { projectId?: string } }>('/keys', async (req) => {
+    const visible = await visibleProjects(req);
+    return (await store.listKeys(req.query.projectId)).filter((k) => !visible || visible.includes(k.projectId)).map(publicKeyView);
+  });
+  app.get<{ Params: { id: string } }>('/keys/:id', { schema: { params: idParam } }, async (req) => publicKeyView(await mustGetKey(req, req.params.id)));
 
   app.patch<{ Params: { id: string }; Body: KeyOptionsBody }>(
     '/keys/:id',
     { schema: { params: idParam, body: { type: 'object', additionalProperties: false, properties: keyOptions } } },
     async (req) => {
-      const key = await mustGetKey(req.params.id);
+      const key = await mustGetKey(req, req.params.id);
       if (req.body.projectId && req.body.projectId !== key.projectId) {
         throw new HostError('invalid_request', 'a key stays in its connection\'s project; create a new key in the other project');
       }
+      await requireKeyFeatures(key.projectId, req.body);
       const { patch, signingSecret } = optionsToPatch(req.body);
       const updated = await store.updateKey(key.id, patch);
       return { ...publicKeyView(updated!), ...(signingSecret ? { signingSecret } : {}) };
@@ -295,7 +363,8 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
     '/keys/:id/lock',
     { schema: { params: idParam, body: { type: 'object', required: ['ip'], additionalProperties: false, properties: { ip: { type: 'string', maxLength: 64 } } } } },
     async (req) => {
-      await mustGetKey(req.params.id);
+      const key = await mustGetKey(req, req.params.id);
+      await requireFeature(key.projectId, 'ip_lock');
       const ip = normaliseIp(req.body.ip);
       if (!ip) throw new HostError('invalid_request', `${req.body.ip} is not an IP address`);
       return publicKeyView((await store.updateKey(req.params.id, { boundIp: ip, boundAt: Date.now() }))!);
@@ -303,9 +372,8 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
   );
 
   app.post<{ Params: { id: string } }>('/keys/:id/repin', { schema: { params: idParam } }, async (req) => {
-    await mustGetKey(req.params.id);
     // Everything the key bound itself to on first use is released; the next request binds again.
-    const key = await mustGetKey(req.params.id);
+    const key = await mustGetKey(req, req.params.id);
     const patch: KeyPatch = { boundIp: null, boundAt: null, boundCity: null, boundCityAt: null };
     if (key.autoLock.includes('device')) Object.assign(patch, { deviceHash: null, deviceSalt: null, deviceBoundAt: null });
     return publicKeyView((await store.updateKey(req.params.id, patch))!);
@@ -315,20 +383,21 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
     '/keys/:id/device',
     { schema: { params: idParam, body: { type: 'object', required: ['fingerprint'], additionalProperties: false, properties: { fingerprint: { type: 'string', minLength: 16, maxLength: 256 } } } } },
     async (req) => {
-      await mustGetKey(req.params.id);
+      const key = await mustGetKey(req, req.params.id);
+      await requireFeature(key.projectId, 'device_lock');
       const salt = randomBytes(16).toString('hex');
       return publicKeyView((await store.updateKey(req.params.id, { deviceSalt: salt, deviceHash: deviceHash(salt, req.body.fingerprint) }))!);
     },
   );
 
   app.delete<{ Params: { id: string } }>('/keys/:id/device', { schema: { params: idParam } }, async (req) => {
-    await mustGetKey(req.params.id);
+    await mustGetKey(req, req.params.id);
     return publicKeyView((await store.updateKey(req.params.id, { deviceHash: null, deviceSalt: null }))!);
   });
 
   const statusRoute = (path: string, from: KeyRecord['status'][], to: KeyRecord['status'], event: string) =>
     app.post<{ Params: { id: string } }>(path, { schema: { params: idParam } }, async (req) => {
-      const key = await mustGetKey(req.params.id);
+      const key = await mustGetKey(req, req.params.id);
       if (!from.includes(key.status)) throw new HostError('conflict', `key is ${key.status}; cannot ${event}`);
       const updated = await store.updateKey(key.id, { status: to });
       await store.addEvent({ id: `evt_${randomBytes(10).toString('hex')}`, at: Date.now(), projectId: key.projectId, keyId: key.id, type: event, detail: { by: 'owner' } });
@@ -339,31 +408,42 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
   statusRoute('/keys/:id/revoke', ['active', 'killed', 'expired'], 'revoked', 'key_revoked');
 
   app.post<{ Params: { id: string } }>('/keys/:id/unsuspend', { schema: { params: idParam } }, async (req) => {
-    await mustGetKey(req.params.id);
+    await mustGetKey(req, req.params.id);
     return publicKeyView((await store.updateKey(req.params.id, { suspendedUntil: null }))!);
   });
 
   // ---- projects and model aliases ----
-  app.get('/projects', async () => store.listProjects());
-  app.post<{ Body: { id: string; name: string } }>(
+  app.get('/projects', async (req) => {
+    const p = who(req);
+    return store.listProjects(p.kind === 'account' ? p.accountId : undefined);
+  });
+  app.post<{ Body: { id: string; name: string; accountId?: string } }>(
     '/projects',
-    { schema: { body: { type: 'object', required: ['id', 'name'], additionalProperties: false, properties: { id: keyOptions.projectId, name: { type: 'string', minLength: 1, maxLength: 100 } } } } },
+    { schema: { body: { type: 'object', required: ['id', 'name'], additionalProperties: false, properties: { id: keyOptions.projectId, name: { type: 'string', minLength: 1, maxLength: 100 }, accountId: { type: 'string', maxLength: 64 } } } } },
     async (req, reply) => {
-      await store.ensureProject(req.body.id, req.body.name);
-      return reply.status(201).send({ id: req.body.id, name: req.body.name });
+      requireOwner(req, 'create projects');
+      if (req.body.accountId !== undefined) requireOperator(req, 'create projects in another account');
+      const accountId = req.body.accountId ?? accountIdOf(req);
+      if (!(await accounts.get(accountId))) throw new HostError('not_found', `no account ${accountId}`);
+      if (!(await store.ensureProject(req.body.id, req.body.name, accountId))) throw new HostError('conflict', `project id ${req.body.id} is taken; choose another`);
+      return reply.status(201).send({ id: req.body.id, name: req.body.name, accountId });
     },
   );
-  app.get<{ Params: { id: string } }>('/projects/:id/aliases', { schema: { params: idParam } }, async (req) => store.listAliases(req.params.id));
+  app.get<{ Params: { id: string } }>('/projects/:id/aliases', { schema: { params: idParam } }, async (req) => {
+    await projectAccount(req, req.params.id);
+    return store.listAliases(req.params.id);
+  });
   app.put<{ Params: { id: string; alias: string }; Body: { target: string } }>(
     '/projects/:id/aliases/:alias',
     { schema: { body: { type: 'object', required: ['target'], additionalProperties: false, properties: { target: { type: 'string', minLength: 1, maxLength: 128 } } } } },
     async (req) => {
-      if (!(await store.projectExists(req.params.id))) throw new HostError('not_found', `no project ${req.params.id}`);
+      await projectAccount(req, req.params.id);
       await store.setAlias(req.params.id, req.params.alias, req.body.target);
       return store.listAliases(req.params.id);
     },
   );
   app.delete<{ Params: { id: string; alias: string } }>('/projects/:id/aliases/:alias', async (req) => {
+    await projectAccount(req, req.params.id);
     await store.deleteAlias(req.params.id, req.params.alias);
     return store.listAliases(req.params.id);
   });
@@ -372,7 +452,8 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
     '/projects/:id',
     { schema: { params: idParam, body: { type: 'object', required: ['dailyLimit'], additionalProperties: false, properties: { dailyLimit: keyOptions.dailyLimit } } } },
     async (req) => {
-      if (!(await store.projectExists(req.params.id))) throw new HostError('not_found', `no project ${req.params.id}`);
+      requireOwner(req, 'change project limits');
+      await projectAccount(req, req.params.id);
       await store.setProjectDailyLimit(req.params.id, req.body.dailyLimit === null ? null : dollarsToMicros(req.body.dailyLimit));
       return (await store.listProjects()).find((p) => p.id === req.params.id);
     },
@@ -380,7 +461,7 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
 
   // ---- spend status, usage and audit ----
   app.get<{ Params: { id: string } }>('/keys/:id/status', { schema: { params: idParam } }, async (req) => {
-    const key = await mustGetKey(req.params.id);
+    const key = await mustGetKey(req, req.params.id);
     await deps.audit.flush();
     const now = Date.now();
     const day = utcDay(now);
@@ -423,8 +504,10 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
       const since = Date.now() - Number(req.query.days ?? 30) * 86_400_000;
       const params: SqlValue[] = [since];
       const byKey = req.query.keyId ? ` AND key_id = $${params.push(req.query.keyId)}` : '';
+      const visible = await visibleProjects(req);
+      const byProject = visible ? ` AND project_id IN ${sqlList(params, visible)}` : '';
       const rows = await store.db.query(
-        `SELECT key_id, model_resolved, at, tokens_in, tokens_out, cost_micros FROM audit_log WHERE at >= $1 AND code IS NULL${byKey} ORDER BY at`,
+        `SELECT key_id, model_resolved, at, tokens_in, tokens_out, cost_micros FROM audit_log WHERE at >= $1 AND code IS NULL${byKey}${byProject} ORDER BY at`,
         params,
       );
       const groups = new Map<string, { day: string; keyId: string; model: string | null; requests: number; tokensIn: number; tokensOut: number; cost: number }>();
@@ -464,6 +547,8 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
       const q = req.query;
       const where: string[] = [];
       const params: SqlValue[] = [];
+      const visible = await visibleProjects(req);
+      if (visible) where.push(`project_id IN ${sqlList(params, visible)}`);
       if (q.keyId) where.push(`key_id = $${params.push(q.keyId)}`);
       if (q.model) where.push(`(model_resolved = $${params.push(q.model)} OR model_requested = $${params.length})`);
       if (q.since) where.push(`at >= $${params.push(Number(q.since))}`);
@@ -502,9 +587,10 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
       },
     },
     async (req, reply) => {
+      requireOwner(req, 'add alert targets');
       const { kind, target } = req.body;
-      const projectId = req.body.projectId ?? DEFAULT_PROJECT;
-      if (!(await store.projectExists(projectId))) throw new HostError('not_found', `no project ${projectId}`);
+      const projectId = req.body.projectId ?? (await defaultProject(req));
+      await projectAccount(req, projectId);
       if (kind === 'webhook') {
         let url: URL;
         try {
@@ -522,18 +608,24 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
       return reply.status(201).send({ id, kind, target, projectId, ...(secret ? { secret } : {}) });
     },
   );
-  app.get('/alerts', async () =>
-    (await store.db.query('SELECT id, project_id, kind, target, created_at FROM alert_targets ORDER BY created_at')).map((r) => ({
+  app.get('/alerts', async (req) => {
+    const visible = await visibleProjects(req);
+    const params: SqlValue[] = [];
+    return (await store.db.query(`SELECT id, project_id, kind, target, created_at FROM alert_targets ${visible ? `WHERE project_id IN ${sqlList(params, visible)}` : ''} ORDER BY created_at`, params)).map((r) => ({
       id: r.id, projectId: r.project_id, kind: r.kind, target: r.target, createdAt: Number(r.created_at),
-    })),
-  );
+    }));
+  });
   app.delete<{ Params: { id: string } }>('/alerts/:id', { schema: { params: idParam } }, async (req) => {
-    const gone = await store.db.query('DELETE FROM alert_targets WHERE id = $1 RETURNING id', [req.params.id]);
+    requireOwner(req, 'remove alert targets');
+    const params: SqlValue[] = [req.params.id];
+    const visible = await visibleProjects(req);
+    const gone = await store.db.query(`DELETE FROM alert_targets WHERE id = $1 ${visible ? `AND project_id IN ${sqlList(params, visible)}` : ''} RETURNING id`, params);
     if (gone.length === 0) throw new HostError('not_found', `no alert target ${req.params.id}`);
     return { deleted: req.params.id };
   });
   app.post<{ Body: { projectId?: string } }>('/alerts/test', { schema: { body: { type: ['object', 'null'], additionalProperties: false, properties: { projectId: keyOptions.projectId } } } }, async (req) => {
-    const projectId = req.body?.projectId ?? DEFAULT_PROJECT;
+    const projectId = req.body?.projectId ?? (await defaultProject(req));
+    await projectAccount(req, projectId);
     const id = `evt_${randomBytes(10).toString('hex')}`;
     await store.addEvent({ id, at: Date.now(), projectId, keyId: null, type: 'test', detail: { message: 'SecureGate test alert' } });
     return { eventId: id };
@@ -541,18 +633,24 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
   app.get<{ Querystring: { limit?: string } }>(
     '/alerts/deliveries',
     { schema: { querystring: { type: 'object', properties: { limit: { type: 'string', pattern: '^[1-9][0-9]{0,3}$' } } } } },
-    async (req) =>
-      (await store.db.query('SELECT o.*, t.kind, t.target FROM alert_outbox o JOIN alert_targets t ON t.id = o.target_id ORDER BY o.created_at DESC LIMIT $1', [Number(req.query.limit ?? 100)])).map((r) => ({
+    async (req) => {
+      const params: SqlValue[] = [Number(req.query.limit ?? 100)];
+      const visible = await visibleProjects(req);
+      return (await store.db.query(`SELECT o.*, t.kind, t.target FROM alert_outbox o JOIN alert_targets t ON t.id = o.target_id ${visible ? `WHERE t.project_id IN ${sqlList(params, visible)}` : ''} ORDER BY o.created_at DESC LIMIT $1`, params)).map((r) => ({
         id: r.id, eventId: r.event_id, kind: r.kind, target: r.target, type: (JSON.parse(r.payload as string) as { type: string }).type, attempts: Number(r.attempts),
         deliveredAt: r.delivered_at === null ? null : Number(r.delivered_at), failedAt: r.failed_at === null ? null : Number(r.failed_at),
         lastStatus: r.last_status === null ? null : Number(r.last_status), lastError: r.last_error, nextAttemptAt: Number(r.next_attempt_at),
-      })),
+      }));
+    },
   );
 
   // ---- events ----
   app.get<{ Querystring: { keyId?: string; type?: string; limit?: string } }>(
     '/events',
     { schema: { querystring: { type: 'object', properties: { keyId: { type: 'string', maxLength: 64 }, type: { type: 'string', maxLength: 64 }, limit: { type: 'string', pattern: '^[1-9][0-9]{0,3}$' } } } } },
-    async (req) => store.listEvents({ ...req.query, limit: req.query.limit ? Number(req.query.limit) : 100 }),
+    async (req) => store.listEvents({ ...req.query, limit: req.query.limit ? Number(req.query.limit) : 100, projectIds: await visibleProjects(req) }),
   );
+
+  registerAccountRoutes(app, deps, { who, accountIdOf, requireOwner, requireOperator });
 }
+

@@ -8,6 +8,8 @@ import { randomBytes } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import type { Pool } from 'undici';
 import { registerAdmin } from './admin.ts';
+import { AccountStore, registerAuth } from './accounts.ts';
+import { PlanBook } from './plans.ts';
 import { AlertDispatcher } from './alerts.ts';
 import { AuditWriter } from './audit.ts';
 import { createHostMetrics } from './metrics.ts';
@@ -19,7 +21,7 @@ import { registerProxy } from './proxy.ts';
 import type { HostStore } from './store.ts';
 import { VelocityTracker, type VelocityConfig } from './velocity.ts';
 
-export { sha256Hex } from './admin.ts';
+export { sha256Hex } from './keys.ts';
 export { credentialFrom } from './proxy.ts';
 
 export interface HostConfig {
@@ -52,6 +54,10 @@ export interface HostConfig {
   releaseManifest?: unknown;
   /** Upstream response-header timeout and idle timeout between body chunks (default 300 s each). */
   timeouts?: { headersMs?: number; idleMs?: number };
+  /** The operator's plans (default: Free, Pro, Enterprise as in the product documents). */
+  plans?: PlanBook;
+  /** Self-service sign-up: open to anyone, or by invite only (default). */
+  signup?: 'open' | 'invite';
 }
 
 export const LOG_REDACT = [
@@ -192,7 +198,10 @@ export async function buildHostApp(config: HostConfig): Promise<FastifyInstance>
     return reply.send({ document: body.document, nsm: body.nsm, manifest: config.releaseManifest ?? null });
   });
 
-  await app.register((admin) => registerAdmin(admin, { store: config.store, ledger, audit, pepper: config.pepper, adminTokenHash: config.adminTokenHash, dev: config.dev ?? false }), {
+  const accounts = new AccountStore(config.store);
+  const plans = config.plans ?? new PlanBook();
+  await app.register((auth) => registerAuth(auth, { accounts, plans, signup: config.signup ?? 'invite', secureCookies: !config.dev }), { prefix: '/auth/v1' });
+  await app.register((admin) => registerAdmin(admin, { store: config.store, ledger, audit, pepper: config.pepper, adminTokenHash: config.adminTokenHash, dev: config.dev ?? false, accounts, plans }), {
     prefix: '/admin/v1',
   });
   await app.register((proxy) =>

@@ -19,6 +19,12 @@ const GATEWAY_ERRORS = {
   admin_unauthorized: { status: 401, type: 'authentication_error', retry: false },
   not_found: { status: 404, type: 'not_found_error', retry: false },
   conflict: { status: 409, type: 'invalid_request_error', retry: false },
+  plan_limit: { status: 403, type: 'permission_error', retry: false },
+  plan_feature: { status: 403, type: 'permission_error', retry: false },
+  forbidden: { status: 403, type: 'permission_error', retry: false },
+  signup_closed: { status: 403, type: 'permission_error', retry: false },
+  csrf_failed: { status: 403, type: 'permission_error', retry: false },
+  too_many_attempts: { status: 429, type: 'rate_limit_error', retry: true },
 } as const;
 
 /** Every lock refusal is final for the request as sent: never worth an SDK retry. */

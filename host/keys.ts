@@ -3,7 +3,7 @@
  * leaked key offline, like GitHub's token format), stored only as HMAC-SHA256 under a server
  * pepper. The plaintext key is shown once at creation and never stored or logged.
  */
-import { createHmac, randomBytes } from 'node:crypto';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { crc32 } from 'node:zlib';
 
 const ALPHABET = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
@@ -48,4 +48,8 @@ export function bearerToken(header: string | string[] | undefined): string | und
 /** The visible prefix users see in lists ("SG_abc…"), enough to tell keys apart. */
 export function keyHint(key: string): string {
   return `${key.slice(0, 7)}…${key.slice(-4)}`;
+}
+
+export function sha256Hex(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
 }

@@ -11,6 +11,8 @@
  *   --headers-timeout 300 --idle-timeout 300   seconds until upstream headers / between body chunks
  *   --release-manifest <file>   the signed release manifest served with GET /v1/attestation
  *   --audit-retention-days 90   audit rows and events older than this are deleted
+ *   --plans <plans.json>        the operator's plans (docs/accounts.md); default Free/Pro/Enterprise
+ *   --signup invite|open        self-service sign-up: by invite (default) or open to anyone
  *   --unknown-model refuse|count  a capped key calling a model with no known price: refuse (default)
  *                               or count the request at $0
  * First start creates the server pepper and an admin token under the data directory (0600).
@@ -25,6 +27,8 @@ import { openPostgres, openSqlite } from '../storage/db.ts';
 import { enclavePool, parseEnclaveAddress } from './enclave-client.ts';
 import { openGeoDatabase } from './geo.ts';
 import { HostStore } from './store.ts';
+import { AccountStore } from './accounts.ts';
+import { PlanBook } from './plans.ts';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
@@ -48,6 +52,8 @@ const { values, positionals } = parseArgs({
     'headers-timeout': { type: 'string', default: '300' },
     'release-manifest': { type: 'string' },
     'idle-timeout': { type: 'string', default: '300' },
+    plans: { type: 'string' },
+    signup: { type: 'string', default: 'invite' },
   },
 });
 
@@ -79,6 +85,11 @@ async function main(): Promise<void> {
   if (!values.enclave) throw new Error('--enclave unix:<path>|tcp:<host>:<port> is required');
   const pepper = new Uint8Array(Buffer.from(secretFile(join(dataDir, 'pepper'), () => randomBytes(32).toString('hex')), 'hex'));
   const adminToken = secretFile(join(dataDir, 'admin-token'), () => `sgadm_${randomBytes(24).toString('base64url')}`);
+  if (values.signup !== 'invite' && values.signup !== 'open') throw new Error('--signup must be invite or open');
+  const plans = values.plans ? PlanBook.fromFile(values.plans) : new PlanBook();
+  for (const a of await new AccountStore(store).list()) {
+    if (!plans.has(a.plan)) throw new Error(`account ${a.id} is on plan "${a.plan}", which the plans configuration does not define; add it or move the account first`);
+  }
   const enclave = enclavePool(parseEnclaveAddress(values.enclave));
   const app = await buildHostApp({
     store,
@@ -99,6 +110,8 @@ async function main(): Promise<void> {
     timeouts: { headersMs: Number(values['headers-timeout']) * 1000, idleMs: Number(values['idle-timeout']) * 1000 },
     ...(values['smtp-url'] ? { smtpUrl: values['smtp-url'] } : {}),
     ...(values['alert-email-from'] ? { emailFrom: values['alert-email-from'] } : {}),
+    plans,
+    signup: values.signup,
     logger: { level: process.env.LOG_LEVEL ?? 'info', stream: process.stderr, redact: LOG_REDACT },
   });
   const address = await app.listen({ port: Number(values.port), host: values.host });

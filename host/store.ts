@@ -10,6 +10,8 @@ import type { AuthScheme } from '../protocol/index.ts';
 import type { Row, SqlDb, SqlValue } from '../storage/db.ts';
 
 export const DEFAULT_PROJECT = 'proj_default';
+/** The plan the operator's own account starts on (change it with the admin API). */
+export const DEFAULT_ACCOUNT_PLAN = 'enterprise';
 export const KEY_CHANGED_CHANNEL = 'sg_key_changed';
 
 export interface ConnectionRecord {
@@ -138,6 +140,14 @@ const MIGRATIONS: string[] = [
    ALTER TABLE sg_keys ADD COLUMN bound_city TEXT;
    ALTER TABLE sg_keys ADD COLUMN bound_city_at BIGINT;
    ALTER TABLE sg_keys ADD COLUMN device_bound_at BIGINT;`,
+  `CREATE TABLE accounts (id TEXT PRIMARY KEY, name TEXT NOT NULL, plan TEXT NOT NULL, default_project TEXT NOT NULL, created_at BIGINT NOT NULL);
+   ALTER TABLE projects ADD COLUMN account_id TEXT NOT NULL DEFAULT 'acct_default';
+   CREATE INDEX projects_account ON projects (account_id);
+   CREATE TABLE users (id TEXT PRIMARY KEY, email TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL, created_at BIGINT NOT NULL);
+   CREATE TABLE memberships (account_id TEXT NOT NULL, user_id TEXT NOT NULL, role TEXT NOT NULL, created_at BIGINT NOT NULL, PRIMARY KEY (account_id, user_id));
+   CREATE TABLE admin_tokens (id TEXT PRIMARY KEY, account_id TEXT NOT NULL, hash TEXT NOT NULL UNIQUE, name TEXT NOT NULL, role TEXT NOT NULL, created_at BIGINT NOT NULL, last_used_at BIGINT, revoked_at BIGINT);
+   CREATE TABLE sessions (hash TEXT PRIMARY KEY, user_id TEXT NOT NULL, account_id TEXT NOT NULL, csrf TEXT NOT NULL, created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL);
+   CREATE TABLE invites (hash TEXT PRIMARY KEY, account_id TEXT, role TEXT NOT NULL, created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL, used_at BIGINT)`,
 ];
 
 /** What a key locks itself to on first successful use ("self-healing identity"). */
@@ -250,18 +260,27 @@ export class HostStore {
       });
       done.push(version);
     }
+    // The operator's own account (self-hosted single tenant): every project made before accounts existed.
+    await this.db.query("INSERT INTO accounts (id, name, plan, default_project, created_at) VALUES ('acct_default', 'Default', $1, $2, $3) ON CONFLICT DO NOTHING", [DEFAULT_ACCOUNT_PLAN, DEFAULT_PROJECT, Date.now()]);
     await this.ensureProject(DEFAULT_PROJECT, 'Default');
     return done;
   }
 
-  async ensureProject(id: string, name: string): Promise<void> {
-    await this.db.query('INSERT INTO projects (id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING', [id, name, Date.now()]);
+  /** Creates the project in `accountId` unless it exists; false when it exists in another account. */
+  async ensureProject(id: string, name: string, accountId = 'acct_default'): Promise<boolean> {
+    await this.db.query('INSERT INTO projects (id, name, created_at, account_id) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING', [id, name, Date.now(), accountId]);
+    const [r] = await this.db.query('SELECT account_id FROM projects WHERE id = $1', [id]);
+    return r?.account_id === accountId;
   }
 
-  async listProjects(): Promise<Array<{ id: string; name: string; createdAt: number; dailyLimitMicros: number | null }>> {
-    return (await this.db.query('SELECT * FROM projects ORDER BY created_at')).map((r) => ({
+  async listProjects(accountId?: string): Promise<Array<{ id: string; name: string; accountId: string; createdAt: number; dailyLimitMicros: number | null }>> {
+    const rows = accountId
+      ? await this.db.query('SELECT * FROM projects WHERE account_id = $1 ORDER BY created_at', [accountId])
+      : await this.db.query('SELECT * FROM projects ORDER BY created_at');
+    return rows.map((r) => ({
       id: r.id as string,
       name: r.name as string,
+      accountId: r.account_id as string,
       createdAt: Number(r.created_at),
       dailyLimitMicros: num(r.daily_limit_micros),
     }));
@@ -281,8 +300,8 @@ export class HostStore {
     return (await this.db.query('SELECT id FROM projects WHERE id = $1', [id])).length === 1;
   }
 
-  async insertConnection(c: ConnectionRecord): Promise<boolean> {
-    const rows = await this.db.query(
+  async insertConnection(c: ConnectionRecord, db: SqlDb = this.db): Promise<boolean> {
+    const rows = await db.query(
       `INSERT INTO connections (id, project_id, name, provider, origin, auth_scheme, sealed_record, threshold, shareholders, created_at, allow_list)
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING RETURNING id`,
       [c.id, c.projectId, c.name, c.provider, c.origin, c.authScheme, c.sealedRecord, c.threshold, JSON.stringify(c.shareholders), c.createdAt, c.allow],
@@ -440,9 +459,10 @@ export class HostStore {
     if (ALERT_TYPES.has(e.type)) await this.db.notify('sg_alerts', e.id);
   }
 
-  async listEvents(filter: { keyId?: string; type?: string; limit?: number } = {}): Promise<LockEvent[]> {
+  async listEvents(filter: { keyId?: string; type?: string; limit?: number; projectIds?: string[] | null } = {}): Promise<LockEvent[]> {
     const where: string[] = [];
     const params: SqlValue[] = [];
+    if (filter.projectIds) where.push(`project_id IN ${sqlList(params, filter.projectIds)}`);
     if (filter.keyId) where.push(`key_id = $${params.push(filter.keyId)}`);
     if (filter.type) where.push(`type = $${params.push(filter.type)}`);
     params.push(Math.min(filter.limit ?? 100, 1000));
@@ -464,4 +484,10 @@ export class HostStore {
   close(): Promise<void> {
     return this.db.close();
   }
+}
+
+/** `($n, $n+1, …)` for `values`, pushed onto `params`; an empty list matches nothing. */
+export function sqlList(params: SqlValue[], values: readonly string[]): string {
+  if (values.length === 0) return '(NULL)';
+  return `(${values.map((v) => `$${params.push(v)}`).join(', ')})`;
 }

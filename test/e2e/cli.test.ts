@@ -15,12 +15,12 @@ const bin = fileURLToPath(new URL('../../bin/securegate.mjs', import.meta.url));
 let stack: Awaited<ReturnType<typeof startTestStack>>;
 let configDir: string;
 
-function cli(args: string[], stdin?: string): Promise<{ code: number; stdout: string; stderr: string }> {
+function cli(args: string[], stdin?: string, env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const child = execFile(
       process.execPath,
       [bin, ...args],
-      { env: { ...process.env, SECUREGATE_DATA_DIR: stack.dataDir, SECUREGATE_URL: stack.hostUrl, SECUREGATE_CONFIG_DIR: configDir } },
+      { env: { ...process.env, SECUREGATE_DATA_DIR: stack.dataDir, SECUREGATE_URL: stack.hostUrl, SECUREGATE_CONFIG_DIR: configDir, ...env } },
       (error, stdout, stderr) => resolve({ code: error ? (error.code as number) : 0, stdout, stderr }),
     );
     child.stdin!.end(stdin ?? '');
@@ -156,6 +156,61 @@ describe('securegate CLI against the dev stack', () => {
     expect(after.adminToken).toBeUndefined();
     expect(after.ownerSecretKey).toBe(before.ownerSecretKey);
     expect((await cli(['login', '--json'])).code).toBe(0);
+  });
+
+  it('operator creates an account; its owner signs up, sees the plan in status, and meets the plan\'s limits', async () => {
+    const created = await cli(['accounts', 'create', 'Acme', '--plan', 'free', '--json']);
+    expect(created.code, created.stderr).toBe(0);
+    const { id, ownerInvite } = JSON.parse(created.stdout) as { id: string; ownerInvite: string };
+    const ownerDir = await mkdtemp(join(tmpdir(), 'sg-cli-owner-'));
+    const as = (args: string[], stdin?: string) => cli(args, stdin, { SECUREGATE_CONFIG_DIR: ownerDir });
+    try {
+      // Passwords never on argv: from stdin here (a hidden prompt on a terminal).
+      const signup = await as(['signup', '--email', 'owner@acme.example', '--invite', ownerInvite, '--password-stdin', '--json'], 'a long enough password\n');
+      expect(signup.code, signup.stderr).toBe(0);
+      expect(JSON.parse(signup.stdout)).toMatchObject({ account: { id, plan: 'free' }, role: 'owner' });
+      expect((await stat(join(ownerDir, 'config.json'))).mode & 0o777).toBe(0o600);
+
+      const status = await as(['status', '--json']);
+      expect(JSON.parse(status.stdout)).toMatchObject({ account: { id, name: 'Acme', role: 'owner' }, plan: { id: 'free', name: 'Free', limits: { connections: 2 } }, connections: 0 });
+      const human = await as(['status']);
+      expect(human.stdout).toContain('Plan:         Free');
+      expect(human.stdout).toContain('Connections:  0 of 2');
+
+      const connIds: string[] = [];
+      for (let i = 0; i < 2; i++) {
+        const c = await as(['connect', 'openai', '--api-key-stdin', '--base-url', stack.mock!.origin, '--json'], `${stack.demo!.upstreamKey}\n`);
+        expect(c.code, c.stderr).toBe(0);
+        connIds.push((JSON.parse(c.stdout) as { id: string }).id);
+      }
+      const third = await as(['connect', 'openai', '--api-key-stdin', '--base-url', stack.mock!.origin], `${stack.demo!.upstreamKey}\n`);
+      expect(third.code).not.toBe(0);
+      expect(third.stderr).toContain('Free plan allows at most 2 connections');
+      const conn = (JSON.parse((await as(['status', '--json'])).stdout) as { connections: number }).connections;
+      expect(conn).toBe(2);
+      const cityKey = await as(['keys', 'create', '--connection', connIds[0]!, '--cities', 'London']);
+      expect(cityKey.code).toBe(1);
+      expect(cityKey.stderr).toContain('the Free plan does not include city locks');
+      expect(cityKey.code).not.toBe(0);
+
+      const invite = await as(['account', 'invite', '--json']);
+      expect(JSON.parse(invite.stdout).invite).toMatch(/^sgi_/);
+      const tokens = JSON.parse((await as(['account', 'tokens', '--json'])).stdout) as Array<{ id: string; name: string }>;
+      expect(tokens).toHaveLength(1);
+      // Logging in again with the password issues a fresh token.
+      const again = await as(['login', '--email', 'owner@acme.example', '--password-stdin', '--json'], 'a long enough password\n');
+      expect(again.code, again.stderr).toBe(0);
+      expect(JSON.parse((await as(['account', 'tokens', '--json'])).stdout)).toHaveLength(2);
+      const wrong = await as(['login', '--email', 'owner@acme.example', '--password-stdin'], 'not it\n');
+      expect(wrong.code).toBe(1);
+      expect(wrong.stderr).toContain('email or password is wrong');
+
+      const upgraded = await cli(['accounts', 'set-plan', id, 'pro', '--json']);
+      expect(JSON.parse(upgraded.stdout).plan.name).toBe('Pro');
+      expect((await as(['status'])).stdout).toContain('Connections:  2 of unlimited');
+    } finally {
+      await rm(ownerDir, { recursive: true, force: true });
+    }
   });
 
   it('refuses a plain-http base URL that is not loopback', async () => {

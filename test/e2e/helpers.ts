@@ -69,7 +69,7 @@ export interface ManualConnection {
  * Enrolls a connection to the mock upstream like the CLI does, except that the shareholder named
  * in `corrupt` is given a share with one flipped byte (a shareholder whose store went bad).
  */
-export async function enrollConnection(stack: Stack, options: { upstreamKey: string; corrupt?: string; provider?: string; projectId?: string }): Promise<ManualConnection> {
+export async function enrollConnection(stack: Stack, options: { upstreamKey: string; corrupt?: string; provider?: string; projectId?: string; adminToken?: string }): Promise<ManualConnection> {
   const connectionId = `conn_${randomBytes(12).toString('hex')}`;
   const provider = options.provider ?? 'openai';
   const binding: KeyBinding = { connectionId, provider, origin: stack.mock!.origin, authScheme: provider === 'anthropic' ? 'x-api-key' : 'bearer' };
@@ -102,7 +102,7 @@ export async function enrollConnection(stack: Stack, options: { upstreamKey: str
   const sealedRecord = Buffer.from(record).toString('base64');
   const res = await fetch(`${stack.hostUrl}/admin/v1/connections`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${stack.adminToken}` },
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${options.adminToken ?? stack.adminToken}` },
     body: JSON.stringify({
       id: connectionId,
       provider,
@@ -115,6 +115,6 @@ export async function enrollConnection(stack: Stack, options: { upstreamKey: str
     }),
   });
   if (res.status !== 201) throw new Error(`connection registration failed: ${await res.text()}`);
-  const key = await createKey(stack.hostUrl, stack.adminToken, connectionId);
+  const key = await createKey(stack.hostUrl, options.adminToken ?? stack.adminToken, connectionId);
   return { connectionId, key: key.key, binding, sealedRecord };
 }
