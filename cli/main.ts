@@ -6,7 +6,7 @@ import { Command, CommanderError } from 'commander';
 import { attestVerify, attestVerifyServer } from './attest.ts';
 import { connectCommand, keysListCommand, loginCommand, logoutCommand, providersCommand, pushCommand } from './commands.ts';
 import { approveRelease, attestAudit } from './releases.ts';
-import { alertsCommand, auditCommand, statusCommand, usageCommand } from './reports.ts';
+import { alertsCommand, auditCommand, projectsCommand, statusCommand, usageCommand } from './reports.ts';
 import { envCommand, keyAction, keysCreate, keysShow, keysUpdate, modelsAlias, type KeyOptionFlags } from './keys.ts';
 import { CliError } from './owner.ts';
 import { accountCommand, accountsCommand, inviteCommand, membersCommand, removeMemberCommand, signupCommand, tokensCommand } from './accounts.ts';
@@ -118,6 +118,18 @@ Examples:
     .description('create an admin API token (shown once)')
     .action((name: string, o) => run(() => tokensCommand('create', name, o, io))());
   account.command('token-revoke').argument('<id>', 'token id').option('--json', 'print as JSON').description('revoke an admin API token').action((id: string, o) => run(() => tokensCommand('revoke', id, o, io))());
+
+  const projects = program.command('projects').description('projects: daily caps and what new keys auto-lock to');
+  projects.command('list').option('--json', 'print as JSON').description('list your projects').action((o) => run(() => projectsCommand('list', undefined, o, io))());
+  projects
+    .command('set')
+    .argument('<project-id>', 'project')
+    .option('--auto-lock <list>', 'default for new keys: ip,device,city (or none for IP only)')
+    .option('--daily-limit <usd>', 'daily spend cap for the whole project (or none)')
+    .option('--json', 'print as JSON')
+    .description('change a project\'s defaults and caps')
+    .addHelpText('after', '\nExample:\n  $ securegate projects set proj_default --auto-lock ip,device --daily-limit 50')
+    .action((id: string, o) => run(() => projectsCommand('set', id, o, io))());
 
   const accounts = program.command('accounts').description('server operator: create accounts, list them, change plans');
   accounts.command('list').option('--json', 'print as JSON').description('every account with its plan and usage').action((o) => run(() => accountsCommand('list', [], o, io))());

@@ -43,7 +43,7 @@ export async function statusCommand(keyId: string | undefined, options: { json?:
     return 0;
   }
   const s = (await adminRequest(c.serverUrl, c.adminToken, 'GET', `/keys/${encodeURIComponent(keyId)}/status`)) as {
-    id: string; name: string; status: string; boundIp: string | null; spentToday: number; dailyLimit: number | null; spentLifetime: number;
+    id: string; name: string; status: string; boundIp: string | null; boundAt: number | null; autoLock: string[]; boundCity: string | null; deviceBound: boolean; deviceBoundAt: number | null; spentToday: number; dailyLimit: number | null; spentLifetime: number;
     lifetimeLimit: number | null; requestsToday: number; topModel: { model: string; share: number } | null; lastUsedAt: number | null;
   };
   if (options.json) {
@@ -54,7 +54,9 @@ export async function statusCommand(keyId: string | undefined, options: { json?:
   io.out(
     [
       `${s.id}  ${s.name}  ${state}`,
-      `  Pinned IP:     ${s.boundIp ?? dim(io, 'not yet (binds on first use)')}`,
+      `  Pinned IP:     ${s.boundIp ? `${s.boundIp} since ${new Date(s.boundAt!).toISOString()}` : dim(io, 'not yet (binds on first use)')}`,
+      ...(s.autoLock.includes('city') ? [`  Pinned city:   ${s.boundCity ?? dim(io, 'not yet (binds on first use)')}`] : []),
+      ...(s.autoLock.includes('device') || s.deviceBound ? [`  Device:        ${s.deviceBound ? `bound${s.deviceBoundAt ? ` since ${new Date(s.deviceBoundAt).toISOString()}` : ''}` : dim(io, 'not yet (binds on first use)')}`] : []),
       `  Spent today:   ${money(s.spentToday)} / ${money(s.dailyLimit)}`,
       `  Lifetime:      ${money(s.spentLifetime)} / ${money(s.lifetimeLimit)}`,
       `  Requests today: ${s.requestsToday}`,
@@ -152,5 +154,23 @@ export async function alertsCommand(action: 'add' | 'list' | 'test' | 'remove', 
   }
   if (options.json) printJson(io, result);
   else io.out(`${green(io, '✔')} done\n`);
+  return 0;
+}
+
+export async function projectsCommand(action: 'list' | 'set', id: string | undefined, options: { autoLock?: string; dailyLimit?: string; json?: boolean }, io: Io): Promise<number> {
+  const c = login();
+  if (action === 'set') {
+    const body: Record<string, unknown> = {};
+    if (options.autoLock !== undefined) body.autoLock = options.autoLock === 'none' ? null : options.autoLock.split(',').map((x) => x.trim());
+    if (options.dailyLimit !== undefined) body.dailyLimit = options.dailyLimit === 'none' ? null : Number(options.dailyLimit);
+    if (Object.keys(body).length === 0) throw new CliError('nothing to change: pass --auto-lock and/or --daily-limit', 2);
+    const p = await adminRequest(c.serverUrl, c.adminToken, 'PATCH', `/projects/${encodeURIComponent(id!)}`, body);
+    if (options.json) printJson(io, p);
+    else io.out(`updated ${id}\n`);
+    return 0;
+  }
+  const list = (await adminRequest(c.serverUrl, c.adminToken, 'GET', '/projects')) as Array<{ id: string; name: string; dailyLimitMicros: number | null; defaultAutoLock: string[] | null }>;
+  if (options.json) printJson(io, list);
+  else for (const p of list) io.out(`${p.id.padEnd(24)}${p.name.padEnd(20)}daily ${money(p.dailyLimitMicros === null ? null : p.dailyLimitMicros / 1e6)}  auto-lock ${(p.defaultAutoLock ?? ['ip']).join(',')}\n`);
   return 0;
 }

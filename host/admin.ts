@@ -299,9 +299,12 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
       const connection = await mustGetConnection(req, req.body.connectionId);
       const projectId = req.body.projectId ?? connection.projectId;
       if (projectId !== connection.projectId) throw new HostError('invalid_request', 'a key must belong to its connection\'s project');
-      await requireKeyFeatures(projectId, req.body);
+      // A key that says nothing about auto-lock takes its project's default (checked against the plan like its own).
+      const inherited = req.body.autoLock ?? (await store.projectDefaultAutoLock(projectId)) ?? undefined;
+      const body = inherited ? { ...req.body, autoLock: inherited } : req.body;
+      await requireKeyFeatures(projectId, body);
       await requireRoom((await accounts.accountOfProject(projectId))!, 'keys');
-      const { patch, signingSecret } = optionsToPatch(req.body);
+      const { patch, signingSecret } = optionsToPatch(body);
       const key = generateSgKey();
       const now = Date.now();
       const record: KeyRecord = {
@@ -448,13 +451,22 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
     return store.listAliases(req.params.id);
   });
 
-  app.patch<{ Params: { id: string }; Body: { dailyLimit: number | null } }>(
+  app.patch<{ Params: { id: string }; Body: { dailyLimit?: number | null; autoLock?: KeyOptionsBody['autoLock'] | null } }>(
     '/projects/:id',
-    { schema: { params: idParam, body: { type: 'object', required: ['dailyLimit'], additionalProperties: false, properties: { dailyLimit: keyOptions.dailyLimit } } } },
+    {
+      schema: {
+        params: idParam,
+        body: { type: 'object', minProperties: 1, additionalProperties: false, properties: { dailyLimit: keyOptions.dailyLimit, autoLock: { anyOf: [keyOptions.autoLock, { type: 'null' }] } } },
+      },
+    },
     async (req) => {
-      requireOwner(req, 'change project limits');
+      requireOwner(req, 'change project settings');
       await projectAccount(req, req.params.id);
-      await store.setProjectDailyLimit(req.params.id, req.body.dailyLimit === null ? null : dollarsToMicros(req.body.dailyLimit));
+      if (req.body.autoLock) await requireKeyFeatures(req.params.id, { autoLock: req.body.autoLock });
+      if (req.body.dailyLimit !== undefined) await store.setProjectDailyLimit(req.params.id, req.body.dailyLimit === null ? null : dollarsToMicros(req.body.dailyLimit));
+      if (req.body.autoLock !== undefined) {
+        await store.setProjectDefaultAutoLock(req.params.id, req.body.autoLock === null ? null : ['ip', ...req.body.autoLock.filter((a) => a !== 'ip')]);
+      }
       return (await store.listProjects()).find((p) => p.id === req.params.id);
     },
   );

@@ -148,6 +148,7 @@ const MIGRATIONS: string[] = [
    CREATE TABLE admin_tokens (id TEXT PRIMARY KEY, account_id TEXT NOT NULL, hash TEXT NOT NULL UNIQUE, name TEXT NOT NULL, role TEXT NOT NULL, created_at BIGINT NOT NULL, last_used_at BIGINT, revoked_at BIGINT);
    CREATE TABLE sessions (hash TEXT PRIMARY KEY, user_id TEXT NOT NULL, account_id TEXT NOT NULL, csrf TEXT NOT NULL, created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL);
    CREATE TABLE invites (hash TEXT PRIMARY KEY, account_id TEXT, role TEXT NOT NULL, created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL, used_at BIGINT)`,
+  `ALTER TABLE projects ADD COLUMN default_auto_lock TEXT`,
 ];
 
 /** What a key locks itself to on first successful use ("self-healing identity"). */
@@ -273,7 +274,7 @@ export class HostStore {
     return r?.account_id === accountId;
   }
 
-  async listProjects(accountId?: string): Promise<Array<{ id: string; name: string; accountId: string; createdAt: number; dailyLimitMicros: number | null }>> {
+  async listProjects(accountId?: string): Promise<Array<{ id: string; name: string; accountId: string; createdAt: number; dailyLimitMicros: number | null; defaultAutoLock: AutoLock[] | null }>> {
     const rows = accountId
       ? await this.db.query('SELECT * FROM projects WHERE account_id = $1 ORDER BY created_at', [accountId])
       : await this.db.query('SELECT * FROM projects ORDER BY created_at');
@@ -283,7 +284,18 @@ export class HostStore {
       accountId: r.account_id as string,
       createdAt: Number(r.created_at),
       dailyLimitMicros: num(r.daily_limit_micros),
+      defaultAutoLock: r.default_auto_lock ? (JSON.parse(r.default_auto_lock as string) as AutoLock[]) : null,
     }));
+  }
+
+  /** What new keys of the project bind themselves to on first use when they say nothing (null: IP only). */
+  async projectDefaultAutoLock(id: string): Promise<AutoLock[] | null> {
+    const [r] = await this.db.query('SELECT default_auto_lock FROM projects WHERE id = $1', [id]);
+    return r?.default_auto_lock ? (JSON.parse(r.default_auto_lock as string) as AutoLock[]) : null;
+  }
+
+  async setProjectDefaultAutoLock(id: string, autoLock: AutoLock[] | null): Promise<void> {
+    await this.db.query('UPDATE projects SET default_auto_lock = $1 WHERE id = $2', [autoLock ? JSON.stringify(autoLock) : null, id]);
   }
 
   async projectDailyLimit(id: string): Promise<number | null> {

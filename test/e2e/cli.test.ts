@@ -213,6 +213,28 @@ describe('securegate CLI against the dev stack', () => {
     }
   });
 
+  it('sets a project\'s auto-lock default; status shows what a key bound and when', async () => {
+    const set = await cli(['projects', 'set', 'proj_default', '--auto-lock', 'ip,device', '--json']);
+    expect(set.code, set.stderr).toBe(0);
+    expect(JSON.parse(set.stdout)).toMatchObject({ id: 'proj_default', defaultAutoLock: ['ip', 'device'] });
+    try {
+      const created = JSON.parse((await cli(['keys', 'create', '--connection', stack.demo!.connectionId, '--json'])).stdout) as { id: string; key: string };
+      expect((JSON.parse((await cli(['keys', 'show', created.id, '--json'])).stdout) as { autoLock: string[] }).autoLock).toEqual(['ip', 'device']);
+      const before = await cli(['status', created.id]);
+      expect(before.stdout).toContain('Device:        not yet (binds on first use)');
+      const client = new OpenAI({ apiKey: created.key, baseURL: `${stack.hostUrl}/v1`, maxRetries: 0, defaultHeaders: { 'x-device-fingerprint': 'd'.repeat(64) } });
+      await client.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] });
+      const after = await cli(['status', created.id]);
+      expect(after.stdout).toMatch(/Pinned IP: +127\.0\.0\.1 since 20\d\d-/);
+      expect(after.stdout).toMatch(/Device: +bound since 20\d\d-/);
+    } finally {
+      expect((await cli(['projects', 'set', 'proj_default', '--auto-lock', 'none'])).code).toBe(0);
+    }
+    const list = JSON.parse((await cli(['projects', 'list', '--json'])).stdout) as Array<{ id: string; defaultAutoLock: string[] | null }>;
+    expect(list.find((p) => p.id === 'proj_default')!.defaultAutoLock).toBeNull();
+    expect((await cli(['projects', 'set', 'proj_default'])).code).toBe(2);
+  });
+
   it('refuses a plain-http base URL that is not loopback', async () => {
     const r = await cli(['connect', 'openai', '--api-key-stdin', '--base-url', 'http://example.com', '--json'], 'sk-x\n');
     expect(r.code).toBe(2);

@@ -158,6 +158,23 @@ describe('self-healing identity (auto-lock to device and city on first use)', ()
     expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
     for (const r of results) if (r.status === 'rejected') expect((r.reason as { code: string }).code).toBe('device_mismatch');
   });
+
+  it('takes the project default for keys that say nothing, and binds the city on first use', async () => {
+    expect((await admin('PATCH', '/projects/proj_default', { autoLock: ['city'] })).json).toMatchObject({ defaultAutoLock: ['ip', 'city'] });
+    try {
+      const k = await newKey();
+      const explicit = await newKey({ autoLock: ['ip'] });
+      expect((await admin<{ autoLock: string[] }>('GET', `/keys/${k.id}`)).json.autoLock).toEqual(['ip', 'city']);
+      expect((await admin<{ autoLock: string[] }>('GET', `/keys/${explicit.id}`)).json.autoLock).toEqual(['ip']);
+      await chat(k.key, MINNEAPOLIS);
+      expect(await view(k.id)).toMatchObject({ boundIp: MINNEAPOLIS, boundCity: 'Minneapolis, US' });
+      await admin('POST', `/keys/${k.id}/lock`, { ip: BRACKNELL });
+      expect((await refusal(chat(k.key, BRACKNELL))).code).toBe('city_not_allowed');
+    } finally {
+      await admin('PATCH', '/projects/proj_default', { autoLock: null });
+    }
+    expect((await admin<{ autoLock: string[] }>('GET', `/keys/${(await newKey()).id}`)).json.autoLock).toEqual(['ip']);
+  });
 });
 
 describe('city lock', () => {
