@@ -4,19 +4,14 @@
  * enroll each with an owner-signed policy, and register only the sealed record with the host.
  * The plaintext key and DEK are wiped when done and never sent anywhere.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import {
   canonicalAllowList,
   canonicalOrigin,
   isAuthScheme,
-  encodeShare,
-  fromHex,
-  providerSpec,
-  sealShareEnvelope,
-  sealUpstreamKey,
-  signOwnerMessage,
-  splitSecret,
+  prepareConnection,
   wipe,
+  providerSpec,
   type AuthScheme,
   type KeyBinding,
 } from '../protocol/index.ts';
@@ -136,37 +131,27 @@ export async function connectProvider(input: ConnectInput): Promise<{ id: string
   const binding: KeyBinding = { connectionId, provider: input.provider, origin, authScheme, ...(allow ? { allow } : {}) };
 
   progress(`checking ${n} pinned shareholders`);
-  await Promise.all(input.shareholders.map(checkShareholder));
-
-  const dek = new Uint8Array(randomBytes(32));
-  let record: Uint8Array;
-  try {
-    record = sealUpstreamKey(input.apiKey, dek, binding, (len) => new Uint8Array(randomBytes(len)));
-    const shares = splitSecret(dek, input.threshold, n);
-    progress(`sealing and enrolling ${n} shares (${input.threshold}-of-${n})`);
-    await Promise.all(
-      input.shareholders.map(async (sh, i) => {
-        const plaintext = encodeShare(shares[i]!);
-        const envelope = await sealShareEnvelope(fromHex(sh.publicKey), plaintext, { purpose: 'enroll', connectionId, shareholderId: sh.id });
-        wipe(plaintext);
-        wipe(shares[i]!.data);
-        const signed = signOwnerMessage(input.ownerSecretKey, {
-          type: 'enroll',
-          connectionId,
-          shareholderId: sh.id,
-          issuedAt: Date.now(),
-          envelopeSha256: createHash('sha256').update(envelope).digest('hex'),
-          policy: input.pcrPolicy as never,
-          maxReleasesPerMinute: 600,
-        });
-        const r = await http('POST', `${sh.url}/v1/shares`, { envelope: Buffer.from(envelope).toString('base64'), signed });
-        if (r.status !== 201) throw new CliError(`shareholder ${sh.id} refused the enrollment: ${errorText(r.json)}`, 1);
-      }),
-    );
-  } finally {
-    wipe(dek);
+  await Promise.all(input.shareholders.map(checkShareholder)).catch((e: unknown) => {
     wipe(input.apiKey);
-  }
+    throw e;
+  });
+
+  progress(`sealing and enrolling ${n} shares (${input.threshold}-of-${n})`);
+  const prepared = await prepareConnection({
+    apiKey: input.apiKey,
+    binding,
+    shareholders: input.shareholders,
+    threshold: input.threshold,
+    ownerSecretKey: input.ownerSecretKey,
+    pcrPolicy: input.pcrPolicy,
+  });
+  const record = prepared.sealedRecord;
+  await Promise.all(
+    prepared.enrollments.map(async ({ shareholder, body }) => {
+      const r = await http('POST', `${shareholder.url}/v1/shares`, body);
+      if (r.status !== 201) throw new CliError(`shareholder ${shareholder.id} refused the enrollment: ${errorText(r.json)}`, 1);
+    }),
+  );
   progress('registering the sealed record with the gateway');
   const r = await http(
     'POST',

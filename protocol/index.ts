@@ -14,3 +14,4 @@ export * from './request-signature.ts';
 export * from './allow-list.ts';
 export * from './release-manifest.ts';
 export * from './audit-chain.ts';
+export * from './onboard.ts';
