@@ -3,7 +3,7 @@
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', '.scratch/**', 'data/**', 'coverage/**'] },
+  { ignores: ['node_modules/**', '.scratch/**', 'data/**', 'coverage/**', 'dashboard/dist/**', 'test-artifacts/**'] },
   ...tseslint.configs.recommended,
   {
     rules: {
@@ -22,7 +22,7 @@ export default tseslint.config(
   },
   {
     // Only host/ is bound by the import restriction above.
-    files: ['protocol/**', 'storage/**', 'attestation/**', 'enclave/**', 'shareholders/**', 'cli/**', 'test/**', 'scripts/**', 'bench/**', 'infra/**'],
+    files: ['protocol/**', 'storage/**', 'attestation/**', 'enclave/**', 'shareholders/**', 'cli/**', 'test/**', 'scripts/**', 'bench/**', 'infra/**', 'dashboard/**'],
     rules: { 'no-restricted-imports': 'off' },
   },
 );

@@ -45,6 +45,19 @@ export function registerAccountRoutes(app: FastifyInstance, deps: AdminDeps, g: 
 
   app.get('/plans', async () => plans.config);
 
+  // The dashboard's attestation page (an Enterprise feature by default).
+  app.get('/attestation', async (req) => {
+    const account = await accounts.get(g.accountIdOf(req));
+    plans.requireFeature(account?.plan ?? 'free', 'attestation');
+    return deps.attest();
+  });
+
+  // What the dashboard needs to enroll in the browser: the operator's published shareholders.
+  app.get('/enrollment', async () => {
+    if (!deps.enrollment) throw new HostError('not_found', 'this server publishes no shareholder list; connect providers with the CLI (`securegate connect`), which pins its own');
+    return deps.enrollment;
+  });
+
   // ---- the operator's account management ----
   app.get('/accounts', async (req) => {
     g.requireOperator(req, 'list accounts');

@@ -8,6 +8,8 @@ import { randomBytes, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { DEFAULT_ACCOUNT, resolvePrincipal, type AccountStore, type Principal } from './accounts.ts';
 import { registerAccountRoutes } from './admin-accounts.ts';
+import type { AttestationReport } from './attestation-report.ts';
+import type { EnrollmentConfig } from './dashboard.ts';
 import type { PlanBook, PlanFeature, PlanLimit } from './plans.ts';
 import { canonicalAllowList, canonicalOrigin, providerSpec, AUTH_SCHEME_PATTERN, type AuthScheme } from '../protocol/index.ts';
 import { normaliseIp } from './client-ip.ts';
@@ -30,6 +32,10 @@ export interface AdminDeps {
   dev: boolean;
   accounts: AccountStore;
   plans: PlanBook;
+  /** A fresh attestation of the enclave, checked by the host (the dashboard's attestation page). */
+  attest: () => Promise<AttestationReport>;
+  /** Shareholders the dashboard enrolls to, when the operator published them. */
+  enrollment: EnrollmentConfig | null;
 }
 
 

@@ -10,6 +10,9 @@ import type { Pool } from 'undici';
 import { registerAdmin } from './admin.ts';
 import { AccountStore, registerAuth } from './accounts.ts';
 import { PlanBook } from './plans.ts';
+import { awsNitroRoot, type PinnedRoot } from '../attestation/index.ts';
+import { attestationReport } from './attestation-report.ts';
+import { registerDashboard, type EnrollmentConfig } from './dashboard.ts';
 import { AlertDispatcher } from './alerts.ts';
 import { AuditWriter } from './audit.ts';
 import { createHostMetrics } from './metrics.ts';
@@ -58,6 +61,12 @@ export interface HostConfig {
   plans?: PlanBook;
   /** Self-service sign-up: open to anyone, or by invite only (default). */
   signup?: 'open' | 'invite';
+  /** Roots the dashboard's attestation check accepts (default: the AWS Nitro root). */
+  attestationRoots?: PinnedRoot[];
+  /** The shareholders the dashboard enrolls to (the CLI pins its own; this list comes from the operator). */
+  enrollment?: EnrollmentConfig;
+  /** The built dashboard (dashboard/dist); served at /dashboard/. */
+  dashboardDir?: string;
 }
 
 export const LOG_REDACT = [
@@ -198,10 +207,13 @@ export async function buildHostApp(config: HostConfig): Promise<FastifyInstance>
     return reply.send({ document: body.document, nsm: body.nsm, manifest: config.releaseManifest ?? null });
   });
 
+  await registerDashboard(app, { dir: config.dashboardDir, enrollment: config.enrollment, dev: config.dev ?? false });
   const accounts = new AccountStore(config.store);
   const plans = config.plans ?? new PlanBook();
   await app.register((auth) => registerAuth(auth, { accounts, plans, signup: config.signup ?? 'invite', secureCookies: !config.dev }), { prefix: '/auth/v1' });
-  await app.register((admin) => registerAdmin(admin, { store: config.store, ledger, audit, pepper: config.pepper, adminTokenHash: config.adminTokenHash, dev: config.dev ?? false, accounts, plans }), {
+  await app.register((admin) => registerAdmin(admin, { store: config.store, ledger, audit, pepper: config.pepper, adminTokenHash: config.adminTokenHash, dev: config.dev ?? false, accounts, plans,
+    attest: () => attestationReport(config.enclave, config.releaseManifest, config.attestationRoots ?? [awsNitroRoot()]),
+    enrollment: config.enrollment ?? null }), {
     prefix: '/admin/v1',
   });
   await app.register((proxy) =>

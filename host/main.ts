@@ -13,6 +13,9 @@
  *   --audit-retention-days 90   audit rows and events older than this are deleted
  *   --plans <plans.json>        the operator's plans (docs/accounts.md); default Free/Pro/Enterprise
  *   --signup invite|open        self-service sign-up: by invite (default) or open to anyone
+ *   --enrollment <file>         shareholders the dashboard enrolls to: {threshold, shareholders:[{id,url,publicKey}], pcrPolicy}
+ *   --attestation-root <pem>    extra root for the dashboard's attestation check (dev stacks); AWS's is always pinned
+ *   --dashboard-dir <dir>       the built dashboard (default: dashboard/dist beside host/)
  *   --unknown-model refuse|count  a capped key calling a model with no known price: refuse (default)
  *                               or count the request at $0
  * First start creates the server pepper and an admin token under the data directory (0600).
@@ -20,7 +23,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { buildHostApp, LOG_REDACT, sha256Hex } from './app.ts';
 import { openPostgres, openSqlite } from '../storage/db.ts';
@@ -29,6 +32,9 @@ import { openGeoDatabase } from './geo.ts';
 import { HostStore } from './store.ts';
 import { AccountStore } from './accounts.ts';
 import { PlanBook } from './plans.ts';
+import { awsNitroRoot, loadRoot } from '../attestation/index.ts';
+import type { EnrollmentConfig } from './dashboard.ts';
+import { fileURLToPath } from 'node:url';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
@@ -54,6 +60,9 @@ const { values, positionals } = parseArgs({
     'idle-timeout': { type: 'string', default: '300' },
     plans: { type: 'string' },
     signup: { type: 'string', default: 'invite' },
+    enrollment: { type: 'string' },
+    'attestation-root': { type: 'string', multiple: true, default: [] },
+    'dashboard-dir': { type: 'string', default: fileURLToPath(new URL('../dashboard/dist', import.meta.url)) },
   },
 });
 
@@ -112,6 +121,9 @@ async function main(): Promise<void> {
     ...(values['alert-email-from'] ? { emailFrom: values['alert-email-from'] } : {}),
     plans,
     signup: values.signup,
+    attestationRoots: [awsNitroRoot(), ...values['attestation-root'].map((f) => loadRoot(basename(f), readFileSync(f)))],
+    ...(values.enrollment ? { enrollment: JSON.parse(readFileSync(values.enrollment, 'utf8')) as EnrollmentConfig } : {}),
+    dashboardDir: values['dashboard-dir'],
     logger: { level: process.env.LOG_LEVEL ?? 'info', stream: process.stderr, redact: LOG_REDACT },
   });
   const address = await app.listen({ port: Number(values.port), host: values.host });

@@ -68,6 +68,18 @@ if (stack.demo) {
     '',
   );
 }
+// The dashboard needs a user: while the stack's own account has none, offer a one-time owner invite.
+const members = (await (await fetch(`${stack.hostUrl}/admin/v1/members`, { headers: { authorization: `Bearer ${stack.adminToken}` } })).json()) as unknown[];
+if (Array.isArray(members) && members.length === 0) {
+  const invite = (await (await fetch(`${stack.hostUrl}/admin/v1/invites`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${stack.adminToken}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ role: 'owner' }),
+  })).json()) as { invite?: string };
+  if (invite.invite) lines.push(`Dashboard: ${stack.hostUrl}/dashboard/ — sign up with the one-time owner invite ${invite.invite}`, '');
+} else {
+  lines.push(`Dashboard: ${stack.hostUrl}/dashboard/`, '');
+}
 lines.push('Ctrl-C stops everything.');
 process.stdout.write(`${lines.join('\n')}\n`);
 

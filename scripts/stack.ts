@@ -200,7 +200,13 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     progress('starting the host gateway');
     const hostDir = join(dataDir, 'host');
     mkdirSync(hostDir, { recursive: true, mode: 0o700 });
-    const hostArgs = (port: number) => ['--data-dir', hostDir, '--enclave', `unix:${enclaveSocket}`, '--port', String(port), '--dev', '--release-manifest', manifestPath, ...(options.hostArgs ?? [])];
+    // The operator publishes its shareholders for the dashboard's in-browser enrollment.
+    const enrollmentPath = join(dataDir, 'enrollment.json');
+    writeFileSync(enrollmentPath, JSON.stringify({ threshold, shareholders: shareholders.map(({ id, url, publicKey }) => ({ id, url, publicKey })), pcrPolicy: { allow: [{ '0': pcr0 }] } }, null, 2));
+    const hostArgs = (port: number) => [
+      '--data-dir', hostDir, '--enclave', `unix:${enclaveSocket}`, '--port', String(port), '--dev', '--release-manifest', manifestPath,
+      '--enrollment', enrollmentPath, '--attestation-root', join(rootDir, 'root.pem'), ...(options.hostArgs ?? []),
+    ];
     const host = await spawnReady('host', 'host/main.ts', hostArgs(options.hostPort ?? 8080), join(logs, 'host.log'), options.hostNodeArgs ?? [], hostDir);
     started.push(host);
     const hostUrl = `http://127.0.0.1:${host.ready.port as number}`;

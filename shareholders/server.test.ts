@@ -133,6 +133,19 @@ describe('shareholder enrollment', () => {
     expect(await res.json()).toMatchObject({ id: 'sh-dev', publicKey: toHex(svc.identity.publicKey), mode: 'dev' });
   });
 
+  it('lets browsers call identity and enrollment cross-origin, and nothing else', async () => {
+    const svc = await startService('dev');
+    const pre = await fetch(`${svc.url}/v1/shares`, { method: 'OPTIONS', headers: { origin: 'http://127.0.0.1:8080', 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type' } });
+    expect(pre.status).toBe(204);
+    expect(pre.headers.get('access-control-allow-origin')).toBe('*');
+    expect(pre.headers.get('access-control-allow-methods')).toContain('POST');
+    expect(pre.headers.get('access-control-allow-credentials')).toBeNull();
+    expect((await fetch(`${svc.url}/v1/identity`, { headers: { origin: 'http://x.example' } })).headers.get('access-control-allow-origin')).toBe('*');
+    const release = await fetch(`${svc.url}/v1/challenges`, { method: 'POST', headers: { origin: 'http://x.example' } });
+    expect(release.headers.get('access-control-allow-origin')).toBeNull();
+    expect((await fetch(`${svc.url}/v1/audit`, { headers: { origin: 'http://x.example' } })).headers.get('access-control-allow-origin')).toBeNull();
+  });
+
   it('enrolls once and refuses a second enrollment for the same connection', async () => {
     const svc = await startService('dev');
     const first = await enroll(svc);

@@ -131,6 +131,24 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
     return value;
   }
 
+  // Browsers (the dashboard's in-page enrollment) may call identity and enrollment from another
+  // origin: both are authenticated by what they carry (an owner signature), never by cookies, so
+  // any origin may send them. Nothing else is opened to cross-origin callers.
+  const CORS_PATHS = new Set(['/v1/identity', '/v1/shares']);
+  app.addHook('onRequest', async (req, reply) => {
+    const path = req.url.split('?')[0]!;
+    if (!CORS_PATHS.has(path)) return;
+    reply.header('access-control-allow-origin', '*');
+    if (req.method === 'OPTIONS') {
+      reply.header('access-control-allow-methods', 'GET, POST');
+      reply.header('access-control-allow-headers', 'content-type');
+      reply.header('access-control-max-age', '600');
+      return reply.status(204).send();
+    }
+  });
+  app.options('/v1/identity', async (_req, reply) => reply.status(204).send());
+  app.options('/v1/shares', async (_req, reply) => reply.status(204).send());
+
   app.get('/v1/identity', async () => ({
     id: identity.id,
     publicKey: toHex(identity.publicKey),

@@ -1,0 +1,81 @@
+/**
+ * The dashboard's only way to the server: same-origin fetch with the session cookie (HttpOnly,
+ * never readable here) and the session's CSRF token on every write.
+ */
+let csrfToken = '';
+
+export function setCsrf(token: string): void {
+  csrfToken = token;
+}
+
+export class ApiError extends Error {
+  readonly status: number;
+  readonly code: string;
+  constructor(status: number, code: string, message: string) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+export async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
+  const headers: Record<string, string> = {};
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  if (method !== 'GET') headers['x-csrf-token'] = csrfToken;
+  const res = await fetch(path, { method, headers, credentials: 'same-origin', ...(body !== undefined ? { body: JSON.stringify(body) } : {}) });
+  const json = (await res.json().catch(() => ({}))) as { error?: { code?: string; message?: string } };
+  if (!res.ok) throw new ApiError(res.status, json.error?.code ?? 'error', json.error?.message ?? `HTTP ${res.status}`);
+  return json as T;
+}
+
+export const admin = <T>(method: string, path: string, body?: unknown) => api<T>(method, `/admin/v1${path}`, body);
+
+export interface Session {
+  account: { id: string; name: string; plan: string };
+  role: string;
+  csrfToken: string;
+}
+
+export interface Account {
+  id: string;
+  name: string;
+  role: string;
+  plan: { id: string; name: string; limits: Record<string, number | null>; features: string[] };
+  usage: { connections: number; keys: number; members: number };
+  defaultProject: string;
+  projects: string[];
+}
+
+export interface Connection {
+  id: string;
+  name: string;
+  provider: string;
+  origin: string;
+  projectId: string;
+  threshold: number;
+  createdAt: number;
+}
+
+export interface Key {
+  id: string;
+  name: string;
+  hint: string;
+  projectId: string;
+  connectionId: string;
+  status: string;
+  boundIp: string | null;
+  allowedCities: string[];
+  deviceBound: boolean;
+  allowedModels: string[];
+  requireSignature: boolean;
+  inactiveExpiryMs: number | null;
+  suspendedUntil: number | null;
+  dailyLimit: number | null;
+  lifetimeLimit: number | null;
+  autoLock: string[];
+  boundCity: string | null;
+  lastUsedAt: number | null;
+}
+
+export const money = (n: number | null | undefined) => (n === null || n === undefined ? '—' : `$${n.toFixed(n >= 1 ? 2 : n >= 0.01 ? 4 : 6)}`);
+export const when = (t: number | null | undefined) => (t ? new Date(t).toISOString().replace('T', ' ').slice(0, 19) : '—');

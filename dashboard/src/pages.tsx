@@ -1,0 +1,341 @@
+import { useEffect, useState } from 'preact/hooks';
+import { PROVIDERS } from '../../protocol/index.ts';
+import { admin, ApiError, when, type Account, type Connection } from './api.ts';
+import { connectInBrowser } from './enroll.ts';
+
+/** Loads `path` and re-loads on demand; errors (e.g. plan_feature) are shown, not thrown. */
+export function useAdmin<T>(path: string): { data: T | undefined; error: ApiError | undefined; reload: () => void } {
+  const [data, setData] = useState<T>();
+  const [error, setError] = useState<ApiError>();
+  const [tick, setTick] = useState(0);
+  useEffect(() => {
+    admin<T>('GET', path)
+      .then((d) => {
+        setData(d);
+        setError(undefined);
+      })
+      .catch((e: ApiError) => setError(e));
+  }, [path, tick]);
+  return { data, error, reload: () => setTick((t) => t + 1) };
+}
+
+export function Failure({ error }: { error: unknown }) {
+  if (!error) return null;
+  return (
+    <p class="error" role="alert" data-testid="error">
+      {error instanceof Error ? error.message : String(error)}
+    </p>
+  );
+}
+
+const FEATURES: Array<[string, string]> = [
+  ['ip_lock', 'IP locks'],
+  ['city_lock', 'City locks'],
+  ['device_lock', 'Device locks'],
+  ['any_api', 'Any-API connections'],
+  ['attestation', 'Attestation page'],
+];
+
+export function Overview() {
+  const { data: a, error } = useAdmin<Account>('/account');
+  if (error) return <Failure error={error} />;
+  if (!a) return <p class="muted">Loading…</p>;
+  const limit = (n: number | null | undefined) => (n === undefined || n === null ? 'unlimited' : n);
+  return (
+    <section>
+      <h2>{a.name}</h2>
+      <p>
+        Plan <strong data-testid="plan">{a.plan.name}</strong> — you are {a.role}.
+      </p>
+      <table>
+        <tbody>
+          <tr>
+            <th>Connections</th>
+            <td data-testid="connections-usage">
+              {a.usage.connections} of {limit(a.plan.limits.connections)}
+            </td>
+          </tr>
+          <tr>
+            <th>Keys</th>
+            <td>
+              {a.usage.keys} of {limit(a.plan.limits.keys)}
+            </td>
+          </tr>
+          <tr>
+            <th>Members</th>
+            <td>{a.usage.members}</td>
+          </tr>
+        </tbody>
+      </table>
+      <h3>What your plan allows</h3>
+      <ul class="features">
+        {FEATURES.map(([id, label]) => (
+          <li key={id} class={a.plan.features.includes(id) ? 'yes' : 'no'} data-feature={id}>
+            {a.plan.features.includes(id) ? '✓' : '✗'} {label}
+          </li>
+        ))}
+      </ul>
+    </section>
+  );
+}
+
+export function Connections() {
+  const { data, error, reload } = useAdmin<Connection[]>('/connections');
+  const [progress, setProgress] = useState('');
+  const [failure, setFailure] = useState<unknown>();
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    const formEl = e.currentTarget as HTMLFormElement;
+    const form = new FormData(formEl);
+    setFailure(undefined);
+    try {
+      await connectInBrowser({
+        provider: String(form.get('provider')),
+        apiKey: String(form.get('apiKey')),
+        baseUrl: String(form.get('baseUrl') ?? '') || undefined,
+        name: String(form.get('name') ?? ''),
+        onProgress: setProgress,
+      });
+      formEl.reset();
+      setProgress('connected');
+      reload();
+    } catch (err) {
+      setProgress('');
+      setFailure(err);
+    }
+  };
+  return (
+    <section>
+      <h2>Connections</h2>
+      <Failure error={error} />
+      <table data-testid="connections">
+        <thead>
+          <tr>
+            <th>Name</th>
+            <th>Provider</th>
+            <th>Origin</th>
+            <th>Shares</th>
+            <th>Created</th>
+            <th>Id</th>
+          </tr>
+        </thead>
+        <tbody>
+          {(data ?? []).map((c) => (
+            <tr key={c.id}>
+              <td>{c.name}</td>
+              <td>{c.provider}</td>
+              <td>{c.origin}</td>
+              <td>{c.threshold}-of-n</td>
+              <td>{when(c.createdAt)}</td>
+              <td class="mono">{c.id}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      <h3>Add a provider</h3>
+      <p class="notice">
+        This page seals your key and splits it across the shareholders <em>in your browser</em>, with the same code as the CLI; the gateway receives only the sealed record. But this page is
+        served by the gateway host, so using it means trusting that host's page. The path that does not trust the host is the CLI: <code>securegate connect &lt;provider&gt;</code>.
+      </p>
+      <form class="grid" onSubmit={submit}>
+        <label>
+          Provider
+          <select name="provider">
+            {Object.values(PROVIDERS).filter((p) => p.id !== 'any').map((p) => (
+              <option key={p.id} value={p.id}>
+                {p.name}
+              </option>
+            ))}
+          </select>
+        </label>
+        <label>
+          API key <input name="apiKey" type="password" autocomplete="off" required />
+        </label>
+        <label>
+          Base URL <input name="baseUrl" placeholder="default: the provider's API" />
+        </label>
+        <label>
+          Name <input name="name" />
+        </label>
+        <button type="submit">Seal, split and connect</button>
+      </form>
+      {progress && <p class="muted" data-testid="progress">{progress}</p>}
+      <Failure error={failure} />
+    </section>
+  );
+}
+
+export function Models() {
+  const { data: account } = useAdmin<Account>('/account');
+  const project = account?.defaultProject ?? '';
+  const [aliases, setAliases] = useState<Record<string, string>>({});
+  const [failure, setFailure] = useState<unknown>();
+  const load = () => project && admin<Record<string, string>>('GET', `/projects/${project}/aliases`).then(setAliases, setFailure);
+  useEffect(() => void load(), [project]);
+  const add = async (e: Event) => {
+    e.preventDefault();
+    const form = new FormData(e.currentTarget as HTMLFormElement);
+    try {
+      setAliases(await admin('PUT', `/projects/${project}/aliases/${encodeURIComponent(String(form.get('alias')))}`, { target: String(form.get('target')) }));
+      (e.currentTarget as HTMLFormElement | null)?.reset();
+    } catch (err) {
+      setFailure(err);
+    }
+  };
+  return (
+    <section>
+      <h2>Model management</h2>
+      <p class="muted">
+        Aliases of project <span class="mono">{project}</span>: clients ask for the alias, the gateway calls the target. Which models each key may use is set in its Edit Key dialog.
+      </p>
+      <table>
+        <tbody>
+          {Object.entries(aliases).map(([alias, target]) => (
+            <tr key={alias}>
+              <td class="mono">{alias}</td>
+              <td>→ {target}</td>
+              <td>
+                <button class="link" onClick={async () => setAliases(await admin('DELETE', `/projects/${project}/aliases/${encodeURIComponent(alias)}`))}>
+                  Remove
+                </button>
+              </td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      <form class="grid" onSubmit={add}>
+        <label>
+          Alias <input name="alias" required pattern="[A-Za-z0-9._:-]+" />
+        </label>
+        <label>
+          Target model <input name="target" required />
+        </label>
+        <button type="submit">Add alias</button>
+      </form>
+      <Failure error={failure} />
+    </section>
+  );
+}
+
+interface AlertTarget {
+  id: string;
+  kind: string;
+  target: string;
+  createdAt: number;
+}
+
+export function Alerts() {
+  const { data, error, reload } = useAdmin<AlertTarget[]>('/alerts');
+  const [secret, setSecret] = useState('');
+  const [failure, setFailure] = useState<unknown>();
+  const add = async (e: Event) => {
+    e.preventDefault();
+    const form = new FormData(e.currentTarget as HTMLFormElement);
+    try {
+      const r = await admin<{ secret?: string }>('POST', '/alerts', { kind: String(form.get('kind')), target: String(form.get('target')) });
+      setSecret(r.secret ?? '');
+      reload();
+    } catch (err) {
+      setFailure(err);
+    }
+  };
+  return (
+    <section>
+      <h2>Alert settings</h2>
+      <p class="muted">Budget, IP, device, city and suspension events go to every target of the project: signed webhooks (Standard Webhooks) and email.</p>
+      <Failure error={error} />
+      <table>
+        <tbody>
+          {(data ?? []).map((t) => (
+            <tr key={t.id}>
+              <td>{t.kind}</td>
+              <td>{t.target}</td>
+              <td>{new Date(t.createdAt).toISOString().slice(0, 10)}</td>
+              <td>
+                <button class="link" onClick={async () => (await admin('DELETE', `/alerts/${t.id}`), reload())}>
+                  Remove
+                </button>
+              </td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      <form class="grid" onSubmit={add}>
+        <label>
+          Kind
+          <select name="kind">
+            <option value="webhook">Webhook</option>
+            <option value="email">Email</option>
+          </select>
+        </label>
+        <label>
+          URL or address <input name="target" required />
+        </label>
+        <button type="submit">Add target</button>
+        <button type="button" onClick={() => admin('POST', '/alerts/test', {}).catch(setFailure)}>
+          Send a test alert
+        </button>
+      </form>
+      {secret && (
+        <p class="notice">
+          Webhook signing secret (shown once): <code>{secret}</code>
+        </p>
+      )}
+      <Failure error={failure} />
+    </section>
+  );
+}
+
+interface Report {
+  verified: boolean;
+  error: string | null;
+  moduleId: string | null;
+  timestamp: number | null;
+  root: string | null;
+  nonce: string;
+  pcrs: Record<string, string>;
+  release: { name: string; release: string; gitCommit: string; nsm: string; releaseKey: string; signatureValid: boolean; pcrs: Record<string, string> } | null;
+  matchesRelease: boolean | null;
+}
+
+export function Attestation() {
+  const { data: r, error, reload } = useAdmin<Report>('/attestation');
+  if (error) return <Failure error={error} />;
+  if (!r) return <p class="muted">Asking the enclave for a fresh attestation…</p>;
+  return (
+    <section>
+      <h2>Enclave attestation</h2>
+      <p data-testid="attestation-verdict" class={r.verified && r.matchesRelease ? 'ok' : 'bad'}>
+        {r.verified ? (r.matchesRelease ? '✓ The enclave runs the published release.' : '✗ The enclave does NOT match the published release.') : `✗ Not verified: ${r.error}`}
+      </p>
+      <table class="pcrs">
+        <thead>
+          <tr>
+            <th>PCR</th>
+            <th>Enclave (fresh document)</th>
+            <th>Published release</th>
+            <th />
+          </tr>
+        </thead>
+        <tbody>
+          {['0', '1', '2'].map((i) => (
+            <tr key={i} data-pcr={i}>
+              <td>PCR{i}</td>
+              <td class="mono">{r.pcrs[i]?.slice(0, 24)}…</td>
+              <td class="mono">{r.release?.pcrs[i]?.slice(0, 24)}…</td>
+              <td>{r.pcrs[i] && r.pcrs[i] === r.release?.pcrs[i] ? '✓' : '✗'}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      <p class="muted">
+        Module {r.moduleId} · attested {when(r.timestamp)} to root {r.root} · nonce {r.nonce.slice(0, 16)}… · release {r.release?.release} ({r.release?.gitCommit.slice(0, 12)}), signed by{' '}
+        <span class="mono">{r.release?.releaseKey.slice(0, 16)}…</span>
+      </p>
+      <p class="notice">
+        The gateway host ran this check. To check without trusting the host, run on your machine: <code>securegate attest verify --server {location.origin} --manifest &lt;published manifest&gt; --release-key &lt;key&gt;</code>
+      </p>
+      <button onClick={reload}>Attest again</button>
+    </section>
+  );
+}

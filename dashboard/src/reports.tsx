@@ -1,0 +1,174 @@
+import { useState } from 'preact/hooks';
+import { money, when } from './api.ts';
+import { Failure, useAdmin } from './pages.tsx';
+
+interface UsageRow {
+  day: string;
+  keyId: string;
+  model: string | null;
+  requests: number;
+  tokensIn: number;
+  tokensOut: number;
+  cost: number;
+}
+
+/** Horizontal bars (SVG, no chart library): one row per label, scaled to the largest value. */
+function Bars({ rows, testid, format }: { rows: Array<[string, number]>; testid: string; format: (n: number) => string }) {
+  const max = Math.max(...rows.map(([, v]) => v), 0) || 1;
+  const h = 26;
+  return (
+    <svg class="chart" data-testid={testid} width="640" height={Math.max(rows.length, 1) * h + 4} role="img" aria-label={testid}>
+      {rows.length === 0 && (
+        <text x="4" y="18" class="muted">
+          no traffic yet
+        </text>
+      )}
+      {rows.map(([label, value], i) => (
+        <g key={label} transform={`translate(0, ${i * h + 2})`} data-label={label} data-value={value}>
+          <text x="0" y="17">
+            {label}
+          </text>
+          <rect x="190" y="4" height="16" width={Math.max(2, (value / max) * 330)} />
+          <text x={196 + (value / max) * 330} y="17">
+            {format(value)}
+          </text>
+        </g>
+      ))}
+    </svg>
+  );
+}
+
+export function Usage() {
+  const [days, setDays] = useState(30);
+  const { data, error } = useAdmin<UsageRow[]>(`/usage?days=${days}`);
+  const rows = data ?? [];
+  const sum = (key: (r: UsageRow) => string) => {
+    const m = new Map<string, { cost: number; requests: number }>();
+    for (const r of rows) {
+      const g = m.get(key(r)) ?? { cost: 0, requests: 0 };
+      g.cost += r.cost;
+      g.requests += r.requests;
+      m.set(key(r), g);
+    }
+    return [...m.entries()];
+  };
+  const perDay = sum((r) => r.day).sort(([a], [b]) => a.localeCompare(b));
+  const perModel = sum((r) => r.model ?? '(none)').sort(([, a], [, b]) => b.cost - a.cost || b.requests - a.requests);
+  const total = rows.reduce((n, r) => n + r.cost, 0);
+  const requests = rows.reduce((n, r) => n + r.requests, 0);
+  return (
+    <section>
+      <h2>Usage</h2>
+      <label>
+        Period{' '}
+        <select value={days} onChange={(e) => setDays(Number((e.currentTarget as HTMLSelectElement).value))}>
+          <option value={1}>today</option>
+          <option value={7}>7 days</option>
+          <option value={30}>30 days</option>
+          <option value={90}>90 days</option>
+        </select>
+      </label>
+      <Failure error={error} />
+      <p data-testid="usage-total">
+        {money(total)} over {requests} requests
+      </p>
+      <h3>Spend per day</h3>
+      <Bars testid="chart-day" rows={perDay.map(([d, g]) => [d, g.cost])} format={money} />
+      <h3>Spend per model</h3>
+      <Bars testid="chart-model" rows={perModel.map(([m, g]) => [m, g.cost])} format={money} />
+      <h3>Requests per model</h3>
+      <Bars testid="chart-model-requests" rows={perModel.map(([m, g]) => [m, g.requests])} format={(n) => String(n)} />
+    </section>
+  );
+}
+
+interface AuditItem {
+  id: string;
+  at: number;
+  keyId: string | null;
+  modelRequested: string | null;
+  modelResolved: string | null;
+  tokensIn: number;
+  tokensOut: number;
+  cost: number;
+  status: number;
+  code: string | null;
+  clientIp: string | null;
+  city: string | null;
+  latencyMs: number;
+}
+
+export function AuditLog() {
+  const [filters, setFilters] = useState({ keyId: '', model: '', hours: '' });
+  const q = new URLSearchParams();
+  if (filters.keyId) q.set('keyId', filters.keyId);
+  if (filters.model) q.set('model', filters.model);
+  if (filters.hours) q.set('since', String(Date.now() - Number(filters.hours) * 3_600_000));
+  q.set('limit', '200');
+  const { data, error, reload } = useAdmin<{ items: AuditItem[] }>(`/audit?${q}`);
+  const apply = (e: Event) => {
+    e.preventDefault();
+    const f = new FormData(e.currentTarget as HTMLFormElement);
+    setFilters({ keyId: String(f.get('keyId') ?? '').trim(), model: String(f.get('model') ?? '').trim(), hours: String(f.get('hours') ?? '') });
+  };
+  return (
+    <section>
+      <h2>Audit log</h2>
+      <form class="grid" onSubmit={apply}>
+        <label>
+          Key <input name="keyId" placeholder="key_…" />
+        </label>
+        <label>
+          Model <input name="model" />
+        </label>
+        <label>
+          Since
+          <select name="hours">
+            <option value="">all</option>
+            <option value="1">1 hour</option>
+            <option value="24">24 hours</option>
+            <option value="168">7 days</option>
+          </select>
+        </label>
+        <button type="submit">Filter</button>
+        <button type="button" onClick={reload}>
+          Refresh
+        </button>
+      </form>
+      <Failure error={error} />
+      <table data-testid="audit">
+        <thead>
+          <tr>
+            <th>Time (UTC)</th>
+            <th>Key</th>
+            <th>Model</th>
+            <th>Outcome</th>
+            <th>Tokens in/out</th>
+            <th>Cost</th>
+            <th>Client</th>
+            <th>ms</th>
+          </tr>
+        </thead>
+        <tbody>
+          {(data?.items ?? []).map((i) => (
+            <tr key={i.id} data-key-id={i.keyId ?? ''} data-code={i.code ?? ''}>
+              <td>{when(i.at)}</td>
+              <td class="mono">{i.keyId}</td>
+              <td>{i.modelResolved ?? i.modelRequested ?? '—'}</td>
+              <td class={i.code ? 'bad' : 'ok'}>{i.code ?? i.status}</td>
+              <td>
+                {i.tokensIn}/{i.tokensOut}
+              </td>
+              <td>{money(i.cost)}</td>
+              <td>
+                {i.clientIp}
+                {i.city ? ` (${i.city})` : ''}
+              </td>
+              <td>{i.latencyMs}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </section>
+  );
+}
