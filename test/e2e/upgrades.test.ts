@@ -103,6 +103,40 @@ describe('upstream key rotation', () => {
   });
 });
 
+describe('shareholder replacement', () => {
+  it('re-splits onto a new shareholder set without downtime; the retired shareholder is no longer needed', async () => {
+    const { connectionId, key } = await connectAndKey(stack.demo!.upstreamKey);
+    await ask(key);
+    // The owner retires sh-5: pin the remaining four (3-of-4) and re-enroll the same upstream key.
+    const { readConfig } = await import('../../cli/config.ts');
+    const saved = readConfig({ ...process.env, SECUREGATE_CONFIG_DIR: configDir });
+    const remaining = stack.shareholders.filter((s) => s.id !== 'sh-5').map(({ id, url, publicKey }) => ({ id, url, publicKey }));
+    await writeFile(join(configDir, 'config.json'), JSON.stringify({ ...saved, shareholders: remaining, threshold: 3 }), { mode: 0o600 });
+    const traffic = (async () => {
+      for (let i = 0; i < 10; i++) await ask(key);
+    })();
+    const r = await cli(['connect', 'openai', '--rotate', connectionId, '--api-key-stdin', '--base-url', stack.mock!.origin, '--json'], `${stack.demo!.upstreamKey}\n`);
+    expect(r.code, r.stderr).toBe(0);
+    await traffic;
+    const moved = JSON.parse(r.stdout) as { to: string; keysMoved: number };
+    expect(moved.keysMoved).toBe(1);
+    const conn = (await (await fetch(`${stack.hostUrl}/admin/v1/connections`, { headers: { authorization: `Bearer ${stack.adminToken}` } })).json()) as Array<{ id: string; threshold: number }>;
+    expect(conn.find((c) => c.id === moved.to)!.threshold).toBe(3);
+    expect((await fetch(`${stack.shareholders[4]!.url}/v1/shares/${moved.to}/policy`)).status).toBe(404);
+    const sh5 = stack.shareholders[4]!;
+    await sh5.stop();
+    try {
+      // With sh-5 gone the key still works (cold: evict the enclave's cached data key first).
+      await stack.restartEnclave();
+      const answer = await ask(key);
+      expect(answer.choices[0]!.message.content).toContain('mock upstream');
+    } finally {
+      await sh5.start();
+      await writeFile(join(configDir, 'config.json'), JSON.stringify(saved), { mode: 0o600 });
+    }
+  });
+});
+
 describe('securegate attest audit', () => {
   it('finds every shareholder log intact and every release sent to approved PCRs', async () => {
     const r = await cli(['attest', 'audit', '--json']);
