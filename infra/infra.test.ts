@@ -5,7 +5,7 @@
  * nitro-cli output.
  */
 import { execFileSync } from 'node:child_process';
-import { readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
 import { measurementsFrom } from './enclave/release.ts';
@@ -30,6 +30,14 @@ describe('deployment files', () => {
   it('has shell scripts that parse', () => {
     execFileSync('bash', ['-n', new URL('./enclave/build.sh', import.meta.url).pathname]);
     execFileSync('sh', ['-n', new URL('./enclave/enclave-init.sh', import.meta.url).pathname]);
+  });
+
+  const shellcheck = ['/usr/bin/shellcheck', '/usr/local/bin/shellcheck'].find((p) => existsSync(p));
+  if (!shellcheck && process.env.CI === 'true') throw new Error('shellcheck is required under CI=true (.ci/run installs Debian\'s shellcheck)');
+  it.skipIf(!shellcheck)(`passes shellcheck on every shell script${shellcheck ? '' : ' [skipped: shellcheck not installed]'}`, () => {
+    const scripts = ['./enclave/build.sh', './enclave/enclave-init.sh', '../.ci/run'].map((p) => new URL(p, import.meta.url).pathname);
+    // Throws (with shellcheck's findings) on any warning, info or style note.
+    execFileSync(shellcheck!, ['-S', 'style', ...scripts], { encoding: 'utf8' });
   });
 
   it('has systemd units with the three sections and an ExecStart', () => {
