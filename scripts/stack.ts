@@ -117,9 +117,9 @@ function gitCommit(): string {
 }
 
 /** Starts one more host instance sharing the stack's data directory, enclave and database. */
-export async function startHostInstance(stack: Stack, args: string[], name = 'host-2'): Promise<ManagedProcess & { url: string }> {
+export async function startHostInstance(stack: Stack, args: string[], name = 'host-2', nodeArgs: string[] = []): Promise<ManagedProcess & { url: string }> {
   const hostDir = join(stack.dataDir, 'host');
-  const host = await spawnReady(name, 'host/main.ts', ['--data-dir', hostDir, '--enclave', `unix:${stack.enclaveSocket}`, '--port', '0', '--dev', ...args], join(stack.dataDir, 'logs', `${name}.log`), [], hostDir);
+  const host = await spawnReady(name, 'host/main.ts', ['--data-dir', hostDir, '--enclave', `unix:${stack.enclaveSocket}`, '--port', '0', '--dev', ...args], join(stack.dataDir, 'logs', `${name}.log`), nodeArgs, hostDir);
   return Object.assign(host, { url: `http://127.0.0.1:${host.ready.port as number}` });
 }
 

@@ -63,6 +63,8 @@ export interface ManualConnection {
   key: string;
   binding: KeyBinding;
   sealedRecord: string;
+  /** What the host must never hold: the data key and the encoded shares (for secret scans). */
+  secrets: { dek: Uint8Array; shares: Uint8Array[] };
 }
 
 /**
@@ -76,6 +78,7 @@ export async function enrollConnection(stack: Stack, options: { upstreamKey: str
   const dek = new Uint8Array(randomBytes(32));
   const record = sealUpstreamKey(new TextEncoder().encode(options.upstreamKey), dek, binding, (n) => new Uint8Array(randomBytes(n)));
   const shares = splitSecret(dek, stack.threshold, stack.shareholders.length);
+  const secrets = { dek: dek.slice(), shares: shares.map((sh) => encodeShare(sh)) };
   const owner = generateOwnerKeyPair();
   await Promise.all(
     stack.shareholders.map(async (sh, i) => {
@@ -116,5 +119,5 @@ export async function enrollConnection(stack: Stack, options: { upstreamKey: str
   });
   if (res.status !== 201) throw new Error(`connection registration failed: ${await res.text()}`);
   const key = await createKey(stack.hostUrl, options.adminToken ?? stack.adminToken, connectionId);
-  return { connectionId, key: key.key, binding, sealedRecord };
+  return { connectionId, key: key.key, binding, sealedRecord, secrets };
 }

@@ -6,19 +6,104 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import OpenAI from 'openai';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { enrollConnection, eventually, startTestStack } from './helpers.ts';
+import { startHostInstance, type ManagedProcess } from '../../scripts/stack.ts';
+import { dropSchema, skipPostgres, TEST_DATABASE_URL, uniqueSchema } from '../pg.ts';
+import { enrollConnection, eventually, startTestStack, type ManualConnection } from './helpers.ts';
 
-let stack: Awaited<ReturnType<typeof startTestStack>>;
+/** Every encoding a secret could take in a heap, a file or a log: raw bytes, hex, base64(url). */
+function forms(secret: Uint8Array | string): Buffer[] {
+  const raw = Buffer.from(secret);
+  return [raw, Buffer.from(raw.toString('hex')), Buffer.from(raw.toString('base64').replace(/=+$/, '')), Buffer.from(raw.toString('base64url'))];
+}
 
-beforeAll(async () => {
-  stack = await startTestStack({ hostNodeArgs: ['--heapsnapshot-signal=SIGUSR2'] });
-});
-afterAll(async () => {
-  await stack?.cleanup();
+function leaks(haystack: Buffer, secrets: Array<Uint8Array | string>): boolean {
+  return secrets.some((s) => forms(s).some((f) => haystack.includes(f)));
+}
+
+/** Asks a host (by pid) for a heap snapshot and returns it once written. */
+async function heapSnapshot(child: ManagedProcess['child'], dir: string): Promise<Buffer> {
+  child.kill('SIGUSR2');
+  return eventually(async () => {
+    const file = readdirSync(dir).find((f) => f.endsWith('.heapsnapshot') && f.includes(`.${child.pid}.`));
+    if (!file) return undefined;
+    const bytes = readFileSync(join(dir, file));
+    return bytes.toString('utf8').trimEnd().endsWith('}') ? bytes : undefined;
+  }, 30_000);
+}
+
+async function traffic(url: string, key: string): Promise<void> {
+  const client = new OpenAI({ apiKey: key, baseURL: `${url}/v1`, maxRetries: 0 });
+  for (let i = 0; i < 3; i++) {
+    await client.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] });
+    const stream = await client.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }], stream: true });
+    for await (const _ of stream) void _;
+  }
+}
+
+describe.skipIf(skipPostgres)('two host instances on PostgreSQL hold no upstream key, data key or share', () => {
+  const schema = uniqueSchema('sg_secrets');
+  const db = ['--database', TEST_DATABASE_URL, '--db-schema', schema];
+  let stack: Awaited<ReturnType<typeof startTestStack>>;
+  let second: ManagedProcess & { url: string };
+  let conn: ManualConnection;
+
+  beforeAll(async () => {
+    stack = await startTestStack({ hostArgs: db, hostNodeArgs: ['--heapsnapshot-signal=SIGUSR2'] });
+    second = await startHostInstance(stack, db, 'host-2', ['--heapsnapshot-signal=SIGUSR2']);
+    conn = await enrollConnection(stack, { upstreamKey: stack.demo!.upstreamKey });
+  });
+  afterAll(async () => {
+    await second?.stop();
+    await stack?.cleanup();
+    await dropSchema(schema);
+  });
+
+  it('after traffic through both: not in either heap, the database or any host log', async () => {
+    await traffic(stack.hostUrl, conn.key);
+    await traffic(second.url, conn.key);
+    await traffic(second.url, stack.demo!.key);
+    const secrets: Array<Uint8Array | string> = [stack.demo!.upstreamKey, conn.secrets.dek, ...conn.secrets.shares];
+    const hostDir = join(stack.dataDir, 'host');
+    for (const child of [stack.host.child, second.child]) {
+      const heap = await heapSnapshot(child, hostDir);
+      expect(heap.length).toBeGreaterThan(100_000);
+      expect(heap.includes(conn.connectionId), 'sanity: the snapshot holds what the host handled').toBe(true);
+      expect(leaks(heap, secrets), `heap of pid ${child.pid}`).toBe(false);
+    }
+    // Every row of every table in the hosts' schema, as text.
+    const client = new pg.Client({ connectionString: TEST_DATABASE_URL });
+    await client.connect();
+    try {
+      const tables = await client.query<{ table_name: string }>('SELECT table_name FROM information_schema.tables WHERE table_schema = $1', [schema]);
+      expect(tables.rows.length).toBeGreaterThan(10);
+      let dump = '';
+      for (const { table_name } of tables.rows) dump += JSON.stringify((await client.query(`SELECT * FROM "${schema}"."${table_name}"`)).rows);
+      expect(dump).toContain(conn.connectionId);
+      // Positive control: the scanner does find bytes the host stores encoded (the sealed record).
+      expect(leaks(Buffer.from(dump), [new Uint8Array(Buffer.from(conn.sealedRecord, 'base64'))])).toBe(true);
+      expect(leaks(Buffer.from(dump), secrets)).toBe(false);
+    } finally {
+      await client.end();
+    }
+    for (const file of readdirSync(join(stack.dataDir, 'logs')).filter((f) => f.startsWith('host'))) {
+      const log = readFileSync(join(stack.dataDir, 'logs', file));
+      expect(log.length, file).toBeGreaterThan(0);
+      expect(leaks(log, [...secrets, conn.key, stack.demo!.key]), file).toBe(false);
+    }
+  });
 });
 
 describe('the host never holds the upstream key', () => {
+  let stack: Awaited<ReturnType<typeof startTestStack>>;
+  beforeAll(async () => {
+    stack = await startTestStack({ hostNodeArgs: ['--heapsnapshot-signal=SIGUSR2'] });
+  });
+  afterAll(async () => {
+    await stack?.cleanup();
+  });
+
   it('is absent from the host heap, database files and logs after traffic', async () => {
     const client = new OpenAI({ apiKey: stack.demo!.key, baseURL: `${stack.hostUrl}/v1`, maxRetries: 0 });
     for (let i = 0; i < 3; i++) {
