@@ -9,6 +9,7 @@
  * Pure apart from node:crypto; time is always injected.
  */
 import { X509Certificate, verify as cryptoVerify } from 'node:crypto';
+import { equalBytes } from '../protocol/bytes.ts';
 import { decodeCbor, decodeCoseSign1, sigStructure } from './cose.ts';
 import { AttestationError } from './errors.ts';
 import { checkPcrPolicy, PCR_LENGTH, POLICY_PCR_INDICES, type PcrPolicy } from './policy.ts';
@@ -171,12 +172,6 @@ function checkSignature(protectedBytes: Uint8Array, payload: Uint8Array, signatu
   if (!ok) throw new AttestationError('attestation_signature_invalid', 'COSE ES384 signature does not verify');
 }
 
-function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  let d = 0;
-  for (let i = 0; i < a.length; i++) d |= a[i]! ^ b[i]!;
-  return d === 0;
-}
 
 /** Verifies a Nitro attestation document; throws a typed `AttestationError` on any failure. */
 export function verifyAttestation(bytes: Uint8Array, options: VerifyOptions): VerifiedAttestation {

@@ -10,6 +10,7 @@
 import { Pool } from 'undici';
 import type { Nsm } from '../attestation/index.ts';
 import {
+  equalBytes,
   combineSharesUnchecked,
   decodeShare,
   fromHex,
@@ -210,7 +211,7 @@ export class KeyResolver {
           let same = false;
           try {
             const again = combineSharesUnchecked([...basis, share]);
-            same = again.length === secret.length && again.every((b, i) => b === secret![i]);
+            same = equalBytes(again, secret); // constant-time: this compares rebuilt data keys
           } catch {
             same = false;
           }

@@ -77,8 +77,7 @@ export function checkRequestLocks(key: KeyRecord, connection: ConnectionRecord, 
   if (key.deviceHash !== null) {
     const presented = facts.deviceFingerprint;
     if (!presented || presented.length > 256) return refuse('device_mismatch', 'Send the x-device-fingerprint header (`securegate env`).');
-    const got = Buffer.from(deviceHash(key.deviceSalt ?? '', presented), 'hex');
-    if (!timingSafeEqual(got, Buffer.from(key.deviceHash, 'hex'))) return refuse('device_mismatch');
+    if (!deviceMatches(key, presented)) return refuse('device_mismatch');
   }
   if (key.allowedModels.length > 0 && facts.model !== undefined && !key.allowedModels.includes(facts.model)) {
     return refuse('model_not_allowed', `Allowed: ${key.allowedModels.join(', ')}.`);
@@ -105,4 +104,12 @@ export function parseDuration(text: string): number {
   const n = Number(m[1]);
   const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }[(m[2] ?? 'ms') as 'ms'];
   return n * unit;
+}
+
+/** Whether `fingerprint` is the one bound to `key` (constant-time over the salted hashes). */
+export function deviceMatches(key: Pick<KeyRecord, 'deviceSalt' | 'deviceHash'>, fingerprint: string): boolean {
+  if (key.deviceHash === null) return false;
+  const got = Buffer.from(deviceHash(key.deviceSalt ?? '', fingerprint), 'hex');
+  const want = Buffer.from(key.deviceHash, 'hex');
+  return got.length === want.length && timingSafeEqual(got, want);
 }

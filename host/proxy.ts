@@ -23,7 +23,7 @@ import { clientIp, type TrustedProxies } from './client-ip.ts';
 import { HostError } from './errors.ts';
 import type { GeoLookup } from './geo.ts';
 import { bearerToken, isWellFormedSgKey, hashSgKey } from './keys.ts';
-import { checkKeyStatus, checkRequestLocks, cityLabel, deviceHash, resolveModel } from './locks.ts';
+import { checkKeyStatus, checkRequestLocks, cityLabel, deviceHash, deviceMatches, resolveModel } from './locks.ts';
 import type { AuditRow, AuditWriter } from './audit.ts';
 import type { HostMetrics } from './metrics.ts';
 import { maxCostMicros, priceUsage, requestedMaxOutput, tokenRates } from './pricing.ts';
@@ -302,7 +302,7 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
       if (await store.bindDeviceIfUnbound(key.id, salt, deviceHash(salt, fingerprint), now)) event(key, 'device_bound', { clientIp: ip });
       else {
         key = (await store.getKey(key.id))!;
-        if (deviceHash(key.deviceSalt ?? '', fingerprint) !== key.deviceHash) refuse(req, key, { code: 'device_mismatch', message: 'This SecureGate key is bound to another device.' }, ip);
+        if (!deviceMatches(key, fingerprint)) refuse(req, key, { code: 'device_mismatch', message: 'This SecureGate key is bound to another device.' }, ip);
       }
     }
     const label = cityLabel(location);
