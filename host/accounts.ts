@@ -147,8 +147,14 @@ export class AccountStore {
     }));
   }
 
+  /** Ends a membership: the user's sessions and admin tokens for the account stop working too. */
   async removeMember(accountId: string, userId: string): Promise<boolean> {
-    return (await this.db.query('DELETE FROM memberships WHERE account_id = $1 AND user_id = $2 RETURNING user_id', [accountId, userId])).length === 1;
+    return this.db.transaction(async (tx) => {
+      const gone = await tx.query('DELETE FROM memberships WHERE account_id = $1 AND user_id = $2 RETURNING user_id', [accountId, userId]);
+      await tx.query('UPDATE admin_tokens SET revoked_at = $1 WHERE account_id = $2 AND user_id = $3 AND revoked_at IS NULL', [Date.now(), accountId, userId]);
+      await tx.query('DELETE FROM sessions WHERE account_id = $1 AND user_id = $2', [accountId, userId]);
+      return gone.length === 1;
+    });
   }
 
   async ownerCount(accountId: string): Promise<number> {
@@ -157,18 +163,27 @@ export class AccountStore {
   }
 
   // ---- admin API tokens ----
-  async createToken(accountId: string, name: string, role: Role): Promise<{ id: string; token: string }> {
+  /**
+   * A token of `userId` (a CLI log-in) acts with that user's current role and dies with their
+   * membership; a token without a user (made by an owner for automation) keeps its own role.
+   */
+  async createToken(accountId: string, name: string, role: Role, userId: string | null = null): Promise<{ id: string; token: string }> {
     const id = newId('tok', 8);
     const token = `sga_${randomBytes(24).toString('base64url')}`;
-    await this.db.query('INSERT INTO admin_tokens (id, account_id, hash, name, role, created_at) VALUES ($1, $2, $3, $4, $5, $6)', [id, accountId, sha256Hex(token), name, role, Date.now()]);
+    await this.db.query('INSERT INTO admin_tokens (id, account_id, hash, name, role, created_at, user_id) VALUES ($1, $2, $3, $4, $5, $6, $7)', [id, accountId, sha256Hex(token), name, role, Date.now(), userId]);
     return { id, token };
   }
 
-  async findToken(token: string): Promise<{ id: string; accountId: string; role: Role } | undefined> {
-    const [r] = await this.db.query('SELECT id, account_id, role FROM admin_tokens WHERE hash = $1 AND revoked_at IS NULL', [sha256Hex(token)]);
-    if (!r) return undefined;
+  async findToken(token: string): Promise<{ id: string; accountId: string; role: Role; userId: string | null } | undefined> {
+    const [r] = await this.db.query(
+      `SELECT t.id, t.account_id, t.user_id, COALESCE(m.role, t.role) AS role, (t.user_id IS NULL OR m.user_id IS NOT NULL) AS member
+       FROM admin_tokens t LEFT JOIN memberships m ON m.account_id = t.account_id AND m.user_id = t.user_id
+       WHERE t.hash = $1 AND t.revoked_at IS NULL`,
+      [sha256Hex(token)],
+    );
+    if (!r || !(r.member === true || Number(r.member) === 1)) return undefined;
     await this.db.query('UPDATE admin_tokens SET last_used_at = $1 WHERE id = $2', [Date.now(), r.id as string]);
-    return { id: r.id as string, accountId: r.account_id as string, role: r.role as Role };
+    return { id: r.id as string, accountId: r.account_id as string, role: r.role as Role, userId: (r.user_id as string | null) ?? null };
   }
 
   async listTokens(accountId: string) {
@@ -336,7 +351,7 @@ export async function registerAuth(app: FastifyInstance, deps: AuthDeps): Promis
       const userId = await authenticate(req, req.body.email, req.body.password);
       const membership = await accounts.membership(userId, req.body.accountId);
       if (!membership) throw new HostError('forbidden', 'this user belongs to no account');
-      const { id, token } = await accounts.createToken(membership.accountId, req.body.name ?? 'securegate CLI', membership.role);
+      const { id, token } = await accounts.createToken(membership.accountId, req.body.name ?? 'securegate CLI', membership.role, userId);
       return reply.status(201).send({ id, token, accountId: membership.accountId, role: membership.role });
     },
   );
@@ -365,7 +380,7 @@ export async function resolvePrincipal(req: FastifyRequest, token: string | unde
     if (isOperator(token)) return { kind: 'operator' };
     const t = token.startsWith('sga_') ? await accounts.findToken(token) : undefined;
     if (!t) throw new HostError('admin_unauthorized', 'admin token missing, wrong or revoked; run `securegate login`');
-    return { kind: 'account', accountId: t.accountId, role: t.role, userId: null, via: 'token' };
+    return { kind: 'account', accountId: t.accountId, role: t.role, userId: t.userId, via: 'token' };
   }
   const cookie = readCookie(req.headers.cookie, SESSION_COOKIE);
   const session = cookie ? await accounts.findSession(cookie) : undefined;

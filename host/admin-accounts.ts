@@ -127,6 +127,19 @@ export function registerAccountRoutes(app: FastifyInstance, deps: AdminDeps, g: 
       return reply.status(201).send({ invite: code, accountId, role: req.body?.role ?? 'member', expiresInDays: 7 });
     },
   );
+  app.patch<{ Params: { id: string }; Body: { role: Role } }>(
+    '/members/:id',
+    { schema: { params: idParam, body: { type: 'object', required: ['role'], additionalProperties: false, properties: { role } } } },
+    async (req) => {
+      g.requireOwner(req, 'change roles');
+      const accountId = g.accountIdOf(req);
+      const target = (await accounts.members(accountId)).find((m) => m.userId === req.params.id);
+      if (!target) throw new HostError('not_found', `no member ${req.params.id}`);
+      if (target.role === 'owner' && req.body.role !== 'owner' && (await accounts.ownerCount(accountId)) === 1) throw new HostError('conflict', 'an account keeps at least one owner; make someone else owner first');
+      await accounts.addMember(accountId, req.params.id, req.body.role);
+      return { userId: req.params.id, role: req.body.role };
+    },
+  );
   app.delete<{ Params: { id: string } }>('/members/:id', { schema: { params: idParam } }, async (req) => {
     g.requireOwner(req, 'remove members');
     const accountId = g.accountIdOf(req);

@@ -149,6 +149,7 @@ const MIGRATIONS: string[] = [
    CREATE TABLE sessions (hash TEXT PRIMARY KEY, user_id TEXT NOT NULL, account_id TEXT NOT NULL, csrf TEXT NOT NULL, created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL);
    CREATE TABLE invites (hash TEXT PRIMARY KEY, account_id TEXT, role TEXT NOT NULL, created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL, used_at BIGINT)`,
   `ALTER TABLE projects ADD COLUMN default_auto_lock TEXT`,
+  `ALTER TABLE admin_tokens ADD COLUMN user_id TEXT`,
 ];
 
 /** What a key locks itself to on first successful use ("self-healing identity"). */

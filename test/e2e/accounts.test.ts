@@ -290,6 +290,22 @@ for (const engine of engines) {
       const owner = members.json.find((m) => m.role === 'owner')!;
       expect((await call<ErrorJson>(host, 'DELETE', `/admin/v1/members/${owner.userId}`, { token: acct.token })).status).toBe(409);
       expect((await call(host, 'DELETE', `/admin/v1/members/${member.userId}`, { token: acct.token })).status).toBe(200);
+      // Their CLI token ended with the membership.
+      expect((await call(host, 'GET', '/admin/v1/keys', { token: t })).status).toBe(401);
+    });
+
+    it('a member\'s token acts with their current role: promotion and demotion take effect at once', async () => {
+      const acct = await newAccount(host, 'pro');
+      const invite = await call<{ invite: string }>(host, 'POST', '/admin/v1/invites', { token: acct.token, body: { role: 'member' } });
+      const email = `m${randomBytes(3).toString('hex')}@example.com`;
+      const joined = await call<{ userId: string }>(host, 'POST', '/auth/v1/signup', { body: { email, password: PASSWORD, invite: invite.json.invite } });
+      const t = (await call<{ token: string }>(host, 'POST', '/auth/v1/token', { body: { email, password: PASSWORD } })).json.token;
+      expect((await call<ErrorJson>(host, 'POST', '/admin/v1/connections', { token: t, body: connectionBody() })).json.error.code).toBe('forbidden');
+      expect((await call<ErrorJson>(host, 'PATCH', `/admin/v1/members/${joined.json.userId}`, { token: t, body: { role: 'owner' } })).json.error.code).toBe('forbidden');
+      expect((await call(host, 'PATCH', `/admin/v1/members/${joined.json.userId}`, { token: acct.token, body: { role: 'owner' } })).status).toBe(200);
+      expect((await call(host, 'POST', '/admin/v1/connections', { token: t, body: connectionBody() })).status).toBe(201);
+      await call(host, 'PATCH', `/admin/v1/members/${joined.json.userId}`, { token: acct.token, body: { role: 'member' } });
+      expect((await call<ErrorJson>(host, 'POST', '/admin/v1/connections', { token: t, body: connectionBody() })).json.error.code).toBe('forbidden');
     });
 
     it('admin tokens are shown once and stop working when revoked', async () => {

@@ -194,13 +194,40 @@ describe('securegate CLI against the dev stack', () => {
       expect(cityKey.code).not.toBe(0);
 
       const invite = await as(['account', 'invite', '--json']);
-      expect(JSON.parse(invite.stdout).invite).toMatch(/^sgi_/);
-      const tokens = JSON.parse((await as(['account', 'tokens', '--json'])).stdout) as Array<{ id: string; name: string }>;
-      expect(tokens).toHaveLength(1);
+      const code = (JSON.parse(invite.stdout) as { invite: string }).invite;
+      expect(code).toMatch(/^sgi_/);
+      // A member joins with it (in their own config) and is listed; the owner removes them.
+      const memberDir = await mkdtemp(join(tmpdir(), 'sg-cli-member-'));
+      try {
+        const joined = await cli(['signup', '--email', 'member@acme.example', '--invite', code, '--password-stdin', '--json'], 'another long password\n', { SECUREGATE_CONFIG_DIR: memberDir });
+        expect(JSON.parse(joined.stdout)).toMatchObject({ account: { id }, role: 'member' });
+        const refused = await cli(['account', 'invite'], undefined, { SECUREGATE_CONFIG_DIR: memberDir });
+        expect(refused.code).toBe(1);
+        expect(refused.stderr).toContain('only an account owner can invite members');
+      } finally {
+        await rm(memberDir, { recursive: true, force: true });
+      }
+      const members = JSON.parse((await as(['account', 'members', '--json'])).stdout) as Array<{ userId: string; email: string; role: string }>;
+      expect(members.map((m) => `${m.email}:${m.role}`).sort()).toEqual(['member@acme.example:member', 'owner@acme.example:owner']);
+      const member = members.find((m) => m.role === 'member')!;
+      expect((await as(['account', 'remove-member', member.userId])).code).toBe(0);
+      expect(JSON.parse((await as(['account', 'members', '--json'])).stdout)).toHaveLength(1);
+      const shown = JSON.parse((await as(['account', '--json'])).stdout) as { id: string; plan: { name: string }; usage: { members: number } };
+      expect(shown).toMatchObject({ id, plan: { name: 'Free' }, usage: { members: 1 } });
+
+      const made = JSON.parse((await as(['account', 'token-create', 'ci', '--json'])).stdout) as { id: string; token: string };
+      expect(made.token).toMatch(/^sga_/);
+      expect((await as(['account', 'token-revoke', made.id])).code).toBe(0);
+      const tokens = JSON.parse((await as(['account', 'tokens', '--json'])).stdout) as Array<{ id: string; name: string; revokedAt: number | null }>;
+      expect(tokens.filter((t) => t.revokedAt === null)).toHaveLength(1);
+      expect(tokens.find((t) => t.id === made.id)!.revokedAt).not.toBeNull();
+      const listed = JSON.parse((await cli(['accounts', 'list', '--json'])).stdout) as Array<{ id: string; plan: string; usage: { connections: number } }>;
+      expect(listed.find((a) => a.id === id)).toMatchObject({ plan: 'free', usage: { connections: 2 } });
+      expect((await as(['accounts', 'list'])).stderr).toContain('only the server operator can list accounts');
       // Logging in again with the password issues a fresh token.
       const again = await as(['login', '--email', 'owner@acme.example', '--password-stdin', '--json'], 'a long enough password\n');
       expect(again.code, again.stderr).toBe(0);
-      expect(JSON.parse((await as(['account', 'tokens', '--json'])).stdout)).toHaveLength(2);
+      expect((JSON.parse((await as(['account', 'tokens', '--json'])).stdout) as Array<{ revokedAt: number | null }>).filter((t) => t.revokedAt === null)).toHaveLength(2);
       const wrong = await as(['login', '--email', 'owner@acme.example', '--password-stdin'], 'not it\n');
       expect(wrong.code).toBe(1);
       expect(wrong.stderr).toContain('email or password is wrong');
