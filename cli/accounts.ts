@@ -92,6 +92,15 @@ export async function removeMemberCommand(userId: string, options: { json?: bool
   return 0;
 }
 
+export async function setRoleCommand(userId: string, role: string, options: { json?: boolean }, io: Io): Promise<number> {
+  if (role !== 'owner' && role !== 'member') throw new CliError('role must be owner or member', 2);
+  const c = login();
+  const r = await adminRequest(c.serverUrl, c.adminToken, 'PATCH', `/members/${encodeURIComponent(userId)}`, { role });
+  if (options.json) printJson(io, r);
+  else io.out(`${userId} is now ${role}\n`);
+  return 0;
+}
+
 export async function tokensCommand(action: 'list' | 'create' | 'revoke', arg: string | undefined, options: { role?: string; json?: boolean }, io: Io): Promise<number> {
   const c = login();
   if (action === 'create') {

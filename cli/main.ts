@@ -9,7 +9,7 @@ import { approveRelease, attestAudit } from './releases.ts';
 import { alertsCommand, auditCommand, projectsCommand, statusCommand, usageCommand } from './reports.ts';
 import { envCommand, keyAction, keysCreate, keysShow, keysUpdate, modelsAlias, type KeyOptionFlags } from './keys.ts';
 import { CliError } from './owner.ts';
-import { accountCommand, accountsCommand, inviteCommand, membersCommand, removeMemberCommand, signupCommand, tokensCommand } from './accounts.ts';
+import { accountCommand, accountsCommand, inviteCommand, membersCommand, removeMemberCommand, setRoleCommand, signupCommand, tokensCommand } from './accounts.ts';
 import { EXIT, processIo, type Io } from './output.ts';
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
@@ -109,6 +109,13 @@ Examples:
     .addHelpText('after', '\nExample:\n  $ securegate account invite --role member')
     .action((o) => run(() => inviteCommand(o, io))());
   account.command('remove-member').argument('<user-id>', 'the member (see `account members`)').option('--json', 'print as JSON').description('remove a member (an account keeps one owner)').action((id: string, o) => run(() => removeMemberCommand(id, o, io))());
+  account
+    .command('set-role')
+    .argument('<user-id>', 'the member (see `account members`)')
+    .argument('<role>', 'owner or member')
+    .option('--json', 'print as JSON')
+    .description('make a member an owner, or an owner a member (an account keeps one owner)')
+    .action((id: string, r: string, o) => run(() => setRoleCommand(id, r, o, io))());
   account.command('tokens').option('--json', 'print as JSON').description('list admin API tokens (never their values)').action((o) => run(() => tokensCommand('list', undefined, o, io))());
   account
     .command('token-create')

@@ -210,6 +210,9 @@ describe('securegate CLI against the dev stack', () => {
       const members = JSON.parse((await as(['account', 'members', '--json'])).stdout) as Array<{ userId: string; email: string; role: string }>;
       expect(members.map((m) => `${m.email}:${m.role}`).sort()).toEqual(['member@acme.example:member', 'owner@acme.example:owner']);
       const member = members.find((m) => m.role === 'member')!;
+      expect(JSON.parse((await as(['account', 'set-role', member.userId, 'owner', '--json'])).stdout)).toEqual({ userId: member.userId, role: 'owner' });
+      expect((await as(['account', 'set-role', member.userId, 'member'])).code).toBe(0);
+      expect((await as(['account', 'set-role', member.userId, 'admin'])).code).toBe(2);
       expect((await as(['account', 'remove-member', member.userId])).code).toBe(0);
       expect(JSON.parse((await as(['account', 'members', '--json'])).stdout)).toHaveLength(1);
       const shown = JSON.parse((await as(['account', '--json'])).stdout) as { id: string; plan: { name: string }; usage: { members: number } };
