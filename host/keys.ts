@@ -3,7 +3,7 @@
  * leaked key offline, like GitHub's token format), stored only as HMAC-SHA256 under a server
  * pepper. The plaintext key is shown once at creation and never stored or logged.
  */
-import { createHash, createHmac, randomBytes } from 'node:crypto';
+import { createHash, createHmac, createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
 import { crc32 } from 'node:zlib';
 
 const ALPHABET = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
@@ -36,8 +36,16 @@ export function isWellFormedSgKey(key: string): boolean {
   return key.slice(3 + BODY_LENGTH) === checksum(body);
 }
 
+/** The pepper as a KeyObject, made once per pepper (importing raw key bytes costs on every call). */
+const pepperKeys = new WeakMap<Uint8Array, KeyObject>();
+
 export function hashSgKey(pepper: Uint8Array, key: string): string {
-  return createHmac('sha256', pepper).update(key).digest('hex');
+  let secret = pepperKeys.get(pepper);
+  if (!secret) {
+    secret = createSecretKey(pepper);
+    pepperKeys.set(pepper, secret);
+  }
+  return createHmac('sha256', secret).update(key).digest('hex');
 }
 
 /** The token of an `Authorization: Bearer <token>` header value, if that is what it is. */

@@ -3,7 +3,7 @@
  * upgrading the package — `npm update @pydantic/genai-prices` — and restarting). Money is kept in
  * integer micro-dollars everywhere so counters add up exactly.
  */
-import { calcPrice } from '@pydantic/genai-prices';
+import { calcPrice, findProvider, type PriceOptions, type Provider } from '@pydantic/genai-prices';
 import { providerSpec } from '../protocol/index.ts';
 
 export const MICROS = 1_000_000;
@@ -18,6 +18,15 @@ export interface TokenUsage {
 /** genai-prices knows providers by its own ids (ProviderSpec.priceProvider). */
 const priceProviderOf = (provider: string) => providerSpec(provider)?.priceProvider ?? provider;
 
+/** The price data's provider entry, found once per provider (calcPrice would search it every call). */
+const providerCache = new Map<string, Provider | undefined>();
+function priceOptions(provider: string): PriceOptions {
+  const id = priceProviderOf(provider);
+  if (!providerCache.has(id)) providerCache.set(id, findProvider({ providerId: id }));
+  const found = providerCache.get(id);
+  return found ? { provider: found } : { providerId: id };
+}
+
 const rateCache = new Map<string, { input: number; output: number } | null>();
 
 /** Cost of `usage` in micro-dollars, or null when the model has no known price. */
@@ -30,7 +39,7 @@ export function priceUsage(provider: string, model: string, usage: TokenUsage): 
       ...(usage.cacheWriteTokens ? { cache_write_tokens: usage.cacheWriteTokens } : {}),
     },
     model,
-    { providerId: priceProviderOf(provider) },
+    priceOptions(provider),
   );
   return result ? Math.ceil(result.total_price * MICROS) : null;
 }
@@ -39,8 +48,8 @@ export function priceUsage(provider: string, model: string, usage: TokenUsage): 
 export function tokenRates(provider: string, model: string): { input: number; output: number } | null {
   const id = `${provider}\0${model}`;
   if (!rateCache.has(id)) {
-    const input = calcPrice({ input_tokens: 1_000_000, output_tokens: 0 }, model, { providerId: priceProviderOf(provider) });
-    const output = calcPrice({ input_tokens: 0, output_tokens: 1_000_000 }, model, { providerId: priceProviderOf(provider) });
+    const input = calcPrice({ input_tokens: 1_000_000, output_tokens: 0 }, model, priceOptions(provider));
+    const output = calcPrice({ input_tokens: 0, output_tokens: 1_000_000 }, model, priceOptions(provider));
     rateCache.set(id, input && output ? { input: input.total_price, output: output.total_price } : null);
   }
   return rateCache.get(id)!;

@@ -32,7 +32,52 @@ export function openSqlite(path: string): SqlDb {
   db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;');
   const statements = new Map<string, ReturnType<DatabaseSync['prepare']>>();
   const listeners = new Map<string, Array<(p: string) => void>>();
-  let chain: Promise<unknown> = Promise.resolve();
+  type Pending = { fn: (d: SqlDb) => Promise<unknown>; resolve: (v: unknown) => void; reject: (e: unknown) => void };
+  let queue: Pending[] = [];
+  let draining = false;
+  const drain = async () => {
+    draining = true;
+    while (queue.length > 0) {
+      const batch = queue;
+      queue = [];
+      const outcomes: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }> = [];
+      try {
+        db.exec('BEGIN IMMEDIATE');
+      } catch (e) {
+        for (const p of batch) p.reject(e);
+        continue;
+      }
+      for (const p of batch) {
+        db.exec('SAVEPOINT sg_tx');
+        try {
+          const value = await p.fn(api);
+          db.exec('RELEASE sg_tx');
+          outcomes.push({ ok: true, value });
+        } catch (error) {
+          db.exec('ROLLBACK TO sg_tx');
+          db.exec('RELEASE sg_tx');
+          outcomes.push({ ok: false, error });
+        }
+      }
+      try {
+        db.exec('COMMIT');
+      } catch (e) {
+        try {
+          db.exec('ROLLBACK');
+        } catch {
+          // already rolled back
+        }
+        for (const p of batch) p.reject(e);
+        continue;
+      }
+      batch.forEach((p, i) => {
+        const o = outcomes[i]!;
+        if (o.ok) p.resolve(o.value);
+        else p.reject(o.error);
+      });
+    }
+    draining = false;
+  };
   const prepared = (sql: string) => {
     let s = statements.get(sql);
     if (!s) {
@@ -51,20 +96,13 @@ export function openSqlite(path: string): SqlDb {
       db.exec(sql);
     },
     transaction<T>(fn: (d: SqlDb) => Promise<T>): Promise<T> {
-      // node:sqlite is synchronous but `fn` may await: serialise transactions in this process.
-      const run = chain.then(async () => {
-        db.exec('BEGIN IMMEDIATE');
-        try {
-          const result = await fn(api);
-          db.exec('COMMIT');
-          return result;
-        } catch (e) {
-          db.exec('ROLLBACK');
-          throw e;
-        }
+      // Group commit: transactions asked for while one batch runs form the next batch, run one
+      // after another inside one BEGIN … COMMIT, each in its own savepoint (so each is still
+      // atomic, and a failing one rolls back alone). Results are released only after the COMMIT.
+      return new Promise<T>((resolve, reject) => {
+        queue.push({ fn: fn as (d: SqlDb) => Promise<unknown>, resolve: resolve as (v: unknown) => void, reject });
+        if (!draining) void drain();
       });
-      chain = run.catch(() => undefined);
-      return run;
     },
     async notify(channel, payload) {
       for (const l of listeners.get(channel) ?? []) l(payload);
