@@ -9,6 +9,7 @@ import { approveRelease, attestAudit } from './releases.ts';
 import { alertsCommand, auditCommand, projectsCommand, statusCommand, usageCommand } from './reports.ts';
 import { envCommand, keyAction, keysCreate, keysShow, keysUpdate, modelsAlias, type KeyOptionFlags } from './keys.ts';
 import { CliError } from './owner.ts';
+import { EXAMPLES } from './examples.ts';
 import { accountCommand, accountsCommand, inviteCommand, membersCommand, removeMemberCommand, setRoleCommand, signupCommand, tokensCommand } from './accounts.ts';
 import { EXIT, processIo, type Io } from './output.ts';
 
@@ -357,7 +358,18 @@ Examples:
     .action((options) => {
       program.setOptionValue('exitCode', providersCommand(options, io));
     });
+  addExamples(program, []);
   return program;
+}
+
+/** Adds the examples table (cli/examples.ts) to the commands that have no examples of their own. */
+function addExamples(command: Command, path: string[]): void {
+  if (command.commands.length === 0) {
+    const lines = EXAMPLES[path.join(' ')];
+    if (lines) command.addHelpText('after', `\n${lines.length > 1 ? 'Examples' : 'Example'}:\n${lines.map((l) => `  $ ${l}`).join('\n')}`);
+    return;
+  }
+  for (const sub of command.commands) addExamples(sub, [...path, sub.name()]);
 }
 
 export async function main(argv: string[], io: Io = processIo): Promise<number> {

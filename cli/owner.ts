@@ -44,7 +44,41 @@ export interface ConnectInput {
   projectId?: string;
 }
 
+/**
+ * On a terminal, a spinner on stderr while a network call takes longer than 150 ms (nothing on
+ * pipes or in --json use; stdout is never touched).
+ */
+function spinner(label: string): () => void {
+  if (!process.stderr.isTTY) return () => undefined;
+  const frames = '⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏';
+  let i = 0;
+  let shown = false;
+  const tick = () => {
+    shown = true;
+    process.stderr.write(`\r${frames[i++ % frames.length]} ${label}`);
+  };
+  const start = setTimeout(() => {
+    tick();
+    interval = setInterval(tick, 80);
+  }, 150);
+  let interval: NodeJS.Timeout | undefined;
+  return () => {
+    clearTimeout(start);
+    if (interval) clearInterval(interval);
+    if (shown) process.stderr.write(`\r${' '.repeat(label.length + 2)}\r`);
+  };
+}
+
 async function http(method: string, url: string, body: unknown, token?: string): Promise<{ status: number; json: Record<string, unknown> }> {
+  const done = spinner(`${method} ${new URL(url).host}${new URL(url).pathname}…`);
+  try {
+    return await httpOnce(method, url, body, token);
+  } finally {
+    done();
+  }
+}
+
+async function httpOnce(method: string, url: string, body: unknown, token?: string): Promise<{ status: number; json: Record<string, unknown> }> {
   let res: Response;
   try {
     res = await fetch(url, {

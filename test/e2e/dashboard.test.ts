@@ -182,7 +182,7 @@ describe.skipIf(!haveChromium || !built)('dashboard in Chromium', () => {
     expect(key.status).toBe('killed');
   });
 
-  it('logs out', async () => {
+  it('logs out, refuses a wrong password, and logs in again', async () => {
     await page.goto(`${stack.hostUrl}/dashboard/`);
     await page.getByRole('button', { name: 'Log out' }).click();
     await page.getByRole('button', { name: 'Log in' }).waitFor();
@@ -191,5 +191,9 @@ describe.skipIf(!haveChromium || !built)('dashboard in Chromium', () => {
     await page.getByRole('button', { name: 'Log in' }).click();
     await page.getByRole('alert').filter({ hasText: 'email or password is wrong' }).waitFor();
     await shot('10-login-refused');
+    await page.getByLabel('Password').fill(PASSWORD);
+    await page.getByRole('button', { name: 'Log in' }).click();
+    expect(await page.getByTestId('plan').textContent()).toBe('Enterprise');
+    await shot('11-logged-in');
   });
 });
