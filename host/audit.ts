@@ -35,7 +35,7 @@ const COLUMNS = ['id', 'at', 'request_id', 'key_id', 'project_id', 'connection_i
 export class AuditWriter {
   readonly #db: SqlDb;
   readonly #onError: (e: Error) => void;
-  #queue: AuditRow[] = [];
+  #queue: Array<AuditRow & { id: string }> = [];
   #timer: NodeJS.Timeout | undefined;
   #flushing: Promise<void> = Promise.resolve();
 
@@ -45,7 +45,9 @@ export class AuditWriter {
   }
 
   write(row: AuditRow): void {
-    this.#queue.push(row);
+    // The id is fixed now, not at each write attempt: a batch the database committed but whose
+    // answer was lost (a restart mid-commit) is retried with the same ids and not doubled.
+    this.#queue.push({ ...row, id: `aud_${randomBytes(10).toString('hex')}` });
     if (this.#queue.length >= 200) void this.flush();
     else this.#timer ??= setTimeout(() => void this.flush(), 200);
   }
@@ -60,7 +62,7 @@ export class AuditWriter {
       const params: SqlValue[] = [];
       const tuples = rows.map((r) => {
         const values: SqlValue[] = [
-          `aud_${randomBytes(10).toString('hex')}`, r.at, r.requestId, r.keyId, r.projectId, r.connectionId, r.provider, r.modelRequested, r.modelResolved,
+          r.id, r.at, r.requestId, r.keyId, r.projectId, r.connectionId, r.provider, r.modelRequested, r.modelResolved,
           r.tokensIn, r.tokensOut, r.tokensCached, r.costMicros, r.status, r.code, r.clientIp, r.city, r.deviceMatch === null ? null : r.deviceMatch ? 1 : 0, r.latencyMs,
         ];
         const start = params.length;
@@ -68,7 +70,7 @@ export class AuditWriter {
         return `(${values.map((_, i) => `$${start + i + 1}`).join(', ')})`;
       });
       try {
-        await this.#db.query(`INSERT INTO audit_log (${COLUMNS.join(', ')}) VALUES ${tuples.join(', ')}`, params);
+        await this.#db.query(`INSERT INTO audit_log (${COLUMNS.join(', ')}) VALUES ${tuples.join(', ')} ON CONFLICT (id) DO NOTHING`, params);
       } catch (e) {
         // The database is away (restart, failover): keep the rows and try again, so none is lost
         // to an outage; beyond MAX_PENDING the oldest are dropped and reported.

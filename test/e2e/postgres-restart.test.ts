@@ -57,13 +57,15 @@ describe.skipIf(!canRun)('PostgreSQL restarted under load', () => {
     const client = new OpenAI({ apiKey: created.key, baseURL: `${stack.hostUrl}/v1`, maxRetries: 0 });
     let served = 0;
     let failed = 0;
+    const failures: string[] = [];
     let stop = false;
     const load = (async () => {
       while (!stop) {
         await client.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] }).then(
           () => void served++,
-          (e: { status?: number }) => {
+          (e: { status?: number; message?: string }) => {
             failed++;
+            failures.push(`${e.status ?? '-'} ${e.message ?? ''}`);
             expect(e.status === undefined || e.status >= 500).toBe(true);
           },
         );
@@ -92,7 +94,7 @@ describe.skipIf(!canRun)('PostgreSQL restarted under load', () => {
         const r = await db.query('SELECT COUNT(*)::int AS n FROM audit_log WHERE key_id = $1 AND status = 200', [created.id]);
         return (r.rows[0] as { n: number }).n >= served ? (r.rows[0] as { n: number }).n : undefined;
       }, 15_000);
-      expect(rows).toBe(served);
+      expect(rows, `client-side failures: ${failures.join(' | ')}`).toBe(served);
     } finally {
       await db.end();
     }
