@@ -70,17 +70,22 @@ export async function accountCommand(options: { json?: boolean }, io: Io): Promi
 
 export async function membersCommand(options: { json?: boolean }, io: Io): Promise<number> {
   const c = login();
-  const members = (await adminRequest(c.serverUrl, c.adminToken, 'GET', '/members')) as Array<{ userId: string; email: string; role: string; since: number }>;
+  const members = (await adminRequest(c.serverUrl, c.adminToken, 'GET', '/members')) as Array<{ userId: string; email: string; role: string; projects: string[] | null; since: number }>;
   if (options.json) printJson(io, members);
-  else for (const m of members) io.out(`${m.userId.padEnd(22)}${m.role.padEnd(8)}${m.email}  ${dim(io, new Date(m.since).toISOString())}\n`);
+  else for (const m of members) io.out(`${m.userId.padEnd(22)}${m.role.padEnd(8)}${m.email}  ${m.projects ? `projects ${m.projects.join(',')}  ` : ''}${dim(io, new Date(m.since).toISOString())}\n`);
   return 0;
 }
 
-export async function inviteCommand(options: { role?: string; json?: boolean }, io: Io): Promise<number> {
+const projectList = (text: string | undefined) => (text === undefined ? undefined : text === 'all' ? null : text.split(',').map((p) => p.trim()).filter(Boolean));
+
+export async function inviteCommand(options: { role?: string; projects?: string; json?: boolean }, io: Io): Promise<number> {
   const c = login();
-  const r = (await adminRequest(c.serverUrl, c.adminToken, 'POST', '/invites', { role: options.role ?? 'member' })) as { invite: string; role: string; expiresInDays: number };
+  const projects = projectList(options.projects);
+  const r = (await adminRequest(c.serverUrl, c.adminToken, 'POST', '/invites', { role: options.role ?? 'member', ...(projects !== undefined ? { projects } : {}) })) as {
+    invite: string; role: string; projects: string[] | null; expiresInDays: number;
+  };
   if (options.json) printJson(io, r);
-  else io.out(`Invite (${r.role}, valid ${r.expiresInDays} days, shown once):\n  ${r.invite}\nThey join with: securegate signup --email <their email> --invite ${r.invite}\n`);
+  else io.out(`Invite (${r.role}${r.projects ? ` of ${r.projects.join(', ')}` : ''}, valid ${r.expiresInDays} days, shown once):\n  ${r.invite}\nThey join with: securegate signup --email <their email> --invite ${r.invite}\n`);
   return 0;
 }
 
@@ -92,10 +97,11 @@ export async function removeMemberCommand(userId: string, options: { json?: bool
   return 0;
 }
 
-export async function setRoleCommand(userId: string, role: string, options: { json?: boolean }, io: Io): Promise<number> {
+export async function setRoleCommand(userId: string, role: string, options: { projects?: string; json?: boolean }, io: Io): Promise<number> {
   if (role !== 'owner' && role !== 'member') throw new CliError('role must be owner or member', 2);
   const c = login();
-  const r = await adminRequest(c.serverUrl, c.adminToken, 'PATCH', `/members/${encodeURIComponent(userId)}`, { role });
+  const projects = projectList(options.projects);
+  const r = await adminRequest(c.serverUrl, c.adminToken, 'PATCH', `/members/${encodeURIComponent(userId)}`, { role, ...(projects !== undefined ? { projects } : {}) });
   if (options.json) printJson(io, r);
   else io.out(`${userId} is now ${role}\n`);
   return 0;

@@ -7,7 +7,7 @@ export const EXAMPLES: Record<string, string[]> = {
   'account show': ['securegate account', 'securegate account show --json'],
   'account members': ['securegate account members'],
   'account remove-member': ['securegate account remove-member usr_1a2b3c4d5e6f7a8b'],
-  'account set-role': ['securegate account set-role usr_1a2b3c4d5e6f7a8b owner'],
+  'account set-role': ['securegate account set-role usr_1a2b3c4d5e6f7a8b owner', 'securegate account set-role usr_1a2b3c4d5e6f7a8b member --projects proj_team_b'],
   'account tokens': ['securegate account tokens --json'],
   'account token-create': ['securegate account token-create "github actions" --role member'],
   'account token-revoke': ['securegate account token-revoke tok_1a2b3c4d5e6f7a8b'],

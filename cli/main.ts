@@ -105,6 +105,7 @@ Examples:
   account
     .command('invite')
     .option('--role <role>', 'owner or member', 'member')
+    .option('--projects <ids>', 'members only: limit them to these projects (comma-separated; default all)')
     .option('--json', 'print as JSON')
     .description('create a one-time invite (valid 7 days)')
     .addHelpText('after', '\nExample:\n  $ securegate account invite --role member')
@@ -114,6 +115,7 @@ Examples:
     .command('set-role')
     .argument('<user-id>', 'the member (see `account members`)')
     .argument('<role>', 'owner or member')
+    .option('--projects <ids>', 'members only: the projects they may use (comma-separated, or "all")')
     .option('--json', 'print as JSON')
     .description('make a member an owner, or an owner a member (an account keeps one owner)')
     .action((id: string, r: string, o) => run(() => setRoleCommand(id, r, o, io))());

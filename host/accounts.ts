@@ -20,7 +20,7 @@ export type Role = (typeof ROLES)[number];
 /** Who is calling the admin API. The operator (the data directory's admin token) sees every account. */
 export type Principal =
   | { kind: 'operator' }
-  | { kind: 'account'; accountId: string; role: Role; userId: string | null; via: 'token' | 'session' };
+  | { kind: 'account'; accountId: string; role: Role; userId: string | null; via: 'token' | 'session'; projects: string[] | null };
 
 export interface Account {
   id: string;
@@ -129,21 +129,29 @@ export class AccountStore {
     return (await verifyPassword(password, r.password_hash as string)) ? (r.id as string) : undefined;
   }
 
-  async addMember(accountId: string, userId: string, role: Role): Promise<void> {
-    await this.db.query('INSERT INTO memberships (account_id, user_id, role, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (account_id, user_id) DO UPDATE SET role = $3', [accountId, userId, role, Date.now()]);
+  /**
+   * Owners see every project of the account; a member may be limited to some projects
+   * (`projects`), and then sees and changes only what belongs to those.
+   */
+  async addMember(accountId: string, userId: string, role: Role, projects: string[] | null = null): Promise<void> {
+    const scope = role === 'owner' || projects === null ? null : JSON.stringify(projects);
+    await this.db.query(
+      'INSERT INTO memberships (account_id, user_id, role, created_at, projects) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (account_id, user_id) DO UPDATE SET role = $3, projects = $5',
+      [accountId, userId, role, Date.now(), scope],
+    );
   }
 
-  async membership(userId: string, accountId?: string): Promise<{ accountId: string; role: Role } | undefined> {
+  async membership(userId: string, accountId?: string): Promise<{ accountId: string; role: Role; projects: string[] | null } | undefined> {
     const rows = accountId
-      ? await this.db.query('SELECT account_id, role FROM memberships WHERE user_id = $1 AND account_id = $2', [userId, accountId])
-      : await this.db.query('SELECT account_id, role FROM memberships WHERE user_id = $1 ORDER BY created_at LIMIT 1', [userId]);
+      ? await this.db.query('SELECT account_id, role, projects FROM memberships WHERE user_id = $1 AND account_id = $2', [userId, accountId])
+      : await this.db.query('SELECT account_id, role, projects FROM memberships WHERE user_id = $1 ORDER BY created_at LIMIT 1', [userId]);
     const r = rows[0];
-    return r ? { accountId: r.account_id as string, role: r.role as Role } : undefined;
+    return r ? { accountId: r.account_id as string, role: r.role as Role, projects: parseProjects(r.projects) } : undefined;
   }
 
-  async members(accountId: string): Promise<Array<{ userId: string; email: string; role: Role; since: number }>> {
-    return (await this.db.query('SELECT m.user_id, u.email, m.role, m.created_at FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.account_id = $1 ORDER BY m.created_at', [accountId])).map((r) => ({
-      userId: r.user_id as string, email: r.email as string, role: r.role as Role, since: Number(r.created_at),
+  async members(accountId: string): Promise<Array<{ userId: string; email: string; role: Role; projects: string[] | null; since: number }>> {
+    return (await this.db.query('SELECT m.user_id, u.email, m.role, m.projects, m.created_at FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.account_id = $1 ORDER BY m.created_at', [accountId])).map((r) => ({
+      userId: r.user_id as string, email: r.email as string, role: r.role as Role, projects: parseProjects(r.projects), since: Number(r.created_at),
     }));
   }
 
@@ -174,16 +182,16 @@ export class AccountStore {
     return { id, token };
   }
 
-  async findToken(token: string): Promise<{ id: string; accountId: string; role: Role; userId: string | null } | undefined> {
+  async findToken(token: string): Promise<{ id: string; accountId: string; role: Role; userId: string | null; projects: string[] | null } | undefined> {
     const [r] = await this.db.query(
-      `SELECT t.id, t.account_id, t.user_id, COALESCE(m.role, t.role) AS role, (t.user_id IS NULL OR m.user_id IS NOT NULL) AS member
+      `SELECT t.id, t.account_id, t.user_id, COALESCE(m.role, t.role) AS role, m.projects, (t.user_id IS NULL OR m.user_id IS NOT NULL) AS member
        FROM admin_tokens t LEFT JOIN memberships m ON m.account_id = t.account_id AND m.user_id = t.user_id
        WHERE t.hash = $1 AND t.revoked_at IS NULL`,
       [sha256Hex(token)],
     );
     if (!r || !(r.member === true || Number(r.member) === 1)) return undefined;
     await this.db.query('UPDATE admin_tokens SET last_used_at = $1 WHERE id = $2', [Date.now(), r.id as string]);
-    return { id: r.id as string, accountId: r.account_id as string, role: r.role as Role, userId: (r.user_id as string | null) ?? null };
+    return { id: r.id as string, accountId: r.account_id as string, role: r.role as Role, userId: (r.user_id as string | null) ?? null, projects: parseProjects(r.projects) };
   }
 
   async listTokens(accountId: string) {
@@ -217,17 +225,23 @@ export class AccountStore {
   }
 
   // ---- invites ----
-  async createInvite(accountId: string | null, role: Role): Promise<string> {
+  async createInvite(accountId: string | null, role: Role, projects: string[] | null = null): Promise<string> {
     const code = `sgi_${randomBytes(18).toString('base64url')}`;
-    await this.db.query('INSERT INTO invites (hash, account_id, role, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)', [sha256Hex(code), accountId, role, Date.now(), Date.now() + INVITE_TTL_MS]);
+    await this.db.query('INSERT INTO invites (hash, account_id, role, created_at, expires_at, projects) VALUES ($1, $2, $3, $4, $5, $6)', [
+      sha256Hex(code), accountId, role, Date.now(), Date.now() + INVITE_TTL_MS, projects ? JSON.stringify(projects) : null,
+    ]);
     return code;
   }
 
   /** Marks the invite used and returns what it grants; undefined when unknown, used or expired. */
-  async redeemInvite(code: string): Promise<{ accountId: string | null; role: Role } | undefined> {
-    const [r] = await this.db.query('UPDATE invites SET used_at = $1 WHERE hash = $2 AND used_at IS NULL AND expires_at > $1 RETURNING account_id, role', [Date.now(), sha256Hex(code)]);
-    return r ? { accountId: (r.account_id as string | null) ?? null, role: r.role as Role } : undefined;
+  async redeemInvite(code: string): Promise<{ accountId: string | null; role: Role; projects: string[] | null } | undefined> {
+    const [r] = await this.db.query('UPDATE invites SET used_at = $1 WHERE hash = $2 AND used_at IS NULL AND expires_at > $1 RETURNING account_id, role, projects', [Date.now(), sha256Hex(code)]);
+    return r ? { accountId: (r.account_id as string | null) ?? null, role: r.role as Role, projects: parseProjects(r.projects) } : undefined;
   }
+}
+
+function parseProjects(value: unknown): string[] | null {
+  return typeof value === 'string' && value ? (JSON.parse(value) as string[]) : null;
 }
 
 export function readCookie(header: string | undefined, name: string): string | undefined {
@@ -312,7 +326,7 @@ export async function registerAuth(app: FastifyInstance, deps: AuthDeps): Promis
     },
     async (req, reply) => {
       const { email, password, invite } = req.body;
-      let grant: { accountId: string | null; role: Role } | undefined;
+      let grant: { accountId: string | null; role: Role; projects: string[] | null } | undefined;
       if (invite) {
         grant = await accounts.redeemInvite(invite);
         if (!grant) throw new HostError('signup_closed', 'this invite is unknown, used or expired; ask for a new one');
@@ -323,7 +337,7 @@ export async function registerAuth(app: FastifyInstance, deps: AuthDeps): Promis
       let accountId = grant?.accountId ?? null;
       const role: Role = accountId ? grant!.role : 'owner';
       if (!accountId) accountId = (await accounts.create(req.body.accountName ?? email, deps.plans.config.signupPlan)).id;
-      await accounts.addMember(accountId, userId, role);
+      await accounts.addMember(accountId, userId, role, grant?.projects ?? null);
       const session = await accounts.createSession(userId, accountId);
       setSessionCookie(reply, session.cookie, SESSION_TTL_MS / 1000);
       return reply.status(201).send({ userId, ...(await sessionView(userId, accountId, session.csrf)) });
@@ -380,7 +394,7 @@ export async function resolvePrincipal(req: FastifyRequest, token: string | unde
     if (isOperator(token)) return { kind: 'operator' };
     const t = token.startsWith('sga_') ? await accounts.findToken(token) : undefined;
     if (!t) throw new HostError('admin_unauthorized', 'admin token missing, wrong or revoked; run `securegate login`');
-    return { kind: 'account', accountId: t.accountId, role: t.role, userId: t.userId, via: 'token' };
+    return { kind: 'account', accountId: t.accountId, role: t.role, userId: t.userId, via: 'token', projects: t.projects };
   }
   const cookie = readCookie(req.headers.cookie, SESSION_COOKIE);
   const session = cookie ? await accounts.findSession(cookie) : undefined;
@@ -392,5 +406,5 @@ export async function resolvePrincipal(req: FastifyRequest, token: string | unde
   }
   const membership = await accounts.membership(session.userId, session.accountId);
   if (!membership) throw new HostError('admin_unauthorized', 'your membership of this account ended; log in again');
-  return { kind: 'account', accountId: session.accountId, role: membership.role, userId: session.userId, via: 'session' };
+  return { kind: 'account', accountId: session.accountId, role: membership.role, userId: session.userId, via: 'session', projects: membership.projects };
 }

@@ -14,15 +14,26 @@ interface Guards {
   accountIdOf: (req: FastifyRequest) => string;
   requireOwner: (req: FastifyRequest, what: string) => void;
   requireOperator: (req: FastifyRequest, what: string) => void;
+  visibleProjects: (req: FastifyRequest) => Promise<string[] | null>;
 }
 
 const idParam = { type: 'object', properties: { id: { type: 'string', maxLength: 64 } }, required: ['id'] } as const;
 const role = { type: 'string', enum: [...ROLES] } as const;
+const projectList = { type: ['array', 'null'], maxItems: 100, uniqueItems: true, items: { type: 'string', pattern: '^proj_[A-Za-z0-9_-]{1,40}$' } } as const;
 
 export function registerAccountRoutes(app: FastifyInstance, deps: AdminDeps, g: Guards): void {
   const { accounts, plans } = deps;
 
-  async function accountView(accountId: string, principal: Principal) {
+  /** A member's project list must name projects of the account (null: all of them). */
+  async function checkProjects(accountId: string, projects: string[] | null | undefined): Promise<void> {
+    if (!projects) return;
+    const own = await accounts.projectIds(accountId);
+    const foreign = projects.filter((p) => !own.includes(p));
+    if (foreign.length) throw new HostError('invalid_request', `not projects of this account: ${foreign.join(', ')}`);
+    if (projects.length === 0) throw new HostError('invalid_request', 'a member needs at least one project (or null for all)');
+  }
+
+  async function accountView(accountId: string, principal: Principal, visible: string[] | null) {
     const account = await accounts.get(accountId);
     if (!account) throw new HostError('not_found', `no account ${accountId}`);
     const plan = plans.has(account.plan) ? plans.get(account.plan) : { id: account.plan, name: account.plan, limits: {}, features: [] };
@@ -32,7 +43,7 @@ export function registerAccountRoutes(app: FastifyInstance, deps: AdminDeps, g: 
       role: principal.kind === 'operator' ? 'operator' : principal.role,
       plan: { id: plan.id, name: plan.name, limits: plan.limits, features: plan.features },
       usage: await accounts.counts(accountId),
-      projects: await accounts.projectIds(accountId),
+      projects: visible ?? (await accounts.projectIds(accountId)),
       defaultProject: account.defaultProject,
       createdAt: account.createdAt,
     };
@@ -40,7 +51,7 @@ export function registerAccountRoutes(app: FastifyInstance, deps: AdminDeps, g: 
 
   app.get<{ Querystring: { accountId?: string } }>('/account', { schema: { querystring: { type: 'object', properties: { accountId: { type: 'string', maxLength: 64 } } } } }, async (req) => {
     if (req.query.accountId) g.requireOperator(req, 'look at other accounts');
-    return accountView(req.query.accountId ?? g.accountIdOf(req), g.who(req));
+    return accountView(req.query.accountId ?? g.accountIdOf(req), g.who(req), req.query.accountId ? null : await g.visibleProjects(req));
   });
 
   app.get('/plans', async () => plans.config);
@@ -89,7 +100,7 @@ export function registerAccountRoutes(app: FastifyInstance, deps: AdminDeps, g: 
         await accounts.setPlan(req.params.id, req.body.plan);
       }
       if (req.body.name !== undefined) await accounts.rename(req.params.id, req.body.name);
-      return accountView(req.params.id, g.who(req));
+      return accountView(req.params.id, g.who(req), null);
     },
   );
 
@@ -115,29 +126,36 @@ export function registerAccountRoutes(app: FastifyInstance, deps: AdminDeps, g: 
 
   // ---- members and invites (owners) ----
   app.get('/members', async (req) => accounts.members(g.accountIdOf(req)));
-  app.post<{ Body: { role?: Role } }>(
+  app.post<{ Body: { role?: Role; projects?: string[] | null } }>(
     '/invites',
-    { schema: { body: { type: ['object', 'null'], additionalProperties: false, properties: { role } } } },
+    { schema: { body: { type: ['object', 'null'], additionalProperties: false, properties: { role, projects: projectList } } } },
     async (req, reply) => {
       g.requireOwner(req, 'invite members');
       const accountId = g.accountIdOf(req);
       const account = (await accounts.get(accountId))!;
       plans.requireRoom(account.plan, 'members', (await accounts.counts(accountId)).members);
-      const code = await accounts.createInvite(accountId, req.body?.role ?? 'member');
-      return reply.status(201).send({ invite: code, accountId, role: req.body?.role ?? 'member', expiresInDays: 7 });
+      const inviteRole = req.body?.role ?? 'member';
+      const projects = inviteRole === 'member' ? (req.body?.projects ?? null) : null;
+      await checkProjects(accountId, projects);
+      const code = await accounts.createInvite(accountId, inviteRole, projects);
+      return reply.status(201).send({ invite: code, accountId, role: inviteRole, projects, expiresInDays: 7 });
     },
   );
-  app.patch<{ Params: { id: string }; Body: { role: Role } }>(
+  app.patch<{ Params: { id: string }; Body: { role?: Role; projects?: string[] | null } }>(
     '/members/:id',
-    { schema: { params: idParam, body: { type: 'object', required: ['role'], additionalProperties: false, properties: { role } } } },
+    { schema: { params: idParam, body: { type: 'object', minProperties: 1, additionalProperties: false, properties: { role, projects: projectList } } } },
     async (req) => {
       g.requireOwner(req, 'change roles');
       const accountId = g.accountIdOf(req);
       const target = (await accounts.members(accountId)).find((m) => m.userId === req.params.id);
       if (!target) throw new HostError('not_found', `no member ${req.params.id}`);
-      if (target.role === 'owner' && req.body.role !== 'owner' && (await accounts.ownerCount(accountId)) === 1) throw new HostError('conflict', 'an account keeps at least one owner; make someone else owner first');
-      await accounts.addMember(accountId, req.params.id, req.body.role);
-      return { userId: req.params.id, role: req.body.role };
+      const newRole = req.body.role ?? target.role;
+      if (target.role === 'owner' && newRole !== 'owner' && (await accounts.ownerCount(accountId)) === 1) throw new HostError('conflict', 'an account keeps at least one owner; make someone else owner first');
+      const projects = newRole === 'owner' ? null : req.body.projects !== undefined ? req.body.projects : target.projects;
+      if (newRole === 'owner' && req.body.projects) throw new HostError('invalid_request', 'owners see every project; limit members only');
+      await checkProjects(accountId, projects);
+      await accounts.addMember(accountId, req.params.id, newRole, projects);
+      return { userId: req.params.id, role: newRole, projects };
     },
   );
   app.delete<{ Params: { id: string } }>('/members/:id', { schema: { params: idParam } }, async (req) => {

@@ -123,21 +123,31 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
   function requireOperator(req: FastifyRequest, what: string): void {
     if (who(req).kind !== 'operator') throw new HostError('forbidden', `only the server operator can ${what}`);
   }
-  /** The projects the caller may see; null = all (the operator). */
+  /** The projects the caller may see; null = all (the operator). Members may be limited to some. */
   async function visibleProjects(req: FastifyRequest): Promise<string[] | null> {
     const p = who(req);
-    return p.kind === 'operator' ? null : accounts.projectIds(p.accountId);
+    if (p.kind === 'operator') return null;
+    const all = await accounts.projectIds(p.accountId);
+    return p.projects ? all.filter((id) => p.projects!.includes(id)) : all;
   }
-  /** The account that owns `projectId`, when the caller may use it (others' projects do not exist for it). */
+  /** Whether the caller may see `projectId` (others' projects do not exist for it). */
+  async function canSee(req: FastifyRequest, projectId: string): Promise<boolean> {
+    const p = who(req);
+    if (p.kind === 'operator') return true;
+    if (p.projects && !p.projects.includes(projectId)) return false;
+    return (await accounts.accountOfProject(projectId)) === p.accountId;
+  }
+  /** The account that owns `projectId`, when the caller may use it. */
   async function projectAccount(req: FastifyRequest, projectId: string): Promise<string> {
     const owner = await accounts.accountOfProject(projectId);
-    const p = who(req);
-    if (!owner || (p.kind === 'account' && p.accountId !== owner)) throw new HostError('not_found', `no project ${projectId}`);
+    if (!owner || !(await canSee(req, projectId))) throw new HostError('not_found', `no project ${projectId}`);
     return owner;
   }
   async function defaultProject(req: FastifyRequest): Promise<string> {
     const p = who(req);
-    return p.kind === 'account' ? (await accounts.get(p.accountId))!.defaultProject : DEFAULT_PROJECT;
+    if (p.kind === 'operator') return DEFAULT_PROJECT;
+    const main = (await accounts.get(p.accountId))!.defaultProject;
+    return !p.projects || p.projects.includes(main) ? main : (p.projects[0] ?? main);
   }
   async function planOf(accountId: string): Promise<string> {
     return (await accounts.get(accountId))?.plan ?? 'free';
@@ -158,14 +168,12 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
 
   async function mustGetKey(req: FastifyRequest, id: string): Promise<KeyRecord> {
     const key = await store.getKey(id);
-    const p = who(req);
-    if (!key || (p.kind === 'account' && (await accounts.accountOfProject(key.projectId)) !== p.accountId)) throw new HostError('not_found', `no key ${id}`);
+    if (!key || !(await canSee(req, key.projectId))) throw new HostError('not_found', `no key ${id}`);
     return key;
   }
   async function mustGetConnection(req: FastifyRequest, id: string): Promise<ConnectionRecord> {
     const c = await store.getConnection(id);
-    const p = who(req);
-    if (!c || (p.kind === 'account' && (await accounts.accountOfProject(c.projectId)) !== p.accountId)) throw new HostError('not_found', `no connection ${id}`);
+    if (!c || !(await canSee(req, c.projectId))) throw new HostError('not_found', `no connection ${id}`);
     return c;
   }
 
@@ -424,7 +432,8 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
   // ---- projects and model aliases ----
   app.get('/projects', async (req) => {
     const p = who(req);
-    return store.listProjects(p.kind === 'account' ? p.accountId : undefined);
+    const visible = await visibleProjects(req);
+    return (await store.listProjects(p.kind === 'account' ? p.accountId : undefined)).filter((x) => !visible || visible.includes(x.id));
   });
   app.post<{ Body: { id: string; name: string; accountId?: string } }>(
     '/projects',
@@ -669,6 +678,6 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
     async (req) => store.listEvents({ ...req.query, limit: req.query.limit ? Number(req.query.limit) : 100, projectIds: await visibleProjects(req) }),
   );
 
-  registerAccountRoutes(app, deps, { who, accountIdOf, requireOwner, requireOperator });
+  registerAccountRoutes(app, deps, { who, accountIdOf, requireOwner, requireOperator, visibleProjects });
 }
 

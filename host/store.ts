@@ -150,6 +150,8 @@ const MIGRATIONS: string[] = [
    CREATE TABLE invites (hash TEXT PRIMARY KEY, account_id TEXT, role TEXT NOT NULL, created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL, used_at BIGINT)`,
   `ALTER TABLE projects ADD COLUMN default_auto_lock TEXT`,
   `ALTER TABLE admin_tokens ADD COLUMN user_id TEXT`,
+  `ALTER TABLE memberships ADD COLUMN projects TEXT;
+   ALTER TABLE invites ADD COLUMN projects TEXT`,
 ];
 
 /** What a key locks itself to on first successful use ("self-healing identity"). */

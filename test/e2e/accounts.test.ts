@@ -308,6 +308,36 @@ for (const engine of engines) {
       expect((await call<ErrorJson>(host, 'POST', '/admin/v1/connections', { token: t, body: connectionBody() })).json.error.code).toBe('forbidden');
     });
 
+    it('members can be limited to projects: they see and change only those', async () => {
+      const acct = await newAccount(host, 'pro');
+      const other = `proj_${randomBytes(5).toString('hex')}`;
+      expect((await call(host, 'POST', '/admin/v1/projects', { token: acct.token, body: { id: other, name: 'Team B' } })).status).toBe(201);
+      const mainConn = await call<{ id: string }>(host, 'POST', '/admin/v1/connections', { token: acct.token, body: connectionBody() });
+      const otherConn = await call<{ id: string }>(host, 'POST', '/admin/v1/connections', { token: acct.token, body: { ...connectionBody(), projectId: other } });
+      const mainKey = await call<{ id: string }>(host, 'POST', '/admin/v1/keys', { token: acct.token, body: { connectionId: mainConn.json.id } });
+      // A project of another account cannot be granted.
+      const foreign = await newAccount(host, 'free');
+      expect((await call<ErrorJson>(host, 'POST', '/admin/v1/invites', { token: acct.token, body: { role: 'member', projects: [foreign.project] } })).status).toBe(400);
+      const invite = await call<{ invite: string; projects: string[] }>(host, 'POST', '/admin/v1/invites', { token: acct.token, body: { role: 'member', projects: [other] } });
+      expect(invite.json.projects).toEqual([other]);
+      const email = `scoped-${randomBytes(3).toString('hex')}@example.com`;
+      const joined = await call<{ userId: string }>(host, 'POST', '/auth/v1/signup', { body: { email, password: PASSWORD, invite: invite.json.invite } });
+      const t = (await call<{ token: string }>(host, 'POST', '/auth/v1/token', { body: { email, password: PASSWORD } })).json.token;
+
+      expect((await call<Array<{ id: string }>>(host, 'GET', '/admin/v1/projects', { token: t })).json.map((p) => p.id)).toEqual([other]);
+      expect((await call<Array<{ id: string }>>(host, 'GET', '/admin/v1/connections', { token: t })).json.map((c) => c.id)).toEqual([otherConn.json.id]);
+      expect((await call<unknown[]>(host, 'GET', '/admin/v1/keys', { token: t })).json).toEqual([]);
+      expect((await call(host, 'POST', `/admin/v1/keys/${mainKey.json.id}/kill`, { token: t })).status).toBe(404);
+      expect((await call(host, 'POST', '/admin/v1/keys', { token: t, body: { connectionId: mainConn.json.id } })).status).toBe(404);
+      expect((await call(host, 'POST', '/admin/v1/keys', { token: t, body: { connectionId: otherConn.json.id } })).status).toBe(201);
+      expect((await call<{ projects: string[] }>(host, 'GET', '/admin/v1/account', { token: t })).json.projects).toEqual([other]);
+      // Widening the member's scope takes effect on their existing token.
+      expect((await call(host, 'PATCH', `/admin/v1/members/${joined.json.userId}`, { token: acct.token, body: { projects: null } })).status).toBe(200);
+      expect((await call(host, 'POST', `/admin/v1/keys/${mainKey.json.id}/kill`, { token: t })).status).toBe(200);
+      // Owners are never limited.
+      expect((await call<ErrorJson>(host, 'PATCH', `/admin/v1/members/${joined.json.userId}`, { token: acct.token, body: { role: 'owner', projects: [other] } })).status).toBe(400);
+    });
+
     it('admin tokens are shown once and stop working when revoked', async () => {
       const acct = await newAccount(host, 'free');
       const created = await call<{ id: string; token: string }>(host, 'POST', '/admin/v1/tokens', { token: acct.token, body: { name: 'ci' } });

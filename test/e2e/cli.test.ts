@@ -210,8 +210,12 @@ describe('securegate CLI against the dev stack', () => {
       const members = JSON.parse((await as(['account', 'members', '--json'])).stdout) as Array<{ userId: string; email: string; role: string }>;
       expect(members.map((m) => `${m.email}:${m.role}`).sort()).toEqual(['member@acme.example:member', 'owner@acme.example:owner']);
       const member = members.find((m) => m.role === 'member')!;
-      expect(JSON.parse((await as(['account', 'set-role', member.userId, 'owner', '--json'])).stdout)).toEqual({ userId: member.userId, role: 'owner' });
-      expect((await as(['account', 'set-role', member.userId, 'member'])).code).toBe(0);
+      const shownProject = (JSON.parse((await as(['account', '--json'])).stdout) as { defaultProject: string }).defaultProject;
+      expect(JSON.parse((await as(['account', 'set-role', member.userId, 'owner', '--json'])).stdout)).toEqual({ userId: member.userId, role: 'owner', projects: null });
+      expect((await as(['account', 'set-role', member.userId, 'member', '--projects', 'proj_nope'])).stderr).toContain('not projects of this account: proj_nope');
+      const limited = JSON.parse((await as(['account', 'set-role', member.userId, 'member', '--projects', shownProject, '--json'])).stdout) as { projects: string[] };
+      expect(limited.projects).toEqual([shownProject]);
+      expect((await as(['account', 'set-role', member.userId, 'member', '--projects', 'all'])).code).toBe(0);
       expect((await as(['account', 'set-role', member.userId, 'admin'])).code).toBe(2);
       expect((await as(['account', 'remove-member', member.userId])).code).toBe(0);
       expect(JSON.parse((await as(['account', 'members', '--json'])).stdout)).toHaveLength(1);
