@@ -4,9 +4,11 @@
 #  - Egress: one unix socket per allowed upstream, bridged to the parent's vsock-proxy ports
 #    (CID 3 is the parent instance). TLS is done by the enclave process itself.
 #  - Shareholders: reached the same way (their own vsock-proxy ports on the parent).
+#  - The image holds only dash, socat, node and their libraries (infra/enclave/rootfs.ts): no
+#    coreutils, so $RUN is created in the image itself. Upstream TLS is checked against Node's
+#    own Mozilla root store, pinned with the Node binary.
 set -eu
 RUN=/run/securegate
-mkdir -p "$RUN"
 socat VSOCK-LISTEN:5000,fork,reuseaddr UNIX-CONNECT:"$RUN/enclave.sock" &
 socat UNIX-LISTEN:"$RUN/egress-openai.sock",fork,reuseaddr VSOCK-CONNECT:3:8001 &
 socat UNIX-LISTEN:"$RUN/egress-anthropic.sock",fork,reuseaddr VSOCK-CONNECT:3:8002 &
@@ -15,5 +17,4 @@ exec node enclave/main.ts \
   --shareholders /app/shareholders.json \
   --egress "https://api.openai.com=unix:$RUN/egress-openai.sock" \
   --egress "https://api.anthropic.com=unix:$RUN/egress-anthropic.sock" \
-  --egress-only \
-  --ca-file /etc/ssl/certs/ca-certificates.crt
+  --egress-only
