@@ -7,6 +7,9 @@
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import { connect as netConnect, type Socket } from 'node:net';
 import { pipeline } from 'node:stream/promises';
+
+/** Responses up to this size with a Content-Length are read whole and written back at once. */
+const SMALL_BODY = 256 * 1024;
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { Pool } from 'undici';
 import { allowListPermits, providerSpec, upstreamPathFor, type AuthScheme, type ProviderSpec } from '../protocol/index.ts';
@@ -232,6 +235,20 @@ export class Forwarder {
       delete headers['content-encoding'];
       res.writeHead(upstream.statusCode, headers);
       res.end(body);
+      return upstream.statusCode;
+    }
+    // A small response of known length (most JSON answers) goes back in one write.
+    const length = Number(upstream.headers['content-length']);
+    if (Number.isInteger(length) && length <= SMALL_BODY && !String(upstream.headers['content-type'] ?? '').includes('text/event-stream')) {
+      let data: Buffer;
+      try {
+        data = Buffer.from(await upstream.body.arrayBuffer());
+      } catch {
+        res.destroy();
+        return upstream.statusCode;
+      }
+      res.writeHead(upstream.statusCode, headers);
+      res.end(data);
       return upstream.statusCode;
     }
     res.writeHead(upstream.statusCode, headers);

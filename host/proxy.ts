@@ -27,9 +27,12 @@ import { checkKeyStatus, checkRequestLocks, cityLabel, deviceHash, deviceMatches
 import type { AuditRow, AuditWriter } from './audit.ts';
 import type { HostMetrics } from './metrics.ts';
 import { maxCostMicros, priceUsage, requestedMaxOutput, tokenRates } from './pricing.ts';
-import type { SpendLedger } from './spend.ts';
+import { utcDay, type SpendLedger } from './spend.ts';
 import type { ConnectionRecord, HostStore, KeyRecord } from './store.ts';
-import { UsageTap, type StreamKind } from './usage.ts';
+import { jsonUsage, UsageTap, type StreamKind } from './usage.ts';
+
+/** Non-streamed answers up to this size with a Content-Length are read whole and sent at once. */
+const SMALL_RESPONSE = 256 * 1024;
 import type { VelocityTracker } from './velocity.ts';
 
 export interface ProxyDeps {
@@ -329,10 +332,13 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
       }
       amount = 0;
     }
-    const reservation = await deps.ledger.reserve({
-      keyId: key.id, projectId: key.projectId, amount, keyDailyCap: key.dailyLimitMicros, keyLifetimeCap: key.lifetimeLimitMicros, projectDailyCap,
-      keyDailyRequestCap: key.dailyRequestLimit, now,
-    });
+    // Only capped keys need a reservation; others are charged once, when the cost is known.
+    const reservation = capped || key.dailyRequestLimit !== null
+      ? await deps.ledger.reserve({
+          keyId: key.id, projectId: key.projectId, amount, keyDailyCap: key.dailyLimitMicros, keyLifetimeCap: key.lifetimeLimitMicros, projectDailyCap,
+          keyDailyRequestCap: key.dailyRequestLimit, now,
+        })
+      : ({ ok: true, reservationId: null, day: utcDay(now) } as const);
     if (!reservation.ok) {
       const which =
         reservation.scope === 'keyreq'
@@ -359,7 +365,7 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
       forwardBody = Buffer.from(JSON.stringify(json));
     }
     const accounting: Accounting = {
-      reservationId: reservation.reservationId, provider: connection.provider, requested, model, ip, location, stripInjectedUsage,
+      reservationId: reservation.reservationId, day: reservation.day, provider: connection.provider, requested, model, ip, location, stripInjectedUsage,
       deviceMatch: key.deviceHash !== null ? true : null, limiter,
     };
     return forward(req, reply, connection, forwardBody, key, accounting);
@@ -367,7 +373,9 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
   for (const prefix of ['/v1/*', '/openai/*', '/v1beta/*', '/any/*']) app.all(prefix, handler);
 
   interface Accounting {
-    reservationId: string;
+    /** null: the key has no caps and holds no reservation (charged on completion). */
+    reservationId: string | null;
+    day: string;
     provider: string;
     requested: string | undefined;
     model: string | undefined;
@@ -381,7 +389,7 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
   /** Settles the reservation with the real cost, writes the audit row, fires budget alerts. Once. */
   function finisher(req: FastifyRequest, key: KeyRecord, acc: Accounting) {
     let done = false;
-    return (status: number, tap: UsageTap | undefined, code: string | null) => {
+    return (status: number, tap: Pick<UsageTap, 'result'> | undefined, code: string | null) => {
       if (done) return;
       done = true;
       deps.metrics.reservationsInFlight.dec();
@@ -394,8 +402,7 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
         const rates = tokenRates(acc.provider, model);
         cost = rates ? Math.ceil(tap.result.contentEvents * rates.output) : 0;
       }
-      deps.ledger
-        .settle(acc.reservationId, cost)
+      (acc.reservationId ? deps.ledger.settle(acc.reservationId, cost) : deps.ledger.charge(key.id, key.projectId, acc.day, cost))
         .then((settled) => {
           const cap = key.dailyLimitMicros;
           if (cap === null || cap === 0) return;
@@ -490,6 +497,20 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
     }
     const contentType = String(res.headers['content-type'] ?? '');
     const sse = contentType.includes('text/event-stream');
+    const status0 = res.statusCode;
+    // A small JSON answer of known length is read whole and sent in one write (no stream plumbing).
+    const length = Number(res.headers['content-length']);
+    if (!sse && !acc.stripInjectedUsage && Number.isInteger(length) && length <= SMALL_RESPONSE) {
+      let data: Buffer;
+      try {
+        data = Buffer.from(await res.body.arrayBuffer());
+      } catch {
+        finish(status0, undefined, 'upstream_broken');
+        throw new HostError('gateway_error', 'the upstream response broke off');
+      }
+      finish(status0, { result: jsonUsage(data) }, status0 >= 400 ? 'upstream_error' : null);
+      return reply.status(status0).headers(responseHeaders).send(data);
+    }
     const kind: StreamKind = path.startsWith('/v1/messages') ? 'anthropic' : path.startsWith('/v1/responses') ? 'responses' : 'openai';
     const tap = new UsageTap({ sse, kind, stripInjectedUsage: acc.stripInjectedUsage });
     if (sse || acc.stripInjectedUsage) delete responseHeaders['content-length'];

@@ -40,6 +40,22 @@ for (const engine of engines) {
       await cleanup?.();
     });
 
+    it('charges uncapped requests (no reservation) into the same counters a settle would', async () => {
+      const now = Date.now();
+      const day = utcDay(now);
+      await Promise.all(Array.from({ length: 50 }, (_, i) => ledger.charge('k-free', 'p-free', day, 1000 + i)));
+      const reserved = await ledger.reserve({ keyId: 'k-free2', projectId: 'p-free', amount: 9999, keyDailyCap: null, keyLifetimeCap: null, projectDailyCap: null, now });
+      if (!reserved.ok) throw new Error('reserve refused');
+      await ledger.settle(reserved.reservationId, 500);
+      const expected = 50 * 1000 + (49 * 50) / 2;
+      expect(await ledger.counter('key', 'k-free', `d:${day}`)).toMatchObject({ spent: expected, reserved: 0, requests: 50 });
+      expect(await ledger.counter('key', 'k-free', 'life')).toMatchObject({ spent: expected, reserved: 0 });
+      expect(await ledger.counter('keyreq', 'k-free', `d:${day}`)).toMatchObject({ spent: 50, reserved: 0 });
+      expect(await ledger.counter('project', 'p-free', `d:${day}`)).toMatchObject({ spent: expected + 500, reserved: 0, requests: 51 });
+      const settled = await ledger.charge('k-free', 'p-free', day, 7);
+      expect(settled.keyDay).toMatchObject({ before: expected, after: expected + 7 });
+    });
+
     it('lets 200 concurrent reservations fill a cap exactly, never beyond', async () => {
       const now = Date.now();
       const cap = 1_000_000;

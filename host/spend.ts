@@ -86,15 +86,11 @@ export class SpendLedger {
   async reserve(r: ReserveRequest): Promise<ReserveResult> {
     const day = utcDay(r.now);
     const id = `res_${randomBytes(10).toString('hex')}`;
+    const fresh: string[] = [];
     try {
       await this.#db.transaction(async (tx) => {
+        await this.#ensure(tx, counters(r, day), fresh);
         for (const c of counters(r, day)) {
-          const row = `${c.scope}\0${c.scopeId}\0${c.period}`;
-          if (!this.#known.has(row)) {
-            await tx.query('INSERT INTO spend_counters (scope, scope_id, period, spent, reserved, requests) VALUES ($1, $2, $3, 0, 0, 0) ON CONFLICT DO NOTHING', [c.scope, c.scopeId, c.period]);
-            if (this.#known.size > 100_000) this.#known.clear();
-            this.#known.add(row);
-          }
           const params: SqlValue[] = [unitAmount(c, r.amount), c.scope, c.scopeId, c.period];
           const fits =
             c.cap === null
@@ -113,7 +109,41 @@ export class SpendLedger {
       if (e instanceof Refused) return { ok: false, scope: e.counter.scope, period: e.counter.period };
       throw e;
     }
+    this.#remember(fresh);
     return { ok: true, reservationId: id, day };
+  }
+
+  /**
+   * Charges a request that needed no reservation (its key and project have no caps): the same
+   * counters move, so status and reports are the same; nothing is held while it runs.
+   */
+  async charge(keyId: string, projectId: string, day: string, actual: number): Promise<SettleResult> {
+    const fresh: string[] = [];
+    const result = await this.#db.transaction(async (tx) => {
+      await this.#ensure(tx, counters(noCaps(keyId, projectId), day), fresh);
+      return this.#apply(tx, keyId, projectId, day, 0, true, actual);
+    });
+    this.#remember(fresh);
+    return result;
+  }
+
+  /**
+   * Creates missing counter rows. A row is remembered as existing only once the transaction that
+   * made it has committed (#remember): until then another transaction must still try the INSERT,
+   * which waits for the first to commit — or it would UPDATE a row it cannot see yet.
+   */
+  async #ensure(tx: SqlDb, list: Counter[], fresh: string[]): Promise<void> {
+    for (const c of list) {
+      const row = `${c.scope}\0${c.scopeId}\0${c.period}`;
+      if (this.#known.has(row)) continue;
+      await tx.query('INSERT INTO spend_counters (scope, scope_id, period, spent, reserved, requests) VALUES ($1, $2, $3, 0, 0, 0) ON CONFLICT DO NOTHING', [c.scope, c.scopeId, c.period]);
+      fresh.push(row);
+    }
+  }
+
+  #remember(rows: string[]): void {
+    if (this.#known.size > 100_000) this.#known.clear();
+    for (const row of rows) this.#known.add(row);
   }
 
   /** Charges `actual` and releases the reservation (unless a sweep already reclaimed it). */

@@ -46,6 +46,19 @@ export interface UsageTapResult {
   contentEvents: number;
 }
 
+/** Usage and model of a whole (non-streamed) JSON response body; nothing when it is not JSON. */
+export function jsonUsage(body: Buffer): UsageTapResult {
+  const result: UsageTapResult = { usage: undefined, model: undefined, contentEvents: 0 };
+  try {
+    const parsed = JSON.parse(body.toString('utf8')) as Obj;
+    result.usage = usageFromObject(parsed.usage);
+    if (typeof parsed.model === 'string') result.model = parsed.model;
+  } catch {
+    // Not JSON (audio, files): no usage to read.
+  }
+  return result;
+}
+
 export class UsageTap extends Transform {
   readonly result: UsageTapResult = { usage: undefined, model: undefined, contentEvents: 0 };
   readonly #sse: boolean;
@@ -87,13 +100,7 @@ export class UsageTap extends Transform {
     if (this.#sse) {
       if (this.#pending && this.#inspect(this.#pending)) this.push(Buffer.from(this.#pending, 'utf8'));
     } else if (this.#copied <= MAX_JSON_COPY) {
-      try {
-        const body = JSON.parse(Buffer.concat(this.#copy).toString('utf8')) as Obj;
-        this.result.usage = usageFromObject(body.usage);
-        if (typeof body.model === 'string') this.result.model = body.model;
-      } catch {
-        // Not JSON (audio, files): no usage to read.
-      }
+      Object.assign(this.result, jsonUsage(Buffer.concat(this.#copy)));
     }
     this.#copy = [];
     done();

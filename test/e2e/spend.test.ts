@@ -107,6 +107,25 @@ describe('spend caps', () => {
   });
 });
 
+describe('keys without caps', () => {
+  it('hold no reservation but are charged exactly like capped keys, even concurrently on a fresh day\'s counters', async () => {
+    const free = await newKey({});
+    const capped = await newKey({ dailyLimit: 100 });
+    await Promise.all(Array.from({ length: 20 }, () => ask(free.key, 50)));
+    await Promise.all(Array.from({ length: 20 }, () => ask(capped.key, 50)));
+    const a = await eventually(async () => {
+      const s = await admin<Status>('GET', `/keys/${free.id}/status`);
+      return s.requestsToday === 20 ? s : undefined;
+    });
+    const b = await settled(capped.id);
+    expect(b.requestsToday).toBe(20);
+    expect(a.reservedNow).toBe(0);
+    expect(a.spentToday).toBeGreaterThan(0);
+    // Same model, same answers: the same charge, reserved or not.
+    expect(a.spentToday).toBeCloseTo(b.spentToday, 9);
+  });
+});
+
 describe('usage accounting', () => {
   it('adds include_usage for a stream that did not ask, charges it, and strips the extra chunk', async () => {
     const k = await newKey({});
