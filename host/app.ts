@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import type { Pool } from 'undici';
 import { registerAdmin } from './admin.ts';
+import { newId } from './keys.ts';
 import { AccountStore, registerAuth } from './accounts.ts';
 import { PlanBook } from './plans.ts';
 import { awsNitroRoot, type PinnedRoot } from '../attestation/index.ts';
@@ -85,7 +86,7 @@ export async function buildHostApp(config: HostConfig): Promise<FastifyInstance>
     requestIdHeader: false,
     // Strict schemas: a number is not silently turned into a string (or the reverse).
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false } },
-    genReqId: () => `req_${randomBytes(12).toString('hex')}`,
+    genReqId: () => newId('req'),
     trustProxy: false,
   });
 

@@ -3,7 +3,7 @@
  * Rows are queued and written in batches off the hot path (every 200 ms or 200 rows); `close()`
  * flushes, so a clean shutdown loses nothing; a failed write is retried (database restarts).
  */
-import { randomBytes } from 'node:crypto';
+import { newId } from './keys.ts';
 import type { SqlDb, SqlValue } from '../storage/db.ts';
 
 export interface AuditRow {
@@ -47,7 +47,7 @@ export class AuditWriter {
   write(row: AuditRow): void {
     // The id is fixed now, not at each write attempt: a batch the database committed but whose
     // answer was lost (a restart mid-commit) is retried with the same ids and not doubled.
-    this.#queue.push({ ...row, id: `aud_${randomBytes(10).toString('hex')}` });
+    this.#queue.push({ ...row, id: newId('aud') });
     if (this.#queue.length >= 200) void this.flush();
     else this.#timer ??= setTimeout(() => void this.flush(), 200);
   }

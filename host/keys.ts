@@ -3,7 +3,7 @@
  * leaked key offline, like GitHub's token format), stored only as HMAC-SHA256 under a server
  * pepper. The plaintext key is shown once at creation and never stored or logged.
  */
-import { createHash, createHmac, createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
+import { createHash, createHmac, createSecretKey, randomBytes, randomUUID, type KeyObject } from 'node:crypto';
 import { crc32 } from 'node:zlib';
 
 const ALPHABET = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
@@ -60,4 +60,11 @@ export function keyHint(key: string): string {
 
 export function sha256Hex(text: string): string {
   return createHash('sha256').update(text).digest('hex');
+}
+
+/** A random id with a prefix (92 random bits from Node's buffered UUID entropy: cheap per call). */
+export function newId(prefix: string): string {
+  const u = randomUUID().replaceAll('-', '');
+  // Skip the version nibble (index 12); the rest up to the variant nibble is random.
+  return `${prefix}_${u.slice(0, 12)}${u.slice(13, 16)}${u.slice(17, 25)}`;
 }

@@ -29,8 +29,17 @@ function priceOptions(provider: string): PriceOptions {
 
 const rateCache = new Map<string, { input: number; output: number } | null>();
 
+/**
+ * Once a model has been priced, later calls search only its entry: the provider as the price data
+ * has it, narrowed to the one matched model (calcPrice would otherwise match the model name
+ * against every model of the provider on every request). Same data, same result.
+ */
+const modelCache = new Map<string, Provider>();
+
 /** Cost of `usage` in micro-dollars, or null when the model has no known price. */
 export function priceUsage(provider: string, model: string, usage: TokenUsage): number | null {
+  const cacheKey = `${priceProviderOf(provider)}\0${model}`;
+  const narrowed = modelCache.get(cacheKey);
   const result = calcPrice(
     {
       input_tokens: usage.inputTokens + (usage.cacheReadTokens ?? 0) + (usage.cacheWriteTokens ?? 0),
@@ -39,8 +48,9 @@ export function priceUsage(provider: string, model: string, usage: TokenUsage): 
       ...(usage.cacheWriteTokens ? { cache_write_tokens: usage.cacheWriteTokens } : {}),
     },
     model,
-    priceOptions(provider),
+    narrowed ? { provider: narrowed } : priceOptions(provider),
   );
+  if (result && !narrowed && modelCache.size < 10_000) modelCache.set(cacheKey, { ...result.provider, models: [result.model] });
   return result ? Math.ceil(result.total_price * MICROS) : null;
 }
 

@@ -22,7 +22,7 @@ import { bodyLimitFor, ByteLimiter, findMultipartField, multipartBoundary, multi
 import { clientIp, type TrustedProxies } from './client-ip.ts';
 import { HostError } from './errors.ts';
 import type { GeoLookup } from './geo.ts';
-import { bearerToken, isWellFormedSgKey, hashSgKey } from './keys.ts';
+import { bearerToken, isWellFormedSgKey, hashSgKey, newId } from './keys.ts';
 import { checkKeyStatus, checkRequestLocks, cityLabel, deviceHash, deviceMatches, resolveModel } from './locks.ts';
 import type { AuditRow, AuditWriter } from './audit.ts';
 import type { HostMetrics } from './metrics.ts';
@@ -125,7 +125,7 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
    * outage is still delivered once the database is back.
    */
   function event(key: KeyRecord, type: string, detail: Record<string, unknown>): void {
-    const record = { id: `evt_${randomBytes(10).toString('hex')}`, at: Date.now(), projectId: key.projectId, keyId: key.id, type, detail };
+    const record = { id: newId('evt'), at: Date.now(), projectId: key.projectId, keyId: key.id, type, detail };
     const attempt = (n: number) => {
       store.addEvent(record).catch((e: Error) => {
         if (n >= 10) {
