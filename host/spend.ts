@@ -118,13 +118,31 @@ export class SpendLedger {
    * counters move, so status and reports are the same; nothing is held while it runs.
    */
   async charge(keyId: string, projectId: string, day: string, actual: number): Promise<SettleResult> {
-    const fresh: string[] = [];
-    const result = await this.#db.transaction(async (tx) => {
-      await this.#ensure(tx, counters(noCaps(keyId, projectId), day), fresh);
-      return this.#apply(tx, keyId, projectId, day, 0, true, actual);
-    });
-    this.#remember(fresh);
-    return result;
+    const attempt = async () => {
+      const fresh: string[] = [];
+      const result = await this.#db.transaction(async (tx) => {
+        await this.#ensure(tx, counters(noCaps(keyId, projectId), day), fresh);
+        // One statement for all four counters (nothing is released: there was no reservation).
+        // It shares at most the project row with any other key's transaction, so it cannot
+        // deadlock with their ordered updates.
+        const rows = await tx.query(
+          `UPDATE spend_counters SET spent = spent + CASE WHEN scope = 'keyreq' THEN 1 ELSE $1 END, requests = requests + 1
+           WHERE (scope = 'key' AND scope_id = $2 AND (period = $3 OR period = 'life'))
+              OR (scope = 'project' AND scope_id = $4 AND period = $3)
+              OR (scope = 'keyreq' AND scope_id = $2 AND period = $3)
+           RETURNING scope, period, spent`,
+          [actual, keyId, `d:${day}`, projectId],
+        );
+        const keyDay = rows.find((r) => r.scope === 'key' && r.period === `d:${day}`);
+        const after = Number(keyDay?.spent ?? actual);
+        return { keyDay: { before: after - actual, after, cap: null } };
+      });
+      this.#remember(fresh);
+      return result;
+    };
+    // A key given a cap while its requests run could meet its own ordered reservations once
+    // (PostgreSQL then aborts one transaction): retry once rather than lose the charge.
+    return attempt().catch(() => attempt());
   }
 
   /**
@@ -158,6 +176,22 @@ export class SpendLedger {
 
   async #apply(tx: SqlDb, keyId: string, projectId: string, day: string, reserved: number, reclaimed: boolean, actual: number): Promise<SettleResult> {
     let keyDay = { before: 0, after: 0, cap: null as number | null };
+    if (this.#db.engine === 'sqlite') {
+      // SQLite has one writer at a time (no row locks, no deadlocks): one statement for all four.
+      const rows = await tx.query(
+        `UPDATE spend_counters SET reserved = reserved - CASE WHEN scope = 'keyreq' THEN $1 ELSE $2 END,
+           spent = spent + CASE WHEN scope = 'keyreq' THEN 1 ELSE $3 END, requests = requests + 1
+         WHERE (scope = 'key' AND scope_id = $4 AND (period = $5 OR period = 'life'))
+            OR (scope = 'project' AND scope_id = $6 AND period = $5)
+            OR (scope = 'keyreq' AND scope_id = $4 AND period = $5)
+         RETURNING scope, period, spent`,
+        [reclaimed ? 0 : 1, reclaimed ? 0 : reserved, actual, keyId, `d:${day}`, projectId],
+      );
+      const row = rows.find((r) => r.scope === 'key' && r.period === `d:${day}`);
+      if (row) keyDay = { before: Number(row.spent) - actual, after: Number(row.spent), cap: null };
+      return { keyDay };
+    }
+    // PostgreSQL: one row at a time, in the same order reservations lock them.
     for (const c of counters(noCaps(keyId, projectId), day)) {
       // A reclaimed reservation was already released by the sweep: only the charge remains.
       const release = reclaimed ? 0 : unitAmount(c, reserved);
