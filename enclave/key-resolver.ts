@@ -46,11 +46,18 @@ export interface KeyResolverOptions {
 interface CacheEntry {
   dek: Uint8Array;
   expiresAt: number;
+  /** The last record opened with this DEK, for this binding, and its plaintext (saves an AES-GCM open per request). */
+  opened?: { record: Uint8Array; binding: string; key: Uint8Array };
 }
 
 interface Received {
   shareholder: string;
   share: Share;
+}
+
+/** Everything the sealed record's AAD binds, as one comparable string. */
+function bindingId(b: KeyBinding): string {
+  return JSON.stringify([b.connectionId, b.provider, b.origin, b.authScheme, b.allow ?? null]);
 }
 
 export class KeyResolver {
@@ -78,8 +85,14 @@ export class KeyResolver {
     const cached = this.#cache.get(binding.connectionId);
     if (cached && cached.expiresAt > this.#o.now()) {
       this.#o.metrics.cache.inc({ result: 'hit' });
+      const id = bindingId(binding);
+      // Same record bytes and same binding as last time: the same plaintext (a copy; callers wipe theirs).
+      if (cached.opened && cached.opened.binding === id && equalBytes(cached.opened.record, record)) return cached.opened.key.slice();
       try {
-        return openUpstreamKey(record, cached.dek, binding);
+        const key = openUpstreamKey(record, cached.dek, binding);
+        cached.opened?.key.fill(0);
+        cached.opened = { record: record.slice(), binding: id, key: key.slice() };
+        return key;
       } catch (cause) {
         // The DEK came from the shareholders for this connection, so a failure means the record
         // or its binding is not the owner's (a lying host). Not evicted: that would let a host
@@ -104,6 +117,7 @@ export class KeyResolver {
   evict(connectionId: string): void {
     const entry = this.#cache.get(connectionId);
     entry?.dek.fill(0);
+    entry?.opened?.key.fill(0);
     this.#cache.delete(connectionId);
   }
 

@@ -62,6 +62,16 @@ describe('enclave RPC against a hostile host', () => {
     expect(evil.requests).toHaveLength(0);
   });
 
+  it('refuses a tampered record for a connection it has just served, then serves the honest one again', async () => {
+    expect((await rpc('/forward/v1/chat/completions', descriptor())).status).toBe(200);
+    const bytes = Buffer.from(conn.sealedRecord, 'base64');
+    bytes[bytes.length - 5]! ^= 0x01;
+    const res = await rpc('/forward/v1/chat/completions', descriptor({ sealedRecord: bytes.toString('base64') }));
+    expect(res.status).toBe(403);
+    expect(res.body.error?.code).toBe('sealed_record_invalid');
+    expect((await rpc('/forward/v1/chat/completions', descriptor())).status).toBe(200);
+  });
+
   it('refuses a relabelled provider or auth scheme', async () => {
     for (const d of [descriptor({ authScheme: 'x-api-key' }), descriptor({ provider: 'openrouter' })]) {
       const res = await rpc('/forward/v1/chat/completions', d);
