@@ -7,15 +7,10 @@ import { passwordToken, readPassword } from './commands.ts';
 import { effectiveConfig, readConfig, writeConfig } from './config.ts';
 import { adminRequest, CliError } from './owner.ts';
 import { dim, green, printJson, type Io } from './output.ts';
+import type { AccountView } from '../host/admin-accounts.ts';
 
-export interface AccountView {
-  id: string;
-  name: string;
-  role: string;
-  plan: { id: string; name: string; limits: Record<string, number | null>; features: string[] };
-  usage: { connections: number; keys: number; members: number };
-  defaultProject: string;
-}
+export type { AccountView };
+
 
 function login() {
   const c = effectiveConfig();

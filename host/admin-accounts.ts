@@ -17,6 +17,18 @@ interface Guards {
   visibleProjects: (req: FastifyRequest) => Promise<string[] | null>;
 }
 
+/** What `GET /admin/v1/account` answers (the CLI's `status` and the dashboard read it). */
+export interface AccountView {
+  id: string;
+  name: string;
+  role: string;
+  plan: { id: string; name: string; limits: Record<string, number | null | undefined>; features: string[] };
+  usage: { connections: number; keys: number; members: number };
+  projects: string[];
+  defaultProject: string;
+  createdAt: number;
+}
+
 const idParam = { type: 'object', properties: { id: { type: 'string', maxLength: 64 } }, required: ['id'] } as const;
 const role = { type: 'string', enum: [...ROLES] } as const;
 const projectList = { type: ['array', 'null'], maxItems: 100, uniqueItems: true, items: { type: 'string', pattern: '^proj_[A-Za-z0-9_-]{1,40}$' } } as const;
@@ -33,7 +45,7 @@ export function registerAccountRoutes(app: FastifyInstance, deps: AdminDeps, g: 
     if (projects.length === 0) throw new HostError('invalid_request', 'a member needs at least one project (or null for all)');
   }
 
-  async function accountView(accountId: string, principal: Principal, visible: string[] | null) {
+  async function accountView(accountId: string, principal: Principal, visible: string[] | null): Promise<AccountView> {
     const account = await accounts.get(accountId);
     if (!account) throw new HostError('not_found', `no account ${accountId}`);
     const plan = plans.has(account.plan) ? plans.get(account.plan) : { id: account.plan, name: account.plan, limits: {}, features: [] };

@@ -2,6 +2,8 @@
  * The dashboard's only way to the server: same-origin fetch with the session cookie (HttpOnly,
  * never readable here) and the session's CSRF token on every write.
  */
+import type { AccountView } from '../../host/admin-accounts.ts';
+
 let csrfToken = '';
 
 export function setCsrf(token: string): void {
@@ -36,15 +38,7 @@ export interface Session {
   csrfToken: string;
 }
 
-export interface Account {
-  id: string;
-  name: string;
-  role: string;
-  plan: { id: string; name: string; limits: Record<string, number | null>; features: string[] };
-  usage: { connections: number; keys: number; members: number };
-  defaultProject: string;
-  projects: string[];
-}
+export type Account = AccountView;
 
 export interface Connection {
   id: string;

@@ -1,7 +1,9 @@
+import type { ComponentChildren } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import { PROVIDERS } from '../../protocol/index.ts';
 import { admin, ApiError, when, type Account, type Connection } from './api.ts';
 import { connectInBrowser } from './enroll.ts';
+import type { AttestationReport } from '../../host/attestation-report.ts';
 
 /** Loads `path` and re-loads on demand; errors (e.g. plan_feature) are shown, not thrown. */
 export function useAdmin<T>(path: string): { data: T | undefined; error: ApiError | undefined; reload: () => void } {
@@ -17,6 +19,22 @@ export function useAdmin<T>(path: string): { data: T | undefined; error: ApiErro
       .catch((e: ApiError) => setError(e));
   }, [path, tick]);
   return { data, error, reload: () => setTick((t) => t + 1) };
+}
+
+/** A table row of cells and a Remove button. */
+function RemovableRow({ cells, onRemove }: { cells: ComponentChildren[]; onRemove: () => Promise<void> }) {
+  return (
+    <tr>
+      {cells.map((c, i) => (
+        <td key={i}>{c}</td>
+      ))}
+      <td>
+        <button class="link" onClick={onRemove}>
+          Remove
+        </button>
+      </td>
+    </tr>
+  );
 }
 
 export function Failure({ error }: { error: unknown }) {
@@ -191,15 +209,7 @@ export function Models() {
       <table>
         <tbody>
           {Object.entries(aliases).map(([alias, target]) => (
-            <tr key={alias}>
-              <td class="mono">{alias}</td>
-              <td>→ {target}</td>
-              <td>
-                <button class="link" onClick={async () => setAliases(await admin('DELETE', `/projects/${project}/aliases/${encodeURIComponent(alias)}`))}>
-                  Remove
-                </button>
-              </td>
-            </tr>
+            <RemovableRow key={alias} cells={[<span class="mono">{alias}</span>, `→ ${target}`]} onRemove={async () => setAliases(await admin('DELETE', `/projects/${project}/aliases/${encodeURIComponent(alias)}`))} />
           ))}
         </tbody>
       </table>
@@ -247,16 +257,7 @@ export function Alerts() {
       <table>
         <tbody>
           {(data ?? []).map((t) => (
-            <tr key={t.id}>
-              <td>{t.kind}</td>
-              <td>{t.target}</td>
-              <td>{new Date(t.createdAt).toISOString().slice(0, 10)}</td>
-              <td>
-                <button class="link" onClick={async () => (await admin('DELETE', `/alerts/${t.id}`), reload())}>
-                  Remove
-                </button>
-              </td>
-            </tr>
+            <RemovableRow key={t.id} cells={[t.kind, t.target, new Date(t.createdAt).toISOString().slice(0, 10)]} onRemove={async () => (await admin('DELETE', `/alerts/${t.id}`), reload())} />
           ))}
         </tbody>
       </table>
@@ -286,20 +287,8 @@ export function Alerts() {
   );
 }
 
-interface Report {
-  verified: boolean;
-  error: string | null;
-  moduleId: string | null;
-  timestamp: number | null;
-  root: string | null;
-  nonce: string;
-  pcrs: Record<string, string>;
-  release: { name: string; release: string; gitCommit: string; nsm: string; releaseKey: string; signatureValid: boolean; pcrs: Record<string, string> } | null;
-  matchesRelease: boolean | null;
-}
-
 export function Attestation() {
-  const { data: r, error, reload } = useAdmin<Report>('/attestation');
+  const { data: r, error, reload } = useAdmin<AttestationReport>('/attestation');
   if (error) return <Failure error={error} />;
   if (!r) return <p class="muted">Asking the enclave for a fresh attestation…</p>;
   return (
