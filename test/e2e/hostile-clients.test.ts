@@ -40,6 +40,10 @@ const ROUTES = [
   '/v1/messages/count_tokens', '/v1/audio/transcriptions', '/v1/audio/speech', '/v1/images/edits', '/v1/files', '/v1/files/file-1/content',
   '/v1/uploads/up_1/parts', '/v1/attestation', '/any/v1/x', '/openai/deployments/d/chat/completions', '/v1beta/models/m:generateContent',
   '/admin/v1/keys', '/admin/v1/connections', '/healthz', '/readyz', '/metrics', '/', '/v1', '/v1/', '/v1/../admin/v1/keys', '/v1/%2e%2e/x',
+  '/auth/v1/signup', '/auth/v1/login', '/auth/v1/token', '/auth/v1/session', '/auth/v1/logout', '/admin/v1/account', '/admin/v1/accounts',
+  '/admin/v1/accounts/acct_default', '/admin/v1/invites', '/admin/v1/members/usr_1', '/admin/v1/tokens', '/admin/v1/tokens/tok_1',
+  '/admin/v1/projects/proj_default', '/admin/v1/attestation', '/admin/v1/enrollment', '/admin/v1/plans', '/dashboard', '/dashboard/',
+  '/dashboard/assets/x.js', '/dashboard/../host.sqlite',
 ];
 
 const credential = fc.oneof(
@@ -67,7 +71,7 @@ const request = fc.record({
   auth: credential,
   header: fc.constantFrom('authorization', 'x-api-key', 'api-key', 'x-goog-api-key'),
   contentType: fc.constantFrom(undefined, 'application/json', 'multipart/form-data; boundary=x', 'multipart/form-data', 'text/plain', 'application/json; charset=utf-16'),
-  extra: fc.dictionary(fc.constantFrom('x-forwarded-for', 'x-device-fingerprint', 'x-sg-timestamp', 'x-sg-signature', 'anthropic-version', 'forwarded'), fc.string({ maxLength: 60 }).filter((v) => !/[\r\n\0]/.test(v) && /^[\x20-\x7e]*$/.test(v))),
+  extra: fc.dictionary(fc.constantFrom('x-forwarded-for', 'x-device-fingerprint', 'x-sg-timestamp', 'x-sg-signature', 'anthropic-version', 'forwarded', 'cookie', 'x-csrf-token'), fc.string({ maxLength: 60 }).filter((v) => !/[\r\n\0]/.test(v) && /^[\x20-\x7e]*$/.test(v))),
   body,
 });
 
