@@ -176,7 +176,7 @@ export function Keys() {
           {(keys ?? []).map((k) => (
             <tr key={k.id} data-key-id={k.id}>
               <td>{k.name}</td>
-              <td class="mono">…{k.hint}</td>
+              <td class="mono">{k.hint}</td>
               <td>
                 <span class={`status ${k.status}`} data-testid="status">
                   {k.status}
