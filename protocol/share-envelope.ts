@@ -6,9 +6,9 @@
  * an attestation document (purpose `release`, binding the shareholder's challenge nonce).
  * Never log plaintexts or private keys.
  */
-import { CipherSuite } from '@hpke/core';
+import { CipherSuite, DhkemX25519HkdfSha256, HkdfSha256 } from '@hpke/core';
 import { Chacha20Poly1305 } from '@hpke/chacha20poly1305';
-import { DhkemX25519HkdfSha256, HkdfSha256 } from '@hpke/dhkem-x25519';
+
 import { x25519 } from '@noble/curves/ed25519.js';
 import { abytes, astring, concatBytes, frameFields } from './bytes.ts';
 import { ProtocolError } from './errors.ts';

@@ -27,7 +27,7 @@ export const ENCLAVE_BUNDLE: BundleSpec = {
   sourceDirs: ['enclave', 'protocol', 'attestation'],
   exclude: ['attestation/dev.ts'],
   dependencies: [
-    '@hpke/chacha20poly1305', '@hpke/core', '@hpke/dhkem-x25519', '@noble/ciphers', '@noble/curves', '@noble/hashes',
+    '@hpke/chacha20poly1305', '@hpke/core', '@noble/ciphers', '@noble/curves', '@noble/hashes',
     'cbor-x', 'pino', 'prom-client', 'secrets.js-grempe', 'undici',
   ],
 };
@@ -39,7 +39,7 @@ export const SHAREHOLDER_BUNDLE: BundleSpec = {
   sourceDirs: ['shareholders', 'storage', 'protocol', 'attestation'],
   exclude: ['attestation/dev.ts'],
   dependencies: [
-    '@hpke/chacha20poly1305', '@hpke/core', '@hpke/dhkem-x25519', '@noble/ciphers', '@noble/curves', '@noble/hashes',
+    '@hpke/chacha20poly1305', '@hpke/core', '@noble/ciphers', '@noble/curves', '@noble/hashes',
     'cbor-x', 'fastify', 'pg', 'pino', 'secrets.js-grempe',
   ],
 };
