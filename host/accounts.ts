@@ -118,6 +118,10 @@ export class AccountStore {
     return id;
   }
 
+  async userExists(email: string): Promise<boolean> {
+    return (await this.db.query('SELECT id FROM users WHERE email = $1', [email.toLowerCase()])).length === 1;
+  }
+
   /** The user id when the password matches; the same scrypt work either way. */
   async checkPassword(email: string, password: string): Promise<string | undefined> {
     const [r] = await this.db.query('SELECT id, password_hash FROM users WHERE email = $1', [email.toLowerCase()]);
@@ -326,14 +330,23 @@ export async function registerAuth(app: FastifyInstance, deps: AuthDeps): Promis
     },
     async (req, reply) => {
       const { email, password, invite } = req.body;
+      if (!invite && deps.signup !== 'open') {
+        throw new HostError('signup_closed', 'sign-up on this server is by invitation; ask an account owner or the operator for an invite');
+      }
+      // Someone who already has a user joins another account with an invite and their password;
+      // everything is checked before the invite is spent.
+      const existing = await accounts.userExists(email);
+      let userId: string | undefined;
+      if (existing) {
+        if (!invite) throw new HostError('conflict', 'an account with this email exists; log in instead');
+        userId = await authenticate(req, email, password);
+      }
       let grant: { accountId: string | null; role: Role; projects: string[] | null } | undefined;
       if (invite) {
         grant = await accounts.redeemInvite(invite);
         if (!grant) throw new HostError('signup_closed', 'this invite is unknown, used or expired; ask for a new one');
-      } else if (deps.signup !== 'open') {
-        throw new HostError('signup_closed', 'sign-up on this server is by invitation; ask an account owner or the operator for an invite');
       }
-      const userId = await accounts.createUser(email, password);
+      userId ??= await accounts.createUser(email, password);
       let accountId = grant?.accountId ?? null;
       const role: Role = accountId ? grant!.role : 'owner';
       if (!accountId) accountId = (await accounts.create(req.body.accountName ?? email, deps.plans.config.signupPlan)).id;

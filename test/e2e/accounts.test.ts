@@ -136,6 +136,24 @@ for (const engine of engines) {
       expect((await call<ErrorJson>(host, 'POST', '/admin/v1/accounts', { token: acct.token, body: { name: 'mine' } })).json.error.code).toBe('forbidden');
     });
 
+    it('lets an existing user join a second account with an invite and their password, spending the invite only then', async () => {
+      const first = await newAccount(host, 'free');
+      const second = await newAccount(host, 'pro');
+      const invite = (await call<{ invite: string }>(host, 'POST', '/admin/v1/invites', { token: second.token, body: { role: 'member' } })).json.invite;
+      const wrong = await call<ErrorJson>(host, 'POST', '/auth/v1/signup', { body: { email: first.email, password: 'not the password at all', invite } });
+      expect(wrong.status).toBe(401);
+      const joined = await call<{ account: { id: string }; role: string }>(host, 'POST', '/auth/v1/signup', { body: { email: first.email, password: PASSWORD, invite } });
+      expect(joined.status).toBe(201);
+      expect(joined.json).toMatchObject({ account: { id: second.accountId }, role: 'member' });
+      // One user, two accounts: a token for each, each seeing only its own account.
+      const t1 = await call<{ accountId: string }>(host, 'POST', '/auth/v1/token', { body: { email: first.email, password: PASSWORD, accountId: first.accountId } });
+      const t2 = await call<{ accountId: string; role: string }>(host, 'POST', '/auth/v1/token', { body: { email: first.email, password: PASSWORD, accountId: second.accountId } });
+      expect(t1.json.accountId).toBe(first.accountId);
+      expect(t2.json).toMatchObject({ accountId: second.accountId, role: 'member' });
+      // The invite is spent now.
+      expect((await call<ErrorJson>(host, 'POST', '/auth/v1/signup', { body: { email: 'late@example.com', password: PASSWORD, invite } })).status).toBe(403);
+    });
+
     it('stores passwords as scrypt hashes and refuses wrong ones', async () => {
       const acct = await newAccount(host, 'free');
       const [row] = await host.store.db.query('SELECT password_hash FROM users WHERE email = $1', [acct.email]);
