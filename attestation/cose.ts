@@ -49,9 +49,10 @@ export function decodeCoseSign1(bytes: Uint8Array): CoseSign1 {
   if (!isBytes(protectedBytes) || !isBytes(payload) || !isBytes(signature)) {
     throw malformed('COSE_Sign1 protected header, payload and signature must be byte strings');
   }
-  if (!(unprotected instanceof Map) && !(unprotected && typeof unprotected === 'object')) {
-    throw malformed('COSE_Sign1 unprotected header must be a map');
-  }
+  // A map only (cbor-x gives a Map or a plain object): not a byte string, an array or a tag. The
+  // unprotected header is outside the signature, so anything but a map must be refused here.
+  const isMap = unprotected instanceof Map || (unprotected !== null && typeof unprotected === 'object' && Object.getPrototypeOf(unprotected) === Object.prototype);
+  if (!isMap) throw malformed('COSE_Sign1 unprotected header must be a map');
   const header = decodeCbor(protectedBytes, 'protected header');
   if (!(header instanceof Map) || header.get(COSE_HEADER_ALG) !== COSE_ALG_ES384) {
     throw malformed('protected header must name alg ES384 (-35)');

@@ -131,6 +131,16 @@ describe('real AWS-signed documents', () => {
     expect(codeOf(() => verifyAttestation(anjuna, { now, maxAgeMs: 30_000 }))).toBe('attestation_expired');
   });
 
+  it('refuses an unprotected header that is not a map (it is outside the signature)', () => {
+    // Byte 6 is the unprotected header's empty map (0xA0); 0xA0 ^ 0xE0 makes it an empty byte string.
+    expect(anjuna[6]).toBe(0xa0);
+    for (const replacement of [0x40, 0x80, 0x60, 0xf6]) {
+      const bytes = anjuna.slice();
+      bytes[6] = replacement;
+      expect(codeOf(() => verifyAttestation(bytes, { now: ANJUNA_AT })), replacement.toString(16)).toBe('attestation_malformed');
+    }
+  });
+
   it('only ever throws typed errors for random truncations and byte flips', () => {
     fc.assert(
       fc.property(
