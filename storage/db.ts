@@ -47,20 +47,25 @@ export function openSqlite(path: string): SqlDb {
         for (const p of batch) p.reject(e);
         continue;
       }
+      // A batch of one needs no savepoint: its failure rolls back the whole transaction.
+      const alone = batch.length === 1;
+      let failed = false;
       for (const p of batch) {
-        db.exec('SAVEPOINT sg_tx');
+        if (!alone) db.exec('SAVEPOINT sg_tx');
         try {
           const value = await p.fn(api);
-          db.exec('RELEASE sg_tx');
+          if (!alone) db.exec('RELEASE sg_tx');
           outcomes.push({ ok: true, value });
         } catch (error) {
-          db.exec('ROLLBACK TO sg_tx');
-          db.exec('RELEASE sg_tx');
+          if (!alone) {
+            db.exec('ROLLBACK TO sg_tx');
+            db.exec('RELEASE sg_tx');
+          } else failed = true;
           outcomes.push({ ok: false, error });
         }
       }
       try {
-        db.exec('COMMIT');
+        db.exec(failed ? 'ROLLBACK' : 'COMMIT');
       } catch (e) {
         try {
           db.exec('ROLLBACK');

@@ -134,6 +134,27 @@ describe('the host never holds the upstream key', () => {
     expect(hostLog.includes(stack.demo!.key)).toBe(false);
   });
 
+  it('logs one access line per request, without the query string (it can carry a credential)', async () => {
+    const queryKey = `querysecret${Date.now()}`;
+    const res = await fetch(`${stack.hostUrl}/v1/models?key=${queryKey}`, { headers: { authorization: `Bearer ${stack.demo!.key}` } });
+    expect(res.status).toBe(200);
+    const refused = await fetch(`${stack.hostUrl}/v1/models?key=${queryKey}`, { headers: { authorization: 'Bearer SG_not_a_key' } });
+    expect(refused.status).toBe(401);
+    const lines = await eventually(async () => {
+      const found = readFileSync(join(stack.dataDir, 'logs', 'host.log'), 'utf8').split('\n').filter((l) => l.includes('"path":"/v1/models"'));
+      return found.length >= 2 ? found.map((l) => JSON.parse(l) as Record<string, unknown>) : undefined;
+    }, 5_000);
+    expect(readFileSync(join(stack.dataDir, 'logs', 'host.log'), 'utf8')).not.toContain(queryKey);
+    expect(lines.map((l) => [l.msg, l.method, l.status, l.code ?? null])).toEqual([
+      ['request', 'GET', 200, null],
+      ['request', 'GET', 401, 'invalid_api_key'],
+    ]);
+    for (const l of lines) expect(typeof l.ms).toBe('number');
+    // One line per request: no request id appears twice.
+    const ids = readFileSync(join(stack.dataDir, 'logs', 'host.log'), 'utf8').split('\n').filter((l) => l.includes('"msg":"request"')).map((l) => (JSON.parse(l) as { reqId: string }).reqId);
+    expect(new Set(ids).size).toBe(ids.length);
+  });
+
   it('scrubs an upstream error that echoes the key', async () => {
     const wrongKey = `sk-wrongkey-${Date.now()}-abcdefghij`;
     const conn = await enrollConnection(stack, { upstreamKey: wrongKey });
