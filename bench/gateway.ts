@@ -1,7 +1,9 @@
 /**
- * Gateway benchmarks against the real dev stack (7 processes on loopback), the mock upstream and
- * Portkey's gateway as the peer, all in one run: every figure is also given as a ratio to the
- * direct baseline measured in the same run (the machine is shared and noisy).
+ * Gateway benchmarks against the real dev stack (7 processes on loopback), the mock upstream (in
+ * a process of its own) and Portkey's gateway as the peer, all in one run: every figure is also
+ * given as a ratio to the direct baseline measured in the same run (the machine is shared and
+ * noisy). Bare relays (one and two hops of a do-nothing proxy) measure what the hops alone cost
+ * here, so each gateway's own processing can be told apart from its process hops.
  */
 import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -11,6 +13,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { createRequire } from 'node:module';
+import { randomBytes } from 'node:crypto';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
 import { generateOwnerKeyPair } from '../protocol/index.ts';
 import { connectProvider, createKey } from '../cli/owner.ts';
@@ -120,6 +125,29 @@ async function startPortkey(): Promise<{ url: string; stop: () => void }> {
   throw new Error('Portkey gateway did not start');
 }
 
+/** Spawns a bench helper process and waits for its `{ "origin" }` line. */
+async function spawnOrigin(script: string, env: Record<string, string>): Promise<{ origin: string; stop: () => void }> {
+  const child = spawn(process.execPath, [fileURLToPath(new URL(script, import.meta.url))], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } });
+  const line = await new Promise<string>((resolve, reject) => {
+    createInterface({ input: child.stdout! }).once('line', resolve);
+    child.once('exit', (code) => reject(new Error(`${script} exited (${code})`)));
+  });
+  return { origin: (JSON.parse(line) as { origin: string }).origin, stop: () => child.kill('SIGTERM') };
+}
+
+/** The mock upstream in its own process (see mock-process.ts), with a connection and key to it. */
+async function startMockProcess(stack: Stack): Promise<{ origin: string; upstreamKey: string; key: string; stop: () => void }> {
+  const upstreamKey = `sk-mock-${randomBytes(16).toString('hex')}`;
+  const { origin, stop } = await spawnOrigin('./mock-process.ts', { MOCK_API_KEY: upstreamKey });
+  const conn = await connectProvider({
+    serverUrl: stack.hostUrl, adminToken: stack.adminToken, ownerSecretKey: generateOwnerKeyPair().secretKey,
+    shareholders: stack.shareholders.map(({ id, url, publicKey }) => ({ id, url, publicKey })), threshold: stack.threshold, provider: 'openai',
+    baseUrl: origin, name: 'bench (mock upstream process)', apiKey: new TextEncoder().encode(upstreamKey), pcrPolicy: { allow: [{ '0': stack.pcr0 }] }, dev: true,
+  });
+  const key = (await createKey(stack.hostUrl, stack.adminToken, conn.id)).key;
+  return { origin, upstreamKey, key, stop };
+}
+
 /** Streams `bytes` through an any-API connection to a counting sink; samples host and enclave RSS. */
 async function uploadThrough(stack: Stack, bytes: number, log: (m: string) => void): Promise<{ hostGrowthMb: number; enclaveGrowthMb: number; mbPerS: number }> {
   let received = 0;
@@ -175,16 +203,23 @@ export async function gatewayBenchmarks(options: GatewayBenchOptions): Promise<B
   // Abuse detection would (rightly) suspend a key doing thousands of requests a minute.
   const stack = await startStack({ dataDir, hostPort: 0, mock: true, hostArgs: ['--velocity-floor', '100000000'] });
   const portkey = await startPortkey();
+  const upstream = await startMockProcess(stack);
+  // Bare relays: one hop (Portkey's shape), and two chained hops (SecureGate's: host, enclave).
+  const relay1 = await spawnOrigin('./relay-process.ts', { RELAY_TARGET: upstream.origin });
+  const relay2b = await spawnOrigin('./relay-process.ts', { RELAY_TARGET: upstream.origin });
+  const relay2 = await spawnOrigin('./relay-process.ts', { RELAY_TARGET: relay2b.origin });
   try {
     const mk = (name: string, base: string, path: string, headers: Record<string, string>): Target => ({ name, pool: new Pool(base, { connections: 256, pipelining: 1 }), path, headers });
-    const direct = mk('direct', stack.mock!.origin, '/v1/chat/completions', { authorization: `Bearer ${stack.demo!.upstreamKey}` });
-    const gateway = mk('securegate', stack.hostUrl, '/v1/chat/completions', { authorization: `Bearer ${stack.demo!.key}` });
+    const direct = mk('direct', upstream.origin, '/v1/chat/completions', { authorization: `Bearer ${upstream.upstreamKey}` });
+    const gateway = mk('securegate', stack.hostUrl, '/v1/chat/completions', { authorization: `Bearer ${upstream.key}` });
     const peer = mk('portkey', portkey.url, '/v1/chat/completions', {
-      authorization: `Bearer ${stack.demo!.upstreamKey}`,
+      authorization: `Bearer ${upstream.upstreamKey}`,
       'x-portkey-provider': 'openai',
-      'x-portkey-custom-host': `${stack.mock!.origin}/v1`,
+      'x-portkey-custom-host': `${upstream.origin}/v1`,
     });
-    const targets = [direct, gateway, peer];
+    const bare1 = mk('relay1', relay1.origin, '/v1/chat/completions', { authorization: `Bearer ${upstream.upstreamKey}` });
+    const bare2 = mk('relay2', relay2.origin, '/v1/chat/completions', { authorization: `Bearer ${upstream.upstreamKey}` });
+    const targets = [direct, gateway, peer, bare1, bare2];
     const n = smoke ? 20 : 400;
     log(`bench: warm-up, then ${n} sequential requests per target in interleaved rounds`);
     for (const t of targets) await sequential(t, smoke ? 5 : 100);
@@ -199,10 +234,11 @@ export async function gatewayBenchmarks(options: GatewayBenchOptions): Promise<B
     for (const t of targets) load.set(t.name, await atRate(t, rps, duration));
     log('bench: maximum throughput (32 concurrent clients)');
     const tput = new Map<string, number>();
-    for (const t of targets) tput.set(t.name, await maxThroughput(t, 32, smoke ? 300 : 3000));
+    for (const t of [direct, gateway, peer]) tput.set(t.name, await maxThroughput(t, 32, smoke ? 300 : 3000));
     log('bench: streaming time to first byte');
-    const first = new Map<string, number[]>();
-    for (const t of targets) first.set(t.name, await ttfb(t, smoke ? 5 : 100));
+    const first = new Map<string, number[]>(targets.map((t) => [t.name, []]));
+    for (let round = 0; round < 4; round++) for (const t of targets) first.get(t.name)!.push(...(await ttfb(t, smoke ? 2 : 50)));
+    for (const v of first.values()) v.sort((a, b) => a - b);
 
     const coldCount = smoke ? 2 : 12;
     log(`bench: cold key reconstruction on ${coldCount} fresh connections (5 shareholders, 3-of-5)`);
@@ -227,6 +263,12 @@ export async function gatewayBenchmarks(options: GatewayBenchOptions): Promise<B
     const added = (name: string, p: number) => percentile(seq.get(name)!, p) - percentile(d, p);
     const loadAdded = (name: string, p: number) => percentile(load.get(name)!.latencies, p) - percentile(load.get('direct')!.latencies, p);
     const dp50 = percentile(d, 50);
+    const firstAdded = (name: string) => percentile(first.get(name)!, 50) - percentile(first.get('direct')!, 50);
+    /** A gateway's own processing: its added latency beyond bare relays with as many hops. */
+    const own = (what: string, sg: number, pk: number): BenchFigure[] => [
+      { name: `SecureGate own processing, ${what} (added − 2 bare hops)`, medianUs: us(sg), baseline: 'Portkey − 1 bare hop', ratio: sg / pk },
+      { name: `Portkey own processing, ${what} (added − 1 bare hop)`, medianUs: us(pk), baseline: '-', ratio: 1 },
+    ];
     return [
       { name: 'direct → mock, sequential p50 (baseline)', medianUs: us(dp50), baseline: '-', ratio: 1 },
       { name: 'SecureGate added latency, sequential p50', medianUs: us(added('securegate', 50)), baseline: 'direct p50', ratio: added('securegate', 50) / dp50 },
@@ -242,6 +284,11 @@ export async function gatewayBenchmarks(options: GatewayBenchOptions): Promise<B
       { name: 'max throughput Portkey (req/s in the median column)', medianUs: tput.get('portkey')!, baseline: `direct ${tput.get('direct')!.toFixed(0)}/s`, ratio: tput.get('portkey')! / tput.get('direct')! },
       { name: 'streaming TTFB added, SecureGate p50', medianUs: us(percentile(first.get('securegate')!, 50) - percentile(first.get('direct')!, 50)), baseline: 'direct TTFB p50', ratio: percentile(first.get('securegate')!, 50) / percentile(first.get('direct')!, 50) },
       { name: 'streaming TTFB added, Portkey p50', medianUs: us(percentile(first.get('portkey')!, 50) - percentile(first.get('direct')!, 50)), baseline: 'direct TTFB p50', ratio: percentile(first.get('portkey')!, 50) / percentile(first.get('direct')!, 50) },
+      { name: 'bare relay, 1 hop: added sequential p50', medianUs: us(added('relay1', 50)), baseline: 'direct p50', ratio: added('relay1', 50) / dp50 },
+      { name: 'bare relay, 2 hops: added sequential p50', medianUs: us(added('relay2', 50)), baseline: 'direct p50', ratio: added('relay2', 50) / dp50 },
+      ...own('sequential p50', added('securegate', 50) - added('relay2', 50), added('portkey', 50) - added('relay1', 50)),
+      ...own(`p50 at ${rps} req/s`, loadAdded('securegate', 50) - loadAdded('relay2', 50), loadAdded('portkey', 50) - loadAdded('relay1', 50)),
+      ...own('streaming TTFB p50', firstAdded('securegate') - firstAdded('relay2'), firstAdded('portkey') - firstAdded('relay1')),
       { name: 'cold reconstruction (cold − warm first request, p50)', medianUs: us(percentile(cold, 50) - percentile(warm, 50)), baseline: 'warm request p50', ratio: percentile(cold, 50) / percentile(warm, 50) },
       { name: `upload ${smoke ? '16 MiB' : '1 GB'}: host RSS growth (MB in the median column)`, medianUs: upload.hostGrowthMb, baseline: '64 MB goal', ratio: upload.hostGrowthMb / 64 },
       { name: `upload ${smoke ? '16 MiB' : '1 GB'}: enclave RSS growth (MB in the median column)`, medianUs: upload.enclaveGrowthMb, baseline: '64 MB goal', ratio: upload.enclaveGrowthMb / 64 },
@@ -249,6 +296,7 @@ export async function gatewayBenchmarks(options: GatewayBenchOptions): Promise<B
       { name: 'dev stack resident memory, 7 processes (MB in the median column)', medianUs: stackMb, baseline: '-', ratio: 1 },
     ];
   } finally {
+    for (const p of [relay2, relay2b, relay1, upstream]) p.stop();
     portkey.stop();
     await stack.stop();
     await rm(dataDir, { recursive: true, force: true });

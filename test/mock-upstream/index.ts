@@ -48,6 +48,8 @@ export interface MockUpstreamOptions {
   apiKey: string;
   host?: string;
   port?: number;
+  /** Record every request (default). The benchmark turns it off: it sends hundreds of thousands. */
+  record?: boolean;
 }
 
 export interface MockUpstream {
@@ -249,8 +251,11 @@ export async function startMockUpstream(options: MockUpstreamOptions): Promise<M
   const server: Server = createServer(async (req, res) => {
     const raw = await readBody(req);
     const url = new URL(req.url ?? '/', 'http://mock');
-    const record: RecordedRequest = { method: req.method ?? 'GET', path: url.pathname + url.search, headers: { ...req.headers }, bodySha256: createHash('sha256').update(raw).digest('hex'), bodyBytes: raw.length };
-    requests.push(record);
+    const record: RecordedRequest = { method: req.method ?? 'GET', path: url.pathname + url.search, headers: { ...req.headers }, bodySha256: '', bodyBytes: raw.length };
+    if (options.record !== false) {
+      record.bodySha256 = createHash('sha256').update(raw).digest('hex');
+      requests.push(record);
+    }
     res.on('close', () => {
       if (!res.writableFinished) record.aborted = true;
     });
