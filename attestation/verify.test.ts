@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { AttestationError } from './errors.ts';
 import { awsNitroRoot, AWS_NITRO_ROOT_G1_SHA256, loadRoot } from './roots.ts';
-import { verifyAttestation } from './verify.ts';
+import { ChainCache, verifyAttestation } from './verify.ts';
 import { parsePcrPolicy } from './policy.ts';
 import { createDevRoot, DevNsm } from './dev.ts';
 
@@ -164,6 +164,69 @@ describe('real AWS-signed documents', () => {
       ),
       { numRuns: 300 },
     );
+  });
+});
+
+describe('chain cache (a shareholder verifies the same enclave on every release)', () => {
+  it('remembers the verified real AWS chain and gives the same result', () => {
+    const chainCache = new ChainCache();
+    const first = verifyAttestation(anjuna, { now: ANJUNA_AT, chainCache });
+    expect(chainCache.size).toBe(1);
+    const again = verifyAttestation(anjuna, { now: ANJUNA_AT, chainCache });
+    expect(again).toEqual(first);
+    expect(again).toEqual(verifyAttestation(anjuna, { now: ANJUNA_AT }));
+    expect(chainCache.size).toBe(1);
+    verifyAttestation(evervault, { now: EVERVAULT_AT, chainCache });
+    expect(chainCache.size).toBe(2);
+  });
+
+  it('still checks validity times, the COSE signature and the pinned root on a warm cache', async () => {
+    const chainCache = new ChainCache();
+    verifyAttestation(anjuna, { now: ANJUNA_AT, chainCache });
+    expect(codeOf(() => verifyAttestation(anjuna, { now: new Date((ANJUNA_CHAIN_END + 1) * 1000), chainCache }))).toBe('attestation_expired');
+    const at = Buffer.from(anjuna).indexOf(Buffer.from(ANJUNA_PCRS['0'], 'hex'));
+    const bad = anjuna.slice();
+    bad[at + 10]! ^= 0x01;
+    expect(codeOf(() => verifyAttestation(bad, { now: ANJUNA_AT, chainCache }))).toBe('attestation_signature_invalid');
+    const dev = await createDevRoot(ANJUNA_AT);
+    expect(codeOf(() => verifyAttestation(anjuna, { now: ANJUNA_AT, roots: [DevNsm.pinnedRoot(dev)], chainCache }))).toBe('attestation_chain_invalid');
+  });
+
+  it('does not carry a chain from one root to another', async () => {
+    const chainCache = new ChainCache();
+    const rootA = await createDevRoot();
+    const rootB = await createDevRoot();
+    const nsmA = await DevNsm.create({ root: rootA, pcr0: new Uint8Array(48).fill(1) });
+    const nsmB = await DevNsm.create({ root: rootB, pcr0: new Uint8Array(48).fill(1) });
+    const now = new Date();
+    const docA = await nsmA.getAttestationDocument({ nonce: new Uint8Array(32).fill(1) });
+    const docB = await nsmB.getAttestationDocument({ nonce: new Uint8Array(32).fill(2) });
+    verifyAttestation(docA, { now, roots: [DevNsm.pinnedRoot(rootA)], chainCache });
+    verifyAttestation(docB, { now, roots: [DevNsm.pinnedRoot(rootB)], chainCache });
+    expect(chainCache.size).toBeGreaterThan(0);
+    // Both chains are now cached: each document still leads only to its own root.
+    expect(codeOf(() => verifyAttestation(docB, { now, roots: [DevNsm.pinnedRoot(rootA)], chainCache }))).toBe('attestation_chain_invalid');
+    expect(codeOf(() => verifyAttestation(docA, { now, roots: [DevNsm.pinnedRoot(rootB)], chainCache }))).toBe('attestation_chain_invalid');
+    expect(codeOf(() => verifyAttestation(docA, { now, chainCache }))).toBe('attestation_chain_invalid');
+  });
+
+  it('starts over when full', () => {
+    const chainCache = new ChainCache(1);
+    verifyAttestation(anjuna, { now: ANJUNA_AT, chainCache });
+    verifyAttestation(evervault, { now: EVERVAULT_AT, chainCache });
+    expect(chainCache.size).toBe(1);
+    expect(codeOf(() => verifyAttestation(anjuna, { now: ANJUNA_AT, chainCache }))).toBe('no error');
+  });
+
+  it('refuses a cabundle certificate swapped for another (the cache key is every byte of the chain)', () => {
+    const chainCache = new ChainCache();
+    verifyAttestation(anjuna, { now: ANJUNA_AT, chainCache });
+    // Re-encode the payload with an intermediate from the Evervault chain: a different chain, not
+    // a cache hit — and it does not verify (and its COSE signature no longer matches either).
+    const other = verifyAttestation(evervault, { now: EVERVAULT_AT });
+    const doc = verifyAttestation(anjuna, { now: ANJUNA_AT });
+    const swapped = { ...doc, cabundle: [doc.cabundle[0]!, other.cabundle[1]!, ...doc.cabundle.slice(2)] };
+    expect(codeOf(() => chainCache.chainFor(swapped, [awsNitroRoot()]))).toBe('attestation_chain_invalid');
   });
 });
 

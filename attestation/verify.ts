@@ -8,7 +8,7 @@
  *
  * Pure apart from node:crypto; time is always injected.
  */
-import { X509Certificate, verify as cryptoVerify } from 'node:crypto';
+import { createHash, X509Certificate, verify as cryptoVerify } from 'node:crypto';
 import { equalBytes } from '../protocol/bytes.ts';
 import { decodeCbor, decodeCoseSign1, sigStructure } from './cose.ts';
 import { AttestationError } from './errors.ts';
@@ -40,6 +40,47 @@ export interface VerifyOptions {
   maxAgeMs?: number;
   /** When given, the PCRs must satisfy it. */
   policy?: PcrPolicy;
+  /** When given, a certificate chain verified before is not parsed and verified again (see ChainCache). */
+  chainCache?: ChainCache;
+}
+
+/**
+ * Certificate chains already verified: "this leaf and this cabundle, byte for byte, form a chain
+ * to this pinned root". That is a pure function of the exact bytes, so a hit is as good as the
+ * parsing and signature checks it saves. A verifier that sees the same enclave again (a
+ * shareholder releasing shares) then checks per document only what changes: the COSE signature,
+ * validity at `now`, freshness, nonce and PCRs — validity is never cached, and a hit counts only
+ * when its root is among the roots pinned for this call. Bounded; when full it starts over.
+ */
+export class ChainCache {
+  readonly #chains = new Map<string, { path: X509Certificate[]; root: X509Certificate }>();
+  readonly #max: number;
+
+  constructor(maxChains = 256) {
+    this.#max = maxChains;
+  }
+
+  get size(): number {
+    return this.#chains.size;
+  }
+
+  static #id(doc: AttestationDocument): string {
+    const h = createHash('sha256');
+    for (const der of [doc.certificate, ...doc.cabundle]) h.update(`${der.length}:`).update(der);
+    return h.digest('hex');
+  }
+
+  /** @internal */
+  chainFor(doc: AttestationDocument, roots: readonly PinnedRoot[]): { path: X509Certificate[]; pinned: PinnedRoot } {
+    const id = ChainCache.#id(doc);
+    const hit = this.#chains.get(id);
+    const pinned = hit && roots.find((r) => sameCertificate(r.certificate, hit.root));
+    if (hit && pinned) return { path: hit.path, pinned };
+    const built = buildChain(doc, roots);
+    if (this.#chains.size >= this.#max) this.#chains.clear();
+    this.#chains.set(id, { path: built.path, root: built.pinned.certificate });
+    return built;
+  }
 }
 
 export interface VerifiedAttestation extends AttestationDocument {
@@ -133,9 +174,9 @@ function issuedBy(child: X509Certificate, parent: X509Certificate): boolean {
 /**
  * Builds leaf → cabundle[n-1] → … → cabundle[0] and requires it to end in a pinned root: either
  * cabundle[0] is byte-identical to a pinned root, or it was issued by one. Returns the path
- * (leaf first, root last) and the root's name.
+ * (leaf first, root last) and the pinned root it reached.
  */
-function buildChain(doc: AttestationDocument, roots: readonly PinnedRoot[]): { path: X509Certificate[]; root: string } {
+function buildChain(doc: AttestationDocument, roots: readonly PinnedRoot[]): { path: X509Certificate[]; pinned: PinnedRoot } {
   const leaf = parseCertificate(doc.certificate, 'certificate');
   const bundle = doc.cabundle.map((der, i) => parseCertificate(der, `cabundle[${i}]`));
   const path = [leaf, ...bundle.slice().reverse()];
@@ -146,10 +187,10 @@ function buildChain(doc: AttestationDocument, roots: readonly PinnedRoot[]): { p
   }
   const top = path[path.length - 1]!;
   for (const root of roots) {
-    if (sameCertificate(top, root.certificate)) return { path, root: root.name };
+    if (sameCertificate(top, root.certificate)) return { path, pinned: root };
   }
   for (const root of roots) {
-    if (issuedBy(top, root.certificate)) return { path: [...path, root.certificate], root: root.name };
+    if (issuedBy(top, root.certificate)) return { path: [...path, root.certificate], pinned: root };
   }
   throw new AttestationError('attestation_chain_invalid', 'the certificate chain does not lead to a pinned root');
 }
@@ -180,7 +221,9 @@ export function verifyAttestation(bytes: Uint8Array, options: VerifyOptions): Ve
   }
   const cose = decodeCoseSign1(bytes);
   const doc = parseAttestationPayload(cose.payload);
-  const { path, root } = buildChain(doc, options.roots ?? [awsNitroRoot()]);
+  const roots = options.roots ?? [awsNitroRoot()];
+  const { path, pinned } = options.chainCache ? options.chainCache.chainFor(doc, roots) : buildChain(doc, roots);
+  const root = pinned.name;
   checkValidity(path, options.now);
   checkSignature(cose.protectedBytes, cose.payload, cose.signature, path[0]!);
   if (options.maxAgeMs !== undefined) {

@@ -15,6 +15,8 @@ import {
   decodeShare,
   fromHex,
   openShareEnvelope,
+  shareRecipient,
+  type ShareRecipient,
   openUpstreamKey,
   robustCombine,
   ProtocolError,
@@ -65,6 +67,8 @@ export class KeyResolver {
   readonly #cache = new Map<string, CacheEntry>();
   readonly #inflight = new Map<string, Promise<Uint8Array>>();
   readonly #pools = new Map<string, Pool>();
+  /** The ephemeral key, imported once for HPKE opens. */
+  #recipient: Promise<ShareRecipient> | undefined;
   /** Bad shares seen, newest last (bounded): the host turns them into shareholder_anomaly alerts. */
   readonly anomalies: Array<{ seq: number; at: number; shareholder: string; connectionId: string }> = [];
   #anomalySeq = 0;
@@ -176,7 +180,8 @@ export class KeyResolver {
       const code = (release.json.error as { code?: string } | undefined)?.code ?? `status_${release.status}`;
       throw new Error(`release refused: ${code}`);
     }
-    const plaintext = await openShareEnvelope(this.#o.ephemeral.privateKey, new Uint8Array(Buffer.from(mine.envelope, 'base64')), {
+    this.#recipient ??= shareRecipient(this.#o.ephemeral.privateKey);
+    const plaintext = await openShareEnvelope(await this.#recipient, new Uint8Array(Buffer.from(mine.envelope, 'base64')), {
       purpose: 'release',
       connectionId,
       shareholderId: sh.id,

@@ -6,6 +6,7 @@ import {
   hpkeSuite,
   openShareEnvelope,
   sealShareEnvelope,
+  shareRecipient,
   type ShareContext,
 } from './share-envelope.ts';
 
@@ -110,6 +111,22 @@ describe('share envelope', () => {
     const b = generateX25519KeyPair();
     const env = await sealShareEnvelope(a.publicKey, new Uint8Array([1]), enroll);
     await expect(openShareEnvelope(b.privateKey, env, enroll)).rejects.toMatchObject({ code: 'envelope_auth_failed' });
+  });
+
+  it('opens with a once-imported recipient exactly what the raw key opens, and refuses the same', async () => {
+    const pair = generateX25519KeyPair();
+    const recipient = await shareRecipient(pair.privateKey);
+    const other = await shareRecipient(generateX25519KeyPair().privateKey);
+    await fc.assert(
+      fc.asyncProperty(fc.uint8Array({ minLength: 1, maxLength: 64 }), fc.uint8Array({ minLength: 16, maxLength: 64 }), async (pt, nonce) => {
+        const ctx: ShareContext = { purpose: 'release', connectionId: 'c', shareholderId: 's', nonce };
+        const env = await sealShareEnvelope(pair.publicKey, pt, ctx);
+        expect(await openShareEnvelope(recipient, env, ctx)).toEqual(await openShareEnvelope(pair.privateKey, env, ctx));
+        await expect(openShareEnvelope(recipient, env, { ...ctx, connectionId: 'c2' })).rejects.toMatchObject({ code: 'envelope_auth_failed' });
+        await expect(openShareEnvelope(other, env, ctx)).rejects.toMatchObject({ code: 'envelope_auth_failed' });
+      }),
+      { numRuns: 20 },
+    );
   });
 
   it('requires a nonce for release envelopes and none for enroll', async () => {

@@ -10,6 +10,7 @@ import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import {
   AttestationError,
   awsNitroRoot,
+  ChainCache,
   checkPcrPolicy,
   parsePcrPolicy,
   verifyAttestation,
@@ -20,6 +21,8 @@ import {
   decodeShare,
   fromHex,
   openShareEnvelope,
+  shareRecipient,
+  type ShareRecipient,
   ProtocolError,
   sealShareEnvelope,
   toHex,
@@ -76,6 +79,11 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
     throw new Error('production mode pins only the AWS Nitro root; start in dev mode to pin a dev root');
   }
   const roots: PinnedRoot[] = [awsNitroRoot(), ...(config.extraRoots ?? [])];
+  // The same enclave attests on every release: its certificate chain is verified once.
+  const chainCache = new ChainCache();
+  // The identity key is imported once for HPKE, not on every open.
+  let recipientKey: Promise<ShareRecipient> | undefined;
+  const recipient = () => (recipientKey ??= shareRecipient(identity.privateKey));
   const releaseTimes = new Map<string, number[]>();
 
   const app = Fastify({
@@ -194,7 +202,7 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
       const max = maxReleases(signed.message.maxReleasesPerMinute);
       // Open once now so a share this service cannot open is refused at enrollment, not at release.
       try {
-        decodeShare(await openShareEnvelope(identity.privateKey, envelope, { purpose: 'enroll', connectionId, shareholderId: identity.id }));
+        decodeShare(await openShareEnvelope(await recipient(), envelope, { purpose: 'enroll', connectionId, shareholderId: identity.id }));
       } catch {
         await audit({ action: 'enroll', outcome: 'refused', connectionId, code: 'envelope_invalid' });
         throw new RefusalError(400, 'envelope_invalid', 'the share envelope does not open with this shareholder key');
@@ -284,7 +292,7 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
       const now = clock();
       let doc;
       try {
-        doc = verifyAttestation(new Uint8Array(Buffer.from(req.body.document, 'base64')), { now, roots, maxAgeMs: maxAge });
+        doc = verifyAttestation(new Uint8Array(Buffer.from(req.body.document, 'base64')), { now, roots, maxAgeMs: maxAge, chainCache });
       } catch (e) {
         if (e instanceof AttestationError) return refuseRelease(reply, 403, e.code, e.message, connectionIds);
         throw e;
@@ -327,7 +335,7 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
         }
         window.push(now.getTime());
         releaseTimes.set(connectionId, window);
-        const plaintext = await openShareEnvelope(identity.privateKey, share.envelope, { purpose: 'enroll', connectionId, shareholderId: identity.id });
+        const plaintext = await openShareEnvelope(await recipient(), share.envelope, { purpose: 'enroll', connectionId, shareholderId: identity.id });
         const sealed = await sealShareEnvelope(doc.publicKey, plaintext, {
           purpose: 'release',
           connectionId,
