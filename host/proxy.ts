@@ -425,6 +425,25 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
     };
   }
 
+  /** The enclave-bound connection descriptor, encoded once per cached connection record. */
+  const descriptors = new WeakMap<ConnectionRecord, string>();
+  function descriptorOf(connection: ConnectionRecord): string {
+    let encoded = descriptors.get(connection);
+    if (encoded === undefined) {
+      encoded = encodeConnectionDescriptor({
+        connectionId: connection.id,
+        provider: connection.provider,
+        origin: connection.origin,
+        authScheme: connection.authScheme,
+        sealedRecord: connection.sealedRecord,
+        threshold: connection.threshold,
+        ...(connection.allow !== null ? { allow: connection.allow } : {}),
+      });
+      descriptors.set(connection, encoded);
+    }
+    return encoded;
+  }
+
   async function forward(req: FastifyRequest, reply: FastifyReply, connection: ConnectionRecord, body: Buffer | NodeJS.ReadableStream | null, key: KeyRecord, acc: Accounting) {
     const path = req.url.split('?')[0]!;
     const finish = finisher(req, key, acc);
@@ -434,15 +453,7 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
     }
     if (Buffer.isBuffer(body)) headers['content-length'] = String(body.length);
     else if (body && req.headers['content-length'] && !req.headers['transfer-encoding']) headers['content-length'] = req.headers['content-length'];
-    headers[RPC_CONNECTION_HEADER] = encodeConnectionDescriptor({
-      connectionId: connection.id,
-      provider: connection.provider,
-      origin: connection.origin,
-      authScheme: connection.authScheme,
-      sealedRecord: connection.sealedRecord,
-      threshold: connection.threshold,
-      ...(connection.allow !== null ? { allow: connection.allow } : {}),
-    });
+    headers[RPC_CONNECTION_HEADER] = descriptorOf(connection);
     const abort = new AbortController();
     // A client that goes away cancels the enclave call (and so the upstream call).
     reply.raw.on('close', () => {
@@ -508,8 +519,10 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
         finish(status0, undefined, 'upstream_broken');
         throw new HostError('gateway_error', 'the upstream response broke off');
       }
+      // The answer goes out first; pricing, the spend update and the audit row follow it.
+      reply.status(status0).headers(responseHeaders).send(data);
       finish(status0, { result: jsonUsage(data) }, status0 >= 400 ? 'upstream_error' : null);
-      return reply.status(status0).headers(responseHeaders).send(data);
+      return reply;
     }
     const kind: StreamKind = path.startsWith('/v1/messages') ? 'anthropic' : path.startsWith('/v1/responses') ? 'responses' : 'openai';
     const tap = new UsageTap({ sse, kind, stripInjectedUsage: acc.stripInjectedUsage });
