@@ -5,7 +5,8 @@
  *
  * Shares that arrive after the key is rebuilt are still checked (within `stragglerWindowMs`) so a
  * shareholder serving a bad share is named even when it is not among the fastest t; then they are
- * aborted. The DEK, not the key, is cached; the key is opened per request and dropped.
+ * aborted. The DEK, not the key, is cached; the key is opened per request and dropped. A DEK in
+ * use is refreshed in the background in the last tenth of its TTL (see #refresh).
  */
 import { Pool } from 'undici';
 import type { Nsm } from '../attestation/index.ts';
@@ -50,6 +51,8 @@ interface CacheEntry {
   expiresAt: number;
   /** The last record opened with this DEK, for this binding, and its plaintext (saves an AES-GCM open per request). */
   opened?: { record: Uint8Array; binding: string; key: Uint8Array };
+  /** A background refresh was started for this entry (at most one). */
+  refreshStarted?: boolean;
 }
 
 interface Received {
@@ -61,6 +64,9 @@ interface Received {
 function bindingId(b: KeyBinding): string {
   return JSON.stringify([b.connectionId, b.provider, b.origin, b.authScheme, b.allow ?? null]);
 }
+
+/** The last fraction of a cached key's TTL in which a use refreshes it in the background. */
+const REFRESH_AHEAD = 0.1;
 
 export class KeyResolver {
   readonly #o: Required<Omit<KeyResolverOptions, 'now'>> & { now: () => number };
@@ -87,15 +93,23 @@ export class KeyResolver {
   /** Returns the plaintext upstream key for one request. The caller must not keep it. */
   async upstreamKey(binding: KeyBinding, record: Uint8Array, threshold: number): Promise<Uint8Array> {
     const cached = this.#cache.get(binding.connectionId);
-    if (cached && cached.expiresAt > this.#o.now()) {
+    const now = this.#o.now();
+    if (cached && cached.expiresAt > now) {
       this.#o.metrics.cache.inc({ result: 'hit' });
       const id = bindingId(binding);
+      // Only a record that opened with the cached key may start a refresh: a host sending bogus
+      // records cannot make the enclave fetch shares (and one attempt per cached key at most).
+      const refreshDue = !cached.refreshStarted && cached.expiresAt - now < this.#o.cacheTtlMs * REFRESH_AHEAD;
       // Same record bytes and same binding as last time: the same plaintext (a copy; callers wipe theirs).
-      if (cached.opened && cached.opened.binding === id && equalBytes(cached.opened.record, record)) return cached.opened.key.slice();
+      if (cached.opened && cached.opened.binding === id && equalBytes(cached.opened.record, record)) {
+        if (refreshDue) this.#refresh(cached, binding, record, threshold);
+        return cached.opened.key.slice();
+      }
       try {
         const key = openUpstreamKey(record, cached.dek, binding);
         cached.opened?.key.fill(0);
         cached.opened = { record: record.slice(), binding: id, key: key.slice() };
+        if (refreshDue) this.#refresh(cached, binding, record, threshold);
         return key;
       } catch (cause) {
         // The DEK came from the shareholders for this connection, so a failure means the record
@@ -116,6 +130,21 @@ export class KeyResolver {
     } catch (cause) {
       throw new EnclaveError('sealed_record_invalid', 'sealed record does not open for this connection', { cause });
     }
+  }
+
+  /**
+   * Refresh-ahead: a key in use is fetched again through the shareholders in the background
+   * during the last tenth of its TTL, so its requests never wait for a reconstruction. The
+   * shareholders decide as on any fetch: if they refuse (policy changed, owner revoked) or are
+   * unreachable, the cached key still expires at its time — the TTL bound is unchanged.
+   */
+  #refresh(entry: CacheEntry, binding: KeyBinding, record: Uint8Array, threshold: number): void {
+    entry.refreshStarted = true;
+    if (this.#inflight.has(binding.connectionId)) return;
+    this.#o.metrics.cache.inc({ result: 'refresh' });
+    const pending = this.#fetchDek(binding, record, threshold).finally(() => this.#inflight.delete(binding.connectionId));
+    this.#inflight.set(binding.connectionId, pending);
+    pending.catch((error: Error) => this.#o.log.warn({ connectionId: binding.connectionId, reason: error.message }, 'key refresh failed; the cached key expires at its time'));
   }
 
   evict(connectionId: string): void {

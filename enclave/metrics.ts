@@ -32,7 +32,7 @@ export function createEnclaveMetrics() {
     }),
     cache: new Counter({
       name: 'securegate_enclave_dek_cache_total',
-      help: 'Data key cache lookups by result',
+      help: 'Data key cache lookups by result (hit, miss) and background refreshes started (refresh)',
       labelNames: ['result'],
       registers: [registry],
     }),

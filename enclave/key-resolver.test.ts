@@ -1,0 +1,194 @@
+/**
+ * The enclave's key resolver against three real shareholder services on loopback (2-of-3), with
+ * the dev NSM: cache, refresh-ahead, and that a refresh never stretches a key's TTL when the
+ * shareholders will not release it again.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createDevRoot, DevNsm } from '../attestation/dev.ts';
+import {
+  encodeShare,
+  generateOwnerKeyPair,
+  generateX25519KeyPair,
+  sealShareEnvelope,
+  sealUpstreamKey,
+  signOwnerMessage,
+  splitSecret,
+  toHex,
+  type KeyBinding,
+} from '../protocol/index.ts';
+import { initIdentity, type ShareholderIdentity } from '../shareholders/identity.ts';
+import { buildShareholderServer } from '../shareholders/server.ts';
+import { openShareStore, type ShareStore } from '../shareholders/store.ts';
+import { KeyResolver } from './key-resolver.ts';
+import { createEnclaveMetrics } from './metrics.ts';
+
+const PCR0 = new Uint8Array(createHash('sha384').update('enclave bundle').digest());
+const TTL = 60_000;
+
+interface Shareholder {
+  app: FastifyInstance;
+  url: string;
+  identity: ShareholderIdentity;
+  store: ShareStore;
+  dir: string;
+}
+
+const shareholders: Shareholder[] = [];
+let nsm: DevNsm;
+let root: Awaited<ReturnType<typeof createDevRoot>>;
+
+async function startShareholder(id: string): Promise<Shareholder> {
+  const dir = await mkdtemp(join(tmpdir(), 'sg-kr-'));
+  const identity = initIdentity(dir, id);
+  const store = await openShareStore(dir);
+  const app = await buildShareholderServer({ identity, store, mode: 'dev', extraRoots: [DevNsm.pinnedRoot(root)] });
+  const url = await app.listen({ port: 0, host: '127.0.0.1' });
+  return { app, url, identity, store, dir };
+}
+
+/** Enrolls a fresh connection at every shareholder (2-of-3) and returns what the host would hold. */
+async function enroll(): Promise<{ binding: KeyBinding; record: Uint8Array; upstreamKey: string }> {
+  const binding: KeyBinding = { connectionId: `conn_${randomBytes(8).toString('hex')}`, provider: 'openai', origin: 'https://api.openai.com', authScheme: 'bearer' };
+  const upstreamKey = `sk-test-${randomBytes(8).toString('hex')}`;
+  const dek = new Uint8Array(randomBytes(32));
+  const record = sealUpstreamKey(new TextEncoder().encode(upstreamKey), dek, binding, (n) => new Uint8Array(randomBytes(n)));
+  const shares = splitSecret(dek, 2, shareholders.length);
+  const owner = generateOwnerKeyPair();
+  await Promise.all(
+    shareholders.map(async (sh, i) => {
+      const envelope = await sealShareEnvelope(sh.identity.publicKey, encodeShare(shares[i]!), { purpose: 'enroll', connectionId: binding.connectionId, shareholderId: sh.identity.id });
+      const signed = signOwnerMessage(owner.secretKey, {
+        type: 'enroll',
+        connectionId: binding.connectionId,
+        shareholderId: sh.identity.id,
+        issuedAt: Date.now(),
+        envelopeSha256: createHash('sha256').update(envelope).digest('hex'),
+        policy: { allow: [{ '0': toHex(PCR0) }] },
+        maxReleasesPerMinute: 600,
+      });
+      const res = await fetch(`${sh.url}/v1/shares`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ envelope: Buffer.from(envelope).toString('base64'), signed }) });
+      expect(res.status).toBe(201);
+    }),
+  );
+  return { binding, record, upstreamKey };
+}
+
+function resolverAt(clock: { t: number }, endpoints = shareholders) {
+  const metrics = createEnclaveMetrics();
+  const resolver = new KeyResolver({
+    shareholders: endpoints.map((s) => ({ id: s.identity.id, url: s.url })),
+    nsm,
+    ephemeral: generateX25519KeyPair(),
+    metrics,
+    log: { warn() {}, info() {} },
+    cacheTtlMs: TTL,
+    stragglerWindowMs: 100,
+    now: () => clock.t,
+  });
+  const count = async (result: string) => ((await metrics.cache.get()).values.find((v) => v.labels.result === result)?.value ?? 0);
+  const fetches = async () => (await metrics.reconstructionSeconds.get()).values.find((v) => v.metricName?.endsWith('_count'))?.value ?? 0;
+  return { resolver, count, fetches };
+}
+
+const text = (b: Uint8Array) => new TextDecoder().decode(b);
+async function until(check: () => Promise<boolean>, ms = 5_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error('condition not reached');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+beforeAll(async () => {
+  root = await createDevRoot();
+  nsm = await DevNsm.create({ root, pcr0: PCR0 });
+  for (const id of ['sh-a', 'sh-b', 'sh-c']) shareholders.push(await startShareholder(id));
+});
+afterAll(async () => {
+  for (const s of shareholders) {
+    await s.app.close();
+    await s.store.close();
+    await rm(s.dir, { recursive: true, force: true });
+  }
+});
+
+describe('key resolver', () => {
+  it('rebuilds a key once, then answers from the cache until the last tenth of its TTL', async () => {
+    const clock = { t: Date.now() };
+    const { resolver, count, fetches } = resolverAt(clock);
+    const c = await enroll();
+    expect(text(await resolver.upstreamKey(c.binding, c.record, 2))).toBe(c.upstreamKey);
+    expect(await fetches()).toBe(1);
+    clock.t += TTL * 0.85;
+    expect(text(await resolver.upstreamKey(c.binding, c.record, 2))).toBe(c.upstreamKey);
+    expect(await count('refresh')).toBe(0);
+    expect(await fetches()).toBe(1);
+    await resolver.close();
+  });
+
+  it('refreshes a key in use in the background, so no request waits when its TTL ends', async () => {
+    const clock = { t: Date.now() };
+    const { resolver, count, fetches } = resolverAt(clock);
+    const c = await enroll();
+    await resolver.upstreamKey(c.binding, c.record, 2);
+    clock.t += TTL * 0.95;
+    // Answered from the cache; the refresh runs behind it (once, however many requests).
+    const answers = await Promise.all(Array.from({ length: 5 }, () => resolver.upstreamKey(c.binding, c.record, 2)));
+    expect(answers.map(text)).toEqual(Array(5).fill(c.upstreamKey));
+    expect(await count('refresh')).toBe(1);
+    await until(async () => (await fetches()) === 2);
+    // Past the first fetch's expiry: still a hit, on the refreshed entry.
+    clock.t += TTL * 0.5;
+    expect(text(await resolver.upstreamKey(c.binding, c.record, 2))).toBe(c.upstreamKey);
+    expect(await count('miss')).toBe(1);
+    expect(await fetches()).toBe(2);
+    await resolver.close();
+  });
+
+  it('does not refresh for a record that does not open with the cached key (a lying host)', async () => {
+    const clock = { t: Date.now() };
+    const { resolver, count } = resolverAt(clock);
+    const c = await enroll();
+    await resolver.upstreamKey(c.binding, c.record, 2);
+    clock.t += TTL * 0.95;
+    const bogus = c.record.slice();
+    bogus[bogus.length - 1]! ^= 1;
+    await expect(resolver.upstreamKey(c.binding, bogus, 2)).rejects.toMatchObject({ code: 'sealed_record_invalid' });
+    expect(await count('refresh')).toBe(0);
+    await resolver.close();
+  });
+
+  it('keeps the TTL bound when the shareholders cannot release again: the key expires at its time', async () => {
+    const clock = { t: Date.now() };
+    // Its own shareholders: two of them are stopped mid-test.
+    const own = [await startShareholder('sh-x'), await startShareholder('sh-y'), await startShareholder('sh-z')];
+    const saved = shareholders.splice(0, shareholders.length, ...own);
+    try {
+      const { resolver, count, fetches } = resolverAt(clock, own);
+      const c = await enroll();
+      await resolver.upstreamKey(c.binding, c.record, 2);
+      for (const s of own.slice(0, 2)) await s.app.close();
+      clock.t += TTL * 0.95;
+      expect(text(await resolver.upstreamKey(c.binding, c.record, 2))).toBe(c.upstreamKey);
+      expect(await count('refresh')).toBe(1);
+      // The refresh fails (one shareholder left of the two needed): no second fetch completes.
+      await new Promise((r) => setTimeout(r, 500));
+      expect(await fetches()).toBe(1);
+      clock.t += TTL * 0.1;
+      await expect(resolver.upstreamKey(c.binding, c.record, 2)).rejects.toMatchObject({ code: 'shareholders_unavailable' });
+      await resolver.close();
+    } finally {
+      shareholders.splice(0, shareholders.length, ...saved);
+      for (const s of own) {
+        await s.app.close();
+        await s.store.close();
+        await rm(s.dir, { recursive: true, force: true });
+      }
+    }
+  });
+});
