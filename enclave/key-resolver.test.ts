@@ -163,6 +163,27 @@ describe('key resolver', () => {
     await resolver.close();
   });
 
+  it('does not let a fetch that lands after an eviction (revoke, kill, rotation) cache the key again', async () => {
+    const clock = { t: Date.now() };
+    const { resolver, count, fetches } = resolverAt(clock);
+    const c = await enroll();
+    // Evicted while the cold fetch runs: the waiting request gets its key, nothing is cached.
+    const first = resolver.upstreamKey(c.binding, c.record, 2);
+    resolver.evict(c.binding.connectionId);
+    expect(text(await first)).toBe(c.upstreamKey);
+    await resolver.upstreamKey(c.binding, c.record, 2);
+    expect(await count('miss')).toBe(2);
+    // Evicted while a refresh runs: the refresh lands, and the next request is still a miss.
+    clock.t += TTL * 0.95;
+    await resolver.upstreamKey(c.binding, c.record, 2);
+    expect(await count('refresh')).toBe(1);
+    resolver.evict(c.binding.connectionId);
+    await until(async () => (await fetches()) === 3);
+    await resolver.upstreamKey(c.binding, c.record, 2);
+    expect(await count('miss')).toBe(3);
+    await resolver.close();
+  });
+
   it('keeps the TTL bound when the shareholders cannot release again: the key expires at its time', async () => {
     const clock = { t: Date.now() };
     // Its own shareholders: two of them are stopped mid-test.

@@ -119,12 +119,7 @@ export class KeyResolver {
       }
     }
     this.#o.metrics.cache.inc({ result: 'miss' });
-    let pending = this.#inflight.get(binding.connectionId);
-    if (!pending) {
-      pending = this.#fetchDek(binding, record, threshold).finally(() => this.#inflight.delete(binding.connectionId));
-      this.#inflight.set(binding.connectionId, pending);
-    }
-    const dek = await pending;
+    const dek = await (this.#inflight.get(binding.connectionId) ?? this.#startFetch(binding, record, threshold));
     try {
       return openUpstreamKey(record, dek, binding);
     } catch (cause) {
@@ -142,12 +137,26 @@ export class KeyResolver {
     entry.refreshStarted = true;
     if (this.#inflight.has(binding.connectionId)) return;
     this.#o.metrics.cache.inc({ result: 'refresh' });
-    const pending = this.#fetchDek(binding, record, threshold).finally(() => this.#inflight.delete(binding.connectionId));
-    this.#inflight.set(binding.connectionId, pending);
-    pending.catch((error: Error) => this.#o.log.warn({ connectionId: binding.connectionId, reason: error.message }, 'key refresh failed; the cached key expires at its time'));
+    this.#startFetch(binding, record, threshold).catch((error: Error) => this.#o.log.warn({ connectionId: binding.connectionId, reason: error.message }, 'key refresh failed; the cached key expires at its time'));
+  }
+
+  /**
+   * One fetch per connection at a time. Its result is cached only if it is still the connection's
+   * current fetch when it completes: an eviction (revoke, kill, rotation) during a fetch is not
+   * undone by the fetch landing afterwards. Requests already waiting still get their answer.
+   */
+  #startFetch(binding: KeyBinding, record: Uint8Array, threshold: number): Promise<Uint8Array> {
+    const id = binding.connectionId;
+    const slot: { pending?: Promise<Uint8Array> } = {};
+    slot.pending = this.#fetchDek(binding, record, threshold, () => this.#inflight.get(id) === slot.pending).finally(() => {
+      if (this.#inflight.get(id) === slot.pending) this.#inflight.delete(id);
+    });
+    this.#inflight.set(id, slot.pending);
+    return slot.pending;
   }
 
   evict(connectionId: string): void {
+    this.#inflight.delete(connectionId);
     const entry = this.#cache.get(connectionId);
     entry?.dek.fill(0);
     entry?.opened?.key.fill(0);
@@ -219,7 +228,7 @@ export class KeyResolver {
     return decodeShare(plaintext);
   }
 
-  #fetchDek(binding: KeyBinding, record: Uint8Array, threshold: number): Promise<Uint8Array> {
+  #fetchDek(binding: KeyBinding, record: Uint8Array, threshold: number, stillWanted: () => boolean): Promise<Uint8Array> {
     const started = this.#o.now();
     const { shareholders } = this.#o;
     const controller = new AbortController();
@@ -278,7 +287,7 @@ export class KeyResolver {
           const used = new Set(result.usedIndices);
           basis = received.filter((r) => used.has(r.share.index)).slice(0, threshold - 1).map((r) => r.share);
           for (const p of result.badPositions) reportBad(received[p]!.shareholder);
-          this.#remember(binding.connectionId, secret);
+          if (stillWanted()) this.#remember(binding.connectionId, secret);
           this.#o.metrics.reconstructionSeconds.observe((this.#o.now() - started) / 1000);
           resolve(secret);
           setTimeout(() => controller.abort(), this.#o.stragglerWindowMs).unref();
