@@ -202,13 +202,16 @@ export async function gatewayBenchmarks(options: GatewayBenchOptions): Promise<B
   const dataDir = await mkdtemp(join(tmpdir(), 'sg-bench-'));
   // Abuse detection would (rightly) suspend a key doing thousands of requests a minute.
   const stack = await startStack({ dataDir, hostPort: 0, mock: true, hostArgs: ['--velocity-floor', '100000000'] });
-  const portkey = await startPortkey();
-  const upstream = await startMockProcess(stack);
-  // Bare relays: one hop (Portkey's shape), and two chained hops (SecureGate's: host, enclave).
-  const relay1 = await spawnOrigin('./relay-process.ts', { RELAY_TARGET: upstream.origin });
-  const relay2b = await spawnOrigin('./relay-process.ts', { RELAY_TARGET: upstream.origin });
-  const relay2 = await spawnOrigin('./relay-process.ts', { RELAY_TARGET: relay2b.origin });
+  // Everything started is stopped, even when a later start fails.
+  const started: Array<{ stop: () => void }> = [];
+  const keep = <T extends { stop: () => void }>(p: T): T => (started.push(p), p);
   try {
+    const portkey = keep(await startPortkey());
+    const upstream = keep(await startMockProcess(stack));
+    // Bare relays: one hop (Portkey's shape), and two chained hops (SecureGate's: host, enclave).
+    const relay1 = keep(await spawnOrigin('./relay-process.ts', { RELAY_TARGET: upstream.origin }));
+    const relay2b = keep(await spawnOrigin('./relay-process.ts', { RELAY_TARGET: upstream.origin }));
+    const relay2 = keep(await spawnOrigin('./relay-process.ts', { RELAY_TARGET: relay2b.origin }));
     const mk = (name: string, base: string, path: string, headers: Record<string, string>): Target => ({ name, pool: new Pool(base, { connections: 256, pipelining: 1 }), path, headers });
     const direct = mk('direct', upstream.origin, '/v1/chat/completions', { authorization: `Bearer ${upstream.upstreamKey}` });
     const gateway = mk('securegate', stack.hostUrl, '/v1/chat/completions', { authorization: `Bearer ${upstream.key}` });
@@ -315,8 +318,7 @@ export async function gatewayBenchmarks(options: GatewayBenchOptions): Promise<B
       { name: 'dev stack resident memory, 7 processes (MB in the median column)', medianUs: stackMb, baseline: '-', ratio: 1 },
     ];
   } finally {
-    for (const p of [relay2, relay2b, relay1, upstream]) p.stop();
-    portkey.stop();
+    for (const p of started.reverse()) p.stop();
     await stack.stop();
     await rm(dataDir, { recursive: true, force: true });
   }
