@@ -78,7 +78,7 @@ async function enroll(): Promise<{ binding: KeyBinding; record: Uint8Array; upst
   return { binding, record, upstreamKey };
 }
 
-function resolverAt(clock: { t: number }, endpoints = shareholders) {
+function resolverAt(clock: { t: number }, endpoints = shareholders, ticketLifetimeMs?: number) {
   const metrics = createEnclaveMetrics();
   const resolver = new KeyResolver({
     shareholders: endpoints.map((s) => ({ id: s.identity.id, url: s.url })),
@@ -89,6 +89,7 @@ function resolverAt(clock: { t: number }, endpoints = shareholders) {
     cacheTtlMs: TTL,
     stragglerWindowMs: 100,
     now: () => clock.t,
+    ...(ticketLifetimeMs !== undefined ? { ticketLifetimeMs } : {}),
   });
   const count = async (result: string) => ((await metrics.cache.get()).values.find((v) => v.labels.result === result)?.value ?? 0);
   const fetches = async () => (await metrics.reconstructionSeconds.get()).values.find((v) => v.metricName?.endsWith('_count'))?.value ?? 0;
@@ -181,6 +182,48 @@ describe('key resolver', () => {
     await until(async () => (await fetches()) === 3);
     await resolver.upstreamKey(c.binding, c.record, 2);
     expect(await count('miss')).toBe(3);
+    await resolver.close();
+  });
+
+  it('prepares a challenge and attestation per shareholder ahead, so a cold key takes one round trip each', async () => {
+    const nonces = async (sh: Shareholder) => (await sh.store.db.query<{ nonce: string; used_at: number | null }>('SELECT nonce, used_at FROM nonces')).map((r) => ({ nonce: r.nonce, used: r.used_at !== null }));
+    const before = await Promise.all(shareholders.map(nonces));
+    const { resolver, fetches } = resolverAt({ t: Date.now() });
+    const c = await enroll();
+    // Ready before any request: one new, unused nonce at every shareholder.
+    let ready: Array<{ nonce: string; used: boolean }> = [];
+    await until(async () => {
+      const now = await Promise.all(shareholders.map(nonces));
+      ready = now.map((list, i) => list.filter((n) => !before[i]!.some((b) => b.nonce === n.nonce))).flat();
+      return ready.length === shareholders.length;
+    });
+    expect(ready.every((n) => !n.used)).toBe(true);
+    expect(text(await resolver.upstreamKey(c.binding, c.record, 2))).toBe(c.upstreamKey);
+    expect(await fetches()).toBe(1);
+    // The releases used exactly those nonces (no challenge on the request's path) …
+    const after = (await Promise.all(shareholders.map(nonces))).flat();
+    const usedNow = after.filter((n) => n.used && ready.some((r) => r.nonce === n.nonce));
+    expect(usedNow.length).toBeGreaterThanOrEqual(2);
+    // … and the next ones are being prepared.
+    await until(async () => (await Promise.all(shareholders.map(nonces))).flat().filter((n) => !n.used && !before.flat().some((b) => b.nonce === n.nonce)).length === shareholders.length);
+    await resolver.close();
+  });
+
+  it('replaces a prepared ticket the shareholder no longer takes, once', async () => {
+    const { resolver, fetches } = resolverAt({ t: Date.now() });
+    const c = await enroll();
+    await until(async () => (await Promise.all(shareholders.map((sh) => sh.store.db.query('SELECT nonce FROM nonces WHERE used_at IS NULL')))).every((r) => r.length > 0));
+    // The shareholders forget every outstanding nonce (as after a restore): prepared tickets are refused.
+    for (const sh of shareholders) await sh.store.db.query('DELETE FROM nonces WHERE used_at IS NULL');
+    expect(text(await resolver.upstreamKey(c.binding, c.record, 2))).toBe(c.upstreamKey);
+    expect(await fetches()).toBe(1);
+    await resolver.close();
+  });
+
+  it('works without prepared tickets (ticketLifetimeMs 0)', async () => {
+    const { resolver } = resolverAt({ t: Date.now() }, shareholders, 0);
+    const c = await enroll();
+    expect(text(await resolver.upstreamKey(c.binding, c.record, 2))).toBe(c.upstreamKey);
     await resolver.close();
   });
 

@@ -6,7 +6,8 @@
  * Shares that arrive after the key is rebuilt are still checked (within `stragglerWindowMs`) so a
  * shareholder serving a bad share is named even when it is not among the fastest t; then they are
  * aborted. The DEK, not the key, is cached; the key is opened per request and dropped. A DEK in
- * use is refreshed in the background in the last tenth of its TTL (see #refresh).
+ * use is refreshed in the background in the last tenth of its TTL (see #refresh), and the
+ * challenge + attestation step is done ahead per shareholder (see Ticket).
  */
 import { Pool } from 'undici';
 import type { Nsm } from '../attestation/index.ts';
@@ -44,6 +45,12 @@ export interface KeyResolverOptions {
   fetchTimeoutMs?: number;
   stragglerWindowMs?: number;
   now?: () => number;
+  /**
+   * Keep one challenge nonce and the attestation document over it ready per shareholder, so a
+   * cold key costs one round trip per shareholder instead of two plus an NSM call. At most this
+   * old (and at most half the nonce's remaining life when it was issued). 0 turns it off.
+   */
+  ticketLifetimeMs?: number;
 }
 
 interface CacheEntry {
@@ -53,6 +60,14 @@ interface CacheEntry {
   opened?: { record: Uint8Array; binding: string; key: Uint8Array };
   /** A background refresh was started for this entry (at most one). */
   refreshStarted?: boolean;
+}
+
+/** A shareholder's challenge nonce and our attestation document over it, ready for a release. */
+interface Ticket {
+  nonce: Uint8Array;
+  document: Uint8Array;
+  /** Wall-clock ms (the shareholder's nonce expiry is wall-clock too). */
+  usableUntil: number;
 }
 
 interface Received {
@@ -75,6 +90,10 @@ export class KeyResolver {
   readonly #pools = new Map<string, Pool>();
   /** The ephemeral key, imported once for HPKE opens. */
   #recipient: Promise<ShareRecipient> | undefined;
+  readonly #tickets = new Map<string, Ticket>();
+  readonly #preparing = new Map<string, Promise<void>>();
+  #ticketTimer: NodeJS.Timeout | undefined;
+  #closed = false;
   /** Bad shares seen, newest last (bounded): the host turns them into shareholder_anomaly alerts. */
   readonly anomalies: Array<{ seq: number; at: number; shareholder: string; connectionId: string }> = [];
   #anomalySeq = 0;
@@ -85,9 +104,23 @@ export class KeyResolver {
       maxCacheEntries: 10_000,
       fetchTimeoutMs: 5_000,
       stragglerWindowMs: 2_000,
+      ticketLifetimeMs: 30_000,
       now: () => Date.now(),
       ...options,
     };
+    if (this.#o.ticketLifetimeMs > 0) {
+      setImmediate(() => this.#topUp()).unref();
+      this.#ticketTimer = setInterval(() => this.#topUp(), this.#o.ticketLifetimeMs / 3);
+      this.#ticketTimer.unref();
+    }
+  }
+
+  /** Prepares tickets where one is missing or past half its life. */
+  #topUp(): void {
+    for (const sh of this.#o.shareholders) {
+      const t = this.#tickets.get(sh.id);
+      if (!t || t.usableUntil - Date.now() < this.#o.ticketLifetimeMs / 2) this.#prepare(sh);
+    }
   }
 
   /** Returns the plaintext upstream key for one request. The caller must not keep it. */
@@ -150,6 +183,8 @@ export class KeyResolver {
     const slot: { pending?: Promise<Uint8Array> } = {};
     slot.pending = this.#fetchDek(binding, record, threshold, () => this.#inflight.get(id) === slot.pending).finally(() => {
       if (this.#inflight.get(id) === slot.pending) this.#inflight.delete(id);
+      // Replace the tickets this fetch used once it is done, not while it competes for the CPU.
+      this.#topUp();
     });
     this.#inflight.set(id, slot.pending);
     return slot.pending;
@@ -164,6 +199,10 @@ export class KeyResolver {
   }
 
   async close(): Promise<void> {
+    this.#closed = true;
+    clearInterval(this.#ticketTimer);
+    this.#tickets.clear();
+    await Promise.allSettled([...this.#preparing.values()]);
     for (const id of [...this.#cache.keys()]) this.evict(id);
     await Promise.all([...this.#pools.values()].map((p) => p.close()));
   }
@@ -205,19 +244,58 @@ export class KeyResolver {
     return { status: res.statusCode, json };
   }
 
-  /** One shareholder's share for one connection, opened with our ephemeral key. */
-  async #fetchShare(sh: ShareholderEndpoint, connectionId: string, signal: AbortSignal): Promise<Share> {
+  /** A fresh challenge from `sh` and our attestation document over it. */
+  async #newTicket(sh: ShareholderEndpoint, signal: AbortSignal): Promise<Ticket> {
+    const asked = Date.now();
     const challenge = await this.#post(sh, '/v1/challenges', {}, signal);
     if (challenge.status !== 200 || typeof challenge.json.nonce !== 'string') throw new Error(`challenge failed (${challenge.status})`);
     const nonce = fromHex(challenge.json.nonce, 'nonce');
     const document = await this.#o.nsm.getAttestationDocument({ nonce, publicKey: this.#o.ephemeral.publicKey });
-    const release = await this.#post(sh, '/v1/releases', { document: Buffer.from(document).toString('base64'), connectionIds: [connectionId] }, signal);
+    const remaining = Date.parse(String(challenge.json.expiresAt)) - asked;
+    const lifetime = Math.min(this.#o.ticketLifetimeMs, Number.isFinite(remaining) ? remaining / 2 : 0);
+    return { nonce, document, usableUntil: asked + lifetime };
+  }
+
+  /** Prepares the next ticket for `sh` in the background (one at a time; failures wait for the next top-up). */
+  #prepare(sh: ShareholderEndpoint): void {
+    if (this.#closed || this.#o.ticketLifetimeMs <= 0 || this.#preparing.has(sh.id)) return;
+    const work = this.#newTicket(sh, AbortSignal.timeout(this.#o.fetchTimeoutMs))
+      .then((ticket) => {
+        if (!this.#closed) this.#tickets.set(sh.id, ticket);
+      })
+      .catch(() => undefined)
+      .finally(() => this.#preparing.delete(sh.id));
+    this.#preparing.set(sh.id, work);
+  }
+
+  /** Takes the prepared ticket for `sh` if it is still usable (each is used once). */
+  #take(sh: ShareholderEndpoint): Ticket | undefined {
+    const ticket = this.#tickets.get(sh.id);
+    this.#tickets.delete(sh.id);
+    return ticket && ticket.usableUntil > Date.now() ? ticket : undefined;
+  }
+
+  async #release(sh: ShareholderEndpoint, ticket: Ticket, connectionId: string, signal: AbortSignal) {
+    const release = await this.#post(sh, '/v1/releases', { document: Buffer.from(ticket.document).toString('base64'), connectionIds: [connectionId] }, signal);
     const shares = release.json.shares as Array<{ connectionId: string; envelope: string }> | undefined;
     const mine = shares?.find((s) => s.connectionId === connectionId);
-    if (release.status !== 200 || !mine) {
-      const code = (release.json.error as { code?: string } | undefined)?.code ?? `status_${release.status}`;
-      throw new Error(`release refused: ${code}`);
+    const code = release.status === 200 && mine ? null : ((release.json.error as { code?: string } | undefined)?.code ?? `status_${release.status}`);
+    return { mine, code };
+  }
+
+  /** One shareholder's share for one connection, opened with our ephemeral key. */
+  async #fetchShare(sh: ShareholderEndpoint, connectionId: string, signal: AbortSignal): Promise<Share> {
+    const prepared = this.#take(sh);
+    let ticket = prepared ?? (await this.#newTicket(sh, signal));
+    let { mine, code } = await this.#release(sh, ticket, connectionId, signal);
+    // A prepared ticket the shareholder no longer takes (it restarted, or the clocks disagree
+    // about its age): once more with a fresh one.
+    if (prepared && code !== null && (code.startsWith('nonce_') || code === 'attestation_expired')) {
+      ticket = await this.#newTicket(sh, signal);
+      ({ mine, code } = await this.#release(sh, ticket, connectionId, signal));
     }
+    if (code !== null || !mine) throw new Error(`release refused: ${code}`);
+    const nonce = ticket.nonce;
     this.#recipient ??= shareRecipient(this.#o.ephemeral.privateKey);
     const plaintext = await openShareEnvelope(await this.#recipient, new Uint8Array(Buffer.from(mine.envelope, 'base64')), {
       purpose: 'release',
