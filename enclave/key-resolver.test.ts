@@ -205,7 +205,8 @@ describe('key resolver', () => {
     const usedNow = after.filter((n) => n.used && ready.some((r) => r.nonce === n.nonce));
     expect(usedNow.length).toBeGreaterThanOrEqual(2);
     // … and the next ones are being prepared.
-    await until(async () => (await Promise.all(shareholders.map(nonces))).flat().filter((n) => !n.used && !before.flat().some((b) => b.nonce === n.nonce)).length === shareholders.length);
+    const fresh = async () => (await Promise.all(shareholders.map(nonces))).flat().filter((n) => !n.used && !before.flat().some((b) => b.nonce === n.nonce) && !ready.some((r) => r.nonce === n.nonce));
+    await until(async () => (await fresh()).length === shareholders.length);
     await resolver.close();
   });
 
