@@ -74,6 +74,21 @@ async function atRate(t: Target, rps: number, ms: number): Promise<{ latencies: 
   return { latencies: latencies.sort((a, b) => a - b), achieved: (latencies.length * 1000) / (performance.now() - start), errors };
 }
 
+/**
+ * Runs `measure` on every target in `rounds` interleaved rounds (target A, B, C, A, B, C, …), so a
+ * burst of noise on this shared machine hits every target alike. Results per target, in order.
+ */
+async function interleaved<T>(targets: Target[], rounds: number, measure: (t: Target) => Promise<T>): Promise<Map<string, T[]>> {
+  const out = new Map<string, T[]>(targets.map((t) => [t.name, []]));
+  for (let round = 0; round < rounds; round++) for (const t of targets) out.get(t.name)!.push(await measure(t));
+  return out;
+}
+
+/** Per target: every latency of every round, sorted. */
+function sortedLatencies(runs: Map<string, number[][]>): Map<string, number[]> {
+  return new Map([...runs].map(([name, r]) => [name, r.flat().sort((a, b) => a - b)]));
+}
+
 async function maxThroughput(t: Target, concurrency: number, ms: number): Promise<number> {
   let done = 0;
   const until = performance.now() + ms;
@@ -226,35 +241,28 @@ export async function gatewayBenchmarks(options: GatewayBenchOptions): Promise<B
     const n = smoke ? 20 : 400;
     log(`bench: warm-up, then ${n} sequential requests per target in interleaved rounds`);
     for (const t of targets) await sequential(t, smoke ? 5 : 100);
-    const seq = new Map<string, number[]>(targets.map((t) => [t.name, []]));
-    for (let round = 0; round < 4; round++) for (const t of targets) seq.get(t.name)!.push(...(await sequential(t, n / 4)));
-    for (const v of seq.values()) v.sort((a, b) => a - b);
+    const seq = sortedLatencies(await interleaved(targets, 4, (t) => sequential(t, n / 4)));
 
     const rps = smoke ? 50 : 500;
     const duration = smoke ? 500 : 4000;
-    // In interleaved rounds, so a burst of noise on this shared machine hits every target alike.
     const rounds = smoke ? 1 : 4;
     log(`bench: open-loop ${rps} requests/s, ${rounds} interleaved rounds of ${duration / rounds} ms per target`);
-    const load = new Map<string, Awaited<ReturnType<typeof atRate>>>(targets.map((t) => [t.name, { latencies: [], achieved: 0, errors: 0 }]));
-    for (let round = 0; round < rounds; round++) {
-      for (const t of targets) {
-        const r = await atRate(t, rps, duration / rounds);
-        const all = load.get(t.name)!;
-        all.latencies.push(...r.latencies);
-        all.achieved += r.achieved / rounds;
-        all.errors += r.errors;
-      }
-    }
-    for (const v of load.values()) v.latencies.sort((a, b) => a - b);
+    const load = new Map(
+      [...(await interleaved(targets, rounds, (t) => atRate(t, rps, duration / rounds)))].map(([name, runs]) => [
+        name,
+        {
+          latencies: runs.flatMap((r) => r.latencies).sort((a, b) => a - b),
+          achieved: runs.reduce((sum, r) => sum + r.achieved, 0) / runs.length,
+          errors: runs.reduce((sum, r) => sum + r.errors, 0),
+        },
+      ]),
+    );
     log('bench: maximum throughput (32 concurrent clients), interleaved rounds');
-    const tput = new Map<string, number>([direct, gateway, peer].map((t) => [t.name, 0]));
-    for (let round = 0; round < 3; round++) {
-      for (const t of [direct, gateway, peer]) tput.set(t.name, tput.get(t.name)! + (await maxThroughput(t, 32, smoke ? 100 : 1000)) / 3);
-    }
+    const tput = new Map(
+      [...(await interleaved([direct, gateway, peer], 3, (t) => maxThroughput(t, 32, smoke ? 100 : 1000)))].map(([name, runs]) => [name, runs.reduce((a, b) => a + b, 0) / runs.length]),
+    );
     log('bench: streaming time to first byte');
-    const first = new Map<string, number[]>(targets.map((t) => [t.name, []]));
-    for (let round = 0; round < 4; round++) for (const t of targets) first.get(t.name)!.push(...(await ttfb(t, smoke ? 2 : 50)));
-    for (const v of first.values()) v.sort((a, b) => a - b);
+    const first = sortedLatencies(await interleaved(targets, 4, (t) => ttfb(t, smoke ? 2 : 50)));
 
     const coldCount = smoke ? 2 : 20;
     log(`bench: cold key reconstruction on ${coldCount} fresh connections (5 shareholders, 3-of-5)`);
@@ -304,8 +312,8 @@ export async function gatewayBenchmarks(options: GatewayBenchOptions): Promise<B
       { name: `achieved rate SecureGate / Portkey (errors ${load.get('securegate')!.errors}/${load.get('portkey')!.errors})`, medianUs: load.get('securegate')!.achieved, baseline: `Portkey ${load.get('portkey')!.achieved.toFixed(0)}/s`, ratio: load.get('securegate')!.achieved / load.get('portkey')!.achieved },
       { name: 'max throughput SecureGate (req/s in the median column)', medianUs: tput.get('securegate')!, baseline: `direct ${tput.get('direct')!.toFixed(0)}/s`, ratio: tput.get('securegate')! / tput.get('direct')! },
       { name: 'max throughput Portkey (req/s in the median column)', medianUs: tput.get('portkey')!, baseline: `direct ${tput.get('direct')!.toFixed(0)}/s`, ratio: tput.get('portkey')! / tput.get('direct')! },
-      { name: 'streaming TTFB added, SecureGate p50', medianUs: us(percentile(first.get('securegate')!, 50) - percentile(first.get('direct')!, 50)), baseline: 'direct TTFB p50', ratio: percentile(first.get('securegate')!, 50) / percentile(first.get('direct')!, 50) },
-      { name: 'streaming TTFB added, Portkey p50', medianUs: us(percentile(first.get('portkey')!, 50) - percentile(first.get('direct')!, 50)), baseline: 'direct TTFB p50', ratio: percentile(first.get('portkey')!, 50) / percentile(first.get('direct')!, 50) },
+      { name: 'streaming TTFB added, SecureGate p50', medianUs: us(firstAdded('securegate')), baseline: 'direct TTFB p50', ratio: percentile(first.get('securegate')!, 50) / percentile(first.get('direct')!, 50) },
+      { name: 'streaming TTFB added, Portkey p50', medianUs: us(firstAdded('portkey')), baseline: 'direct TTFB p50', ratio: percentile(first.get('portkey')!, 50) / percentile(first.get('direct')!, 50) },
       { name: 'bare relay, 1 hop: added sequential p50', medianUs: us(added('relay1', 50)), baseline: 'direct p50', ratio: added('relay1', 50) / dp50 },
       { name: 'bare relay, 2 hops: added sequential p50', medianUs: us(added('relay2', 50)), baseline: 'direct p50', ratio: added('relay2', 50) / dp50 },
       ...own('sequential p50', added('securegate', 50) - added('relay2', 50), added('portkey', 50) - added('relay1', 50)),
