@@ -22,7 +22,6 @@ import {
   fromHex,
   openShareEnvelope,
   shareRecipient,
-  type ShareRecipient,
   ProtocolError,
   sealShareEnvelope,
   toHex,
@@ -82,8 +81,7 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
   // The same enclave attests on every release: its certificate chain is verified once.
   const chainCache = new ChainCache();
   // The identity key is imported once for HPKE, not on every open.
-  let recipientKey: Promise<ShareRecipient> | undefined;
-  const recipient = () => (recipientKey ??= shareRecipient(identity.privateKey));
+  const recipient = await shareRecipient(identity.privateKey);
   const releaseTimes = new Map<string, number[]>();
 
   const app = Fastify({
@@ -202,7 +200,7 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
       const max = maxReleases(signed.message.maxReleasesPerMinute);
       // Open once now so a share this service cannot open is refused at enrollment, not at release.
       try {
-        decodeShare(await openShareEnvelope(await recipient(), envelope, { purpose: 'enroll', connectionId, shareholderId: identity.id }));
+        decodeShare(await openShareEnvelope(recipient, envelope, { purpose: 'enroll', connectionId, shareholderId: identity.id }));
       } catch {
         await audit({ action: 'enroll', outcome: 'refused', connectionId, code: 'envelope_invalid' });
         throw new RefusalError(400, 'envelope_invalid', 'the share envelope does not open with this shareholder key');
@@ -335,7 +333,7 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
         }
         window.push(now.getTime());
         releaseTimes.set(connectionId, window);
-        const plaintext = await openShareEnvelope(await recipient(), share.envelope, { purpose: 'enroll', connectionId, shareholderId: identity.id });
+        const plaintext = await openShareEnvelope(recipient, share.envelope, { purpose: 'enroll', connectionId, shareholderId: identity.id });
         const sealed = await sealShareEnvelope(doc.publicKey, plaintext, {
           purpose: 'release',
           connectionId,
