@@ -5,7 +5,8 @@
  */
 import { execFile, execFileSync } from 'node:child_process';
 import { promisify } from 'node:util';
-import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { chownSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI from 'openai';
@@ -19,20 +20,49 @@ const canRun = bin !== '' && existsSync(`${bin}/initdb`) && process.getuid?.() =
 if (!canRun) process.stderr.write('\n[skip] PostgreSQL restart test: needs the PostgreSQL server binaries and root (to run them as postgres)\n');
 if (!canRun && process.env.CI === 'true') throw new Error('the PostgreSQL restart test must run under CI=true (PostgreSQL binaries and root are on this machine kind)');
 
-const PORT = 5400 + (process.pid % 90);
 let dir: string;
 const asPostgres = (args: string[]) => execFileSync('runuser', ['-u', 'postgres', '--', ...args], { stdio: 'pipe' });
+const idOf = (flag: '-u' | '-g') => Number(execFileSync('id', [flag, 'postgres'], { encoding: 'utf8' }).trim());
+
+/** A port nobody listens on right now (a fixed or pid-derived one can be held by a stray server). */
+const freePort = () =>
+  new Promise<number>((resolve, reject) => {
+    const probe = createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as { port: number };
+      probe.close(() => resolve(port));
+    });
+  });
+
+/** Starts the private server, on another port if the one picked was taken meanwhile; a failure carries the server's own log. */
+async function startPrivateServer(data: string): Promise<number> {
+  const log = join(dir, 'pg.log');
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    try {
+      asPostgres([`${bin}/pg_ctl`, '-D', data, '-o', `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1`, '-l', log, '-w', 'start']);
+      return port;
+    } catch (e) {
+      const tail = existsSync(log) ? readFileSync(log, 'utf8').split('\n').slice(-15).join('\n') : '(no log)';
+      if (attempt === 3) throw new Error(`private PostgreSQL did not start (3 attempts); last log:\n${tail}`, { cause: e });
+      process.stderr.write(`private PostgreSQL did not start on port ${port}, trying another; log:\n${tail}\n`);
+    }
+  }
+}
 
 describe.skipIf(!canRun)('PostgreSQL restarted under load', () => {
   let stack: Awaited<ReturnType<typeof startTestStack>>;
-  const url = `postgres://postgres@127.0.0.1:${PORT}/postgres`;
+  let port: number;
+  let url: string;
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'sg-pgr-'));
-    chownSync(dir, 101, 104);
+    chownSync(dir, idOf('-u'), idOf('-g'));
     const data = join(dir, 'data');
     asPostgres([`${bin}/initdb`, '-D', data, '-A', 'trust', '-U', 'postgres']);
-    asPostgres([`${bin}/pg_ctl`, '-D', data, '-o', `-p ${PORT} -k ${dir} -c listen_addresses=127.0.0.1`, '-l', join(dir, 'pg.log'), '-w', 'start']);
+    port = await startPrivateServer(data);
+    url = `postgres://postgres@127.0.0.1:${port}/postgres`;
     stack = await startTestStack({ hostArgs: ['--database', url, '--velocity-floor', '100000000'] });
   }, 120_000);
   afterAll(async () => {
@@ -74,7 +104,7 @@ describe.skipIf(!canRun)('PostgreSQL restarted under load', () => {
     await eventually(async () => (served >= 20 ? true : undefined));
     // Asynchronously (the mock upstream lives in this process), with the server's output in the
     // log file rather than inherited pipes.
-    await promisify(execFile)('runuser', ['-u', 'postgres', '--', `${bin}/pg_ctl`, '-D', join(dir, 'data'), '-m', 'fast', '-w', '-l', join(dir, 'pg.log'), 'restart', '-o', `-p ${PORT} -k ${dir} -c listen_addresses=127.0.0.1`]);
+    await promisify(execFile)('runuser', ['-u', 'postgres', '--', `${bin}/pg_ctl`, '-D', join(dir, 'data'), '-m', 'fast', '-w', '-l', join(dir, 'pg.log'), 'restart', '-o', `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1`]);
     const after = served;
     await eventually(async () => (served >= after + 20 ? true : undefined), 60_000);
     stop = true;
