@@ -20,7 +20,7 @@ import { Pool } from 'undici';
 import { generateOwnerKeyPair } from '../protocol/index.ts';
 import { connectProvider, createKey } from '../cli/owner.ts';
 import { startStack, type Stack } from '../scripts/stack.ts';
-import { enrollConnection } from '../test/e2e/helpers.ts';
+import { enrollConnection, freePort } from '../test/e2e/helpers.ts';
 import type { BenchFigure } from './crypto.ts';
 
 const BODY = JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'Say hello' }] });
@@ -125,19 +125,26 @@ async function rssMb(pid: number): Promise<number> {
 async function startPortkey(): Promise<{ url: string; stop: () => void }> {
   const require = createRequire(import.meta.url);
   const script = require.resolve('@portkey-ai/gateway/build/start-server.js');
-  const port = 20000 + Math.floor(Math.random() * 20000);
-  const child = spawn(process.execPath, [script, `--port=${port}`], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const url = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 100; i++) {
-    try {
-      await fetch(`${url}/v1/models`);
-      return { url, stop: () => child.kill('SIGTERM') };
-    } catch {
-      await new Promise((r) => setTimeout(r, 100));
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    const child = spawn(process.execPath, [script, `--port=${port}`], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let exited = false;
+    let stderr = '';
+    child.once('exit', () => (exited = true));
+    child.stderr!.on('data', (c: Buffer) => (stderr = (stderr + c.toString()).slice(-2000)));
+    const url = `http://127.0.0.1:${port}`;
+    // Until it answers (and only while this child lives: another program could own the port).
+    for (let i = 0; i < 100 && !exited; i++) {
+      try {
+        await fetch(`${url}/v1/models`);
+        if (!exited) return { url, stop: () => child.kill('SIGTERM') };
+      } catch {
+        await new Promise((r) => setTimeout(r, 100));
+      }
     }
+    child.kill('SIGKILL');
+    if (attempt === 3) throw new Error(`Portkey gateway did not start: ${stderr.trim() || '(no output)'}`);
   }
-  child.kill('SIGKILL');
-  throw new Error('Portkey gateway did not start');
 }
 
 /** Spawns a bench helper process and waits for its `{ "origin" }` line. */

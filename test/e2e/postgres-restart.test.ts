@@ -6,13 +6,12 @@
 import { execFile, execFileSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import { chownSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI from 'openai';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { eventually, startTestStack } from './helpers.ts';
+import { eventually, freePort, startTestStack } from './helpers.ts';
 
 const versions = existsSync('/usr/lib/postgresql') ? readdirSync('/usr/lib/postgresql') : [];
 const bin = versions.length ? `/usr/lib/postgresql/${versions.sort().at(-1)}/bin` : '';
@@ -23,17 +22,6 @@ if (!canRun && process.env.CI === 'true') throw new Error('the PostgreSQL restar
 let dir: string;
 const asPostgres = (args: string[]) => execFileSync('runuser', ['-u', 'postgres', '--', ...args], { stdio: 'pipe' });
 const idOf = (flag: '-u' | '-g') => Number(execFileSync('id', [flag, 'postgres'], { encoding: 'utf8' }).trim());
-
-/** A port nobody listens on right now (a fixed or pid-derived one can be held by a stray server). */
-const freePort = () =>
-  new Promise<number>((resolve, reject) => {
-    const probe = createServer();
-    probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as { port: number };
-      probe.close(() => resolve(port));
-    });
-  });
 
 /** Starts the private server, on another port if the one picked was taken meanwhile; a failure carries the server's own log. */
 async function startPrivateServer(data: string): Promise<number> {
