@@ -6,7 +6,6 @@
  */
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import { connect as netConnect, type Socket } from 'node:net';
-import { pipeline } from 'node:stream/promises';
 
 /** Responses up to this size with a Content-Length are read whole and written back at once. */
 const SMALL_BODY = 256 * 1024;
@@ -140,6 +139,21 @@ export function parseEgress(entries: string[]): Map<string, EgressRoute> {
   return map;
 }
 
+/**
+ * Streams an upstream body to the response until either ends. A body that breaks off destroys the
+ * response (the host sees the stream end abnormally, not a clean end); a response that closes
+ * early (the client went away) cancels the upstream call through the abort signal `forward` set.
+ * Plain pipe() rather than stream.pipeline: pipeline aborts an internal AbortController at every
+ * finish, building a DOMException with a stack trace each time (~40 µs per streamed answer here).
+ */
+function relay(body: NodeJS.ReadableStream, res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    body.on('error', () => res.destroy());
+    res.once('close', () => resolve());
+    body.pipe(res);
+  });
+}
+
 export class Forwarder {
   readonly #pools = new Map<string, Pool>();
   readonly #timeouts: { headersTimeout: number; bodyTimeout: number };
@@ -252,11 +266,7 @@ export class Forwarder {
       return upstream.statusCode;
     }
     res.writeHead(upstream.statusCode, headers);
-    try {
-      await pipeline(upstream.body, res);
-    } catch {
-      // Client went away or upstream broke mid-stream: the abort above cancels the upstream call.
-    }
+    await relay(upstream.body, res);
     return upstream.statusCode;
   }
 

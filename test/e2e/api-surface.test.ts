@@ -171,6 +171,44 @@ describe('aliases, limits and disconnects', () => {
   });
 });
 
+describe('an upstream that breaks off mid-stream', () => {
+  it('ends the client stream with an error, not a hang, and charges what was produced', async () => {
+    // Headers and two content events, then the upstream's connection dies.
+    const event = (content: string) => `data: ${JSON.stringify({ id: 'c1', object: 'chat.completion.chunk', created: 1, model: 'gpt-4o-mini', choices: [{ index: 0, delta: { content }, finish_reason: null }] })}\n\n`;
+    const broken = createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write(event('Hel'));
+        res.write(event('lo'), () => setTimeout(() => res.socket?.destroy(), 50));
+      });
+    });
+    await new Promise<void>((r) => broken.listen(0, '127.0.0.1', r));
+    try {
+      const origin = `http://127.0.0.1:${(broken.address() as AddressInfo).port}`;
+      const conn = await enrollConnection({ ...stack, mock: { ...stack.mock!, origin } }, { upstreamKey: 'sk-broken' });
+      const sdk = new OpenAI({ apiKey: conn.key, baseURL: `${stack.hostUrl}/v1`, maxRetries: 0, timeout: 10_000 });
+      const stream = await sdk.chat.completions.create({ model: 'gpt-4o-mini', stream: true, messages: [{ role: 'user', content: 'hi' }] });
+      let text = '';
+      const consumed = (async () => {
+        for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? '';
+      })();
+      await expect(consumed).rejects.toThrow();
+      expect(text).toBe('Hello');
+      const row = await eventually(async () => {
+        const res = await fetch(`${stack.hostUrl}/admin/v1/audit?keyId=${conn.keyId}&limit=10`, { headers: { authorization: `Bearer ${stack.adminToken}` } });
+        const items = ((await res.json()) as { items: Array<{ code: string | null; tokensOut: number; cost: number }> }).items;
+        return items[0];
+      });
+      expect(row.code).toBe('upstream_broken');
+      expect(row.tokensOut).toBe(2);
+      expect(row.cost).toBeGreaterThan(0);
+    } finally {
+      broken.close();
+    }
+  });
+});
+
 describe('other real clients', () => {
   it('Vercel AI SDK: generateText and streamText through the gateway', async () => {
     const provider = createOpenAI({ apiKey: stack.demo!.key, baseURL: `${stack.hostUrl}/v1` });

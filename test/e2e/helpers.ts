@@ -77,6 +77,7 @@ export async function eventually<T>(probe: () => Promise<T | undefined>, timeout
 export interface ManualConnection {
   connectionId: string;
   key: string;
+  keyId: string;
   binding: KeyBinding;
   sealedRecord: string;
   /** What the host must never hold: the data key and the encoded shares (for secret scans). */
@@ -135,5 +136,5 @@ export async function enrollConnection(stack: Stack, options: { upstreamKey: str
   });
   if (res.status !== 201) throw new Error(`connection registration failed: ${await res.text()}`);
   const key = await createKey(stack.hostUrl, options.adminToken ?? stack.adminToken, connectionId);
-  return { connectionId, key: key.key, binding, sealedRecord, secrets };
+  return { connectionId, key: key.key, keyId: key.id, binding, sealedRecord, secrets };
 }
