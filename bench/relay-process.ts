@@ -1,13 +1,14 @@
 /**
  * A do-nothing HTTP relay in its own process: reads the request, forwards it with undici to
- * `RELAY_TARGET`, streams the answer back. The benchmark chains one or two of them in front of
- * the mock upstream to measure what a process hop alone costs on this machine (SecureGate has two
- * hops, host and enclave; Portkey one). Prints one JSON line `{ "origin": … }` when listening.
+ * `RELAY_TARGET`, streams the answer back with the enclave's own `relay`. The benchmark chains one
+ * or two of them in front of the mock upstream to measure what a process hop alone costs on this
+ * machine (SecureGate has two hops, host and enclave; Portkey one). Prints one JSON line
+ * `{ "origin": … }` when listening.
  */
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { pipeline } from 'node:stream/promises';
 import { Pool } from 'undici';
+import { relay } from '../enclave/forward.ts';
 
 const target = process.env.RELAY_TARGET;
 if (!target) throw new Error('RELAY_TARGET must be set');
@@ -24,7 +25,8 @@ const server = createServer(async (req, res) => {
     const out: Record<string, string | string[]> = {};
     for (const [k, v] of Object.entries(up.headers)) if (v !== undefined && !HOP.has(k)) out[k] = v;
     res.writeHead(up.statusCode, out);
-    await pipeline(up.body, res);
+    // The enclave's own streaming relay, so a bare hop costs what that part of a SecureGate hop costs.
+    await relay(up.body, res);
   } catch {
     res.destroy();
   }

@@ -146,7 +146,7 @@ export function parseEgress(entries: string[]): Map<string, EgressRoute> {
  * Plain pipe() rather than stream.pipeline: pipeline aborts an internal AbortController at every
  * finish, building a DOMException with a stack trace each time (~40 µs per streamed answer here).
  */
-function relay(body: NodeJS.ReadableStream, res: ServerResponse): Promise<void> {
+export function relay(body: NodeJS.ReadableStream, res: ServerResponse): Promise<void> {
   return new Promise((resolve) => {
     body.on('error', () => res.destroy());
     res.once('close', () => resolve());
