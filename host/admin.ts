@@ -16,6 +16,7 @@ import { normaliseIp } from './client-ip.ts';
 import { HostError } from './errors.ts';
 import { bearerToken, generateSgKey, hashSgKey, keyHint, sha256Hex } from './keys.ts';
 import { deviceHash, parseDuration } from './locks.ts';
+import { DEFAULT_SCOPES, normaliseScopes, ScopeError } from './request/scopes.ts';
 import { dollarsToMicros, MICROS } from './pricing.ts';
 import { newWebhookSecret } from './alerts.ts';
 import type { AuditWriter } from './audit.ts';
@@ -61,6 +62,7 @@ export function publicKeyView(k: KeyRecord) {
     lifetimeLimit: k.lifetimeLimitMicros === null ? null : k.lifetimeLimitMicros / MICROS,
     dailyRequests: k.dailyRequestLimit,
     autoLock: k.autoLock,
+    scopes: k.scopes,
     boundCity: k.boundCity,
     boundCityAt: k.boundCityAt,
     deviceBoundAt: k.deviceBoundAt,
@@ -81,6 +83,7 @@ const keyOptions = {
   lifetimeLimit: { type: ['number', 'null'], minimum: 0, maximum: 1e9 },
   dailyRequests: { type: ['integer', 'null'], minimum: 0, maximum: 1e9 },
   autoLock: { type: 'array', maxItems: 3, uniqueItems: true, items: { type: 'string', enum: ['ip', 'device', 'city'] } },
+  scopes: { type: 'array', maxItems: 32, items: { type: 'string', minLength: 1, maxLength: 40 } },
 } as const;
 
 interface KeyOptionsBody {
@@ -98,6 +101,8 @@ interface KeyOptionsBody {
   dailyRequests?: number | null;
   /** What the key binds itself to on first use; `ip` is always included. */
   autoLock?: Array<'ip' | 'device' | 'city'>;
+  /** What the key may be used for (host/request/scopes.ts); default `["inference"]`. */
+  scopes?: string[];
 }
 
 export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Promise<void> {
@@ -191,6 +196,14 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
     }
     if (body.dailyLimit !== undefined) patch.dailyLimitMicros = body.dailyLimit === null ? null : dollarsToMicros(body.dailyLimit);
     if (body.dailyRequests !== undefined) patch.dailyRequestLimit = body.dailyRequests;
+    if (body.scopes !== undefined) {
+      try {
+        patch.scopes = normaliseScopes(body.scopes);
+      } catch (e) {
+        if (e instanceof ScopeError) throw new HostError('invalid_request', e.message);
+        throw e;
+      }
+    }
     if (body.autoLock !== undefined) patch.autoLock = ['ip', ...body.autoLock.filter((a) => a !== 'ip')];
     if (body.lifetimeLimit !== undefined) patch.lifetimeLimitMicros = body.lifetimeLimit === null ? null : dollarsToMicros(body.lifetimeLimit);
     let signingSecret: string | undefined;
@@ -342,6 +355,7 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
         suspendedUntil: null,
         dailyLimitMicros: patch.dailyLimitMicros ?? null,
         lifetimeLimitMicros: patch.lifetimeLimitMicros ?? null,
+        scopes: patch.scopes ?? [...DEFAULT_SCOPES],
         dailyRequestLimit: patch.dailyRequestLimit ?? null,
         autoLock: patch.autoLock ?? ['ip'],
         boundCity: null,

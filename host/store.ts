@@ -55,6 +55,12 @@ export interface KeyRecord {
   lifetimeLimitMicros: number | null;
   dailyRequestLimit: number | null;
   autoLock: AutoLock[];
+  /**
+   * What the key may be used for (host/request/scopes.ts): `inference` by default; files,
+   * batches, fine-tuning, vector stores, stored responses and anything that deletes only when the
+   * owner grants them (`files:read`, `files:write`, `files:delete`, …).
+   */
+  scopes: string[];
   /** "City, CC" seen on first use, when the key auto-locks to its city. */
   boundCity: string | null;
   boundCityAt: number | null;
@@ -92,6 +98,7 @@ export type KeyPatch = Partial<
     | 'lifetimeLimitMicros'
     | 'dailyRequestLimit'
     | 'autoLock'
+    | 'scopes'
     | 'boundCity'
     | 'boundCityAt'
     | 'deviceBoundAt'
@@ -152,6 +159,9 @@ const MIGRATIONS: string[] = [
   `ALTER TABLE admin_tokens ADD COLUMN user_id TEXT`,
   `ALTER TABLE memberships ADD COLUMN projects TEXT;
    ALTER TABLE invites ADD COLUMN projects TEXT`,
+  // Existing keys get the default too (inference only): an upgrade closes the endpoints a stolen
+  // key could reach; owners grant more with `securegate keys update --scopes`.
+  `ALTER TABLE sg_keys ADD COLUMN scopes TEXT NOT NULL DEFAULT '["inference"]'`,
 ];
 
 /** What a key locks itself to on first successful use ("self-healing identity"). */
@@ -181,6 +191,7 @@ const KEY_COLUMNS: Record<keyof KeyPatch, string> = {
   lifetimeLimitMicros: 'lifetime_limit_micros',
   dailyRequestLimit: 'daily_request_limit',
   autoLock: 'auto_lock',
+  scopes: 'scopes',
   boundCity: 'bound_city',
   boundCityAt: 'bound_city_at',
   deviceBoundAt: 'device_bound_at',
@@ -212,6 +223,7 @@ function toKey(r: Row): KeyRecord {
     lifetimeLimitMicros: num(r.lifetime_limit_micros),
     dailyRequestLimit: num(r.daily_request_limit),
     autoLock: JSON.parse((r.auto_lock as string | null) ?? '["ip"]') as AutoLock[],
+    scopes: JSON.parse((r.scopes as string | null) ?? '["inference"]') as string[],
     boundCity: (r.bound_city as string | null) ?? null,
     boundCityAt: num(r.bound_city_at),
     deviceBoundAt: num(r.device_bound_at),
@@ -237,7 +249,7 @@ function toConnection(r: Row): ConnectionRecord {
 }
 
 function columnValue(field: keyof KeyPatch, value: unknown): SqlValue {
-  if (field === 'allowedCities' || field === 'allowedModels' || field === 'autoLock') return JSON.stringify(value);
+  if (field === 'allowedCities' || field === 'allowedModels' || field === 'autoLock' || field === 'scopes') return JSON.stringify(value);
   if (field === 'requireSignature') return value ? 1 : 0;
   return value as SqlValue;
 }
@@ -340,13 +352,13 @@ export class HostStore {
     await this.db.query(
       `INSERT INTO sg_keys (id, hash, hint, name, project_id, connection_id, status, bound_ip, bound_at, allowed_cities, device_hash, device_salt,
          allowed_models, require_signature, signing_secret, inactive_expiry_ms, last_used_at, suspended_until, created_at, updated_at,
-         daily_limit_micros, lifetime_limit_micros, daily_request_limit, auto_lock, bound_city, bound_city_at, device_bound_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)`,
+         daily_limit_micros, lifetime_limit_micros, daily_request_limit, auto_lock, bound_city, bound_city_at, device_bound_at, scopes)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)`,
       [
         k.id, k.hash, k.hint, k.name, k.projectId, k.connectionId, k.status, k.boundIp, k.boundAt, JSON.stringify(k.allowedCities), k.deviceHash,
         k.deviceSalt, JSON.stringify(k.allowedModels), k.requireSignature ? 1 : 0, k.signingSecret, k.inactiveExpiryMs, k.lastUsedAt,
         k.suspendedUntil, k.createdAt, k.updatedAt, k.dailyLimitMicros, k.lifetimeLimitMicros, k.dailyRequestLimit,
-        JSON.stringify(k.autoLock), k.boundCity, k.boundCityAt, k.deviceBoundAt,
+        JSON.stringify(k.autoLock), k.boundCity, k.boundCityAt, k.deviceBoundAt, JSON.stringify(k.scopes),
       ],
     );
   }

@@ -1,3 +1,4 @@
+import { ANTHROPIC_ENDPOINTS } from './endpoints.ts';
 import type { ProviderSpec } from './types.ts';
 
 /** Anthropic's native Messages API; `anthropic-version` / `anthropic-beta` pass through. */
@@ -9,5 +10,5 @@ export const anthropic: ProviderSpec = {
   upstreamBase: '/v1',
   errorShape: 'anthropic',
   priceProvider: 'anthropic',
-  allowedPaths: [/^\/messages$/, /^\/messages\/count_tokens$/, /^\/models(\/[\w.:-]+)?$/],
+  endpoints: ANTHROPIC_ENDPOINTS,
 };

@@ -13,5 +13,5 @@ export const any: ProviderSpec = {
   authScheme: 'bearer',
   upstreamBase: '',
   errorShape: 'openai',
-  allowedPaths: [],
+  endpoints: [],
 };

@@ -1,3 +1,4 @@
+import { AZURE_DEPLOYMENT_ENDPOINTS } from './endpoints.ts';
 import { OPENAI_COMPATIBLE as O, type ProviderSpec } from './types.ts';
 
 /**
@@ -14,6 +15,6 @@ export const azure: ProviderSpec = {
   upstreamBase: '/openai/v1',
   errorShape: 'openai',
   priceProvider: 'azure',
-  allowedPaths: [O.chat, O.completions, O.embeddings, O.models, O.responses, O.audioTranscriptions, O.audioSpeech, O.imagesGenerations],
-  nativePaths: [/^\/openai\/deployments\/[\w.-]+\/(chat\/completions|completions|embeddings|audio\/(transcriptions|translations|speech)|images\/generations)$/],
+  endpoints: [...O.chat, ...O.completions, ...O.embeddings, ...O.models, ...O.responses, ...O.audioTranscriptions, ...O.audioSpeech, ...O.imagesGenerations],
+  nativeEndpoints: AZURE_DEPLOYMENT_ENDPOINTS,
 };

@@ -9,5 +9,5 @@ export const cerebras: ProviderSpec = {
   upstreamBase: '/v1',
   errorShape: 'openai',
   priceProvider: 'cerebras',
-  allowedPaths: [O.chat, O.completions, O.models],
+  endpoints: [...O.chat, ...O.completions, ...O.models],
 };

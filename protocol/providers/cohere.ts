@@ -9,5 +9,5 @@ export const cohere: ProviderSpec = {
   upstreamBase: '/compatibility/v1',
   errorShape: 'openai',
   priceProvider: 'cohere',
-  allowedPaths: [O.chat, O.embeddings, O.models],
+  endpoints: [...O.chat, ...O.embeddings, ...O.models],
 };

@@ -9,5 +9,5 @@ export const deepseek: ProviderSpec = {
   upstreamBase: '/v1',
   errorShape: 'openai',
   priceProvider: 'deepseek',
-  allowedPaths: [O.chat, O.completions, O.models],
+  endpoints: [...O.chat, ...O.completions, ...O.models],
 };

@@ -9,5 +9,5 @@ export const fireworks: ProviderSpec = {
   upstreamBase: '/inference/v1',
   errorShape: 'openai',
   priceProvider: 'fireworks',
-  allowedPaths: [O.chat, O.completions, O.embeddings, O.models],
+  endpoints: [...O.chat, ...O.completions, ...O.embeddings, ...O.models],
 };

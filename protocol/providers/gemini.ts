@@ -1,3 +1,4 @@
+import { GEMINI_NATIVE_ENDPOINTS } from './endpoints.ts';
 import { OPENAI_COMPATIBLE as O, type ProviderSpec } from './types.ts';
 
 /** Google Gemini through its OpenAI-compatible endpoint (`/v1beta/openai`). */
@@ -9,7 +10,7 @@ export const gemini: ProviderSpec = {
   upstreamBase: '/v1beta/openai',
   errorShape: 'openai',
   priceProvider: 'google',
-  allowedPaths: [O.chat, O.embeddings, O.models, O.imagesGenerations, O.audioSpeech],
+  endpoints: [...O.chat, ...O.embeddings, ...O.models, ...O.imagesGenerations, ...O.audioSpeech],
 };
 
 /**
@@ -24,6 +25,6 @@ export const geminiNative: ProviderSpec = {
   upstreamBase: '/v1beta',
   errorShape: 'openai',
   priceProvider: 'google',
-  allowedPaths: [],
-  nativePaths: [/^\/v1beta\/models(\/[\w.-]+(:(generateContent|streamGenerateContent|countTokens|embedContent|batchEmbedContents))?)?$/],
+  endpoints: [],
+  nativeEndpoints: GEMINI_NATIVE_ENDPOINTS,
 };

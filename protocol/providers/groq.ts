@@ -9,5 +9,5 @@ export const groq: ProviderSpec = {
   upstreamBase: '/openai/v1',
   errorShape: 'openai',
   priceProvider: 'groq',
-  allowedPaths: [O.chat, O.models, O.audioTranscriptions, O.audioSpeech, O.responses],
+  endpoints: [...O.chat, ...O.models, ...O.audioTranscriptions, ...O.audioSpeech, ...O.responses],
 };

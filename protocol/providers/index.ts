@@ -17,11 +17,14 @@ import { openai } from './openai.ts';
 import { openrouter } from './openrouter.ts';
 import { perplexity } from './perplexity.ts';
 import { together } from './together.ts';
+import type { EndpointSpec } from './endpoints.ts';
 import type { ProviderSpec } from './types.ts';
 import { vllm } from './vllm.ts';
 import { xai } from './xai.ts';
 
 export type { ErrorShape, ProviderSpec } from './types.ts';
+export * from './endpoints.ts';
+export * from './kinds.ts';
 
 export const PROVIDERS: Record<string, ProviderSpec> = Object.fromEntries(
   [openai, anthropic, azure, gemini, geminiNative, mistral, groq, together, fireworks, deepseek, xai, openrouter, perplexity, cohere, cerebras, vllm, ollama, any].map(
@@ -37,14 +40,35 @@ function safePath(path: string): boolean {
   return !(path.includes('..') || path.includes('//') || path.includes('%') || path.includes('\\'));
 }
 
-/** True when `path` (client path after `/v1`, without query) is an allowed inference path. */
+/** True when `path` (client path after `/v1`, without query) is a path of one of the provider's endpoints. */
 export function isAllowedPath(spec: ProviderSpec, path: string): boolean {
-  return safePath(path) && spec.allowedPaths.some((re) => re.test(path));
+  return safePath(path) && spec.endpoints.some((e) => e.path.test(path));
 }
 
-/** True when `path` (full client path, without query) is an allowed provider-native path. */
+/** True when `path` (full client path, without query) is a path of one of the provider's native endpoints. */
 export function isAllowedNativePath(spec: ProviderSpec, path: string): boolean {
-  return safePath(path) && (spec.nativePaths ?? []).some((re) => re.test(path));
+  return safePath(path) && (spec.nativeEndpoints ?? []).some((e) => e.path.test(path));
+}
+
+/**
+ * The endpoint row a request matches (method and path), with the path's capture groups; undefined
+ * when none does — such a request is refused. `path` is the full client path without query.
+ */
+export function matchEndpoint(spec: ProviderSpec, method: string, path: string): { endpoint: EndpointSpec; groups: string[] } | undefined {
+  if (!safePath(path)) return undefined;
+  const tryRows = (rows: EndpointSpec[], subject: string) => {
+    for (const endpoint of rows) {
+      if (endpoint.method !== method) continue;
+      const m = endpoint.path.exec(subject);
+      if (m) return { endpoint, groups: m.slice(1).map((g) => g ?? '') };
+    }
+    return undefined;
+  };
+  if (path.startsWith('/v1/')) {
+    const hit = tryRows(spec.endpoints, path.slice(3));
+    if (hit) return hit;
+  }
+  return tryRows(spec.nativeEndpoints ?? [], path);
 }
 
 /**

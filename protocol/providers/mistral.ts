@@ -9,5 +9,5 @@ export const mistral: ProviderSpec = {
   upstreamBase: '/v1',
   errorShape: 'openai',
   priceProvider: 'mistral',
-  allowedPaths: [O.chat, O.embeddings, O.models, O.moderations, /^\/fim\/completions$/],
+  endpoints: [...O.chat, ...O.embeddings, ...O.models, ...O.moderations, { id: 'fim.create', method: 'POST', path: /^\/fim\/completions$/, kind: 'inference', access: 'write', body: 'json', model: { in: 'json', field: 'model' }, price: { unit: 'tokens' }, stream: 'openai' }],
 };

@@ -8,5 +8,5 @@ export const ollama: ProviderSpec = {
   authScheme: 'bearer',
   upstreamBase: '/v1',
   errorShape: 'openai',
-  allowedPaths: [O.chat, O.completions, O.embeddings, O.models],
+  endpoints: [...O.chat, ...O.completions, ...O.embeddings, ...O.models],
 };

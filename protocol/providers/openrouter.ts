@@ -9,5 +9,5 @@ export const openrouter: ProviderSpec = {
   upstreamBase: '/api/v1',
   errorShape: 'openai',
   priceProvider: 'openrouter',
-  allowedPaths: [O.chat, O.completions, O.embeddings, O.models, O.responses],
+  endpoints: [...O.chat, ...O.completions, ...O.embeddings, ...O.models, ...O.responses],
 };

@@ -9,5 +9,5 @@ export const perplexity: ProviderSpec = {
   upstreamBase: '',
   errorShape: 'openai',
   priceProvider: 'perplexity',
-  allowedPaths: [O.chat, O.models],
+  endpoints: [...O.chat, ...O.models],
 };

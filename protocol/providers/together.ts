@@ -9,5 +9,5 @@ export const together: ProviderSpec = {
   upstreamBase: '/v1',
   errorShape: 'openai',
   priceProvider: 'together',
-  allowedPaths: [O.chat, O.completions, O.embeddings, O.models, O.imagesGenerations, O.audioSpeech, O.audioTranscriptions],
+  endpoints: [...O.chat, ...O.completions, ...O.embeddings, ...O.models, ...O.imagesGenerations, ...O.audioSpeech, ...O.audioTranscriptions],
 };

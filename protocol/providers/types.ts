@@ -4,6 +4,7 @@
  * priced. One file per provider in this folder; `index.ts` is the registry.
  */
 import type { AuthScheme } from '../sealed-record.ts';
+import { OPENAI_ENDPOINTS as E, type EndpointSpec } from './endpoints.ts';
 
 export type ErrorShape = 'openai' | 'anthropic';
 
@@ -16,28 +17,28 @@ export interface ProviderSpec {
   /** Upstream path prefix that client paths under `/v1` map onto (e.g. `/openai/v1` for Groq). */
   upstreamBase: string;
   errorShape: ErrorShape;
-  /** Anchored patterns over the client path after `/v1` (inference endpoints only). */
-  allowedPaths: RegExp[];
+  /** The endpoints under `/v1` (patterns over the client path after `/v1`): nothing else is forwarded. */
+  endpoints: EndpointSpec[];
   /**
-   * Provider-native paths forwarded unchanged (outside `/v1`), e.g. Azure deployment URLs or
-   * Gemini's `/v1beta/models/{model}:generateContent`.
+   * Provider-native endpoints forwarded unchanged (outside `/v1`; patterns over the whole path),
+   * e.g. Azure deployment URLs or Gemini's `/v1beta/models/{model}:generateContent`.
    */
-  nativePaths?: RegExp[];
+  nativeEndpoints?: EndpointSpec[];
   /** Provider id in @pydantic/genai-prices, when it prices this provider's models. */
   priceProvider?: string;
   /** Where the client SDKs put the key when they talk to this provider natively. */
   docs?: string;
 }
 
-/** The OpenAI-compatible inference surface most providers implement (subsets below). */
+/** The OpenAI-compatible surface most providers implement (subsets below), as endpoint rows. */
 export const OPENAI_COMPATIBLE = {
-  chat: /^\/chat\/completions$/,
-  completions: /^\/completions$/,
-  embeddings: /^\/embeddings$/,
-  models: /^\/models(\/[\w.:/-]+)?$/,
-  moderations: /^\/moderations$/,
-  audioTranscriptions: /^\/audio\/(transcriptions|translations)$/,
-  audioSpeech: /^\/audio\/speech$/,
-  imagesGenerations: /^\/images\/generations$/,
-  responses: /^\/responses(\/[\w-]+(\/(cancel|input_items))?)?$/,
-};
+  chat: [E.chat],
+  completions: [E.completions],
+  embeddings: [E.embeddings],
+  models: [E.models, E.modelGet],
+  moderations: [E.moderations],
+  audioTranscriptions: [E.audioTranscriptions],
+  audioSpeech: [E.audioSpeech],
+  imagesGenerations: [E.imagesGenerations],
+  responses: [E.responses, E.responsesInputTokens, E.responsesGet, E.responsesCancel, E.responsesDelete],
+} satisfies Record<string, EndpointSpec[]>;

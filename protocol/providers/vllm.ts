@@ -8,5 +8,5 @@ export const vllm: ProviderSpec = {
   authScheme: 'bearer',
   upstreamBase: '/v1',
   errorShape: 'openai',
-  allowedPaths: [O.chat, O.completions, O.embeddings, O.models, O.responses, O.audioTranscriptions],
+  endpoints: [...O.chat, ...O.completions, ...O.embeddings, ...O.models, ...O.responses, ...O.audioTranscriptions],
 };

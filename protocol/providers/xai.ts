@@ -9,5 +9,5 @@ export const xai: ProviderSpec = {
   upstreamBase: '/v1',
   errorShape: 'openai',
   priceProvider: 'x-ai',
-  allowedPaths: [O.chat, O.completions, O.embeddings, O.models, O.imagesGenerations, O.responses],
+  endpoints: [...O.chat, ...O.completions, ...O.embeddings, ...O.models, ...O.imagesGenerations, ...O.responses],
 };

@@ -72,7 +72,7 @@ function credentialSeen(headers: IncomingHttpHeaders, url: string, scheme: strin
   return headers[scheme] === UPSTREAM_KEY ? 'ok' : 'missing';
 }
 
-const chatProviders = Object.values(PROVIDERS).filter((p) => p.allowedPaths.some((re) => re.test('/chat/completions')));
+const chatProviders = Object.values(PROVIDERS).filter((p) => p.endpoints.some((e) => e.path.test('/chat/completions')));
 
 describe('provider adapters', () => {
   it('covers at least the 15 providers of the product promise', () => {
