@@ -25,8 +25,14 @@ describe('NSM API encoding', () => {
   });
 
   it('refuses fields over the NSM limits', () => {
-    expect(() => encodeNsmAttestationRequest({ nonce: new Uint8Array(513) })).toThrow(AttestationError);
+    expect(() => encodeNsmAttestationRequest({ nonce: new Uint8Array(1025) })).toThrow(AttestationError);
+    expect(() => encodeNsmAttestationRequest({ userData: new Uint8Array(1025) })).toThrow(AttestationError);
     expect(() => encodeNsmAttestationRequest({ publicKey: new Uint8Array(1025) })).toThrow(AttestationError);
+  });
+
+  it('encodes a request with all three fields at the 1024 bytes the device signs, within the request size', () => {
+    const bytes = encodeNsmAttestationRequest({ userData: new Uint8Array(1024), nonce: new Uint8Array(1024), publicKey: new Uint8Array(1024) });
+    expect(bytes.length).toBeLessThanOrEqual(0x1000);
   });
 
   it('decodes an attestation response', () => {

@@ -29,8 +29,11 @@ export interface Nsm {
   getAttestationDocument(request: AttestationRequest): Promise<Uint8Array>;
 }
 
-/** Limits from the NSM API: user_data and nonce ≤ 512 bytes, public_key ≤ 1024 bytes. */
-export const NSM_LIMITS = { userData: 512, nonce: 512, publicKey: 1024 } as const;
+/**
+ * What the NSM signs: `user_data`, `nonce` and `public_key` of up to 1024 bytes each (the real
+ * device signs all three at that size, issue 18), in a request of at most NSM_REQUEST_MAX_SIZE.
+ */
+export const NSM_LIMITS = { userData: 1024, nonce: 1024, publicKey: 1024 } as const;
 export const NSM_REQUEST_MAX_SIZE = 0x1000;
 export const NSM_RESPONSE_MAX_SIZE = 0x3000;
 
@@ -57,7 +60,9 @@ export function encodeNsmAttestationRequest(request: AttestationRequest): Uint8A
     ['nonce', bstrOrNull(request.nonce)],
     ['public_key', bstrOrNull(request.publicKey)],
   ]);
-  return new Uint8Array(encoder.encode(new Map([['Attestation', body]])));
+  const bytes = new Uint8Array(encoder.encode(new Map([['Attestation', body]])));
+  if (bytes.length > NSM_REQUEST_MAX_SIZE) throw new AttestationError('nsm_unavailable', `NSM request must be at most ${NSM_REQUEST_MAX_SIZE} bytes`);
+  return bytes;
 }
 
 /** Decodes the NSM API `Response::Attestation { document }`, or throws on `Response::Error`. */

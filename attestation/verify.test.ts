@@ -248,6 +248,31 @@ describe('dev NSM documents', () => {
     expect(codeOf(() => verifyAttestation(doc, { now }))).toBe('attestation_chain_invalid');
   });
 
+  it('verifies a document whose user_data, nonce and public_key are 1024 bytes each (what the real NSM signs)', async () => {
+    const root = await createDevRoot();
+    const nsm = await DevNsm.create({ root, pcr0: new Uint8Array(48).fill(1) });
+    const fill = (b: number) => new Uint8Array(1024).fill(b);
+    const doc = await nsm.getAttestationDocument({ userData: fill(1), nonce: fill(2), publicKey: fill(3) });
+    const verified = verifyAttestation(doc, { now: new Date(), roots: [DevNsm.pinnedRoot(root)], expectedNonce: fill(2) });
+    expect(verified.userData).toEqual(fill(1));
+    expect(verified.nonce).toEqual(fill(2));
+    expect(verified.publicKey).toEqual(fill(3));
+  });
+
+  it('still refuses a payload byte field of the wrong type (structure is checked, not size policy)', async () => {
+    const { parseAttestationPayload } = await import('./verify.ts');
+    const { Encoder } = await import('cbor-x');
+    const doc = verifyAttestation(anjuna, { now: ANJUNA_AT });
+    const enc = new Encoder({ useRecords: false, mapsAsObjects: false, tagUint8Array: false } as never);
+    const payload = new Map<string, unknown>([
+      ['module_id', doc.moduleId], ['digest', 'SHA384'], ['timestamp', doc.timestamp],
+      ['pcrs', new Map([...doc.pcrs].map(([k, v]) => [k, Buffer.from(v)]))],
+      ['certificate', Buffer.from(doc.certificate)], ['cabundle', doc.cabundle.map((c) => Buffer.from(c))],
+      ['public_key', 'not bytes'], ['user_data', null], ['nonce', null],
+    ]);
+    expect(codeOf(() => parseAttestationPayload(new Uint8Array(enc.encode(payload))))).toBe('attestation_malformed');
+  });
+
   it('encodes the payload as a definite 9-key map in NSM order', async () => {
     const root = await createDevRoot();
     const nsm = await DevNsm.create({ root, pcr0: new Uint8Array(48).fill(1) });

@@ -14,6 +14,7 @@ import { decodeCbor, decodeCoseSign1, sigStructure } from './cose.ts';
 import { AttestationError } from './errors.ts';
 import { checkPcrPolicy, PCR_LENGTH, POLICY_PCR_INDICES, type PcrPolicy } from './policy.ts';
 import { awsNitroRoot, type PinnedRoot } from './roots.ts';
+import { NSM_RESPONSE_MAX_SIZE } from './nsm.ts';
 
 export interface AttestationDocument {
   moduleId: string;
@@ -90,6 +91,14 @@ export interface VerifiedAttestation extends AttestationDocument {
   policySet?: number;
 }
 
+/**
+ * Upper bound of any byte field of the payload. Not a policy: the signature covers every byte, so
+ * a verifier must accept whatever the NSM signs. Nothing the NSM signs can exceed its whole
+ * response (NSM_RESPONSE_MAX_SIZE, uapi/linux/nsm.h), so that is the structural bound; the real
+ * NSM signs `user_data`, `nonce` and `public_key` of 1024 bytes each (issue 18).
+ */
+export const ATTESTATION_FIELD_MAX = NSM_RESPONSE_MAX_SIZE;
+
 const PAYLOAD_KEYS = ['module_id', 'digest', 'timestamp', 'pcrs', 'certificate', 'cabundle', 'public_key', 'user_data', 'nonce'];
 /** Allowed clock skew between the NSM's timestamp and the verifier, for freshness checks. */
 const FUTURE_SKEW_MS = 5 * 60_000;
@@ -105,8 +114,8 @@ function bytesField(value: unknown, name: string, min: number, max: number): Uin
   return new Uint8Array(value);
 }
 
-function optionalBytes(value: unknown, name: string, max: number): Uint8Array | null {
-  return value === null || value === undefined ? null : bytesField(value, name, 0, max);
+function optionalBytes(value: unknown, name: string): Uint8Array | null {
+  return value === null || value === undefined ? null : bytesField(value, name, 0, ATTESTATION_FIELD_MAX);
 }
 
 /** Parses and type-checks the payload per the NSM API's AttestationDocument definition. */
@@ -134,10 +143,10 @@ export function parseAttestationPayload(payload: Uint8Array): AttestationDocumen
   for (const index of POLICY_PCR_INDICES) {
     if (!pcrs.has(index)) throw malformed(`pcrs lacks PCR${index}`);
   }
-  const certificate = bytesField(map.get('certificate'), 'certificate', 1, 1024);
+  const certificate = bytesField(map.get('certificate'), 'certificate', 1, ATTESTATION_FIELD_MAX);
   const bundle = map.get('cabundle');
   if (!Array.isArray(bundle) || bundle.length < 1 || bundle.length > 16) throw malformed('cabundle must be an array of 1..16 certificates');
-  const cabundle = bundle.map((c, i) => bytesField(c, `cabundle[${i}]`, 1, 1024));
+  const cabundle = bundle.map((c, i) => bytesField(c, `cabundle[${i}]`, 1, ATTESTATION_FIELD_MAX));
   return {
     moduleId,
     timestamp,
@@ -145,9 +154,9 @@ export function parseAttestationPayload(payload: Uint8Array): AttestationDocumen
     pcrs,
     certificate,
     cabundle,
-    publicKey: optionalBytes(map.get('public_key'), 'public_key', 1024),
-    userData: optionalBytes(map.get('user_data'), 'user_data', 512),
-    nonce: optionalBytes(map.get('nonce'), 'nonce', 512),
+    publicKey: optionalBytes(map.get('public_key'), 'public_key'),
+    userData: optionalBytes(map.get('user_data'), 'user_data'),
+    nonce: optionalBytes(map.get('nonce'), 'nonce'),
   };
 }
 

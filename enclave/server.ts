@@ -5,7 +5,7 @@
  * checked here. Node's http server is used directly to keep this small and streaming.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { Nsm } from '../attestation/index.ts';
+import { NSM_LIMITS, type Nsm } from '../attestation/index.ts';
 import {
   canonicalOrigin,
   decodeConnectionDescriptor,
@@ -150,7 +150,7 @@ export class Enclave {
       } catch {
         throw new EnclaveError('bad_request', 'nonce must be hex');
       }
-      if (nonce.length > 512) throw new EnclaveError('bad_request', 'nonce must be at most 512 bytes');
+      if (nonce.length > NSM_LIMITS.nonce) throw new EnclaveError('bad_request', `nonce must be at most ${NSM_LIMITS.nonce} bytes`);
     }
     const document = await this.#config.nsm.getAttestationDocument({ publicKey: this.#ephemeral!.publicKey, ...(nonce ? { nonce } : {}) });
     sendJson(res, 200, { document: Buffer.from(document).toString('base64'), nsm: this.#config.nsm.kind });
