@@ -90,9 +90,13 @@ export interface DevNsmOptions {
   root: DevRootMaterial;
   /** SHA-384 of the enclave bundle: becomes PCR0. */
   pcr0: Uint8Array;
-  /** Optional PCR1/PCR2 (default: SHA-384 of fixed labels), PCR8 (default zeros). */
+  /** Optional PCR1/PCR2 (default: SHA-384 of fixed labels). */
   pcr1?: Uint8Array;
   pcr2?: Uint8Array;
+  /** PCR3, the parent instance's IAM role (default: `pcr3ForRoleArn(DEV_PARENT_ROLE_ARN)`). */
+  pcr3?: Uint8Array;
+  /** PCR8, the EIF signing certificate (default: DEV_PCR8). */
+  pcr8?: Uint8Array;
   moduleId?: string;
   clock?: Clock;
 }
@@ -102,6 +106,20 @@ const sha384 = (label: string) => new Uint8Array(createHash('sha384').update(lab
 /** PCR1 (kernel + bootstrap) and PCR2 (application) the dev NSM reports unless told otherwise. */
 export const DEV_PCR1 = sha384('securegate-dev-kernel');
 export const DEV_PCR2 = sha384('securegate-dev-application');
+
+/**
+ * PCR3 as Nitro computes it for a parent instance with IAM role `arn`: one extend of a zero
+ * register with the ARN's UTF-8 bytes, SHA-384(0^48 ‖ arn) (AWS Nitro Enclaves User Guide, "Where
+ * to get an enclave's measurements": PCR3).
+ */
+export function pcr3ForRoleArn(arn: string): Uint8Array {
+  return new Uint8Array(createHash('sha384').update(new Uint8Array(48)).update(arn, 'utf8').digest());
+}
+/** The role the dev NSM pretends its parent instance has, so owner-binding policies run in dev. */
+export const DEV_PARENT_ROLE_ARN = 'arn:aws:iam::000000000000:role/securegate-dev-parent';
+export const DEV_PCR3 = pcr3ForRoleArn(DEV_PARENT_ROLE_ARN);
+/** A stand-in for a signed EIF's PCR8 (non-zero, like any signed image's). */
+export const DEV_PCR8 = sha384('securegate-dev-eif-signing-certificate');
 
 export class DevNsm implements Nsm {
   readonly kind = 'dev' as const;
@@ -142,6 +160,9 @@ export class DevNsm implements Nsm {
     pcrs.set(0, options.pcr0);
     pcrs.set(1, options.pcr1 ?? DEV_PCR1);
     pcrs.set(2, options.pcr2 ?? DEV_PCR2);
+    pcrs.set(3, options.pcr3 ?? DEV_PCR3);
+    pcrs.set(8, options.pcr8 ?? DEV_PCR8);
+    for (const i of [1, 2, 3, 8]) if (pcrs.get(i)!.length !== 48) throw new TypeError(`pcr${i} must be 48 bytes (SHA-384)`);
     const moduleId = options.moduleId ?? `i-dev${randomBytes(6).toString('hex')}-enc${randomBytes(8).toString('hex')}`;
     return new DevNsm(chain, pcrs, moduleId, clock);
   }

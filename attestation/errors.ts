@@ -8,6 +8,8 @@ export const ATTESTATION_ERROR_CODES = {
   attestation_expired: 'A certificate is not valid at the verification time, or the document is too old.',
   attestation_nonce_mismatch: 'The document does not carry the nonce the verifier expected.',
   attestation_pcr_mismatch: 'The PCRs match no allowed set of the policy.',
+  attestation_policy_weak:
+    'The PCR policy does not pin the enclave image (PCR0, PCR1, PCR2) or, for production, an owner-controlled binding (PCR3 parent IAM role and/or PCR8 EIF signing certificate).',
   attestation_debug_mode: 'The document comes from a debug-mode enclave (PCR0 all zeros), refused by this policy.',
   nsm_unavailable: 'The Nitro Secure Module could not be reached or returned an error.',
 } as const;

@@ -23,6 +23,7 @@ export interface PcrPolicy {
 }
 
 const PCR_HEX = /^[0-9a-f]{96}$/;
+const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
 
 /** Checks a policy's shape (for example one loaded from a file or an owner message). */
 export function parsePcrPolicy(value: unknown): PcrPolicy {
@@ -48,12 +49,71 @@ export function parsePcrPolicy(value: unknown): PcrPolicy {
   return allowDebug ? { allow: sets, allowDebug } : { allow: sets };
 }
 
+/** PCRs that measure the image: 0 (whole EIF), 1 (kernel + bootstrap), 2 (application). */
+export const IMAGE_PCR_INDICES = ['0', '1', '2'] as const;
+/**
+ * PCRs that say whose enclave it is rather than which code: 3 (the parent instance's IAM role)
+ * and 8 (the certificate the EIF was signed with). The image is public, so anyone can run it;
+ * only these keep a stranger's genuine enclave from receiving the owner's shares.
+ */
+export const OWNER_BINDING_PCR_INDICES = ['3', '8'] as const;
+
+const ZERO_PCR = '0'.repeat(96);
+
+export interface PolicyStrength {
+  /**
+   * `production`: every allowed set pins PCR0, PCR1 and PCR2, none of them all zeros, plus at least
+   * one owner-controlled binding (PCR3 and/or PCR8, not all zeros); `allowDebug` is refused.
+   * `dev`: every set pins at least PCR0 (the dev NSM's bundle measurement) and no set may name only
+   * PCR3/4/8; no binding is required, because dev documents are only ever verified against a
+   * dev root pinned on purpose.
+   */
+  mode: 'production' | 'dev';
+}
+
+/**
+ * Refuses a policy that does not say both *which code* and, in production, *whose enclave*
+ * (issue 18: `{ "4": … }` admitted any non-debug image on that instance). Throws
+ * `attestation_policy_weak` naming the first set and what it lacks.
+ */
+export function checkPolicyStrength(policy: PcrPolicy, strength: PolicyStrength): void {
+  const weak = (m: string) => new AttestationError('attestation_policy_weak', `PCR policy: ${m}`);
+  if (policy.allow.length === 0) throw weak('allows no enclave at all');
+  const production = strength.mode === 'production';
+  if (production && policy.allowDebug === true) throw weak('allowDebug is never accepted in production');
+  policy.allow.forEach((set, i) => {
+    const required = production ? IMAGE_PCR_INDICES : (['0'] as const);
+    const missing = required.filter((k) => set[k] === undefined);
+    if (missing.length > 0) {
+      throw weak(`allow[${i}] does not pin the enclave image: PCR${missing.join(', PCR')} missing (PCR0, PCR1 and PCR2 are required)`);
+    }
+    if (production) {
+      const zero = IMAGE_PCR_INDICES.filter((k) => set[k] === ZERO_PCR);
+      if (zero.length > 0) throw weak(`allow[${i}] pins PCR${zero.join(', PCR')} to all zeros (a debug-mode enclave)`);
+      const bindings = OWNER_BINDING_PCR_INDICES.filter((k) => set[k] !== undefined && set[k] !== ZERO_PCR);
+      if (bindings.length === 0) {
+        throw weak(
+          `allow[${i}] has no owner-controlled binding: the image is public and anyone can run it, so pin PCR3 (the parent instance's IAM role) and/or PCR8 (the EIF signing certificate)`,
+        );
+      }
+    }
+  });
+}
+
+/** Which owner-controlled bindings a document carries (non-zero PCR3 / PCR8), for reports. */
+export function ownerBindings(pcrs: ReadonlyMap<number, Uint8Array>): { pcr3: string | null; pcr8: string | null } {
+  const value = (i: number) => {
+    const v = pcrs.get(i);
+    return v === undefined || v.every((b) => b === 0) ? null : hex(v);
+  };
+  return { pcr3: value(3), pcr8: value(8) };
+}
+
 export function isDebugMode(pcrs: ReadonlyMap<number, Uint8Array>): boolean {
   const pcr0 = pcrs.get(0);
   return pcr0 !== undefined && pcr0.every((b) => b === 0);
 }
 
-const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
 
 /** Throws unless `pcrs` satisfy `policy`; returns the index of the matching set. */
 export function checkPcrPolicy(pcrs: ReadonlyMap<number, Uint8Array>, policy: PcrPolicy): number {

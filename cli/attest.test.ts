@@ -49,6 +49,17 @@ describe('securegate attest verify', () => {
     expect(JSON.parse(accepted.stdout).nonce).toHaveLength(512);
   });
 
+  it('reports which owner-controlled bindings a document carries (PCR3 role, PCR8 signing certificate)', async () => {
+    const r = await run(['attest', 'verify', ANJUNA, '--at', '1616602241', '--json']);
+    expect(JSON.parse(r.stdout).bindings).toEqual({
+      pcr3: 'bddd5d9c1ecbb66399451d7af33133fab5edfbcfdde56f0182412e8a2313ed2303282c3e2554a77bf5b97b5c000dacc9',
+      pcr8: null,
+      ownerBound: true,
+    });
+    const text = await run(['attest', 'verify', ANJUNA, '--at', '1616602241']);
+    expect(text.stdout).toContain('PCR8 (EIF signing certificate) none (unsigned image)');
+  });
+
   it('exits 1 with attestation_expired one second after the chain ends', async () => {
     const r = await run(['attest', 'verify', ANJUNA, '--at', '1616612783', '--json']);
     expect(r.code).toBe(1);

@@ -9,6 +9,7 @@ import {
   awsNitroRoot,
   isDebugMode,
   loadRoot,
+  ownerBindings,
   parsePcrPolicy,
   verifyAttestation,
   type PcrSet,
@@ -52,6 +53,24 @@ function parseExpectedPcrs(values: string[] | undefined): PcrSet | undefined {
   return set as PcrSet;
 }
 
+/**
+ * Which owner-controlled bindings the document carries: PCR3 (the parent instance's IAM role) and
+ * PCR8 (the EIF signing certificate), each null when all zeros. PCR0–2 say which code runs; only
+ * these say whose enclave it is, so a production share policy must pin one of them.
+ */
+function bindingsOf(result: VerifiedAttestation) {
+  const b = ownerBindings(result.pcrs);
+  return { ...b, ownerBound: b.pcr3 !== null || b.pcr8 !== null };
+}
+
+function bindingLines(result: VerifiedAttestation): string[] {
+  const b = bindingsOf(result);
+  return [
+    `  binding:    PCR3 (parent IAM role) ${b.pcr3 ? 'present' : 'none'}, PCR8 (EIF signing certificate) ${b.pcr8 ? 'present' : 'none (unsigned image)'}`,
+    ...(b.ownerBound ? [] : ['  warning:    no owner-controlled binding: a share policy for this enclave must pin PCR3 or PCR8']),
+  ];
+}
+
 function toJson(result: VerifiedAttestation) {
   const hex = (b: Uint8Array | null) => (b === null ? null : Buffer.from(b).toString('hex'));
   return {
@@ -64,6 +83,7 @@ function toJson(result: VerifiedAttestation) {
     userData: hex(result.userData),
     nonce: hex(result.nonce),
     root: result.root,
+    bindings: bindingsOf(result),
   };
 }
 
@@ -117,6 +137,7 @@ export async function attestVerify(file: string, options: AttestVerifyOptions, i
         `  public key: ${result.publicKey ? `${result.publicKey.length} bytes` : 'none'}`,
         `  user data:  ${result.userData ? `${result.userData.length} bytes` : 'none'}`,
         `  nonce:      ${result.nonce ? Buffer.from(result.nonce).toString('hex') : 'none'}`,
+        ...bindingLines(result),
       ];
       io.out(`${lines.join('\n')}\n`);
     }
@@ -206,6 +227,7 @@ export async function attestVerifyServer(options: AttestServerOptions, io: Io): 
       nonce: nonce.toString('hex'),
       pcrs: Object.fromEntries(['0', '1', '2'].map((i) => [i, Buffer.from(doc.pcrs.get(Number(i))!).toString('hex')])),
       enclavePublicKey: doc.publicKey ? Buffer.from(doc.publicKey).toString('hex') : null,
+      bindings: bindingsOf(doc),
       serverManifestMatches: offered,
     };
     if (options.json) printJson(io, result);
@@ -216,6 +238,7 @@ export async function attestVerifyServer(options: AttestServerOptions, io: Io): 
           `  enclave module:   ${doc.moduleId}, attested ${new Date(doc.timestamp).toISOString()} to ${doc.root}`,
           `  fresh nonce:      ${nonce.toString('hex').slice(0, 16)}… (ours, echoed)`,
           ...['0', '1', '2'].map((i) => `  PCR${i} = manifest: ${(result.pcrs as Record<string, string>)[i]}`),
+          ...bindingLines(doc),
           `  server's own manifest ${offered === null ? 'not offered' : offered ? 'matches' : red(io, 'DIFFERS from the one you pinned')}`,
         ].join('\n') + '\n',
       );

@@ -80,10 +80,20 @@ export async function approveRelease(manifestPath: string, options: { releaseKey
     const policies = views.map((v) => canonicalJson((v.json as unknown as PolicyView).policy as never));
     if (new Set(policies).size !== 1) throw new CliError(`shareholders disagree on the policy of ${id}; fix that first`, 1);
     const current = (views[0]!.json as unknown as PolicyView).policy;
-    const same = (s: PcrSetLike) => canonicalJson(s as never) === canonicalJson(wanted as never);
-    // Withdrawing removes every allowed set this release satisfies (a set may pin only PCR0).
-    const satisfiedBy = (s: PcrSetLike) => Object.entries(s).every(([i, v]) => wanted[i] === v);
-    const allow = options.withdraw ? current.allow.filter((s) => !satisfiedBy(s)) : current.allow.some(same) ? current.allow : [...current.allow, wanted];
+    // The release names the image (PCR0/1/2); whose enclave may run it (PCR3 role, PCR8 signing
+    // certificate, PCR4 instance) stays what the owner pinned: each binding already in the policy
+    // is carried over to the new image, so approving a release never drops an owner binding.
+    const bindings = [...new Map(current.allow.map((s) => {
+      const b = Object.fromEntries(Object.entries(s).filter(([i]) => !['0', '1', '2'].includes(i)));
+      return [canonicalJson(b as never), b] as const;
+    })).values()];
+    const additions = (bindings.length ? bindings : [{}]).map((b) => ({ ...wanted, ...b }));
+    const same = (a: PcrSetLike, b: PcrSetLike) => canonicalJson(a as never) === canonicalJson(b as never);
+    // Withdrawing removes every allowed set this release's image satisfies.
+    const imageOf = (s: PcrSetLike) => ['0', '1', '2'].every((i) => s[i] === undefined || s[i] === wanted[i]) && s['0'] === wanted['0'];
+    const allow = options.withdraw
+      ? current.allow.filter((s) => !imageOf(s))
+      : [...current.allow, ...additions.filter((a) => !current.allow.some((s) => same(s, a)))];
     await toEveryShareholder(c.shareholders, c.ownerSecretKey, id, 'policy_update', { policy: { ...current, allow } });
     results.push({ connectionId: id, sets: allow.length });
   }

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createDevRoot, DevNsm, type DevRootMaterial } from '../attestation/dev.ts';
+import { createDevRoot, DEV_PCR1, DEV_PCR2, DEV_PCR3, DEV_PCR8, DevNsm, type DevRootMaterial } from '../attestation/dev.ts';
 import {
   decodeShare,
   encodeShare,
@@ -82,7 +82,10 @@ async function post(url: string, body: unknown, method = 'POST') {
   return { status: res.status, json: (await res.json()) as Reply };
 }
 
-async function enroll(svc: Service, options: { pcr0?: Uint8Array; connectionId?: string; signer?: OwnerKeyPair } = {}) {
+/** A production-strength policy: the image (PCR0/1/2) and an owner-controlled binding (PCR3). */
+const strongPolicy = (pcr0: Uint8Array = PCR0) => ({ allow: [{ '0': toHex(pcr0), '1': toHex(DEV_PCR1), '2': toHex(DEV_PCR2), '3': toHex(DEV_PCR3) }] });
+
+async function enroll(svc: Service, options: { pcr0?: Uint8Array; connectionId?: string; signer?: OwnerKeyPair; policy?: unknown } = {}) {
   const connectionId = options.connectionId ?? `conn_${randomBytes(8).toString('hex')}`;
   const share = splitSecret(new Uint8Array(randomBytes(32)), 2, 3)[0]!;
   const envelope = await sealShareEnvelope(svc.identity.publicKey, encodeShare(share), { purpose: 'enroll', connectionId, shareholderId: svc.identity.id });
@@ -92,7 +95,7 @@ async function enroll(svc: Service, options: { pcr0?: Uint8Array; connectionId?:
     shareholderId: svc.identity.id,
     issuedAt: svc.now.t,
     envelopeSha256: createHash('sha256').update(envelope).digest('hex'),
-    policy: { allow: [{ '0': toHex(options.pcr0 ?? PCR0) }] },
+    policy: (options.policy ?? { allow: [{ '0': toHex(options.pcr0 ?? PCR0) }] }) as never,
     maxReleasesPerMinute: 5,
   });
   const res = await post(`${svc.url}/v1/shares`, { envelope: Buffer.from(envelope).toString('base64'), signed });
@@ -188,6 +191,73 @@ describe('shareholder enrollment', () => {
   });
 });
 
+describe('whose enclave: PCR policy strength', () => {
+  const Z = '00'.repeat(48);
+  const image = { '0': toHex(PCR0), '1': toHex(DEV_PCR1), '2': toHex(DEV_PCR2) };
+
+  it('refuses in production a policy naming only PCR3, PCR4 or PCR8 (it admits any image on that instance)', async () => {
+    const svc = await startService('production');
+    for (const set of [{ '4': toHex(PCR0) }, { '3': toHex(DEV_PCR3) }, { '8': toHex(DEV_PCR8) }, { '3': toHex(DEV_PCR3), '8': toHex(DEV_PCR8) }]) {
+      const { res } = await enroll(svc, { policy: { allow: [set] } });
+      expect(res.status).toBe(400);
+      expect(res.json.error.code).toBe('policy_weak');
+    }
+  });
+
+  it('refuses in production a policy that lacks any of PCR0, PCR1, PCR2', async () => {
+    const svc = await startService('production');
+    for (const drop of ['0', '1', '2']) {
+      const set: Record<string, string> = { ...image, '3': toHex(DEV_PCR3) };
+      delete set[drop];
+      const { res } = await enroll(svc, { policy: { allow: [set] } });
+      expect(res.json.error.code).toBe('policy_weak');
+    }
+  });
+
+  it('refuses in production an image-only policy, and bindings or image PCRs that are all zeros (debug, unsigned)', async () => {
+    const svc = await startService('production');
+    for (const set of [image, { ...image, '3': Z }, { ...image, '8': Z }, { ...image, '0': Z, '3': toHex(DEV_PCR3) }]) {
+      const { res } = await enroll(svc, { policy: { allow: [set] } });
+      expect(res.json.error.code).toBe('policy_weak');
+    }
+    const debug = await enroll(svc, { policy: { ...strongPolicy(), allowDebug: true } });
+    expect(debug.res.json.error.code).toBe('policy_weak');
+  });
+
+  it('accepts in production the image plus PCR3 and/or PCR8', async () => {
+    const svc = await startService('production');
+    for (const binding of [{ '3': toHex(DEV_PCR3) }, { '8': toHex(DEV_PCR8) }, { '3': toHex(DEV_PCR3), '8': toHex(DEV_PCR8) }]) {
+      const { res } = await enroll(svc, { policy: { allow: [{ ...image, ...binding }] } });
+      expect(res.status).toBe(201);
+    }
+  });
+
+  it('refuses a policy update that drops the binding, and keeps the old policy', async () => {
+    const svc = await startService('production');
+    const { connectionId } = await enroll(svc, { policy: strongPolicy() });
+    const signed = signOwnerMessage(owner.secretKey, { type: 'policy_update', connectionId, shareholderId: svc.identity.id, issuedAt: svc.now.t + 1, policy: { allow: [image] } });
+    const res = await post(`${svc.url}/v1/shares/${connectionId}/policy`, { signed }, 'PUT');
+    expect(res.status).toBe(400);
+    expect(res.json.error.code).toBe('policy_weak');
+    const current = (await (await fetch(`${svc.url}/v1/shares/${connectionId}/policy`)).json()) as { policy: unknown };
+    expect(current.policy).toEqual(strongPolicy());
+  });
+
+  it('refuses in dev mode too a policy that does not pin PCR0', async () => {
+    const svc = await startService('dev');
+    const { res } = await enroll(svc, { policy: { allow: [{ '4': toHex(PCR0) }] } });
+    expect(res.json.error.code).toBe('policy_weak');
+  });
+
+  it('releases under an owner-bound policy to the dev NSM, whose PCR3 and PCR8 are realistic (non-zero)', async () => {
+    const svc = await startService('dev');
+    const { connectionId } = await enroll(svc, { policy: { allow: [{ ...strongPolicy().allow[0]!, '8': toHex(DEV_PCR8) }] } });
+    expect((await release(svc, connectionId)).res.status).toBe(200);
+    const otherRole = await DevNsm.create({ root, pcr0: PCR0, pcr3: new Uint8Array(createHash('sha384').update('another account').digest()) });
+    expect((await release(svc, connectionId, { nsm: otherRole })).res.json.refused[0]!.code).toBe('attestation_pcr_mismatch');
+  });
+});
+
 describe('shareholder release', () => {
   it('releases the share sealed to the document public key, bound to the nonce', async () => {
     const svc = await startService('dev');
@@ -244,7 +314,8 @@ describe('shareholder release', () => {
 
   it('refuses a dev-signed document in production mode', async () => {
     const svc = await startService('production');
-    const { connectionId } = await enroll(svc);
+    const { connectionId, res: enrolled } = await enroll(svc, { policy: strongPolicy() });
+    expect(enrolled.status).toBe(201);
     const { res } = await release(svc, connectionId);
     expect(res.status).toBe(403);
     expect(res.json.error.code).toBe('attestation_chain_invalid');

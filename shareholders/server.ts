@@ -12,6 +12,7 @@ import {
   awsNitroRoot,
   ChainCache,
   checkPcrPolicy,
+  checkPolicyStrength,
   parsePcrPolicy,
   verifyAttestation,
   type PcrPolicy,
@@ -121,12 +122,25 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
     }
   }
 
+  /**
+   * The owner's policy, refused unless it pins the image (PCR0/1/2) and, in production, an
+   * owner-controlled binding (PCR3 and/or PCR8): the image is public, so PCR0–2 alone admit
+   * anyone's enclave running it.
+   */
   function policyFrom(value: unknown): PcrPolicy {
+    let policy: PcrPolicy;
     try {
-      return parsePcrPolicy(value);
+      policy = parsePcrPolicy(value);
     } catch (e) {
       throw new RefusalError(400, 'bad_request', (e as Error).message);
     }
+    try {
+      checkPolicyStrength(policy, { mode: config.mode });
+    } catch (e) {
+      if (e instanceof AttestationError) throw new RefusalError(400, 'policy_weak', e.message);
+      throw e;
+    }
+    return policy;
   }
 
   function maxReleases(value: unknown): number {
@@ -318,6 +332,8 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
         }
         const policy = JSON.parse(share.policy) as PcrPolicy;
         try {
+          // A policy stored before the strength rule (or written around it) is not honoured either.
+          checkPolicyStrength(policy, { mode: config.mode });
           checkPcrPolicy(doc.pcrs, config.mode === 'production' ? { allow: policy.allow } : policy);
         } catch (e) {
           const code = e instanceof AttestationError ? e.code : 'attestation_pcr_mismatch';
