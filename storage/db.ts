@@ -3,6 +3,12 @@
  * for cross-instance cache invalidation) and the embedded default, SQLite via node:sqlite (WAL,
  * one file). Statements are written once in the subset both understand — `$n` placeholders,
  * TEXT/BIGINT/INTEGER columns, `ON CONFLICT`, `RETURNING` — and times are epoch milliseconds.
+ *
+ * Lanes: on PostgreSQL, spend and audit writes run on pools of their own (`db.lane('spend')`,
+ * `db.lane('audit')`), small and bounded, with statement, lock and idle-in-transaction timeouts.
+ * Key lookups, admin writes (kill, revoke, locks) and NOTIFY use the main pool, and LISTEN has
+ * its own connection, so no amount of metering traffic — however slow, blocked or failing — can
+ * take the connections a kill needs. SQLite has one writer and no pool: a lane is the same handle.
  */
 import { DatabaseSync } from 'node:sqlite';
 import pg from 'pg';
@@ -10,8 +16,17 @@ import pg from 'pg';
 export type SqlValue = string | number | bigint | null;
 export type Row = Record<string, unknown>;
 
+/** Write traffic kept apart from key lookups and admin writes (see the module header). */
+export type Lane = 'spend' | 'audit';
+
 export interface SqlDb {
   readonly engine: 'sqlite' | 'postgres';
+  /**
+   * The handle for one lane's traffic: its own bounded pool on PostgreSQL, this handle on SQLite.
+   * Optional so that test doubles need not provide it (callers fall back to the handle itself).
+   * A lane belongs to its parent: its `close()` does nothing, the parent's closes it.
+   */
+  lane?(name: Lane): SqlDb;
   query<T extends Row = Row>(sql: string, params?: SqlValue[]): Promise<T[]>;
   exec(sql: string): Promise<void>;
   /** Runs `fn` in one transaction (serialised per process for SQLite). */
@@ -115,6 +130,8 @@ export function openSqlite(path: string): SqlDb {
     async listen(channel, onMessage) {
       listeners.set(channel, [...(listeners.get(channel) ?? []), onMessage]);
     },
+    // One writer at a time and no pool to exhaust: every lane is this handle.
+    lane: () => api,
     async close() {
       db.close();
     },
@@ -122,19 +139,48 @@ export function openSqlite(path: string): SqlDb {
   return api;
 }
 
+export interface LaneOptions {
+  /** Connections in the lane's pool. */
+  max: number;
+  /** Server-side limit on one statement (`statement_timeout`). */
+  statementTimeoutMs: number;
+  /** Server-side limit on waiting for a row or table lock (`lock_timeout`). */
+  lockTimeoutMs: number;
+  /** A transaction left open this long (a stalled client) is ended by the server, releasing its locks. */
+  idleInTransactionMs: number;
+  /** Waiting for a free connection of the lane (or for a new one to connect) fails after this. */
+  acquireTimeoutMs: number;
+}
+
+/**
+ * Defaults sized for two cores and PostgreSQL's default 100 connections shared by a few hosts:
+ * main 20 + spend 8 + audit 2 + LISTEN 1 per host. Spend statements are single-row and short, so
+ * a 3 s lock wait or a 10 s statement means something is wrong: fail it (settlement retries it).
+ */
+export const DEFAULT_LANES: Record<Lane, LaneOptions> = {
+  spend: { max: 8, statementTimeoutMs: 10_000, lockTimeoutMs: 3_000, idleInTransactionMs: 15_000, acquireTimeoutMs: 10_000 },
+  audit: { max: 2, statementTimeoutMs: 30_000, lockTimeoutMs: 5_000, idleInTransactionMs: 30_000, acquireTimeoutMs: 10_000 },
+};
+
 export interface PostgresOptions {
   connectionString: string;
   /** Schema to use (created if missing); tests use a fresh one each. */
   schema?: string;
   max?: number;
+  /** Per-lane pool settings (defaults: DEFAULT_LANES). */
+  lanes?: Partial<Record<Lane, Partial<LaneOptions>>>;
+  /** `application_name` of the main pool; lanes add `/<lane>` (operators see who holds what). */
+  applicationName?: string;
 }
 
 export function openPostgres(options: PostgresOptions): SqlDb {
   const schema = options.schema;
   if (schema !== undefined && !/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) throw new Error('schema name must be a lower-case identifier');
+  const applicationName = options.applicationName ?? 'securegate';
   const pool = new pg.Pool({
     connectionString: options.connectionString,
     max: options.max ?? 20,
+    application_name: applicationName,
     ...(schema ? { options: `-c search_path=${schema}` } : {}),
   });
   // BIGINT columns hold epoch milliseconds and money in micro-dollars: safe as JS numbers.
@@ -179,7 +225,33 @@ export function openPostgres(options: PostgresOptions): SqlDb {
   const ready = schema ? pool.query(`CREATE SCHEMA IF NOT EXISTS "${schema}"`).then(() => undefined) : Promise.resolve();
   const channelName = (c: string) => (schema ? `${schema}_${c}` : c);
 
-  function wrap(client: pg.Pool | pg.PoolClient): SqlDb {
+  const lanes = new Map<Lane, { pool: pg.Pool; api: SqlDb }>();
+  function openLane(name: Lane): SqlDb {
+    const existing = lanes.get(name);
+    if (existing) return existing.api;
+    const o = { ...DEFAULT_LANES[name], ...options.lanes?.[name] };
+    const settings = [
+      ...(schema ? [`-c search_path=${schema}`] : []),
+      `-c statement_timeout=${o.statementTimeoutMs}`,
+      `-c lock_timeout=${o.lockTimeoutMs}`,
+      `-c idle_in_transaction_session_timeout=${o.idleInTransactionMs}`,
+    ];
+    const lanePool = new pg.Pool({
+      connectionString: options.connectionString,
+      max: o.max,
+      application_name: `${applicationName}/${name}`,
+      options: settings.join(' '),
+      connectionTimeoutMillis: o.acquireTimeoutMs,
+      // A server that stops answering (network partition) is not covered by statement_timeout.
+      query_timeout: o.statementTimeoutMs + 5_000,
+    });
+    lanePool.on('error', () => undefined);
+    const api = wrap(lanePool, lanePool);
+    lanes.set(name, { pool: lanePool, api });
+    return api;
+  }
+
+  function wrap(owner: pg.Pool, client: pg.Pool | pg.PoolClient): SqlDb {
     const api: SqlDb = {
       engine: 'postgres',
       async query<T extends Row>(sql: string, params: SqlValue[] = []) {
@@ -191,22 +263,27 @@ export function openPostgres(options: PostgresOptions): SqlDb {
       },
       async transaction<T>(fn: (d: SqlDb) => Promise<T>): Promise<T> {
         await ready;
-        const c = await pool.connect();
+        const c = await owner.connect();
         // A checked-out client has no pool error handler: a server going away mid-transaction
         // must fail this transaction, not crash the process.
         const swallow = () => undefined;
         c.on('error', swallow);
+        // A connection that cannot even roll back (server gone, query timed out) is discarded,
+        // not handed to the next caller in an unknown state.
+        let broken: Error | undefined;
         try {
           await c.query('BEGIN');
-          const result = await fn(wrap(c));
+          const result = await fn(wrap(owner, c));
           await c.query('COMMIT');
           return result;
         } catch (e) {
-          await c.query('ROLLBACK').catch(() => undefined);
+          await c.query('ROLLBACK').catch((rollbackError: Error) => {
+            broken = rollbackError;
+          });
           throw e;
         } finally {
           c.off('error', swallow);
-          c.release();
+          c.release(broken);
         }
       },
       async notify(channel, payload) {
@@ -220,13 +297,17 @@ export function openPostgres(options: PostgresOptions): SqlDb {
         if (!listener) await connectListener();
         else if (isNew) await listener.query(`LISTEN "${name}"`);
       },
+      lane: openLane,
       async close() {
+        // A lane (or a transaction's handle) belongs to the main handle, which closes everything.
+        if (owner !== pool || client !== pool || closed) return;
         closed = true;
         await listener?.end().catch(() => undefined);
+        await Promise.all([...lanes.values()].map((l) => l.pool.end()));
         await pool.end();
       },
     };
     return api;
   }
-  return wrap(pool);
+  return wrap(pool, pool);
 }
