@@ -4,10 +4,10 @@
  */
 import { generateOwnerKeyPair, fromHex, PROVIDERS, toHex } from '../protocol/index.ts';
 import { effectiveConfig, findDevStack, isLoopbackUrl, readConfig, writeConfig } from './config.ts';
-import { keysCreate, type KeyOptionFlags } from './keys.ts';
+import { fetchKey, keysCreate, type KeyOptionFlags } from './keys.ts';
 import { rotateConnection } from './releases.ts';
-import { adminRequest, CliError, connectProvider } from './owner.ts';
-import { dim, green, printJson, type Io } from './output.ts';
+import { CliError, connectProvider, resolveOrigin } from './owner.ts';
+import { dim, green, printJson, usd, type Io } from './output.ts';
 
 export async function readStdin(): Promise<Uint8Array> {
   const chunks: Buffer[] = [];
@@ -140,7 +140,12 @@ async function connectFromOwnerMachine(provider: string, options: ConnectFlags, 
     ownerSecretKey = toHex(generateOwnerKeyPair().secretKey);
     writeConfig({ ...readConfig(), ownerSecretKey });
   }
-  const apiKey = options.apiKeyStdin ? await readStdin() : await promptHidden(`${provider} API key (hidden): `);
+  // Everything that can fail without the secret fails before asking for it.
+  resolveOrigin(provider, options.baseUrl, config.dev ?? false);
+  await fetch(`${config.serverUrl}/healthz`, { signal: AbortSignal.timeout(5_000) }).catch((e: Error & { cause?: { code?: string } }) => {
+    throw new CliError(`cannot reach ${config.serverUrl} (${e.cause?.code ?? e.name}): ${isLoopbackUrl(config.serverUrl) ? `is \`npm start\` running at ${config.serverUrl}?` : 'check SECUREGATE_URL or `securegate login --server`'}`, 3);
+  });
+  const apiKey = options.apiKeyStdin ? await readStdin() : await promptHidden(`${provider} API key (hidden; nothing is shown as you type): `);
   const result = await connectProvider({
     serverUrl: config.serverUrl,
     adminToken: config.adminToken,
@@ -184,30 +189,57 @@ export async function connectCommand(provider: string, options: ConnectFlags, io
   return 0;
 }
 
-/** RubberAPI's `push`: connect a key from stdin and create a locked SG_ key for it, in one step. */
-export async function pushCommand(options: ConnectFlags & KeyOptionFlags & { provider?: string }, io: Io): Promise<number> {
+/**
+ * RubberAPI's `push`: connect an upstream key and create a locked SG_ key for it, in one step.
+ * The key comes from a hidden prompt on a terminal or from stdin — never from argv, where shell
+ * history and `ps` would keep it.
+ */
+export async function pushCommand(argvKey: string | undefined, options: ConnectFlags & KeyOptionFlags & { provider?: string }, io: Io): Promise<number> {
+  if (argvKey !== undefined) {
+    throw new CliError(
+      'refusing an API key on the command line: it would stay in your shell history and be visible in `ps`. ' +
+        'Type it at the hidden prompt (run `securegate push …` without the key) or pipe it in: `printenv OPENAI_API_KEY | securegate push …`',
+      2,
+    );
+  }
   const provider = options.provider ?? 'openai';
-  const { result, serverUrl } = await connectFromOwnerMachine(provider, { ...options, apiKeyStdin: true }, io);
+  const { result, serverUrl } = await connectFromOwnerMachine(provider, { ...options, apiKeyStdin: !process.stdin.isTTY }, io);
   const { json: _json, ...keyOptions } = options;
   const buffered: string[] = [];
   await keysCreate({ ...keyOptions, connection: result.id, json: true }, { ...io, out: (t) => buffered.push(t) });
-  const created = JSON.parse(buffered.join('')) as { id: string; key: string };
-  if (options.json) printJson(io, { connectionId: result.id, ...created });
-  else {
-    io.out(`${green(io, '✔')} pushed ${provider} key → ${created.id}\n\n  ${created.key}\n\n  base URL ${serverUrl}/v1 — shown once; \`securegate status ${created.id}\` shows its locks and spend\n`);
+  const created = JSON.parse(buffered.join('')) as { id: string; key: string; signingSecret?: string };
+  const k = await fetchKey(created.id);
+  const endpoint = `${serverUrl}/v1`;
+  if (options.json) {
+    printJson(io, { connectionId: result.id, ...created, endpoint, dailyLimit: k.dailyLimit, lifetimeLimit: k.lifetimeLimit, models: k.allowedModels, cities: k.allowedCities, inactiveExpiryMs: k.inactiveExpiryMs });
+    return 0;
   }
+  const models = k.allowedModels as string[];
+  const cities = k.allowedCities as string[];
+  const idle = k.inactiveExpiryMs as number | null;
+  const lines = [
+    `${green(io, '✔')} Proxy key created (${provider} key split on this machine)`,
+    `Key:       ${created.key}`,
+    `Endpoint:  ${endpoint}`,
+    `Budget:    ${k.dailyLimit === null ? 'no daily cap' : `${usd(k.dailyLimit)}/day`}${k.lifetimeLimit === null ? '' : `, ${usd(k.lifetimeLimit)} lifetime`}`,
+    `Models:    ${models.length ? models.join(', ') : 'any'}`,
+    ...(cities.length ? [`Cities:    ${cities.join('; ')}`] : []),
+    `Expiry:    ${idle ? `after ${formatDuration(idle)} unused` : 'never (set --inactive-expiry 7d)'}`,
+    `IP lock:   binds to the first IP that uses it`,
+    ...(created.signingSecret ? [`Signing secret (shown once): ${created.signingSecret}`] : []),
+    '',
+    dim(io, `The key is shown once. Id ${created.id}: \`securegate status ${created.id}\` shows its spend, \`securegate kill ${created.id}\` stops it.`),
+  ];
+  io.out(`${lines.join('\n')}\n`);
   return 0;
 }
 
-export async function keysListCommand(options: { json?: boolean }, io: Io): Promise<number> {
-  const config = requireLogin(io);
-  const keys = (await adminRequest(config.serverUrl, config.adminToken, 'GET', '/keys')) as Array<Record<string, string>>;
-  if (options.json) printJson(io, keys);
-  else {
-    io.out(`${'ID'.padEnd(26)}${'KEY'.padEnd(16)}${'STATUS'.padEnd(10)}${'BOUND IP'.padEnd(18)}CONNECTION\n`);
-    for (const k of keys) io.out(`${k.id!.padEnd(26)}${k.hint!.padEnd(16)}${k.status!.padEnd(10)}${(k.boundIp ?? '-').padEnd(18)}${k.connectionId}\n`);
-  }
-  return 0;
+function formatDuration(ms: number): string {
+  const day = 86_400_000;
+  if (ms % day === 0) return `${ms / day} day${ms === day ? '' : 's'}`;
+  const hour = 3_600_000;
+  if (ms % hour === 0) return `${ms / hour} hour${ms === hour ? '' : 's'}`;
+  return `${Math.round(ms / 60_000)} minutes`;
 }
 
 export function providersCommand(options: { json?: boolean }, io: Io): number {

