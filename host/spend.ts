@@ -1,12 +1,43 @@
 /**
- * Spend caps that hold under concurrency: reserve an upper bound atomically against every capped
- * counter (key per UTC day, key lifetime, project per UTC day) before forwarding, then settle
- * the real cost and release the rest. A reservation fits only while spent + reserved + amount ≤
- * cap, checked inside the same UPDATE that adds it (row locks in PostgreSQL, a write transaction
- * in SQLite), so instances sharing one database never overshoot by more than one reservation.
- * Reservations of a crashed instance expire and are reclaimed by a sweep (the row stays, marked,
- * for a day, so a late settle still charges the right counters). Integers only
- * (micro-dollars): after any run, spent equals the sum of settled costs exactly.
+ * Spend caps that hold under concurrency, and spend that is counted exactly once.
+ *
+ * Every request is reserved before it is forwarded and settled exactly once afterwards. A capped
+ * reservation adds an upper bound to every counter row of the request (key per UTC day, key
+ * lifetime, project per UTC day, key requests per UTC day) and fits only while spent + reserved +
+ * amount ≤ cap, checked inside the statement that adds it, so instances sharing one database never
+ * overshoot by more than one reservation. An uncapped reservation only writes its reservation row:
+ * no counter is locked before the cost is known. Settling deletes the reservation row (the guard
+ * that makes settlement idempotent), releases what it held and charges the real cost.
+ *
+ * Why this cannot deadlock (PostgreSQL; SQLite has a single writer and takes it at BEGIN
+ * IMMEDIATE, so it cannot deadlock at all):
+ *   - Every transaction here (reserve, settle, charge, the reclaim of one reservation) touches at
+ *     most one reservation row and locks it first: settle by DELETE, reclaim by UPDATE; reserve
+ *     inserts a fresh random id that no other transaction can see before it commits.
+ *   - It then locks counter rows only with single-row statements (an upsert on the primary key),
+ *     one per row, in the one global order COUNTER_ORDER — never a multi-row UPDATE, whose lock
+ *     order follows the physical order of row versions and differs between transactions (the
+ *     deadlock of issue 17).
+ *   - Nothing else in the host locks these tables' rows (admin and key writes use other tables;
+ *     the audit log only inserts fresh ids; cleanup deletes one row per statement).
+ * A cycle of waits would need a transaction to wait for a row that comes before one it already
+ * holds, in the order "its reservation row, then counter rows ascending". No transaction ever
+ * does, so PostgreSQL never has a cycle to break.
+ *
+ * Settlement is durable: a settle (or charge) the database does not take (gone, failing over,
+ * timing out) is kept in this process and retried with backoff until it is written. A retry that
+ * finds the reservation row gone knows an earlier attempt committed (its answer was lost), so
+ * nothing is counted twice. The sweep never reclaims a reservation whose settlement is queued here.
+ *
+ * Across a process crash (the settlement held in memory is lost): an expired reservation is
+ * reclaimed by the sweep of any instance, which charges its reserved amount — the upper bound of
+ * what the request could have cost — and counts the request. A crash can therefore overcharge a
+ * counter by at most the unused part of a bound, never undercharge it, so a crash cannot be used
+ * to spend past a cap. If the settlement arrives after all (a process that was cut off from the
+ * database for longer than the TTL), it corrects the charge to the real cost.
+ *
+ * Integers only (micro-dollars): after any run without a crash, spent equals the sum of settled
+ * costs exactly.
  */
 import { randomBytes } from 'node:crypto';
 import type { SqlDb, SqlValue } from '../storage/db.ts';
@@ -22,6 +53,7 @@ export interface Counter {
 export interface ReserveRequest {
   keyId: string;
   projectId: string;
+  /** Upper bound of the request's cost in micro-dollars (0 when none is known for an uncapped key). */
   amount: number;
   keyDailyCap: number | null;
   keyLifetimeCap: number | null;
@@ -39,9 +71,20 @@ export interface SettleResult {
 }
 
 export const RESERVATION_TTL_MS = 15 * 60_000;
+/** Reclaimed reservation rows are kept this long, so a late settlement still finds its counters. */
+const RECLAIMED_KEPT_MS = 86_400_000;
 
 export function utcDay(now: number): string {
   return new Date(now).toISOString().slice(0, 10);
+}
+
+/** Errors of the ledger's own contract (a database failure is retried, never one of these). */
+export class SpendError extends Error {
+  readonly code: 'reservation_unknown' | 'invalid_amount' | 'ledger_closed';
+  constructor(code: SpendError['code'], message: string) {
+    super(message);
+    this.code = code;
+  }
 }
 
 interface CounterOwner {
@@ -53,19 +96,34 @@ interface CounterOwner {
   keyDailyRequestCap?: number | null;
 }
 
-function counters(r: CounterOwner, day: string): Counter[] {
-  // Always in this order, so concurrent transactions take row locks in the same order.
+const SCOPE_RANK: Record<Counter['scope'], number> = { keyreq: 0, key: 1, project: 2 };
+
+/**
+ * The one order in which counter rows are ever locked: a total order on the primary key. The
+ * project row, shared by every key of the project, comes last so it is held for the shortest time.
+ */
+export function COUNTER_ORDER(a: Counter, b: Counter): number {
+  return SCOPE_RANK[a.scope] - SCOPE_RANK[b.scope] || (a.scopeId < b.scopeId ? -1 : a.scopeId > b.scopeId ? 1 : 0) || (a.period < b.period ? -1 : a.period > b.period ? 1 : 0);
+}
+
+/** The counter rows of one request, in COUNTER_ORDER. */
+export function countersOf(r: CounterOwner, day: string): Counter[] {
   return [
-    { scope: 'key', scopeId: r.keyId, period: `d:${day}`, cap: r.keyDailyCap },
-    { scope: 'key', scopeId: r.keyId, period: 'life', cap: r.keyLifetimeCap },
-    { scope: 'project', scopeId: r.projectId, period: `d:${day}`, cap: r.projectDailyCap },
-    { scope: 'keyreq', scopeId: r.keyId, period: `d:${day}`, cap: r.keyDailyRequestCap ?? null },
-  ];
+    { scope: 'key' as const, scopeId: r.keyId, period: `d:${day}`, cap: r.keyDailyCap },
+    { scope: 'key' as const, scopeId: r.keyId, period: 'life', cap: r.keyLifetimeCap },
+    { scope: 'project' as const, scopeId: r.projectId, period: `d:${day}`, cap: r.projectDailyCap },
+    { scope: 'keyreq' as const, scopeId: r.keyId, period: `d:${day}`, cap: r.keyDailyRequestCap ?? null },
+  ].sort(COUNTER_ORDER);
 }
 
 /** Money counters move by the amount; the request counter always by one. */
 const unitAmount = (c: Counter, amount: number) => (c.scope === 'keyreq' ? 1 : amount);
 const noCaps = (keyId: string, projectId: string): CounterOwner => ({ keyId, projectId, keyDailyCap: null, keyLifetimeCap: null, projectDailyCap: null });
+const isKeyDay = (c: Counter) => c.scope === 'key' && c.period.startsWith('d:');
+
+function assertMicros(value: number, name: string): void {
+  if (!Number.isSafeInteger(value) || value < 0) throw new SpendError('invalid_amount', `${name} must be a non-negative integer number of micro-dollars`);
+}
 
 class Refused extends Error {
   readonly counter: Counter;
@@ -75,159 +133,228 @@ class Refused extends Error {
   }
 }
 
+/** One counter row moved by deltas; created when missing. One row, one statement, one lock. */
+const MOVE = `INSERT INTO spend_counters (scope, scope_id, period, spent, reserved, requests) VALUES ($1, $2, $3, $4, $5, $6)
+  ON CONFLICT (scope, scope_id, period) DO UPDATE SET spent = spend_counters.spent + $4, reserved = spend_counters.reserved + $5, requests = spend_counters.requests + $6
+  RETURNING spent`;
+/** Adds a reservation to one counter row only if it fits the cap (a fresh row fits: checked before). */
+const RESERVE = `INSERT INTO spend_counters (scope, scope_id, period, spent, reserved, requests) VALUES ($1, $2, $3, 0, $4, 0)
+  ON CONFLICT (scope, scope_id, period) DO UPDATE SET reserved = spend_counters.reserved + $4
+  WHERE spend_counters.spent + spend_counters.reserved + $4 <= $5
+  RETURNING reserved`;
+const INSERT_RESERVATION = `INSERT INTO reservations (id, key_id, project_id, day, amount, created_at, expires_at, held)
+  VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING`;
+
+export interface SpendLedgerOptions {
+  /** Told about every settlement attempt the database did not take (it is retried). */
+  onError?: (e: Error) => void;
+  /** First delay before retrying a settlement; it doubles up to maxRetryDelayMs. */
+  retryDelayMs?: number;
+  maxRetryDelayMs?: number;
+}
+
 export class SpendLedger {
+  /** Writes: the spend lane (its own pool on PostgreSQL). */
   readonly #db: SqlDb;
-  /** Counter rows known to exist (they are never deleted): skips an INSERT per counter per request. */
-  readonly #known = new Set<string>();
-  constructor(db: SqlDb) {
-    this.#db = db;
+  /** Reads for status and reports: never wait on the spend lane (MVCC reads take no row locks). */
+  readonly #read: SqlDb;
+  readonly #onError: (e: Error) => void;
+  readonly #retryDelayMs: number;
+  readonly #maxRetryDelayMs: number;
+  /** Settlements (and charges) not yet written, by reservation id: the sweep leaves these alone. */
+  readonly #pending = new Map<string, Promise<SettleResult>>();
+  #closed = false;
+
+  constructor(db: SqlDb, options: SpendLedgerOptions = {}) {
+    this.#db = db.lane?.('spend') ?? db;
+    this.#read = db;
+    this.#onError = options.onError ?? (() => undefined);
+    this.#retryDelayMs = options.retryDelayMs ?? 250;
+    this.#maxRetryDelayMs = options.maxRetryDelayMs ?? 5_000;
+  }
+
+  /** Settlements held in this process until the database takes them. */
+  get pendingSettlements(): number {
+    return this.#pending.size;
   }
 
   async reserve(r: ReserveRequest): Promise<ReserveResult> {
+    assertMicros(r.amount, 'amount');
     const day = utcDay(r.now);
     const id = `res_${randomBytes(10).toString('hex')}`;
-    const fresh: string[] = [];
+    const list = countersOf(r, day);
+    const reservation: SqlValue[] = [id, r.keyId, r.projectId, day, r.amount, r.now, r.now + RESERVATION_TTL_MS];
+    if (list.every((c) => c.cap === null)) {
+      // Nothing to check and nothing to hold: the counters move once, at settlement.
+      await this.#writeOne(INSERT_RESERVATION, [...reservation, 0]);
+      return { ok: true, reservationId: id, day };
+    }
+    // A bound larger than a cap cannot fit even an empty counter: refuse without locking anything.
+    const tooBig = list.find((c) => c.cap !== null && unitAmount(c, r.amount) > c.cap);
+    if (tooBig) return { ok: false, scope: tooBig.scope, period: tooBig.period };
     try {
       await this.#db.transaction(async (tx) => {
-        await this.#ensure(tx, counters(r, day), fresh);
-        for (const c of counters(r, day)) {
-          const params: SqlValue[] = [unitAmount(c, r.amount), c.scope, c.scopeId, c.period];
-          const fits =
-            c.cap === null
-              ? await tx.query('UPDATE spend_counters SET reserved = reserved + $1 WHERE scope = $2 AND scope_id = $3 AND period = $4 RETURNING reserved', params)
-              : await tx.query(
-                  'UPDATE spend_counters SET reserved = reserved + $1 WHERE scope = $2 AND scope_id = $3 AND period = $4 AND spent + reserved + $1 <= $5 RETURNING reserved',
-                  [...params, c.cap],
-                );
+        await tx.query(INSERT_RESERVATION, [...reservation, 1]);
+        for (const c of list) {
+          const unit = unitAmount(c, r.amount);
+          const fits = await tx.query(c.cap === null ? MOVE : RESERVE, c.cap === null ? [c.scope, c.scopeId, c.period, 0, unit, 0] : [c.scope, c.scopeId, c.period, unit, c.cap]);
           if (fits.length === 0) throw new Refused(c);
         }
-        await tx.query('INSERT INTO reservations (id, key_id, project_id, day, amount, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)', [
-          id, r.keyId, r.projectId, day, r.amount, r.now, r.now + RESERVATION_TTL_MS,
-        ]);
       });
     } catch (e) {
       if (e instanceof Refused) return { ok: false, scope: e.counter.scope, period: e.counter.period };
       throw e;
     }
-    this.#remember(fresh);
     return { ok: true, reservationId: id, day };
   }
 
   /**
-   * Charges a request that needed no reservation (its key and project have no caps): the same
-   * counters move, so status and reports are the same; nothing is held while it runs.
+   * Charges `actual` and releases what the reservation held; a reservation the sweep reclaimed is
+   * corrected from the amount the sweep charged to the real cost. Resolves once written — retried
+   * through database outages; a second call for the same id joins the first.
    */
-  async charge(keyId: string, projectId: string, day: string, actual: number): Promise<SettleResult> {
-    const attempt = async () => {
-      const fresh: string[] = [];
-      const result = await this.#db.transaction(async (tx) => {
-        await this.#ensure(tx, counters(noCaps(keyId, projectId), day), fresh);
-        // One statement for all four counters (nothing is released: there was no reservation).
-        // It shares at most the project row with any other key's transaction, so it cannot
-        // deadlock with their ordered updates.
-        const rows = await tx.query(
-          `UPDATE spend_counters SET spent = spent + CASE WHEN scope = 'keyreq' THEN 1 ELSE $1 END, requests = requests + 1
-           WHERE (scope = 'key' AND scope_id = $2 AND (period = $3 OR period = 'life'))
-              OR (scope = 'project' AND scope_id = $4 AND period = $3)
-              OR (scope = 'keyreq' AND scope_id = $2 AND period = $3)
-           RETURNING scope, period, spent`,
-          [actual, keyId, `d:${day}`, projectId],
-        );
-        const keyDay = rows.find((r) => r.scope === 'key' && r.period === `d:${day}`);
-        const after = Number(keyDay?.spent ?? actual);
-        return { keyDay: { before: after - actual, after, cap: null } };
-      });
-      this.#remember(fresh);
-      return result;
-    };
-    // A key given a cap while its requests run could meet its own ordered reservations once
-    // (PostgreSQL then aborts one transaction): retry once rather than lose the charge.
-    return attempt().catch(() => attempt());
+  settle(reservationId: string, actual: number): Promise<SettleResult> {
+    try {
+      assertMicros(actual, 'actual');
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const queued = this.#pending.get(reservationId);
+    if (queued) return queued;
+    return this.#durably(reservationId, (attempt) => this.#db.transaction((tx) => this.#settleOnce(tx, reservationId, actual, attempt > 0)));
   }
 
   /**
-   * Creates missing counter rows. A row is remembered as existing only once the transaction that
-   * made it has committed (#remember): until then another transaction must still try the INSERT,
-   * which waits for the first to commit — or it would UPDATE a row it cannot see yet.
+   * The call pattern from before every request was reserved: charges a request that holds no
+   * reservation. It is written as one (an uncapped reservation row, then its settlement), so it is
+   * as durable, idempotent and deadlock-free as reserve + settle.
    */
-  async #ensure(tx: SqlDb, list: Counter[], fresh: string[]): Promise<void> {
-    for (const c of list) {
-      const row = `${c.scope}\0${c.scopeId}\0${c.period}`;
-      if (this.#known.has(row)) continue;
-      await tx.query('INSERT INTO spend_counters (scope, scope_id, period, spent, reserved, requests) VALUES ($1, $2, $3, 0, 0, 0) ON CONFLICT DO NOTHING', [c.scope, c.scopeId, c.period]);
-      fresh.push(row);
+  charge(keyId: string, projectId: string, day: string, actual: number): Promise<SettleResult> {
+    try {
+      assertMicros(actual, 'actual');
+    } catch (e) {
+      return Promise.reject(e);
     }
-  }
-
-  #remember(rows: string[]): void {
-    if (this.#known.size > 100_000) this.#known.clear();
-    for (const row of rows) this.#known.add(row);
-  }
-
-  /** Charges `actual` and releases the reservation (unless a sweep already reclaimed it). */
-  async settle(reservationId: string, actual: number): Promise<SettleResult> {
-    return this.#db.transaction(async (tx) => {
-      // A reclaimed reservation (amount 0) still knows its counters: the cost is charged, nothing released.
-      const [res] = await tx.query('DELETE FROM reservations WHERE id = $1 RETURNING key_id, project_id, day, amount, reclaimed', [reservationId]);
-      if (!res) throw new Error(`reservation ${reservationId} is unknown`);
-      return this.#apply(tx, res.key_id as string, res.project_id as string, res.day as string, Number(res.amount), Number(res.reclaimed) === 1, actual);
+    const id = `res_${randomBytes(10).toString('hex')}`;
+    const now = Date.now();
+    // The row is inserted with ON CONFLICT DO NOTHING: an insert retried after a lost answer is one row.
+    let inserted = false;
+    return this.#durably(id, async (attempt) => {
+      if (!inserted) {
+        await this.#writeOne(INSERT_RESERVATION, [id, keyId, projectId, day, actual, now, now + RESERVATION_TTL_MS, 0]);
+        inserted = true;
+        attempt = 0;
+      }
+      return this.#db.transaction((tx) => this.#settleOnce(tx, id, actual, attempt > 0));
     });
   }
 
-  async #apply(tx: SqlDb, keyId: string, projectId: string, day: string, reserved: number, reclaimed: boolean, actual: number): Promise<SettleResult> {
-    let keyDay = { before: 0, after: 0, cap: null as number | null };
-    if (this.#db.engine === 'sqlite') {
-      // SQLite has one writer at a time (no row locks, no deadlocks): one statement for all four.
-      const rows = await tx.query(
-        `UPDATE spend_counters SET reserved = reserved - CASE WHEN scope = 'keyreq' THEN $1 ELSE $2 END,
-           spent = spent + CASE WHEN scope = 'keyreq' THEN 1 ELSE $3 END, requests = requests + 1
-         WHERE (scope = 'key' AND scope_id = $4 AND (period = $5 OR period = 'life'))
-            OR (scope = 'project' AND scope_id = $6 AND period = $5)
-            OR (scope = 'keyreq' AND scope_id = $4 AND period = $5)
-         RETURNING scope, period, spent`,
-        [reclaimed ? 0 : 1, reclaimed ? 0 : reserved, actual, keyId, `d:${day}`, projectId],
-      );
-      const row = rows.find((r) => r.scope === 'key' && r.period === `d:${day}`);
-      if (row) keyDay = { before: Number(row.spent) - actual, after: Number(row.spent), cap: null };
-      return { keyDay };
+  /** Runs `write` until the database takes it; contract errors (SpendError) are not retried. */
+  #durably(id: string, write: (attempt: number) => Promise<SettleResult>): Promise<SettleResult> {
+    const run = async (): Promise<SettleResult> => {
+      let delay = this.#retryDelayMs;
+      for (let attempt = 0; ; attempt++) {
+        try {
+          return await write(attempt);
+        } catch (e) {
+          if (e instanceof SpendError || this.#closed) throw e;
+          this.#onError(e as Error);
+          await new Promise((r) => setTimeout(r, delay).unref());
+          delay = Math.min(delay * 2, this.#maxRetryDelayMs);
+          if (this.#closed) throw new SpendError('ledger_closed', `settlement of ${id} not written before the ledger closed; the sweep will reclaim it`);
+        }
+      }
+    };
+    const promise = run().finally(() => this.#pending.delete(id));
+    this.#pending.set(id, promise);
+    return promise;
+  }
+
+  /** One statement outside a transaction; on SQLite through the group commit (see storage/db.ts). */
+  async #writeOne(sql: string, params: SqlValue[]): Promise<void> {
+    if (this.#db.engine === 'postgres') await this.#db.query(sql, params);
+    else await this.#db.transaction((tx) => tx.query(sql, params));
+  }
+
+  async #settleOnce(tx: SqlDb, reservationId: string, actual: number, isRetry: boolean): Promise<SettleResult> {
+    // The reservation row first (see the header): its deletion is the guard against settling twice.
+    const [res] = await tx.query('DELETE FROM reservations WHERE id = $1 RETURNING key_id, project_id, day, amount, held, reclaimed, charged', [reservationId]);
+    if (!res) {
+      // On a retry, the row is gone because an earlier attempt committed and only its answer was lost.
+      if (!isRetry) throw new SpendError('reservation_unknown', `reservation ${reservationId} is unknown or already settled`);
+      return { keyDay: { before: 0, after: 0, cap: null } };
     }
-    // PostgreSQL: one row at a time, in the same order reservations lock them.
-    for (const c of counters(noCaps(keyId, projectId), day)) {
-      // A reclaimed reservation was already released by the sweep: only the charge remains.
-      const release = reclaimed ? 0 : unitAmount(c, reserved);
-      const [row] = await tx.query(
-        'UPDATE spend_counters SET reserved = reserved - $1, spent = spent + $2, requests = requests + 1 WHERE scope = $3 AND scope_id = $4 AND period = $5 RETURNING spent',
-        [release, unitAmount(c, actual), c.scope, c.scopeId, c.period],
-      );
-      if (c.scope === 'key' && c.period.startsWith('d:') && row) keyDay = { before: Number(row.spent) - actual, after: Number(row.spent), cap: null };
+    const amount = Number(res.amount);
+    const reclaimed = Number(res.reclaimed) === 1;
+    const held = Number(res.held) === 1 && !reclaimed;
+    // A reclaimed reservation was charged its amount and counted by the sweep (`charged`), or — rows
+    // reclaimed before that rule — released without a charge (`charged` NULL).
+    const charged = res.charged === null || res.charged === undefined ? null : Number(res.charged);
+    let keyDay = { before: 0, after: 0, cap: null as number | null };
+    for (const c of countersOf(noCaps(res.key_id as string, res.project_id as string), res.day as string)) {
+      const release = held ? unitAmount(c, amount) : 0;
+      let spent: number;
+      let requests: number;
+      if (reclaimed && charged !== null) {
+        spent = c.scope === 'keyreq' ? 0 : actual - charged;
+        requests = 0;
+      } else {
+        spent = unitAmount(c, actual);
+        requests = 1;
+      }
+      const [row] = await tx.query(MOVE, [c.scope, c.scopeId, c.period, spent, -release, requests]);
+      if (isKeyDay(c) && row) keyDay = { before: Number(row.spent) - spent, after: Number(row.spent), cap: null };
     }
     return { keyDay };
   }
 
   /**
-   * Releases reservations whose instance never settled them (crash); returns how many. The row
-   * stays (amount 0) for a day, so a late settle still charges the right counters.
+   * Reclaims reservations that expired unsettled (their instance crashed, or was cut off from the
+   * database for longer than the TTL): each is charged its reserved amount and counted, and its
+   * row stays (marked) for a day so a late settlement corrects the charge. Returns how many.
+   * Reservations whose settlement is queued in this process are left to it.
    */
   async reclaimExpired(now = Date.now()): Promise<number> {
-    return this.#db.transaction(async (tx) => {
-      await tx.query('DELETE FROM reservations WHERE reclaimed = 1 AND expires_at < $1', [now - 86_400_000]);
-      const expired = await tx.query('SELECT id, key_id, project_id, day, amount FROM reservations WHERE expires_at < $1 AND reclaimed = 0', [now]);
-      let reclaimed = 0;
-      for (const r of expired) {
-        // Guarded: a settle that got there first wins and nothing is released twice.
-        const claimed = await tx.query('UPDATE reservations SET reclaimed = 1 WHERE id = $1 AND reclaimed = 0 RETURNING id', [r.id as string]);
-        if (claimed.length === 0) continue;
-        reclaimed++;
-        for (const c of counters(noCaps(r.key_id as string, r.project_id as string), r.day as string)) {
-          await tx.query('UPDATE spend_counters SET reserved = reserved - $1 WHERE scope = $2 AND scope_id = $3 AND period = $4', [unitAmount(c, Number(r.amount)), c.scope, c.scopeId, c.period]);
+    // Old reclaimed rows go one per statement: a multi-row DELETE would lock rows in scan order.
+    const old = await this.#db.query('SELECT id FROM reservations WHERE reclaimed = 1 AND expires_at < $1 LIMIT 1000', [now - RECLAIMED_KEPT_MS]);
+    for (const r of old) await this.#writeOne('DELETE FROM reservations WHERE id = $1 AND reclaimed = 1', [r.id as string]);
+    const expired = await this.#db.query('SELECT id FROM reservations WHERE expires_at < $1 AND reclaimed = 0 ORDER BY expires_at LIMIT 1000', [now]);
+    let reclaimed = 0;
+    for (const { id } of expired) {
+      if (this.#pending.has(id as string)) continue;
+      // One transaction per reservation: its row, then its counters in order (see the header).
+      const done = await this.#db.transaction(async (tx) => {
+        // Guarded: a settlement that got there first wins and nothing is charged twice.
+        const [r] = await tx.query('UPDATE reservations SET reclaimed = 1, charged = amount WHERE id = $1 AND reclaimed = 0 RETURNING key_id, project_id, day, amount, held', [
+          id as string,
+        ]);
+        if (!r) return false;
+        const amount = Number(r.amount);
+        const held = Number(r.held) === 1;
+        for (const c of countersOf(noCaps(r.key_id as string, r.project_id as string), r.day as string)) {
+          await tx.query(MOVE, [c.scope, c.scopeId, c.period, unitAmount(c, amount), held ? -unitAmount(c, amount) : 0, 1]);
         }
-      }
-      return reclaimed;
-    });
+        return true;
+      });
+      if (done) reclaimed++;
+    }
+    return reclaimed;
   }
 
   async counter(scope: Counter['scope'], scopeId: string, period: string): Promise<{ spent: number; reserved: number; requests: number }> {
-    const [r] = await this.#db.query('SELECT spent, reserved, requests FROM spend_counters WHERE scope = $1 AND scope_id = $2 AND period = $3', [scope, scopeId, period]);
+    const [r] = await this.#read.query('SELECT spent, reserved, requests FROM spend_counters WHERE scope = $1 AND scope_id = $2 AND period = $3', [scope, scopeId, period]);
     return { spent: Number(r?.spent ?? 0), reserved: Number(r?.reserved ?? 0), requests: Number(r?.requests ?? 0) };
+  }
+
+  /**
+   * Waits (up to `timeoutMs`) for queued settlements to be written, then stops retrying: what is
+   * still unwritten is left to the sweep (the crash rule in the header).
+   */
+  async close(timeoutMs = 5_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.#pending.size > 0 && Date.now() < deadline) {
+      await Promise.race([Promise.allSettled([...this.#pending.values()]), new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref())]);
+    }
+    this.#closed = true;
   }
 }

@@ -162,6 +162,11 @@ const MIGRATIONS: string[] = [
   // Existing keys get the default too (inference only): an upgrade closes the endpoints a stolen
   // key could reach; owners grant more with `securegate keys update --scopes`.
   `ALTER TABLE sg_keys ADD COLUMN scopes TEXT NOT NULL DEFAULT '["inference"]'`,
+  // Every request is now reserved (host/spend.ts): `held` says whether the counters' `reserved`
+  // include the amount (capped keys) or not (uncapped: only the row); `charged` is what the sweep
+  // charged when it reclaimed the reservation (NULL: reclaimed before that rule, nothing charged).
+  `ALTER TABLE reservations ADD COLUMN held INTEGER NOT NULL DEFAULT 1;
+   ALTER TABLE reservations ADD COLUMN charged BIGINT`,
 ];
 
 /** What a key locks itself to on first successful use ("self-healing identity"). */
