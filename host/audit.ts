@@ -2,6 +2,8 @@
  * The audit trail: one row per request, allowed or refused — never a request or response body.
  * Rows are queued and written in batches off the hot path (every 200 ms or 200 rows); `close()`
  * flushes, so a clean shutdown loses nothing; a failed write is retried (database restarts).
+ * Writes go through the database's `audit` lane (a pool of their own on PostgreSQL), so a slow or
+ * absent audit write never holds a connection that key lookups or a kill need.
  */
 import { newId } from './keys.ts';
 import type { SqlDb, SqlValue } from '../storage/db.ts';
@@ -40,7 +42,7 @@ export class AuditWriter {
   #flushing: Promise<void> = Promise.resolve();
 
   constructor(db: SqlDb, onError: (e: Error) => void) {
-    this.#db = db;
+    this.#db = db.lane?.('audit') ?? db;
     this.#onError = onError;
   }
 
@@ -70,7 +72,11 @@ export class AuditWriter {
         return `(${values.map((_, i) => `$${start + i + 1}`).join(', ')})`;
       });
       try {
-        await this.#db.query(`INSERT INTO audit_log (${COLUMNS.join(', ')}) VALUES ${tuples.join(', ')} ON CONFLICT (id) DO NOTHING`, params);
+        const insert = `INSERT INTO audit_log (${COLUMNS.join(', ')}) VALUES ${tuples.join(', ')} ON CONFLICT (id) DO NOTHING`;
+        // On SQLite a bare statement would run inside whatever group-commit batch is open, and
+        // vanish with it if that batch rolls back: go through the group commit instead.
+        if (this.#db.engine === 'postgres') await this.#db.query(insert, params);
+        else await this.#db.transaction((tx) => tx.query(insert, params));
       } catch (e) {
         // The database is away (restart, failover): keep the rows and try again, so none is lost
         // to an outage; beyond MAX_PENDING the oldest are dropped and reported.

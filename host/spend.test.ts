@@ -105,33 +105,3 @@ for (const engine of engines) {
     });
   });
 }
-
-describe('audit writer', () => {
-  it('keeps rows while the database is away and writes them when it returns', async () => {
-    const { AuditWriter } = await import('./audit.ts');
-    const errors: string[] = [];
-    let fail = true;
-    const rows: unknown[][] = [];
-    const db = {
-      engine: 'sqlite' as const,
-      async query(_sql: string, params: unknown[] = []) {
-        if (fail) throw new Error('connection terminated');
-        rows.push(params);
-        return [];
-      },
-    } as unknown as SqlDb;
-    const writer = new AuditWriter(db, (e) => errors.push(e.message));
-    const row = { at: 1, requestId: 'r', keyId: 'k', projectId: 'p', connectionId: 'c', provider: 'openai', modelRequested: null, modelResolved: null, tokensIn: 0, tokensOut: 0, tokensCached: 0, costMicros: 0, status: 200, code: null, clientIp: null, city: null, deviceMatch: null, latencyMs: 1 };
-    writer.write(row);
-    writer.write({ ...row, requestId: 'r2' });
-    await writer.flush();
-    expect(errors[0]).toBe('connection terminated');
-    expect(writer.pending).toBe(2);
-    fail = false;
-    await writer.flush();
-    expect(writer.pending).toBe(0);
-    expect(rows).toHaveLength(1); // one batched INSERT with both rows
-    expect(rows[0]!.filter((v) => v === 'r' || v === 'r2')).toHaveLength(2);
-    await writer.close();
-  });
-});
