@@ -89,7 +89,7 @@ describe('securegate CLI against the dev stack', () => {
     expect(((await ask().catch((e: unknown) => e)) as { code: string }).code).toBe('device_mismatch');
     const update = await cli(['keys', 'update', id, '--require-signature', '--json']);
     expect(JSON.parse(update.stdout).signingSecret).toMatch(/^[0-9a-f]{64}$/);
-    expect((await cli(['keys', 'revoke', id])).code).toBe(0);
+    expect((await cli(['keys', 'revoke', id, '--yes'])).code).toBe(0);
     expect((await show()).status).toBe('revoked');
     expect((await cli(['keys', 'activate', id])).code).toBe(1);
   });
