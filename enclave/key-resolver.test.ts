@@ -4,6 +4,7 @@
  * shareholders will not release it again.
  */
 import { createHash, randomBytes } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,6 +17,7 @@ import {
   generateX25519KeyPair,
   sealShareEnvelope,
   sealUpstreamKey,
+  fromHex,
   signOwnerMessage,
   splitSecret,
   toHex,
@@ -24,7 +26,7 @@ import {
 import { initIdentity, type ShareholderIdentity } from '../shareholders/identity.ts';
 import { buildShareholderServer } from '../shareholders/server.ts';
 import { openShareStore, type ShareStore } from '../shareholders/store.ts';
-import { KeyResolver } from './key-resolver.ts';
+import { KeyResolver, parseShareholderEndpoints, type KeyResolverOptions } from './key-resolver.ts';
 import { createEnclaveMetrics } from './metrics.ts';
 
 const PCR0 = new Uint8Array(createHash('sha384').update('enclave bundle').digest());
@@ -78,10 +80,10 @@ async function enroll(): Promise<{ binding: KeyBinding; record: Uint8Array; upst
   return { binding, record, upstreamKey };
 }
 
-function resolverAt(clock: { t: number }, endpoints = shareholders, ticketLifetimeMs?: number) {
+function resolverAt(clock: { t: number }, endpoints = shareholders, ticketLifetimeMs?: number, extra: Partial<KeyResolverOptions> = {}) {
   const metrics = createEnclaveMetrics();
   const resolver = new KeyResolver({
-    shareholders: endpoints.map((s) => ({ id: s.identity.id, url: s.url })),
+    shareholders: endpoints.map((s) => ({ id: s.identity.id, url: s.url, publicKey: toHex(s.identity.publicKey) })),
     nsm,
     ephemeral: generateX25519KeyPair(),
     metrics,
@@ -90,10 +92,11 @@ function resolverAt(clock: { t: number }, endpoints = shareholders, ticketLifeti
     stragglerWindowMs: 100,
     now: () => clock.t,
     ...(ticketLifetimeMs !== undefined ? { ticketLifetimeMs } : {}),
+    ...extra,
   });
   const count = async (result: string) => ((await metrics.cache.get()).values.find((v) => v.labels.result === result)?.value ?? 0);
   const fetches = async () => (await metrics.reconstructionSeconds.get()).values.find((v) => v.metricName?.endsWith('_count'))?.value ?? 0;
-  return { resolver, count, fetches };
+  return { resolver, count, fetches, metrics };
 }
 
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -255,5 +258,60 @@ describe('key resolver', () => {
         await rm(s.dir, { recursive: true, force: true });
       }
     }
+  });
+
+  it('refuses a release a man in the middle forged in a shareholder\'s name, and does not blame that shareholder', async () => {
+    const target = shareholders[0]!;
+    const mitmKey = generateX25519KeyPair();
+    let forged = 0;
+    // Sits between the enclave and sh-a, passes everything on, and swaps each released share for
+    // its own "share from sh-a", sealed to the enclave key and nonce it reads from the request.
+    const mitm: Server = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', async () => {
+        const body = Buffer.concat(chunks).toString('utf8');
+        const upstream = await fetch(`${target.url}${req.url}`, { method: req.method, headers: { 'content-type': 'application/json' }, ...(req.method === 'POST' ? { body } : {}) });
+        let text = await upstream.text();
+        if (req.url === '/v1/releases' && upstream.status === 200) {
+          const { verifyAttestation } = await import('../attestation/index.ts');
+          const doc = verifyAttestation(new Uint8Array(Buffer.from((JSON.parse(body) as { document: string }).document, 'base64')), { now: new Date(), roots: [DevNsm.pinnedRoot(root)] });
+          const reply = JSON.parse(text) as { shares: Array<{ connectionId: string; envelope: string }> };
+          for (const s of reply.shares) {
+            const share = encodeShare({ index: 1, data: new Uint8Array(randomBytes(32)) });
+            const env = await sealShareEnvelope(doc.publicKey!, share, { purpose: 'release', connectionId: s.connectionId, shareholderId: target.identity.id, nonce: doc.nonce! }, mitmKey.privateKey);
+            s.envelope = Buffer.from(env).toString('base64');
+            forged++;
+          }
+          text = JSON.stringify(reply);
+        }
+        res.writeHead(upstream.status, { 'content-type': 'application/json' }).end(text);
+      });
+    });
+    await new Promise<void>((r) => mitm.listen(0, '127.0.0.1', r));
+    const port = (mitm.address() as { port: number }).port;
+    try {
+      const endpoints = [{ ...target, url: `http://127.0.0.1:${port}` }, ...shareholders.slice(1)];
+      const { resolver, metrics } = resolverAt({ t: Date.now() }, endpoints, 0, { stragglerWindowMs: 5_000 });
+      const c = await enroll();
+      expect(text(await resolver.upstreamKey(c.binding, c.record, 2))).toBe(c.upstreamKey);
+      const unauthenticated = async () => (await metrics.shareFetchFailures.get()).values.find((v) => v.labels.shareholder === 'sh-a' && v.labels.reason === 'unauthenticated')?.value ?? 0;
+      await until(async () => (await unauthenticated()) === 1);
+      expect(forged).toBe(1);
+      expect((await metrics.badShares.get()).values.filter((v) => v.value > 0)).toEqual([]);
+      expect(resolver.anomalies).toEqual([]);
+      await resolver.close();
+    } finally {
+      await new Promise((r) => mitm.close(r));
+    }
+  });
+
+  it('refuses a shareholder configuration without identity keys, with duplicates or a bad key', () => {
+    const sh = { id: 'sh-1', url: 'http://127.0.0.1:1', publicKey: 'ab'.repeat(32) };
+    expect(parseShareholderEndpoints([sh])).toEqual([sh]);
+    for (const bad of [[{ id: 'sh-1', url: sh.url }], [sh, sh], [{ ...sh, publicKey: 'xyz' }], [], [{ ...sh, url: 'ftp://x' }]]) {
+      expect(() => parseShareholderEndpoints(bad)).toThrow(/shareholder configuration/);
+    }
+    expect(fromHex(sh.publicKey)).toHaveLength(32);
   });
 });

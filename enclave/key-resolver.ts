@@ -18,7 +18,9 @@ import {
   fromHex,
   openShareEnvelope,
   shareRecipient,
+  shareSender,
   type ShareRecipient,
+  type ShareSender,
   openUpstreamKey,
   robustCombine,
   ProtocolError,
@@ -32,6 +34,30 @@ import type { EnclaveMetrics } from './metrics.ts';
 export interface ShareholderEndpoint {
   id: string;
   url: string;
+  /**
+   * The shareholder's X25519 identity key, hex — from the enclave's own measured configuration
+   * (the image carries it, so the PCRs the owners pin cover it), never from the host or the
+   * reply. Releases must authenticate as this key (HPKE auth mode, SPEC.md §3).
+   */
+  publicKey: string;
+}
+
+const SHAREHOLDER_ID = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+
+/** Checks the enclave's shareholder configuration: `[{ id, url, publicKey }]`, ids unique. */
+export function parseShareholderEndpoints(value: unknown): ShareholderEndpoint[] {
+  const bad = (m: string) => new Error(`shareholder configuration: ${m}`);
+  if (!Array.isArray(value) || value.length === 0) throw bad('must be a non-empty array of { id, url, publicKey }');
+  const seen = new Set<string>();
+  return value.map((v, i) => {
+    const { id, url, publicKey } = (v ?? {}) as Record<string, unknown>;
+    if (typeof id !== 'string' || !SHAREHOLDER_ID.test(id)) throw bad(`[${i}].id is not a shareholder id`);
+    if (seen.has(id)) throw bad(`shareholder ${id} is listed twice`);
+    seen.add(id);
+    if (typeof url !== 'string' || !/^https?:\/\//.test(url)) throw bad(`[${i}].url must be an http(s) URL`);
+    if (typeof publicKey !== 'string' || !/^[0-9a-f]{64}$/.test(publicKey)) throw bad(`[${i}].publicKey must be the shareholder's X25519 identity key (64 hex digits)`);
+    return { id, url, publicKey };
+  });
 }
 
 export interface KeyResolverOptions {
@@ -90,6 +116,8 @@ export class KeyResolver {
   readonly #pools = new Map<string, Pool>();
   /** The ephemeral key, imported once for HPKE opens. */
   #recipient: Promise<ShareRecipient> | undefined;
+  /** Each shareholder's identity key, imported once: the sender a release must authenticate as. */
+  readonly #senders = new Map<string, Promise<ShareSender>>();
   readonly #tickets = new Map<string, Ticket>();
   readonly #preparing = new Map<string, Promise<void>>();
   #ticketTimer: NodeJS.Timeout | undefined;
@@ -108,6 +136,7 @@ export class KeyResolver {
       now: () => Date.now(),
       ...options,
     };
+    parseShareholderEndpoints(this.#o.shareholders);
     if (this.#o.ticketLifetimeMs > 0) {
       setImmediate(() => this.#topUp()).unref();
       this.#ticketTimer = setInterval(() => this.#topUp(), this.#o.ticketLifetimeMs / 3);
@@ -297,12 +326,20 @@ export class KeyResolver {
     if (code !== null || !mine) throw new Error(`release refused: ${code}`);
     const nonce = ticket.nonce;
     this.#recipient ??= shareRecipient(this.#o.ephemeral.privateKey);
-    const plaintext = await openShareEnvelope(await this.#recipient, new Uint8Array(Buffer.from(mine.envelope, 'base64')), {
-      purpose: 'release',
-      connectionId,
-      shareholderId: sh.id,
-      nonce,
-    });
+    let sender = this.#senders.get(sh.id);
+    if (!sender) {
+      sender = shareSender(fromHex(sh.publicKey, 'publicKey'));
+      this.#senders.set(sh.id, sender);
+    }
+    // Auth mode: opens only if sealed with this shareholder's identity key for this nonce,
+    // connection and shareholder id. Whatever fails here was not made by the shareholder — a
+    // forgery or damage in transit — and is never counted as the shareholder's bad share.
+    const plaintext = await openShareEnvelope(
+      await this.#recipient,
+      new Uint8Array(Buffer.from(mine.envelope, 'base64')),
+      { purpose: 'release', connectionId, shareholderId: sh.id, nonce },
+      await sender,
+    );
     return decodeShare(plaintext);
   }
 
@@ -324,6 +361,8 @@ export class KeyResolver {
       let outstanding = shareholders.length;
       let secret: Uint8Array | undefined;
       let basis: Share[] = [];
+      // Only shares that opened — authenticated as their shareholder (HPKE auth mode) — reach
+      // here, so a bad share is the named shareholder's own, never a man in the middle's.
       const reportBad = (shareholder: string) => {
         this.#o.metrics.badShares.inc({ shareholder });
         this.anomalies.push({ seq: ++this.#anomalySeq, at: this.#o.now(), shareholder, connectionId: binding.connectionId });
@@ -383,8 +422,12 @@ export class KeyResolver {
           })
           .catch((error: Error) => {
             if (!controller.signal.aborted) {
-              this.#o.metrics.shareFetchFailures.inc({ shareholder: sh.id, reason: error.name === 'ProtocolError' ? 'envelope' : 'request' });
-              this.#o.log.warn({ shareholder: sh.id, connectionId: binding.connectionId, reason: error.message }, 'share retrieval failed');
+              const unauthenticated = error instanceof ProtocolError && error.code === 'envelope_auth_failed';
+              this.#o.metrics.shareFetchFailures.inc({ shareholder: sh.id, reason: unauthenticated ? 'unauthenticated' : error.name === 'ProtocolError' ? 'envelope' : 'request' });
+              this.#o.log.warn(
+                { shareholder: sh.id, connectionId: binding.connectionId, reason: error.message },
+                unauthenticated ? 'a reply did not authenticate as this shareholder (forged or damaged in transit; not the shareholder\'s share)' : 'share retrieval failed',
+              );
             }
           })
           .finally(() => {

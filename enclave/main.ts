@@ -1,5 +1,6 @@
 /**
  * `node enclave/main.ts --listen unix:/run/sg/enclave.sock --shareholders shareholders.json [--dev-nsm <root-dir> --dev-pcr0 <hex>]`
+ *   shareholders.json: [{ "id", "url", "publicKey" (X25519 identity key, hex) }, …]
  *   --egress <origin>=unix:<path>|tcp:<host>:<port>  (repeatable) how each upstream is reached
  *   --egress-only                 refuse origins without an egress route (production)
  *   --ca-file <pem>               CA bundle for upstream TLS (default: Node's Mozilla roots)
@@ -15,6 +16,7 @@ import pino from 'pino';
 import { NitroNsm, nitroDevicePresent, type Nsm } from '../attestation/index.ts';
 import { fromHex } from '../protocol/index.ts';
 import { parseEgress } from './forward.ts';
+import { parseShareholderEndpoints, type ShareholderEndpoint } from './key-resolver.ts';
 import { Enclave } from './server.ts';
 import { parseListenAddress } from './transport.ts';
 
@@ -36,9 +38,33 @@ const { values } = parseArgs({
 
 const log = pino({ level: process.env.LOG_LEVEL ?? 'info', base: { service: 'enclave' } }, pino.destination(2));
 
+/**
+ * The shareholders this enclave asks, with each one's identity key (releases must authenticate
+ * as it). In production the file is part of the image, so the PCRs cover it. A development stack
+ * may list only ids and URLs: then — and only with the dev NSM — each key is read once from the
+ * shareholder's /v1/identity at boot (trust on first use, logged loudly).
+ */
+async function loadShareholders(path: string, dev: boolean): Promise<ShareholderEndpoint[]> {
+  const raw = JSON.parse(readFileSync(path, 'utf8')) as unknown;
+  if (dev && Array.isArray(raw) && raw.some((e) => typeof (e as { publicKey?: unknown })?.publicKey !== 'string')) {
+    const filled = await Promise.all(
+      raw.map(async (e: { id?: string; url?: string; publicKey?: string }) => {
+        if (typeof e?.publicKey === 'string') return e;
+        const res = await fetch(`${String(e?.url)}/v1/identity`, { signal: AbortSignal.timeout(10_000) });
+        const identity = (await res.json()) as { id?: string; publicKey?: string };
+        if (identity.id !== e?.id) throw new Error(`shareholder at ${String(e?.url)} says it is ${String(identity.id)}, not ${String(e?.id)}`);
+        log.warn({ shareholder: e.id, publicKey: identity.publicKey }, 'DEVELOPMENT: shareholder identity key taken from the network at boot (trust on first use); list publicKey in the shareholder file');
+        return { ...e, publicKey: identity.publicKey };
+      }),
+    );
+    return parseShareholderEndpoints(filled);
+  }
+  return parseShareholderEndpoints(raw);
+}
+
 async function main(): Promise<void> {
-  if (!values.shareholders) throw new Error('--shareholders <file.json> is required ([{ "id", "url" }, …])');
-  const shareholders = JSON.parse(readFileSync(values.shareholders, 'utf8')) as Array<{ id: string; url: string }>;
+  if (!values.shareholders) throw new Error('--shareholders <file.json> is required ([{ "id", "url", "publicKey" }, …])');
+  const shareholders = await loadShareholders(values.shareholders, Boolean(values['dev-nsm']));
   let nsm: Nsm;
   if (nitroDevicePresent() && !values['dev-nsm']) {
     nsm = new NitroNsm();

@@ -1,9 +1,13 @@
 /**
- * Share envelope (SPEC.md §3): HPKE base mode (RFC 9180 §5.1.1) with
- * DHKEM(X25519, HKDF-SHA256) / HKDF-SHA256 / ChaCha20-Poly1305 — suite (0x0020, 0x0001, 0x0003).
+ * Share envelope (SPEC.md §3): HPKE with DHKEM(X25519, HKDF-SHA256) / HKDF-SHA256 /
+ * ChaCha20-Poly1305 — suite (0x0020, 0x0001, 0x0003).
  * Used twice: the owner's CLI seals each Shamir share to a shareholder's identity key
- * (purpose `enroll`), and a shareholder seals a share to the enclave's ephemeral key taken from
- * an attestation document (purpose `release`, binding the shareholder's challenge nonce).
+ * (purpose `enroll`, base mode RFC 9180 §5.1.1, version 0x01 — the owner's signature over the
+ * envelope's hash authenticates it), and a shareholder seals a share to the enclave's ephemeral
+ * key taken from an attestation document (purpose `release`, binding the shareholder's challenge
+ * nonce) in **auth mode** (RFC 9180 §5.1.3, version 0x02) with its identity key as the sender key:
+ * only the holder of that shareholder's private key can make a release the enclave opens, so a
+ * man in the middle cannot forge "a share from sh-1" and get the honest sh-1 blamed.
  * Never log plaintexts or private keys.
  */
 import { CipherSuite, DhkemX25519HkdfSha256, HkdfSha256 } from '@hpke/core';
@@ -14,6 +18,8 @@ import { abytes, astring, concatBytes, frameFields } from './bytes.ts';
 import { ProtocolError } from './errors.ts';
 
 export const SHARE_ENVELOPE_VERSION = 0x01;
+/** Release envelopes: HPKE mode_auth, sender = the shareholder's identity key. */
+export const SHARE_ENVELOPE_VERSION_AUTH = 0x02;
 export const X25519_KEY_LENGTH = 32;
 /** RFC 9180 `info`: names the application and version so keys cannot be confused across uses. */
 export const SHARE_ENVELOPE_INFO = new TextEncoder().encode('securegate/share-envelope/v1');
@@ -72,15 +78,32 @@ export function shareEnvelopeAad(context: ShareContext): Uint8Array {
   ]);
 }
 
-/** Seals `plaintext` to `recipientPublicKey`: version(1) ‖ enc(32) ‖ ciphertext ‖ tag(16). */
+/**
+ * The envelope version a purpose requires: enroll = base mode (0x01), release = auth mode (0x02).
+ * A release in base mode is unauthenticated — anyone could have made it — and is refused.
+ */
+function versionFor(purpose: SharePurpose): number {
+  return purpose === 'release' ? SHARE_ENVELOPE_VERSION_AUTH : SHARE_ENVELOPE_VERSION;
+}
+
+/**
+ * Seals `plaintext` to `recipientPublicKey`: version(1) ‖ enc(32) ‖ ciphertext ‖ tag(16).
+ * `sender` (the shareholder's identity key, raw or imported once) is required for `release`,
+ * which is sealed in HPKE auth mode; `enroll` takes none.
+ */
 export async function sealShareEnvelope(
   recipientPublicKey: Uint8Array,
   plaintext: Uint8Array,
   context: ShareContext,
+  sender?: Uint8Array | ShareRecipient,
 ): Promise<Uint8Array> {
   abytes(recipientPublicKey, X25519_KEY_LENGTH, 'recipientPublicKey');
   abytes(plaintext, undefined, 'plaintext');
   const aad = shareEnvelopeAad(context);
+  const version = versionFor(context.purpose);
+  if ((version === SHARE_ENVELOPE_VERSION_AUTH) !== (sender !== undefined)) {
+    throw new ProtocolError('envelope_malformed', context.purpose === 'release' ? 'release envelopes need the sender (shareholder identity) key' : 'enroll envelopes take no sender key');
+  }
   const s = hpkeSuite();
   let recipient: CryptoKey;
   try {
@@ -88,12 +111,27 @@ export async function sealShareEnvelope(
   } catch (cause) {
     throw new ProtocolError('envelope_malformed', 'recipientPublicKey is not a valid X25519 key', { cause });
   }
+  const senderKey = sender === undefined ? undefined : sender instanceof Uint8Array ? (await shareRecipient(sender)).keyPair : sender.keyPair;
   const { enc, ct } = await s.seal(
-    { recipientPublicKey: recipient, info: SHARE_ENVELOPE_INFO },
+    { recipientPublicKey: recipient, info: SHARE_ENVELOPE_INFO, ...(senderKey ? { senderKey } : {}) },
     plaintext.slice().buffer,
     aad.slice().buffer,
   );
-  return concatBytes(Uint8Array.of(SHARE_ENVELOPE_VERSION), new Uint8Array(enc), new Uint8Array(ct));
+  return concatBytes(Uint8Array.of(version), new Uint8Array(enc), new Uint8Array(ct));
+}
+
+/** A shareholder's identity public key imported once for opening its (auth mode) releases. */
+export interface ShareSender {
+  readonly publicKey: CryptoKey;
+}
+
+export async function shareSender(publicKey: Uint8Array): Promise<ShareSender> {
+  abytes(publicKey, X25519_KEY_LENGTH, 'senderPublicKey');
+  try {
+    return { publicKey: await hpkeSuite().kem.importKey('raw', publicKey.slice().buffer, true) };
+  } catch (cause) {
+    throw new ProtocolError('envelope_malformed', 'senderPublicKey is not a valid X25519 key', { cause });
+  }
 }
 
 /**
@@ -115,27 +153,45 @@ export async function shareRecipient(privateKey: Uint8Array): Promise<ShareRecip
   return { keyPair: { privateKey: secret, publicKey: pub } };
 }
 
+/**
+ * Opens an envelope. For `release`, `sender` is the identity key of the shareholder the release
+ * must come from (pinned by the enclave's measured configuration, never taken from the reply):
+ * the envelope must be version 0x02 (auth mode) and authenticate as that sender, or it fails with
+ * `envelope_auth_failed` — a base-mode release, or anything not made with that shareholder's
+ * private key, for this nonce, connection and shareholder id.
+ */
 export async function openShareEnvelope(
   recipient: Uint8Array | ShareRecipient,
   envelope: Uint8Array,
   context: ShareContext,
+  sender?: Uint8Array | ShareSender,
 ): Promise<Uint8Array> {
   if (recipient instanceof Uint8Array) abytes(recipient, X25519_KEY_LENGTH, 'recipientPrivateKey');
   abytes(envelope, undefined, 'envelope');
   if (envelope.length < 1 + X25519_KEY_LENGTH + 16) {
     throw new ProtocolError('envelope_malformed', 'share envelope too short');
   }
-  if (envelope[0] !== SHARE_ENVELOPE_VERSION) {
+  const version = envelope[0];
+  if (version !== SHARE_ENVELOPE_VERSION && version !== SHARE_ENVELOPE_VERSION_AUTH) {
     throw new ProtocolError('envelope_version_unsupported', `share envelope version ${envelope[0]} is not supported`);
   }
   const aad = shareEnvelopeAad(context);
+  const want = versionFor(context.purpose);
+  if (version !== want) {
+    // A base-mode release could come from anyone; an auth-mode enroll is not what owners make.
+    throw new ProtocolError('envelope_auth_failed', context.purpose === 'release' ? 'release envelope is not authenticated by its shareholder (HPKE base mode)' : 'enroll envelopes are HPKE base mode (version 1)');
+  }
+  if ((want === SHARE_ENVELOPE_VERSION_AUTH) !== (sender !== undefined)) {
+    throw new ProtocolError('envelope_malformed', context.purpose === 'release' ? 'opening a release needs the shareholder identity key it must come from' : 'enroll envelopes take no sender key');
+  }
   const s = hpkeSuite();
+  const senderPublicKey = sender === undefined ? undefined : sender instanceof Uint8Array ? (await shareSender(sender)).publicKey : sender.publicKey;
   const enc = envelope.slice(1, 1 + X25519_KEY_LENGTH);
   const ciphertext = envelope.slice(1 + X25519_KEY_LENGTH);
   try {
     const recipientKey = recipient instanceof Uint8Array ? await s.kem.importKey('raw', recipient.slice().buffer, false) : recipient.keyPair;
     const opened = await s.open(
-      { recipientKey, enc: enc.buffer, info: SHARE_ENVELOPE_INFO },
+      { recipientKey, enc: enc.buffer, info: SHARE_ENVELOPE_INFO, ...(senderPublicKey ? { senderPublicKey } : {}) },
       ciphertext.buffer,
       aad.slice().buffer,
     );

@@ -259,14 +259,16 @@ describe('whose enclave: PCR policy strength', () => {
 });
 
 describe('shareholder release', () => {
-  it('releases the share sealed to the document public key, bound to the nonce', async () => {
+  it('releases the share sealed to the document public key, bound to the nonce and authenticated by its identity key', async () => {
     const svc = await startService('dev');
     const { connectionId, share } = await enroll(svc);
     const { res, eph, nonce } = await release(svc, connectionId);
     expect(res.status).toBe(200);
     const envelope = new Uint8Array(Buffer.from(res.json.shares[0]!.envelope, 'base64'));
     const ctx = { purpose: 'release' as const, connectionId, shareholderId: svc.identity.id, nonce: Buffer.from(nonce, 'hex') };
-    expect(decodeShare(await openShareEnvelope(eph.privateKey, envelope, ctx))).toEqual(share);
+    expect(decodeShare(await openShareEnvelope(eph.privateKey, envelope, ctx, svc.identity.publicKey))).toEqual(share);
+    // Authenticated as this shareholder: it does not open as coming from any other key.
+    await expect(openShareEnvelope(eph.privateKey, envelope, ctx, generateX25519KeyPair().publicKey)).rejects.toMatchObject({ code: 'envelope_auth_failed' });
   });
 
   it('refuses a document whose PCRs are not in the owner policy', async () => {

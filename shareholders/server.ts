@@ -1,8 +1,8 @@
 /**
  * The shareholder HTTP service. Releases a share only to an enclave whose attestation document
  * verifies to a pinned root, carries this service's own fresh single-use nonce, and whose PCRs
- * satisfy the owner's signed policy; the share goes back HPKE-sealed to the document's
- * `public_key`. Every enroll, release and refusal is appended to the hash-chained audit log.
+ * satisfy the owner's signed policy; the share goes back HPKE-sealed (auth mode, sender = this
+ * shareholder's identity key) to the document's `public_key`. Every enroll, release and refusal is appended to the hash-chained audit log.
  * Never logs shares, envelopes' plaintext or the identity key.
  */
 import { createHash, randomBytes } from 'node:crypto';
@@ -355,7 +355,7 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
           connectionId,
           shareholderId: identity.id,
           nonce: doc.nonce,
-        });
+        }, recipient); // auth mode: sealed as this shareholder (its identity key), SPEC.md §3
         plaintext.fill(0);
         shares.push({ connectionId, envelope: Buffer.from(sealed).toString('base64') });
         await audit({ action: 'release', outcome: 'released', connectionId, ...who });
