@@ -98,8 +98,9 @@ async function enroll(svc: Service, options: { pcr0?: Uint8Array; connectionId?:
     policy: (options.policy ?? { allow: [{ '0': toHex(options.pcr0 ?? PCR0) }] }) as never,
     maxReleasesPerMinute: 5,
   });
-  const res = await post(`${svc.url}/v1/shares`, { envelope: Buffer.from(envelope).toString('base64'), signed });
-  return { connectionId, share, res };
+  const body = { envelope: Buffer.from(envelope).toString('base64'), signed };
+  const res = await post(`${svc.url}/v1/shares`, body);
+  return { connectionId, share, res, body };
 }
 
 async function release(svc: Service, connectionId: string, options: { nsm?: DevNsm; nonce?: string } = {}) {
@@ -188,6 +189,28 @@ describe('shareholder enrollment', () => {
     expect((await release(svc, connectionId)).res.json.refused[0]!.code).toBe('attestation_pcr_mismatch');
     expect((await post(`${svc.url}/v1/shares/${connectionId}`, { signed: msg(owner, 'delete', svc.now.t + 2) }, 'DELETE')).status).toBe(200);
     expect((await release(svc, connectionId)).res.json.error.code).toBe('share_not_found');
+  });
+});
+
+describe('enroll replay after deletion', () => {
+  it('refuses an enroll message replayed after its share was deleted (the tombstone outlives the row)', async () => {
+    const svc = await startService('dev');
+    const { connectionId, body } = await enroll(svc);
+    const del = signOwnerMessage(owner.secretKey, { type: 'delete', connectionId, shareholderId: svc.identity.id, issuedAt: svc.now.t + 1 });
+    expect((await post(`${svc.url}/v1/shares/${connectionId}`, { signed: del }, 'DELETE')).status).toBe(200);
+    const replay = await post(`${svc.url}/v1/shares`, body);
+    expect(replay.status).toBe(409);
+    expect(replay.json.error.code).toBe('message_replayed');
+    expect(await svc.store.getShare(connectionId)).toBeUndefined();
+  });
+
+  it('accepts a new enrollment for a deleted connection when its message is newer than the deletion', async () => {
+    const svc = await startService('dev');
+    const { connectionId } = await enroll(svc);
+    const del = signOwnerMessage(owner.secretKey, { type: 'delete', connectionId, shareholderId: svc.identity.id, issuedAt: svc.now.t + 1 });
+    await post(`${svc.url}/v1/shares/${connectionId}`, { signed: del }, 'DELETE');
+    svc.now.t += 2;
+    expect((await enroll(svc, { connectionId })).res.status).toBe(201);
   });
 });
 

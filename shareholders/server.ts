@@ -227,7 +227,11 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
         maxReleasesPerMinute: max,
         lastIssuedAt: signed.message.issuedAt,
       });
-      if (!inserted) {
+      if (inserted === 'replayed') {
+        await audit({ action: 'enroll', outcome: 'refused', connectionId, code: 'message_replayed' });
+        throw new RefusalError(409, 'message_replayed', 'this connection was deleted by a newer owner message; enroll again with a new message');
+      }
+      if (inserted === 'exists') {
         await audit({ action: 'enroll', outcome: 'refused', connectionId, code: 'share_exists' });
         throw new RefusalError(409, 'share_exists', 'a share for this connection is already enrolled');
       }

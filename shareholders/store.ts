@@ -20,6 +20,9 @@ export interface EnrolledShare {
 const SCHEMA = [
   `CREATE TABLE IF NOT EXISTS shares (connection_id TEXT PRIMARY KEY, owner_public_key TEXT NOT NULL, envelope TEXT NOT NULL, policy TEXT NOT NULL, max_releases_per_minute INTEGER NOT NULL, last_issued_at BIGINT NOT NULL)`,
   `CREATE TABLE IF NOT EXISTS nonces (nonce TEXT PRIMARY KEY, expires_at BIGINT NOT NULL, used_at BIGINT)`,
+  // Survives deletion of the share: the newest owner message applied per connection, so an enroll
+  // message cannot be replayed after the share it created was deleted.
+  `CREATE TABLE IF NOT EXISTS tombstones (connection_id TEXT PRIMARY KEY, last_issued_at BIGINT NOT NULL)`,
   `CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY, at TEXT NOT NULL, event TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)`,
 ];
 
@@ -60,12 +63,20 @@ export class ShareStore {
     return r ? toShare(r) : undefined;
   }
 
-  async insertShare(s: EnrolledShare): Promise<boolean> {
-    const rows = await this.db.query(
-      'INSERT INTO shares (connection_id, owner_public_key, envelope, policy, max_releases_per_minute, last_issued_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING connection_id',
-      [s.connectionId, s.ownerPublicKey, Buffer.from(s.envelope).toString('base64'), s.policy, s.maxReleasesPerMinute, s.lastIssuedAt],
-    );
-    return rows.length === 1;
+  /**
+   * Inserts an enrolled share unless one exists ('exists') or the connection was deleted by an
+   * owner message at least as new as this enrollment ('replayed': the tombstone outlives the row).
+   */
+  async insertShare(s: EnrolledShare): Promise<'inserted' | 'exists' | 'replayed'> {
+    return this.db.transaction(async (tx) => {
+      const [tomb] = await tx.query('SELECT last_issued_at FROM tombstones WHERE connection_id = $1', [s.connectionId]);
+      if (tomb && Number(tomb.last_issued_at) >= s.lastIssuedAt) return 'replayed';
+      const rows = await tx.query(
+        'INSERT INTO shares (connection_id, owner_public_key, envelope, policy, max_releases_per_minute, last_issued_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING connection_id',
+        [s.connectionId, s.ownerPublicKey, Buffer.from(s.envelope).toString('base64'), s.policy, s.maxReleasesPerMinute, s.lastIssuedAt],
+      );
+      return rows.length === 1 ? 'inserted' : 'exists';
+    });
   }
 
   /** Applies a policy only if the owner message is newer than the last one applied (no replays). */
@@ -77,8 +88,17 @@ export class ShareStore {
     return rows.length === 1;
   }
 
+  /** Deletes the share and leaves a tombstone with the delete message's issuedAt (see insertShare). */
   async deleteShare(connectionId: string, issuedAt: number): Promise<boolean> {
-    return (await this.db.query('DELETE FROM shares WHERE connection_id = $1 AND last_issued_at < $2 RETURNING connection_id', [connectionId, issuedAt])).length === 1;
+    return this.db.transaction(async (tx) => {
+      const deleted = await tx.query('DELETE FROM shares WHERE connection_id = $1 AND last_issued_at < $2 RETURNING connection_id', [connectionId, issuedAt]);
+      if (deleted.length !== 1) return false;
+      await tx.query(
+        'INSERT INTO tombstones (connection_id, last_issued_at) VALUES ($1, $2) ON CONFLICT (connection_id) DO UPDATE SET last_issued_at = CASE WHEN excluded.last_issued_at > tombstones.last_issued_at THEN excluded.last_issued_at ELSE tombstones.last_issued_at END',
+        [connectionId, issuedAt],
+      );
+      return true;
+    });
   }
 
   async addNonce(nonce: string, expiresAt: number, now: number): Promise<void> {
