@@ -6,7 +6,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { dropSchema, skipPostgres, TEST_DATABASE_URL, uniqueSchema } from '../test/pg.ts';
+import { cuttablePostgres, deadlocks, dropSchema, isolatedDatabase, skipPostgres, TEST_DATABASE_URL, uniqueSchema } from '../test/pg.ts';
 import { openPostgres, openSqlite, type SqlDb } from '../storage/db.ts';
 import { SpendLedger, utcDay } from './spend.ts';
 import { HostStore } from './store.ts';
@@ -91,17 +91,220 @@ for (const engine of engines) {
       expect(life).toMatchObject({ ok: false, scope: 'key', period: 'life' });
     });
 
-    it('reclaims reservations of a crashed instance once expired, and a late settle still charges', async () => {
+    it('charges a crashed reservation its bound when the sweep reclaims it, and a late settle corrects it to the real cost', async () => {
       const now = Date.now();
       const r = await ledger.reserve({ keyId: 'k-crash', projectId: 'p3', amount: 5_000, keyDailyCap: 5_000, keyLifetimeCap: null, projectDailyCap: null, now });
       expect(r.ok).toBe(true);
       expect((await ledger.reserve({ keyId: 'k-crash', projectId: 'p3', amount: 1, keyDailyCap: 5_000, keyLifetimeCap: null, projectDailyCap: null, now })).ok).toBe(false);
       expect(await ledger.reclaimExpired(now + 16 * 60_000)).toBe(1);
-      const c = await ledger.counter('key', 'k-crash', `d:${utcDay(now)}`);
-      expect(c.reserved).toBe(0);
+      // The crash rule: the upper bound is charged and the request counted, nothing stays reserved.
+      expect(await ledger.counter('key', 'k-crash', `d:${utcDay(now)}`)).toEqual({ spent: 5_000, reserved: 0, requests: 1 });
+      expect(await ledger.counter('keyreq', 'k-crash', `d:${utcDay(now)}`)).toEqual({ spent: 1, reserved: 0, requests: 1 });
       if (r.ok) await ledger.settle(r.reservationId, 1_234);
       expect(await ledger.counter('key', 'k-crash', `d:${utcDay(now)}`)).toEqual({ spent: 1_234, reserved: 0, requests: 1 });
+      expect(await ledger.counter('keyreq', 'k-crash', `d:${utcDay(now)}`)).toEqual({ spent: 1, reserved: 0, requests: 1 });
       expect((await ledger.reserve({ keyId: 'k-crash', projectId: 'p3', amount: 3_000, keyDailyCap: 5_000, keyLifetimeCap: null, projectDailyCap: null, now })).ok).toBe(true);
+    });
+
+    it('reserves an uncapped request without touching a counter, and its settlement charges every counter', async () => {
+      const now = Date.now();
+      const day = `d:${utcDay(now)}`;
+      const r = await ledger.reserve({ ...uncapped('k-unc', 'p-unc'), amount: 90_000, now });
+      if (!r.ok) throw new Error('reserve refused');
+      for (const [scope, id, period] of [['key', 'k-unc', day], ['key', 'k-unc', 'life'], ['project', 'p-unc', day], ['keyreq', 'k-unc', day]] as const) {
+        expect(await ledger.counter(scope, id, period)).toEqual({ spent: 0, reserved: 0, requests: 0 });
+      }
+      const settled = await ledger.settle(r.reservationId, 1_500);
+      expect(settled.keyDay).toMatchObject({ before: 0, after: 1_500 });
+      expect(await ledger.counter('key', 'k-unc', day)).toEqual({ spent: 1_500, reserved: 0, requests: 1 });
+      expect(await ledger.counter('key', 'k-unc', 'life')).toEqual({ spent: 1_500, reserved: 0, requests: 1 });
+      expect(await ledger.counter('project', 'p-unc', day)).toEqual({ spent: 1_500, reserved: 0, requests: 1 });
+      expect(await ledger.counter('keyreq', 'k-unc', day)).toEqual({ spent: 1, reserved: 0, requests: 1 });
+    });
+
+    it('counts a settlement once: a second settle joins the first, a later one is refused as reservation_unknown', async () => {
+      const now = Date.now();
+      const r = await ledger.reserve({ ...uncapped('k-twice', 'p-twice'), amount: 0, now });
+      if (!r.ok) throw new Error('reserve refused');
+      await Promise.all([ledger.settle(r.reservationId, 700), ledger.settle(r.reservationId, 700)]);
+      await expect(ledger.settle(r.reservationId, 700)).rejects.toMatchObject({ code: 'reservation_unknown' });
+      expect(await ledger.counter('key', 'k-twice', `d:${utcDay(now)}`)).toEqual({ spent: 700, reserved: 0, requests: 1 });
+    });
+
+    it('refuses a cost that is not a non-negative integer of micro-dollars with invalid_amount', async () => {
+      const r = await ledger.reserve({ ...uncapped('k-bad', 'p-bad'), amount: 0, now: Date.now() });
+      if (!r.ok) throw new Error('reserve refused');
+      await expect(ledger.settle(r.reservationId, 1e300)).rejects.toMatchObject({ code: 'invalid_amount' });
+      await expect(ledger.settle(r.reservationId, -1)).rejects.toMatchObject({ code: 'invalid_amount' });
+      await expect(ledger.charge('k-bad', 'p-bad', utcDay(Date.now()), 0.5)).rejects.toMatchObject({ code: 'invalid_amount' });
+      await expect(ledger.reserve({ ...uncapped('k-bad', 'p-bad'), amount: Number.NaN, now: Date.now() })).rejects.toMatchObject({ code: 'invalid_amount' });
+      await ledger.settle(r.reservationId, 0);
+    });
+
+    it('retries a settlement the database did not take until it is written, counting it exactly once', async () => {
+      const now = Date.now();
+      // Two attempts fail before anything is written, the third commits but loses its answer.
+      const flaky = failing(db, ['fail', 'fail', 'lose']);
+      const errors: string[] = [];
+      const shaky = new SpendLedger(flaky.db, { retryDelayMs: 5, onError: (e) => errors.push(e.message) });
+      const capped = await ledger.reserve({ keyId: 'k-retry', projectId: 'p-retry', amount: 4_000, keyDailyCap: 10_000, keyLifetimeCap: null, projectDailyCap: null, now });
+      if (!capped.ok) throw new Error('reserve refused');
+      await shaky.settle(capped.reservationId, 2_500);
+      expect(errors).toHaveLength(3);
+      expect(await ledger.counter('key', 'k-retry', `d:${utcDay(now)}`)).toEqual({ spent: 2_500, reserved: 0, requests: 1 });
+      expect(await ledger.counter('project', 'p-retry', `d:${utcDay(now)}`)).toEqual({ spent: 2_500, reserved: 0, requests: 1 });
+      // The old call pattern (charge without a reservation) is as durable.
+      flaky.plan.push('fail', 'lose');
+      await shaky.charge('k-retry', 'p-retry', utcDay(now), 1_000);
+      expect(await ledger.counter('key', 'k-retry', `d:${utcDay(now)}`)).toEqual({ spent: 3_500, reserved: 0, requests: 2 });
+      expect(shaky.pendingSettlements).toBe(0);
+      const [open] = await db.query("SELECT COUNT(*) AS n FROM reservations WHERE key_id = 'k-retry'");
+      expect(Number(open!.n)).toBe(0);
+    });
+
+    it('leaves a reservation whose settlement is queued in this process to that settlement, whatever the sweep sees', async () => {
+      const now = Date.now();
+      const flaky = failing(db, ['fail']);
+      const shaky = new SpendLedger(flaky.db, { retryDelayMs: 200 });
+      const r = await ledger.reserve({ keyId: 'k-queued', projectId: 'p-queued', amount: 9_000, keyDailyCap: 10_000, keyLifetimeCap: null, projectDailyCap: null, now });
+      if (!r.ok) throw new Error('reserve refused');
+      const settling = shaky.settle(r.reservationId, 1_000);
+      await new Promise((resolve) => setTimeout(resolve, 50)); // the first attempt has failed; the retry waits
+      expect(shaky.pendingSettlements).toBe(1);
+      await shaky.reclaimExpired(now + 16 * 60_000);
+      const [row] = await db.query('SELECT reclaimed FROM reservations WHERE id = $1', [r.reservationId]);
+      expect(Number(row!.reclaimed)).toBe(0);
+      await settling;
+      expect(await ledger.counter('key', 'k-queued', `d:${utcDay(now)}`)).toEqual({ spent: 1_000, reserved: 0, requests: 1 });
     });
   });
 }
+
+const uncapped = (keyId: string, projectId: string) => ({ keyId, projectId, keyDailyCap: null, keyLifetimeCap: null, projectDailyCap: null });
+
+/**
+ * `db` whose next transactions follow `plan`: 'fail' throws before anything is written (database
+ * away), 'lose' commits and then throws (the answer was lost); then it behaves.
+ */
+function failing(db: SqlDb, plan: Array<'fail' | 'lose'>): { db: SqlDb; plan: Array<'fail' | 'lose'> } {
+  const wrapped: SqlDb = {
+    ...db,
+    lane: () => wrapped,
+    async transaction(fn) {
+      const next = plan.shift();
+      if (next === 'fail') throw new Error('Connection terminated unexpectedly');
+      const result = await db.transaction(fn);
+      if (next === 'lose') throw new Error('Connection terminated unexpectedly');
+      return result;
+    },
+    async query(sql, params) {
+      if (plan[0] === 'fail') {
+        plan.shift();
+        throw new Error('Connection terminated unexpectedly');
+      }
+      return db.query(sql, params);
+    },
+  };
+  return { db: wrapped, plan };
+}
+
+describe.skipIf(skipPostgres)('spend ledger on PostgreSQL under concurrent load', () => {
+  let database: Awaited<ReturnType<typeof isolatedDatabase>>;
+  beforeAll(async () => {
+    database = await isolatedDatabase('sg_spend_load');
+    const setup = openPostgres({ connectionString: database.url });
+    await new HostStore(setup).migrate();
+    await setup.close();
+  });
+  afterAll(async () => {
+    await database?.drop();
+  });
+
+  it('two instances on separate pools, uncapped and capped keys, old and new call patterns: no deadlock, counters equal settled costs, nothing left reserved', async () => {
+    const before = await deadlocks(database.name);
+    const dbs = [openPostgres({ connectionString: database.url }), openPostgres({ connectionString: database.url })];
+    const ledgers = dbs.map((d) => new SpendLedger(d));
+    const day = utcDay(Date.now());
+    const settled = { free: 0, capped: 0, freeRequests: 0, cappedRequests: 0 };
+    const until = Date.now() + 2_000;
+    // Per instance: the proxy's old pattern for uncapped keys (charge), the new one (reserve +
+    // settle, every request) for the same key, and a capped key — all in one project.
+    const loop = async (ledger: SpendLedger, i: number, kind: 'charge' | 'free' | 'capped') => {
+      for (let n = 0; Date.now() < until; n++) {
+        const cost = 1_000 + ((i * 7 + n) % 13);
+        if (kind === 'charge') {
+          await ledger.charge('k-free', 'p-load', day, cost);
+        } else {
+          const caps = kind === 'capped' ? { keyDailyCap: 1e12, keyLifetimeCap: null, projectDailyCap: null } : { keyDailyCap: null, keyLifetimeCap: null, projectDailyCap: null };
+          const r = await ledger.reserve({ keyId: kind === 'capped' ? 'k-capped' : 'k-free', projectId: 'p-load', amount: 5_000, ...caps, now: Date.now() });
+          if (!r.ok) throw new Error('reserve refused');
+          await ledger.settle(r.reservationId, cost);
+        }
+        if (kind === 'capped') {
+          settled.capped += cost;
+          settled.cappedRequests++;
+        } else {
+          settled.free += cost;
+          settled.freeRequests++;
+        }
+      }
+    };
+    const kinds = ['charge', 'charge', 'free', 'free', 'capped', 'capped'] as const;
+    await Promise.all(ledgers.flatMap((ledger, i) => kinds.map((kind, j) => loop(ledger, i * 10 + j, kind))));
+    const [free, life, capped, project, requests, open] = await Promise.all([
+      ledgers[0]!.counter('key', 'k-free', `d:${day}`),
+      ledgers[0]!.counter('key', 'k-free', 'life'),
+      ledgers[0]!.counter('key', 'k-capped', `d:${day}`),
+      ledgers[0]!.counter('project', 'p-load', `d:${day}`),
+      ledgers[0]!.counter('keyreq', 'k-free', `d:${day}`),
+      dbs[0]!.query('SELECT COUNT(*)::int AS n FROM reservations'),
+    ]);
+    await Promise.all(dbs.map((d) => d.close()));
+    expect(settled.freeRequests).toBeGreaterThan(50);
+    expect(settled.cappedRequests).toBeGreaterThan(20);
+    expect(free).toEqual({ spent: settled.free, reserved: 0, requests: settled.freeRequests });
+    expect(life).toEqual({ spent: settled.free, reserved: 0, requests: settled.freeRequests });
+    expect(capped).toEqual({ spent: settled.capped, reserved: 0, requests: settled.cappedRequests });
+    expect(project).toEqual({ spent: settled.free + settled.capped, reserved: 0, requests: settled.freeRequests + settled.cappedRequests });
+    expect(requests).toEqual({ spent: settled.freeRequests, reserved: 0, requests: settled.freeRequests });
+    expect(open[0]!.n).toBe(0);
+    // Backends report their statistics when they end: read after the pools are closed.
+    expect(await deadlocks(database.name)).toBe(before);
+  });
+
+  it('settles a reservation once the database is back when it went away between reserve and settle', async () => {
+    const relay = await cuttablePostgres();
+    const relayed = new URL(relay.url);
+    relayed.pathname = `/${database.name}`;
+    const db = openPostgres({ connectionString: relayed.toString() });
+    const direct = openPostgres({ connectionString: database.url });
+    const errors: string[] = [];
+    const ledger = new SpendLedger(db, { retryDelayMs: 100, maxRetryDelayMs: 200, onError: (e) => errors.push(e.message) });
+    try {
+      const now = Date.now();
+      const day = `d:${utcDay(now)}`;
+      const capped = await ledger.reserve({ keyId: 'k-away', projectId: 'p-away', amount: 8_000, keyDailyCap: 50_000, keyLifetimeCap: null, projectDailyCap: null, now });
+      const free = await ledger.reserve({ ...uncapped('k-away-free', 'p-away'), amount: 0, now });
+      if (!capped.ok || !free.ok) throw new Error('reserve refused');
+      relay.cut();
+      const settling = [ledger.settle(capped.reservationId, 3_000), ledger.settle(free.reservationId, 2_000), ledger.charge('k-away-free', 'p-away', utcDay(now), 500)];
+      await new Promise((r) => setTimeout(r, 300));
+      expect(ledger.pendingSettlements).toBe(3);
+      expect(errors.length).toBeGreaterThan(0);
+      expect(await new SpendLedger(direct).counter('key', 'k-away', day)).toEqual({ spent: 0, reserved: 8_000, requests: 0 });
+      relay.restore();
+      await Promise.all(settling);
+      const reader = new SpendLedger(direct);
+      expect(await reader.counter('key', 'k-away', day)).toEqual({ spent: 3_000, reserved: 0, requests: 1 });
+      expect(await reader.counter('key', 'k-away-free', day)).toEqual({ spent: 2_500, reserved: 0, requests: 2 });
+      expect(await reader.counter('project', 'p-away', day)).toEqual({ spent: 5_500, reserved: 0, requests: 3 });
+      const [open] = await direct.query("SELECT COUNT(*)::int AS n FROM reservations WHERE project_id = 'p-away'");
+      expect(open!.n).toBe(0);
+    } finally {
+      await ledger.close(0);
+      await db.close();
+      await direct.close();
+      await relay.close();
+    }
+  });
+});
