@@ -39,7 +39,6 @@ const MESSAGES: Record<RequestTargetProblem, string> = {
   control_character: 'the request target must not contain control characters',
 };
 
-// eslint-disable-next-line no-control-regex
 const CONTROL = /[\x00-\x1f\x7f]/;
 
 /** Why `target` (the raw request-target as received) is refused, or `undefined` if it is a plain path. */
