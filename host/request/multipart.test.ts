@@ -268,13 +268,17 @@ describe('parseMultipart refuses what parsers could read differently', () => {
   });
 });
 
-const nameArb = fc.stringMatching(/^[a-z_][a-z0-9_]{0,11}(\[\])?$/);
-const valueArb = fc.string({ unit: 'binary', maxLength: 40 }).filter((s) => !s.startsWith('\ufeff') && !s.includes(`--${B}`));
+const charsFrom = (chars: string, minLength: number, maxLength: number): fc.Arbitrary<string> =>
+  fc.array(fc.constantFrom(...chars), { minLength, maxLength }).map((cs) => cs.join(''));
+const nameArb = fc.tuple(charsFrom('abmz_', 1, 1), charsFrom('abmz09_', 0, 8), fc.boolean()).map(([a, b, list]) => `${a}${b}${list ? '[]' : ''}`);
+const valueArb = fc
+  .array(fc.oneof(fc.string({ maxLength: 4 }), fc.constantFrom('é', '€', '😀', '\r', '\n', '\r\n', '-', '--', `--${B.slice(0, 5)}`, '"', '\u0000')), { maxLength: 10 })
+  .map((xs) => xs.join('')).filter((s) => !s.startsWith('\ufeff') && !s.includes(`--${B}`));
 const formArb = fc
   .uniqueArray(
     fc.record({
       name: nameArb,
-      file: fc.option(fc.record({ filename: fc.stringMatching(/^[a-zA-Z0-9 ._%-]{1,20}$/), type: fc.constantFrom('image/png', 'audio/wav', 'application/jsonl', undefined) }), { nil: undefined }),
+      file: fc.option(fc.record({ filename: charsFrom('aZ09 ._%-é', 1, 12), type: fc.constantFrom('image/png', 'audio/wav', 'application/jsonl', undefined) }), { nil: undefined }),
       data: valueArb,
     }),
     { selector: (p) => p.name.replace(/\[\]$/, ''), minLength: 1, maxLength: 6 },
