@@ -1,6 +1,8 @@
 import { calcPrice } from '@pydantic/genai-prices';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { maxCostMicros, MICROS, priceUsage } from './pricing.ts';
+import type { PriceRule } from '../protocol/index.ts';
+import { maxCostMicros, MICROS, priceUsage, reservationBound, settledCost, type Bound, type BoundQuestion, type TokenUsage } from './pricing.ts';
 
 describe('pricing', () => {
   const cases: Array<[string, string, string, { inputTokens: number; outputTokens: number; cacheReadTokens?: number }]> = [
@@ -31,5 +33,300 @@ describe('pricing', () => {
     expect(priceUsage('openai', 'no-such-model-xyz', { inputTokens: 1, outputTokens: 1 })).toBeNull();
     const bound = maxCostMicros('openai', 'gpt-4o-mini', 200, 100)!;
     expect(bound).toBeGreaterThan(priceUsage('openai', 'gpt-4o-mini', { inputTokens: 100, outputTokens: 100 })!);
+  });
+});
+
+/**
+ * Reservation bounds (issue 16, "Spend is an upper bound, always"). Prices come from the bundled
+ * genai-prices data and price-tables.ts; the expected figures below are worked out from those.
+ */
+const TOKENS: PriceRule = { unit: 'tokens' };
+const chat = (model: string, extra: Record<string, unknown> = {}) => ({ model, messages: [{ role: 'user', content: 'Say hello.' }], ...extra });
+const ask = (provider: string, model: string | undefined, json: Record<string, unknown> | undefined, rule: PriceRule = TOKENS, bodyBytes?: number): BoundQuestion => ({
+  provider,
+  model,
+  rule,
+  json,
+  bodyBytes: bodyBytes ?? (json ? Buffer.byteLength(JSON.stringify(json)) : 0),
+});
+const okMicros = (b: Bound): number => {
+  if (!b.ok) throw new Error(`expected a bound, got ${b.code}: ${b.message}`);
+  return b.micros;
+};
+const code = (b: Bound) => (b.ok ? 'ok' : b.code);
+
+/** One API shape per provider family: how it names the output ceiling and the choice count. */
+interface Shape {
+  provider: string;
+  model: string;
+  body: (max: number | undefined, n: number) => Record<string, unknown>;
+  cacheWrite: boolean;
+  /** The model's context window in the price data: no answer is longer. */
+  context: number;
+}
+const SHAPES: Shape[] = [
+  { provider: 'openai', model: 'gpt-4o-mini', body: (max, n) => chat('gpt-4o-mini', { max_completion_tokens: max, n }), cacheWrite: false, context: 128_000 },
+  // Tiered: 272k input tokens and above cost double.
+  { provider: 'openai', model: 'gpt-5.4', body: (max) => ({ model: 'gpt-5.4', input: 'Say hello.', max_output_tokens: max }), cacheWrite: false, context: 1_050_000 },
+  // Tiered above 200k, with cache-write rates above the input rate.
+  { provider: 'anthropic', model: 'claude-sonnet-4-5', body: (max) => chat('claude-sonnet-4-5', { max_tokens: max ?? 64 }), cacheWrite: true, context: 200_000 },
+  { provider: 'gemini-native', model: 'gemini-2.5-flash', body: (max, n) => ({ contents: [{ parts: [{ text: 'Say hello.' }] }], generationConfig: { maxOutputTokens: max, candidateCount: n } }), cacheWrite: false, context: 1_048_576 },
+  // Peak and off-peak prices by time of day.
+  { provider: 'deepseek', model: 'deepseek-chat', body: (max, n) => chat('deepseek-chat', { max_tokens: max, n }), cacheWrite: false, context: 64_000 },
+];
+
+describe('reservationBound: tokens', () => {
+  it('is at least the price of any usage the request could produce, and finite', () => {
+    fc.assert(
+      fc.property(
+        fc.constantFrom(...SHAPES),
+        fc.integer({ min: 0, max: 600_000 }),
+        fc.option(fc.integer({ min: 0, max: 200_000 }), { nil: undefined }),
+        fc.integer({ min: 1, max: 8 }),
+        fc.double({ min: 0, max: 1, noNaN: true }),
+        fc.double({ min: 0, max: 1, noNaN: true }),
+        fc.double({ min: 0, max: 1, noNaN: true }),
+        fc.double({ min: 0, max: 1, noNaN: true }),
+        (shape, bodyBytes, max, n, inShare, cacheShare, writeShare, outShare) => {
+          const json = shape.body(max, n);
+          const bound = okMicros(reservationBound(ask(shape.provider, shape.model, json, TOKENS, bodyBytes)));
+          expect(Number.isSafeInteger(bound) && bound >= 0).toBe(true);
+          // Any usage with input ≤ bytes and output ≤ choices × (the request's max, or the model's context).
+          const choices = shape.provider === 'openai' && shape.model === 'gpt-5.4' ? 1 : shape.provider === 'anthropic' ? 1 : n;
+          const maxOut = Math.min(shape.provider === 'anthropic' ? (max ?? 64) : (max ?? shape.context), shape.context);
+          const input = Math.floor(bodyBytes * inShare);
+          const cacheRead = Math.floor((bodyBytes - input) * cacheShare);
+          const cacheWrite = shape.cacheWrite ? Math.floor((bodyBytes - input - cacheRead) * writeShare) : 0;
+          const usage: TokenUsage = { inputTokens: input, outputTokens: Math.floor(choices * maxOut * outShare), cacheReadTokens: cacheRead, cacheWriteTokens: cacheWrite };
+          const price = priceUsage(shape.provider, shape.model, usage);
+          expect(price).not.toBeNull();
+          expect(bound).toBeGreaterThanOrEqual(price!);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it('never falls when n or max_tokens grows', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 100_000 }),
+        fc.integer({ min: 1, max: 64 }),
+        fc.integer({ min: 0, max: 64 }),
+        fc.integer({ min: 0, max: 2_000_000 }),
+        fc.integer({ min: 0, max: 2_000_000 }),
+        (bodyBytes, n, moreN, max, moreMax) => {
+          const at = (nn: number, mm: number) => okMicros(reservationBound(ask('openai', 'gpt-5.4', chat('gpt-5.4', { n: nn, max_tokens: mm }), TOKENS, bodyBytes)));
+          const base = at(n, max);
+          expect(at(n + moreN, max)).toBeGreaterThanOrEqual(base);
+          expect(at(n, max + moreMax)).toBeGreaterThanOrEqual(base);
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+
+  it('reserves n times the single-choice amount: n: 60 holds at least 60× what n: 1 holds', () => {
+    const one = okMicros(reservationBound(ask('openai', 'gpt-4o-mini', chat('gpt-4o-mini', { max_tokens: 4096 }))));
+    const sixty = okMicros(reservationBound(ask('openai', 'gpt-4o-mini', chat('gpt-4o-mini', { max_tokens: 4096, n: 60 }))));
+    expect(sixty).toBeGreaterThanOrEqual(60 * one);
+  });
+
+  it('counts legacy completions best_of and every prompt of a prompt list', () => {
+    const one = okMicros(reservationBound(ask('openai', 'gpt-4o-mini', { model: 'gpt-4o-mini', prompt: 'a', max_tokens: 100 })));
+    const bestOf = okMicros(reservationBound(ask('openai', 'gpt-4o-mini', { model: 'gpt-4o-mini', prompt: 'a', max_tokens: 100, n: 2, best_of: 5 })));
+    const prompts = okMicros(reservationBound(ask('openai', 'gpt-4o-mini', { model: 'gpt-4o-mini', prompt: ['a', 'b', 'c'], max_tokens: 100 })));
+    expect(bestOf).toBeGreaterThanOrEqual(5 * one);
+    expect(prompts).toBeGreaterThanOrEqual(3 * one);
+  });
+
+  it('prices a tiered model at its highest tier, even for a small request', () => {
+    // gpt-5.4: $2.50/$15 per M below 272k input tokens, $5/$22.50 above.
+    const bytes = 1000;
+    const bound = okMicros(reservationBound(ask('openai', 'gpt-5.4', { model: 'gpt-5.4', input: 'x', max_output_tokens: 1000 }, TOKENS, bytes)));
+    expect(bound).toBeGreaterThanOrEqual(bytes * 5 + 1000 * 22.5);
+    // Usage past the tier threshold is still covered by the bound of a body that large.
+    const big = okMicros(reservationBound(ask('openai', 'gpt-5.4', { model: 'gpt-5.4', input: 'x', max_output_tokens: 1000 }, TOKENS, 300_000)));
+    expect(big).toBeGreaterThanOrEqual(priceUsage('openai', 'gpt-5.4', { inputTokens: 300_000, outputTokens: 1000 })!);
+  });
+
+  it('prices a model with peak hours at its peak price whatever the time', () => {
+    // deepseek-chat: $0.27/$1.10 per M from 00:30 to 16:30 UTC, $0.135/$0.55 otherwise.
+    const bound = okMicros(reservationBound(ask('deepseek', 'deepseek-chat', chat('deepseek-chat', { max_tokens: 1000 }), TOKENS, 1000)));
+    expect(bound).toBeGreaterThanOrEqual(1000 * 0.27 + 1000 * 1.1);
+  });
+
+  it('holds the model\'s whole context as output when the request names no maximum', () => {
+    // gpt-4o-mini: 128,000-token context at $0.60 per M output.
+    const bound = okMicros(reservationBound(ask('openai', 'gpt-4o-mini', chat('gpt-4o-mini'))));
+    expect(bound).toBeGreaterThanOrEqual(128_000 * 0.6);
+  });
+
+  it('reads only the ceiling the API applies: max_tokens on a Responses request does not lower the bound', () => {
+    const ignored = okMicros(reservationBound(ask('openai', 'gpt-4o-mini', { model: 'gpt-4o-mini', input: 'hi', max_tokens: 1 })));
+    const unnamed = okMicros(reservationBound(ask('openai', 'gpt-4o-mini', { model: 'gpt-4o-mini', input: 'hi' })));
+    expect(ignored).toBeGreaterThanOrEqual(unnamed - 1);
+    expect(ignored).toBeGreaterThanOrEqual(128_000 * 0.6);
+  });
+
+  it('refuses a model whose maximum output is unknown when the request names none, and says to set max_tokens', () => {
+    const b = reservationBound(ask('groq', 'llama-3.3-70b-versatile', chat('llama-3.3-70b-versatile')));
+    expect(code(b)).toBe('price_unknown');
+    expect(!b.ok && b.message).toMatch(/max_tokens/);
+    expect(code(reservationBound(ask('groq', 'llama-3.3-70b-versatile', chat('llama-3.3-70b-versatile', { max_tokens: 100 }))))).toBe('ok');
+  });
+
+  it('refuses an unpriced model as price_unknown', () => {
+    expect(code(reservationBound(ask('openai', 'no-such-model-xyz', chat('no-such-model-xyz', { max_tokens: 10 }))))).toBe('price_unknown');
+    expect(code(reservationBound(ask('openai', undefined, chat('x', { max_tokens: 10 }))))).toBe('price_unknown');
+  });
+
+  it('refuses absurd or malformed limits as invalid_request', () => {
+    for (const extra of [{ max_tokens: 1e300 }, { max_tokens: 1.5 }, { max_tokens: -1 }, { max_tokens: '100' }, { max_completion_tokens: 2e9 }, { n: 0 }, { n: 129 }, { n: 2.5 }, { best_of: 1e9 }]) {
+      expect(code(reservationBound(ask('openai', 'gpt-4o-mini', chat('gpt-4o-mini', extra)))), JSON.stringify(extra)).toBe('invalid_request');
+    }
+    expect(code(reservationBound(ask('gemini-native', 'gemini-2.5-flash', { contents: [], generationConfig: { candidateCount: 1000 } })))).toBe('invalid_request');
+  });
+
+  it('refuses inputs referenced by id or URL: the gateway cannot see them', () => {
+    const cases: Array<[string, string, Record<string, unknown>]> = [
+      ['openai', 'gpt-5.4', { model: 'gpt-5.4', input: 'go on', previous_response_id: 'resp_123', max_output_tokens: 10 }],
+      ['openai', 'gpt-5.4', { model: 'gpt-5.4', input: 'go on', conversation: 'conv_123', max_output_tokens: 10 }],
+      ['openai', 'gpt-5.4', { model: 'gpt-5.4', input: [{ role: 'user', content: [{ type: 'input_file', file_id: 'file-1' }] }], max_output_tokens: 10 }],
+      ['openai', 'gpt-4o', chat('gpt-4o', { max_tokens: 10, messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'https://example.com/cat.png' } }] }] })],
+      ['openai', 'gpt-4o', chat('gpt-4o', { max_tokens: 10, messages: [{ role: 'user', content: [{ type: 'file', file: { file_id: 'file-1' } }] }] })],
+      ['anthropic', 'claude-sonnet-4-5', chat('claude-sonnet-4-5', { max_tokens: 10, messages: [{ role: 'user', content: [{ type: 'image', source: { type: 'url', url: 'https://example.com/cat.png' } }] }] })],
+      ['gemini-native', 'gemini-2.5-flash', { contents: [{ parts: [{ fileData: { fileUri: 'https://generativelanguage.googleapis.com/v1beta/files/x' } }] }], generationConfig: { maxOutputTokens: 10 } }],
+      ['gemini-native', 'gemini-2.5-flash', { contents: [], cachedContent: 'cachedContents/abc', generationConfig: { maxOutputTokens: 10 } }],
+    ];
+    for (const [provider, model, json] of cases) {
+      const b = reservationBound(ask(provider, model, json));
+      expect(code(b), JSON.stringify(json)).toBe('price_unknown');
+      expect(!b.ok && b.message).toMatch(/cannot see/);
+    }
+  });
+
+  it('refuses hosted tools billed per call, naming the tool', () => {
+    const cases: Array<[string, string, Record<string, unknown>, string]> = [
+      ['openai', 'gpt-5.4', { model: 'gpt-5.4', input: 'news?', tools: [{ type: 'web_search' }], max_output_tokens: 10 }, 'web_search'],
+      ['openai', 'gpt-5.4', { model: 'gpt-5.4', input: 'run', tools: [{ type: 'code_interpreter', container: { type: 'auto' } }], max_output_tokens: 10 }, 'code_interpreter'],
+      ['openai', 'gpt-5.4', { model: 'gpt-5.4', input: 'draw', tools: [{ type: 'image_generation' }], max_output_tokens: 10 }, 'image_generation'],
+      ['openai', 'gpt-5.4', { model: 'gpt-5.4', input: 'ls', tools: [{ type: 'shell', environment: { type: 'container_auto' } }], max_output_tokens: 10 }, 'shell'],
+      ['openai', 'gpt-4o', chat('gpt-4o', { max_tokens: 10, web_search_options: {} }), 'web_search_options'],
+      ['anthropic', 'claude-sonnet-4-5', chat('claude-sonnet-4-5', { max_tokens: 10, tools: [{ type: 'web_search_20250305', name: 'web_search' }] }), 'web_search_20250305'],
+      ['gemini-native', 'gemini-2.5-flash', { contents: [], tools: [{ googleSearch: {} }], generationConfig: { maxOutputTokens: 10 } }, 'googleSearch'],
+    ];
+    for (const [provider, model, json, tool] of cases) {
+      const b = reservationBound(ask(provider, model, json));
+      expect(code(b), tool).toBe('price_unknown');
+      expect(!b.ok && b.message).toContain(tool);
+    }
+  });
+
+  it('bounds client-executed tools, adding an allowance per tool definition for the prompt tokens providers add', () => {
+    const plain = okMicros(reservationBound(ask('anthropic', 'claude-sonnet-4-5', chat('claude-sonnet-4-5', { max_tokens: 10 }))));
+    const tools = [{ name: 'get_weather', input_schema: { type: 'object' } }, { type: 'bash_20250124', name: 'bash' }];
+    const withTools = reservationBound(ask('anthropic', 'claude-sonnet-4-5', chat('claude-sonnet-4-5', { max_tokens: 10, tools })));
+    expect(okMicros(withTools)).toBeGreaterThan(plain);
+    const fn = reservationBound(ask('openai', 'gpt-5.4', { model: 'gpt-5.4', input: 'x', max_output_tokens: 10, tools: [{ type: 'function', name: 'f', parameters: { type: 'object', properties: { file_id: { type: 'string' } } } }] }));
+    expect(code(fn)).toBe('ok');
+  });
+
+  it('counts each inline image at its worst token cost, not its bytes, and refuses inline PDFs and video', () => {
+    const image = okMicros(reservationBound(ask('openai', 'gpt-4o-mini', chat('gpt-4o-mini', { max_tokens: 10, messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'data:image/png;base64,iVBORw0KGgo=' } }] }] }))));
+    // gpt-4o-mini bills a high-detail image as up to 48,169 tokens at $0.15 per M.
+    expect(image).toBeGreaterThanOrEqual(48_169 * 0.15);
+    const pdf = reservationBound(ask('openai', 'gpt-4o', chat('gpt-4o', { max_tokens: 10, messages: [{ role: 'user', content: [{ type: 'file', file: { filename: 'a.pdf', file_data: 'data:application/pdf;base64,JVBERi0=' } }] }] })));
+    expect(code(pdf)).toBe('price_unknown');
+    const video = reservationBound(ask('gemini-native', 'gemini-2.5-flash', { contents: [{ parts: [{ inlineData: { mimeType: 'video/mp4', data: 'AAAA' } }] }], generationConfig: { maxOutputTokens: 10 } }));
+    expect(code(video)).toBe('price_unknown');
+  });
+
+  it('prices embeddings on input only: every byte a token at the highest input rate', () => {
+    const json = { model: 'text-embedding-3-large', input: ['hello', 'world'] };
+    const bytes = Buffer.byteLength(JSON.stringify(json));
+    const b = okMicros(reservationBound(ask('openai', 'text-embedding-3-large', json, { unit: 'input_tokens' })));
+    expect(b).toBeGreaterThanOrEqual(bytes * 0.13);
+    expect(b).toBeGreaterThanOrEqual(priceUsage('openai', 'text-embedding-3-large', { inputTokens: bytes, outputTokens: 0 })!);
+  });
+});
+
+describe('reservationBound: other units', () => {
+  it('costs nothing for free and request-counted endpoints', () => {
+    expect(reservationBound(ask('openai', undefined, undefined, { unit: 'free' }))).toEqual({ ok: true, micros: 0 });
+    expect(reservationBound(ask('any', undefined, undefined, { unit: 'request' }))).toEqual({ ok: true, micros: 0 });
+  });
+
+  it('refuses batches and fine-tuning jobs: the provider bills them later', () => {
+    const b = reservationBound(ask('openai', 'gpt-4o-mini', { input_file_id: 'file-1' }, { unit: 'unbounded' }));
+    expect(code(b)).toBe('price_unknown');
+    expect(!b.ok && b.message).toMatch(/spend cap cannot start them/);
+  });
+
+  it('prices DALL·E per image at the highest size and quality the request leaves open', () => {
+    const image: PriceRule = { unit: 'image' };
+    // dall-e-3: $0.04 standard / $0.08 hd at 1024², $0.08 / $0.12 at 1792×1024.
+    expect(okMicros(reservationBound(ask('openai', 'dall-e-3', { prompt: 'a cat', size: '1024x1024', quality: 'standard' }, image)))).toBeGreaterThanOrEqual(40_000);
+    expect(okMicros(reservationBound(ask('openai', 'dall-e-3', { prompt: 'a cat', size: '1024x1024' }, image)))).toBeGreaterThanOrEqual(80_000);
+    expect(okMicros(reservationBound(ask('openai', 'dall-e-3', { prompt: 'a cat' }, image)))).toBeGreaterThanOrEqual(120_000);
+    // dall-e-2: $0.02 at 1024², times n.
+    expect(okMicros(reservationBound(ask('openai', 'dall-e-2', { prompt: 'a cat', n: 5 }, image)))).toBeGreaterThanOrEqual(5 * 20_000);
+    expect(code(reservationBound(ask('openai', 'dall-e-2', { prompt: 'a cat', n: 500 }, image)))).toBe('invalid_request');
+    expect(code(reservationBound(ask('openai', 'no-such-image-model', { prompt: 'a cat' }, image)))).toBe('price_unknown');
+  });
+
+  it('bounds gpt-image output-image tokens at the highest size and quality, and edits by their input images', () => {
+    const image: PriceRule = { unit: 'image' };
+    // gpt-image-1: 6,240 output tokens for a high-quality 1024×1536 image at $40 per M = $0.2496.
+    const two = okMicros(reservationBound(ask('openai', 'gpt-image-1', { prompt: 'a cat', n: 2 }, image)));
+    expect(two).toBeGreaterThanOrEqual(2 * 6240 * 40);
+    const low = okMicros(reservationBound(ask('openai', 'gpt-image-1', { prompt: 'a cat', size: '1024x1024', quality: 'low' }, image)));
+    expect(low).toBeLessThan(two / 2);
+    const edit = reservationBound({ provider: 'openai', model: 'gpt-image-1', rule: image, json: undefined, bodyBytes: 200_000, fields: new Map([['prompt', 'add a hat'], ['n', '1']]) });
+    expect(okMicros(edit)).toBeGreaterThan(low);
+    expect(code(reservationBound({ provider: 'openai', model: 'gpt-image-1', rule: image, json: undefined, bodyBytes: 1000, fields: new Map([['n', 'many']]) }))).toBe('invalid_request');
+  });
+
+  it('bounds transcription from the upload size at 6 kbit/s, per minute or per token', () => {
+    const audio: PriceRule = { unit: 'audio_seconds' };
+    // whisper-1: $0.006 per minute; 750,000 bytes at 750 B/s = 1,000 s = $0.10.
+    const whisper = okMicros(reservationBound({ provider: 'openai', model: 'whisper-1', rule: audio, json: undefined, bodyBytes: 750_000, fields: new Map([['model', 'whisper-1']]) }));
+    expect(whisper).toBeGreaterThanOrEqual(100_000);
+    const tokens = reservationBound({ provider: 'openai', model: 'gpt-4o-transcribe', rule: audio, json: undefined, bodyBytes: 750_000, fields: new Map([['model', 'gpt-4o-transcribe']]) });
+    // 1,000 s × 32 audio tokens/s at $6 per M, plus the 16,000-token context as output at $10 per M.
+    expect(okMicros(tokens)).toBeGreaterThanOrEqual(1000 * 32 * 6 + 16_000 * 10);
+    expect(code(reservationBound({ provider: 'openai', model: 'no-such-asr', rule: audio, json: undefined, bodyBytes: 1000 }))).toBe('price_unknown');
+  });
+
+  it('prices speech per input character, counting UTF-8 bytes, and bounds token-priced TTS from the input', () => {
+    const speech: PriceRule = { unit: 'characters' };
+    // tts-1: $15 per M characters; "héllo 👋" is 7 UTF-16 units but 11 UTF-8 bytes.
+    const b = okMicros(reservationBound(ask('openai', 'tts-1', { model: 'tts-1', input: 'héllo 👋', voice: 'alloy' }, speech)));
+    expect(b).toBeGreaterThanOrEqual(11 * 15);
+    const mini = (speed?: number) => okMicros(reservationBound(ask('openai', 'gpt-4o-mini-tts', { model: 'gpt-4o-mini-tts', input: 'hello world', voice: 'alloy', ...(speed ? { speed } : {}) }, speech)));
+    expect(mini(0.25)).toBeGreaterThan(mini());
+    expect(code(reservationBound(ask('openai', 'tts-1', { model: 'tts-1', voice: 'alloy' }, speech)))).toBe('invalid_request');
+  });
+});
+
+describe('settledCost', () => {
+  const usage: TokenUsage = { inputTokens: 1000, outputTokens: 500 };
+  const priced = priceUsage('openai', 'gpt-4o-mini', usage)!;
+
+  it('charges a complete answer its usage', () => {
+    expect(settledCost({ provider: 'openai', model: 'gpt-4o-mini', usage, complete: true, boundMicros: 1_000_000 })).toBe(priced);
+  });
+
+  it('charges an incomplete answer the bound, never less than the usage seen', () => {
+    expect(settledCost({ provider: 'openai', model: 'gpt-4o-mini', usage, complete: false, boundMicros: 1_000_000 })).toBe(1_000_000);
+    expect(settledCost({ provider: 'openai', model: 'gpt-4o-mini', usage: undefined, complete: true, boundMicros: 777 })).toBe(777);
+    expect(settledCost({ provider: 'openai', model: 'gpt-4o-mini', usage, complete: false, boundMicros: 1 })).toBe(priced);
+  });
+
+  it('without a bound, charges whatever partial usage there is, else nothing', () => {
+    expect(settledCost({ provider: 'openai', model: 'gpt-4o-mini', usage, complete: false, boundMicros: null })).toBe(priced);
+    expect(settledCost({ provider: 'openai', model: undefined, usage, complete: false, boundMicros: null })).toBe(0);
+    expect(settledCost({ provider: 'openai', model: 'no-such-model-xyz', usage, complete: true, boundMicros: null })).toBe(0);
+    expect(settledCost({ provider: 'openai', model: 'gpt-4o-mini', usage: { inputTokens: -5, outputTokens: Number.NaN }, complete: true, boundMicros: null })).toBe(0);
   });
 });
