@@ -8,6 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
+import { Agent } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDevRoot, DEV_PCR1, DEV_PCR2, DEV_PCR3, DEV_PCR8, DevNsm, type DevRootMaterial } from '../attestation/dev.ts';
 import {
@@ -24,7 +25,7 @@ import {
 } from '../protocol/index.ts';
 import { verifyAuditChain } from './audit.ts';
 import { initIdentity, type ShareholderIdentity } from './identity.ts';
-import { buildShareholderServer } from './server.ts';
+import { buildShareholderServer, type AdmissionLimits } from './server.ts';
 import { openShareStore, type ShareStore } from './store.ts';
 import { dropSchema, skipPostgres, TEST_DATABASE_URL, uniqueSchema } from '../test/pg.ts';
 
@@ -49,7 +50,7 @@ const schemas: string[] = [];
 /** Which engine the suite runs on (the suite below runs once per engine). */
 let engine: { name: 'sqlite' | 'postgres'; schema?: string } = { name: 'sqlite' };
 
-async function startService(mode: 'dev' | 'production'): Promise<Service> {
+async function startService(mode: 'dev' | 'production', limits?: Partial<AdmissionLimits>): Promise<Service> {
   const dir = await mkdtemp(join(tmpdir(), 'sg-sh-'));
   const identity = initIdentity(dir, `sh-${mode}`);
   const schema = engine.name === 'postgres' ? uniqueSchema('sg_sh') : undefined;
@@ -62,6 +63,7 @@ async function startService(mode: 'dev' | 'production'): Promise<Service> {
     mode,
     extraRoots: mode === 'dev' ? [DevNsm.pinnedRoot(root)] : [],
     clock: () => new Date(now.t),
+    ...(limits ? { limits } : {}),
   });
   const url = await app.listen({ port: 0, host: '127.0.0.1' });
   const service = { app, url, identity, store, dir, now };
@@ -77,8 +79,11 @@ interface Reply {
   shares: Array<{ envelope: string }>;
 }
 
-async function post(url: string, body: unknown, method = 'POST') {
-  const res = await fetch(url, { method, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+/** Calls from another loopback address (127.0.0.2): a different caller to per-address limits. */
+const stranger = new Agent({ localAddress: '127.0.0.2' });
+
+async function post(url: string, body: unknown, method = 'POST', from?: Agent) {
+  const res = await fetch(url, { method, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), ...(from ? { dispatcher: from } : {}) } as RequestInit);
   return { status: res.status, json: (await res.json()) as Reply };
 }
 
@@ -103,8 +108,8 @@ async function enroll(svc: Service, options: { pcr0?: Uint8Array; connectionId?:
   return { connectionId, share, res, body };
 }
 
-async function release(svc: Service, connectionId: string, options: { nsm?: DevNsm; nonce?: string } = {}) {
-  const eph = generateX25519KeyPair();
+async function release(svc: Service, connectionId: string, options: { nsm?: DevNsm; nonce?: string; eph?: ReturnType<typeof generateX25519KeyPair> } = {}) {
+  const eph = options.eph ?? generateX25519KeyPair();
   const nonce = options.nonce ?? (await post(`${svc.url}/v1/challenges`, {})).json.nonce;
   const doc = await (options.nsm ?? nsm).getAttestationDocument({ nonce: Buffer.from(nonce, 'hex'), publicKey: eph.publicKey });
   const res = await post(`${svc.url}/v1/releases`, { document: Buffer.from(doc).toString('base64'), connectionIds: [connectionId] });
@@ -117,6 +122,7 @@ beforeAll(async () => {
   owner = generateOwnerKeyPair();
 });
 afterAll(async () => {
+  await stranger.close();
   for (const s of services) {
     await s.app.close();
     await s.store.close();
@@ -189,6 +195,70 @@ describe('shareholder enrollment', () => {
     expect((await release(svc, connectionId)).res.json.refused[0]!.code).toBe('attestation_pcr_mismatch');
     expect((await post(`${svc.url}/v1/shares/${connectionId}`, { signed: msg(owner, 'delete', svc.now.t + 2) }, 'DELETE')).status).toBe(200);
     expect((await release(svc, connectionId)).res.json.error.code).toBe('share_not_found');
+  });
+});
+
+describe('release budget against strangers', () => {
+  it('refuses a release request that lists the same connection twice', async () => {
+    const svc = await startService('dev');
+    const { connectionId } = await enroll(svc);
+    const nonce = (await post(`${svc.url}/v1/challenges`, {})).json.nonce;
+    const doc = await nsm.getAttestationDocument({ nonce: Buffer.from(nonce, 'hex'), publicKey: generateX25519KeyPair().publicKey });
+    const res = await post(`${svc.url}/v1/releases`, { document: Buffer.from(doc).toString('base64'), connectionIds: [connectionId, connectionId] });
+    expect(res.status).toBe(400);
+    expect(res.json.error.code).toBe('bad_request');
+  });
+
+  it('does not spend the budget on releases whose attestation is invalid', async () => {
+    const svc = await startService('dev');
+    const { connectionId } = await enroll(svc);
+    const other = await DevNsm.create({ root, pcr0: OTHER_PCR0 });
+    for (let i = 0; i < 8; i++) expect((await release(svc, connectionId, { nsm: other })).res.json.refused[0]!.code).toBe('attestation_pcr_mismatch');
+    for (let i = 0; i < 8; i++) expect((await release(svc, connectionId, { nonce: randomBytes(32).toString('hex') })).res.json.error.code).toBe('nonce_unknown');
+    expect((await release(svc, connectionId)).res.status).toBe(200);
+  });
+
+  it('counts repeated releases to one enclave key once: replaying a gateway\'s attestation cannot use up the budget', async () => {
+    const svc = await startService('dev');
+    const { connectionId } = await enroll(svc); // 5 releases a minute
+    const victim = generateX25519KeyPair();
+    // A stranger asks the victim's gateway for documents over the shareholder's nonces, 12 times.
+    for (let i = 0; i < 12; i++) expect((await release(svc, connectionId, { eph: victim })).res.status).toBe(200);
+    // Four other enclaves still get the share in the same minute.
+    for (let i = 0; i < 4; i++) expect((await release(svc, connectionId)).res.status).toBe(200);
+    expect((await release(svc, connectionId)).res.status).toBe(429);
+  });
+
+  it('throttles a flood of challenges from one address without touching another address', async () => {
+    const svc = await startService('dev', { challenges: { perMinute: 60, burst: 5 } });
+    const flood = [];
+    for (let i = 0; i < 10; i++) flood.push((await post(`${svc.url}/v1/challenges`, {}, 'POST', stranger)).status);
+    expect(flood.slice(0, 5)).toEqual([200, 200, 200, 200, 200]);
+    expect(flood.slice(5).every((s) => s === 429)).toBe(true);
+    expect((await post(`${svc.url}/v1/challenges`, {})).status).toBe(200);
+  });
+
+  it('caps the unused challenges one address may hold, and frees a slot when one is used', async () => {
+    const svc = await startService('dev', { outstandingPerSource: 3 });
+    const { connectionId } = await enroll(svc);
+    const held = [];
+    for (let i = 0; i < 3; i++) held.push((await post(`${svc.url}/v1/challenges`, {}, 'POST', stranger)).json.nonce);
+    const fourth = await post(`${svc.url}/v1/challenges`, {}, 'POST', stranger);
+    expect(fourth.status).toBe(429);
+    expect(fourth.json.error.code).toBe('rate_limited');
+    expect((await release(svc, connectionId)).res.status).toBe(200); // another address is unaffected
+    const doc = await nsm.getAttestationDocument({ nonce: Buffer.from(held[0]!, 'hex'), publicKey: generateX25519KeyPair().publicKey });
+    await post(`${svc.url}/v1/releases`, { document: Buffer.from(doc).toString('base64'), connectionIds: [connectionId] }, 'POST', stranger);
+    expect((await post(`${svc.url}/v1/challenges`, {}, 'POST', stranger)).status).toBe(200);
+  });
+
+  it('throttles release requests per address before verifying them', async () => {
+    const svc = await startService('dev', { releases: { perMinute: 60, burst: 3 } });
+    const statuses = [];
+    for (let i = 0; i < 5; i++) statuses.push((await post(`${svc.url}/v1/releases`, { document: 'bm90IGEgZG9j', connectionIds: ['x'] }, 'POST', stranger)).status);
+    expect(statuses).toEqual([403, 403, 403, 429, 429]);
+    const { connectionId } = await enroll(svc);
+    expect((await release(svc, connectionId)).res.status).toBe(200);
   });
 });
 

@@ -30,6 +30,7 @@ import {
   type SignedOwnerMessage,
 } from '../protocol/index.ts';
 import type { ShareholderIdentity } from './identity.ts';
+import { OutstandingNonces, ReleaseBudget, TokenBuckets, type BucketLimit } from './limits.ts';
 import type { ShareStore } from './store.ts';
 
 export const SHAREHOLDER_VERSION = '0.1.0';
@@ -46,8 +47,32 @@ export interface ShareholderConfig {
   maxDocumentAgeMs?: number;
   /** Accept owner messages issued within this window of now. */
   ownerMessageSkewMs?: number;
+  /** Per-caller limits of the public endpoints (defaults: DEFAULT_ADMISSION_LIMITS). */
+  limits?: Partial<AdmissionLimits>;
   logger?: boolean | object;
 }
+
+/**
+ * Who may spend what on the public endpoints. A caller is its socket address (no proxy header is
+ * trusted). Generous enough for a fleet of enclaves behind one parent address, tight enough that
+ * a stranger's flood costs them more than it costs an enclave: a flood from one address is
+ * throttled before it can crowd out another, and nonces a caller hoards count against it alone.
+ */
+export interface AdmissionLimits {
+  challenges: BucketLimit;
+  releases: BucketLimit;
+  /** Unused, unexpired challenge nonces one caller may hold. */
+  outstandingPerSource: number;
+  /** … and all callers together. */
+  outstandingTotal: number;
+}
+
+export const DEFAULT_ADMISSION_LIMITS: AdmissionLimits = {
+  challenges: { perMinute: 1200, burst: 600 },
+  releases: { perMinute: 1200, burst: 600 },
+  outstandingPerSource: 2048,
+  outstandingTotal: 100_000,
+};
 
 class RefusalError extends Error {
   readonly code: string;
@@ -83,7 +108,11 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
   const chainCache = new ChainCache();
   // The identity key is imported once for HPKE, not on every open.
   const recipient = await shareRecipient(identity.privateKey);
-  const releaseTimes = new Map<string, number[]>();
+  const limits: AdmissionLimits = { ...DEFAULT_ADMISSION_LIMITS, ...config.limits };
+  const challengeBuckets = new TokenBuckets(limits.challenges);
+  const releaseBuckets = new TokenBuckets(limits.releases);
+  const outstanding = new OutstandingNonces();
+  const budget = new ReleaseBudget();
 
   const app = Fastify({
     logger: config.logger ?? false,
@@ -277,10 +306,19 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
     },
   );
 
-  app.post('/v1/challenges', async () => {
+  const tooMany = (reply: FastifyReply, message: string) =>
+    reply.status(429).header('retry-after', '1').send({ error: { code: 'rate_limited', message } });
+
+  app.post('/v1/challenges', async (req, reply) => {
+    const now = clock().getTime();
+    if (!challengeBuckets.take(req.ip, now)) return tooMany(reply, 'too many challenges from this address');
+    const held = outstanding.counts(req.ip, now);
+    if (held.source >= limits.outstandingPerSource) return tooMany(reply, 'this address holds too many unused challenges');
+    if (held.total >= limits.outstandingTotal) return tooMany(reply, 'too many unused challenges outstanding');
     const nonce = randomBytes(32).toString('hex');
-    const expiresAt = clock().getTime() + nonceTtl;
-    await store.addNonce(nonce, expiresAt, clock().getTime());
+    const expiresAt = now + nonceTtl;
+    await store.addNonce(nonce, expiresAt, now);
+    outstanding.add(nonce, req.ip, expiresAt);
     return { nonce, expiresAt: new Date(expiresAt).toISOString() };
   });
 
@@ -306,6 +344,12 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
     async (req, reply) => {
       const { connectionIds } = req.body;
       const now = clock();
+      // Checked before any work: a caller's flood is throttled at its own address.
+      if (!releaseBuckets.take(req.ip, now.getTime())) return tooMany(reply, 'too many release requests from this address');
+      // One document buys at most one release per connection.
+      if (new Set(connectionIds).size !== connectionIds.length) {
+        return reply.status(400).send({ error: { code: 'bad_request', message: 'connectionIds must not repeat a connection' } });
+      }
       let doc;
       try {
         doc = verifyAttestation(new Uint8Array(Buffer.from(req.body.document, 'base64')), { now, roots, maxAgeMs: maxAge, chainCache });
@@ -318,6 +362,7 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
       if (doc.nonce === null || doc.nonce.length !== 32) {
         return refuseRelease(reply, 403, 'nonce_unknown', 'document carries no challenge nonce of this shareholder', connectionIds, who);
       }
+      outstanding.settle(toHex(doc.nonce));
       const nonceState = await store.consumeNonce(toHex(doc.nonce), now.getTime());
       if (nonceState !== 'ok') {
         return refuseRelease(reply, 403, `nonce_${nonceState}`, `challenge nonce is ${nonceState}`, connectionIds, who);
@@ -345,14 +390,14 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
           await audit({ action: 'release', outcome: 'refused', connectionId, code, ...who });
           continue;
         }
-        const window = (releaseTimes.get(connectionId) ?? []).filter((t) => t > now.getTime() - 60_000);
-        if (window.length >= share.maxReleasesPerMinute) {
+        // The lease budget counts distinct attested enclave keys per minute (see ReleaseBudget):
+        // only documents that verified, with this shareholder's fresh nonce and the owner's PCRs,
+        // reach this point, so invalid attestations never spend it.
+        if (!budget.admit(connectionId, toHex(doc.publicKey), share.maxReleasesPerMinute, now.getTime())) {
           refused.push({ connectionId, code: 'rate_limited' });
           await audit({ action: 'release', outcome: 'refused', connectionId, code: 'rate_limited', ...who });
           continue;
         }
-        window.push(now.getTime());
-        releaseTimes.set(connectionId, window);
         const plaintext = await openShareEnvelope(recipient, share.envelope, { purpose: 'enroll', connectionId, shareholderId: identity.id });
         const sealed = await sealShareEnvelope(doc.publicKey, plaintext, {
           purpose: 'release',
