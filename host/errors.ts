@@ -11,8 +11,18 @@ const GATEWAY_ERRORS = {
   endpoint_not_allowed: { status: 404, type: 'invalid_request_error', retry: false },
   invalid_request: { status: 400, type: 'invalid_request_error', retry: false },
   request_too_large: { status: 413, type: 'invalid_request_error', retry: false },
+  unsupported_media_type: { status: 415, type: 'invalid_request_error', retry: false },
+  /** Behind a trusted proxy that did not say who the client is: the IP locks cannot be applied. */
+  client_ip_unknown: { status: 400, type: 'invalid_request_error', retry: false },
+  request_timeout: { status: 408, type: 'invalid_request_error', retry: false },
+  /** Settled spend has reached a cap: retrying cannot help until the window turns. */
   budget_exceeded: { status: 429, type: 'rate_limit_error', retry: false },
+  /** Only other requests' reservations are in the way: retry after they settle. */
+  budget_busy: { status: 429, type: 'rate_limit_error', retry: true },
+  /** A capped key and a request whose cost the gateway cannot bound. */
+  price_unknown: { status: 403, type: 'permission_error', retry: false },
   model_unpriced: { status: 403, type: 'permission_error', retry: false },
+  database_unavailable: { status: 503, type: 'api_error', retry: true },
   shareholders_unavailable: { status: 503, type: 'api_error', retry: true },
   enclave_unavailable: { status: 503, type: 'api_error', retry: true },
   gateway_error: { status: 502, type: 'api_error', retry: true },

@@ -1,11 +1,14 @@
 /**
- * Lock decisions (DESIGN.md §4.2), as plain functions over a key, its connection and what the
- * request presented, in this order: kill switch / revoked / expired / suspended → request
- * signature → IP → city → device → model allow-list (after alias resolution) → project scope.
+ * Lock decisions (DESIGN.md §4.2), as plain functions over a key, its connection and the classified
+ * request, in this order: kill switch / revoked / expired / suspended → request signature → IP →
+ * city → device → scope → model allow-list (after alias resolution; a model the host could not
+ * determine is refused on a model-locked key) → project scope.
  * Velocity and first-use binding have side effects and live in the proxy; this stays pure.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { cityAllowed, type Location } from './geo.ts';
+import { MODEL_UNKNOWN } from './request/classified.ts';
+import { scopeGrants } from './request/scopes.ts';
 import type { ConnectionRecord, KeyRecord } from './store.ts';
 
 export const LOCK_ERRORS = {
@@ -19,6 +22,7 @@ export const LOCK_ERRORS = {
   city_not_allowed: { status: 403, type: 'permission_error', message: 'Requests from this location are not allowed for this key.' },
   device_mismatch: { status: 403, type: 'permission_error', message: 'This SecureGate key is bound to another device.' },
   model_not_allowed: { status: 403, type: 'permission_error', message: 'This model is not allowed for this key.' },
+  scope_not_granted: { status: 403, type: 'permission_error', message: 'This key is not allowed to use this endpoint.' },
   project_scope: { status: 403, type: 'permission_error', message: 'This key cannot use a connection of another project.' },
 } as const;
 
@@ -36,8 +40,13 @@ export interface RequestFacts {
   clientIp: string;
   location: Location | null;
   deviceFingerprint: string | undefined;
-  /** The model as resolved through the project's aliases, when the request names one. */
-  model: string | undefined;
+  /**
+   * The model as resolved through the project's aliases; undefined when the endpoint names none;
+   * MODEL_UNKNOWN when it should name one and the host could not tell which.
+   */
+  model: string | undefined | typeof MODEL_UNKNOWN;
+  /** The scope atom the classified endpoint needs (`inference:write`, `files:delete`, …). */
+  scope: string;
   allowUnknownLocation: boolean;
 }
 
@@ -79,7 +88,13 @@ export function checkRequestLocks(key: KeyRecord, connection: ConnectionRecord, 
     if (!presented || presented.length > 256) return refuse('device_mismatch', 'Send the x-device-fingerprint header (`securegate env`).');
     if (!deviceMatches(key, presented)) return refuse('device_mismatch');
   }
-  if (key.allowedModels.length > 0 && facts.model !== undefined && !key.allowedModels.includes(facts.model)) {
+  if (!scopeGrants(key.scopes, facts.scope)) {
+    return refuse('scope_not_granted', `It needs the scope ${facts.scope}; this key has ${key.scopes.join(', ') || 'none'} (\`securegate keys update --scopes\`).`);
+  }
+  if (key.allowedModels.length > 0 && facts.model === MODEL_UNKNOWN) {
+    return refuse('model_not_allowed', `The gateway could not tell which model this request uses, and this key may call only ${key.allowedModels.join(', ')}. Name the model in the request.`);
+  }
+  if (key.allowedModels.length > 0 && typeof facts.model === 'string' && !key.allowedModels.includes(facts.model)) {
     return refuse('model_not_allowed', `Allowed: ${key.allowedModels.join(', ')}.`);
   }
   if (connection.projectId !== key.projectId) return refuse('project_scope');
@@ -92,9 +107,9 @@ export function cityLabel(location: Location | null): string | null {
 }
 
 /** Resolves a requested model through the project's alias registry. */
-export function resolveModel(requested: string | undefined, aliases: Record<string, string>): string | undefined {
-  if (requested === undefined) return undefined;
-  return Object.hasOwn(aliases, requested) ? aliases[requested] : requested;
+export function resolveModel<T extends string | undefined | typeof MODEL_UNKNOWN>(requested: T, aliases: Record<string, string>): T | string {
+  if (typeof requested !== 'string') return requested;
+  return Object.hasOwn(aliases, requested) ? aliases[requested]! : requested;
 }
 
 /** Parses `7d`, `12h`, `30m`, `90s` (or plain milliseconds) into milliseconds. */

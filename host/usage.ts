@@ -8,7 +8,7 @@
 import { Transform, type TransformCallback } from 'node:stream';
 import type { TokenUsage } from './pricing.ts';
 
-export type StreamKind = 'openai' | 'responses' | 'anthropic';
+export type StreamKind = 'openai' | 'responses' | 'anthropic' | 'gemini';
 
 const MAX_JSON_COPY = 4 * 1024 * 1024;
 
@@ -25,6 +25,15 @@ export function usageFromObject(u: unknown): TokenUsage | undefined {
   const cacheWrite = num(o.cache_creation_input_tokens);
   if ('prompt_tokens' in o || 'completion_tokens' in o) {
     return { inputTokens: num(o.prompt_tokens) - cached, outputTokens: num(o.completion_tokens), cacheReadTokens: cached };
+  }
+  if ('promptTokenCount' in o || 'candidatesTokenCount' in o) {
+    // Gemini's usageMetadata: thinking tokens are billed as output; cached content is part of the prompt.
+    const cachedContent = num(o.cachedContentTokenCount);
+    return {
+      inputTokens: num(o.promptTokenCount) + num(o.toolUsePromptTokenCount) - cachedContent,
+      outputTokens: num(o.candidatesTokenCount) + num(o.thoughtsTokenCount),
+      cacheReadTokens: cachedContent,
+    };
   }
   if ('input_tokens' in o || 'output_tokens' in o) {
     // Anthropic reports cache tokens separately from input_tokens; OpenAI Responses includes them.
@@ -44,14 +53,21 @@ export interface UsageTapResult {
   model: string | undefined;
   /** Content events seen (for a partial charge when a stream ends without usage). */
   contentEvents: number;
+  /**
+   * True once the answer's final usage was read (JSON usage; the OpenAI usage chunk; Anthropic's
+   * message_stop after message_delta; Responses' completed/incomplete event; Gemini's chunk with
+   * a finishReason). Anything less is settled at the reservation's bound.
+   */
+  complete: boolean;
 }
 
 /** Usage and model of a whole (non-streamed) JSON response body; nothing when it is not JSON. */
 export function jsonUsage(body: Buffer): UsageTapResult {
-  const result: UsageTapResult = { usage: undefined, model: undefined, contentEvents: 0 };
+  const result: UsageTapResult = { usage: undefined, model: undefined, contentEvents: 0, complete: false };
   try {
     const parsed = JSON.parse(body.toString('utf8')) as Obj;
-    result.usage = usageFromObject(parsed.usage);
+    result.usage = usageFromObject(parsed.usage ?? parsed.usageMetadata);
+    result.complete = result.usage !== undefined;
     if (typeof parsed.model === 'string') result.model = parsed.model;
   } catch {
     // Not JSON (audio, files): no usage to read.
@@ -60,7 +76,8 @@ export function jsonUsage(body: Buffer): UsageTapResult {
 }
 
 export class UsageTap extends Transform {
-  readonly result: UsageTapResult = { usage: undefined, model: undefined, contentEvents: 0 };
+  readonly result: UsageTapResult = { usage: undefined, model: undefined, contentEvents: 0, complete: false };
+  #anthropicDelta = false;
   readonly #sse: boolean;
   readonly #kind: StreamKind;
   readonly #stripInjected: boolean;
@@ -127,22 +144,37 @@ export class UsageTap extends Transform {
         if (typeof message?.model === 'string') this.result.model = message.model;
       } else if (obj.type === 'message_delta') {
         const delta = usageFromObject(obj.usage);
-        if (delta) this.result.usage = { ...(this.result.usage ?? { inputTokens: 0, outputTokens: 0 }), outputTokens: delta.outputTokens };
-      } else if (obj.type === 'content_block_delta') this.result.contentEvents++;
+        if (delta) {
+          this.result.usage = { ...(this.result.usage ?? { inputTokens: 0, outputTokens: 0 }), outputTokens: delta.outputTokens };
+          this.#anthropicDelta = true;
+        }
+      } else if (obj.type === 'message_stop') this.result.complete = this.#anthropicDelta && this.result.usage !== undefined;
+      else if (obj.type === 'content_block_delta') this.result.contentEvents++;
       return true;
     }
     if (this.#kind === 'responses') {
       if (obj.type === 'response.completed' || obj.type === 'response.incomplete') {
         const response = obj.response as Obj | undefined;
         this.result.usage = usageFromObject(response?.usage);
+        this.result.complete = this.result.usage !== undefined;
         if (typeof response?.model === 'string') this.result.model = response.model;
       } else if (obj.type === 'response.output_text.delta') this.result.contentEvents++;
+      return true;
+    }
+    if (this.#kind === 'gemini') {
+      const usage = usageFromObject(obj.usageMetadata);
+      if (usage) this.result.usage = usage;
+      if (typeof obj.modelVersion === 'string') this.result.model = obj.modelVersion;
+      const candidates = obj.candidates as Obj[] | undefined;
+      if (Array.isArray(candidates) && candidates.some((c) => c && typeof c === 'object' && typeof c.finishReason === 'string')) this.result.complete = usage !== undefined;
+      else this.result.contentEvents++;
       return true;
     }
     if (typeof obj.model === 'string') this.result.model = obj.model;
     const choices = obj.choices as unknown[] | undefined;
     if (obj.usage) {
       this.result.usage = usageFromObject(obj.usage);
+      this.result.complete = this.result.usage !== undefined;
       // The usage-only chunk the gateway asked for on the client's behalf: not the client's.
       if (this.#stripInjected && Array.isArray(choices) && choices.length === 0) return false;
     } else if (Array.isArray(choices) && choices.length > 0) this.result.contentEvents++;

@@ -11,8 +11,13 @@ export type ClassifiedBody =
   | { format: 'json'; bytes: Buffer; value: Record<string, unknown> }
   /** A whole multipart body (small endpoints: audio, image edits), parsed strictly. */
   | { format: 'multipart'; bytes: Buffer; boundary: string; fields: Map<string, string> }
-  /** Streamed to the enclave as it arrives (file uploads, upload parts); checked while it passes. */
-  | { format: 'stream'; boundary: string | undefined; declaredLength: number | undefined };
+  /** Opaque bytes read whole (a signed any-API request). */
+  | { format: 'bytes'; bytes: Buffer }
+  /**
+   * Streamed to the enclave as it arrives (file uploads, upload parts, any-API bodies), counted
+   * against `limit`; multipart uploads are checked while they pass (upload-inspector.ts).
+   */
+  | { format: 'stream'; boundary: string | undefined; declaredLength: number | undefined; limit: number };
 
 export interface ClassifiedRequest {
   provider: ProviderSpec;

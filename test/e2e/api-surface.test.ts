@@ -18,11 +18,20 @@ import { enrollConnection, eventually, startTestStack } from './helpers.ts';
 
 let stack: Awaited<ReturnType<typeof startTestStack>>;
 let client: OpenAI;
+let fullKey: string;
+const ALL_SCOPES = ['inference', 'stored', 'stored:delete', 'files', 'files:delete', 'uploads', 'batches', 'fine_tuning', 'fine_tuning:delete', 'vector_stores', 'vector_stores:delete'];
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
 beforeAll(async () => {
   stack = await startTestStack();
-  client = new OpenAI({ apiKey: stack.demo!.key, baseURL: `${stack.hostUrl}/v1`, maxRetries: 0 });
+  // The whole surface needs every scope; new keys get `inference` only (test/e2e/admission.test.ts).
+  const res = await fetch(`${stack.hostUrl}/admin/v1/keys`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${stack.adminToken}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ connectionId: stack.demo!.connectionId, scopes: ALL_SCOPES }),
+  });
+  fullKey = ((await res.json()) as { key: string }).key;
+  client = new OpenAI({ apiKey: fullKey, baseURL: `${stack.hostUrl}/v1`, maxRetries: 0 });
 });
 afterAll(async () => {
   await stack?.cleanup();
@@ -82,7 +91,7 @@ describe('media and files, byte for byte', () => {
     const encoded = new Response(form);
     const res = await fetch(`${stack.hostUrl}/v1/files`, {
       method: 'POST',
-      headers: { authorization: `Bearer ${stack.demo!.key}`, 'content-type': encoded.headers.get('content-type')! },
+      headers: { authorization: `Bearer ${fullKey}`, 'content-type': encoded.headers.get('content-type')! },
       body: encoded.body,
       duplex: 'half',
     } as RequestInit);
