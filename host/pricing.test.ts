@@ -169,6 +169,15 @@ describe('reservationBound: tokens', () => {
     expect(ignored).toBeGreaterThanOrEqual(128_000 * 0.6);
   });
 
+  it('takes the largest ceiling when a body fits more than one API, so a field one of them ignores cannot lower it', () => {
+    const both = okMicros(reservationBound(ask('openai', 'gpt-4o-mini', { model: 'gpt-4o-mini', messages: [], input: 'hi', max_tokens: 1 })));
+    expect(both).toBeGreaterThanOrEqual(128_000 * 0.6);
+  });
+
+  it('costs nothing on a model the price data lists as free', () => {
+    expect(reservationBound(ask('openrouter', 'nousresearch/hermes-3-llama-3.1-405b:free', chat('nousresearch/hermes-3-llama-3.1-405b:free')))).toEqual({ ok: true, micros: 0 });
+  });
+
   it('refuses a model whose maximum output is unknown when the request names none, and says to set max_tokens', () => {
     const b = reservationBound(ask('groq', 'llama-3.3-70b-versatile', chat('llama-3.3-70b-versatile')));
     expect(code(b)).toBe('price_unknown');
@@ -198,6 +207,7 @@ describe('reservationBound: tokens', () => {
       ['anthropic', 'claude-sonnet-4-5', chat('claude-sonnet-4-5', { max_tokens: 10, messages: [{ role: 'user', content: [{ type: 'image', source: { type: 'url', url: 'https://example.com/cat.png' } }] }] })],
       ['gemini-native', 'gemini-2.5-flash', { contents: [{ parts: [{ fileData: { fileUri: 'https://generativelanguage.googleapis.com/v1beta/files/x' } }] }], generationConfig: { maxOutputTokens: 10 } }],
       ['gemini-native', 'gemini-2.5-flash', { contents: [], cachedContent: 'cachedContents/abc', generationConfig: { maxOutputTokens: 10 } }],
+      ['openai', 'gpt-4o-audio-preview', chat('gpt-4o-audio-preview', { max_tokens: 10, messages: [{ role: 'assistant', audio: { id: 'audio_abc' } }, { role: 'user', content: 'and then?' }] })],
     ];
     for (const [provider, model, json] of cases) {
       const b = reservationBound(ask(provider, model, json));
@@ -284,6 +294,10 @@ describe('reservationBound: other units', () => {
     expect(low).toBeLessThan(two / 2);
     const edit = reservationBound({ provider: 'openai', model: 'gpt-image-1', rule: image, json: undefined, bodyBytes: 200_000, fields: new Map([['prompt', 'add a hat'], ['n', '1']]) });
     expect(okMicros(edit)).toBeGreaterThan(low);
+    // Knowing the edit sends one image (instead of the API's maximum of 16 plus a mask) lowers the bound.
+    const oneImage = reservationBound({ provider: 'openai', model: 'gpt-image-1', rule: image, json: undefined, bodyBytes: 200_000, fields: new Map([['prompt', 'add a hat']]), fileParts: 1 });
+    expect(okMicros(oneImage)).toBeLessThan(okMicros(edit));
+    expect(okMicros(oneImage)).toBeGreaterThanOrEqual(65_536 * 10 + 6240 * 40);
     expect(code(reservationBound({ provider: 'openai', model: 'gpt-image-1', rule: image, json: undefined, bodyBytes: 1000, fields: new Map([['n', 'many']]) }))).toBe('invalid_request');
   });
 

@@ -141,6 +141,11 @@ export interface BoundQuestion {
   bodyBytes: number;
   /** Non-file multipart fields (audio, image edits). */
   fields?: Map<string, string>;
+  /**
+   * File parts in a multipart body (an image edit's images and mask). Each input image is priced
+   * at its worst token cost; when absent, the API's maximum (MAX_EDIT_INPUT_IMAGES) is assumed.
+   */
+  fileParts?: number;
 }
 
 export type Bound =
@@ -175,6 +180,8 @@ interface WorstRates {
   /** Highest output-side token rate (text, audio, image, reasoning output), top tier. */
   output: number;
   hasTokenPrices: boolean;
+  /** The price data lists the model with no price at all (OpenRouter's `:free` models): it costs nothing. */
+  free: boolean;
   /** Fixed fee per request (`requests_kcount`). */
   perRequest: number;
   /** Per second of audio (`audio_hours`, `input_audio_hours`), when the model is priced by duration. */
@@ -217,10 +224,11 @@ function reachablePrices(model: ModelInfo, now: Date): ModelPrice[] {
 }
 
 function worstRatesOf(model: ModelInfo, now: Date): WorstRates {
-  const rates: WorstRates = { input: 0, output: 0, hasTokenPrices: false, perRequest: 0, perAudioSecond: undefined, contextWindow: model.context_window, unboundable: [] };
+  const rates: WorstRates = { input: 0, output: 0, hasTokenPrices: false, free: true, perRequest: 0, perAudioSecond: undefined, contextWindow: model.context_window, unboundable: [] };
   for (const prices of reachablePrices(model, now)) {
     for (const [key, value] of Object.entries(prices)) {
       if (value === undefined) continue;
+      rates.free = false;
       const top = topTier(value);
       if (key.endsWith('_mtok')) {
         // Dollars per million tokens are micro-dollars per token.
@@ -317,14 +325,23 @@ function outputCeiling(provider: string, json: Record<string, unknown>): number 
     const b = check(c, ['maxOutputTokens', 'max_output_tokens'], 'generationConfig.');
     if (b) return b;
   }
-  let counted: string[];
-  if (provider === 'gemini-native') counted = ['generationConfig.maxOutputTokens', 'generationConfig.max_output_tokens'];
-  else if ('messages' in json) counted = provider === 'anthropic' ? ['max_tokens'] : ['max_completion_tokens', 'max_tokens'];
-  else if ('input' in json) counted = ['max_output_tokens'];
-  else if ('prompt' in json) counted = ['max_tokens'];
-  else counted = [];
-  const values = counted.map((f) => read.get(f)).filter((v): v is number => v !== undefined);
-  return values.length ? Math.max(...values) : undefined;
+  // Every API the body could be for: the bound takes the largest ceiling among them, and a
+  // candidate that names none has the model's own maximum.
+  const candidates: string[][] = [];
+  if (provider === 'gemini-native') candidates.push(['generationConfig.maxOutputTokens', 'generationConfig.max_output_tokens']);
+  else {
+    if ('messages' in json) candidates.push(provider === 'anthropic' ? ['max_tokens'] : ['max_completion_tokens', 'max_tokens']);
+    if ('input' in json) candidates.push(['max_output_tokens']);
+    if (typeof json.prompt === 'string' || Array.isArray(json.prompt)) candidates.push(['max_tokens']);
+  }
+  if (candidates.length === 0) return undefined;
+  let most = 0;
+  for (const fields of candidates) {
+    const values = fields.map((f) => read.get(f)).filter((v): v is number => v !== undefined);
+    if (values.length === 0) return undefined;
+    most = Math.max(most, ...values);
+  }
+  return most;
 }
 
 /** How many answers one request asks for: n, best_of (legacy completions), Gemini's candidateCount. */
@@ -413,6 +430,8 @@ function scanContent(json: Record<string, unknown>): ContentScan {
       }
       // Responses' reusable prompt template, stored upstream.
       if (key === 'prompt' && typeof v.id === 'string') scan.unseen ??= 'a stored prompt (prompt.id)';
+      // Chat Completions: an assistant turn's audio named by the id of an earlier answer's audio.
+      if (key === 'audio' && typeof v.id === 'string') scan.unseen ??= 'an earlier answer\'s audio (audio.id)';
       for (const [k, child] of Object.entries(v)) {
         if (SKIPPED_KEYS.has(k) || child === null || child === undefined) continue;
         if (ID_KEYS.has(k)) {
@@ -489,6 +508,7 @@ function tokenBound(q: BoundQuestion, model: string, generates: boolean): Bound 
   const rates = worstRates(q.provider, model);
   const refused = modelRefusal(rates, q, model);
   if (refused) return refused;
+  if (rates!.free) return { ok: true, micros: 0 };
   if (!rates!.hasTokenPrices) return unknown(`Model "${model}" is not priced per token.`);
   let outputTokens = 0;
   if (generates) {
@@ -547,7 +567,8 @@ function imageBound(q: BoundQuestion, model: string): Bound {
   const rates = worstRates(q.provider, model);
   const refused = modelRefusal(rates, q, model);
   if (refused) return refused;
-  const scan = q.json ? scanContent(q.json) : { images: MAX_EDIT_INPUT_IMAGES, tools: 0 };
+  const fileParts = q.fileParts !== undefined && Number.isInteger(q.fileParts) && q.fileParts >= 0 ? q.fileParts : MAX_EDIT_INPUT_IMAGES;
+  const scan = q.json ? scanContent(q.json) : { images: fileParts, tools: 0 };
   const content = contentRefusal(scan);
   if (content) return content;
   const outputTokens = worstOf(GPT_IMAGE_OUTPUT_TOKENS, size, quality) + partialImages * GPT_IMAGE_PARTIAL_IMAGE_TOKENS;
