@@ -337,6 +337,11 @@ describe('settledCost', () => {
     expect(settledCost({ provider: 'openai', model: 'gpt-4o-mini', usage, complete: false, boundMicros: 1 })).toBe(priced);
   });
 
+  it('charges a transcription priced by duration for its seconds', () => {
+    // whisper-1: $0.006 per minute.
+    expect(settledCost({ provider: 'openai', model: 'whisper-1', usage: { inputTokens: 0, outputTokens: 0, audioSeconds: 60 }, complete: true, boundMicros: 100_000 })).toBe(6000);
+  });
+
   it('without a bound, charges whatever partial usage there is, else nothing', () => {
     expect(settledCost({ provider: 'openai', model: 'gpt-4o-mini', usage, complete: false, boundMicros: null })).toBe(priced);
     expect(settledCost({ provider: 'openai', model: undefined, usage, complete: false, boundMicros: null })).toBe(0);

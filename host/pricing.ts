@@ -43,6 +43,8 @@ export interface TokenUsage {
   outputTokens: number;
   cacheReadTokens?: number;
   cacheWriteTokens?: number;
+  /** Seconds of audio, for models priced by duration (whisper-1: a transcription's `duration`). */
+  audioSeconds?: number;
 }
 
 /** genai-prices knows providers by its own ids (ProviderSpec.priceProvider). */
@@ -76,6 +78,7 @@ export function priceUsage(provider: string, model: string, usage: TokenUsage): 
       output_tokens: usage.outputTokens,
       ...(usage.cacheReadTokens ? { cache_read_tokens: usage.cacheReadTokens } : {}),
       ...(usage.cacheWriteTokens ? { cache_write_tokens: usage.cacheWriteTokens } : {}),
+      ...(usage.audioSeconds ? { audio_seconds: usage.audioSeconds, input_audio_seconds: usage.audioSeconds } : {}),
     },
     model,
     narrowed ? { provider: narrowed } : priceOptions(provider),
