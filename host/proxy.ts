@@ -148,16 +148,18 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
     }
     let key = auth.key;
     const connection = auth.connection;
-    const ip = clientIp(req.raw.socket.remoteAddress ?? '', req.headers, deps.trustedProxies);
-    if (ip === undefined) {
-      refuse(req, key, new HostError('client_ip_unknown', 'The gateway could not determine your IP address from its trusted proxy, so the IP and city locks cannot be applied.'), null);
-    }
+    // The kill switch comes first: a killed key is refused whatever else is wrong with the request.
+    const peerIp = clientIp(req.raw.socket.remoteAddress ?? '', req.headers, deps.trustedProxies);
     const status = checkKeyStatus(key, now);
     if (status) {
       if (status.code === 'key_expired' && key.status === 'active') await store.updateKey(key.id, { status: 'expired' });
       // A suspension was announced when it began; requests during it are not new alerts.
-      refuse(req, key, new HostError(status.code, status.message, status.retryAfter), ip, status.code === 'key_suspended' ? false : {});
+      refuse(req, key, new HostError(status.code, status.message, status.retryAfter), peerIp ?? null, status.code === 'key_suspended' ? false : {});
     }
+    if (peerIp === undefined) {
+      refuse(req, key, new HostError('client_ip_unknown', 'The gateway could not determine your IP address from its trusted proxy, so the IP and city locks cannot be applied.'), null);
+    }
+    const ip: string = peerIp;
     const provider = providerSpec(connection.provider);
     if (!provider) refuse(req, key, new HostError('endpoint_not_allowed', `This key's connection uses an unknown provider (${connection.provider}).`), ip);
 

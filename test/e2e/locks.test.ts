@@ -4,6 +4,8 @@
  * database) in X-Forwarded-For; one test uses distinct real loopback source addresses instead.
  */
 import { DatabaseSync } from 'node:sqlite';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
@@ -109,12 +111,15 @@ describe('IP auto-bind', () => {
   it('lets exactly one of concurrent first requests from different real source addresses win', async () => {
     const k = await newKey();
     const sources = ['127.0.0.2', '127.0.0.3', '127.0.0.4', '127.0.0.5', '127.0.0.6', '127.0.0.7'];
+    // Loopback is a trusted proxy here, and a trusted proxy must say who the client is: each
+    // "proxy" forwards its own address, as a proxy in front of distinct machines would.
     const results = await Promise.allSettled(
       sources.map((localAddress) =>
         new OpenAI({
           apiKey: k.key,
           baseURL: `${stack.hostUrl}/v1`,
           maxRetries: 0,
+          defaultHeaders: { 'x-forwarded-for': localAddress },
           // Each client connects from its own loopback address, as distinct machines would.
           fetch: ((url: string, init: object) => undiciFetch(url, { ...init, dispatcher: fromAddress(localAddress) })) as never,
         })
@@ -184,7 +189,8 @@ describe('city lock', () => {
     await chat((await newKey({ cities })).key, SAO_PAULO);
     expect(await refusal(chat((await newKey({ cities })).key, MINNEAPOLIS))).toMatchObject({ status: 403, code: 'city_not_allowed' });
     expect((await refusal(chat((await newKey({ cities })).key, NOWHERE))).code).toBe('city_not_allowed');
-    expect((await refusal(chat((await newKey({ cities: ['Bracknell, US'] })).key, BRACKNELL))).code).toBe('city_not_allowed');
+    // Not a city the database knows: the owner confirms it, and it matches nothing.
+    expect((await refusal(chat((await newKey({ cities: ['Bracknell, US'], confirmUnknown: true })).key, BRACKNELL))).code).toBe('city_not_allowed');
   });
 });
 
@@ -244,8 +250,11 @@ describe('signed-request snippets from securegate env --signed', () => {
     const { execFile } = await import('node:child_process');
     const k = await newKey({ requireSignature: true });
     // Asynchronously: the mock upstream lives in this process and must keep answering.
+    // Loopback is a trusted proxy in this stack: a .curlrc adds the client address it must forward.
+    const curlHome = await mkdtemp(join(tmpdir(), 'sg-curl-'));
+    await writeFile(join(curlHome, '.curlrc'), `header = "X-Forwarded-For: ${BRACKNELL}"\n`);
     const out = await new Promise<string>((resolve, reject) =>
-      execFile('bash', ['-c', SIGNED_SNIPPETS.curl!(`${stack.hostUrl}/v1`)], { env: { ...process.env, SECUREGATE_KEY: k.key, SECUREGATE_SIGNING_SECRET: k.signingSecret! } }, (e, stdout) =>
+      execFile('bash', ['-c', SIGNED_SNIPPETS.curl!(`${stack.hostUrl}/v1`)], { env: { ...process.env, CURL_HOME: curlHome, SECUREGATE_KEY: k.key, SECUREGATE_SIGNING_SECRET: k.signingSecret! } }, (e, stdout) =>
         e ? reject(e) : resolve(stdout),
       ),
     );

@@ -97,15 +97,17 @@ describe.skipIf(skipPostgres)('two host instances on one PostgreSQL', () => {
       ),
     );
     const ok = results.filter((r) => r.status === 'fulfilled').length;
-    for (const r of results) if (r.status === 'rejected') expect((r.reason as { code: string }).code).toBe('budget_exceeded');
+    for (const r of results) if (r.status === 'rejected') expect(['budget_exceeded', 'budget_busy']).toContain((r.reason as { code: string }).code);
     const status = await eventually(async () => {
       const s = (await admin(second.url, 'GET', `/keys/${created.id as string}/status`)) as Record<string, number>;
       return s.reservedNow === 0 ? s : undefined;
     });
-    // Each reservation is ~$0.0501 and each settled request ~$0.0500: 19 fit, never more.
-    expect(ok).toBe(19);
+    // Each reservation is ~$0.05 (input bytes at the input price plus 5000 output tokens) and each
+    // settled request a little less: about 19 fit, and the total never passes the cap.
+    expect(ok).toBeGreaterThanOrEqual(18);
+    expect(ok).toBeLessThanOrEqual(20);
     expect(status.spentToday).toBeLessThanOrEqual(1);
-    expect(status.requestsToday).toBe(19);
+    expect(status.requestsToday).toBe(ok);
   });
 
   it('binds exactly one IP when both instances see concurrent first requests', async () => {

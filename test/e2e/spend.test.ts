@@ -78,15 +78,18 @@ describe('spend caps', () => {
     const k = await newKey({ dailyLimit: 1 });
     const results = await Promise.allSettled(Array.from({ length: 200 }, () => ask(k.key, 5000)));
     const ok = results.filter((r) => r.status === 'fulfilled').length;
-    for (const r of results) if (r.status === 'rejected') expect((r.reason as { code: string }).code).toBe('budget_exceeded');
+    // Refused while others' reservations were in flight (retryable) or once settled spend left no room.
+    for (const r of results) if (r.status === 'rejected') expect(['budget_exceeded', 'budget_busy']).toContain((r.reason as { code: string }).code);
     const status = await settled(k.id);
     const audit = await admin<{ items: Array<{ cost: number; code: string | null }> }>('GET', `/audit?keyId=${k.id}&limit=1000`);
     const settledSum = audit.items.reduce((n, i) => n + Math.round(i.cost * 1e6), 0);
-    // One request reserves ~$0.0501: the cap admits 19, and the total stays under the cap.
-    expect(ok).toBe(19);
+    // One request reserves ~$0.05 (its input bytes at the input price plus 5000 output tokens):
+    // the cap admits about 19, and the total stays under the cap.
+    expect(ok).toBeGreaterThanOrEqual(18);
+    expect(ok).toBeLessThanOrEqual(20);
     expect(status.spentToday).toBeLessThanOrEqual(1);
     expect(Math.round(status.spentToday * 1e6)).toBe(settledSum);
-    expect(audit.items.filter((i) => i.code === 'budget_exceeded')).toHaveLength(200 - ok);
+    expect(audit.items.filter((i) => i.code === 'budget_exceeded' || i.code === 'budget_busy')).toHaveLength(200 - ok);
   });
 
   it('enforces a project daily cap across the project\'s keys', async () => {
