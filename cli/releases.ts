@@ -8,9 +8,22 @@
  *    key of the old connection onto it, then have the shareholders delete the old shares — no
  *    moment without a working connection.
  */
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { canonicalJson, fromHex, signOwnerMessage, verifyAuditChain, verifyReleaseManifest } from '../protocol/index.ts';
-import { effectiveConfig, type PinnedShareholder } from './config.ts';
+import { join } from 'node:path';
+import {
+  canonicalJson,
+  checkLogExtends,
+  fromHex,
+  signOwnerMessage,
+  verifyAuditChain,
+  verifyLogHead,
+  verifyReleaseManifest,
+  type LogHead,
+  type LogProblem,
+  type SignedLogHead,
+} from '../protocol/index.ts';
+import { configDir, effectiveConfig, type PinnedShareholder } from './config.ts';
 import { adminRequest, CliError } from './owner.ts';
 import { green, printJson, type Io } from './output.ts';
 
@@ -129,16 +142,88 @@ interface AuditEntryView {
   event: { action: string; outcome: string; connectionId?: string; pcrs?: Record<string, string>; policy?: { allow: PcrSetLike[] }; moduleId?: string };
 }
 
+/** What `attest audit` remembers per shareholder: its log key and the last head it verified. */
+interface RememberedHead {
+  logPublicKey: string;
+  signed: SignedLogHead;
+  verifiedAt: string;
+}
+
+const HEADS_FILE = 'audit-heads.json';
+
+function readHeads(): Record<string, RememberedHead> {
+  const path = join(configDir(), HEADS_FILE);
+  return existsSync(path) ? (JSON.parse(readFileSync(path, 'utf8')) as Record<string, RememberedHead>) : {};
+}
+
+function writeHeads(heads: Record<string, RememberedHead>): void {
+  const dir = configDir();
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const path = join(dir, HEADS_FILE);
+  writeFileSync(path, `${JSON.stringify(heads, null, 2)}\n`, { mode: 0o600 });
+  chmodSync(path, 0o600);
+}
+
+type LogVerdict = 'first_use' | 'extends' | LogProblem | 'head_signature_invalid' | 'log_key_changed' | 'head_unavailable';
+
 /**
- * `attest audit`: reads every pinned shareholder's transparency log, checks its hash chain, and
- * replays each connection's policy history to check that every release went to an enclave whose
- * PCRs were approved at that moment.
+ * The shareholder's signed head, checked against what this machine saw before: the log key must
+ * be the one remembered (trust on first use, or `logPublicKey` pinned in the config), the chain
+ * must reach the head, and the log must extend the last head verified here — a shorter log
+ * (truncated) or a different entry at that seq (rewritten, forked) is a loud failure, and the
+ * remembered head is then kept as the evidence, never replaced.
+ */
+function checkSignedHead(
+  sh: PinnedShareholder & { logPublicKey?: string },
+  served: { status: number; json: unknown },
+  entries: AuditEntryView[],
+  remembered: RememberedHead | undefined,
+): { verdict: LogVerdict; message: string; head?: LogHead; accept?: RememberedHead } {
+  if (served.status !== 200) return { verdict: 'head_unavailable', message: `no signed log head (HTTP ${served.status})` };
+  const signed = served.json as SignedLogHead;
+  const pinned = sh.logPublicKey ?? remembered?.logPublicKey;
+  if (pinned !== undefined && signed?.publicKey !== pinned) {
+    return { verdict: 'log_key_changed', message: `the log is now signed by ${String(signed?.publicKey).slice(0, 16)}…, not the key ${pinned.slice(0, 16)}… seen before` };
+  }
+  let head: LogHead;
+  try {
+    head = verifyLogHead(signed, pinned === undefined ? undefined : fromHex(pinned));
+  } catch {
+    return { verdict: 'head_signature_invalid', message: 'the log head does not verify with the shareholder log key' };
+  }
+  if (head.shareholderId !== sh.id) return { verdict: 'head_signature_invalid', message: `the log head is signed for ${head.shareholderId}, not ${sh.id}` };
+  const check = checkLogExtends(entries, head, remembered?.signed.head);
+  if (!check.ok) return { verdict: check.problem, message: check.message, head };
+  return {
+    verdict: remembered ? 'extends' : 'first_use',
+    message: remembered ? `extends the head seen ${remembered.verifiedAt} (entry ${remembered.signed.head.seq})` : `first use: log key ${signed.publicKey.slice(0, 16)}… remembered`,
+    head,
+    accept: { logPublicKey: signed.publicKey, signed, verifiedAt: new Date().toISOString() },
+  };
+}
+
+/**
+ * `attest audit`: reads every pinned shareholder's transparency log, checks its hash chain up to
+ * the shareholder's signed head, that it extends the head this machine verified last time (kept
+ * in the config dir), and replays each connection's policy history to check that every release
+ * went to an enclave whose PCRs were approved at that moment.
  */
 export async function attestAudit(options: { connection?: string; json?: boolean }, io: Io): Promise<number> {
   const c = effectiveConfig();
   if (!c.shareholders?.length) throw new CliError('no pinned shareholders in this config', 1);
-  const report: Array<{ shareholder: string; entries: number; chainIntact: boolean; releases: number; unapproved: Array<{ seq: number; connectionId: string; moduleId?: string }> }> = [];
+  const heads = readHeads();
+  let headsChanged = false;
+  const report: Array<{
+    shareholder: string;
+    entries: number;
+    chainIntact: boolean;
+    releases: number;
+    unapproved: Array<{ seq: number; connectionId: string; moduleId?: string }>;
+    log: { verdict: LogVerdict; ok: boolean; message: string; head: { seq: number; hash: string } | null; previous: { seq: number; hash: string } | null };
+  }> = [];
   for (const sh of c.shareholders) {
+    // The head first: entries appended meanwhile are simply beyond it.
+    const served = await shareholderRequest(sh, 'GET', '/v1/audit/head');
     const entries: AuditEntryView[] = [];
     for (let after = 0; ; ) {
       const r = await shareholderRequest(sh, 'GET', `/v1/audit?after=${after}&limit=1000`);
@@ -149,6 +234,12 @@ export async function attestAudit(options: { connection?: string; json?: boolean
       after = page.at(-1)!.seq;
     }
     const broken = verifyAuditChain(entries);
+    const remembered = heads[sh.id];
+    const log = checkSignedHead(sh, served, entries, remembered);
+    if (log.accept) {
+      heads[sh.id] = log.accept;
+      headsChanged = true;
+    }
     const policies = new Map<string, PcrSetLike[]>();
     const unapproved: Array<{ seq: number; connectionId: string; moduleId?: string }> = [];
     let releases = 0;
@@ -163,14 +254,33 @@ export async function attestAudit(options: { connection?: string; json?: boolean
         if (!approved) unapproved.push({ seq: e.seq, connectionId: id, ...(e.event.moduleId ? { moduleId: e.event.moduleId } : {}) });
       }
     }
-    report.push({ shareholder: sh.id, entries: entries.length, chainIntact: broken === undefined, releases, unapproved });
+    report.push({
+      shareholder: sh.id,
+      entries: entries.length,
+      chainIntact: broken === undefined,
+      releases,
+      unapproved,
+      log: {
+        verdict: log.verdict,
+        ok: log.verdict === 'first_use' || log.verdict === 'extends',
+        message: log.message,
+        head: log.head ? { seq: log.head.seq, hash: log.head.hash } : null,
+        previous: remembered ? { seq: remembered.signed.head.seq, hash: remembered.signed.head.hash } : null,
+      },
+    });
   }
-  const ok = report.every((r) => r.chainIntact && r.unapproved.length === 0);
+  if (headsChanged) writeHeads(heads);
+  const ok = report.every((r) => r.chainIntact && r.unapproved.length === 0 && r.log.ok);
   if (options.json) printJson(io, { ok, shareholders: report });
   else {
     for (const r of report) {
-      io.out(`${r.chainIntact && r.unapproved.length === 0 ? green(io, '✔') : '✘'} ${r.shareholder}: ${r.entries} entries, chain ${r.chainIntact ? 'intact' : 'BROKEN'}, ${r.releases} releases, ${r.unapproved.length} to unapproved PCRs\n`);
+      const good = r.chainIntact && r.unapproved.length === 0 && r.log.ok;
+      io.out(`${good ? green(io, '✔') : '✘'} ${r.shareholder}: ${r.entries} entries, chain ${r.chainIntact ? 'intact' : 'BROKEN'}, ${r.releases} releases, ${r.unapproved.length} to unapproved PCRs; log ${r.log.message}\n`);
     }
+  }
+  // Truncation, rewrites and key changes are never only a line in a report.
+  for (const r of report.filter((x) => !x.log.ok)) {
+    io.err(`securegate attest audit: ✘ ${r.shareholder}: LOG ${r.log.verdict.toUpperCase().replace(/_/g, ' ')} — ${r.log.message}. The last verified head is kept in ${join(configDir(), HEADS_FILE)} as evidence.\n`);
   }
   return ok ? 0 : 1;
 }

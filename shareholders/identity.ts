@@ -1,16 +1,29 @@
 /**
  * A shareholder's identity: its id and X25519 key pair, made once by `init` and kept in
- * `<dataDir>/identity.json` with 0600 permissions. The private key opens enrolled shares; it
- * never leaves this process and is never logged.
+ * `<dataDir>/identity.json` with 0600 permissions. The private key opens enrolled shares and
+ * authenticates releases (HPKE auth mode); it never leaves this process and is never logged.
+ * The Ed25519 key that signs the audit log's heads is derived from it (HKDF-SHA256, its own
+ * label), so existing identity files need no migration and the two uses never share a key.
  */
 import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { ed25519 } from '@noble/curves/ed25519.js';
+import { hkdf } from '@noble/hashes/hkdf.js';
+import { sha256 } from '@noble/hashes/sha2.js';
 import { fromHex, generateX25519KeyPair, toHex, x25519PublicKey } from '../protocol/index.ts';
 
 export interface ShareholderIdentity {
   id: string;
   privateKey: Uint8Array;
   publicKey: Uint8Array;
+}
+
+const LOG_KEY_INFO = new TextEncoder().encode('securegate/shareholder-log-signing/v1');
+
+/** The Ed25519 key pair that signs this shareholder's log heads (derived, never stored). */
+export function logSigningKey(identity: Pick<ShareholderIdentity, 'privateKey'>): { secretKey: Uint8Array; publicKey: Uint8Array } {
+  const secretKey = hkdf(sha256, identity.privateKey, undefined, LOG_KEY_INFO, 32);
+  return { secretKey, publicKey: ed25519.getPublicKey(secretKey) };
 }
 
 const FILE = 'identity.json';

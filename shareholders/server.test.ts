@@ -21,10 +21,13 @@ import {
   signOwnerMessage,
   splitSecret,
   toHex,
+  fromHex,
+  GENESIS_HASH,
+  verifyLogHead,
   type OwnerKeyPair,
 } from '../protocol/index.ts';
 import { verifyAuditChain } from './audit.ts';
-import { initIdentity, type ShareholderIdentity } from './identity.ts';
+import { initIdentity, logSigningKey, type ShareholderIdentity } from './identity.ts';
 import { buildShareholderServer, type AdmissionLimits } from './server.ts';
 import { openShareStore, type ShareStore } from './store.ts';
 import { dropSchema, skipPostgres, TEST_DATABASE_URL, uniqueSchema } from '../test/pg.ts';
@@ -445,6 +448,19 @@ describe('shareholder release', () => {
     const junk = await post(`${svc.url}/v1/releases`, { document: 'bm90IGEgZG9j', connectionIds: ['x'] });
     expect(junk.status).toBe(403);
     expect(junk.json.error.code).toBe('attestation_malformed');
+  });
+
+  it('serves its log head signed with the log key it publishes', async () => {
+    const svc = await startService('dev');
+    const identity = (await (await fetch(`${svc.url}/v1/identity`)).json()) as { logPublicKey: string };
+    const empty = verifyLogHead(await (await fetch(`${svc.url}/v1/audit/head`)).json(), fromHex(identity.logPublicKey));
+    expect(empty).toMatchObject({ shareholderId: 'sh-dev', seq: 0, hash: GENESIS_HASH });
+    const { connectionId } = await enroll(svc);
+    await release(svc, connectionId);
+    const head = verifyLogHead(await (await fetch(`${svc.url}/v1/audit/head`)).json(), fromHex(identity.logPublicKey));
+    const entries = await svc.store.readAudit();
+    expect(head).toMatchObject({ seq: entries.at(-1)!.seq, hash: entries.at(-1)!.hash });
+    expect(logSigningKey(svc.identity).publicKey).toEqual(fromHex(identity.logPublicKey));
   });
 
   it('keeps an intact hash-chained audit of enrollments, releases and refusals', async () => {

@@ -21,6 +21,8 @@ import {
 import {
   decodeShare,
   fromHex,
+  GENESIS_HASH,
+  signLogHead,
   openShareEnvelope,
   shareRecipient,
   ProtocolError,
@@ -29,7 +31,7 @@ import {
   verifyOwnerMessage,
   type SignedOwnerMessage,
 } from '../protocol/index.ts';
-import type { ShareholderIdentity } from './identity.ts';
+import { logSigningKey, type ShareholderIdentity } from './identity.ts';
 import { OutstandingNonces, ReleaseBudget, TokenBuckets, type BucketLimit } from './limits.ts';
 import type { ShareStore } from './store.ts';
 
@@ -108,6 +110,7 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
   const chainCache = new ChainCache();
   // The identity key is imported once for HPKE, not on every open.
   const recipient = await shareRecipient(identity.privateKey);
+  const logKey = logSigningKey(identity);
   const limits: AdmissionLimits = { ...DEFAULT_ADMISSION_LIMITS, ...config.limits };
   const challengeBuckets = new TokenBuckets(limits.challenges);
   const releaseBuckets = new TokenBuckets(limits.releases);
@@ -202,6 +205,8 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
     id: identity.id,
     publicKey: toHex(identity.publicKey),
     kem: 'DHKEM(X25519, HKDF-SHA256)',
+    /** Ed25519 key that signs the audit log's heads (GET /v1/audit/head). */
+    logPublicKey: toHex(logKey.publicKey),
     version: SHAREHOLDER_VERSION,
     mode: config.mode,
   }));
@@ -219,6 +224,13 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
       return { shareholderId: identity.id, entries };
     },
   );
+
+  // The newest entry's seq and hash, signed with the log key: owners' CLIs keep the last head
+  // they verified, so serving a shorter or different history later contradicts a signed head.
+  app.get('/v1/audit/head', async () => {
+    const last = await store.lastAudit();
+    return signLogHead(logKey.secretKey, { shareholderId: identity.id, seq: last?.seq ?? 0, hash: last?.hash ?? GENESIS_HASH, at: clock().toISOString() });
+  });
 
   // The owner's current PCR policy for a connection (public data: which enclave measurements
   // may receive the share), so the owner's CLI can extend it for a new release.

@@ -129,6 +129,11 @@ export class ShareStore {
     });
   }
 
+  async lastAudit(): Promise<{ seq: number; hash: string } | undefined> {
+    const [r] = await this.db.query('SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1');
+    return r ? { seq: Number(r.seq), hash: r.hash as string } : undefined;
+  }
+
   async readAudit(afterSeq = 0, limit = 1000): Promise<AuditEntry[]> {
     return (await this.db.query('SELECT * FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2', [afterSeq, limit])).map((r) => ({
       seq: Number(r.seq),
