@@ -114,26 +114,25 @@ function scanStructure(text: string, maxDepth: number, what: string): string | u
   for (let i = 0; i < n; i++) {
     const c = text.charCodeAt(i);
     if (c === 0x22 /* " */) {
+      // Jump to the closing quote: the next quote preceded by an even run of backslashes.
       const start = i + 1;
-      let escapes = false;
-      i++;
-      while (i < n) {
-        const d = text.charCodeAt(i);
-        if (d === 0x5c) {
-          escapes = true;
-          i += 2;
-          continue;
-        }
-        if (d === 0x22) break;
-        i++;
+      let q = start;
+      for (;;) {
+        q = text.indexOf('"', q);
+        if (q < 0) break;
+        let k = q - 1;
+        while (k >= start && text.charCodeAt(k) === 0x5c) k--;
+        if ((q - 1 - k) % 2 === 0) break;
+        q++;
       }
-      // i is at the closing quote (or past the end: JSON.parse will refuse)
+      if (q < 0) return duplicate; // unterminated: JSON.parse refuses it
+      i = q;
       const top = frames.length > 0 ? frames[frames.length - 1] : undefined;
       if (expectKey && top) {
         expectKey = false;
-        if (duplicate === undefined && i < n) {
-          let key = text.slice(start, i);
-          if (escapes) {
+        if (duplicate === undefined) {
+          let key = text.slice(start, q);
+          if (key.includes('\\')) {
             try {
               key = JSON.parse(`"${key}"`) as string;
             } catch {
@@ -177,9 +176,11 @@ function checkValues(value: unknown, what: string, depth: number): void {
     for (const v of value) checkValues(v, what, depth + 1);
     return;
   }
-  for (const [k, v] of Object.entries(value)) {
+  const record = value as Record<string, unknown>;
+  // JSON.parse builds plain objects: every enumerable key is an own key.
+  for (const k in record) {
     if (!k.isWellFormed()) throw loneSurrogate(what);
-    checkValues(v, what, depth + 1);
+    checkValues(record[k], what, depth + 1);
   }
 }
 

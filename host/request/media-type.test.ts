@@ -3,7 +3,7 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { hasUtf8Charset, isJsonType, isMultipartFormData, multipartBoundary, parseMediaType } from './media-type.ts';
+import { hasUtf8Charset, isJsonType, isMultipartFormData, multipartBoundary, parseMediaType, rawHeaderValues } from './media-type.ts';
 
 const charsFrom = (chars: string, minLength: number, maxLength: number): fc.Arbitrary<string> =>
   fc.array(fc.constantFrom(...chars), { minLength, maxLength }).map((cs) => cs.join(''));
@@ -162,5 +162,15 @@ describe('multipartBoundary', () => {
 
   it('is not form-data for other multipart subtypes', () => {
     expect(isMultipartFormData(parseMediaType('multipart/mixed; boundary=a'))).toBe(false);
+  });
+});
+
+describe('rawHeaderValues', () => {
+  it('returns one value, every value of a repeated header, or undefined', () => {
+    const raw = ['Host', 'x', 'Content-Type', 'application/json', 'content-type', 'text/plain'];
+    expect(rawHeaderValues(raw, 'content-type')).toEqual(['application/json', 'text/plain']);
+    expect(parseMediaType(rawHeaderValues(raw, 'content-type'))).toBeUndefined();
+    expect(rawHeaderValues(raw, 'HOST')).toBe('x');
+    expect(rawHeaderValues(raw, 'accept')).toBeUndefined();
   });
 });

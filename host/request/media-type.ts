@@ -123,6 +123,20 @@ export function parseMediaType(header: string | string[] | undefined): MediaType
 }
 
 /**
+ * Every value of header `name` as received, from Node's `req.rawHeaders` (name/value pairs).
+ * Node's `req.headers` keeps only the first `Content-Type` of several and drops the rest, while
+ * an upstream may read the last: pass this to parseMediaType so a repeated header is refused.
+ */
+export function rawHeaderValues(rawHeaders: readonly string[], name: string): string | string[] | undefined {
+  const lower = name.toLowerCase();
+  const values: string[] = [];
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    if (rawHeaders[i]!.toLowerCase() === lower) values.push(rawHeaders[i + 1]!);
+  }
+  return values.length === 0 ? undefined : values.length === 1 ? values[0] : values;
+}
+
+/**
  * JSON bodies: `application/json` and every `+json` structured-syntax suffix (RFC 6839 §3.1,
  * e.g. `application/vnd.api+json`), plus the legacy `text/json`. Erring towards "this is JSON"
  * is the safe side: the body then gets its model checked.

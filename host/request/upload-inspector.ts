@@ -1,9 +1,10 @@
 /**
  * Checks a streamed multipart/form-data upload (POST /v1/files, up to 512 MB) as it passes, with
  * bounded memory, and passes the bytes through unchanged. It applies the same strict rules as
- * multipart.ts (see there), learns the `purpose` field, and when `purpose` is `batch` reads every
- * file part as JSONL: each line one JSON object under json-body.ts's rules, handed to `checkLine`
- * (the caller's scope and model allow-list check).
+ * multipart.ts (see there), learns the `purpose` field, and when `purpose` is `batch` and the key
+ * needs it (`checkLine` or `requireBatchCheck` given) reads every file part as JSONL: each line one
+ * JSON object under json-body.ts's rules, handed to `checkLine` (the caller's scope and model
+ * allow-list check).
  *
  * What reaches the output is only ever a prefix of the input, and never more than what has been
  * checked: file content in batch mode up to the end of the last checked line, and the final
@@ -222,7 +223,7 @@ export class UploadInspector extends Transform {
               this.uncheckedFile = true;
               mode = 'file';
             } else {
-              mode = isBatchPurpose(this.purpose) ? 'lines' : 'file';
+              mode = isBatchPurpose(this.purpose) && this.checksLines ? 'lines' : 'file';
             }
           }
           if (mode === 'lines') {
@@ -346,9 +347,14 @@ export class UploadInspector extends Transform {
     if (refusal !== undefined) throw refusal;
   }
 
+  /** Batch files are read line by line only for a key that needs it: otherwise they pass like any file. */
+  private get checksLines(): boolean {
+    return this.opts.requireBatchCheck || this.opts.checkLine !== undefined;
+  }
+
   /** A batch upload whose file went by before `purpose` said so was never checked: refuse it. */
   private failClosedOnUncheckedBatch(): void {
-    if (this.uncheckedFile && this.purpose !== undefined && isBatchPurpose(this.purpose) && (this.opts.requireBatchCheck || this.opts.checkLine !== undefined)) {
+    if (this.uncheckedFile && this.purpose !== undefined && isBatchPurpose(this.purpose) && this.checksLines) {
       throw invalid('the file part of a batch upload came before the purpose field, so its lines could not be checked; send the purpose field first', 'purpose');
     }
   }
