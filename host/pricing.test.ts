@@ -195,6 +195,9 @@ describe('reservationBound: tokens', () => {
       expect(code(reservationBound(ask('openai', 'gpt-4o-mini', chat('gpt-4o-mini', extra)))), JSON.stringify(extra)).toBe('invalid_request');
     }
     expect(code(reservationBound(ask('gemini-native', 'gemini-2.5-flash', { contents: [], generationConfig: { candidateCount: 1000 } })))).toBe('invalid_request');
+    // The same protobuf field under both of its JSON names: which one the upstream reads is not ours to guess.
+    expect(code(reservationBound(ask('gemini-native', 'gemini-2.5-flash', { contents: [], generationConfig: { maxOutputTokens: 10, max_output_tokens: 100_000 } })))).toBe('invalid_request');
+    expect(code(reservationBound(ask('gemini-native', 'gemini-2.5-flash', { contents: [], generationConfig: { maxOutputTokens: 10 }, generation_config: {} })))).toBe('invalid_request');
   });
 
   it('refuses inputs referenced by id or URL: the gateway cannot see them', () => {

@@ -196,7 +196,7 @@ interface WorstRates {
 
 /**
  * Fees charged per call of a hosted tool (web search, file search, code execution). The tools
- * themselves are refused on capped keys (`hostedToolIn`), so these keys cannot be charged.
+ * themselves are refused (`scanTools`), so these keys cannot be charged.
  */
 const HOSTED_TOOL_KEYS = new Set(['web_searches_kcount', 'storage_searches_kcount', 'code_executions_kcount']);
 
@@ -304,6 +304,20 @@ function geminiConfigs(json: Record<string, unknown>): Record<string, unknown>[]
 }
 
 /**
+ * Protobuf JSON accepts a field under its camelCase and its snake_case name. A body that gives
+ * one under both leaves it to the upstream parser which one wins, so it is refused rather than
+ * guessed (no parser differential between what was priced and what runs).
+ */
+function doubleSpelling(json: Record<string, unknown>): Bound | undefined {
+  const pairs: Array<[Record<string, unknown>, string, string]> = [[json, 'generationConfig', 'generation_config']];
+  for (const c of geminiConfigs(json)) pairs.push([c, 'maxOutputTokens', 'max_output_tokens'], [c, 'candidateCount', 'candidate_count']);
+  for (const [obj, camel, snake] of pairs) {
+    if (obj[camel] !== undefined && obj[snake] !== undefined) return invalid(`${camel} and ${snake} are the same field; give it once.`);
+  }
+  return undefined;
+}
+
+/**
  * The output ceiling the upstream will apply: the fields the API in question reads. A field the
  * upstream ignores must never lower the bound (a Responses request with `max_tokens: 1` still
  * produces up to the model's maximum), so which fields count depends on the API's body shape;
@@ -313,6 +327,8 @@ function geminiConfigs(json: Record<string, unknown>): Record<string, unknown>[]
  * together (observed: googleapis/python-genai#2062).
  */
 function outputCeiling(provider: string, json: Record<string, unknown>): number | undefined | Bound {
+  const twice = doubleSpelling(json);
+  if (twice) return twice;
   const read = new Map<string, number>();
   const check = (obj: Record<string, unknown>, fields: string[], prefix = '') => {
     for (const f of fields) {
