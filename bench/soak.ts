@@ -196,29 +196,44 @@ export interface KillMeasurement {
   code: string;
 }
 
-/**
- * Warms a fresh key on both hosts (so both have it cached), kills it through `urls[via]`, and
- * polls the other host until it refuses the key (gives up after 10 s).
- */
-export async function measureKill(hosts: TwoHosts, via: 0 | 1): Promise<KillMeasurement> {
+export interface KillProbe {
+  keyId: string;
+  /** Kills the key through `urls[via]` and polls the other host until it refuses the key (10 s at most). */
+  fire(via: 0 | 1): Promise<KillMeasurement>;
+  close(): Promise<void>;
+}
+
+/** A fresh key served once by each host, so both have it cached when it is killed. */
+export async function prepareKill(hosts: TwoHosts): Promise<KillProbe> {
   const key = await hosts.newKey();
   const pools = hosts.urls.map((u) => new Pool(u, { connections: 1 }));
+  for (const p of pools) {
+    const warm = await ask(p, key.key);
+    if (!warm.ok) throw new Error(`kill probe: warm-up refused with ${warm.code}`);
+  }
+  return {
+    keyId: key.id,
+    async fire(via) {
+      const t0 = performance.now();
+      const killed = await hosts.admin(hosts.urls[via], 'POST', `/keys/${key.id}/kill`);
+      if (killed.status !== 200) throw new Error(`kill answered ${killed.status}`);
+      const other = pools[1 - via]!;
+      for (;;) {
+        const r = await ask(other, key.key);
+        if (!r.ok && r.status > 0) return { refusedAfterMs: performance.now() - t0, adminMs: killed.ms, code: r.code };
+        if (performance.now() - t0 > 10_000) throw new Error('kill probe: the other host still served the killed key after 10 s');
+      }
+    },
+    close: () => Promise.all(pools.map((p) => p.close())).then(() => undefined),
+  };
+}
+
+export async function measureKill(hosts: TwoHosts, via: 0 | 1): Promise<KillMeasurement> {
+  const probe = await prepareKill(hosts);
   try {
-    for (const p of pools) {
-      const warm = await ask(p, key.key);
-      if (!warm.ok) throw new Error(`kill probe: warm-up refused with ${warm.code}`);
-    }
-    const t0 = performance.now();
-    const killed = await hosts.admin(hosts.urls[via], 'POST', `/keys/${key.id}/kill`);
-    if (killed.status !== 200) throw new Error(`kill answered ${killed.status}`);
-    const other = pools[1 - via]!;
-    for (;;) {
-      const r = await ask(other, key.key);
-      if (!r.ok && r.status > 0) return { refusedAfterMs: performance.now() - t0, adminMs: killed.ms, code: r.code };
-      if (performance.now() - t0 > 10_000) throw new Error('kill probe: the other host still served the killed key after 10 s');
-    }
+    return await probe.fire(via);
   } finally {
-    await Promise.all(pools.map((p) => p.close()));
+    await probe.close();
   }
 }
 
