@@ -4,7 +4,9 @@
  * or data key, and never logs a request body or a credential header. On any enclave failure it
  * returns one generic error in the provider's shape and logs the detail.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import type { Pool } from 'undici';
 import { registerAdmin } from './admin.ts';
@@ -19,6 +21,8 @@ import { AuditWriter } from './audit.ts';
 import { createHostMetrics } from './metrics.ts';
 import { SpendLedger } from './spend.ts';
 import { TrustedProxies } from './client-ip.ts';
+import { registerBodyTimeout } from './body-timeout.ts';
+import { registerRequestTargetGuard } from './request-target.ts';
 import { errorBody, errorShapeForPath, HOST_ERRORS, HostError } from './errors.ts';
 import type { GeoLookup } from './geo.ts';
 import { registerProxy } from './proxy.ts';
@@ -38,7 +42,11 @@ export interface HostConfig {
   dev?: boolean;
   logger?: boolean | object;
   keyCacheTtlMs?: number;
-  /** CIDRs or preset names whose forwarding headers are believed. */
+  /**
+   * Trusted proxies, each with the one header it sets: presets (`alb`, `nginx`, `cloudflare`,
+   * `loopback`, `private`), `xff@<cidr>`, `forwarded@<cidr>`, `header=<name>@<cidr>`, or bare
+   * CIDRs (X-Forwarded-For). Syntax in host/client-ip.ts.
+   */
   trustedProxies?: string[];
   geo?: GeoLookup;
   allowUnknownLocation?: boolean;
@@ -68,6 +76,43 @@ export interface HostConfig {
   enrollment?: EnrollmentConfig;
   /** The built dashboard (dashboard/dist); served at /dashboard/. */
   dashboardDir?: string;
+  /**
+   * Let alert webhooks reach loopback, private, link-local and other internal addresses
+   * (default: only in dev mode, whose test receivers are on loopback).
+   */
+  allowPrivateWebhooks?: boolean;
+  /**
+   * Bearer token for `GET /metrics` (kept only as a hash). Without it, and without a separate
+   * metrics listener, the public listener refuses /metrics.
+   */
+  metricsToken?: string;
+  /** A separate listener that serves only /metrics (e.g. on a private interface for Prometheus). */
+  metricsListen?: { host: string; port: number };
+  /** Request bodies must advance by minBytesPerSecond over every window (default 30 s, 512 B/s). */
+  bodyTimeout?: { windowMs?: number; minBytesPerSecond?: number };
+  /** Node's bounds on the client side: headers complete (default 30 s), whole request (default 1 h). */
+  clientTimeouts?: { headersMs?: number; requestMs?: number };
+}
+
+const metricsAddresses = new WeakMap<FastifyInstance, AddressInfo>();
+
+/** Where the separate metrics listener (`metricsListen`) is listening, once the app is built. */
+export function metricsAddress(app: FastifyInstance): AddressInfo | undefined {
+  return metricsAddresses.get(app);
+}
+
+const sha256 = (text: string) => createHash('sha256').update(text).digest();
+
+/** Constant-time check of an `Authorization: Bearer …` header against a token's SHA-256. */
+function bearerMatches(header: string | undefined, tokenHash: Buffer): boolean {
+  const m = /^Bearer ([^\s]+)$/i.exec(header ?? '');
+  return m !== null && timingSafeEqual(sha256(m[1]!), tokenHash);
+}
+
+/** Resolves with `work`'s value, or rejects when it takes longer than `ms` (a readiness probe must answer). */
+function within<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([work, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms)))]).finally(() => clearTimeout(timer));
 }
 
 export const LOG_REDACT = [
@@ -80,6 +125,7 @@ export const LOG_REDACT = [
 ];
 
 export async function buildHostApp(config: HostConfig): Promise<FastifyInstance> {
+  const headersMs = config.clientTimeouts?.headersMs ?? 30_000;
   const app = Fastify({
     logger: config.logger ?? false,
     bodyLimit: 1024 * 1024,
@@ -90,6 +136,11 @@ export async function buildHostApp(config: HostConfig): Promise<FastifyInstance>
     // One access line per request, written in onResponse below, instead of fastify's two.
     disableRequestLogging: true,
     trustProxy: false,
+    // Client-side bounds: headers must be complete within headersTimeout and a whole request within
+    // requestTimeout (Node checks both every connectionsCheckingInterval); body stalls are caught
+    // sooner by the body timeout below. Fastify's default leaves requestTimeout off.
+    requestTimeout: config.clientTimeouts?.requestMs ?? 3_600_000,
+    http: { headersTimeout: headersMs, connectionsCheckingInterval: Math.min(5_000, Math.max(100, Math.floor(headersMs / 4))) },
   });
 
   function refuse(reply: FastifyReply, path: string, code: string, message: string, retryAfter?: number) {
@@ -108,6 +159,11 @@ export async function buildHostApp(config: HostConfig): Promise<FastifyInstance>
     req.log.error({ err: { name: error.name, message: error.message } }, 'host internal error');
     return refuse(reply, path, 'gateway_error', 'the gateway could not complete the request');
   });
+
+  // Before any route, hook or plugin: targets that could reach another route are refused, and a
+  // body that stalls is cut off, on every route.
+  registerRequestTargetGuard(app);
+  registerBodyTimeout(app, config.bodyTimeout);
 
   const metrics = createHostMetrics();
   const ledger = new SpendLedger(config.store.db);
@@ -128,6 +184,7 @@ export async function buildHostApp(config: HostConfig): Promise<FastifyInstance>
     ...(config.smtpUrl ? { smtpUrl: config.smtpUrl } : {}),
     ...(config.emailFrom ? { emailFrom: config.emailFrom } : {}),
     log: { warn: (o, m) => app.log.warn(o, m), error: (o, m) => app.log.error(o, m) },
+    allowPrivateTargets: config.allowPrivateWebhooks ?? config.dev ?? false,
   });
   await alerts.start(config.alertPollMs ?? 1_000);
   app.addHook('onClose', async () => {
@@ -147,35 +204,49 @@ export async function buildHostApp(config: HostConfig): Promise<FastifyInstance>
   });
 
   app.get('/healthz', async () => ({ ok: true }));
-  app.get('/readyz', async (_req, reply) => {
+  // Public (load balancers probe it): fixed words only; the driver's or enclave's detail is logged.
+  app.get('/readyz', async (req, reply) => {
     const checks: Record<string, string> = {};
     try {
-      await config.store.db.query('SELECT 1 AS ok');
+      await within(config.store.db.query('SELECT 1 AS ok'), 2_000);
       checks.database = 'ok';
     } catch (e) {
-      checks.database = (e as Error).message;
+      req.log.warn({ err: (e as Error).message }, 'readiness: database unavailable');
+      checks.database = 'database unavailable';
     }
     try {
-      const res = await config.enclave.request({ path: '/healthz', method: 'GET', headersTimeout: 2000 });
+      const res = await config.enclave.request({ path: '/healthz', method: 'GET', headersTimeout: 2_000, bodyTimeout: 2_000 });
       const body = (await res.body.json()) as { phase?: string };
-      checks.enclave = res.statusCode === 200 ? 'ok' : `phase ${body.phase ?? 'unknown'}`;
+      if (res.statusCode !== 200) throw new Error(`enclave phase ${String(body.phase)}`);
+      checks.enclave = 'ok';
     } catch (e) {
-      checks.enclave = (e as Error).message;
+      req.log.warn({ err: (e as Error).message }, 'readiness: enclave unavailable');
+      checks.enclave = 'enclave unavailable';
     }
     const ready = Object.values(checks).every((v) => v === 'ok');
     return reply.status(ready ? 200 : 503).send({ ready, checks });
   });
+
   // The enclave's own metrics (shareholder fetches, reconstruction, upstream latency, bad shares)
-  // are appended: one scrape target per host+enclave pair.
-  app.get('/metrics', async (_req, reply) => {
+  // are appended: one scrape target per host+enclave pair. Metrics describe traffic and spend, so
+  // they are served only with a token or on a separate listener — never to anyone who asks.
+  const renderMetrics = async (): Promise<string> => {
     let enclaveText = '';
     try {
-      const res = await config.enclave.request({ path: '/metrics', method: 'GET', headersTimeout: 2000 });
+      const res = await config.enclave.request({ path: '/metrics', method: 'GET', headersTimeout: 2_000, bodyTimeout: 2_000 });
       enclaveText = res.statusCode === 200 ? await res.body.text() : (await res.body.dump(), '');
     } catch {
       enclaveText = '';
     }
-    return reply.type(metrics.registry.contentType).send(`${await metrics.registry.metrics()}\n${enclaveText}`);
+    return `${await metrics.registry.metrics()}\n${enclaveText}`;
+  };
+  const metricsTokenHash = config.metricsToken ? sha256(config.metricsToken) : undefined;
+  app.get('/metrics', async (req, reply) => {
+    if (!metricsTokenHash) {
+      throw new HostError('forbidden', config.metricsListen ? 'metrics are served on the metrics listener only' : 'metrics are not served without a metrics token (--metrics-token) or a metrics listener (--metrics-port)');
+    }
+    if (!bearerMatches(req.headers.authorization, metricsTokenHash)) throw new HostError('admin_unauthorized', 'a valid metrics token is required (Authorization: Bearer …)');
+    return reply.type(metrics.registry.contentType).send(await renderMetrics());
   });
 
   // Bad shares the enclave detected become shareholder_anomaly alerts for the connection's project.
@@ -240,5 +311,28 @@ export async function buildHostApp(config: HostConfig): Promise<FastifyInstance>
       timeouts: { headersMs: config.timeouts?.headersMs ?? 300_000, idleMs: config.timeouts?.idleMs ?? 300_000 },
     }),
   );
+
+  if (config.metricsListen) {
+    const server: Server = createServer((req, res) => {
+      const path = (req.url ?? '').split('?')[0];
+      if (path !== '/metrics' || (req.method !== 'GET' && req.method !== 'HEAD')) return void res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
+      if (metricsTokenHash && !bearerMatches(req.headers.authorization, metricsTokenHash)) return void res.writeHead(401, { 'content-type': 'text/plain' }).end('a valid metrics token is required\n');
+      renderMetrics().then(
+        (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(req.method === 'HEAD' ? undefined : text),
+        () => res.writeHead(500).end(),
+      );
+    });
+    server.headersTimeout = 10_000;
+    server.requestTimeout = 10_000;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(config.metricsListen!.port, config.metricsListen!.host, () => resolve());
+    });
+    metricsAddresses.set(app, server.address() as AddressInfo);
+    app.addHook('onClose', async () => {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    });
+  }
   return app;
 }
