@@ -261,10 +261,12 @@ function modelInfo(provider: string, model: string): ModelInfo | undefined {
 
 /** Cached per UTC day: a start date passing can only lower the worst rates, never raise them. */
 const worstRateCache = new Map<string, WorstRates | null>();
-let worstRateDay = '';
+let worstRateDay = -1;
+const DAY_MS = 86_400_000;
 
-function worstRates(provider: string, model: string, now = new Date()): WorstRates | undefined {
-  const day = now.toISOString().slice(0, 10);
+function worstRates(provider: string, model: string): WorstRates | undefined {
+  const now = Date.now();
+  const day = Math.floor(now / DAY_MS);
   if (day !== worstRateDay) {
     worstRateCache.clear();
     worstRateDay = day;
@@ -273,7 +275,7 @@ function worstRates(provider: string, model: string, now = new Date()): WorstRat
   let rates = worstRateCache.get(id);
   if (rates === undefined) {
     const info = modelInfo(provider, model);
-    rates = info ? worstRatesOf(info, now) : null;
+    rates = info ? worstRatesOf(info, new Date(now)) : null;
     if (worstRateCache.size < 10_000) worstRateCache.set(id, rates);
   }
   return rates ?? undefined;
@@ -422,7 +424,7 @@ function classifyInline(scan: ContentScan, mime: string, where: string): void {
 }
 
 function scanString(scan: ContentScan, key: string, s: string): void {
-  if (/^data:/i.test(s)) {
+  if (s.charCodeAt(4) === 0x3a && /^data:/i.test(s)) {
     classifyInline(scan, s.slice(5).split(/[;,]/, 1)[0] ?? '', `an inline ${key}`);
     return;
   }
@@ -432,12 +434,19 @@ function scanString(scan: ContentScan, key: string, s: string): void {
 
 function scanContent(json: Record<string, unknown>): ContentScan {
   const scan: ContentScan = { images: 0, tools: 0 };
-  const stack: Array<[string, unknown]> = [['', json]];
-  while (stack.length) {
-    const [key, v] = stack.pop()!;
+  // Two parallel stacks (key, value): no allocation per node on the hot path.
+  const keys: string[] = [''];
+  const values: unknown[] = [json];
+  while (values.length) {
+    const key = keys.pop()!;
+    const v = values.pop();
     if (typeof v === 'string') scanString(scan, key, v);
-    else if (Array.isArray(v)) for (const item of v) stack.push([key, item]);
-    else if (isObject(v)) {
+    else if (Array.isArray(v)) {
+      for (const item of v) {
+        keys.push(key);
+        values.push(item);
+      }
+    } else if (isObject(v)) {
       if (v.type === 'item_reference') scan.unseen ??= 'an item_reference';
       // Anthropic content sources: base64 is inline; url and file are fetched by the provider.
       if (key === 'source' && (v.type === 'url' || v.type === 'file')) scan.unseen ??= `a ${v.type} source`;
@@ -451,13 +460,15 @@ function scanContent(json: Record<string, unknown>): ContentScan {
       if (key === 'prompt' && typeof v.id === 'string') scan.unseen ??= 'a stored prompt (prompt.id)';
       // Chat Completions: an assistant turn's audio named by the id of an earlier answer's audio.
       if (key === 'audio' && typeof v.id === 'string') scan.unseen ??= 'an earlier answer\'s audio (audio.id)';
-      for (const [k, child] of Object.entries(v)) {
+      for (const k in v) {
+        const child = v[k];
         if (SKIPPED_KEYS.has(k) || child === null || child === undefined) continue;
         if (ID_KEYS.has(k)) {
           scan.unseen ??= k;
           continue;
         }
-        stack.push([k, child]);
+        keys.push(k);
+        values.push(child);
       }
     }
   }
