@@ -13,10 +13,16 @@ export function setCsrf(token: string): void {
 export class ApiError extends Error {
   readonly status: number;
   readonly code: string;
-  constructor(status: number, code: string, message: string) {
+  /** The request field the server refused, when it named one (e.g. `cities`, `dailyLimit`). */
+  readonly param: string | null;
+  /** For unknown_city / unknown_model: the entries the server does not know. */
+  readonly unknown: string[];
+  constructor(status: number, code: string, message: string, param: string | null = null, unknown: string[] = []) {
     super(message);
     this.status = status;
     this.code = code;
+    this.param = param;
+    this.unknown = unknown;
   }
 }
 
@@ -25,8 +31,8 @@ export async function api<T>(method: string, path: string, body?: unknown): Prom
   if (body !== undefined) headers['content-type'] = 'application/json';
   if (method !== 'GET') headers['x-csrf-token'] = csrfToken;
   const res = await fetch(path, { method, headers, credentials: 'same-origin', ...(body !== undefined ? { body: JSON.stringify(body) } : {}) });
-  const json = (await res.json().catch(() => ({}))) as { error?: { code?: string; message?: string } };
-  if (!res.ok) throw new ApiError(res.status, json.error?.code ?? 'error', json.error?.message ?? `HTTP ${res.status}`);
+  const json = (await res.json().catch(() => ({}))) as { error?: { code?: string; message?: string; param?: string | null; unknown?: string[] } };
+  if (!res.ok) throw new ApiError(res.status, json.error?.code ?? 'error', json.error?.message ?? `HTTP ${res.status}`, json.error?.param ?? null, json.error?.unknown ?? []);
   return json as T;
 }
 
@@ -67,9 +73,30 @@ export interface Key {
   dailyLimit: number | null;
   lifetimeLimit: number | null;
   autoLock: string[];
+  scopes: string[];
   boundCity: string | null;
   lastUsedAt: number | null;
+  /** Settled spend today (UTC) and over the key's life, in dollars. */
+  spentToday: number;
+  spentLifetime: number;
 }
 
-export const money = (n: number | null | undefined) => (n === null || n === undefined ? '—' : `$${n.toFixed(n >= 1 ? 2 : n >= 0.01 ? 4 : 6)}`);
+/** Dollars precise enough to read: cents, or more digits where a small amount would round away ($0.003). */
+export function money(n: number | null | undefined, none = '—'): string {
+  if (n === null || n === undefined) return none;
+  for (let digits = 2; digits < 6; digits++) if (Math.abs(Number(n.toFixed(digits)) - n) < 1e-9) return `$${n.toFixed(digits)}`;
+  return `$${n.toFixed(6)}`;
+}
+
+/** "3 minutes ago", "never". */
+export function ago(t: number | null | undefined, now = Date.now()): string {
+  if (!t) return 'never';
+  const s = Math.max(0, Math.round((now - t) / 1000));
+  if (s < 45) return 'just now';
+  const units: Array<[number, string]> = [[60, 'minute'], [3600, 'hour'], [86_400, 'day'], [2_592_000, 'month'], [31_536_000, 'year']];
+  let [size, name] = units[0]!;
+  for (const [u, label] of units) if (s >= u * 0.95) [size, name] = [u, label];
+  const n = Math.max(1, Math.round(s / size));
+  return `${n} ${name}${n === 1 ? '' : 's'} ago`;
+}
 export const when = (t: number | null | undefined) => (t ? new Date(t).toISOString().replace('T', ' ').slice(0, 19) : '—');

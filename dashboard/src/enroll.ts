@@ -3,8 +3,29 @@
  * split and each share HPKE-sealed to its shareholder in this page; only the sealed record goes to
  * the host. The shareholder list comes from the host (GET /admin/v1/enrollment) — the page, too —
  * so this path trusts the host's page; `securegate connect` pins shareholders itself and does not.
+ *
+ * The owner's signing key is a non-extractable WebCrypto Ed25519 key kept in IndexedDB: page code
+ * can ask it for signatures while the page is open, but no code — including code a compromised
+ * host serves later — can read its bytes. It is never in localStorage (see dashboard/README.md).
  */
-import { canonicalOrigin, generateOwnerKeyPair, prepareConnection, providerSpec, toBase64, toHex, fromHex, utf8, type KeyBinding } from '../../protocol/index.ts';
+import {
+  canonicalJson,
+  canonicalOrigin,
+  concatBytes,
+  fromHex,
+  generateOwnerKeyPair,
+  OWNER_SIGNATURE_DOMAIN,
+  ownerPublicKey,
+  prepareConnection,
+  providerSpec,
+  toBase64,
+  toHex,
+  utf8,
+  wipe,
+  type KeyBinding,
+  type OwnerMessage,
+  type SignedOwnerMessage,
+} from '../../protocol/index.ts';
 import { admin } from './api.ts';
 
 interface Enrollment {
@@ -13,15 +34,67 @@ interface Enrollment {
   pcrPolicy: { allow: Array<Record<string, string>>; allowDebug?: boolean };
 }
 
-const OWNER_KEY = 'securegate.ownerSecretKey';
+/** Where earlier versions kept the owner key in clear; moved into a non-extractable key on first use. */
+const LEGACY_OWNER_KEY = 'securegate.ownerSecretKey';
+const DB_NAME = 'securegate';
+const STORE = 'owner-keys';
+const OWNER_RECORD = 'owner';
 
-/** The owner signing key of this browser (kept in its storage; the CLI keeps its own). */
-function ownerKey(): Uint8Array {
-  const saved = localStorage.getItem(OWNER_KEY);
-  if (saved) return fromHex(saved);
-  const pair = generateOwnerKeyPair();
-  localStorage.setItem(OWNER_KEY, toHex(pair.secretKey));
-  return pair.secretKey;
+/** PKCS#8 wrapping of a raw Ed25519 seed (RFC 8410 §7): a fixed prefix and the 32 bytes. */
+const PKCS8_ED25519_PREFIX = fromHex('302e020100300506032b657004220420');
+
+function request<T>(r: IDBRequest<T>): Promise<T> {
+  return new Promise((resolve, reject) => {
+    r.onsuccess = () => resolve(r.result);
+    r.onerror = () => reject(r.error ?? new Error('IndexedDB request failed'));
+  });
+}
+
+async function openKeyStore(): Promise<IDBDatabase> {
+  const open = indexedDB.open(DB_NAME, 1);
+  open.onupgradeneeded = () => open.result.createObjectStore(STORE);
+  return request(open);
+}
+
+/**
+ * This browser's owner signing key (the CLI keeps its own): generated non-extractable, or the
+ * legacy localStorage key imported non-extractable and then deleted from localStorage, so the
+ * connections it enrolled can still be managed from here.
+ */
+export async function ownerSigningKey(): Promise<CryptoKeyPair> {
+  const db = await openKeyStore();
+  try {
+    const saved = (await request(db.transaction(STORE).objectStore(STORE).get(OWNER_RECORD))) as CryptoKeyPair | undefined;
+    if (saved) return saved;
+    let pair: CryptoKeyPair;
+    const legacy = localStorage.getItem(LEGACY_OWNER_KEY);
+    if (legacy) {
+      const seed = fromHex(legacy);
+      const pkcs8 = concatBytes(PKCS8_ED25519_PREFIX, seed);
+      pair = {
+        privateKey: await crypto.subtle.importKey('pkcs8', pkcs8 as BufferSource, { name: 'Ed25519' }, false, ['sign']),
+        publicKey: await crypto.subtle.importKey('raw', ownerPublicKey(seed) as BufferSource, { name: 'Ed25519' }, true, ['verify']),
+      };
+      wipe(seed);
+      wipe(pkcs8);
+    } else {
+      pair = (await crypto.subtle.generateKey({ name: 'Ed25519' }, false, ['sign', 'verify'])) as CryptoKeyPair;
+    }
+    const tx = db.transaction(STORE, 'readwrite');
+    await request(tx.objectStore(STORE).put(pair, OWNER_RECORD));
+    localStorage.removeItem(LEGACY_OWNER_KEY);
+    return pair;
+  } finally {
+    db.close();
+  }
+}
+
+/** Signs an owner message (protocol/owner-signature.ts: Ed25519 over the domain and canonical JSON) with the non-extractable key. */
+async function signAsOwner(pair: CryptoKeyPair, message: OwnerMessage): Promise<SignedOwnerMessage> {
+  const bytes = concatBytes(utf8(OWNER_SIGNATURE_DOMAIN), utf8(canonicalJson(message)));
+  const signature = new Uint8Array(await crypto.subtle.sign({ name: 'Ed25519' }, pair.privateKey, bytes as BufferSource));
+  const publicKey = new Uint8Array(await crypto.subtle.exportKey('raw', pair.publicKey));
+  return { message, publicKey: toHex(publicKey), signature: toHex(signature) };
 }
 
 export async function connectInBrowser(input: { provider: string; apiKey: string; baseUrl?: string; name?: string; onProgress: (s: string) => void }): Promise<{ id: string }> {
@@ -50,14 +123,20 @@ export async function connectInBrowser(input: { provider: string; apiKey: string
   const connectionId = `conn_${toHex(crypto.getRandomValues(new Uint8Array(12)))}`;
   const binding: KeyBinding = { connectionId, provider: input.provider, origin, authScheme: spec.authScheme };
   input.onProgress(`sealing and splitting in this page (${enrollment.threshold}-of-${enrollment.shareholders.length})`);
+  const owner = await ownerSigningKey();
+  // prepareConnection signs with raw key bytes; it gets a throwaway key here and every message is
+  // signed again with the owner's non-extractable key before it leaves the page.
+  const throwaway = generateOwnerKeyPair().secretKey;
   const prepared = await prepareConnection({
     apiKey: utf8(input.apiKey.trim()),
     binding,
     shareholders: enrollment.shareholders,
     threshold: enrollment.threshold,
-    ownerSecretKey: ownerKey(),
+    ownerSecretKey: throwaway,
     pcrPolicy: enrollment.pcrPolicy,
   });
+  wipe(throwaway);
+  for (const e of prepared.enrollments) e.body.signed = await signAsOwner(owner, e.body.signed.message);
   input.onProgress('enrolling shares with each shareholder');
   await Promise.all(
     prepared.enrollments.map(async ({ shareholder, body }) => {
