@@ -5,6 +5,8 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
+import { connect as netConnect, createServer as createNetServer } from 'node:net';
+import { createServer as createTlsServer } from 'node:tls';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,7 +28,7 @@ import {
 import { initIdentity, type ShareholderIdentity } from '../shareholders/identity.ts';
 import { buildShareholderServer } from '../shareholders/server.ts';
 import { openShareStore, type ShareStore } from '../shareholders/store.ts';
-import { KeyResolver, parseShareholderEndpoints, type KeyResolverOptions } from './key-resolver.ts';
+import { KeyResolver, parseShareholderEndpoints, shareholderBridges, shareholderSocketRoute, type KeyResolverOptions } from './key-resolver.ts';
 import { createEnclaveMetrics } from './metrics.ts';
 
 const PCR0 = new Uint8Array(createHash('sha384').update('enclave bundle').digest());
@@ -314,4 +316,75 @@ describe('key resolver', () => {
     }
     expect(fromHex(sh.publicKey)).toHaveLength(32);
   });
+
+  it('reaches shareholders only through their routes (unix sockets to the vsock bridge), with TLS done in the enclave', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'sg-kr-routes-'));
+    const { caPem, certPem, keyPem } = await testPki('sh-a.shareholders.test');
+    // sh-a is behind TLS (terminated by a front server here, as a shareholder's load balancer
+    // would); every bridge is a plain byte relay, like socat to vsock-proxy on the parent.
+    const tlsFront = createTlsServer({ cert: certPem, key: keyPem }, (tlsSocket) => {
+      const upstream = netConnect(Number(new URL(shareholders[0]!.url).port), '127.0.0.1');
+      tlsSocket.pipe(upstream).pipe(tlsSocket);
+      upstream.on('error', () => tlsSocket.destroy());
+    });
+    await new Promise<void>((r) => tlsFront.listen(0, '127.0.0.1', r));
+    const dialled = new Map<string, number>();
+    const bridges = shareholders.map((sh, i) => {
+      const target = i === 0 ? { port: (tlsFront.address() as { port: number }).port } : { port: Number(new URL(sh.url).port) };
+      const server = createNetServer((socket) => {
+        dialled.set(sh.identity.id, (dialled.get(sh.identity.id) ?? 0) + 1);
+        const upstream = netConnect(target.port, '127.0.0.1');
+        socket.pipe(upstream).pipe(socket);
+        upstream.on('error', () => socket.destroy());
+      });
+      server.listen(join(dir, `shareholder-${sh.identity.id}.sock`));
+      return server;
+    });
+    try {
+      // URLs nobody can resolve: the only way to a shareholder is its route.
+      const endpoints = shareholders.map((sh, i) => ({ ...sh, url: i === 0 ? 'https://sh-a.shareholders.test' : `http://${sh.identity.id}.shareholders.test` }));
+      const routes = new Map(shareholders.map((sh) => [sh.identity.id, shareholderSocketRoute(dir, sh.identity.id)]));
+      const { resolver, metrics } = resolverAt({ t: Date.now() }, endpoints, 0, { routes, routesOnly: true, ca: caPem, stragglerWindowMs: 5_000 });
+      const c = await enroll();
+      expect(text(await resolver.upstreamKey(c.binding, c.record, 2))).toBe(c.upstreamKey);
+      await until(async () => (await metrics.shareFetchSeconds.get()).values.some((v) => v.labels.shareholder === 'sh-a' && v.metricName?.endsWith('_count') && v.value > 0));
+      expect([...dialled.keys()].sort()).toEqual(['sh-a', 'sh-b', 'sh-c']);
+      await resolver.close();
+    } finally {
+      for (const b of bridges) b.close();
+      tlsFront.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses to start without a route to every shareholder when only routes may be used', () => {
+    const routes = new Map([[shareholders[0]!.identity.id, shareholderSocketRoute('/run/securegate', shareholders[0]!.identity.id)]]);
+    expect(() => resolverAt({ t: Date.now() }, shareholders, 0, { routes, routesOnly: true })).toThrow(/no route to shareholder sh-b, sh-c/);
+  });
+
+  it('lists one vsock bridge per shareholder for enclave-init.sh, and refuses a shareholder without a port', () => {
+    const sh = { id: 'sh-1', url: 'https://sh1.example', publicKey: 'ab'.repeat(32), vsockPort: 8101 };
+    expect(shareholderBridges(parseShareholderEndpoints([sh, { ...sh, id: 'sh-2', vsockPort: 8102 }]))).toBe('sh-1 8101\nsh-2 8102\n');
+    expect(() => shareholderBridges(parseShareholderEndpoints([{ ...sh, vsockPort: undefined }]))).toThrow(/no vsockPort/);
+  });
 });
+
+async function testPki(name: string) {
+  const x509 = await import('@peculiar/x509');
+  const { webcrypto } = await import('node:crypto');
+  x509.cryptoProvider.set(webcrypto as unknown as Crypto);
+  const ALG = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
+  const caKeys = (await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify'])) as CryptoKeyPair;
+  const ca = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: '01', name: 'CN=test shareholder CA', notBefore: new Date(Date.now() - 3600_000), notAfter: new Date(Date.now() + 86_400_000),
+    signingAlgorithm: ALG, keys: caKeys, extensions: [new x509.BasicConstraintsExtension(true, undefined, true)],
+  });
+  const leafKeys = (await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify'])) as CryptoKeyPair;
+  const leaf = await x509.X509CertificateGenerator.create({
+    serialNumber: '02', subject: `CN=${name}`, issuer: ca.subject, notBefore: new Date(Date.now() - 3600_000), notAfter: new Date(Date.now() + 86_400_000),
+    signingAlgorithm: ALG, publicKey: leafKeys.publicKey, signingKey: caKeys.privateKey,
+    extensions: [new x509.SubjectAlternativeNameExtension([{ type: 'dns', value: name }])],
+  });
+  const keyPem = x509.PemConverter.encode(await webcrypto.subtle.exportKey('pkcs8', leafKeys.privateKey), 'PRIVATE KEY');
+  return { caPem: ca.toString('pem'), certPem: leaf.toString('pem'), keyPem };
+}

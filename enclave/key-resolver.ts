@@ -9,6 +9,8 @@
  * use is refreshed in the background in the last tenth of its TTL (see #refresh), and the
  * challenge + attestation step is done ahead per shareholder (see Ticket).
  */
+import { connect as netConnect, type Socket } from 'node:net';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { Pool } from 'undici';
 import type { Nsm } from '../attestation/index.ts';
 import {
@@ -29,6 +31,7 @@ import {
   type X25519KeyPair,
 } from '../protocol/index.ts';
 import { EnclaveError } from './errors.ts';
+import type { EgressRoute } from './forward.ts';
 import type { EnclaveMetrics } from './metrics.ts';
 
 export interface ShareholderEndpoint {
@@ -40,6 +43,11 @@ export interface ShareholderEndpoint {
    * reply. Releases must authenticate as this key (HPKE auth mode, SPEC.md §3).
    */
   publicKey: string;
+  /**
+   * Production: the parent's vsock port whose vsock-proxy reaches this shareholder; enclave-init.sh
+   * bridges `<socket dir>/shareholder-<id>.sock` to it (see shareholderBridges).
+   */
+  vsockPort?: number;
 }
 
 const SHAREHOLDER_ID = /^[a-z0-9][a-z0-9._-]{0,63}$/;
@@ -56,8 +64,27 @@ export function parseShareholderEndpoints(value: unknown): ShareholderEndpoint[]
     seen.add(id);
     if (typeof url !== 'string' || !/^https?:\/\//.test(url)) throw bad(`[${i}].url must be an http(s) URL`);
     if (typeof publicKey !== 'string' || !/^[0-9a-f]{64}$/.test(publicKey)) throw bad(`[${i}].publicKey must be the shareholder's X25519 identity key (64 hex digits)`);
-    return { id, url, publicKey };
+    const { vsockPort } = v as Record<string, unknown>;
+    if (vsockPort !== undefined && (typeof vsockPort !== 'number' || !Number.isInteger(vsockPort) || vsockPort < 1 || vsockPort > 0xffffffff)) {
+      throw bad(`[${i}].vsockPort must be a vsock port number`);
+    }
+    return { id, url, publicKey, ...(typeof vsockPort === 'number' ? { vsockPort } : {}) };
   });
+}
+
+/** `<id> <vsockPort>` per shareholder, for enclave-init.sh's socat bridges; every shareholder needs a port. */
+export function shareholderBridges(endpoints: readonly ShareholderEndpoint[]): string {
+  return endpoints
+    .map((sh) => {
+      if (sh.vsockPort === undefined) throw new Error(`shareholder configuration: ${sh.id} has no vsockPort, so the enclave has no route to it`);
+      return `${sh.id} ${sh.vsockPort}\n`;
+    })
+    .join('');
+}
+
+/** The local stream that reaches a shareholder from inside the enclave (a socat bridge to vsock). */
+export function shareholderSocketRoute(dir: string, id: string): EgressRoute {
+  return { kind: 'unix', path: `${dir}/shareholder-${id}.sock` };
 }
 
 export interface KeyResolverOptions {
@@ -71,6 +98,16 @@ export interface KeyResolverOptions {
   fetchTimeoutMs?: number;
   stragglerWindowMs?: number;
   now?: () => number;
+  /**
+   * Shareholder id → the local stream that reaches it (production: unix sockets bridged to the
+   * parent's vsock-proxy). TLS for `https://` shareholders is done here, inside the enclave, with
+   * the URL's hostname as SNI and for verification — the host relays ciphertext only.
+   */
+  routes?: Map<string, EgressRoute>;
+  /** Refuse shareholders without a route (production: there is no other network). */
+  routesOnly?: boolean;
+  /** PEM CA bundle for `https://` shareholders (default: Node's bundled Mozilla roots). */
+  ca?: string;
   /**
    * Keep one challenge nonce and the attestation document over it ready per shareholder, so a
    * cold key costs one round trip per shareholder instead of two plus an NSM call. At most this
@@ -101,6 +138,33 @@ interface Received {
   share: Share;
 }
 
+/**
+ * A connector over a local stream (unix socket or TCP to a socat/vsock bridge), with TLS done
+ * here when the shareholder URL is https: SNI and verification use the URL's real hostname.
+ */
+function routedConnect(route: EgressRoute, url: URL, timeoutMs: number, ca: string | undefined) {
+  return (_opts: unknown, callback: (err: Error | null, socket: Socket | TLSSocket | null) => void) => {
+    const raw = route.kind === 'unix' ? netConnect(route.path) : netConnect(route.port, route.host);
+    const fail = (e: Error) => callback(e, null);
+    raw.setTimeout(timeoutMs, () => raw.destroy(new Error('shareholder connect timeout')));
+    if (url.protocol !== 'https:') {
+      raw.once('connect', () => {
+        raw.setTimeout(0);
+        callback(null, raw);
+      });
+      raw.once('error', fail);
+      return raw;
+    }
+    const socket = tlsConnect({ socket: raw, servername: url.hostname, ALPNProtocols: ['http/1.1'], ...(ca ? { ca } : {}) });
+    socket.once('secureConnect', () => {
+      raw.setTimeout(0);
+      callback(null, socket);
+    });
+    socket.once('error', fail);
+    return socket;
+  };
+}
+
 /** Everything the sealed record's AAD binds, as one comparable string. */
 function bindingId(b: KeyBinding): string {
   return JSON.stringify([b.connectionId, b.provider, b.origin, b.authScheme, b.allow ?? null]);
@@ -110,7 +174,7 @@ function bindingId(b: KeyBinding): string {
 const REFRESH_AHEAD = 0.1;
 
 export class KeyResolver {
-  readonly #o: Required<Omit<KeyResolverOptions, 'now'>> & { now: () => number };
+  readonly #o: Required<Omit<KeyResolverOptions, 'now' | 'routes' | 'routesOnly' | 'ca'>> & Pick<KeyResolverOptions, 'routes' | 'routesOnly' | 'ca'> & { now: () => number };
   readonly #cache = new Map<string, CacheEntry>();
   readonly #inflight = new Map<string, Promise<Uint8Array>>();
   readonly #pools = new Map<string, Pool>();
@@ -137,6 +201,10 @@ export class KeyResolver {
       ...options,
     };
     parseShareholderEndpoints(this.#o.shareholders);
+    if (this.#o.routesOnly) {
+      const missing = this.#o.shareholders.filter((sh) => !this.#o.routes?.has(sh.id));
+      if (missing.length > 0) throw new Error(`no route to shareholder ${missing.map((sh) => sh.id).join(', ')}`);
+    }
     if (this.#o.ticketLifetimeMs > 0) {
       setImmediate(() => this.#topUp()).unref();
       this.#ticketTimer = setInterval(() => this.#topUp(), this.#o.ticketLifetimeMs / 3);
@@ -244,17 +312,19 @@ export class KeyResolver {
     this.#cache.set(connectionId, { dek, expiresAt: this.#o.now() + this.#o.cacheTtlMs });
   }
 
-  #pool(url: string): Pool {
-    let pool = this.#pools.get(url);
+  #pool(sh: ShareholderEndpoint): Pool {
+    let pool = this.#pools.get(sh.id);
     if (!pool) {
-      pool = new Pool(url, { connections: 8, keepAliveTimeout: 30_000 });
-      this.#pools.set(url, pool);
+      const route = this.#o.routes?.get(sh.id);
+      const connect = route ? routedConnect(route, new URL(sh.url), this.#o.fetchTimeoutMs, this.#o.ca) : this.#o.ca ? { ca: this.#o.ca } : undefined;
+      pool = new Pool(sh.url, { connections: 8, keepAliveTimeout: 30_000, ...(connect ? { connect: connect as never } : {}) });
+      this.#pools.set(sh.id, pool);
     }
     return pool;
   }
 
   async #post(sh: ShareholderEndpoint, path: string, body: unknown, signal: AbortSignal): Promise<{ status: number; json: Record<string, unknown> }> {
-    const res = await this.#pool(sh.url).request({
+    const res = await this.#pool(sh).request({
       path,
       method: 'POST',
       headers: { 'content-type': 'application/json' },

@@ -1,6 +1,8 @@
 /**
  * `node enclave/main.ts --listen unix:/run/sg/enclave.sock --shareholders shareholders.json [--dev-nsm <root-dir> --dev-pcr0 <hex>]`
- *   shareholders.json: [{ "id", "url", "publicKey" (X25519 identity key, hex) }, …]
+ *   shareholders.json: [{ "id", "url", "publicKey" (X25519 identity key, hex), "vsockPort"? }, …]
+ *   --shareholder-socket-dir <dir>  reach shareholder <id> through <dir>/shareholder-<id>.sock (production)
+ *   --print-shareholder-bridges     print "<id> <vsockPort>" per shareholder and exit (for enclave-init.sh)
  *   --egress <origin>=unix:<path>|tcp:<host>:<port>  (repeatable) how each upstream is reached
  *   --egress-only                 refuse origins without an egress route (production)
  *   --ca-file <pem>               CA bundle for upstream TLS (default: Node's Mozilla roots)
@@ -16,7 +18,7 @@ import pino from 'pino';
 import { NitroNsm, nitroDevicePresent, type Nsm } from '../attestation/index.ts';
 import { fromHex } from '../protocol/index.ts';
 import { parseEgress } from './forward.ts';
-import { parseShareholderEndpoints, type ShareholderEndpoint } from './key-resolver.ts';
+import { parseShareholderEndpoints, shareholderBridges, shareholderSocketRoute, type ShareholderEndpoint } from './key-resolver.ts';
 import { Enclave } from './server.ts';
 import { parseListenAddress } from './transport.ts';
 
@@ -30,6 +32,8 @@ const { values } = parseArgs({
     egress: { type: 'string', multiple: true, default: [] },
     'egress-only': { type: 'boolean', default: false },
     'ca-file': { type: 'string' },
+    'shareholder-socket-dir': { type: 'string' },
+    'print-shareholder-bridges': { type: 'boolean', default: false },
     'connect-timeout': { type: 'string', default: '10' },
     'headers-timeout': { type: 'string', default: '120' },
     'idle-timeout': { type: 'string', default: '300' },
@@ -64,7 +68,11 @@ async function loadShareholders(path: string, dev: boolean): Promise<Shareholder
 
 async function main(): Promise<void> {
   if (!values.shareholders) throw new Error('--shareholders <file.json> is required ([{ "id", "url", "publicKey" }, …])');
-  const shareholders = await loadShareholders(values.shareholders, Boolean(values['dev-nsm']));
+  if (values['print-shareholder-bridges']) {
+    // For enclave-init.sh (the image has no jq): one "<id> <vsockPort>" line per shareholder.
+    process.stdout.write(shareholderBridges(parseShareholderEndpoints(JSON.parse(readFileSync(values.shareholders, 'utf8')))));
+    return;
+  }
   let nsm: Nsm;
   if (nitroDevicePresent() && !values['dev-nsm']) {
     nsm = new NitroNsm();
@@ -81,9 +89,12 @@ async function main(): Promise<void> {
   } else {
     throw new Error('no /dev/nsm here; start with --dev-nsm <dev-root-dir> for development');
   }
+  const shareholders = await loadShareholders(values.shareholders, Boolean(values['dev-nsm']));
+  const socketDir = values['shareholder-socket-dir'];
   const enclave = new Enclave({
     nsm,
     shareholders,
+    ...(socketDir ? { shareholderRoutes: new Map(shareholders.map((sh) => [sh.id, shareholderSocketRoute(socketDir, sh.id)])) } : {}),
     allowLoopbackHttp: values['allow-loopback-http'],
     log,
     forwarder: {

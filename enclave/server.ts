@@ -18,7 +18,7 @@ import {
   type X25519KeyPair,
 } from '../protocol/index.ts';
 import { EnclaveError } from './errors.ts';
-import { Forwarder, resolveTarget, type ForwarderOptions } from './forward.ts';
+import { Forwarder, resolveTarget, type EgressRoute, type ForwarderOptions } from './forward.ts';
 import { KeyResolver, type ShareholderEndpoint } from './key-resolver.ts';
 import { createEnclaveMetrics } from './metrics.ts';
 
@@ -27,6 +27,8 @@ export type EnclavePhase = 'booting' | 'serving' | 'failed';
 export interface EnclaveConfig {
   nsm: Nsm;
   shareholders: ShareholderEndpoint[];
+  /** Shareholder id → local stream (production: unix sockets bridged to vsock); see KeyResolver. */
+  shareholderRoutes?: Map<string, EgressRoute>;
   /** Development only: permit http://127.0.0.1 upstream origins (mock upstreams). */
   allowLoopbackHttp?: boolean;
   cacheTtlMs?: number;
@@ -93,6 +95,10 @@ export class Enclave {
       await this.#config.nsm.getAttestationDocument({ publicKey: this.#ephemeral.publicKey });
       this.#resolver = new KeyResolver({
         shareholders: this.#config.shareholders,
+        // The same network rules as upstreams: with egress-only there is no way out but a route.
+        ...(this.#config.shareholderRoutes ? { routes: this.#config.shareholderRoutes } : {}),
+        routesOnly: this.#config.forwarder?.egressOnly ?? false,
+        ...(this.#config.forwarder?.ca ? { ca: this.#config.forwarder.ca } : {}),
         nsm: this.#config.nsm,
         ephemeral: this.#ephemeral,
         metrics: this.metrics,

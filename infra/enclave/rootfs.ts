@@ -6,7 +6,7 @@
  * Dockerfile is `FROM scratch` + this tar and two builds from the same lock are byte-identical.
  *
  *   node infra/enclave/rootfs.ts build --out dist/rootfs.tar --bundle dist/enclave-bundle.tar \
- *        [--nsm-helper dist/securegate-nsm] [--cache dist/debs]
+ *        --shareholders infra/enclave/shareholders.json [--nsm-helper dist/securegate-nsm] [--cache dist/debs]
  *   node infra/enclave/rootfs.ts build --kind shareholder --out dist/shareholder-rootfs.tar
  *        (the shareholder service image for operators: node and libc only, bundle built here)
  *   node infra/enclave/rootfs.ts lock      # refresh rootfs.lock from this machine's apt sources
@@ -124,6 +124,11 @@ export interface RootfsInput {
   bundle: Buffer;
   /** The enclave's init script (enclave images only). */
   initScript?: Buffer;
+  /**
+   * The enclave's shareholder configuration (enclave images only): `[{ id, url, publicKey,
+   * vsockPort }]`, at /app/shareholders.json. Part of the image, so PCR0/PCR2 cover it.
+   */
+  shareholders?: Buffer;
   nsmHelper?: Buffer;
   cacheDir: string;
   log?: (m: string) => void;
@@ -147,6 +152,7 @@ export function buildRootfs(input: RootfsInput): { tar: Buffer; sha256: string; 
   if (input.nsmHelper) add({ path: 'usr/local/bin/securegate-nsm', type: 'file', data: input.nsmHelper, mode: 0o755 });
   for (const e of tarEntries(input.bundle, 'app/')) add(e);
   if (input.initScript) add({ path: 'app/enclave-init.sh', type: 'file', data: input.initScript, mode: 0o755 });
+  if (input.shareholders) add({ path: 'app/shareholders.json', type: 'file', data: input.shareholders, mode: 0o644 });
   // The shareholder runs as uid 10001 and keeps its store here (mount a volume over it).
   if (kind === 'shareholder') for (const dir of ['var/', 'var/lib/']) add({ path: dir, type: 'dir', mode: 0o755 });
   if (kind === 'shareholder') add({ path: 'var/lib/sg-shareholder/', type: 'dir', mode: 0o700, uid: 10001 });
@@ -171,7 +177,7 @@ export function lockFromApt(): RootfsLock {
 
 if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split('/').pop()!)) {
   const [command, ...rest] = process.argv.slice(2);
-  const { values } = parseArgs({ args: rest, options: { out: { type: 'string' }, bundle: { type: 'string' }, 'nsm-helper': { type: 'string' }, cache: { type: 'string' }, kind: { type: 'string', default: 'enclave' } } });
+  const { values } = parseArgs({ args: rest, options: { out: { type: 'string' }, bundle: { type: 'string' }, shareholders: { type: 'string' }, 'nsm-helper': { type: 'string' }, cache: { type: 'string' }, kind: { type: 'string', default: 'enclave' } } });
   if (command === 'lock') {
     writeFileSync(LOCK_PATH, `${JSON.stringify(lockFromApt(), null, 2)}\n`);
     process.stdout.write(`wrote ${LOCK_PATH}\n`);
@@ -182,6 +188,7 @@ if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split('/').pop()
       kind: shareholder ? 'shareholder' : 'enclave',
       bundle: shareholder ? buildBundle(SHAREHOLDER_BUNDLE).tar : readFileSync(values.bundle!),
       ...(shareholder ? {} : { initScript: readFileSync(join(REPO_ROOT, 'infra/enclave/enclave-init.sh')) }),
+      ...(shareholder || !values.shareholders ? {} : { shareholders: readFileSync(values.shareholders) }),
       ...(values['nsm-helper'] ? { nsmHelper: readFileSync(values['nsm-helper']) } : {}),
       cacheDir: values.cache ?? join(REPO_ROOT, 'dist/debs'),
       log: (m) => process.stderr.write(`… ${m}\n`),
@@ -189,7 +196,7 @@ if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split('/').pop()
     writeFileSync(values.out, built.tar);
     process.stdout.write(`${built.sha256}  ${values.out} (${built.entries} entries)\n`);
   } else {
-    process.stderr.write('usage: rootfs.ts build --out <tar> --bundle <tar> [--nsm-helper <file>] [--cache <dir>] | rootfs.ts lock\n');
+    process.stderr.write('usage: rootfs.ts build --out <tar> --bundle <tar> [--shareholders <json>] [--nsm-helper <file>] [--cache <dir>] | rootfs.ts lock\n');
     process.exit(2);
   }
 }
