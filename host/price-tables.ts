@@ -134,3 +134,10 @@ export const MIN_AUDIO_BYTES_PER_SECOND = 750;
 
 /** Groq bills a transcription for at least 10 s (genai-prices applies the same minimum). */
 export const MIN_BILLED_AUDIO_SECONDS = 10;
+
+/**
+ * `service_tier: "priority"` bills above the price data's Standard rates: at most 2× (OpenAI
+ * "Pricing" page, Priority column, 2026: gpt-5 $2.50 / $20.00 per M against Standard's
+ * $1.25 / $10.00; gpt-4.1 and o3 1.75×, gpt-4o 1.7×).
+ */
+export const PRIORITY_TIER_FACTOR = 2;

@@ -174,6 +174,13 @@ describe('reservationBound: tokens', () => {
     expect(both).toBeGreaterThanOrEqual(128_000 * 0.6);
   });
 
+  it('holds twice the Standard price for priority processing, and refuses a premium speed it has no price for', () => {
+    const standard = okMicros(reservationBound(ask('openai', 'gpt-5', { model: 'gpt-5', input: 'x', max_output_tokens: 1000 }, TOKENS, 100)));
+    const priority = okMicros(reservationBound(ask('openai', 'gpt-5', { model: 'gpt-5', input: 'x', max_output_tokens: 1000, service_tier: 'priority' }, TOKENS, 100)));
+    expect(priority).toBeGreaterThanOrEqual(2 * (standard - 1));
+    expect(code(reservationBound(ask('anthropic', 'claude-opus-4-6', chat('claude-opus-4-6', { max_tokens: 10, speed: 'fast' }))))).toBe('price_unknown');
+  });
+
   it('costs nothing on a model the price data lists as free', () => {
     expect(reservationBound(ask('openrouter', 'nousresearch/hermes-3-llama-3.1-405b:free', chat('nousresearch/hermes-3-llama-3.1-405b:free')))).toEqual({ ok: true, micros: 0 });
   });

@@ -31,6 +31,7 @@ import {
   MIN_BILLED_AUDIO_SECONDS,
   PROMPT_OVERHEAD_TOKENS,
   PROMPT_OVERHEAD_TOKENS_PER_TOOL,
+  PRIORITY_TIER_FACTOR,
   TTS_MIN_SPEED,
   TTS_PRICE_PER_CHARACTER,
   TTS_SECONDS_PER_CHARACTER,
@@ -557,7 +558,10 @@ function tokenBound(q: BoundQuestion, model: string, generates: boolean): Bound 
   scanTools(q.provider, json, scan);
   const content = contentRefusal(scan);
   if (content) return content;
-  const one = micros(inputTokenBound(q.bodyBytes, scan) * rates!.input + outputTokens * rates!.output + rates!.perRequest);
+  // Anthropic's fast mode bills a premium the price data does not carry.
+  if (json.speed !== undefined && json.speed !== null && json.speed !== 'standard') return unknown(`speed "${String(json.speed)}" is billed at a premium the gateway has no price for.`);
+  const factor = json.service_tier === 'priority' ? PRIORITY_TIER_FACTOR : 1;
+  const one = micros(factor * (inputTokenBound(q.bodyBytes, scan) * rates!.input + outputTokens * rates!.output + rates!.perRequest));
   return one.ok ? { ok: true, micros: Math.min(one.micros * choices, Number.MAX_SAFE_INTEGER) } : one;
 }
 
