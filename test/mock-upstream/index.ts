@@ -28,6 +28,13 @@ export interface RecordedRequest {
   parts?: RecordedPart[];
   /** Set when the client (here: the enclave) went away before the response finished. */
   aborted?: boolean;
+  /**
+   * Every model the request names where an upstream parser would read it: the top-level `model`
+   * of a body that parses as a JSON object, whatever its Content-Type (JSON.parse: the last of
+   * duplicated keys), and the value of every multipart part named `model` or `model[]` (as
+   * undici's form parser reads them). Admission tests compare these with a key's allow-list.
+   */
+  models?: unknown[];
 }
 
 /** The speech audio the mock returns for an input: deterministic, so tests can compare bytes. */
@@ -214,6 +221,17 @@ function slowStream(res: ServerResponse): void {
   res.on('close', () => clearInterval(timer));
 }
 
+/** The top-level `model` of a body that is a JSON object (BOM and surrounding whitespace allowed), as a lenient upstream would read it. */
+function jsonModels(raw: Buffer): unknown[] {
+  if (raw.length === 0 || raw.length > 8 * 1024 * 1024) return [];
+  try {
+    const value: unknown = JSON.parse(raw.toString('utf8').replace(/^\uFEFF/, ''));
+    return typeof value === 'object' && value !== null && !Array.isArray(value) && Object.hasOwn(value, 'model') ? [(value as { model: unknown }).model] : [];
+  } catch {
+    return [];
+  }
+}
+
 async function readBody(req: IncomingMessage): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const c of req) chunks.push(c as Buffer);
@@ -254,6 +272,7 @@ export async function startMockUpstream(options: MockUpstreamOptions): Promise<M
     const record: RecordedRequest = { method: req.method ?? 'GET', path: url.pathname + url.search, headers: { ...req.headers }, bodySha256: '', bodyBytes: raw.length };
     if (options.record !== false) {
       record.bodySha256 = createHash('sha256').update(raw).digest('hex');
+      record.models = jsonModels(raw);
       requests.push(record);
     }
     res.on('close', () => {
@@ -263,9 +282,14 @@ export async function startMockUpstream(options: MockUpstreamOptions): Promise<M
     if (contentType.startsWith('multipart/form-data')) {
       try {
         record.parts = await parseParts(raw, contentType);
+        if (options.record !== false) record.models = [...(record.models ?? []), ...record.parts.filter((p) => p.name === 'model' || p.name === 'model[]').map((p) => p.value ?? `(file ${p.filename})`)];
       } catch {
         return openaiError(res, 400, 'Could not parse multipart form', 'invalid_request_error', null);
       }
+    } else if (options.record !== false && contentType.toLowerCase().includes('multipart/form-data')) {
+      // A type spelt in another case (or with odd parameters): what a case-insensitive upstream parser would read.
+      const parts = await parseParts(raw, contentType).catch(() => [] as RecordedPart[]);
+      record.models = [...(record.models ?? []), ...parts.filter((p) => p.name === 'model' || p.name === 'model[]').map((p) => p.value ?? `(file ${p.filename})`)];
     }
     const field = (name: string) => record.parts?.find((p) => p.name === name);
     const anthropic = url.pathname.startsWith('/v1/messages');
