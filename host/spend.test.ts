@@ -106,6 +106,18 @@ for (const engine of engines) {
       expect((await ledger.reserve({ keyId: 'k-crash', projectId: 'p3', amount: 3_000, keyDailyCap: 5_000, keyLifetimeCap: null, projectDailyCap: null, now })).ok).toBe(true);
     });
 
+    it('charges an expired uncapped reservation its bound on reclaim, and a late settle corrects it', async () => {
+      const now = Date.now();
+      const day = `d:${utcDay(now)}`;
+      const r = await ledger.reserve({ ...uncapped('k-unc-crash', 'p-unc-crash'), amount: 7_000, now });
+      if (!r.ok) throw new Error('reserve refused');
+      await ledger.reclaimExpired(now + 16 * 60_000);
+      expect(await ledger.counter('key', 'k-unc-crash', day)).toEqual({ spent: 7_000, reserved: 0, requests: 1 });
+      await ledger.settle(r.reservationId, 2_000);
+      expect(await ledger.counter('key', 'k-unc-crash', day)).toEqual({ spent: 2_000, reserved: 0, requests: 1 });
+      expect(await ledger.counter('project', 'p-unc-crash', day)).toEqual({ spent: 2_000, reserved: 0, requests: 1 });
+    });
+
     it('reserves an uncapped request without touching a counter, and its settlement charges every counter', async () => {
       const now = Date.now();
       const day = `d:${utcDay(now)}`;
