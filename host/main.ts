@@ -4,7 +4,11 @@
  *                               embedded SQLite at <data-dir>/host.sqlite
  *   --db-schema <name>          PostgreSQL schema (default: public)
  *   --port 8080 --host 127.0.0.1 --dev
- *   --trusted-proxy <cidr|preset>  repeatable; presets: loopback, private, cloudflare
+ *   --trusted-proxy <entry>     repeatable; each trusted proxy with the one header it sets:
+ *                               alb[@cidr,…] | nginx[@cidr,…] | xff@cidr,…  (X-Forwarded-For),
+ *                               cloudflare (CF-Connecting-IP from Cloudflare's ranges),
+ *                               forwarded@cidr,… (RFC 7239), header=<name>@cidr,… (e.g. x-real-ip),
+ *                               loopback | private (X-Forwarded-For from those ranges), <cidr> (= xff@<cidr>)
  *   --allow-unknown-location    city-locked keys accept addresses with no known location
  *   --geo-db <file.mmdb>        MaxMind-format city database (default: bundled GeoLite2-City)
  *   --smtp-url smtp://…         SMTP server for alert email (or SECUREGATE_SMTP_URL); --alert-email-from
@@ -18,6 +22,15 @@
  *   --dashboard-dir <dir>       the built dashboard (default: dashboard/dist beside host/)
  *   --unknown-model refuse|count  a capped key calling a model with no known price: refuse (default)
  *                               or count the request at $0
+ *   --allow-private-webhooks    alert webhooks may reach loopback/private/link-local addresses (implied by --dev)
+ *   --metrics-token <token>     Bearer token for GET /metrics (or SECUREGATE_METRICS_TOKEN); without it
+ *                               and without --metrics-port, /metrics is refused
+ *   --metrics-port <n> --metrics-host 127.0.0.1   a separate listener serving only /metrics
+ *   --body-timeout 30 --body-min-rate 512   a request body must advance by at least min-rate bytes/s
+ *                               over every window of body-timeout seconds, or the client gets 408
+ *   --client-headers-timeout 30 --request-timeout 3600   seconds for a client's headers / whole request
+ *   --shutdown-grace 10         on SIGTERM/SIGINT: stop accepting, let in-flight requests finish for
+ *                               this many seconds, then close everything; exit at most 5 s later
  * First start creates the server pepper and an admin token under the data directory (0600).
  * `serve` prints `{"ready":true,…}` on stdout; JSON logs (pino) on stderr with credentials redacted.
  */
@@ -25,7 +38,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { buildHostApp, LOG_REDACT, sha256Hex } from './app.ts';
+import { buildHostApp, LOG_REDACT, metricsAddress, sha256Hex } from './app.ts';
 import { openPostgres, openSqlite } from '../storage/db.ts';
 import { enclavePool, parseEnclaveAddress } from './enclave-client.ts';
 import { openGeoDatabase } from './geo.ts';
@@ -63,8 +76,24 @@ const { values, positionals } = parseArgs({
     enrollment: { type: 'string' },
     'attestation-root': { type: 'string', multiple: true, default: [] },
     'dashboard-dir': { type: 'string', default: fileURLToPath(new URL('../dashboard/dist', import.meta.url)) },
+    'allow-private-webhooks': { type: 'boolean', default: false },
+    'metrics-token': { type: 'string', default: process.env.SECUREGATE_METRICS_TOKEN },
+    'metrics-host': { type: 'string', default: '127.0.0.1' },
+    'metrics-port': { type: 'string' },
+    'body-timeout': { type: 'string', default: '30' },
+    'body-min-rate': { type: 'string', default: '512' },
+    'client-headers-timeout': { type: 'string', default: '30' },
+    'request-timeout': { type: 'string', default: '3600' },
+    'shutdown-grace': { type: 'string', default: '10' },
   },
 });
+
+/** A number option: finite and at least `min`, or the start fails naming the flag. */
+function numberOption(name: keyof typeof values, min: number): number {
+  const n = Number(values[name]);
+  if (!Number.isFinite(n) || n < min) throw new Error(`--${name} must be a number ≥ ${min}, got ${String(values[name])}`);
+  return n;
+}
 
 /** Reads a secret file, creating it with 0600 permissions on first start. */
 function secretFile(path: string, make: () => string): string {
@@ -99,6 +128,10 @@ async function main(): Promise<void> {
   for (const a of await new AccountStore(store).list()) {
     if (!plans.has(a.plan)) throw new Error(`account ${a.id} is on plan "${a.plan}", which the plans configuration does not define; add it or move the account first`);
   }
+  const metricsToken = values['metrics-token'] || undefined;
+  if (metricsToken !== undefined && metricsToken.length < 16) throw new Error('--metrics-token must be at least 16 characters');
+  const metricsPort = values['metrics-port'] === undefined ? undefined : numberOption('metrics-port', 0);
+  const graceMs = numberOption('shutdown-grace', 0) * 1000;
   const enclave = enclavePool(parseEnclaveAddress(values.enclave));
   const app = await buildHostApp({
     store,
@@ -124,15 +157,55 @@ async function main(): Promise<void> {
     attestationRoots: [awsNitroRoot(), ...values['attestation-root'].map((f) => loadRoot(basename(f), readFileSync(f)))],
     ...(values.enrollment ? { enrollment: JSON.parse(readFileSync(values.enrollment, 'utf8')) as EnrollmentConfig } : {}),
     dashboardDir: values['dashboard-dir'],
+    allowPrivateWebhooks: values['allow-private-webhooks'] || values.dev,
+    ...(metricsToken ? { metricsToken } : {}),
+    ...(metricsPort !== undefined ? { metricsListen: { host: values['metrics-host'], port: metricsPort } } : {}),
+    bodyTimeout: { windowMs: numberOption('body-timeout', 0.01) * 1000, minBytesPerSecond: numberOption('body-min-rate', 0) },
+    clientTimeouts: { headersMs: numberOption('client-headers-timeout', 0.1) * 1000, requestMs: numberOption('request-timeout', 1) * 1000 },
     logger: { level: process.env.LOG_LEVEL ?? 'info', stream: process.stderr, redact: LOG_REDACT },
   });
   const address = await app.listen({ port: Number(values.port), host: values.host });
-  process.stdout.write(`${JSON.stringify({ ready: true, url: address, port: Number(new URL(address).port), engine: store.db.engine })}\n`);
-  const stop = async () => {
-    await app.close();
-    await enclave.close();
-    await store.close();
-    process.exit(0);
+  const metrics = metricsAddress(app);
+  process.stdout.write(`${JSON.stringify({ ready: true, url: address, port: Number(new URL(address).port), engine: store.db.engine, ...(metrics ? { metricsPort: metrics.port } : {}) })}\n`);
+
+  // Graceful stop within a bounded time: stop accepting at once, give in-flight requests the grace
+  // period, then cut the remaining connections and enclave calls; whatever still hangs (a database
+  // that does not answer, an audit flush) gets 5 s more before the process exits anyway.
+  let stopping = false;
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      app.log.warn({ signal }, 'second signal: exiting now');
+      process.exit(1);
+    }
+    stopping = true;
+    app.log.info({ signal, graceMs }, 'shutting down: no new connections, in-flight requests may finish');
+    // A keep-alive connection whose request has finished would otherwise hold the close until the cutoff.
+    const idle = setInterval(() => app.server.closeIdleConnections(), 100);
+    const cutoff = setTimeout(() => {
+      app.log.warn('shutdown grace period over: closing the remaining connections');
+      app.server.closeAllConnections();
+      enclave.destroy().catch(() => undefined);
+    }, graceMs);
+    const deadline = setTimeout(() => {
+      app.log.error('shutdown did not complete in time (database or enclave not answering): exiting');
+      process.exit(1);
+    }, graceMs + 5_000);
+    (async () => {
+      await app.close();
+      await enclave.close().catch(() => undefined);
+      await store.close();
+    })().then(
+      () => {
+        clearInterval(idle);
+        clearTimeout(cutoff);
+        clearTimeout(deadline);
+        process.exit(0);
+      },
+      (e: Error) => {
+        app.log.error({ err: e.message }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
