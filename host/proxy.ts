@@ -166,7 +166,7 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
     // ---- 2. classify ----
     let request: ClassifiedRequest;
     try {
-      request = await classify({ method: req.method, url: req.url, headers: req.headers, body: req.raw }, provider, connection.allow, {
+      request = await classify({ method: req.method, url: req.url, headers: req.headers, rawHeaders: req.raw.rawHeaders, body: req.raw }, provider, connection.allow, {
         jsonBodyLimit: deps.jsonBodyLimit,
         bufferWhole: key.requireSignature,
       });

@@ -62,6 +62,12 @@ describe('classification', () => {
     expect((await classify(raw('DELETE', '/v1/models/ft:gpt-4o:x'), openai, null, options)).scope).toBe('fine_tuning:delete');
   });
 
+  it('refuses a repeated Content-Type, which an upstream might read differently', async () => {
+    const r = raw('POST', '/v1/chat/completions', chat, { 'content-type': 'application/json' });
+    r.rawHeaders = ['Content-Type', 'application/json', 'content-type', 'text/plain'];
+    expect(await code(classify(r, openai, null, options))).toBe('unsupported_media_type');
+  });
+
   it('refuses a body on a GET', async () => {
     expect(await code(classify(raw('GET', '/v1/models', '{"x":1}', { 'content-type': 'application/json' }), openai, null, options))).toBe('invalid_request');
   });

@@ -11,7 +11,7 @@ import { allowListPermits, matchEndpoint, type EndpointSpec, type ProviderSpec }
 import { HostError } from '../errors.ts';
 import { MODEL_UNKNOWN, type ClassifiedBody, type ClassifiedRequest } from './classified.ts';
 import { INTEGER_FIELDS, parseJsonObject, RequestFormatError, validateNumbers } from './json-body.ts';
-import { isJsonType, isMultipartFormData, multipartBoundary, parseMediaType } from './media-type.ts';
+import { isJsonType, isMultipartFormData, multipartBoundary, parseMediaType, rawHeaderValues } from './media-type.ts';
 import { parseMultipart } from './multipart.ts';
 import { requiredScope } from './scopes.ts';
 
@@ -29,6 +29,8 @@ export interface RawRequest {
   method: string;
   url: string;
   headers: Record<string, string | string[] | undefined>;
+  /** The headers as received (Node keeps only the first of repeated Content-Types in `headers`). */
+  rawHeaders?: readonly string[];
   body: Readable;
 }
 
@@ -108,7 +110,8 @@ export async function classify(raw: RawRequest, provider: ProviderSpec, allow: s
   }
 
   const limit = bodyLimit(endpoint, options.jsonBodyLimit);
-  const contentType = raw.headers['content-type'];
+  // A repeated Content-Type is refused (an upstream could read another one than the host did).
+  const contentType = raw.rawHeaders ? rawHeaderValues(raw.rawHeaders, 'content-type') : raw.headers['content-type'];
   let body: ClassifiedBody;
   try {
     body = await readClassifiedBody(raw, endpoint, contentType, limit, options);
