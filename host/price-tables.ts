@@ -103,6 +103,10 @@ export const PROMPT_OVERHEAD_TOKENS_PER_TOOL = 1_024;
 export const TTS_PRICE_PER_CHARACTER: Readonly<Record<string, number>> = {
   'tts-1': 15 / 1e6,
   'tts-1-hd': 30 / 1e6,
+  // Azure OpenAI's names for the same models, at the same list prices (Azure "Azure OpenAI
+  // Service pricing" page, "Speech" rows, 2026: TTS $15 / 1M characters, TTS HD $30 / 1M).
+  tts: 15 / 1e6,
+  'tts-hd': 30 / 1e6,
 };
 
 /**

@@ -479,6 +479,8 @@ function scanContent(json: Record<string, unknown>): ContentScan {
 /** Hosted (provider-run, per-call billed) tools among the request's tool definitions. */
 function scanTools(provider: string, json: Record<string, unknown>, scan: ContentScan): void {
   for (const name of HOSTED_SWITCHES) if (json[name] !== undefined && json[name] !== null) scan.hosted ??= name;
+  // Chat Completions' deprecated `functions` list adds the same prompt tokens as `tools`.
+  if (Array.isArray(json.functions)) scan.tools += json.functions.length;
   const tools = json.tools;
   if (!Array.isArray(tools)) return;
   for (const t of tools) {
