@@ -9,6 +9,7 @@ import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
 import { measurementsFrom } from './enclave/release.ts';
+import { clientIp, TrustedProxies } from '../host/client-ip.ts';
 
 const file = (p: string) => readFileSync(new URL(p, import.meta.url), 'utf8');
 
@@ -74,6 +75,35 @@ describe('deployment files', () => {
     expect(host.readinessProbe.httpGet.path).toBe('/readyz');
     const shareholder = parseAllDocuments(file("./kubernetes/shareholder.yaml")).map((d) => d.toJSON() as Doc);
     expect(shareholder.map((d) => d.kind)).toEqual(['PersistentVolumeClaim', 'Deployment', 'Service']);
+  });
+
+  // The shipped host runs behind an AWS ALB (docs/deploy.md): its trusted-proxy configuration must
+  // read only X-Forwarded-For, and the service manager must wait longer than the host's own
+  // shutdown bound (--shutdown-grace + 5 s) before it kills it.
+  const ALB_PEER = '10.0.3.17';
+  const THIEF = '203.0.113.66';
+  const VICTIM = '81.2.69.142';
+  const behindAlb = (trusted: TrustedProxies) => clientIp(ALB_PEER, { 'x-forwarded-for': THIEF, 'cf-connecting-ip': VICTIM, forwarded: `for=${VICTIM}` }, trusted);
+
+  it('runs the systemd host behind the ALB believing only X-Forwarded-For, and waits out its shutdown', () => {
+    const unit = file('./systemd/securegate-host.service');
+    const exec = /^ExecStart=(.*)$/m.exec(unit)![1]!.split(/\s+/);
+    const proxies = exec.flatMap((a, i) => (a === '--trusted-proxy' ? [exec[i + 1]!] : []));
+    expect(proxies.length).toBeGreaterThan(0);
+    expect(behindAlb(new TrustedProxies(proxies))).toBe(THIEF);
+    const grace = Number(exec[exec.indexOf('--shutdown-grace') + 1]);
+    expect(Number(/^TimeoutStopSec=(\d+)$/m.exec(unit)![1])).toBeGreaterThan(grace + 5);
+  });
+
+  it('runs the Kubernetes host behind the ALB believing only X-Forwarded-For, and waits out its shutdown', () => {
+    type Pod = { terminationGracePeriodSeconds: number; containers: Array<{ name: string; command: string[] }> };
+    const pod = (parseAllDocuments(file('./kubernetes/gateway.yaml'))[1]!.toJSON() as { spec: { template: { spec: Pod } } }).spec.template.spec;
+    const args = pod.containers.find((c) => c.name === 'host')!.command;
+    const proxies = args.flatMap((a) => (a.startsWith('--trusted-proxy=') ? [a.slice('--trusted-proxy='.length)] : []));
+    expect(proxies.length).toBeGreaterThan(0);
+    expect(behindAlb(new TrustedProxies(proxies))).toBe(THIEF);
+    const grace = Number(args.find((a) => a.startsWith('--shutdown-grace='))!.split('=')[1]);
+    expect(pod.terminationGracePeriodSeconds).toBeGreaterThan(grace + 5);
   });
 
   it('ships a Terraform module whose blocks balance and that enables enclaves', () => {
