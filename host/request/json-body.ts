@@ -45,6 +45,8 @@ export interface JsonLimits {
 
 export const DEFAULT_MAX_DEPTH = 64;
 const MAX_DEPTH_CEILING = 1000;
+const clampDepth = (d: number | undefined): number =>
+  typeof d === 'number' && Number.isFinite(d) ? Math.max(1, Math.min(Math.floor(d), MAX_DEPTH_CEILING)) : DEFAULT_MAX_DEPTH;
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
@@ -66,7 +68,7 @@ export function decodeUtf8(bytes: Uint8Array, what: string): string {
  */
 export function parseJsonObject(bytes: Uint8Array, limits?: JsonLimits): Record<string, unknown> {
   // Clamped: the value walk after parsing recurses once per level.
-  const maxDepth = Math.max(1, Math.min(limits?.maxDepth ?? DEFAULT_MAX_DEPTH, MAX_DEPTH_CEILING));
+  const maxDepth = clampDepth(limits?.maxDepth);
   if (!(bytes instanceof Uint8Array)) throw invalid('the request body is missing; send a JSON object');
   const text = decodeUtf8(bytes, 'the request body');
   return parseJsonObjectText(text, maxDepth, 'the request body');
@@ -74,7 +76,7 @@ export function parseJsonObject(bytes: Uint8Array, limits?: JsonLimits): Record<
 
 /** Same rules as parseJsonObject, over already decoded text (one JSONL line). */
 export function parseJsonObjectText(text: string, maxDepth: number, what: string): Record<string, unknown> {
-  maxDepth = Math.max(1, Math.min(maxDepth, MAX_DEPTH_CEILING));
+  maxDepth = clampDepth(maxDepth);
   let i = 0;
   while (i < text.length && isJsonSpace(text.charCodeAt(i))) i++;
   if (i >= text.length) throw invalid(`${what} is empty; send a JSON object`);

@@ -71,8 +71,11 @@ export class UploadInspector extends Transform {
   /** A file part streamed before `purpose` was known (its lines were not checked). */
   private uncheckedFile = false;
 
-  // Bytes not yet emitted live in buf[0, len); buf[0] is absolute offset `base`.
-  private buf = Buffer.allocUnsafe(64 * 1024);
+  // Received bytes live in buf[0, len); buf[0] is absolute offset `base`; `data` is buf[0, len).
+  // Bytes are written only past `len` and a full buffer is replaced, never reused, so pushed
+  // bytes are subarrays of buf that nothing overwrites afterwards (no copy on the way out).
+  private buf = Buffer.alloc(0);
+  private data = this.buf;
   private base = 0;
   private len = 0;
   /** Absolute offset up to which output was pushed. */
@@ -102,6 +105,7 @@ export class UploadInspector extends Transform {
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
     if (this.state.kind === 'failed') return done();
     try {
+      if (this.passFileChunk(chunk)) return done();
       this.append(chunk);
       this.advance();
       this.pushSafe();
@@ -140,38 +144,68 @@ export class UploadInspector extends Transform {
     return this.buf[abs - this.base];
   }
 
-  private view(upTo = this.received): Buffer {
-    return this.buf.subarray(0, upTo - this.base);
-  }
-
+  /** First `needle` at or after `from` that ends by `upTo`, or -1. */
   private indexOf(needle: Buffer | number, from: number, upTo = this.received): number {
-    const i = this.view(upTo).indexOf(needle, Math.max(0, from - this.base));
-    return i < 0 ? -1 : i + this.base;
+    const i = this.data.indexOf(needle, Math.max(0, from - this.base));
+    if (i < 0) return -1;
+    const at = i + this.base;
+    return at + (typeof needle === 'number' ? 1 : needle.length) > upTo ? -1 : at;
   }
 
   private isCrlfAt(abs: number): boolean {
     return abs >= this.base && this.byte(abs) === 0x0d && this.byte(abs + 1) === 0x0a;
   }
 
-  /** Appends a chunk, compacting away pushed bytes or growing so copying stays amortised linear. */
+  /**
+   * The fast path for the bulk of a large file that needs no line checks: when neither the
+   * chunk nor its junction with the held tail contains the boundary, the chunk passes as it is
+   * (no copy) except its last bytes, which could start a delimiter and stay held. Otherwise the
+   * chunk takes the general path. The writer must not reuse a chunk's memory after writing it
+   * (an http request stream never does).
+   */
+  private passFileChunk(chunk: Buffer): boolean {
+    const st = this.state;
+    const tail = this.dash.length + 1;
+    if (st.kind !== 'content' || st.mode !== 'file' || chunk.length < 4 * tail) return false;
+    const held = this.buf.subarray(this.emitted - this.base, this.len);
+    if (held.length > 2 * tail) return false;
+    if (chunk.indexOf(this.dash) >= 0 || Buffer.concat([held, chunk.subarray(0, tail)]).indexOf(this.dash) >= 0) return false;
+    const keepFrom = chunk.length - tail;
+    const base = this.received + keepFrom;
+    if (held.length > 0) this.push(held);
+    this.push(chunk.subarray(0, keepFrom));
+    this.buf = Buffer.from(chunk.subarray(keepFrom));
+    this.data = this.buf;
+    this.base = base;
+    this.len = tail;
+    this.emitted = base;
+    this.safe = base;
+    st.searchFrom = base;
+    return true;
+  }
+
+  /**
+   * Appends a chunk. When it does not fit, the bytes not yet pushed move to a new buffer at
+   * least twice what they and the chunk need, so copying stays amortised linear.
+   */
   private append(chunk: Buffer): void {
     if (this.len + chunk.length > this.buf.length) {
       const keepFrom = this.emitted - this.base;
       const keep = this.len - keepFrom;
-      const need = keep + chunk.length;
-      const target = need * 2 > this.buf.length ? Buffer.allocUnsafe(need * 2) : this.buf;
-      this.buf.copy(target, 0, keepFrom, this.len);
-      this.buf = target;
+      const next = Buffer.allocUnsafe(Math.max(MIN_BUFFER_BYTES, (keep + chunk.length) * 2));
+      this.buf.copy(next, 0, keepFrom, this.len);
+      this.buf = next;
       this.base = this.emitted;
       this.len = keep;
     }
     chunk.copy(this.buf, this.len);
     this.len += chunk.length;
+    this.data = this.buf.subarray(0, this.len);
   }
 
   private pushSafe(): void {
     if (this.safe <= this.emitted) return;
-    const out = Buffer.from(this.buf.subarray(this.emitted - this.base, this.safe - this.base));
+    const out = this.buf.subarray(this.emitted - this.base, this.safe - this.base);
     this.emitted = this.safe;
     this.push(out);
   }
@@ -326,22 +360,16 @@ export class UploadInspector extends Transform {
 
   private checkLine(start: number, end: number): void {
     this.lineNo++;
-    let bytes = this.buf.subarray(start - this.base, end - this.base);
-    if (bytes.length > 0 && bytes[bytes.length - 1] === 0x0d) bytes = bytes.subarray(0, -1);
     const what = `line ${this.lineNo} of the batch file`;
-    let blank = true;
-    for (let i = 0; i < bytes.length; i++) {
-      const c = bytes[i]!;
-      if (c === 0x0d) throw invalid(`${what} contains a bare carriage return; end lines with LF or CRLF only`);
-      // U+0085, U+2028, U+2029 end a line for some readers (Python's splitlines): one line must
-      // be one line for every reader, so they must be escaped inside strings.
-      if ((c === 0xc2 && bytes[i + 1] === 0x85) || (c === 0xe2 && bytes[i + 1] === 0x80 && (bytes[i + 2] === 0xa8 || bytes[i + 2] === 0xa9))) {
-        throw invalid(`${what} contains a raw U+0085, U+2028 or U+2029 line separator; escape it inside the string (\\u2028)`);
-      }
-      if (c !== 0x20 && c !== 0x09) blank = false;
+    let text = decodeUtf8(this.buf.subarray(start - this.base, end - this.base), what);
+    if (text.endsWith('\r')) text = text.slice(0, -1);
+    if (BLANK.test(text)) return;
+    // CR, U+0085, U+2028, U+2029 end a line for some readers (Python's splitlines): one line
+    // must be one line for every reader, so inside strings they must be escaped.
+    if (OTHER_LINE_BREAK.test(text)) {
+      throw invalid(`${what} contains a bare carriage return or a raw U+0085, U+2028 or U+2029; end lines with LF or CRLF only and escape these inside strings (\\u2028)`);
     }
-    if (blank) return;
-    const value = parseJsonObjectText(decodeUtf8(bytes, what), this.opts.maxDepth, what);
+    const value = parseJsonObjectText(text, this.opts.maxDepth, what);
     this.lines++;
     const refusal = this.opts.checkLine?.(value, this.lineNo);
     if (refusal !== undefined) throw refusal;
@@ -361,6 +389,9 @@ export class UploadInspector extends Transform {
 }
 
 const CRLFCRLF = Buffer.from('\r\n\r\n', 'latin1');
+const MIN_BUFFER_BYTES = 256 * 1024;
+const BLANK = /^[ \t]*$/;
+const OTHER_LINE_BREAK = /[\r\u0085\u2028\u2029]/;
 
 const boundaryInContent = (): RequestFormatError =>
   invalid('the multipart boundary appears where it is not a delimiter line (inside a part, or followed by something other than CRLF or "--"); choose a boundary that does not occur in the content and end delimiter lines with CRLF');
