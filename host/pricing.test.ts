@@ -333,6 +333,30 @@ describe('reservationBound: other units', () => {
   });
 });
 
+describe('reservationBound on arbitrary input', () => {
+  it('never throws, and answers a safe non-negative integer or a coded refusal with a reason', () => {
+    const units: PriceRule['unit'][] = ['tokens', 'input_tokens', 'image', 'audio_seconds', 'characters', 'free', 'unbounded', 'request'];
+    fc.assert(
+      fc.property(
+        fc.constantFrom('openai', 'anthropic', 'gemini-native', 'groq', 'azure', 'nope'),
+        fc.option(fc.constantFrom('gpt-4o-mini', 'gpt-5.4', 'claude-sonnet-4-5', 'gemini-2.5-flash', 'dall-e-3', 'gpt-image-1', 'whisper-1', 'tts-1', 'gpt-4o-mini-tts', 'unknown-model'), { nil: undefined }),
+        fc.constantFrom(...units),
+        fc.dictionary(fc.constantFrom('messages', 'input', 'prompt', 'n', 'best_of', 'max_tokens', 'max_output_tokens', 'max_completion_tokens', 'size', 'quality', 'speed', 'tools', 'generationConfig', 'service_tier'), fc.jsonValue({ maxDepth: 3 })),
+        fc.oneof(fc.integer({ min: 0, max: 1e9 }), fc.constantFrom(Number.NaN, -1, Number.POSITIVE_INFINITY, 1e300)),
+        (provider, model, unit, json, bodyBytes) => {
+          const b = reservationBound({ provider, model, rule: { unit }, json: json as Record<string, unknown>, bodyBytes });
+          if (b.ok) expect(Number.isSafeInteger(b.micros) && b.micros >= 0).toBe(true);
+          else {
+            expect(['price_unknown', 'invalid_request']).toContain(b.code);
+            expect(b.message.length).toBeGreaterThan(0);
+          }
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+});
+
 describe('settledCost', () => {
   const usage: TokenUsage = { inputTokens: 1000, outputTokens: 500 };
   const priced = priceUsage('openai', 'gpt-4o-mini', usage)!;
