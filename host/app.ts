@@ -141,6 +141,13 @@ export async function buildHostApp(config: HostConfig): Promise<FastifyInstance>
     // sooner by the body timeout below. Fastify's default leaves requestTimeout off.
     requestTimeout: config.clientTimeouts?.requestMs ?? 3_600_000,
     http: { headersTimeout: headersMs, connectionsCheckingInterval: Math.min(5_000, Math.max(100, Math.floor(headersMs / 4))) },
+    // A path the router cannot decode (`%zz`, overlong UTF-8) never reaches a hook: answer it in the
+    // same shape as every other refusal instead of Fastify's own body.
+    frameworkErrors: (error, req, reply) => {
+      const path = (req.raw.url ?? '').split('?')[0]!;
+      if (error.code === 'FST_ERR_BAD_URL') return refuse(reply, path, 'invalid_request', 'the request path has a malformed percent-escape');
+      return refuse(reply, path, 'invalid_request', 'the request could not be routed');
+    },
   });
 
   function refuse(reply: FastifyReply, path: string, code: string, message: string, retryAfter?: number) {

@@ -110,6 +110,14 @@ describe('request targets on the real routes', () => {
     }
   });
 
+  it('refuses paths the router cannot decode in the same error shape', async () => {
+    for (const target of ['/v1/%zz', '/admin/v1/keys/%c0%ae', '/v1/chat/completions/%E0%A4%A']) {
+      const res = await raw(host.port, `GET ${target} HTTP/1.1${adminAuth}`);
+      expect(res.status, target).toBe(400);
+      expect(JSON.parse(res.body).error.code, target).toBe('invalid_request');
+    }
+  });
+
   it('still serves the admin API, percent-encoded query values included', async () => {
     expect((await raw(host.port, `GET /admin/v1/keys HTTP/1.1${adminAuth}`)).status).toBe(200);
     await host.store.addEvent({ id: 'evt_edges', at: Date.now(), projectId: 'proj_default', keyId: null, type: 'ip_bound', detail: {} });
