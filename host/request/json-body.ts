@@ -82,20 +82,22 @@ export function parseJsonObjectText(text: string, maxDepth: number, what: string
   if (i >= text.length) throw invalid(`${what} is empty; send a JSON object`);
   if (text.charCodeAt(i) !== 0x7b /* { */) throw invalid(`${what} must be a JSON object ({…}) at the top level`);
 
-  const duplicate = scanStructure(text, maxDepth, what);
+  const scanned = scanStructure(text, maxDepth, what, false);
   let value: unknown;
   try {
     value = JSON.parse(text);
   } catch {
     throw invalid(`${what} is not valid JSON; send a JSON object`);
   }
-  if (duplicate !== undefined) {
-    throw invalid(`${what} names the key "${printable(duplicate)}" twice in one object; send each key once`, duplicate);
-  }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw invalid(`${what} must be a JSON object ({…}) at the top level`);
   }
-  checkValues(value, what, 0);
+  // JSON.parse keeps one entry per distinct key, so fewer keys than the text names means some
+  // object names a key twice; only then is the text scanned again to say which.
+  if (checkValues(value, what) !== scanned.keys) {
+    const duplicate = scanStructure(text, maxDepth, what, true).duplicate ?? '';
+    throw invalid(`${what} names the key "${printable(duplicate)}" twice in one object; send each key once`, duplicate);
+  }
   return value as Record<string, unknown>;
 }
 
@@ -103,14 +105,17 @@ const isJsonSpace = (c: number): boolean => c === 0x20 || c === 0x09 || c === 0x
 
 /**
  * One linear pass over the text, before JSON.parse: refuses nesting deeper than `maxDepth` (so
- * deep input never reaches a recursive function) and returns the first key found twice in one
- * object (decoded, so `"mod\u0065l"` and `"model"` are the same key). It trusts JSON.parse to
- * reject what is not JSON; on JSON it tracks structure exactly.
+ * deep input never reaches a recursive function) and counts the keys of all objects; with
+ * `findDuplicate`, also returns the first key found twice in one object (decoded, so
+ * `"mod\u0065l"` and `"model"` are the same key). It trusts JSON.parse to reject what is not
+ * JSON; on JSON it tracks structure exactly.
  */
-function scanStructure(text: string, maxDepth: number, what: string): string | undefined {
-  // One frame per open container: the keys seen so far (objects) or null (arrays).
+function scanStructure(text: string, maxDepth: number, what: string, findDuplicate: boolean): { keys: number; duplicate: string | undefined } {
+  // One frame per open container: the keys seen so far (objects; an empty set when not
+  // collecting) or null (arrays).
   const frames: Array<Set<string> | null> = [];
   let expectKey = false;
+  let keys = 0;
   let duplicate: string | undefined;
   const n = text.length;
   for (let i = 0; i < n; i++) {
@@ -127,12 +132,13 @@ function scanStructure(text: string, maxDepth: number, what: string): string | u
         if ((q - 1 - k) % 2 === 0) break;
         q++;
       }
-      if (q < 0) return duplicate; // unterminated: JSON.parse refuses it
+      if (q < 0) break; // unterminated: JSON.parse refuses it
       i = q;
       const top = frames.length > 0 ? frames[frames.length - 1] : undefined;
       if (expectKey && top) {
         expectKey = false;
-        if (duplicate === undefined) {
+        keys++;
+        if (findDuplicate && duplicate === undefined) {
           let key = text.slice(start, q);
           if (key.includes('\\')) {
             try {
@@ -151,7 +157,7 @@ function scanStructure(text: string, maxDepth: number, what: string): string | u
       if (frames.length >= maxDepth) {
         throw invalid(`${what} nests objects and arrays more than ${maxDepth} levels deep; flatten it`);
       }
-      frames.push(c === 0x7b ? new Set<string>() : null);
+      frames.push(c === 0x7b ? (findDuplicate ? new Set<string>() : NO_KEYS) : null);
       expectKey = c === 0x7b;
     } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
       frames.pop();
@@ -160,30 +166,37 @@ function scanStructure(text: string, maxDepth: number, what: string): string | u
       expectKey = frames.length > 0 && frames[frames.length - 1] !== null;
     }
   }
-  return duplicate;
+  return { keys, duplicate };
 }
 
-/** Walks the parsed value (depth already bounded): numbers finite, strings well-formed UTF-16. */
-function checkValues(value: unknown, what: string, depth: number): void {
+const NO_KEYS: Set<string> = new Set();
+
+/**
+ * Walks the parsed value (depth already bounded): numbers finite, strings well-formed UTF-16.
+ * Returns how many keys its objects hold in all.
+ */
+function checkValues(value: unknown, what: string): number {
   if (typeof value === 'number') {
     if (!Number.isFinite(value)) throw invalid(`${what} holds a number too large to represent (like 1e400); send a finite number`);
-    return;
+    return 0;
   }
   if (typeof value === 'string') {
     if (!value.isWellFormed()) throw loneSurrogate(what);
-    return;
+    return 0;
   }
-  if (typeof value !== 'object' || value === null) return;
+  if (typeof value !== 'object' || value === null) return 0;
+  let keys = 0;
   if (Array.isArray(value)) {
-    for (const v of value) checkValues(v, what, depth + 1);
-    return;
+    for (const v of value) keys += checkValues(v, what);
+    return keys;
   }
   const record = value as Record<string, unknown>;
   // JSON.parse builds plain objects: every enumerable key is an own key.
   for (const k in record) {
     if (!k.isWellFormed()) throw loneSurrogate(what);
-    checkValues(record[k], what, depth + 1);
+    keys += 1 + checkValues(record[k], what);
   }
+  return keys;
 }
 
 // A lone surrogate escape (`"\ud800"`) is legal JSON text but no UTF-8 upstream can hold it:
