@@ -54,8 +54,13 @@ describe('client IP behind an ALB (X-Forwarded-For)', () => {
     }
   });
 
-  it('cannot tell the client when every hop is inside the trusted ranges', () => {
-    expect(clientIp(ALB, { 'x-forwarded-for': '10.0.0.9, 10.0.1.1' }, alb)).toBeUndefined();
+  it('takes the leftmost hop when every hop is inside the trusted ranges (a client inside the VPC)', () => {
+    expect(clientIp(ALB, { 'x-forwarded-for': '10.0.0.9, 10.0.1.1' }, alb)).toBe('10.0.0.9');
+    expect(clientIp('127.0.0.2', { 'x-forwarded-for': '127.0.0.2' }, new TrustedProxies(['loopback']))).toBe('127.0.0.2');
+  });
+
+  it('does not let a spoofed internal address stand in for the client', () => {
+    expect(clientIp(ALB, { 'x-forwarded-for': `10.0.0.9, ${THIEF}` }, alb)).toBe(THIEF);
   });
 
   it('walks through several X-Forwarded-For proxies (nginx behind an ALB)', () => {
@@ -113,6 +118,10 @@ describe('client IP behind Cloudflare (CF-Connecting-IP)', () => {
 
 describe('client IP behind an RFC 7239 proxy (Forwarded)', () => {
   const fwd = new TrustedProxies(['forwarded@10.0.0.0/8']);
+
+  it('takes the leftmost element when every element is inside the trusted ranges', () => {
+    expect(clientIp(ALB, { forwarded: 'for=10.1.2.3, for=10.0.0.1' }, fwd)).toBe('10.1.2.3');
+  });
 
   it('reads the for= node of the element the proxy appended', () => {
     expect(clientIp(ALB, { forwarded: `for=${VICTIM};proto=https, for=${THIEF};by=10.0.0.1` }, fwd)).toBe(THIEF);

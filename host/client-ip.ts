@@ -9,10 +9,12 @@
  * The walk starts at the peer: while the current address belongs to a trusted proxy, the next
  * address is taken from that proxy's header (the rightmost entry of a list header, which the
  * proxy itself appended; the whole value of a single-valued header, which ends the walk). The
- * first address that is not a trusted proxy is the client. Whenever the host cannot tell — the
- * proxy's header is missing, malformed, `unknown`, obfuscated, or a single-valued header was sent
- * more than once — the answer is `undefined` and the request must be refused, never attributed
- * to the proxy. Pure: no I/O.
+ * first address that is not a trusted proxy is the client. When a list header runs out on an
+ * address a trusted proxy wrote into it, that address connected without forwarding: it is the
+ * client, though inside a trusted range (as nginx's `real_ip_recursive` and Express's proxy-addr
+ * decide). Whenever the host cannot tell — the peer's header is missing, malformed, `unknown`,
+ * obfuscated, or a single-valued header was sent more than once — the answer is `undefined` and
+ * the request must be refused, never attributed to the proxy. Pure: no I/O.
  *
  * Configuration (`--trusted-proxy`, repeatable; `HostConfig.trustedProxies`):
  *   loopback | private             X-Forwarded-For from 127.0.0.0/8 + ::1 | RFC 1918 + fc00::/7
@@ -325,6 +327,8 @@ function singleAddress(v: string | string[] | undefined): string | undefined {
  */
 export function clientIp(peer: string, headers: HeaderBag, trusted: TrustedProxies): string | undefined {
   let current = normaliseIp(peer);
+  /** The list header `current` was read from (none for the peer). */
+  let readFrom: string | undefined;
   let xff: string[] | undefined;
   let forwarded: Array<string | undefined> | undefined | null;
   while (current !== undefined) {
@@ -332,14 +336,18 @@ export function clientIp(peer: string, headers: HeaderBag, trusted: TrustedProxi
     if (!proxy) return current;
     if (proxy.header === XFF) {
       xff ??= listValue(headers[XFF])?.split(',') ?? [];
+      if (xff.length === 0 && readFrom === XFF) return current;
       const hop = xff.pop();
       current = hop === undefined ? undefined : normaliseIp(hop);
+      readFrom = XFF;
     } else if (proxy.header === FORWARDED) {
       if (forwarded === undefined) {
         const value = listValue(headers[FORWARDED]);
         forwarded = value === undefined ? [] : (parseForwardedFor(value) ?? null);
       }
+      if (forwarded?.length === 0 && readFrom === FORWARDED) return current;
       current = forwarded === null ? undefined : forwarded.pop();
+      readFrom = FORWARDED;
     } else {
       // A single-valued header is the proxy's own statement of who connected to it: the walk ends.
       return singleAddress(headers[proxy.header]);
