@@ -293,6 +293,9 @@ describe('reservationBound: other units', () => {
     expect(okMicros(reservationBound(ask('openai', 'dall-e-2', { prompt: 'a cat', n: 5 }, image)))).toBeGreaterThanOrEqual(5 * 20_000);
     expect(code(reservationBound(ask('openai', 'dall-e-2', { prompt: 'a cat', n: 500 }, image)))).toBe('invalid_request');
     expect(code(reservationBound(ask('openai', 'no-such-image-model', { prompt: 'a cat' }, image)))).toBe('price_unknown');
+    // Names that exist on Object.prototype are not table entries.
+    expect(code(reservationBound(ask('openai', 'constructor', { prompt: 'a cat' }, image)))).toBe('price_unknown');
+    expect(okMicros(reservationBound(ask('openai', 'dall-e-3', { prompt: 'a cat', size: 'constructor', quality: 'toString' }, image)))).toBeGreaterThanOrEqual(120_000);
   });
 
   it('bounds gpt-image output-image tokens at the highest size and quality, and edits by their input images', () => {

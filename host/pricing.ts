@@ -577,10 +577,11 @@ function imageParam(q: BoundQuestion, name: string): unknown {
 
 /** The highest value in a size → quality table, narrowed to the request's size and quality when the table knows them. */
 function worstOf<T extends Readonly<Record<string, Readonly<Partial<Record<string, number>>>>>>(table: T, size: unknown, quality: unknown): number {
-  const sizes = typeof size === 'string' && size in table ? [table[size]!] : Object.values(table);
+  // Object.hasOwn: a size or quality named `constructor` must not reach Object.prototype.
+  const sizes = typeof size === 'string' && Object.hasOwn(table, size) ? [table[size]!] : Object.values(table);
   let best = 0;
   for (const bySize of sizes) {
-    const qualities = typeof quality === 'string' && bySize[quality] !== undefined ? [bySize[quality]!] : Object.values(bySize);
+    const qualities = typeof quality === 'string' && Object.hasOwn(bySize, quality) ? [bySize[quality]] : Object.values(bySize);
     for (const v of qualities) if (v !== undefined) best = Math.max(best, v);
   }
   return best;
@@ -595,7 +596,7 @@ function imageBound(q: BoundQuestion, model: string): Bound {
   if (typeof partialImages !== 'number' || !Number.isInteger(partialImages) || partialImages < 0 || partialImages > MAX_CHOICES) return invalid(`partial_images must be an integer from 0 to ${MAX_CHOICES}.`);
   const size = imageParam(q, 'size');
   const quality = imageParam(q, 'quality');
-  const table = IMAGE_PRICES[model];
+  const table = Object.hasOwn(IMAGE_PRICES, model) ? IMAGE_PRICES[model] : undefined;
   if (!table) return unknown(`No per-image price is known for model "${model}" on ${q.provider}.`);
   const perImage = worstOf(table, size, quality) * MICROS;
   if (!model.startsWith('gpt-image')) return micros((n ?? 1) * perImage);
@@ -658,7 +659,7 @@ function speechBound(q: BoundQuestion, model: string): Bound {
   const instructions = typeof json.instructions === 'string' ? json.instructions : '';
   const speed = json.speed ?? 1;
   if (typeof speed !== 'number' || !(speed > 0) || speed > 1000) return invalid('speed must be a positive number.');
-  const perChar = TTS_PRICE_PER_CHARACTER[model];
+  const perChar = Object.hasOwn(TTS_PRICE_PER_CHARACTER, model) ? TTS_PRICE_PER_CHARACTER[model] : undefined;
   if (perChar !== undefined) return micros(utf8Length(input) * perChar * MICROS);
   const rates = worstRates(q.provider, model);
   const refused = modelRefusal(rates, q, model);
