@@ -15,6 +15,8 @@ const GATEWAY_ERRORS = {
   /** Behind a trusted proxy that did not say who the client is: the IP locks cannot be applied. */
   client_ip_unknown: { status: 400, type: 'invalid_request_error', retry: false },
   request_timeout: { status: 408, type: 'invalid_request_error', retry: false },
+  /** The client stopped sending its body: nobody is left to read the answer. */
+  request_aborted: { status: 400, type: 'invalid_request_error', retry: false },
   /** Settled spend has reached a cap: retrying cannot help until the window turns. */
   budget_exceeded: { status: 429, type: 'rate_limit_error', retry: false },
   /** Only other requests' reservations are in the way: retry after they settle. */

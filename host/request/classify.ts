@@ -68,10 +68,16 @@ export async function readBody(body: Readable, headers: RawRequest['headers'], l
   if (declared !== undefined && declared > limit) throw new HostError('request_too_large', `The request body exceeds ${limit} bytes.`);
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of body) {
-    size += (chunk as Buffer).length;
-    if (size > limit) throw new HostError('request_too_large', `The request body exceeds ${limit} bytes.`);
-    chunks.push(chunk as Buffer);
+  try {
+    for await (const chunk of body) {
+      size += (chunk as Buffer).length;
+      if (size > limit) throw new HostError('request_too_large', `The request body exceeds ${limit} bytes.`);
+      chunks.push(chunk as Buffer);
+    }
+  } catch (e) {
+    if (e instanceof HostError) throw e;
+    // The client went away (or timed out) mid-body: its request, not the gateway, failed.
+    throw new HostError('request_aborted', 'The request body ended before it was complete.');
   }
   return Buffer.concat(chunks, size);
 }

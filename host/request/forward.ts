@@ -212,6 +212,12 @@ export async function forward(
       finish(refused.status, undefined, refused.code);
       throw refused;
     }
+    if (req.raw.errored || req.raw.aborted || reply.raw.destroyed) {
+      // The client went away while its body streamed: not a gateway failure.
+      req.log.info({ err: (e as Error).message }, 'client went away mid-request');
+      finish(400, undefined, 'client_disconnected');
+      throw new HostError('request_aborted', 'The request body ended before it was complete.');
+    }
     req.log.error({ err: (e as Error).message }, 'enclave unreachable');
     finish(503, undefined, 'enclave_unavailable');
     throw new HostError('enclave_unavailable', 'the gateway could not reach its enclave');
