@@ -302,7 +302,7 @@ describe('parseMultipart properties', () => {
           if (p.filename === undefined && !p.name.endsWith('[]')) expect(form.fields.get(p.name)).toBe(p.data);
         });
       }),
-      { numRuns: 150 },
+      { numRuns: 100 },
     );
   });
 

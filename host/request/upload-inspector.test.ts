@@ -167,7 +167,7 @@ describe('UploadInspector on uploads it refuses', () => {
     const contents = [`${line('gpt-4o-mini')}\n${refusedLine}\n${line('gpt-4o-mini')}`, `${line('gpt-4o-mini')}\n${refusedLine}`, refusedLine];
     for (const [i, content] of contents.entries()) {
       const body = upload(part('purpose', 'batch'), filePart(content));
-      for (const cuts of everySplit(body.length, i === 0 ? 1 : 2)) {
+      for (const cuts of everySplit(body.length, i === 0 ? 1 : 3)) {
         const outcome = driveSync(body, { checkLine: allowOnly('gpt-4o-mini'), requireBatchCheck: true }, cuts);
         expectTruncated(body, outcome, 'model_not_allowed');
         expect(outcome.out.includes(Buffer.from(refusedLine))).toBe(false);
