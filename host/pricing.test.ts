@@ -158,8 +158,11 @@ describe('reservationBound: tokens', () => {
 
   it('holds the model\'s whole context as output when the request names no maximum', () => {
     // gpt-4o-mini: 128,000-token context at $0.60 per M output.
-    const bound = okMicros(reservationBound(ask('openai', 'gpt-4o-mini', chat('gpt-4o-mini'))));
-    expect(bound).toBeGreaterThanOrEqual(128_000 * 0.6);
+    const b = reservationBound(ask('openai', 'gpt-4o-mini', chat('gpt-4o-mini')));
+    expect(okMicros(b)).toBeGreaterThanOrEqual(128_000 * 0.6);
+    // …and says that naming one lowers the amount held.
+    expect(b.ok && b.hint).toMatch(/max_tokens/);
+    expect(reservationBound(ask('openai', 'gpt-4o-mini', chat('gpt-4o-mini', { max_tokens: 10 })))).not.toHaveProperty('hint');
   });
 
   it('reads only the ceiling the API applies: max_tokens on a Responses request does not lower the bound', () => {

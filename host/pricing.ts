@@ -153,7 +153,11 @@ export interface BoundQuestion {
 }
 
 export type Bound =
-  | { ok: true; micros: number }
+  /**
+   * `hint`, when present, says how the client can lower the amount (the request named no output
+   * ceiling, so the model's maximum is held): for a budget refusal's message.
+   */
+  | { ok: true; micros: number; hint?: string }
   | { ok: false; code: 'price_unknown' | 'invalid_request'; message: string };
 
 /** Largest token count a request may name; anything above is refused as absurd, not priced. */
@@ -564,7 +568,12 @@ function tokenBound(q: BoundQuestion, model: string, generates: boolean): Bound 
   if (json.speed !== undefined && json.speed !== null && json.speed !== 'standard') return unknown(`speed "${String(json.speed)}" is billed at a premium the gateway has no price for.`);
   const factor = json.service_tier === 'priority' ? PRIORITY_TIER_FACTOR : 1;
   const one = micros(factor * (inputTokenBound(q.bodyBytes, scan) * rates!.input + outputTokens * rates!.output + rates!.perRequest));
-  return one.ok ? { ok: true, micros: Math.min(one.micros * choices, Number.MAX_SAFE_INTEGER) } : one;
+  if (!one.ok) return one;
+  const total = Math.min(one.micros * choices, Number.MAX_SAFE_INTEGER);
+  if (generates && ceiling === undefined) {
+    return { ok: true, micros: total, hint: `The request names no maximum output, so the model's maximum (${outputTokens} tokens) is held; setting max_tokens lowers the amount.` };
+  }
+  return { ok: true, micros: total };
 }
 
 /** A parameter of an image request, from the JSON body or the multipart fields. */
