@@ -37,7 +37,7 @@ describe('classification', () => {
   });
 
   it('refuses a JSON endpoint body of another media type, or none', async () => {
-    for (const headers of [{ 'content-type': 'text/plain' }, {}, { 'content-type': 'application/jsonx' }] as Array<Record<string, string>>) {
+    for (const headers of [{ 'content-type': 'text/plain' }, {}, { 'content-type': 'application/jsonx' }, { 'content-type': 'application/json; charset=utf-16' }] as Array<Record<string, string>>) {
       expect(await code(classify(raw('POST', '/v1/chat/completions', chat, headers), openai, null, options))).toBe('unsupported_media_type');
     }
   });

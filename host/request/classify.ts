@@ -11,7 +11,7 @@ import { allowListPermits, matchEndpoint, type EndpointSpec, type ProviderSpec }
 import { HostError } from '../errors.ts';
 import { MODEL_UNKNOWN, type ClassifiedBody, type ClassifiedRequest } from './classified.ts';
 import { INTEGER_FIELDS, parseJsonObject, RequestFormatError, validateNumbers } from './json-body.ts';
-import { isJsonType, isMultipartFormData, multipartBoundary, parseMediaType, rawHeaderValues } from './media-type.ts';
+import { hasUtf8Charset, isJsonType, isMultipartFormData, multipartBoundary, parseMediaType, rawHeaderValues } from './media-type.ts';
 import { parseMultipart } from './multipart.ts';
 import { requiredScope } from './scopes.ts';
 
@@ -180,6 +180,8 @@ async function readClassifiedBody(raw: RawRequest, endpoint: EndpointSpec, conte
 function jsonBody(bytes: Buffer, contentType: string | string[] | undefined): ClassifiedBody {
   const mt = parseMediaType(contentType);
   if (!mt || !isJsonType(mt)) throw new HostError('unsupported_media_type', 'Send the body as JSON with Content-Type: application/json.');
+  // The body is read as UTF-8 (RFC 8259 §8.1): another declared charset would be read differently upstream.
+  if (!hasUtf8Charset(mt)) throw new HostError('unsupported_media_type', 'Send JSON as UTF-8 (Content-Type: application/json; charset=utf-8, or no charset).');
   const value = parseJsonObject(bytes);
   validateNumbers(value, NUMBER_RULES);
   return { format: 'json', bytes, value };
