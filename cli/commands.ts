@@ -3,7 +3,7 @@
  * Secrets come from stdin or a hidden prompt, never argv; the SG_ key is printed once.
  */
 import { generateOwnerKeyPair, fromHex, PROVIDERS, toHex } from '../protocol/index.ts';
-import { effectiveConfig, findDevStack, isLoopbackUrl, readConfig, writeConfig } from './config.ts';
+import { devStackPath, effectiveConfig, findDevStack, isLoopbackUrl, readConfig, writeConfig } from './config.ts';
 import { fetchKey, keysCreate, type KeyOptionFlags } from './keys.ts';
 import { rotateConnection } from './releases.ts';
 import { CliError, connectProvider, resolveOrigin } from './owner.ts';
@@ -255,7 +255,15 @@ export function logoutCommand(options: { all?: boolean; json?: boolean }, io: Io
   const { adminToken: _token, serverUrl, ...rest } = saved;
   const next = options.all ? {} : rest;
   const path = writeConfig(next);
-  if (options.json) printJson(io, { loggedOut: serverUrl ?? null, kept: Object.keys(next) });
-  else io.out(`${green(io, '✔')} logged out${serverUrl ? ` of ${serverUrl}` : ''}; ${options.all ? 'all settings removed' : 'owner key and shareholder pins kept'} (${path})\n`);
+  // A loopback dev stack logs the CLI in from its data directory: logging out forgets only what was saved.
+  const current = effectiveConfig();
+  const devStack = current.dev && isLoopbackUrl(current.serverUrl) ? current.serverUrl : null;
+  if (options.json) printJson(io, { loggedOut: serverUrl ?? null, kept: Object.keys(next), devStack });
+  else {
+    io.out(`${green(io, '✔')} logged out${serverUrl ? ` of ${serverUrl}` : ''}; ${options.all ? 'all settings removed' : 'owner key and shareholder pins kept'} (${path})\n`);
+    if (devStack) {
+      io.out(`  note: the local dev stack at ${devStack} still logs this CLI in automatically from its data directory (${devStackPath() ?? 'data/dev-stack.json'}): whoever can read that directory controls the stack. Stop the stack or unset SECUREGATE_URL to be logged out of it.\n`);
+    }
+  }
   return 0;
 }

@@ -6,7 +6,7 @@
  */
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 
 export interface PinnedShareholder {
   id: string;
@@ -56,11 +56,25 @@ export function writeConfig(config: CliConfig, env = process.env): string {
   return path;
 }
 
-/** The dev stack's file, from SECUREGATE_DATA_DIR or ./data, when one exists. */
-export function findDevStack(env = process.env): DevStackFile | undefined {
-  const dir = env.SECUREGATE_DATA_DIR ? resolve(env.SECUREGATE_DATA_DIR) : resolve('data');
-  const path = join(dir, 'dev-stack.json');
-  return existsSync(path) ? (JSON.parse(readFileSync(path, 'utf8')) as DevStackFile) : undefined;
+/**
+ * The dev stack's file, from SECUREGATE_DATA_DIR, or `data/` in this directory or the nearest
+ * parent that has one (the CLI run from a subdirectory of the checkout finds the stack).
+ */
+export function findDevStack(env = process.env, cwd = process.cwd()): DevStackFile | undefined {
+  const path = devStackPath(env, cwd);
+  return path ? (JSON.parse(readFileSync(path, 'utf8')) as DevStackFile) : undefined;
+}
+
+export function devStackPath(env = process.env, cwd = process.cwd()): string | undefined {
+  if (env.SECUREGATE_DATA_DIR) {
+    const path = join(resolve(env.SECUREGATE_DATA_DIR), 'dev-stack.json');
+    return existsSync(path) ? path : undefined;
+  }
+  for (let dir = resolve(cwd); ; dir = dirname(dir)) {
+    const path = join(dir, 'data', 'dev-stack.json');
+    if (existsSync(path)) return path;
+    if (dirname(dir) === dir) return undefined;
+  }
 }
 
 export function isLoopbackUrl(url: string): boolean {

@@ -321,10 +321,11 @@ Examples:
     .action((o) => run(() => usageCommand(o, io))());
   program
     .command('audit')
-    .option('--key <id>', 'only this key')
+    .option('--key <key>', 'only this key (id, name, hint or SG_ key)')
     .option('--since <when>', '2026-11-24, ISO time, unix seconds, or 24h / 7d ago')
     .option('--until <when>', 'same forms as --since')
     .option('--model <model>', 'requested or resolved model')
+    .option('--outcome <outcome>', 'allowed or refused')
     .option('--limit <n>', 'rows per page (default 100)')
     .option('--all', 'follow pages to the end')
     .option('--json', 'print as JSON')

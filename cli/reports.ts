@@ -95,9 +95,13 @@ function csvCell(v: unknown): string {
   return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
 
-export async function auditCommand(options: { key?: string; since?: string; until?: string; model?: string; limit?: string; all?: boolean; json?: boolean; csv?: boolean }, io: Io): Promise<number> {
+export async function auditCommand(options: { key?: string; since?: string; until?: string; model?: string; outcome?: string; limit?: string; all?: boolean; json?: boolean; csv?: boolean }, io: Io): Promise<number> {
   const c = login();
   const q = new URLSearchParams();
+  if (options.outcome !== undefined) {
+    if (options.outcome !== 'allowed' && options.outcome !== 'refused') throw new CliError('--outcome is allowed or refused', 2);
+    q.set('outcome', options.outcome);
+  }
   if (options.key) q.set('keyId', await resolveKeyRef(c, options.key));
   if (options.model) q.set('model', options.model);
   if (options.since) q.set('since', String(parseWhen(options.since)));
@@ -115,9 +119,24 @@ export async function auditCommand(options: { key?: string; since?: string; unti
     io.out(`${AUDIT_FIELDS.join(',')}\n`);
     for (const i of items) io.out(`${AUDIT_FIELDS.map((f) => csvCell(f === 'at' ? new Date(i.at as number).toISOString() : i[f])).join(',')}\n`);
   } else {
-    for (const i of items) {
-      const outcome = i.code ? red(io, String(i.code)) : green(io, String(i.status));
-      io.out(`${new Date(i.at as number).toISOString()}  ${String(i.keyId ?? '-').padEnd(24)} ${String(i.modelResolved ?? '-').padEnd(20)} ${outcome.padEnd(14)} ${String(i.tokensIn).padStart(7)}→${String(i.tokensOut).padEnd(7)} $${(i.cost as number).toFixed(5)}  ${String(i.clientIp ?? '')}\n`);
+    if (items.length === 0) io.out('no requests in this range (widen it with --since 7d, or check --key)\n');
+    else {
+      // Columns are padded before colouring, so escape codes never shift them.
+      const head = ['TIME (UTC)', 'KEY', 'MODEL', 'OUTCOME', 'TOKENS IN→OUT', 'COST', 'CLIENT'];
+      const rows = items.map((i) => [
+        new Date(i.at as number).toISOString().replace('T', ' ').slice(0, 19),
+        String(i.keyId ?? '-'),
+        String(i.modelResolved ?? i.modelRequested ?? '-'),
+        String(i.code ?? i.status),
+        `${String(i.tokensIn)}→${String(i.tokensOut)}`,
+        usd(i.cost as number),
+        `${String(i.clientIp ?? '')}${i.city ? ` (${String(i.city)})` : ''}`,
+      ]);
+      const widths = head.map((h, n) => Math.max(h.length, ...rows.map((r) => r[n]!.length)));
+      const line = (cells: string[], paint?: (n: number, cell: string) => string) =>
+        `${cells.map((cell, n) => (n === cells.length - 1 ? cell : (paint ? paint(n, cell.padEnd(widths[n]!)) : cell.padEnd(widths[n]!)))).join('  ')}\n`;
+      io.out(line(head));
+      rows.forEach((r, k) => io.out(line(r, (n, cell) => (n === 3 ? (items[k]!.code ? red(io, cell) : green(io, cell)) : cell))));
     }
     if (!options.all && items.length === Number(options.limit ?? 100)) io.err(dim(io, `(first ${items.length} rows; --all for everything)\n`));
   }

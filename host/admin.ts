@@ -705,7 +705,7 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
     },
   );
 
-  app.get<{ Querystring: { keyId?: string; model?: string; since?: string; until?: string; limit?: string; before?: string } }>(
+  app.get<{ Querystring: { keyId?: string; model?: string; since?: string; until?: string; limit?: string; before?: string; outcome?: 'allowed' | 'refused' } }>(
     '/audit',
     {
       schema: {
@@ -718,6 +718,7 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
             until: { type: 'string', pattern: '^[0-9]{1,15}$' },
             limit: { type: 'string', pattern: '^[1-9][0-9]{0,3}$' },
             before: { type: 'string', maxLength: 64 },
+            outcome: { type: 'string', enum: ['allowed', 'refused'] },
           },
         },
       },
@@ -731,6 +732,7 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
       if (visible) where.push(`project_id IN ${sqlList(params, visible)}`);
       if (q.keyId) where.push(`key_id = $${params.push(q.keyId)}`);
       if (q.model) where.push(`(model_resolved = $${params.push(q.model)} OR model_requested = $${params.length})`);
+      if (q.outcome) where.push(q.outcome === 'allowed' ? 'code IS NULL' : 'code IS NOT NULL');
       if (q.since) where.push(`at >= $${params.push(Number(q.since))}`);
       if (q.until) where.push(`at < $${params.push(Number(q.until))}`);
       if (q.before) {

@@ -1,7 +1,7 @@
 import type { ComponentChildren } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import { PROVIDERS } from '../../protocol/index.ts';
-import { admin, ApiError, when, type Account, type Connection } from './api.ts';
+import { admin, ago, ApiError, money, when, type Account, type Connection, type Key } from './api.ts';
 import { connectInBrowser } from './enroll.ts';
 import type { AttestationReport } from '../../host/attestation-report.ts';
 
@@ -54,6 +54,52 @@ const FEATURES: Array<[string, string]> = [
   ['attestation', 'Attestation page'],
 ];
 
+/** Spend today, the last requests and a getting-started checklist, from what the account already has. */
+function Activity({ connections }: { connections: number }) {
+  const { data: keys } = useAdmin<Key[]>('/keys');
+  const { data: audit } = useAdmin<{ items: Array<{ id: string; at: number; keyId: string | null; modelResolved: string | null; modelRequested: string | null; code: string | null; status: number; cost: number }> }>('/audit?limit=5');
+  const { data: alerts } = useAdmin<unknown[]>('/alerts');
+  if (!keys) return null;
+  const spent = keys.reduce((n, k) => n + (k.spentToday ?? 0), 0);
+  const names = new Map(keys.map((k) => [k.id, k.name]));
+  const steps: Array<[boolean, string, string]> = [
+    [connections > 0, 'Connect a provider (sealed and split in this page)', '#/connections'],
+    [keys.length > 0, 'Create an SG_ key for an agent', '#/keys'],
+    [keys.some((k) => k.lastUsedAt !== null), 'Send a first request with the key (it binds to that IP)', '#/keys'],
+    [keys.some((k) => k.dailyLimit !== null), 'Give a key a daily cap', '#/keys'],
+    [(alerts?.length ?? 0) > 0, 'Add an alert target (webhook or email)', '#/alerts'],
+  ];
+  return (
+    <>
+      <p data-testid="spend-today">
+        Spent today (UTC): <strong>{money(spent)}</strong> across {keys.length} key{keys.length === 1 ? '' : 's'}
+      </p>
+      {steps.some(([done]) => !done) && (
+        <>
+          <h3>Getting started</h3>
+          <ul class="checklist" data-testid="checklist">
+            {steps.map(([done, text, href]) => (
+              <li key={text} class={done ? 'yes' : 'no'}>
+                {done ? '✓' : '○'} <a href={href}>{text}</a>
+              </li>
+            ))}
+          </ul>
+        </>
+      )}
+      <h3>Recent activity</h3>
+      {audit && audit.items.length === 0 && <p class="muted">No requests yet. They appear here and in the audit log as they happen.</p>}
+      <ul data-testid="recent">
+        {(audit?.items ?? []).map((i) => (
+          <li key={i.id}>
+            {ago(i.at)} · {i.keyId ? (names.get(i.keyId) ?? i.keyId) : '—'} · {i.modelResolved ?? i.modelRequested ?? '—'} ·{' '}
+            <span class={i.code ? 'bad' : 'ok'}>{i.code ?? i.status}</span> · {money(i.cost)}
+          </li>
+        ))}
+      </ul>
+    </>
+  );
+}
+
 export function Overview() {
   const { data: a, error } = useAdmin<Account>('/account');
   if (error) return <Failure error={error} />;
@@ -65,6 +111,7 @@ export function Overview() {
       <p>
         Plan <strong data-testid="plan">{a.plan.name}</strong> — you are {a.role}.
       </p>
+      <Activity connections={a.usage.connections} />
       <table>
         <tbody>
           <tr>

@@ -98,28 +98,66 @@ interface AuditItem {
   latencyMs: number;
 }
 
+const AUDIT_CSV_FIELDS = ['at', 'requestId', 'keyId', 'modelRequested', 'modelResolved', 'tokensIn', 'tokensOut', 'cost', 'status', 'code', 'clientIp', 'city', 'latencyMs'] as const;
+
+/** The rows shown, as CSV (the same columns as `securegate audit --csv`, ISO times). */
+function auditCsv(items: AuditItem[]): string {
+  const cell = (v: unknown) => {
+    const s = v === null || v === undefined ? '' : String(v);
+    return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+  };
+  const rows = items.map((i) => AUDIT_CSV_FIELDS.map((f) => cell(f === 'at' ? new Date(i.at).toISOString() : (i as unknown as Record<string, unknown>)[f])).join(','));
+  return `${AUDIT_CSV_FIELDS.join(',')}\n${rows.join('\n')}\n`;
+}
+
 export function AuditLog() {
-  const [filters, setFilters] = useState({ keyId: '', model: '', hours: '' });
+  const [filters, setFilters] = useState({ keyId: '', model: '', hours: '', outcome: '' });
+  const { data: keys } = useAdmin<Array<{ id: string; name: string; hint: string }>>('/keys');
   const q = new URLSearchParams();
   if (filters.keyId) q.set('keyId', filters.keyId);
   if (filters.model) q.set('model', filters.model);
+  if (filters.outcome) q.set('outcome', filters.outcome);
   if (filters.hours) q.set('since', String(Date.now() - Number(filters.hours) * 3_600_000));
   q.set('limit', '200');
   const { data, error, reload } = useAdmin<{ items: AuditItem[] }>(`/audit?${q}`);
   const apply = (e: Event) => {
     e.preventDefault();
     const f = new FormData(e.currentTarget as HTMLFormElement);
-    setFilters({ keyId: String(f.get('keyId') ?? '').trim(), model: String(f.get('model') ?? '').trim(), hours: String(f.get('hours') ?? '') });
+    // A key by id, name or hint, as the CLI takes it.
+    const ref = String(f.get('keyId') ?? '').trim();
+    const byName = keys?.find((k) => k.name === ref || k.hint === ref);
+    setFilters({ keyId: byName ? byName.id : ref, model: String(f.get('model') ?? '').trim(), hours: String(f.get('hours') ?? ''), outcome: String(f.get('outcome') ?? '') });
+  };
+  const exportCsv = () => {
+    const url = URL.createObjectURL(new Blob([auditCsv(data?.items ?? [])], { type: 'text/csv' }));
+    const a = document.createElement('a');
+    a.href = url;
+    a.download = `securegate-audit-${new Date().toISOString().slice(0, 10)}.csv`;
+    a.click();
+    URL.revokeObjectURL(url);
   };
   return (
     <section>
       <h2>Audit log</h2>
       <form class="grid" onSubmit={apply}>
         <label>
-          Key <input name="keyId" placeholder="key_…" />
+          Key <input name="keyId" placeholder="key id, name or hint" list="audit-keys" />
+          <datalist id="audit-keys">
+            {(keys ?? []).map((k) => (
+              <option key={k.id} value={k.name} />
+            ))}
+          </datalist>
         </label>
         <label>
           Model <input name="model" />
+        </label>
+        <label>
+          Outcome
+          <select name="outcome">
+            <option value="">all</option>
+            <option value="allowed">allowed</option>
+            <option value="refused">refused</option>
+          </select>
         </label>
         <label>
           Since
@@ -134,9 +172,17 @@ export function AuditLog() {
         <button type="button" onClick={reload}>
           Refresh
         </button>
+        <button type="button" onClick={exportCsv} disabled={!data?.items.length}>
+          Export CSV
+        </button>
       </form>
+      {data && data.items.length === 0 && (
+        <p class="muted" data-testid="audit-empty">
+          No requests match. Every request through the gateway — allowed or refused — appears here with its key, model, cost and client.
+        </p>
+      )}
       <Failure error={error} />
-      <table data-testid="audit">
+      <table data-testid="audit" class="cards">
         <thead>
           <tr>
             <th>Time (UTC)</th>
@@ -152,19 +198,19 @@ export function AuditLog() {
         <tbody>
           {(data?.items ?? []).map((i) => (
             <tr key={i.id} data-key-id={i.keyId ?? ''} data-code={i.code ?? ''}>
-              <td>{when(i.at)}</td>
-              <td class="mono">{i.keyId}</td>
-              <td>{i.modelResolved ?? i.modelRequested ?? '—'}</td>
-              <td class={i.code ? 'bad' : 'ok'}>{i.code ?? i.status}</td>
+              <td data-label="Time">{when(i.at)}</td>
+              <td data-label="Key" class="mono">{i.keyId}</td>
+              <td data-label="Model">{i.modelResolved ?? i.modelRequested ?? '—'}</td>
+              <td data-label="Outcome" class={i.code ? 'bad' : 'ok'}>{i.code ?? i.status}</td>
               <td>
                 {i.tokensIn}/{i.tokensOut}
               </td>
-              <td>{money(i.cost)}</td>
+              <td data-label="Cost">{money(i.cost)}</td>
               <td>
                 {i.clientIp}
                 {i.city ? ` (${i.city})` : ''}
               </td>
-              <td>{i.latencyMs}</td>
+              <td data-label="ms">{i.latencyMs}</td>
             </tr>
           ))}
         </tbody>

@@ -5,7 +5,7 @@
  * Terminal behaviour runs under util-linux `script`, which gives the CLI a real pseudo-terminal.
  */
 import { execFile, spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -19,9 +19,11 @@ let configDir: string;
 
 const env = () => ({ ...process.env, SECUREGATE_DATA_DIR: stack.dataDir, SECUREGATE_URL: stack.hostUrl, SECUREGATE_CONFIG_DIR: configDir, NO_COLOR: '1' });
 
-function cli(args: string[], stdin?: string): Promise<{ code: number; stdout: string; stderr: string }> {
+function cli(args: string[], stdin?: string, options: { cwd?: string; env?: Record<string, string | undefined> } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = execFile(process.execPath, [bin, ...args], { env: env() }, (error, stdout, stderr) => resolve({ code: error ? (error.code as number) : 0, stdout, stderr }));
+    const child = execFile(process.execPath, [bin, ...args], { env: { ...env(), ...options.env }, ...(options.cwd ? { cwd: options.cwd } : {}) }, (error, stdout, stderr) =>
+      resolve({ code: error ? (error.code as number) : 0, stdout, stderr }),
+    );
     child.stdin!.end(stdin ?? '');
   });
 }
@@ -239,7 +241,45 @@ describe('keys you can see and name', () => {
   });
 });
 
+describe('the audit trail in a terminal', () => {
+  it('has a header row and aligned columns, and filters by outcome', async () => {
+    const { id, key } = await newKey('--name', 'audited', '--models', 'gpt-4o-mini');
+    const sdk = new OpenAI({ apiKey: key, baseURL: `${stack.hostUrl}/v1`, maxRetries: 0 });
+    await sdk.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] });
+    await sdk.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }).catch(() => undefined);
+    const lines = (await cli(['audit', '--key', 'audited'])).stdout.trimEnd().split('\n');
+    expect(lines[0]).toMatch(/^TIME \(UTC\) +KEY +MODEL +OUTCOME +TOKENS IN→OUT +COST +CLIENT$/);
+    expect(lines).toHaveLength(3);
+    const at = (line: string, col: string) => line.indexOf(col);
+    for (const line of lines.slice(1)) expect(line.indexOf(id)).toBe(at(lines[0]!, 'KEY'));
+    expect(lines.slice(1).map((l) => l.slice(at(lines[0]!, 'OUTCOME')).split(' ')[0]).sort()).toEqual(['200', 'model_not_allowed']);
+    const refused = JSON.parse((await cli(['audit', '--key', id, '--outcome', 'refused', '--json'])).stdout) as Array<{ code: string }>;
+    expect(refused.map((r) => r.code)).toEqual(['model_not_allowed']);
+  });
+});
+
 describe('the CLI\'s first minutes', () => {
+  it('finds the dev stack\'s data directory from a subdirectory of the checkout', async () => {
+    const checkout = await mkdtemp(join(tmpdir(), 'sg-ux-checkout-'));
+    const freshConfig = await mkdtemp(join(tmpdir(), 'sg-ux-fresh-'));
+    try {
+      await symlink(stack.dataDir, join(checkout, 'data'));
+      await mkdir(join(checkout, 'cli', 'deeper'), { recursive: true });
+      const r = await cli(['keys', 'list', '--json'], undefined, { cwd: join(checkout, 'cli', 'deeper'), env: { SECUREGATE_DATA_DIR: undefined, SECUREGATE_CONFIG_DIR: freshConfig } });
+      expect(r.code, r.stderr).toBe(0);
+      expect(Array.isArray(JSON.parse(r.stdout))).toBe(true);
+    } finally {
+      await rm(checkout, { recursive: true, force: true });
+      await rm(freshConfig, { recursive: true, force: true });
+    }
+  });
+
+  it('logout on the dev stack says that the stack still logs the CLI in', async () => {
+    const r = await cli(['logout']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('still logs this CLI in automatically');
+  });
+
   it('checks the provider name (with did-you-mean) before asking for the secret', async () => {
     const r = await onTerminal(['connect', 'opneai', '--base-url', stack.mock!.origin], []);
     expect(r.code).toBe(2);

@@ -248,6 +248,40 @@ describe.skipIf(!haveChromium || !built)('dashboard UX in Chromium', () => {
     expect(created?.dailyLimit).toBe(2);
   });
 
+  it('the Overview shows spend today, recent activity and a getting-started checklist', async () => {
+    await page.goto(`${stack.hostUrl}/dashboard/#/overview`);
+    await page.getByTestId('spend-today').waitFor();
+    expect(await page.getByTestId('spend-today').textContent()).toMatch(/Spent today \(UTC\): \$0\.\d+ across \d+ keys/);
+    const checklist = page.getByTestId('checklist');
+    expect(await checklist.locator('li.yes').allTextContents()).toEqual(expect.arrayContaining([expect.stringContaining('Connect a provider'), expect.stringContaining('first request')]));
+    expect(await checklist.locator('li.no').allTextContents()).toEqual([expect.stringContaining('alert target')]);
+    expect(await page.getByTestId('recent').locator('li').count()).toBeGreaterThan(0);
+    await shot('07-overview');
+  });
+
+  it('the audit page filters by key name and outcome and exports the rows as CSV', async () => {
+    const { key: sgKey } = await newKey({ name: 'audited', models: ['gpt-4o-mini'] });
+    const sdk = new OpenAI({ apiKey: sgKey, baseURL: `${stack.hostUrl}/v1`, maxRetries: 0, defaultHeaders: { 'x-forwarded-for': BRACKNELL } });
+    await sdk.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] });
+    await sdk.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }).catch(() => undefined);
+    await page.goto(`${stack.hostUrl}/dashboard/#/audit`);
+    await page.getByLabel('Key').fill('audited');
+    await page.getByLabel('Outcome').selectOption('refused');
+    await page.getByRole('button', { name: 'Filter' }).click();
+    const rows = page.getByTestId('audit').locator('tr[data-key-id]');
+    await rows.first().waitFor();
+    expect(await rows.count()).toBe(1);
+    expect(await rows.first().getAttribute('data-code')).toBe('model_not_allowed');
+    const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Export CSV' }).click()]);
+    const csv = (await import('node:fs')).readFileSync((await download.path())!, 'utf8').trim().split('\n');
+    expect(csv[0]).toMatch(/^at,requestId,keyId,/);
+    expect(csv).toHaveLength(2);
+    expect(csv[1]).toContain('model_not_allowed');
+    await page.getByLabel('Key').fill('key_nothing_here');
+    await page.getByRole('button', { name: 'Filter' }).click();
+    await page.getByTestId('audit-empty').waitFor();
+  });
+
   it('at 375 px the Keys page needs no sideways scroll and the actions and the dialog stay reachable', async () => {
     await page.setViewportSize({ width: 375, height: 800 });
     try {
