@@ -22,7 +22,9 @@ type PerImagePrices = Readonly<Record<string, Readonly<Partial<Record<ImageQuali
  * Per-image list prices (OpenAI "Pricing" page, "Image generation" table, 2026; Google
  * "Gemini Developer API pricing", "Imagen" rows, 2026). For gpt-image models these are the
  * published per-image equivalents of their output-token prices; the reservation takes the larger
- * of this and the token count below times the model's output rate.
+ * of this and the token count below times the model's output rate. Cross-checked against
+ * LiteLLM's price file (shared/specs/litellm-model_prices_and_context_window.json, 2026-07-24):
+ * every figure matches it (DALL·E's per-pixel rows × pixels) except where noted.
  */
 export const IMAGE_PRICES: Readonly<Record<string, PerImagePrices>> = {
   'dall-e-2': {
@@ -40,6 +42,8 @@ export const IMAGE_PRICES: Readonly<Record<string, PerImagePrices>> = {
     '1024x1536': { low: 0.016, medium: 0.063, high: 0.25 },
     '1536x1024': { low: 0.016, medium: 0.063, high: 0.25 },
   },
+  // High quality: $0.036 / $0.052 as published; LiteLLM's Azure rows work out to $0.033 / $0.050
+  // (4,160 / 6,240 tokens at $8 per M). The higher figures are kept.
   'gpt-image-1-mini': {
     '1024x1024': { low: 0.005, medium: 0.011, high: 0.036 },
     '1024x1536': { low: 0.006, medium: 0.015, high: 0.052 },
@@ -50,7 +54,7 @@ export const IMAGE_PRICES: Readonly<Record<string, PerImagePrices>> = {
     '1024x1536': { low: 0.013, medium: 0.05, high: 0.2 },
     '1536x1024': { low: 0.013, medium: 0.05, high: 0.2 },
   },
-  'imagen-3.0-generate-002': { any: { standard: 0.03 } },
+  'imagen-3.0-generate-002': { any: { standard: 0.04 } },
   'imagen-4.0-generate-001': { any: { standard: 0.04 } },
   'imagen-4.0-fast-generate-001': { any: { standard: 0.02 } },
   'imagen-4.0-ultra-generate-001': { any: { standard: 0.06 } },
