@@ -95,9 +95,10 @@ export class Enclave {
       await this.#config.nsm.getAttestationDocument({ publicKey: this.#ephemeral.publicKey });
       this.#resolver = new KeyResolver({
         shareholders: this.#config.shareholders,
-        // The same network rules as upstreams: with egress-only there is no way out but a route.
+        // In a real enclave with egress-only there is no way out but a route: refuse to boot
+        // without one per shareholder. (Dev stacks run egress-only tests with loopback shareholders.)
         ...(this.#config.shareholderRoutes ? { routes: this.#config.shareholderRoutes } : {}),
-        routesOnly: this.#config.forwarder?.egressOnly ?? false,
+        routesOnly: (this.#config.forwarder?.egressOnly ?? false) && this.#config.nsm.kind === 'nitro',
         ...(this.#config.forwarder?.ca ? { ca: this.#config.forwarder.ca } : {}),
         nsm: this.#config.nsm,
         ephemeral: this.#ephemeral,
