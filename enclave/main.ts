@@ -5,7 +5,7 @@
  *   --print-shareholder-bridges     print "<id> <vsockPort>" per shareholder and exit (for enclave-init.sh)
  *   --egress <origin>=unix:<path>|tcp:<host>:<port>  (repeatable) how each upstream is reached
  *   --egress-only                 refuse origins without an egress route (production)
- *   --ca-file <pem>               CA bundle for upstream TLS (default: Node's Mozilla roots)
+ *   --ca-file <pem>               CA bundle for upstream and https-shareholder TLS (default: Node's Mozilla roots)
  *   --connect-timeout 10 --headers-timeout 120 --idle-timeout 300   seconds
  * Boots the enclave: picks the NSM (/dev/nsm when present, the dev NSM only when asked), makes
  * the ephemeral key, listens on the RPC transport and prints `{"ready":true,…}` on stdout.
