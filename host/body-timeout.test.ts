@@ -1,7 +1,7 @@
 /**
  * The request-body bound against a real listener, with raw TCP clients that stall, trickle, or
  * send steadily; and a handler that stops reading (back-pressure), which must not count against
- * the client. Windows are short (200 ms) so the tests run fast; the rule does not depend on them.
+ * the client. Windows are short (300 ms) so the tests run fast; the rule does not depend on them.
  */
 import { connect, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
@@ -11,7 +11,7 @@ import type { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { registerBodyTimeout } from './body-timeout.ts';
 
-const WINDOW_MS = 200;
+const WINDOW_MS = 300;
 let app: FastifyInstance;
 let port: number;
 let releaseReading: () => void = () => {};
@@ -93,12 +93,13 @@ describe('request body timeout', () => {
   });
 
   it('lets a slow client that keeps above the minimum rate finish', async () => {
-    const total = 3_000;
+    // 1 000 bytes every 20 ms for ~1 s: over three windows, each far above the 300 bytes required.
+    const total = 50_000;
     const client = await open('/stream', total);
     let sent = 0;
     const steady = setInterval(() => {
-      client.socket.write(Buffer.alloc(100, 0x61));
-      sent += 100;
+      client.socket.write(Buffer.alloc(1_000, 0x61));
+      sent += 1_000;
       if (sent >= total) clearInterval(steady);
     }, 20);
     const answer = await client.answered;
@@ -125,5 +126,50 @@ describe('request body timeout', () => {
     client.socket.write('partial');
     const answer = await client.closed;
     expect(status(answer)).toBe(401);
+  });
+});
+
+describe('request body timeout when the host itself is busy', () => {
+  let busy: FastifyInstance;
+  beforeAll(async () => {
+    busy = Fastify();
+    // One byte per one-second window is enough here: only the host's own stall is being tested.
+    registerBodyTimeout(busy, { windowMs: 1_000, minBytesPerSecond: 0 });
+    busy.addContentTypeParser('application/octet-stream', (_req, payload, done) => done(null, payload));
+    busy.post('/stream', async (req) => {
+      let bytes = 0;
+      for await (const chunk of req.body as Readable) bytes += (chunk as Buffer).length;
+      return { bytes };
+    });
+    await busy.listen({ port: 0, host: '127.0.0.1' });
+  });
+  afterAll(() => busy?.close());
+
+  it('does not hold time its own blocked event loop spent against the client', async () => {
+    const socket = connect((busy.server.address() as AddressInfo).port, '127.0.0.1');
+    await once(socket, 'connect');
+    let data = '';
+    socket.on('data', (c: Buffer) => (data += c.toString('latin1')));
+    const closed = once(socket, 'close');
+    socket.write('POST /stream HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/octet-stream\r\ncontent-length: 2\r\nconnection: close\r\n\r\n');
+    await new Promise((r) => setTimeout(r, 100));
+    socket.write('x');
+    // Past one window boundary (which the first byte satisfies), then the host blocks for three windows.
+    await new Promise((r) => setTimeout(r, 1_300));
+    // Blocked in the check phase, so the next loop iteration runs timers (the watch) before it reads
+    // the socket again — as when the host is busy handling other I/O.
+    await new Promise<void>((resolve) =>
+      setImmediate(() => {
+        const until = performance.now() + 3_000;
+        while (performance.now() < until) {
+          // busy: neither the host nor this client runs
+        }
+        socket.write('y');
+        resolve();
+      }),
+    );
+    await closed;
+    expect(status(data)).toBe(200);
+    expect(JSON.parse(body(data))).toEqual({ bytes: 2 });
   });
 });

@@ -10,7 +10,7 @@
  * streamed by whoever handles the request (the proxy pipes it to the enclave) and this module must
  * not consume or buffer it. Time during which the host is not reading — data already waiting in
  * the request's buffer, or the socket paused for back-pressure from a slow enclave — is not held
- * against the client: the window starts again.
+ * against the client: the window starts again. Nor is time the host's event loop spent busy.
  *
  * One shared timer serves every watched request, and runs only while one is being watched.
  */
@@ -74,7 +74,9 @@ export function registerBodyTimeout(app: FastifyInstance, options: BodyTimeoutOp
         watched.delete(w);
         continue;
       }
-      const elapsed = now - w.lastTick;
+      // A tick that came late means the host's own event loop was busy (not reading either): at
+      // most two ticks' worth of time is held against the client.
+      const elapsed = Math.min(now - w.lastTick, 2 * tickMs);
       w.lastTick = now;
       // The host is not reading (buffered data, or back-pressure): not the client's fault.
       if (raw.readableLength > 0 || w.socket.isPaused()) {
