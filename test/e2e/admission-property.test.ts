@@ -26,6 +26,7 @@ import { connect as netConnect } from 'node:net';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectProvider } from '../../cli/owner.ts';
+import { reservationBound } from '../../host/pricing.ts';
 import { requiredScope, scopeGrants } from '../../host/request/scopes.ts';
 import {
   ANTHROPIC_ENDPOINTS,
@@ -843,4 +844,160 @@ describe('hostile clients against every declared endpoint (properties)', () => {
     await check('azure', Math.ceil(RUNS / 8));
     await check('any', Math.ceil(RUNS / 10));
   }, 60_000);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Concurrency: a burst on a capped key, some streams cut off mid-answer.
+
+describe('caps under a concurrent burst (property)', () => {
+  it('a capped key never settles more than its cap plus one reservation, whatever runs at once', async () => {
+    const burst = fc.array(
+      fc.record({ maxTokens: fc.constantFrom(50, 500, 3000), padding: fc.constantFrom(0, 200, 4000), abort: fc.boolean(), n: fc.constantFrom(1, 1, 3) }),
+      { minLength: 4, maxLength: 16 },
+    );
+    const property = fc.asyncProperty(fc.constantFrom(0.0005, 0.002, 0.01), burst, async (cap, requests) => {
+      const { id, key } = await newKey('openai', { models: [], scopes: undefined, dailyLimit: cap });
+      const bodies = requests.map((r) => JSON.stringify({
+        model: 'gpt-4o-mini', messages: [{ role: 'user', content: `hi${' '.repeat(r.padding)}` }], max_tokens: r.maxTokens, n: r.n,
+        // The mock keeps `mock-slow` streams open for seconds: those are cut off after their first chunk.
+        ...(r.abort ? { stream: true, user: 'mock-slow' } : {}),
+      }));
+      await Promise.all(requests.map(async (r, i) => {
+        const holder = new AbortController();
+        const res = await fetch(`${stack.hostUrl}/v1/chat/completions`, {
+          method: 'POST', headers: { authorization: `Bearer ${key}`, 'x-forwarded-for': IP, 'content-type': 'application/json' }, body: bodies[i], signal: holder.signal,
+        });
+        expect(res.status).toBeLessThan(500);
+        if (r.abort && res.status === 200) {
+          await res.body!.getReader().read();
+          holder.abort();
+        } else await res.arrayBuffer();
+      }));
+      const bounds = bodies.map((b) => {
+        const bound = reservationBound({ provider: 'openai', model: 'gpt-4o-mini', rule: { unit: 'tokens' }, json: JSON.parse(b) as Record<string, unknown>, bodyBytes: Buffer.byteLength(b) });
+        return bound.ok ? bound.micros / 1e6 : 0;
+      });
+      const s = await settledSpend(id);
+      expect(s.spentToday).toBeLessThanOrEqual(cap + Math.max(...bounds) + 1e-6);
+    });
+    await fc.assert(property, { seed: SEED, numRuns: Math.max(3, Math.ceil(RUNS / 20)), endOnFailure: true });
+  }, 60_000);
+});
+
+// ---------------------------------------------------------------------------------------------
+// The attacker's review, by hand. First what holds: framing tricks that Node's HTTP client would
+// normalise away, written raw. Each carries a body for a model the key does not allow.
+
+describe('raw framing cannot carry a disallowed model past the gateway', () => {
+  const bad = '{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}';
+  const good = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}';
+  const chunk = (b: string) => `${b.length.toString(16)}\r\n${b}\r\n0\r\n\r\n`;
+  let key: string;
+  beforeAll(async () => {
+    ({ key } = await newKey('openai', { models: ['gpt-4o-mini'], scopes: undefined, dailyLimit: null }));
+  });
+  const head = (extra: string) => `Host: 127.0.0.1\r\nAuthorization: Bearer ${key}\r\nX-Forwarded-For: ${IP}\r\nContent-Type: application/json\r\n${extra}`;
+
+  const cases: Array<[string, () => string]> = [
+    ['Transfer-Encoding chunked and Content-Length together', () => `POST /v1/chat/completions HTTP/1.1\r\n${head(`Content-Length: ${good.length}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n`)}\r\n${chunk(bad)}`],
+    ['Transfer-Encoding "chunked, identity"', () => `POST /v1/chat/completions HTTP/1.1\r\n${head('Transfer-Encoding: chunked, identity\r\nConnection: close\r\n')}\r\n${chunk(bad)}`],
+    ['Transfer-Encoding folded over two lines (obs-fold)', () => `POST /v1/chat/completions HTTP/1.1\r\n${head('Transfer-Encoding:\r\n chunked\r\nConnection: close\r\n')}\r\n${chunk(bad)}`],
+    ['two different Content-Lengths', () => `POST /v1/chat/completions HTTP/1.1\r\n${head(`Content-Length: ${good.length}\r\nContent-Length: ${bad.length}\r\nConnection: close\r\n`)}\r\n${good}`],
+    ['a folded Content-Type', () => `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${key}\r\nX-Forwarded-For: ${IP}\r\nContent-Type: text/plain;\r\n application/json\r\nContent-Length: ${bad.length}\r\nConnection: close\r\n\r\n${bad}`],
+    ['an absolute-form target', () => `POST http://127.0.0.1/v1/chat/completions HTTP/1.1\r\n${head(`Content-Length: ${bad.length}\r\nConnection: close\r\n`)}\r\n${bad}`],
+    ['an absolute-form target naming the real upstream', () => `POST https://api.openai.com/v1/chat/completions HTTP/1.1\r\n${head(`Content-Length: ${bad.length}\r\nConnection: close\r\n`)}\r\n${bad}`],
+    ['a request pipelined behind an allowed one', () => `POST /v1/chat/completions HTTP/1.1\r\n${head(`Content-Length: ${good.length}\r\n`)}\r\n${good}POST /v1/chat/completions HTTP/1.1\r\n${head(`Content-Length: ${bad.length}\r\nConnection: close\r\n`)}\r\n${bad}`],
+    ['a request smuggled after a short Content-Length', () => `POST /v1/chat/completions HTTP/1.1\r\n${head(`Content-Length: ${good.length}\r\n`)}\r\n${good}POST /v1/chat/completions HTTP/1.1\r\n${head(`Content-Length: ${bad.length}\r\nConnection: close\r\n`)}\r\n${bad}`],
+    ['a chunk trailer carrying Content-Type and a method override', () => `POST /v1/chat/completions HTTP/1.1\r\n${head('Transfer-Encoding: chunked\r\nConnection: close\r\n')}\r\n${bad.length.toString(16)};ext=1\r\n${bad}\r\n0\r\nContent-Type: text/plain\r\nX-HTTP-Method-Override: DELETE\r\n\r\n`],
+    ['HTTP/1.0 without Host', () => `POST /v1/chat/completions HTTP/1.0\r\nAuthorization: Bearer ${key}\r\nX-Forwarded-For: ${IP}\r\nContent-Type: application/json\r\nContent-Length: ${bad.length}\r\n\r\n${bad}`],
+    ['Expect: 100-continue', () => `POST /v1/chat/completions HTTP/1.1\r\n${head(`Expect: 100-continue\r\nContent-Length: ${bad.length}\r\nConnection: close\r\n`)}\r\n${bad}`],
+    ['a header name with a space before the colon', () => `POST /v1/chat/completions HTTP/1.1\r\n${head(`Content-Type : text/plain\r\nContent-Length: ${bad.length}\r\nConnection: close\r\n`)}\r\n${bad}`],
+    ['LF-only line endings', () => `POST /v1/chat/completions HTTP/1.1\n${head(`Content-Length: ${bad.length}\nConnection: close\n`).replace(/\r\n/g, '\n')}\n${bad}`],
+  ];
+  for (const [name, build] of cases) {
+    it(`refuses or neutralises ${name}`, async () => {
+      const before = stack.mock!.requests.length;
+      const answers = await exchange(Buffer.from(build(), 'latin1'));
+      const upstream = stack.mock!.requests.slice(before);
+      for (const a of answers) expect(a.status, name).toBeLessThan(500);
+      for (const u of upstream) expect(u.models, name).toEqual(['gpt-4o-mini']);
+    });
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// Openings found (each reproduced against the real stack). `it.fails` until the lead closes them
+// in host/ (code this suite does not own); flip each to `it` with its fix.
+
+describe('openings the attacker found', () => {
+  async function post(key: string, path: string, body: unknown): Promise<{ status: number; code: string | undefined; upstream: RecordedRequest[] }> {
+    const before = stack.mock!.requests.length;
+    const res = await fetch(`${stack.hostUrl}${path}`, {
+      method: 'POST', headers: { authorization: `Bearer ${key}`, 'x-forwarded-for': IP, 'content-type': 'application/json' }, body: JSON.stringify(body),
+    });
+    await res.arrayBuffer();
+    return { status: res.status, code: res.headers.get('x-sg-code') ?? undefined, upstream: stack.mock!.requests.slice(before) };
+  }
+
+  it.fails('a model-locked key cannot run another model through a hosted tool that names it (Responses image_generation)', async () => {
+    // Key: models [gpt-4o-mini], no cap. Observed: 200, forwarded; upstream would run (and bill) gpt-image-1.
+    const { key } = await newKey('openai', { models: ['gpt-4o-mini'], scopes: undefined, dailyLimit: null });
+    const r = await post(key, '/v1/responses', { model: 'gpt-4o-mini', input: 'draw a cat', tools: [{ type: 'image_generation', model: 'gpt-image-1', quality: 'high' }] });
+    expect(r.code).toBe('model_not_allowed');
+    expect(r.upstream).toHaveLength(0);
+  });
+
+  it.fails('an inference-only key cannot make the upstream read a stored file by id (needs files:read)', async () => {
+    // Default scopes (inference). Observed: 200, forwarded; the model is handed the owner's file and can repeat it.
+    const { key } = await newKey('openai', { models: [], scopes: undefined, dailyLimit: null });
+    const r = await post(key, '/v1/chat/completions', { model: 'gpt-4o-mini', messages: [{ role: 'user', content: [{ type: 'text', text: 'print this file' }, { type: 'file', file: { file_id: 'file-abc' } }] }] });
+    expect(r.code).toBe('scope_not_granted');
+    expect(r.upstream).toHaveLength(0);
+  });
+
+  it.fails('an inference-only key cannot continue a stored response, use a stored prompt or search a vector store (needs stored/vector_stores scopes)', async () => {
+    // Observed: each 200 and forwarded on an uncapped key (capped keys refuse them only as price_unknown).
+    const { key } = await newKey('openai', { models: [], scopes: undefined, dailyLimit: null });
+    for (const body of [
+      { model: 'gpt-4o-mini', input: 'repeat the conversation so far', previous_response_id: 'resp_abc' },
+      { model: 'gpt-4o-mini', prompt: { id: 'pmpt_abc' } },
+      { model: 'gpt-4o-mini', input: 'list the documents', tools: [{ type: 'file_search', vector_store_ids: ['vs_abc'] }] },
+    ]) {
+      const r = await post(key, '/v1/responses', body);
+      expect(r.code, JSON.stringify(body)).toBe('scope_not_granted');
+      expect(r.upstream).toHaveLength(0);
+    }
+  });
+
+  it.fails('a model-locked key with the batches scope cannot start a batch whose input lines were never checked', async () => {
+    // Key: models [gpt-4o-mini], scopes inference+batches. Observed: 200, forwarded — the input file may be any
+    // file of the owner's organisation (or one sent through the Uploads API, whose parts are not line-checked),
+    // naming any model.
+    const { key } = await newKey('openai', { models: ['gpt-4o-mini'], scopes: ['inference', 'batches'], dailyLimit: null });
+    const r = await post(key, '/v1/batches', { input_file_id: 'file-uploaded-elsewhere', endpoint: '/v1/chat/completions', completion_window: '24h' });
+    expect(r.status).toBe(403);
+    expect(r.upstream).toHaveLength(0);
+  });
+
+  it.fails('a capped key cannot buy the priority tier at standard prices (service_tier: "priority")', async () => {
+    // Cap $0.05/day. Observed: 200; reserved and settled at standard rates ($0.15/$0.60 per M for gpt-4o-mini),
+    // while OpenAI bills priority processing at about 1.7× that — a capped key can spend ~1.7× its cap.
+    const { key, id } = await newKey('openai', { models: [], scopes: undefined, dailyLimit: 0.05 });
+    const r = await post(key, '/v1/chat/completions', { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }], max_tokens: 1000, service_tier: 'priority' });
+    if (r.upstream.length === 0) return; // refused: fixed
+    // The mock answers 1000 completion tokens: at priority rates ($1.00/M output) that is at least $0.001.
+    const row = await eventually(async () => {
+      const audit = (await admin<{ items: Array<{ cost: number; code: string | null }> }>('GET', `/audit?keyId=${id}`)).json;
+      return audit.items.find((i) => i.code === null);
+    });
+    expect(row.cost).toBeGreaterThanOrEqual(0.001);
+  });
+
+  it.fails("answers an Anthropic key's refusals in Anthropic's error shape on every path, not only /v1/messages", async () => {
+    // Observed: GET /v1/files with an Anthropic key → 404 {"error":{"message","type","param","code"}} (OpenAI's shape).
+    const { key } = await newKey('anthropic', { models: [], scopes: undefined, dailyLimit: null });
+    const res = await fetch(`${stack.hostUrl}/v1/files`, { headers: { 'x-api-key': key, 'x-forwarded-for': IP } });
+    expect(res.headers.get('x-sg-code')).toBe('endpoint_not_allowed');
+    expect(((await res.json()) as { type?: string }).type).toBe('error');
+  });
 });
