@@ -14,7 +14,7 @@
  *
  * The pieces (two hosts, load, kill probe, reconciliation) are exported for test/e2e/pg-*.test.ts.
  */
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -51,11 +51,20 @@ export async function startTwoHosts(): Promise<TwoHosts> {
   let second: (ManagedProcess & { url: string }) | undefined;
   const sql = new pg.Client({ connectionString: database.url });
   try {
-    stack = await startStack({ dataDir, hostPort: 0, mock: true, hostArgs });
+    // On a loaded machine a process can miss its 30 s start-up deadline: try once more.
+    for (let attempt = 1; !stack; attempt++) {
+      try {
+        stack = await startStack({ dataDir, hostPort: 0, mock: true, hostArgs });
+      } catch (e) {
+        await stopStragglers(dataDir);
+        if (attempt === 2) throw e;
+      }
+    }
     second = await startHostInstance(stack, hostArgs);
     await sql.connect();
   } catch (e) {
     await stack?.stop();
+    await stopStragglers(dataDir);
     await rm(dataDir, { recursive: true, force: true });
     await database.drop();
     throw e;
@@ -95,6 +104,25 @@ export async function startTwoHosts(): Promise<TwoHosts> {
       await database.drop();
     },
   };
+}
+
+/**
+ * Ends the processes this run started under `dataDir` (a fresh temporary directory, so nothing
+ * else can match) that a failed start left behind: startStack stops only what it recorded.
+ */
+async function stopStragglers(dataDir: string): Promise<void> {
+  for (const entry of await readdir('/proc').catch(() => [] as string[])) {
+    const pid = Number(entry);
+    if (!Number.isInteger(pid) || pid === process.pid) continue;
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+    if (cmdline.includes(`${dataDir}/`)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  }
 }
 
 export interface LoadStats {

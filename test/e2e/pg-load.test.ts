@@ -77,6 +77,34 @@ describe.skipIf(skipPostgres)('two hosts on one PostgreSQL under load', () => {
     }
   }, 60_000);
 
+  it('writes settlements whose database sessions were terminated mid-flight once the database takes them again', async () => {
+    const uncapped = await hosts.newKey();
+    keyIds.push(uncapped.id);
+    const load = startLoad(hosts.urls, [uncapped.key], { concurrency: 16 });
+    const locker = new pg.Client({ connectionString: hosts.databaseUrl });
+    await locker.connect();
+    try {
+      await eventually(async () => (load.stats.served >= 40 ? true : undefined), 30_000);
+      await locker.query("BEGIN; SELECT * FROM spend_counters WHERE scope = 'project' FOR UPDATE");
+      await eventually(async () => {
+        const { rows } = await locker.query("SELECT COUNT(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'");
+        return (rows[0] as { n: number }).n >= 16 ? true : undefined;
+      }, 5_000);
+      // Every session waiting to write a settlement is cut off, as a failover or restart would.
+      const { rows } = await locker.query(
+        "SELECT COUNT(*) FILTER (WHERE pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+      );
+      expect((rows[0] as { n: number }).n).toBeGreaterThanOrEqual(16);
+    } finally {
+      await locker.query('ROLLBACK').catch(() => undefined);
+      await locker.end();
+      const stats = await load.stop();
+      expect(stats.failures).toEqual([]);
+    }
+    // The retried settlements land: counters match the audit trail (checked for all keys below).
+    expect(await settled(hosts.sql)).toBe(true);
+  }, 60_000);
+
   it('ends with no deadlock, no open reservation, and spend counters equal to the audit trail', async () => {
     expect(await settled(hosts.sql)).toBe(true);
     // Stopping the hosts flushes their audit rows and ends their sessions, which report statistics.
