@@ -677,9 +677,10 @@ const attemptArb = (conn: Conn) =>
 const keyConfigArb = (conn: Conn) =>
   fc.record({
     models: fc.oneof(fc.constant([] as string[]), fc.subarray(ALLOWED[conn], { minLength: Math.min(1, ALLOWED[conn].length) })),
-    scopes: fc.constantFrom<string[] | undefined>(
-      undefined, ['inference'], ['inference', 'files'], ['inference', 'files:read'], ['models:read'], ['files:read', 'files:delete'],
-      ['inference', 'files', 'files:delete', 'uploads', 'batches', 'fine_tuning', 'fine_tuning:delete', 'stored', 'stored:delete', 'vector_stores', 'vector_stores:delete'],
+    scopes: fc.oneof(
+      fc.constantFrom<string[] | undefined>(undefined, ['inference'], ['inference', 'files'], ['inference', 'files:read'], ['models:read'], ['files:read', 'files:delete']),
+      // Every scope, so that endpoints beyond inference are admitted too and their other invariants checked.
+      fc.constant(['inference', 'files', 'files:delete', 'uploads', 'batches', 'fine_tuning', 'fine_tuning:delete', 'stored', 'stored:delete', 'vector_stores', 'vector_stores:delete']),
     ),
     dailyLimit: fc.constantFrom<number | null>(null, null, 0.000001, 0.0005, 0.003, 0.05),
   });
