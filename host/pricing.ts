@@ -12,9 +12,11 @@
  * - `settledCost`: afterwards, what to charge — the usage when the answer reported it in full, the
  *   bound otherwise.
  *
- * Known gaps of the bound, each documented where it is made: audio length is bounded from bytes
- * at Opus's lowest nominal bitrate (DTX silence or container timestamps could undercut it), and
- * token-priced TTS from a documented seconds-per-character margin.
+ * Known gaps of the bound, each documented where it is made (price-tables.ts): audio length is
+ * bounded from bytes at Opus's lowest nominal bitrate (DTX silence or container timestamps could
+ * undercut it); token-priced TTS from a seconds-per-character margin; provider-added prompt
+ * tokens and per-image tokens from published figures with headroom; a project whose default
+ * service tier is Priority is billed above Standard without the request saying so.
  *
  * Never logs or returns request content.
  */
