@@ -349,6 +349,9 @@ describe('whose enclave: PCR policy strength', () => {
     const svc = await startService('dev');
     const { connectionId } = await enroll(svc, { policy: { allow: [{ ...strongPolicy().allow[0]!, '8': toHex(DEV_PCR8) }] } });
     expect((await release(svc, connectionId)).res.status).toBe(200);
+    // The log records the bindings too, so `attest audit` can replay the release against this policy.
+    const logged = (await svc.store.readAudit()).find((e) => e.event.outcome === 'released')!;
+    expect(logged.event.pcrs).toMatchObject({ '3': toHex(DEV_PCR3), '8': toHex(DEV_PCR8) });
     const otherRole = await DevNsm.create({ root, pcr0: PCR0, pcr3: new Uint8Array(createHash('sha384').update('another account').digest()) });
     expect((await release(svc, connectionId, { nsm: otherRole })).res.json.refused[0]!.code).toBe('attestation_pcr_mismatch');
   });

@@ -14,6 +14,7 @@ import {
   checkPcrPolicy,
   checkPolicyStrength,
   parsePcrPolicy,
+  POLICY_PCR_INDICES,
   verifyAttestation,
   type PcrPolicy,
   type PinnedRoot,
@@ -369,7 +370,9 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
         if (e instanceof AttestationError) return refuseRelease(reply, 403, e.code, e.message, connectionIds);
         throw e;
       }
-      const pcrs = Object.fromEntries([0, 1, 2, 8].map((i) => [String(i), toHex(doc.pcrs.get(i)!)]));
+      // Every PCR a policy may name (POLICY_PCR_INDICES), so an auditor can replay each release
+      // against the owner's policy of the moment — owner bindings (PCR3/PCR8) included.
+      const pcrs = Object.fromEntries(POLICY_PCR_INDICES.filter((i) => doc.pcrs.has(i)).map((i) => [String(i), toHex(doc.pcrs.get(i)!)]));
       const who = { moduleId: doc.moduleId, pcrs, root: doc.root };
       if (doc.nonce === null || doc.nonce.length !== 32) {
         return refuseRelease(reply, 403, 'nonce_unknown', 'document carries no challenge nonce of this shareholder', connectionIds, who);
