@@ -112,6 +112,13 @@ async function main(): Promise<void> {
   const command = positionals[0] ?? 'serve';
   const dataDir = values['data-dir'];
   if (!dataDir) throw new Error('usage: host/main.ts [serve|migrate] --data-dir <dir> --enclave unix:<path>|tcp:<host>:<port> [--database postgres://…]');
+  // Options are checked before anything is opened, so a typo fails at once.
+  const metricsToken = values['metrics-token'] || undefined;
+  if (metricsToken !== undefined && metricsToken.length < 16) throw new Error('--metrics-token must be at least 16 characters');
+  const metricsPort = values['metrics-port'] === undefined ? undefined : numberOption('metrics-port', 0);
+  const graceMs = numberOption('shutdown-grace', 0) * 1000;
+  const bodyTimeout = { windowMs: numberOption('body-timeout', 0.01) * 1000, minBytesPerSecond: numberOption('body-min-rate', 0) };
+  const clientTimeouts = { headersMs: numberOption('client-headers-timeout', 0.1) * 1000, requestMs: numberOption('request-timeout', 1) * 1000 };
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const store = openStore(dataDir);
   const applied = await store.migrate();
@@ -128,10 +135,6 @@ async function main(): Promise<void> {
   for (const a of await new AccountStore(store).list()) {
     if (!plans.has(a.plan)) throw new Error(`account ${a.id} is on plan "${a.plan}", which the plans configuration does not define; add it or move the account first`);
   }
-  const metricsToken = values['metrics-token'] || undefined;
-  if (metricsToken !== undefined && metricsToken.length < 16) throw new Error('--metrics-token must be at least 16 characters');
-  const metricsPort = values['metrics-port'] === undefined ? undefined : numberOption('metrics-port', 0);
-  const graceMs = numberOption('shutdown-grace', 0) * 1000;
   const enclave = enclavePool(parseEnclaveAddress(values.enclave));
   const app = await buildHostApp({
     store,
@@ -160,8 +163,8 @@ async function main(): Promise<void> {
     allowPrivateWebhooks: values['allow-private-webhooks'] || values.dev,
     ...(metricsToken ? { metricsToken } : {}),
     ...(metricsPort !== undefined ? { metricsListen: { host: values['metrics-host'], port: metricsPort } } : {}),
-    bodyTimeout: { windowMs: numberOption('body-timeout', 0.01) * 1000, minBytesPerSecond: numberOption('body-min-rate', 0) },
-    clientTimeouts: { headersMs: numberOption('client-headers-timeout', 0.1) * 1000, requestMs: numberOption('request-timeout', 1) * 1000 },
+    bodyTimeout,
+    clientTimeouts,
     logger: { level: process.env.LOG_LEVEL ?? 'info', stream: process.stderr, redact: LOG_REDACT },
   });
   const address = await app.listen({ port: Number(values.port), host: values.host });
