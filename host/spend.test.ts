@@ -242,7 +242,8 @@ describe.skipIf(skipPostgres)('spend ledger on PostgreSQL under concurrent load'
     // Per instance: the proxy's old pattern for uncapped keys (charge), the new one (reserve +
     // settle, every request) for the same key, and a capped key — all in one project.
     const loop = async (ledger: SpendLedger, i: number, kind: 'charge' | 'free' | 'capped') => {
-      for (let n = 0; Date.now() < until; n++) {
+      // For 2 s, and at least 5 rounds per loop whatever the machine's speed.
+      for (let n = 0; n < 5 || Date.now() < until; n++) {
         const cost = 1_000 + ((i * 7 + n) % 13);
         if (kind === 'charge') {
           await ledger.charge('k-free', 'p-load', day, cost);
@@ -272,8 +273,8 @@ describe.skipIf(skipPostgres)('spend ledger on PostgreSQL under concurrent load'
       dbs[0]!.query('SELECT COUNT(*)::int AS n FROM reservations'),
     ]);
     await Promise.all(dbs.map((d) => d.close()));
-    expect(settled.freeRequests).toBeGreaterThan(50);
-    expect(settled.cappedRequests).toBeGreaterThan(20);
+    expect(settled.freeRequests).toBeGreaterThanOrEqual(40);
+    expect(settled.cappedRequests).toBeGreaterThanOrEqual(10);
     expect(free).toEqual({ spent: settled.free, reserved: 0, requests: settled.freeRequests });
     expect(life).toEqual({ spent: settled.free, reserved: 0, requests: settled.freeRequests });
     expect(capped).toEqual({ spent: settled.capped, reserved: 0, requests: settled.cappedRequests });

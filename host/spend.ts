@@ -10,19 +10,18 @@
  * that makes settlement idempotent), releases what it held and charges the real cost.
  *
  * Why this cannot deadlock (PostgreSQL; SQLite has a single writer and takes it at BEGIN
- * IMMEDIATE, so it cannot deadlock at all):
- *   - Every transaction here (reserve, settle, charge, the reclaim of one reservation) touches at
- *     most one reservation row and locks it first: settle by DELETE, reclaim by UPDATE; reserve
- *     inserts a fresh random id that no other transaction can see before it commits.
+ * IMMEDIATE, so it cannot deadlock at all). Rows are locked in one total order: reservation rows
+ * by ascending id, then counter rows in COUNTER_ORDER.
+ *   - Every transaction here locks its reservation rows first, one single-row statement each, in
+ *     ascending id: a settlement batch by DELETE, the sweep (one reservation per transaction) by
+ *     UPDATE; reserve inserts a fresh random id that no other transaction can see before it commits.
  *   - It then locks counter rows only with single-row statements (an upsert on the primary key),
- *     one per row, in the one global order COUNTER_ORDER — never a multi-row UPDATE, whose lock
- *     order follows the physical order of row versions and differs between transactions (the
- *     deadlock of issue 17).
+ *     each row once, in COUNTER_ORDER — never a multi-row UPDATE, whose lock order follows the
+ *     physical order of row versions and differs between transactions (the deadlock of issue 17).
  *   - Nothing else in the host locks these tables' rows (admin and key writes use other tables;
  *     the audit log only inserts fresh ids; cleanup deletes one row per statement).
- * A cycle of waits would need a transaction to wait for a row that comes before one it already
- * holds, in the order "its reservation row, then counter rows ascending". No transaction ever
- * does, so PostgreSQL never has a cycle to break.
+ * A cycle of waits needs some transaction to wait for a row that comes before one it already
+ * holds in that order. None ever does, so PostgreSQL never has a cycle to break.
  *
  * Settlement is durable: a settle (or charge) the database does not take (gone, failing over,
  * timing out) is kept in this process and retried with backoff until it is written. A retry that
@@ -145,6 +144,19 @@ const RESERVE = `INSERT INTO spend_counters (scope, scope_id, period, spent, res
 const INSERT_RESERVATION = `INSERT INTO reservations (id, key_id, project_id, day, amount, created_at, expires_at, held)
   VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING`;
 
+/** Transactions writing settlements at once per process, and settlements per transaction. */
+const MAX_BATCHES = 4;
+const MAX_BATCH = 200;
+
+interface Settlement {
+  id: string;
+  actual: number;
+  /** A retry treats a missing reservation row as already settled (an earlier answer was lost). */
+  isRetry: boolean;
+  resolve: (r: SettleResult) => void;
+  reject: (e: unknown) => void;
+}
+
 export interface SpendLedgerOptions {
   /** Told about every settlement attempt the database did not take (it is retried). */
   onError?: (e: Error) => void;
@@ -163,6 +175,9 @@ export class SpendLedger {
   readonly #maxRetryDelayMs: number;
   /** Settlements (and charges) not yet written, by reservation id: the sweep leaves these alone. */
   readonly #pending = new Map<string, Promise<SettleResult>>();
+  /** Settlement attempts waiting for a batch, and how many batches are being written. */
+  #queue: Settlement[] = [];
+  #batches = 0;
   #closed = false;
 
   constructor(db: SqlDb, options: SpendLedgerOptions = {}) {
@@ -221,7 +236,7 @@ export class SpendLedger {
     }
     const queued = this.#pending.get(reservationId);
     if (queued) return queued;
-    return this.#durably(reservationId, (attempt) => this.#db.transaction((tx) => this.#settleOnce(tx, reservationId, actual, attempt > 0)));
+    return this.#durably(reservationId, (attempt) => this.#enqueue(reservationId, actual, attempt > 0));
   }
 
   /**
@@ -245,7 +260,7 @@ export class SpendLedger {
         inserted = true;
         attempt = 0;
       }
-      return this.#db.transaction((tx) => this.#settleOnce(tx, id, actual, attempt > 0));
+      return this.#enqueue(id, actual, attempt > 0);
     });
   }
 
@@ -276,36 +291,88 @@ export class SpendLedger {
     else await this.#db.transaction((tx) => tx.query(sql, params));
   }
 
-  async #settleOnce(tx: SqlDb, reservationId: string, actual: number, isRetry: boolean): Promise<SettleResult> {
-    // The reservation row first (see the header): its deletion is the guard against settling twice.
-    const [res] = await tx.query('DELETE FROM reservations WHERE id = $1 RETURNING key_id, project_id, day, amount, held, reclaimed, charged', [reservationId]);
-    if (!res) {
-      // On a retry, the row is gone because an earlier attempt committed and only its answer was lost.
-      if (!isRetry) throw new SpendError('reservation_unknown', `reservation ${reservationId} is unknown or already settled`);
-      return { keyDay: { before: 0, after: 0, cap: null } };
+  /**
+   * Settlements are written in batches: at most MAX_BATCHES transactions per process at a time,
+   * and whatever arrives meanwhile joins the next one. Under load, one transaction then moves each
+   * hot counter row (a busy key's, its project's) once for many requests instead of once per
+   * request, so a row lock is taken once per batch rather than queued for per request.
+   */
+  #enqueue(id: string, actual: number, isRetry: boolean): Promise<SettleResult> {
+    return new Promise<SettleResult>((resolve, reject) => {
+      this.#queue.push({ id, actual, isRetry, resolve, reject });
+      this.#drain();
+    });
+  }
+
+  #drain(): void {
+    while (this.#queue.length > 0 && this.#batches < MAX_BATCHES) {
+      const batch = this.#queue.splice(0, MAX_BATCH);
+      this.#batches++;
+      this.#db
+        .transaction((tx) => this.#settleBatch(tx, batch))
+        .then(
+          (outcomes) => outcomes.forEach((o, i) => (o.ok ? batch[i]!.resolve(o.value) : batch[i]!.reject(o.error))),
+          (e: unknown) => batch.forEach((b) => b.reject(e)),
+        )
+        .finally(() => {
+          this.#batches--;
+          this.#drain();
+        });
     }
-    const amount = Number(res.amount);
-    const reclaimed = Number(res.reclaimed) === 1;
-    const held = Number(res.held) === 1 && !reclaimed;
-    // A reclaimed reservation was charged its amount and counted by the sweep (`charged`), or — rows
-    // reclaimed before that rule — released without a charge (`charged` NULL).
-    const charged = res.charged === null || res.charged === undefined ? null : Number(res.charged);
-    let keyDay = { before: 0, after: 0, cap: null as number | null };
-    for (const c of countersOf(noCaps(res.key_id as string, res.project_id as string), res.day as string)) {
-      const release = held ? unitAmount(c, amount) : 0;
-      let spent: number;
-      let requests: number;
-      if (reclaimed && charged !== null) {
-        spent = c.scope === 'keyreq' ? 0 : actual - charged;
-        requests = 0;
-      } else {
-        spent = unitAmount(c, actual);
-        requests = 1;
+  }
+
+  /**
+   * One transaction for a batch of settlements. Lock order (see the header): the reservation rows
+   * one per statement in ascending id, then every counter row the batch moves, once each, in
+   * COUNTER_ORDER. A settlement whose row is missing fails alone (or, on a retry, is done).
+   */
+  async #settleBatch(tx: SqlDb, batch: Settlement[]): Promise<Array<{ ok: true; value: SettleResult } | { ok: false; error: Error }>> {
+    const outcomes: Array<{ ok: true; value: SettleResult } | { ok: false; error: Error }> = batch.map(() => ({ ok: true, value: { keyDay: { before: 0, after: 0, cap: null } } }));
+    const moves = new Map<string, { counter: Counter; spent: number; reserved: number; requests: number }>();
+    /** Per settlement: its key-day row and how much it moved it, for before/after. */
+    const keyDays: Array<{ row: string; spent: number } | undefined> = [];
+    const byId = batch.map((_, i) => i).sort((a, b) => (batch[a]!.id < batch[b]!.id ? -1 : 1));
+    for (const i of byId) {
+      const { id, actual, isRetry } = batch[i]!;
+      // Its deletion is the guard against settling twice.
+      const [res] = await tx.query('DELETE FROM reservations WHERE id = $1 RETURNING key_id, project_id, day, amount, held, reclaimed, charged', [id]);
+      if (!res) {
+        // On a retry, the row is gone because an earlier attempt committed and only its answer was lost.
+        if (!isRetry) outcomes[i] = { ok: false, error: new SpendError('reservation_unknown', `reservation ${id} is unknown or already settled`) };
+        continue;
       }
-      const [row] = await tx.query(MOVE, [c.scope, c.scopeId, c.period, spent, -release, requests]);
-      if (isKeyDay(c) && row) keyDay = { before: Number(row.spent) - spent, after: Number(row.spent), cap: null };
+      const amount = Number(res.amount);
+      const reclaimed = Number(res.reclaimed) === 1;
+      const held = Number(res.held) === 1 && !reclaimed;
+      // A reclaimed reservation was charged its amount and counted by the sweep (`charged`), or —
+      // rows reclaimed before that rule — released without a charge (`charged` NULL).
+      const charged = res.charged === null || res.charged === undefined ? null : Number(res.charged);
+      for (const c of countersOf(noCaps(res.key_id as string, res.project_id as string), res.day as string)) {
+        const corrected = reclaimed && charged !== null;
+        const spent = corrected ? (c.scope === 'keyreq' ? 0 : actual - charged) : unitAmount(c, actual);
+        const row = `${c.scope}\0${c.scopeId}\0${c.period}`;
+        const move = moves.get(row) ?? { counter: c, spent: 0, reserved: 0, requests: 0 };
+        move.spent += spent;
+        move.reserved -= held ? unitAmount(c, amount) : 0;
+        move.requests += corrected ? 0 : 1;
+        moves.set(row, move);
+        if (isKeyDay(c)) keyDays[i] = { row, spent };
+      }
     }
-    return { keyDay };
+    const finalSpent = new Map<string, number>();
+    for (const [row, m] of [...moves].sort((a, b) => COUNTER_ORDER(a[1].counter, b[1].counter))) {
+      const [r] = await tx.query(MOVE, [m.counter.scope, m.counter.scopeId, m.counter.period, m.spent, m.reserved, m.requests]);
+      finalSpent.set(row, Number(r?.spent ?? 0));
+    }
+    // Before/after per settlement, as if applied one by one in arrival order (one alert per line crossed).
+    for (let i = batch.length - 1; i >= 0; i--) {
+      const k = keyDays[i];
+      if (!k) continue;
+      const after = finalSpent.get(k.row)!;
+      outcomes[i] = { ok: true, value: { keyDay: { before: after - k.spent, after, cap: null } } };
+      finalSpent.set(k.row, after - k.spent);
+    }
+    return outcomes;
   }
 
   /**
