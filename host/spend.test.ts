@@ -134,6 +134,20 @@ for (const engine of engines) {
       expect(await ledger.counter('keyreq', 'k-unc', day)).toEqual({ spent: 1, reserved: 0, requests: 1 });
     });
 
+    it('reports before/after spend per settlement that tile the day without overlap, however settlements are batched', async () => {
+      const now = Date.now();
+      const reserved = await Promise.all(Array.from({ length: 60 }, () => ledger.reserve({ ...uncapped('k-tile', 'p-tile'), amount: 0, now })));
+      const results = await Promise.all(reserved.map((r, i) => (r.ok ? ledger.settle(r.reservationId, 10 + i) : Promise.reject(new Error('refused')))));
+      // Sorted by `before`, each settlement starts where the previous one ended: a budget line is crossed by exactly one.
+      const spans = results.map((r) => r.keyDay).sort((a, b) => a.before - b.before);
+      let at = 0;
+      for (const span of spans) {
+        expect(span.before).toBe(at);
+        at = span.after;
+      }
+      expect(at).toBe((await ledger.counter('key', 'k-tile', `d:${utcDay(now)}`)).spent);
+    });
+
     it('counts a settlement once: a second settle joins the first, a later one is refused as reservation_unknown', async () => {
       const now = Date.now();
       const r = await ledger.reserve({ ...uncapped('k-twice', 'p-twice'), amount: 0, now });
