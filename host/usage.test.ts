@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { text } from 'node:stream/consumers';
 import { describe, expect, it } from 'vitest';
-import { UsageTap, usageFromObject } from './usage.ts';
+import { jsonUsage, UsageTap, usageFromObject } from './usage.ts';
 
 async function run(tap: UsageTap, chunks: string[]): Promise<string> {
   return text(Readable.from(chunks.map((c) => Buffer.from(c))).pipe(tap));
@@ -70,5 +70,25 @@ describe('usage from streamed responses', () => {
     for await (const c of Readable.from([bytes.subarray(0, 1234), bytes.subarray(1234)]).pipe(tap)) out.push(c as Buffer);
     expect(Buffer.concat(out).equals(bytes)).toBe(true);
     expect(tap.result.usage).toBeUndefined();
+  });
+
+  it('marks usage complete only when the final usage arrived', async () => {
+    expect(jsonUsage(Buffer.from(JSON.stringify({ usage: { prompt_tokens: 1, completion_tokens: 2 } }))).complete).toBe(true);
+    expect(jsonUsage(Buffer.from(JSON.stringify({ data: [] }))).complete).toBe(false);
+    const tap = new UsageTap({ sse: true, kind: 'anthropic', stripInjectedUsage: false });
+    const start = `event: message_start\ndata: ${JSON.stringify({ type: 'message_start', message: { model: 'claude', usage: { input_tokens: 5, output_tokens: 1 } } })}\n\n`;
+    await run(tap, [start]);
+    expect(tap.result.complete).toBe(false);
+  });
+
+  it('reads Gemini usageMetadata, thinking tokens as output', () => {
+    const r = jsonUsage(Buffer.from(JSON.stringify({ usageMetadata: { promptTokenCount: 10, candidatesTokenCount: 4, thoughtsTokenCount: 6, cachedContentTokenCount: 3 } })));
+    expect(r.usage).toEqual({ inputTokens: 7, outputTokens: 10, cacheReadTokens: 3 });
+    expect(r.complete).toBe(true);
+  });
+
+  it('reads a transcription duration as audio seconds', () => {
+    const r = jsonUsage(Buffer.from(JSON.stringify({ text: 'hello', duration: 12.5, language: 'en' })));
+    expect(r.usage).toEqual({ inputTokens: 0, outputTokens: 0, audioSeconds: 12.5 });
   });
 });

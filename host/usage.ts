@@ -67,6 +67,10 @@ export function jsonUsage(body: Buffer): UsageTapResult {
   try {
     const parsed = JSON.parse(body.toString('utf8')) as Obj;
     result.usage = usageFromObject(parsed.usage ?? parsed.usageMetadata);
+    // Whisper-style transcriptions report no usage, only the audio's duration (verbose_json).
+    if (result.usage === undefined && typeof parsed.duration === 'number' && Number.isFinite(parsed.duration) && parsed.duration >= 0 && typeof parsed.text === 'string') {
+      result.usage = { inputTokens: 0, outputTokens: 0, audioSeconds: parsed.duration };
+    }
     result.complete = result.usage !== undefined;
     if (typeof parsed.model === 'string') result.model = parsed.model;
   } catch {

@@ -10,7 +10,7 @@ export type ClassifiedBody =
   /** A JSON object, validated (numbers, depth); `bytes` is what was received. */
   | { format: 'json'; bytes: Buffer; value: Record<string, unknown> }
   /** A whole multipart body (small endpoints: audio, image edits), parsed strictly. */
-  | { format: 'multipart'; bytes: Buffer; boundary: string; fields: Map<string, string> }
+  | { format: 'multipart'; bytes: Buffer; boundary: string; fields: Map<string, string>; fileParts: number }
   /** Opaque bytes read whole (a signed any-API request). */
   | { format: 'bytes'; bytes: Buffer }
   /**

@@ -163,7 +163,7 @@ async function readClassifiedBody(raw: RawRequest, endpoint: EndpointSpec, conte
       if (endpoint.model.in === 'multipart' || options.bufferWhole) {
         const bytes = await readBody(raw.body, raw.headers, limit);
         const parsed = parseMultipart(bytes, boundary);
-        return { format: 'multipart', bytes, boundary, fields: parsed.fields };
+        return { format: 'multipart', bytes, boundary, fields: parsed.fields, fileParts: parsed.files.length };
       }
       return { format: 'stream', boundary, declaredLength: declaredLength(raw.headers), limit };
     }

@@ -39,7 +39,7 @@ export function boundFor(request: ClassifiedRequest, model: string | undefined, 
     rule: request.endpoint.price,
     json: body.format === 'json' ? body.value : undefined,
     bodyBytes: body.format === 'stream' ? (body.declaredLength ?? body.limit) : body.format === 'none' ? 0 : body.bytes.length,
-    ...(body.format === 'multipart' ? { fields: body.fields } : {}),
+    ...(body.format === 'multipart' ? { fields: body.fields, fileParts: body.fileParts } : {}),
   });
   if (bound.ok) return bound.micros;
   if (bound.code === 'invalid_request') throw new HostError('invalid_request', bound.message);
