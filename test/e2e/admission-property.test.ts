@@ -680,7 +680,7 @@ const keyConfigArb = (conn: Conn) =>
     scopes: fc.oneof(
       fc.constantFrom<string[] | undefined>(undefined, ['inference'], ['inference', 'files'], ['inference', 'files:read'], ['models:read'], ['files:read', 'files:delete']),
       // Every scope, so that endpoints beyond inference are admitted too and their other invariants checked.
-      fc.constant(['inference', 'files', 'files:delete', 'uploads', 'batches', 'fine_tuning', 'fine_tuning:delete', 'stored', 'stored:delete', 'vector_stores', 'vector_stores:delete']),
+      fc.constant<string[] | undefined>(['inference', 'files', 'files:delete', 'uploads', 'batches', 'fine_tuning', 'fine_tuning:delete', 'stored', 'stored:delete', 'vector_stores', 'vector_stores:delete']),
     ),
     dailyLimit: fc.constantFrom<number | null>(null, null, 0.000001, 0.0005, 0.003, 0.05),
   });
@@ -830,6 +830,29 @@ describe('hostile clients against every declared endpoint (properties)', () => {
     const covered = new Set(SAMPLES.map((s) => `${s.conn}:${s.row.id}`));
     for (const r of providerSpec('openai')!.endpoints) expect(covered, r.id).toContain(`openai:${r.id}`);
     for (const r of providerSpec('anthropic')!.endpoints) expect(covered, r.id).toContain(`anthropic:${r.id}`);
+  });
+
+  it('the checker itself flags each kind of violation (so a passing run means something)', () => {
+    const chat = SAMPLES.find((x) => x.row.id === 'chat.create')!;
+    const body = Buffer.from('{"model":"gpt-4o-mini"}');
+    const a: Attempt = { sample: chat, wire: { method: 'POST', target: '/v1/chat/completions', headers: [], body, framing: 'length' }, client: IP, mayRewrite: false, streamed: false, undeclared: false, label: 'self-test' };
+    const k = (): KeyState => ({ id: 'k', key: 'SG_x', conn: 'openai', config: { models: ['gpt-4o-mini'], scopes: undefined, dailyLimit: null }, admittedFrom: new Set() });
+    const sha = createHash('sha256').update(body).digest('hex');
+    const up = (over: Partial<RecordedRequest>): RecordedRequest => ({ method: 'POST', path: '/v1/chat/completions', headers: {}, bodySha256: sha, bodyBytes: body.length, models: ['gpt-4o-mini'], ...over });
+    const ok: Answer = { status: 200, headers: {}, body: Buffer.from('{}') };
+    const refused: Answer = { status: 403, headers: { 'x-sg-code': 'model_not_allowed' }, body: Buffer.from('{"error":{"message":"m","type":"permission_error","code":"model_not_allowed"}}') };
+    expect(violations(k(), a, [ok], [up({})], true)).toEqual([]);
+    expect(violations(k(), a, [refused], [], true)).toEqual([]);
+    expect(violations(k(), a, [ok], [up({ models: ['gpt-4o'] })], true).join()).toMatch(/model "gpt-4o"/);
+    expect(violations(k(), a, [refused], [up({})], true).join()).toMatch(/refused .* but the upstream got/);
+    expect(violations(k(), a, [ok], [up({ bodySha256: 'x' })], true).join()).toMatch(/differ/);
+    expect(violations(k(), a, [ok], [up({ headers: { 'openai-organization': 'org' } })], true).join()).toMatch(/openai-organization/);
+    expect(violations(k(), a, [{ ...ok, status: 502 }], [up({})], true).join()).toMatch(/status 502/);
+    expect(violations(k(), { ...a, undeclared: true }, [ok], [up({})], true).join()).toMatch(/undeclared/);
+    expect(violations(k(), { ...a, client: undefined }, [ok], [up({})], true).join()).toMatch(/client address/);
+    expect(violations({ ...k(), config: { models: [], scopes: ['files:read'], dailyLimit: null } }, a, [ok], [up({})], true).join()).toMatch(/needing inference:write/);
+    expect(violations(k(), a, [ok], [up({}), up({})], true).join()).toMatch(/2 times/);
+    expect(violations(k(), a, [{ ...refused, body: Buffer.from('{"type":"error","error":{"message":"m","type":"t","code":"model_not_allowed"}}') }], [], true).join()).toMatch(/anthropic shape/);
   });
 
   it('OpenAI: refusals never reach the upstream; admissions carry only allowed models, scopes and bytes; caps hold', async () => {
