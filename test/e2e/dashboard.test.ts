@@ -71,7 +71,7 @@ describe.skipIf(!haveChromium || !built)('dashboard in Chromium', () => {
     await shot('01-signup');
     await page.getByRole('button', { name: 'Sign up' }).click();
     await page.getByTestId('plan').waitFor();
-  }, 60_000);
+  }, 120_000);
 
   afterAll(async () => {
     await browser?.close();
