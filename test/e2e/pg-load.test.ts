@@ -86,15 +86,16 @@ describe.skipIf(skipPostgres)('two hosts on one PostgreSQL under load', () => {
     try {
       await eventually(async () => (load.stats.served >= 40 ? true : undefined), 30_000);
       await locker.query("BEGIN; SELECT * FROM spend_counters WHERE scope = 'project' FOR UPDATE");
+      // Each host writes settlements in at most 4 transactions at once; wait until all 8 wait.
       await eventually(async () => {
         const { rows } = await locker.query("SELECT COUNT(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'");
-        return (rows[0] as { n: number }).n >= 16 ? true : undefined;
+        return (rows[0] as { n: number }).n >= 8 ? true : undefined;
       }, 5_000);
-      // Every session waiting to write a settlement is cut off, as a failover or restart would.
+      // Every session waiting to write settlements is cut off, as a failover or restart would.
       const { rows } = await locker.query(
         "SELECT COUNT(*) FILTER (WHERE pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
       );
-      expect((rows[0] as { n: number }).n).toBeGreaterThanOrEqual(16);
+      expect((rows[0] as { n: number }).n).toBeGreaterThanOrEqual(8);
     } finally {
       await locker.query('ROLLBACK').catch(() => undefined);
       await locker.end();
