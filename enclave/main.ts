@@ -54,14 +54,20 @@ async function loadShareholders(path: string, dev: boolean): Promise<Shareholder
     const filled = await Promise.all(
       raw.map(async (e: { id?: string; url?: string; publicKey?: string }) => {
         if (typeof e?.publicKey === 'string') return e;
-        const res = await fetch(`${String(e?.url)}/v1/identity`, { signal: AbortSignal.timeout(10_000) });
-        const identity = (await res.json()) as { id?: string; publicKey?: string };
-        if (identity.id !== e?.id) throw new Error(`shareholder at ${String(e?.url)} says it is ${String(identity.id)}, not ${String(e?.id)}`);
-        log.warn({ shareholder: e.id, publicKey: identity.publicKey }, 'DEVELOPMENT: shareholder identity key taken from the network at boot (trust on first use); list publicKey in the shareholder file');
-        return { ...e, publicKey: identity.publicKey };
+        try {
+          const res = await fetch(`${String(e?.url)}/v1/identity`, { signal: AbortSignal.timeout(10_000) });
+          const identity = (await res.json()) as { id?: string; publicKey?: string };
+          if (identity.id !== e?.id) throw new Error(`it says it is ${String(identity.id)}`);
+          log.warn({ shareholder: e.id, publicKey: identity.publicKey }, 'DEVELOPMENT: shareholder identity key taken from the network at boot (trust on first use); list publicKey in the shareholder file');
+          return { ...e, publicKey: identity.publicKey };
+        } catch (error) {
+          // Without its key no release from it could be authenticated: leave it out until a restart.
+          log.warn({ shareholder: e?.id, reason: (error as Error).message }, 'DEVELOPMENT: shareholder identity unavailable at boot; not asking this shareholder');
+          return undefined;
+        }
       }),
     );
-    return parseShareholderEndpoints(filled);
+    return parseShareholderEndpoints(filled.filter((e) => e !== undefined));
   }
   return parseShareholderEndpoints(raw);
 }
