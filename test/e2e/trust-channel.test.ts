@@ -100,4 +100,21 @@ describe('enclave → shareholder channel', () => {
       forgeFor.delete('sh-2');
     }
   });
+
+  it('lists the vsock bridges enclave-init.sh starts, and refuses an image configuration with a shareholder it cannot reach', async () => {
+    const { execFile } = await import('node:child_process');
+    const { writeFile } = await import('node:fs/promises');
+    const main = new URL('../../enclave/main.ts', import.meta.url).pathname;
+    const run = (file: string) =>
+      new Promise<{ code: number; stdout: string }>((resolve) =>
+        execFile(process.execPath, [main, '--shareholders', file, '--print-shareholder-bridges'], (error, stdout) => resolve({ code: error ? Number(error.code) : 0, stdout })),
+      );
+    const sh = { id: 'sh-1', url: 'https://sh1.example', publicKey: 'ab'.repeat(32), vsockPort: 8101 };
+    const good = join(sockDir, 'image-shareholders.json');
+    await writeFile(good, JSON.stringify([sh, { ...sh, id: 'sh-2', vsockPort: 8102 }]));
+    expect(await run(good)).toEqual({ code: 0, stdout: 'sh-1 8101\nsh-2 8102\n' });
+    const noPort = join(sockDir, 'image-shareholders-bad.json');
+    await writeFile(noPort, JSON.stringify([{ id: 'sh-1', url: sh.url, publicKey: sh.publicKey }]));
+    expect((await run(noPort)).code).toBe(1);
+  });
 });
