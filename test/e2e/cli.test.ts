@@ -245,7 +245,8 @@ describe('securegate CLI against the dev stack', () => {
     } finally {
       await rm(ownerDir, { recursive: true, force: true });
     }
-  });
+    // ~35 CLI runs: minutes, not seconds, on a loaded 2-core machine.
+  }, 180_000);
 
   it('sets a project\'s auto-lock default; status shows what a key bound and when', async () => {
     const set = await cli(['projects', 'set', 'proj_default', '--auto-lock', 'ip,device', '--json']);
@@ -267,7 +268,7 @@ describe('securegate CLI against the dev stack', () => {
     const list = JSON.parse((await cli(['projects', 'list', '--json'])).stdout) as Array<{ id: string; defaultAutoLock: string[] | null }>;
     expect(list.find((p) => p.id === 'proj_default')!.defaultAutoLock).toBeNull();
     expect((await cli(['projects', 'set', 'proj_default'])).code).toBe(2);
-  });
+  }, 120_000);
 
   it('refuses a plain-http base URL that is not loopback', async () => {
     const r = await cli(['connect', 'openai', '--api-key-stdin', '--base-url', 'http://example.com', '--json'], 'sk-x\n');
