@@ -24,6 +24,7 @@ import { TrustedProxies } from './client-ip.ts';
 import { registerBodyTimeout } from './body-timeout.ts';
 import { registerRequestTargetGuard } from './request-target.ts';
 import { errorBody, errorShapeForPath, HOST_ERRORS, HostError } from './errors.ts';
+import type { ErrorShape } from '../protocol/index.ts';
 import type { GeoLookup } from './geo.ts';
 import { registerProxy } from './proxy.ts';
 import type { HostStore } from './store.ts';
@@ -150,17 +151,17 @@ export async function buildHostApp(config: HostConfig): Promise<FastifyInstance>
     },
   });
 
-  function refuse(reply: FastifyReply, path: string, code: string, message: string, retryAfter?: number) {
+  function refuse(reply: FastifyReply, path: string, code: string, message: string, retryAfter?: number, shape?: ErrorShape) {
     const spec = HOST_ERRORS[code] ?? HOST_ERRORS.gateway_error!;
     if (!spec.retry) reply.header('x-should-retry', 'false');
     reply.header('x-sg-code', code);
     if (retryAfter) reply.header('retry-after', String(retryAfter));
-    return reply.status(spec.status).type('application/json').send(errorBody(errorShapeForPath(path), code, spec.type, message));
+    return reply.status(spec.status).type('application/json').send(errorBody(shape ?? errorShapeForPath(path), code, spec.type, message));
   }
 
   app.setErrorHandler((error: Error & { statusCode?: number; validation?: unknown; code?: string }, req, reply) => {
     const path = req.url.split('?')[0]!;
-    if (error instanceof HostError) return refuse(reply, path, error.code, error.message, error.retryAfter);
+    if (error instanceof HostError) return refuse(reply, path, error.code, error.message, error.retryAfter, error.shape);
     if (error.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return refuse(reply, path, 'request_too_large', error.message);
     if (error.validation || (error.statusCode && error.statusCode < 500)) return refuse(reply, path, 'invalid_request', error.message);
     req.log.error({ err: { name: error.name, message: error.message } }, 'host internal error');

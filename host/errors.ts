@@ -14,7 +14,8 @@ const GATEWAY_ERRORS = {
   unsupported_media_type: { status: 415, type: 'invalid_request_error', retry: false },
   /** Behind a trusted proxy that did not say who the client is: the IP locks cannot be applied. */
   client_ip_unknown: { status: 400, type: 'invalid_request_error', retry: false },
-  request_timeout: { status: 408, type: 'invalid_request_error', retry: false },
+  /** The body stalled (host/body-timeout.ts): a retry on a better connection can succeed. */
+  request_timeout: { status: 408, type: 'invalid_request_error', retry: true },
   /** The client stopped sending its body: nobody is left to read the answer. */
   request_aborted: { status: 400, type: 'invalid_request_error', retry: false },
   /** Settled spend has reached a cap: retrying cannot help until the window turns. */
@@ -50,6 +51,8 @@ export type HostErrorCode = keyof typeof GATEWAY_ERRORS | keyof typeof LOCK_ERRO
 export class HostError extends Error {
   readonly code: HostErrorCode;
   readonly retryAfter: number | undefined;
+  /** The error shape of the key's provider, once known (else the path decides). */
+  shape: ErrorShape | undefined;
   constructor(code: HostErrorCode, message: string, retryAfter?: number) {
     super(message);
     this.code = code;

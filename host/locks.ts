@@ -47,6 +47,10 @@ export interface RequestFacts {
   model: string | undefined | typeof MODEL_UNKNOWN;
   /** The scope atom the classified endpoint needs (`inference:write`, `files:delete`, …). */
   scope: string;
+  /** Further atoms for stored data the body names by id (`files:read` for a `file_id`, …). */
+  extraScopes?: readonly string[];
+  /** Models the request's tools run besides its own; MODEL_UNKNOWN when a tool runs one it does not name. */
+  toolModels?: ReadonlyArray<string | typeof MODEL_UNKNOWN>;
   allowUnknownLocation: boolean;
 }
 
@@ -88,14 +92,23 @@ export function checkRequestLocks(key: KeyRecord, connection: ConnectionRecord, 
     if (!presented || presented.length > 256) return refuse('device_mismatch', 'Send the x-device-fingerprint header (`securegate env`).');
     if (!deviceMatches(key, presented)) return refuse('device_mismatch');
   }
-  if (!scopeGrants(key.scopes, facts.scope)) {
-    return refuse('scope_not_granted', `It needs the scope ${facts.scope}; this key has ${key.scopes.join(', ') || 'none'} (\`securegate keys update --scopes\`).`);
+  for (const atom of [facts.scope, ...(facts.extraScopes ?? [])]) {
+    if (!scopeGrants(key.scopes, atom)) {
+      const why = atom === facts.scope ? '' : ' to read the stored data this request names by id';
+      return refuse('scope_not_granted', `It needs the scope ${atom}${why}; this key has ${key.scopes.join(', ') || 'none'} (\`securegate keys update --scopes\`).`);
+    }
   }
   if (key.allowedModels.length > 0 && facts.model === MODEL_UNKNOWN) {
     return refuse('model_not_allowed', `The gateway could not tell which model this request uses, and this key may call only ${key.allowedModels.join(', ')}. Name the model in the request.`);
   }
   if (key.allowedModels.length > 0 && typeof facts.model === 'string' && !key.allowedModels.includes(facts.model)) {
     return refuse('model_not_allowed', `Allowed: ${key.allowedModels.join(', ')}.`);
+  }
+  if (key.allowedModels.length > 0) {
+    for (const m of facts.toolModels ?? []) {
+      if (m === MODEL_UNKNOWN) return refuse('model_not_allowed', `A tool in this request runs a model it does not name; this key may call only ${key.allowedModels.join(', ')}.`);
+      if (!key.allowedModels.includes(m)) return refuse('model_not_allowed', `A tool in this request runs ${m}. Allowed: ${key.allowedModels.join(', ')}.`);
+    }
   }
   if (connection.projectId !== key.projectId) return refuse('project_scope');
   return undefined;

@@ -13,7 +13,7 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Pool } from 'undici';
-import { providerSpec, verifyRequestSignature, SIGNATURE_HEADERS } from '../protocol/index.ts';
+import { providerSpec, verifyRequestSignature, SIGNATURE_HEADERS, type ErrorShape } from '../protocol/index.ts';
 import type { AuditRow, AuditWriter } from './audit.ts';
 import { clientIp, type TrustedProxies } from './client-ip.ts';
 import { HostError } from './errors.ts';
@@ -21,6 +21,7 @@ import type { GeoLookup } from './geo.ts';
 import { checkKeyStatus, resolveModel } from './locks.ts';
 import type { HostMetrics } from './metrics.ts';
 import { newId } from './keys.ts';
+import { PRIORITY_TIER_FACTOR } from './price-tables.ts';
 import type { SpendLedger } from './spend.ts';
 import type { HostStore, KeyRecord } from './store.ts';
 import type { VelocityTracker } from './velocity.ts';
@@ -134,7 +135,18 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
     return entry;
   }
 
+  /** Refusals speak the key's provider's error shape once the key is known (else the path decides). */
   const handler = async (req: FastifyRequest, reply: FastifyReply) => {
+    const context: { shape?: ErrorShape } = {};
+    try {
+      return await handle(req, reply, context);
+    } catch (e) {
+      if (e instanceof HostError && context.shape !== undefined) e.shape ??= context.shape;
+      throw e;
+    }
+  };
+
+  const handle = async (req: FastifyRequest, reply: FastifyReply, context: { shape?: ErrorShape }) => {
     (req as unknown as { startedAt: number }).startedAt = performance.now();
     const now = Date.now();
 
@@ -148,6 +160,7 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
     }
     let key = auth.key;
     const connection = auth.connection;
+    context.shape = providerSpec(connection.provider)?.errorShape;
     // The kill switch comes first: a killed key is refused whatever else is wrong with the request.
     const peerIp = clientIp(req.raw.socket.remoteAddress ?? '', req.headers, deps.trustedProxies);
     const status = checkKeyStatus(key, now);
@@ -199,7 +212,7 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
     try {
       ({ key, bindings } = await admit(admitDeps, key, connection, {
         now, clientIp: ip, location, deviceFingerprint: typeof device === 'string' ? device : undefined, model,
-        allowUnknownLocation: deps.allowUnknownLocation, scope: request.scope, jsonBytes: request.body.format === 'json' ? request.body.bytes.length : 0,
+        allowUnknownLocation: deps.allowUnknownLocation, scope: request.scope, extraScopes: request.extraScopes, toolModels: request.toolModels, jsonBytes: request.body.format === 'json' ? request.body.bytes.length : 0,
       }));
     } catch (e) {
       if (e instanceof LockRefused) refuse(req, key, asHostError(e), ip, e.announce);
@@ -241,6 +254,7 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
       held, provider: connection.provider, requested: typeof requested === 'string' ? requested : undefined, model: modelName, ip, location,
       deviceMatch: key.deviceHash !== null ? true : null, aliases: policy.aliases,
       bindings,
+      priceFactor: request.body.format === 'json' && request.body.value.service_tier === 'priority' ? PRIORITY_TIER_FACTOR : 1,
     };
     return forward(
       {

@@ -21,6 +21,8 @@ export interface AdmitFacts {
   model: ClassifiedRequest['requestedModel'];
   allowUnknownLocation: boolean;
   scope: string;
+  extraScopes: readonly string[];
+  toolModels: ClassifiedRequest['toolModels'];
   /** Input size estimate for the velocity check (bytes of a JSON body). */
   jsonBytes: number;
 }

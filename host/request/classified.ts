@@ -36,6 +36,10 @@ export interface ClassifiedRequest {
    * a key with a model allow-list refuses the latter.
    */
   requestedModel: string | undefined | typeof MODEL_UNKNOWN;
+  /** Scope atoms the stored data the body names by id needs (`files:read` for a `file_id`, …). */
+  extraScopes: string[];
+  /** Models the body's tools run besides its own (request/references.ts). */
+  toolModels: Array<string | typeof MODEL_UNKNOWN>;
 }
 
 export const MODEL_UNKNOWN = Symbol('model_unknown');

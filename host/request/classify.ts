@@ -13,6 +13,7 @@ import { MODEL_UNKNOWN, type ClassifiedBody, type ClassifiedRequest } from './cl
 import { INTEGER_FIELDS, parseJsonObject, RequestFormatError, validateNumbers } from './json-body.ts';
 import { hasUtf8Charset, isJsonType, isMultipartFormData, multipartBoundary, parseMediaType, rawHeaderValues } from './media-type.ts';
 import { parseMultipart } from './multipart.ts';
+import { referencedScopes, toolModels } from './references.ts';
 import { requiredScope } from './scopes.ts';
 
 const MiB = 1024 * 1024;
@@ -125,6 +126,7 @@ export async function classify(raw: RawRequest, provider: ProviderSpec, allow: s
     refuseFormat(e);
   }
 
+  const json = body.format === 'json' ? body.value : undefined;
   return {
     provider,
     endpoint,
@@ -133,7 +135,9 @@ export async function classify(raw: RawRequest, provider: ProviderSpec, allow: s
     query,
     scope: requiredScope(endpoint.kind, endpoint.access),
     body,
-    requestedModel: modelOf(endpoint, body, groups),
+    requestedModel: unverifiableBatchInput(endpoint, json) ? MODEL_UNKNOWN : modelOf(endpoint, body, groups),
+    extraScopes: json ? referencedScopes(json) : [],
+    toolModels: json ? toolModels(json) : [],
   };
 }
 
@@ -185,6 +189,16 @@ function jsonBody(bytes: Buffer, contentType: string | string[] | undefined): Cl
   const value = parseJsonObject(bytes);
   validateNumbers(value, NUMBER_RULES);
   return { format: 'json', bytes, value };
+}
+
+/**
+ * Batch input the gateway could not check line by line: a batch over an input file (uploaded
+ * anywhere), or a multi-part Upload meant for batches (its parts are opaque). A model-locked key
+ * cannot run those; input files uploaded through `/v1/files` are checked as they stream.
+ */
+function unverifiableBatchInput(endpoint: EndpointSpec, json: Record<string, unknown> | undefined): boolean {
+  if (endpoint.id === 'batches.create') return true;
+  return endpoint.id === 'uploads.create' && typeof json?.purpose === 'string' && json.purpose.trim().toLowerCase() === 'batch';
 }
 
 function modelOf(endpoint: EndpointSpec, body: ClassifiedBody, groups: string[]): ClassifiedRequest['requestedModel'] {

@@ -19,7 +19,7 @@ import type { AuditRow, AuditWriter } from '../audit.ts';
 import { ByteLimiter } from '../bodies.ts';
 import { HostError } from '../errors.ts';
 import type { HostMetrics } from '../metrics.ts';
-import { settledCost } from '../pricing.ts';
+import { settledCost, type TokenUsage } from '../pricing.ts';
 import type { SpendLedger } from '../spend.ts';
 import type { ConnectionRecord, KeyRecord } from '../store.ts';
 import { jsonUsage, UsageTap, type StreamKind, type UsageTapResult } from '../usage.ts';
@@ -29,6 +29,8 @@ import { clientResponseHeaders, upstreamRequestHeaders } from './headers.ts';
 import { RequestFormatError } from './json-body.ts';
 import { replaceField } from './multipart.ts';
 import type { Held } from './reserve.ts';
+import { referencedScopes, toolModels } from './references.ts';
+import { scopeGrants } from './scopes.ts';
 import { UploadInspector } from './upload-inspector.ts';
 
 /** Non-streamed answers up to this size with a Content-Length are read whole and sent at once. */
@@ -44,6 +46,11 @@ export interface Accounting {
   deviceMatch: boolean | null;
   aliases: Record<string, string>;
   bindings: Bindings;
+  /**
+   * Multiplier on the usage's standard price: the priority tier bills above the price data's
+   * standard rates (PRIORITY_TIER_FACTOR, as the bound holds).
+   */
+  priceFactor: number;
 }
 
 export interface ForwardDeps {
@@ -88,10 +95,18 @@ export function batchLineCheck(request: ClassifiedRequest, key: KeyRecord) {
     if (!hit || hit.endpoint.kind !== 'inference') {
       return new RequestFormatError('invalid_request', `Batch input line ${lineNo} calls ${String(line.method)} ${url}, which is not an inference endpoint this key can call.`);
     }
-    const body = line.body as Record<string, unknown> | undefined;
-    const model = body && typeof body === 'object' ? body.model : undefined;
+    const body = line.body !== null && typeof line.body === 'object' && !Array.isArray(line.body) ? (line.body as Record<string, unknown>) : undefined;
+    const model = body?.model;
     if (typeof model !== 'string' || !key.allowedModels.includes(model)) {
       return new RequestFormatError('model_not_allowed', `Batch input line ${lineNo} uses model ${typeof model === 'string' ? model : '(none)'}; this key may call only ${key.allowedModels.join(', ')}.`);
+    }
+    for (const m of body ? toolModels(body) : []) {
+      if (typeof m !== 'string' || !key.allowedModels.includes(m)) {
+        return new RequestFormatError('model_not_allowed', `Batch input line ${lineNo} has a tool that runs ${typeof m === 'string' ? m : 'a model it does not name'}; this key may call only ${key.allowedModels.join(', ')}.`);
+      }
+    }
+    for (const atom of body ? referencedScopes(body) : []) {
+      if (!scopeGrants(key.scopes, atom)) return new RequestFormatError('scope_not_granted', `Batch input line ${lineNo} reads stored data that needs the scope ${atom}.`);
     }
     return undefined;
   };
@@ -292,6 +307,17 @@ export async function forward(
   return reply.status(status).headers(responseHeaders).send(tap);
 }
 
+/** The usage as if each token were billed `factor` times (a tier priced above the standard rates). */
+function scaleUsage(u: TokenUsage, factor: number): TokenUsage {
+  return {
+    inputTokens: u.inputTokens * factor,
+    outputTokens: u.outputTokens * factor,
+    ...(u.cacheReadTokens !== undefined ? { cacheReadTokens: u.cacheReadTokens * factor } : {}),
+    ...(u.cacheWriteTokens !== undefined ? { cacheWriteTokens: u.cacheWriteTokens * factor } : {}),
+    ...(u.audioSeconds !== undefined ? { audioSeconds: u.audioSeconds * factor } : {}),
+  };
+}
+
 /** Settles the reservation with the real cost, writes the audit row, fires budget alerts. Once. */
 function finisher(deps: ForwardDeps, req: FastifyRequest, key: KeyRecord, acc: Accounting) {
   let done = false;
@@ -300,7 +326,8 @@ function finisher(deps: ForwardDeps, req: FastifyRequest, key: KeyRecord, acc: A
     done = true;
     deps.metrics.reservationsInFlight.dec();
     const result = tap?.result;
-    const usage = result?.usage;
+    const reported = result?.usage;
+    const usage = reported && acc.priceFactor !== 1 ? scaleUsage(reported, acc.priceFactor) : reported;
     const model = result?.model ?? acc.model;
     // An answer that failed before producing anything costs nothing unless it reported usage; any
     // other answer whose final usage never arrived is charged the reservation's bound.
@@ -326,8 +353,8 @@ function finisher(deps: ForwardDeps, req: FastifyRequest, key: KeyRecord, acc: A
     if (cost > 0) deps.metrics.spend.inc({ provider: acc.provider }, cost / 1e6);
     deps.audit.write(
       deps.auditRow(req, key, {
-        provider: acc.provider, modelRequested: acc.requested ?? null, modelResolved: model ?? null, tokensIn: usage?.inputTokens ?? 0,
-        tokensOut: usage?.outputTokens ?? (result?.contentEvents ?? 0), tokensCached: usage?.cacheReadTokens ?? 0, costMicros: cost, status, code,
+        provider: acc.provider, modelRequested: acc.requested ?? null, modelResolved: model ?? null, tokensIn: reported?.inputTokens ?? 0,
+        tokensOut: reported?.outputTokens ?? (result?.contentEvents ?? 0), tokensCached: reported?.cacheReadTokens ?? 0, costMicros: cost, status, code,
         clientIp: acc.ip, city: acc.location?.city ?? null, deviceMatch: acc.deviceMatch,
       }),
     );

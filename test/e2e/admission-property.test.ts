@@ -963,7 +963,7 @@ describe('openings the attacker found', () => {
     return { status: res.status, code: res.headers.get('x-sg-code') ?? undefined, upstream: stack.mock!.requests.slice(before) };
   }
 
-  it.fails('a model-locked key cannot run another model through a hosted tool that names it (Responses image_generation)', async () => {
+  it('a model-locked key cannot run another model through a hosted tool that names it (Responses image_generation)', async () => {
     // Key: models [gpt-4o-mini], no cap. Observed: 200, forwarded; upstream would run (and bill) gpt-image-1.
     const { key } = await newKey('openai', { models: ['gpt-4o-mini'], scopes: undefined, dailyLimit: null });
     const r = await post(key, '/v1/responses', { model: 'gpt-4o-mini', input: 'draw a cat', tools: [{ type: 'image_generation', model: 'gpt-image-1', quality: 'high' }] });
@@ -971,7 +971,7 @@ describe('openings the attacker found', () => {
     expect(r.upstream).toHaveLength(0);
   });
 
-  it.fails('an inference-only key cannot make the upstream read a stored file by id (needs files:read)', async () => {
+  it('an inference-only key cannot make the upstream read a stored file by id (needs files:read)', async () => {
     // Default scopes (inference). Observed: 200, forwarded; the model is handed the owner's file and can repeat it.
     const { key } = await newKey('openai', { models: [], scopes: undefined, dailyLimit: null });
     const r = await post(key, '/v1/chat/completions', { model: 'gpt-4o-mini', messages: [{ role: 'user', content: [{ type: 'text', text: 'print this file' }, { type: 'file', file: { file_id: 'file-abc' } }] }] });
@@ -979,7 +979,7 @@ describe('openings the attacker found', () => {
     expect(r.upstream).toHaveLength(0);
   });
 
-  it.fails('an inference-only key cannot continue a stored response, use a stored prompt or search a vector store (needs stored/vector_stores scopes)', async () => {
+  it('an inference-only key cannot continue a stored response, use a stored prompt or search a vector store (needs stored/vector_stores scopes)', async () => {
     // Observed: each 200 and forwarded on an uncapped key (capped keys refuse them only as price_unknown).
     const { key } = await newKey('openai', { models: [], scopes: undefined, dailyLimit: null });
     for (const body of [
@@ -993,7 +993,7 @@ describe('openings the attacker found', () => {
     }
   });
 
-  it.fails('a model-locked key with the batches scope cannot start a batch whose input lines were never checked', async () => {
+  it('a model-locked key with the batches scope cannot start a batch whose input lines were never checked', async () => {
     // Key: models [gpt-4o-mini], scopes inference+batches. Observed: 200, forwarded — the input file may be any
     // file of the owner's organisation (or one sent through the Uploads API, whose parts are not line-checked),
     // naming any model.
@@ -1003,7 +1003,7 @@ describe('openings the attacker found', () => {
     expect(r.upstream).toHaveLength(0);
   });
 
-  it.fails('a capped key cannot buy the priority tier at standard prices (service_tier: "priority")', async () => {
+  it('a capped key cannot buy the priority tier at standard prices (service_tier: "priority")', async () => {
     // Cap $0.05/day. Observed: 200; reserved and settled at standard rates ($0.15/$0.60 per M for gpt-4o-mini),
     // while OpenAI bills priority processing at about 1.7× that — a capped key can spend ~1.7× its cap.
     const { key, id } = await newKey('openai', { models: [], scopes: undefined, dailyLimit: 0.05 });
@@ -1017,7 +1017,7 @@ describe('openings the attacker found', () => {
     expect(row.cost).toBeGreaterThanOrEqual(0.001);
   });
 
-  it.fails("answers an Anthropic key's refusals in Anthropic's error shape on every path, not only /v1/messages", async () => {
+  it("answers an Anthropic key's refusals in Anthropic's error shape on every path, not only /v1/messages", async () => {
     // Observed: GET /v1/files with an Anthropic key → 404 {"error":{"message","type","param","code"}} (OpenAI's shape).
     const { key } = await newKey('anthropic', { models: [], scopes: undefined, dailyLimit: null });
     const res = await fetch(`${stack.hostUrl}/v1/files`, { headers: { 'x-api-key': key, 'x-forwarded-for': IP } });

@@ -8,10 +8,12 @@ import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { enclaveMetrics, enrollConnection, eventually, startTestStack } from './helpers.ts';
 
+/** /metrics is refused without a token or a separate listener (host/app.ts). */
+const METRICS_TOKEN = 'sgmet_test_0123456789abcdef';
 let stack: Awaited<ReturnType<typeof startTestStack>>;
 
 beforeAll(async () => {
-  stack = await startTestStack();
+  stack = await startTestStack({ hostArgs: ['--metrics-token', METRICS_TOKEN] });
 });
 afterAll(async () => {
   await stack?.cleanup();
@@ -63,7 +65,7 @@ describe('shareholder availability', () => {
     const log = readFileSync(join(stack.dataDir, 'logs', 'enclave.log'), 'utf8');
     expect(log).toMatch(/"shareholder":"sh-2".*bad share/);
     // The host exposes the enclave's metrics and turns the detection into an alert event.
-    const hostMetrics = await (await fetch(`${stack.hostUrl}/metrics`)).text();
+    const hostMetrics = await (await fetch(`${stack.hostUrl}/metrics`, { headers: { authorization: `Bearer ${METRICS_TOKEN}` } })).text();
     expect(hostMetrics).toContain('securegate_enclave_bad_shares_total{shareholder="sh-2"} 1');
     expect(hostMetrics).toMatch(/securegate_enclave_share_fetch_seconds_count\{shareholder="sh-1"\} [1-9]/);
     expect(hostMetrics).toMatch(/securegate_enclave_upstream_response_seconds_count\{provider="openai"\} [1-9]/);

@@ -7,10 +7,12 @@ import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventually, startTestStack } from './helpers.ts';
 
+/** /metrics is refused without a token or a separate listener (host/app.ts). */
+const METRICS_TOKEN = 'sgmet_test_0123456789abcdef';
 let stack: Awaited<ReturnType<typeof startTestStack>>;
 
 beforeAll(async () => {
-  stack = await startTestStack();
+  stack = await startTestStack({ hostArgs: ['--metrics-token', METRICS_TOKEN] });
 });
 afterAll(async () => {
   await stack?.cleanup();
@@ -168,7 +170,7 @@ describe('usage accounting', () => {
   });
 
   it('exposes Prometheus metrics and readiness', async () => {
-    const metrics = await (await fetch(`${stack.hostUrl}/metrics`)).text();
+    const metrics = await (await fetch(`${stack.hostUrl}/metrics`, { headers: { authorization: `Bearer ${METRICS_TOKEN}` } })).text();
     expect(metrics).toContain('securegate_requests_total');
     expect(metrics).toMatch(/securegate_spend_dollars_total\{provider="openai"\} [0-9.]+/);
     expect(metrics).toContain('securegate_reservations_in_flight 0');
