@@ -68,7 +68,7 @@ export function openSqlite(path: string): SqlDb {
       for (const p of batch) {
         if (!alone) db.exec('SAVEPOINT sg_tx');
         try {
-          const value = await p.fn(api);
+          const value = await p.fn(inTransaction);
           if (!alone) db.exec('RELEASE sg_tx');
           outcomes.push({ ok: true, value });
         } catch (error) {
@@ -106,13 +106,26 @@ export function openSqlite(path: string): SqlDb {
     }
     return s;
   };
+  const run = <T extends Row>(sql: string, params: SqlValue[]): T[] => {
+    const stmt = prepared(sql);
+    return (stmt.columns().length > 0 ? stmt.all(...params) : (stmt.run(...params), [])) as T[];
+  };
+  /**
+   * One connection serves everything, so a statement issued outside any transaction while a
+   * group-commit batch is open would run inside that batch — and vanish if the batch rolls back
+   * (a refused reservation, a failed admin write), after its caller was told it succeeded. Writes
+   * then go through the group commit as a transaction of their own; reads run at once (inside a
+   * transaction's callback, code may read through the top-level handle).
+   */
+  const isRead = (sql: string) => /^\s*(select|pragma|explain)\b/i.test(sql);
   const api: SqlDb = {
     engine: 'sqlite',
     async query<T extends Row>(sql: string, params: SqlValue[] = []) {
-      const stmt = prepared(sql);
-      return (stmt.columns().length > 0 ? stmt.all(...params) : (stmt.run(...params), [])) as T[];
+      if (db.isTransaction && !isRead(sql)) return api.transaction((tx) => tx.query<T>(sql, params));
+      return run<T>(sql, params);
     },
     async exec(sql) {
+      if (db.isTransaction) return api.transaction((tx) => tx.exec(sql));
       db.exec(sql);
     },
     transaction<T>(fn: (d: SqlDb) => Promise<T>): Promise<T> {
@@ -135,6 +148,17 @@ export function openSqlite(path: string): SqlDb {
     async close() {
       db.close();
     },
+  };
+  /** The handle a transaction's callback gets: statements run in the open transaction, nesting is inline. */
+  const inTransaction: SqlDb = {
+    ...api,
+    async query<T extends Row>(sql: string, params: SqlValue[] = []) {
+      return run<T>(sql, params);
+    },
+    async exec(sql) {
+      db.exec(sql);
+    },
+    transaction: (fn) => fn(inTransaction),
   };
   return api;
 }
