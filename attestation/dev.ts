@@ -15,6 +15,9 @@ import { Encoder } from 'cbor-x';
 import { checkAttestationRequest, type AttestationRequest, type Nsm } from './nsm.ts';
 import { sigStructure, COSE_ALG_ES384 } from './cose.ts';
 import { loadRoot, type PinnedRoot } from './roots.ts';
+import { pcr3ForRoleArn } from './policy.ts';
+
+export { pcr3ForRoleArn };
 
 x509.cryptoProvider.set(webcrypto as unknown as Crypto);
 
@@ -107,14 +110,6 @@ const sha384 = (label: string) => new Uint8Array(createHash('sha384').update(lab
 export const DEV_PCR1 = sha384('securegate-dev-kernel');
 export const DEV_PCR2 = sha384('securegate-dev-application');
 
-/**
- * PCR3 as Nitro computes it for a parent instance with IAM role `arn`: one extend of a zero
- * register with the ARN's UTF-8 bytes, SHA-384(0^48 ‖ arn) (AWS Nitro Enclaves User Guide, "Where
- * to get an enclave's measurements": PCR3).
- */
-export function pcr3ForRoleArn(arn: string): Uint8Array {
-  return new Uint8Array(createHash('sha384').update(new Uint8Array(48)).update(arn, 'utf8').digest());
-}
 /** The role the dev NSM pretends its parent instance has, so owner-binding policies run in dev. */
 export const DEV_PARENT_ROLE_ARN = 'arn:aws:iam::000000000000:role/securegate-dev-parent';
 export const DEV_PCR3 = pcr3ForRoleArn(DEV_PARENT_ROLE_ARN);

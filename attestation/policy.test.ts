@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { AttestationError } from './errors.ts';
-import { checkPolicyStrength, ownerBindings, parsePcrPolicy } from './policy.ts';
-import { DEV_PARENT_ROLE_ARN, DEV_PCR3, pcr3ForRoleArn } from './dev.ts';
+import { checkPolicyStrength, ownerBindings, parsePcrPolicy, pcr3ForRoleArn } from './policy.ts';
+import { DEV_PARENT_ROLE_ARN, DEV_PCR3 } from './dev.ts';
 
 const h = (c: string) => c.repeat(96);
 const Z = h('0');

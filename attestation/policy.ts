@@ -6,6 +6,7 @@
  * started with --debug-mode — are refused unless the policy says `allowDebug: true`, which only
  * dev policies do.
  */
+import { createHash } from 'node:crypto';
 import { AttestationError } from './errors.ts';
 
 /** PCRs with a defined meaning: 0 image, 1 kernel+bootstrap, 2 application, 3 IAM role, 4 instance id, 8 signing cert. */
@@ -98,6 +99,15 @@ export function checkPolicyStrength(policy: PcrPolicy, strength: PolicyStrength)
       }
     }
   });
+}
+
+/**
+ * PCR3 as Nitro computes it for a parent instance with IAM role `arn`: one extend of a zero
+ * register with the ARN's UTF-8 bytes, SHA-384(0^48 ‖ arn) (AWS Nitro Enclaves User Guide, "Where
+ * to get an enclave's measurements": PCR3). What an owner pins to bind shares to its own account.
+ */
+export function pcr3ForRoleArn(arn: string): Uint8Array {
+  return new Uint8Array(createHash('sha384').update(new Uint8Array(48)).update(arn, 'utf8').digest());
 }
 
 /** Which owner-controlled bindings a document carries (non-zero PCR3 / PCR8), for reports. */
