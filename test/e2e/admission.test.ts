@@ -263,7 +263,8 @@ describe('spend is an upper bound', () => {
   });
 
   it('refuses on a capped key what it cannot price: input referenced by id, an unpriced model', async () => {
-    const { key } = await newKey({ dailyLimit: 5 });
+    // stored:read lets the key name an earlier response at all; the cap still cannot bound it.
+    const { key } = await newKey({ dailyLimit: 5, scopes: ['inference', 'stored:read'] });
     const byId = await send(key, 'POST', '/v1/responses', { headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'gpt-4o-mini', previous_response_id: 'resp_123', input: 'go on', max_output_tokens: 10 }) });
     expect(byId.code).toBe('price_unknown');
     expect(byId.upstream).toHaveLength(0);
