@@ -173,7 +173,13 @@ export function Connections() {
     <section>
       <h2>Connections</h2>
       <Failure error={error} />
-      <table data-testid="connections">
+      {data && data.length === 0 && (
+        <p class="muted" data-testid="empty">
+          No connections yet. Add your provider's API key below: it is sealed and split in this page, and the gateway only ever holds the sealed record. (From a terminal:{' '}
+          <code>securegate connect openai</code>.)
+        </p>
+      )}
+      <table data-testid="connections" class="cards">
         <thead>
           <tr>
             <th>Name</th>
@@ -187,12 +193,12 @@ export function Connections() {
         <tbody>
           {(data ?? []).map((c) => (
             <tr key={c.id}>
-              <td>{c.name}</td>
-              <td>{c.provider}</td>
-              <td>{c.origin}</td>
-              <td>{c.threshold}-of-n</td>
-              <td>{when(c.createdAt)}</td>
-              <td class="mono">{c.id}</td>
+              <td data-label="Name">{c.name}</td>
+              <td data-label="Provider">{c.provider}</td>
+              <td data-label="Origin">{c.origin}</td>
+              <td data-label="Shares">{c.threshold}-of-n</td>
+              <td data-label="Created">{when(c.createdAt)}</td>
+              <td data-label="Id" class="mono">{c.id}</td>
             </tr>
           ))}
         </tbody>
@@ -253,6 +259,11 @@ export function Models() {
       <p class="muted">
         Aliases of project <span class="mono">{project}</span>: clients ask for the alias, the gateway calls the target. Which models each key may use is set in its Edit Key dialog.
       </p>
+      {Object.keys(aliases).length === 0 && (
+        <p class="muted" data-testid="empty">
+          No aliases yet. Add one so clients can ask for a stable name (e.g. <code>gpt-4</code>) while you choose the exact model (e.g. <code>gpt-4-0613</code>).
+        </p>
+      )}
       <table>
         <tbody>
           {Object.entries(aliases).map(([alias, target]) => (
@@ -301,6 +312,11 @@ export function Alerts() {
       <h2>Alert settings</h2>
       <p class="muted">Budget, IP, device, city and suspension events go to every target of the project: signed webhooks (Standard Webhooks) and email.</p>
       <Failure error={error} />
+      {data && data.length === 0 && (
+        <p class="muted" data-testid="empty">
+          No alert targets yet: budget, IP-mismatch and suspension alerts go nowhere until you add a webhook or an email address below.
+        </p>
+      )}
       <table>
         <tbody>
           {(data ?? []).map((t) => (

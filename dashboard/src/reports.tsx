@@ -17,7 +17,7 @@ function Bars({ rows, testid, format }: { rows: Array<[string, number]>; testid:
   const max = Math.max(...rows.map(([, v]) => v), 0) || 1;
   const h = 26;
   return (
-    <svg class="chart" data-testid={testid} width="640" height={Math.max(rows.length, 1) * h + 4} role="img" aria-label={testid}>
+    <svg class="chart" data-testid={testid} width="640" height={Math.max(rows.length, 1) * h + 4} viewBox={`0 0 640 ${Math.max(rows.length, 1) * h + 4}`} role="img" aria-label={testid}>
       {rows.length === 0 && (
         <text x="4" y="18" class="muted">
           no traffic yet
@@ -72,6 +72,11 @@ export function Usage() {
       <p data-testid="usage-total">
         {money(total)} over {requests} requests
       </p>
+      {data && data.length === 0 && (
+        <p class="muted" data-testid="empty">
+          No requests in this period. Send one with a key (see the Keys page for client snippets) and its spend shows here per day and model.
+        </p>
+      )}
       <h3>Spend per day</h3>
       <Bars testid="chart-day" rows={perDay.map(([d, g]) => [d, g.cost])} format={money} />
       <h3>Spend per model</h3>
