@@ -279,7 +279,8 @@ export async function buildHostApp(config: HostConfig): Promise<FastifyInstance>
   // ---- attestation (public): a fresh document from the enclave for customers to verify ----
   app.get<{ Querystring: { nonce?: string } }>('/v1/attestation', async (req, reply) => {
     const nonce = req.query.nonce ?? '';
-    if (nonce && !/^(?:[0-9a-fA-F]{2}){1,512}$/.test(nonce)) throw new HostError('invalid_request', 'nonce must be hex, at most 512 bytes');
+    // The NSM signs nonces up to 1024 bytes (attestation/nsm.ts); the host accepts what it signs.
+    if (nonce && !/^(?:[0-9a-fA-F]{2}){1,1024}$/.test(nonce)) throw new HostError('invalid_request', 'nonce must be hex, at most 1024 bytes');
     let res;
     try {
       res = await config.enclave.request({ path: `/attestation${nonce ? `?nonce=${nonce}` : ''}`, method: 'GET' });

@@ -4,7 +4,9 @@
  * `npm start -- --demo` also starts a mock OpenAI-compatible upstream with a demo connection
  * and prints an SG_ key, so a real SDK request works with no provider key at all.
  */
-import { resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startStack } from './stack.ts';
 
@@ -29,10 +31,16 @@ Starts host, dev enclave and 5 shareholders on loopback with embedded storage.
 }
 
 const started = Date.now();
+// /metrics needs a token (host/app.ts): the dev stack keeps one beside its other secrets.
+mkdirSync(values['data-dir']!, { recursive: true, mode: 0o700 });
+const metricsTokenFile = join(values['data-dir']!, 'metrics-token');
+if (!existsSync(metricsTokenFile)) writeFileSync(metricsTokenFile, `sgmet_${randomBytes(24).toString('base64url')}\n`, { mode: 0o600, flag: 'wx' });
+const metricsToken = readFileSync(metricsTokenFile, 'utf8').trim();
 const stack = await startStack({
   dataDir: values['data-dir']!,
   hostPort: Number(values.port),
   mock: values.demo,
+  hostArgs: ['--metrics-token', metricsToken],
   onProgress: (m) => process.stderr.write(`… ${m}\n`),
 }).catch((e: Error) => {
   process.stderr.write(`\nsecuregate: could not start the stack: ${e.message}\n`);
@@ -47,6 +55,7 @@ const lines = [
   `  enclave      unix:${stack.enclaveSocket}   (dev NSM, PCR0 ${stack.pcr0.slice(0, 16)}…)`,
   `  shareholders ${stack.shareholders.map((s) => s.url).join(' ')}`,
   `  data         ${dataDir}   (logs in ${dataDir}/logs)`,
+  `  metrics      curl -H "Authorization: Bearer $(cat ${join(dataDir, 'metrics-token')})" ${stack.hostUrl}/metrics`,
   '',
 ];
 if (stack.demo) {

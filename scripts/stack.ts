@@ -190,7 +190,8 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     writeFileSync(manifestPath, `${JSON.stringify(manifest, null, 2)}\n`);
 
     const shareholdersFile = join(dataDir, 'enclave-shareholders.json');
-    writeFileSync(shareholdersFile, JSON.stringify(shareholders.map((s) => ({ id: s.id, url: s.url })), null, 2));
+    // Each shareholder's identity key: the enclave authenticates the shares they release (HPKE auth mode).
+    writeFileSync(shareholdersFile, JSON.stringify(shareholders.map((s) => ({ id: s.id, url: s.url, publicKey: s.publicKey })), null, 2));
     const enclaveSocket = join(dataDir, 'enclave.sock');
     progress('starting the enclave (dev NSM)');
     const enclaveArgs = ['--listen', `unix:${enclaveSocket}`, '--shareholders', shareholdersFile, '--dev-nsm', rootDir, '--dev-pcr0', pcr0, '--allow-loopback-http', ...(options.enclaveArgs ?? [])];
