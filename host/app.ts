@@ -174,7 +174,7 @@ export async function buildHostApp(config: HostConfig): Promise<FastifyInstance>
   registerBodyTimeout(app, config.bodyTimeout);
 
   const metrics = createHostMetrics();
-  const ledger = new SpendLedger(config.store.db);
+  const ledger = new SpendLedger(config.store.db, { onError: (e) => app.log.warn({ err: e.message }, 'settlement not written yet; retrying') });
   const audit = new AuditWriter(config.store.db, (e) => app.log.error({ err: e.message }, 'audit write failed'));
   // Reservations of a crashed instance expire and are reclaimed; inactive keys expire.
   const sweep = setInterval(() => {
@@ -199,6 +199,8 @@ export async function buildHostApp(config: HostConfig): Promise<FastifyInstance>
     clearInterval(sweep);
     clearInterval(anomalyTimer);
     await alerts.stop();
+    // Queued settlements get a few seconds to be written; what is left, the sweep charges its bound.
+    await ledger.close();
     await audit.close();
   });
 

@@ -245,7 +245,9 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
     } catch (e) {
       await settleBindings(admitDeps, key, bindings, false).catch(() => undefined);
       if (e instanceof HostError) refuse(req, key, e, ip);
-      throw e;
+      // The spend database did not answer: nothing was held, nothing is forwarded.
+      req.log.warn({ err: (e as Error).message }, 'could not reserve spend');
+      refuse(req, key, new HostError('database_unavailable', 'The gateway cannot meter this request right now (its database is unavailable); retry shortly.'), ip);
     }
     deps.metrics.reservationsInFlight.inc();
 

@@ -175,7 +175,7 @@ export type AutoLock = (typeof AUTO_LOCKS)[number];
 
 /** Event types that are alerts (delivered to the project's webhooks and email addresses). */
 export const ALERT_TYPES = new Set([
-  'budget_50', 'budget_80', 'budget_100', 'ip_mismatch', 'device_mismatch', 'key_suspended', 'key_killed', 'key_expired', 'shareholder_anomaly', 'test',
+  'budget_50', 'budget_80', 'budget_100', 'budget_refused', 'ip_mismatch', 'device_mismatch', 'key_suspended', 'key_killed', 'key_expired', 'shareholder_anomaly', 'test',
 ]);
 
 const KEY_COLUMNS: Record<keyof KeyPatch, string> = {

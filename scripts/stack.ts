@@ -78,7 +78,11 @@ export async function spawnReady(name: string, script: string, args: string[], l
   const log = openSync(logFile, 'a');
   const child = spawn(process.execPath, [...nodeArgs, join(ROOT, script), ...args], { cwd, stdio: ['ignore', 'pipe', log], env: { ...process.env } });
   const ready = await new Promise<Record<string, unknown>>((resolveReady, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${name} did not become ready within 30 s; see ${logFile}`)), 30_000);
+    // A process that never becomes ready is stopped, not left running behind a failed start.
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${name} did not become ready within 45 s; see ${logFile}`));
+    }, 45_000);
     const lines = createInterface({ input: child.stdout! });
     lines.once('line', (line) => {
       clearTimeout(timer);
@@ -166,8 +170,12 @@ export async function startStack(options: StackOptions): Promise<Stack> {
       };
       shareholders.push(sh);
     }
-    await Promise.all(shareholders.map((s) => s.start()));
-    started.push(...shareholders.map((s) => s.process!));
+    // Every shareholder that did start is recorded before a failure of another is thrown, so the
+    // cleanup below stops it.
+    const starts = await Promise.allSettled(shareholders.map((s) => s.start()));
+    started.push(...shareholders.flatMap((s) => (s.process ? [s.process] : [])));
+    const failed = starts.find((r) => r.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
 
     // The launcher plays the Nitro hypervisor: it measures the enclave bundle (PCR0) and, as the
     // release engineer would, publishes a signed release manifest for it (dev release key).
