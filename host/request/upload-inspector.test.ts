@@ -244,6 +244,19 @@ describe('UploadInspector properties', () => {
       return body;
     });
 
+  it('holds a delimiter back until the header block it opens has parsed, so a body cut off after one never passes whole', () => {
+    // Found by the property below (seed -1049635563): the last delimiter line had already passed.
+    const body = Buffer.from(
+      `--${B}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nuser_data\r\n--${B}\r\nContent-Disposition: form-data; name="file"; filename="b.jsonl"\r\n` +
+        `Content-Type: application/jsonl\r\n\r\n--x\r\n\r\n--${B}\r\nContent-Disposition: form-data; name="a[]"\r\n\r\n1\r\n--${B}\r\n`,
+    );
+    for (const cuts of [[], [body.length - 3], [body.length - B.length - 4]]) {
+      const outcome = driveSync(body, {}, cuts);
+      expect(outcome.error).toBeInstanceOf(RequestFormatError);
+      expect(outcome.out.length).toBeLessThan(body.length - B.length - 2);
+    }
+  });
+
   it('accepts exactly what parseMultipart accepts, passing it unchanged, whatever the chunking', () => {
     fc.assert(
       fc.property(bodyArb, chunkings(600), (body, cuts) => {

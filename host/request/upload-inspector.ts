@@ -230,7 +230,9 @@ export class UploadInspector extends Transform {
           if (this.byte(at + L) === 0x2d && this.byte(at + L + 1) === 0x2d) throw invalid('the multipart body has no parts; send at least one field');
           if (!this.isCrlfAt(at + L)) throw boundaryInContent();
           this.state = { kind: 'headers', start: at + L + 2, searchFrom: at + L + 2 };
-          this.safe = at + L + 2;
+          // The delimiter line passes with the header block it opens, once that block parsed:
+          // a body cut off after a delimiter never reaches the upstream whole.
+          this.safe = at;
           continue;
         }
         case 'headers': {
@@ -321,7 +323,8 @@ export class UploadInspector extends Transform {
             continue;
           }
           this.state = { kind: 'headers', start: at + L + 2, searchFrom: at + L + 2 };
-          this.safe = at + L + 2;
+          // As above: the delimiter waits for the next part's header block.
+          this.safe = contentEnd;
           continue;
         }
         case 'close': {
