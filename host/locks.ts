@@ -1,5 +1,5 @@
 /**
- * Lock decisions (DESIGN.md §4.2), as plain functions over a key, its connection and the classified
+ * Lock decisions (docs/architecture.md §4.2), as plain functions over a key, its connection and the classified
  * request, in this order: kill switch / revoked / expired / suspended → request signature → IP →
  * city → device → scope → model allow-list (after alias resolution; a model the host could not
  * determine is refused on a model-locked key) → project scope.

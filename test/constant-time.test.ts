@@ -1,5 +1,5 @@
 /**
- * Secret comparisons are constant-time (DESIGN.md §8): no `===` / `!==` between values named like
+ * Secret comparisons are constant-time (docs/architecture.md §8): no `===` / `!==` between values named like
  * secrets (tokens, secrets, signatures, hashes, MACs, nonces, CSRF tokens, passwords, data keys)
  * anywhere in the shipped code. Comparisons of public values are listed below, each with why.
  */

@@ -1,5 +1,5 @@
 /**
- * Endpoint tables: what each provider endpoint is, as data (DESIGN.md §4.1). The host classifies
+ * Endpoint tables: what each provider endpoint is, as data (docs/architecture.md §4.1). The host classifies
  * every request against its connection's table once — a request that matches no row is refused —
  * and every lock and the spend reservation read only that classification. The enclave applies the
  * same paths (without methods) as its allow-list.

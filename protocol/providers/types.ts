@@ -1,5 +1,5 @@
 /**
- * A provider is data plus a small adapter (DESIGN.md §5): pinned origin, auth scheme, the client
+ * A provider is data plus a small adapter (docs/architecture.md §5): pinned origin, auth scheme, the client
  * paths that may be forwarded and where they go upstream, the error shape, and how usage is
  * priced. One file per provider in this folder; `index.ts` is the registry.
  */

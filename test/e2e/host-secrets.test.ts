@@ -1,5 +1,5 @@
 /**
- * DESIGN.md §8.1: the plaintext upstream key never appears on the host — not in its memory
+ * docs/architecture.md §8.1: the plaintext upstream key never appears on the host — not in its memory
  * (V8 heap snapshot after traffic), its database files, or its logs — and an upstream error
  * that echoes the key reaches the client scrubbed.
  */

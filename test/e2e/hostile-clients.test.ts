@@ -1,5 +1,5 @@
 /**
- * Hostile clients against every route (DESIGN.md §8.6): generated garbage in methods, paths,
+ * Hostile clients against every route (docs/architecture.md §8.6): generated garbage in methods, paths,
  * credentials, headers and bodies never yields a 5xx or a crash, and a refused request changes
  * nothing; 10 000 distinct forged keys are refused; a slow body does not hold up others.
  */

@@ -1,5 +1,5 @@
 /**
- * A hostile host talks to the enclave RPC directly (DESIGN.md §8.4): it cannot redirect a key to
+ * A hostile host talks to the enclave RPC directly (docs/architecture.md §8.4): it cannot redirect a key to
  * another origin, call a path outside the allow-list, or relabel the provider — and nothing
  * reaches the other origin.
  */

@@ -1,5 +1,5 @@
 /**
- * Two host instances sharing one PostgreSQL (DESIGN.md §8.5): a kill, revoke or lock change made
+ * Two host instances sharing one PostgreSQL (docs/architecture.md §8.5): a kill, revoke or lock change made
  * through one instance takes effect on the other within 1 second (LISTEN/NOTIFY), and first-use
  * IP binding stays atomic across instances.
  */
