@@ -23,7 +23,7 @@ import { bearerToken, generateSgKey, hashSgKey, keyHint, sha256Hex } from './key
 import { deviceHash, parseDuration } from './locks.ts';
 import { DEFAULT_SCOPES, normaliseScopes, ScopeError } from './request/scopes.ts';
 import { dollarsToMicros, MICROS, tokenRates } from './pricing.ts';
-import { newWebhookSecret } from './alerts.ts';
+import { checkWebhookTarget, newWebhookSecret } from './alerts.ts';
 import type { AuditWriter } from './audit.ts';
 import { utcDay, type SpendLedger } from './spend.ts';
 import type { SqlValue } from '../storage/db.ts';
@@ -47,6 +47,8 @@ export interface AdminDeps {
    * Default: the bundled GeoLite2-City database's names (see `bundledCityDirectory`).
    */
   knownCity?: (entry: string) => Promise<boolean>;
+  /** Webhook targets on loopback/private/link-local addresses are accepted (operators' own networks; dev). */
+  allowPrivateWebhooks?: boolean;
 }
 
 /**
@@ -784,6 +786,10 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
           throw new HostError('invalid_request', 'webhook target must be an http(s) URL');
         }
         if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new HostError('invalid_request', 'webhook target must be an http(s) URL');
+        // The same check runs at every delivery (against the address it connects to); here it
+        // tells the owner at once. A name that does not resolve yet is accepted.
+        const check = await checkWebhookTarget(url, { allowPrivate: deps.allowPrivateWebhooks ?? deps.dev });
+        if (!check.ok && check.code !== 'webhook_target_unresolvable') throw new HostError('invalid_request', check.message);
       } else if (!/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(target) && !/^[^\s@]+@localhost$/.test(target)) {
         throw new HostError('invalid_request', 'email target must be an email address');
       }

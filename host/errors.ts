@@ -26,6 +26,9 @@ const GATEWAY_ERRORS = {
   price_unknown: { status: 403, type: 'permission_error', retry: false },
   model_unpriced: { status: 403, type: 'permission_error', retry: false },
   database_unavailable: { status: 503, type: 'api_error', retry: true },
+  /** Key options naming a city the city database does not know, or a model with no known price (send confirmUnknown to save anyway). */
+  unknown_city: { status: 400, type: 'invalid_request_error', retry: false },
+  unknown_model: { status: 400, type: 'invalid_request_error', retry: false },
   shareholders_unavailable: { status: 503, type: 'api_error', retry: true },
   enclave_unavailable: { status: 503, type: 'api_error', retry: true },
   gateway_error: { status: 502, type: 'api_error', retry: true },

@@ -242,7 +242,14 @@ describe('alert webhooks to internal addresses', () => {
     try {
       const target = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`;
       const add = await fetch(`${host.url}/admin/v1/alerts`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' }, body: JSON.stringify({ kind: 'webhook', target }) });
-      expect(add.status).toBe(201);
+      if (options.allowPrivateWebhooks) expect(add.status).toBe(201);
+      else {
+        // Refused when it is added; a target stored earlier (or by hand) is still refused at delivery.
+        expect(add.status).toBe(400);
+        await host.store.db.query('INSERT INTO alert_targets (id, project_id, kind, target, secret, created_at) VALUES ($1, $2, $3, $4, $5, $6)', [
+          'alt_direct', 'proj_default', 'webhook', target, 'whsec_x', Date.now(),
+        ]);
+      }
       await host.store.addEvent({ id: `evt_${randomBytes(6).toString('hex')}`, at: Date.now(), projectId: 'proj_default', keyId: 'key_x', type: 'key_killed', detail: {} });
       return await eventually(async () => {
         const [row] = await host.store.db.query('SELECT attempts, delivered_at, last_status, last_error FROM alert_outbox');
