@@ -12,6 +12,8 @@ import { MODEL_UNKNOWN } from './classified.ts';
 const ID_SCOPES: Record<string, string> = {
   file_id: 'files:read',
   input_file_id: 'files:read',
+  training_file: 'files:read',
+  validation_file: 'files:read',
   fileUri: 'files:read',
   file_uri: 'files:read',
   container: 'files:read',

@@ -301,14 +301,34 @@ describe('spend is an upper bound', () => {
     expect(second.headers.get('retry-after')).not.toBeNull();
   });
 
-  it('says do not retry once settled spend itself leaves no room', async () => {
-    const { key } = await newKey({ dailyLimit: 0.002 });
+  it('says do not retry once settled spend itself leaves no room, and raises one budget alert per window', async () => {
+    const { key, id } = await newKey({ dailyLimit: 0.002 });
     const body = chatBody('gpt-4o-mini', { max_tokens: 3000 });
     expect((await send(key, 'POST', '/v1/chat/completions', { headers: { 'content-type': 'application/json' }, body })).status).toBe(200);
     const after = await send(key, 'POST', '/v1/chat/completions', { headers: { 'content-type': 'application/json' }, body });
     expect(after.code).toBe('budget_exceeded');
     expect(after.retry).toBe('false');
     expect(String((after.body.error as { message: string }).message)).toMatch(/max_tokens/);
+    expect((await send(key, 'POST', '/v1/chat/completions', { headers: { 'content-type': 'application/json' }, body })).code).toBe('budget_exceeded');
+    const alerts = await eventually(async () => {
+      const list = (await admin<Array<{ type: string; detail: { window?: string } }>>('GET', `/events?keyId=${id}&type=budget_refused`)).json;
+      return list.length > 0 ? list : undefined;
+    });
+    expect(alerts).toHaveLength(1);
+    expect(alerts[0]!.detail.window).toMatch(/^key:d:/);
+  });
+
+  it('lets a model-locked key fine-tune only an allowed base model', async () => {
+    const { key } = await newKey({ models: ['gpt-4o-mini'], scopes: ['inference', 'fine_tuning', 'files:read'] });
+    const refused = await send(key, 'POST', '/v1/fine_tuning/jobs', { headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'gpt-4.1', training_file: 'file-abc' }) });
+    expect(refused.code).toBe('model_not_allowed');
+    expect(refused.upstream).toHaveLength(0);
+    const allowed = await send(key, 'POST', '/v1/fine_tuning/jobs', { headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'gpt-4o-mini', training_file: 'file-abc' }) });
+    expect(allowed.upstream).toHaveLength(1);
+    // Its training file is stored data named by id: without files:read the job is refused.
+    const { key: noFiles } = await newKey({ models: ['gpt-4o-mini'], scopes: ['inference', 'fine_tuning'] });
+    const refusedFile = await send(noFiles, 'POST', '/v1/fine_tuning/jobs', { headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'gpt-4o-mini', training_file: 'file-abc' }) });
+    expect(refusedFile.code).toBe('scope_not_granted');
   });
 
   it('charges an aborted stream the bound it held, not just what it printed', async () => {
