@@ -10,6 +10,10 @@ const STATUS: Record<EnclaveErrorCode, number> = {
   upstream_unreachable: 502,
   enclave_not_ready: 503,
   bad_request: 400,
+  policy_invalid: 403,
+  policy_operation_denied: 403,
+  policy_model_denied: 403,
+  policy_ceiling_reached: 429,
 };
 
 export class EnclaveError extends Error {

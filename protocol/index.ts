@@ -15,3 +15,4 @@ export * from './allow-list.ts';
 export * from './release-manifest.ts';
 export * from './audit-chain.ts';
 export * from './onboard.ts';
+export * from './connection-policy.ts';

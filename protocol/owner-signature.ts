@@ -59,7 +59,7 @@ export function ownerPublicKey(secretKey: Uint8Array): Uint8Array {
 }
 
 /** Kinds of owner-signed messages; the `type` field is part of what is signed. */
-export type OwnerMessageType = 'enroll' | 'policy_update' | 'revoke' | 'delete';
+export type OwnerMessageType = 'enroll' | 'policy_update' | 'revoke' | 'delete' | 'connection_policy';
 
 export interface OwnerMessage {
   type: OwnerMessageType;

@@ -5,6 +5,7 @@
  */
 import { ProtocolError } from './errors.ts';
 import { isAuthScheme, type AuthScheme } from './sealed-record.ts';
+import type { SignedOwnerMessage } from './owner-signature.ts';
 
 export const RPC_CONNECTION_HEADER = 'x-sg-connection';
 /** Prefix of forwarded requests: `/forward/v1/chat/completions?…`. */
@@ -22,6 +23,11 @@ export interface ConnectionDescriptor {
   threshold: number;
   /** Any-API connections: the canonical allow-list the record was sealed with. */
   allow?: string;
+  /**
+   * Connections sealed with a policy (record version 0x03): the owner-signed connection policy
+   * (SPEC.md §9). The enclave checks it against the hash the record's AAD binds and enforces it.
+   */
+  policy?: SignedOwnerMessage;
 }
 
 export function encodeConnectionDescriptor(d: ConnectionDescriptor): string {
@@ -45,6 +51,13 @@ export function decodeConnectionDescriptor(header: unknown): ConnectionDescripto
   const authScheme = str('authScheme') as AuthScheme;
   if (!isAuthScheme(authScheme)) throw new ProtocolError('envelope_malformed', 'connection authScheme unknown');
   if (d.allow !== undefined && typeof d.allow !== 'string') throw new ProtocolError('envelope_malformed', 'connection allow must be a string');
+  const policy = d.policy as SignedOwnerMessage | undefined;
+  if (
+    policy !== undefined &&
+    (policy === null || typeof policy !== 'object' || typeof policy.publicKey !== 'string' || typeof policy.signature !== 'string' || policy.message === null || typeof policy.message !== 'object')
+  ) {
+    throw new ProtocolError('envelope_malformed', 'connection policy must be a signed owner message');
+  }
   const threshold = d.threshold;
   if (typeof threshold !== 'number' || !Number.isInteger(threshold) || threshold < 2 || threshold > 255) {
     throw new ProtocolError('envelope_malformed', 'connection threshold must be 2..255');
@@ -57,6 +70,7 @@ export function decodeConnectionDescriptor(header: unknown): ConnectionDescripto
     sealedRecord: str('sealedRecord'),
     threshold,
     ...(typeof d.allow === 'string' ? { allow: d.allow } : {}),
+    ...(policy !== undefined ? { policy } : {}),
   };
 }
 
@@ -70,5 +84,13 @@ export const ENCLAVE_ERROR_CODES = [
   'upstream_unreachable',
   'enclave_not_ready',
   'bad_request',
+  /** The descriptor's connection policy does not verify (signature, fields, other connection). */
+  'policy_invalid',
+  /** The request's operation (endpoint kind:access) is outside the owner-signed policy. */
+  'policy_operation_denied',
+  /** The request's model is outside the policy (or unknown/unpriced where the policy needs it). */
+  'policy_model_denied',
+  /** The connection's owner-signed daily ceiling (requests, tokens or dollars) is used up for this UTC day. */
+  'policy_ceiling_reached',
 ] as const;
 export type EnclaveErrorCode = (typeof ENCLAVE_ERROR_CODES)[number];

@@ -11,6 +11,11 @@ import { ProtocolError } from './errors.ts';
 export const SEALED_RECORD_VERSION = 0x01;
 /** Version 0x02 adds the any-API request allow-list to the AAD. */
 export const SEALED_RECORD_VERSION_ALLOW = 0x02;
+/**
+ * Version 0x03 binds the owner-signed connection policy (its `connectionPolicySha256`) into the
+ * AAD, so a host cannot pair the record with a laxer policy or drop it (SPEC.md §1, §9).
+ */
+export const SEALED_RECORD_VERSION_POLICY = 0x03;
 const NONCE_LENGTH = 12;
 const TAG_LENGTH = 16;
 export const DEK_LENGTH = 32;
@@ -42,6 +47,11 @@ export interface KeyBinding {
    * the AAD (record version 0x02) so a host cannot widen what the enclave will call.
    */
   allow?: string;
+  /**
+   * Records sealed with a connection policy (version 0x03): hex SHA-256 of the owner-signed policy
+   * (`connectionPolicySha256`). The enclave enforces that policy and no other.
+   */
+  policySha256?: string;
 }
 
 export type RandomBytes = (length: number) => Uint8Array;
@@ -77,19 +87,40 @@ function checkBinding(binding: KeyBinding): KeyBinding {
   if (binding.allow !== undefined && (typeof binding.allow !== 'string' || binding.allow.length > 16_384)) {
     throw new ProtocolError('envelope_malformed', 'allow must be a canonical allow-list string');
   }
+  if (binding.policySha256 !== undefined && (typeof binding.policySha256 !== 'string' || !/^[0-9a-f]{64}$/.test(binding.policySha256))) {
+    throw new ProtocolError('envelope_malformed', 'policySha256 must be 64 lower-case hex digits');
+  }
   if (canonicalOrigin(binding.origin) !== binding.origin) {
     throw new ProtocolError('envelope_malformed', 'origin must be given in canonical form');
   }
   return binding;
 }
 
+/** The record version a binding seals to: 0x03 with a policy, else 0x02 with an allow-list, else 0x01. */
+export function sealedRecordVersion(binding: KeyBinding): number {
+  if (binding.policySha256 !== undefined) return SEALED_RECORD_VERSION_POLICY;
+  return binding.allow === undefined ? SEALED_RECORD_VERSION : SEALED_RECORD_VERSION_ALLOW;
+}
+
 /**
  * AAD = frame("securegate/sealed-key", [version, connectionId, provider, origin, authScheme])
- * for version 0x01, with the allow-list appended for version 0x02.
+ * for version 0x01, with the allow-list appended for version 0x02; version 0x03 appends
+ * allow-or-empty and the policy hash.
  */
 export function sealedRecordAad(binding: KeyBinding): Uint8Array {
   checkBinding(binding);
-  const version = binding.allow === undefined ? SEALED_RECORD_VERSION : SEALED_RECORD_VERSION_ALLOW;
+  const version = sealedRecordVersion(binding);
+  if (version === SEALED_RECORD_VERSION_POLICY) {
+    return frameFields('securegate/sealed-key', [
+      Uint8Array.of(version),
+      binding.connectionId,
+      binding.provider,
+      binding.origin,
+      binding.authScheme,
+      binding.allow ?? '',
+      binding.policySha256!,
+    ]);
+  }
   return frameFields('securegate/sealed-key', [
     Uint8Array.of(version),
     binding.connectionId,
@@ -114,7 +145,7 @@ export function sealUpstreamKey(
   abytes(dek, DEK_LENGTH, 'dek');
   const nonce = abytes(random(NONCE_LENGTH), NONCE_LENGTH, 'nonce');
   const sealed = gcm(dek, nonce, sealedRecordAad(binding)).encrypt(upstreamKey);
-  return concatBytes(Uint8Array.of(binding.allow === undefined ? SEALED_RECORD_VERSION : SEALED_RECORD_VERSION_ALLOW), nonce, sealed);
+  return concatBytes(Uint8Array.of(sealedRecordVersion(binding)), nonce, sealed);
 }
 
 /**
@@ -127,10 +158,12 @@ export function openUpstreamKey(record: Uint8Array, dek: Uint8Array, binding: Ke
   if (record.length < 1 + NONCE_LENGTH + TAG_LENGTH + 1) {
     throw new ProtocolError('envelope_malformed', 'sealed record too short');
   }
-  if (record[0] !== SEALED_RECORD_VERSION && record[0] !== SEALED_RECORD_VERSION_ALLOW) {
+  if (record[0] !== SEALED_RECORD_VERSION && record[0] !== SEALED_RECORD_VERSION_ALLOW && record[0] !== SEALED_RECORD_VERSION_POLICY) {
     throw new ProtocolError('envelope_version_unsupported', `sealed record version ${record[0]} is not supported`);
   }
-  if ((record[0] === SEALED_RECORD_VERSION_ALLOW) !== (binding.allow !== undefined)) {
+  // A record opens only under the binding kind it was sealed with: a host cannot drop the policy
+  // (or the allow-list) by presenting a binding of an older version.
+  if (record[0] !== sealedRecordVersion(binding)) {
     throw new ProtocolError('envelope_auth_failed', 'sealed key record did not authenticate');
   }
   const nonce = record.subarray(1, 1 + NONCE_LENGTH);

@@ -1,0 +1,183 @@
+/**
+ * Owner-signed connection policy (SPEC.md §9): what a connection may be used for — operations
+ * (endpoint kind and access, the host's own classification), optionally which models — and a
+ * daily ceiling (requests, tokens, micro-dollars at prices the owner signs). Its hash is sealed
+ * into the key record's AAD (record version 0x03), so the enclave, which enforces it, can tell a
+ * host-substituted policy from the owner's. Pure: no clock, no I/O; decisions are plain functions.
+ */
+import { sha256 } from '@noble/hashes/sha2.js';
+import { astring, concatBytes, toHex, utf8 } from './bytes.ts';
+import { ProtocolError } from './errors.ts';
+import { canonicalJson, signOwnerMessage, verifyOwnerMessage, type CanonicalValue, type SignedOwnerMessage } from './owner-signature.ts';
+import { fromHex } from './bytes.ts';
+import { ACCESS, ENDPOINT_KINDS, type Access, type EndpointKind } from './providers/kinds.ts';
+
+export const CONNECTION_POLICY_DOMAIN = 'securegate/connection-policy/v1\n';
+/** What a policy grants when the owner names nothing else: inference, every access. */
+export const DEFAULT_POLICY_OPERATIONS = ['inference'] as const;
+/** Tokens charged for a relayed answer whose usage cannot be read (when none is signed). */
+export const DEFAULT_UNMETERED_TOKENS = 16_384;
+const DAY_MS = 86_400_000;
+
+/** Micro-dollars (1e-6 USD) per million tokens: integers only, so the signed JSON has no floats. */
+export interface ModelPrice {
+  inputMicroUsdPerMTok: number;
+  outputMicroUsdPerMTok: number;
+}
+
+export interface DailyCeiling {
+  requests?: number;
+  tokens?: number;
+  /** Needs `prices` for every model the connection may call; anything unpriced is refused. */
+  microUsd?: number;
+}
+
+export interface ConnectionPolicy {
+  connectionId: string;
+  issuedAt: number;
+  /** `"<kind>"` (every access) or `"<kind>:<access>"`, kinds and access from `providers/kinds.ts`. */
+  operations: string[];
+  /** When present, only these models (exact ids as the request names them). */
+  models?: string[];
+  ceiling: DailyCeiling;
+  prices?: Record<string, ModelPrice>;
+  /** Tokens charged for an answer whose usage the enclave cannot read. */
+  unmeteredTokens: number;
+}
+
+const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+
+function fail(message: string): never {
+  throw new ProtocolError('envelope_malformed', `connection policy: ${message}`);
+}
+
+function checkOperation(op: unknown): string {
+  if (typeof op !== 'string') fail('operations must be strings');
+  const [kind, access, extra] = op.split(':');
+  if (extra !== undefined || !ENDPOINT_KINDS.includes(kind as EndpointKind)) fail(`unknown operation ${op}`);
+  if (access !== undefined && !ACCESS.includes(access as Access)) fail(`unknown access in ${op}`);
+  return op;
+}
+
+/** Validates the signed message's fields (not the signature) into a typed policy. */
+export function parseConnectionPolicy(message: Record<string, unknown>): ConnectionPolicy {
+  if (message.type !== 'connection_policy') fail('type must be connection_policy');
+  astring(message.connectionId, 'connectionId', 128);
+  if (!isCount(message.issuedAt)) fail('issuedAt must be unix milliseconds');
+  if (!Array.isArray(message.operations) || message.operations.length === 0 || message.operations.length > 64) fail('operations must be a non-empty list');
+  const operations = message.operations.map(checkOperation);
+  let models: string[] | undefined;
+  if (message.models !== undefined) {
+    if (!Array.isArray(message.models) || message.models.length > 1024) fail('models must be a list');
+    models = message.models.map((m) => astring(m, 'model', 256));
+  }
+  const c = message.ceiling;
+  if (c === null || typeof c !== 'object' || Array.isArray(c)) fail('ceiling must be an object');
+  const ceiling: DailyCeiling = {};
+  for (const k of ['requests', 'tokens', 'microUsd'] as const) {
+    const v = (c as Record<string, unknown>)[k];
+    if (v === undefined) continue;
+    if (!isCount(v)) fail(`ceiling.${k} must be a non-negative integer`);
+    ceiling[k] = v;
+  }
+  let prices: Record<string, ModelPrice> | undefined;
+  if (message.prices !== undefined) {
+    if (message.prices === null || typeof message.prices !== 'object' || Array.isArray(message.prices)) fail('prices must be an object');
+    prices = {};
+    for (const [model, p] of Object.entries(message.prices as Record<string, unknown>)) {
+      const q = p as Record<string, unknown> | null;
+      if (!q || !isCount(q.inputMicroUsdPerMTok) || !isCount(q.outputMicroUsdPerMTok)) fail(`price of ${model} must give input/output micro-dollars per million tokens`);
+      prices[model] = { inputMicroUsdPerMTok: q.inputMicroUsdPerMTok, outputMicroUsdPerMTok: q.outputMicroUsdPerMTok };
+    }
+  }
+  const unmetered = message.unmeteredTokens ?? DEFAULT_UNMETERED_TOKENS;
+  if (!isCount(unmetered)) fail('unmeteredTokens must be a non-negative integer');
+  return {
+    connectionId: message.connectionId as string,
+    issuedAt: message.issuedAt,
+    operations,
+    ...(models ? { models } : {}),
+    ceiling,
+    ...(prices ? { prices } : {}),
+    unmeteredTokens: unmetered,
+  };
+}
+
+/** Signs a policy as an owner message of type `connection_policy`. */
+export function signConnectionPolicy(secretKey: Uint8Array, policy: Omit<ConnectionPolicy, 'unmeteredTokens'> & { unmeteredTokens?: number }): SignedOwnerMessage {
+  const message = { type: 'connection_policy' as const, ...policy } as unknown as Record<string, CanonicalValue>;
+  parseConnectionPolicy(message);
+  return signOwnerMessage(secretKey, message as never);
+}
+
+/**
+ * hex SHA-256(utf8(CONNECTION_POLICY_DOMAIN) ‖ utf8(canonical_json({ message, publicKey }))):
+ * what the sealed record (version 0x03) binds. The signer's key is inside the hash, so a policy
+ * re-signed by anyone else is another policy.
+ */
+export function connectionPolicySha256(signed: SignedOwnerMessage): string {
+  const body = canonicalJson({ message: signed.message, publicKey: signed.publicKey });
+  return toHex(sha256(concatBytes(utf8(CONNECTION_POLICY_DOMAIN), utf8(body))));
+}
+
+/**
+ * The enclave's check: the policy is the one the record binds (`boundSha256` is then proven by
+ * the record's GCM tag), signed by the key it names, for this connection. Returns it parsed.
+ */
+export function verifyConnectionPolicy(signed: SignedOwnerMessage, connectionId: string): { policy: ConnectionPolicy; sha256: string } {
+  if (!signed || typeof signed !== 'object' || typeof signed.publicKey !== 'string' || !signed.message || typeof signed.message !== 'object') {
+    fail('signed policy must be { message, publicKey, signature }');
+  }
+  verifyOwnerMessage(signed, fromHex(signed.publicKey, 'publicKey'));
+  const policy = parseConnectionPolicy(signed.message);
+  if (policy.connectionId !== connectionId) throw new ProtocolError('signature_invalid', 'connection policy was signed for another connection');
+  return { policy, sha256: connectionPolicySha256(signed) };
+}
+
+/** Why a request falls outside a policy; `undefined` when it is inside. */
+export type PolicyRefusal = { code: 'operation'; message: string } | { code: 'model'; message: string };
+
+/**
+ * `model`: the model the request names; `undefined` when the endpoint names none (a listing);
+ * `null` when it names one that could not be read — refused under a model list or a dollar
+ * ceiling, because "could not tell" is a refusal.
+ */
+export function policyRefusal(policy: ConnectionPolicy, operation: { kind: EndpointKind; access: Access }, model: string | null | undefined): PolicyRefusal | undefined {
+  const granted = policy.operations.some((op) => op === operation.kind || op === `${operation.kind}:${operation.access}`);
+  if (!granted) return { code: 'operation', message: `${operation.kind}:${operation.access} is not an operation this connection's policy grants` };
+  const modelBound = policy.models !== undefined || policy.ceiling.microUsd !== undefined;
+  if (model === undefined || !modelBound) return undefined;
+  if (model === null) return { code: 'model', message: 'the model of this request cannot be determined, and the policy restricts models' };
+  if (policy.models !== undefined && !policy.models.includes(model)) return { code: 'model', message: `model ${model} is not allowed by this connection's policy` };
+  if (policy.ceiling.microUsd !== undefined && !(policy.prices && Object.hasOwn(policy.prices, model))) {
+    return { code: 'model', message: `model ${model} has no price in this connection's policy, which caps dollars` };
+  }
+  return undefined;
+}
+
+/** The UTC day number of a unix-ms instant: the ceiling's window. */
+export function utcDay(ms: number): number {
+  return Math.floor(ms / DAY_MS);
+}
+
+export interface DayUsage {
+  requests: number;
+  tokens: number;
+  microUsd: number;
+}
+
+/** Which ceiling a new request would cross, if any (requests count the new one; tokens and dollars count what was used). */
+export function ceilingReached(policy: ConnectionPolicy, used: DayUsage): keyof DailyCeiling | undefined {
+  const c = policy.ceiling;
+  if (c.requests !== undefined && used.requests + 1 > c.requests) return 'requests';
+  if (c.tokens !== undefined && used.tokens >= c.tokens) return 'tokens';
+  if (c.microUsd !== undefined && used.microUsd >= c.microUsd) return 'microUsd';
+  return undefined;
+}
+
+/** Cost in micro-dollars (rounded up) of one answer at the policy's price for `model`; 0 unpriced. */
+export function costMicroUsd(policy: ConnectionPolicy, model: string | undefined, usage: { inputTokens: number; outputTokens: number }): number {
+  const price = model !== undefined && policy.prices && Object.hasOwn(policy.prices, model) ? policy.prices[model]! : undefined;
+  if (!price) return 0;
+  return Math.ceil((usage.inputTokens * price.inputMicroUsdPerMTok + usage.outputTokens * price.outputMicroUsdPerMTok) / 1_000_000);
+}
