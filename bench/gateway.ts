@@ -291,7 +291,7 @@ export async function gatewayBenchmarks(options: GatewayBenchOptions): Promise<B
     warm.sort((a, b) => a - b);
 
     const upload = await uploadThrough(stack, smoke ? 16 * 1024 * 1024 : 1_000_000_000, log);
-    const pids = [stack.host, stack.enclave, ...stack.shareholders.map((s) => s.process!)].map((p) => p.child.pid!);
+    const pids = [stack.host, stack.enclave, stack.shareholderProcess()!].map((p) => p.child.pid!);
     const stackMb = (await Promise.all(pids.map(rssMb))).reduce((a, b) => a + b, 0);
     for (const t of targets) await t.pool.close();
 

@@ -40,6 +40,8 @@ const stack = await startStack({
   dataDir: values['data-dir']!,
   hostPort: Number(values.port),
   mock: values.demo,
+  // One process fewer: this launcher idles once the stack runs (docs/benchmarks.md, dev stack memory).
+  shareholdersInProcess: true,
   hostArgs: ['--metrics-token', metricsToken],
   onProgress: (m) => process.stderr.write(`… ${m}\n`),
 }).catch((e: Error) => {

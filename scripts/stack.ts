@@ -1,7 +1,8 @@
 /**
- * Starts the whole SecureGate stack as separate processes on loopback: 5 shareholders (3-of-5),
- * the dev enclave (dev NSM whose PCR0 is the enclave bundle digest), and the host — embedded
- * storage under one data directory. Used by `npm start` and by the end-to-end tests.
+ * Starts the whole SecureGate stack on loopback: 5 shareholders (3-of-5) as independent instances
+ * in one development process (shareholders/dev-cluster.ts), the dev enclave (dev NSM whose PCR0
+ * is the enclave bundle digest) and the host as processes of their own — embedded storage under
+ * one data directory. Used by `npm start` and by the end-to-end tests.
  * Optionally starts the mock upstream in this process with a demo connection and SG_ key.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -15,7 +16,9 @@ import { buildEnclaveBundle } from '../infra/enclave/bundle.ts';
 import { generateOwnerKeyPair, signReleaseManifest, fromHex } from '../protocol/index.ts';
 import { connectProvider, createKey } from '../cli/owner.ts';
 import type { DevStackFile, PinnedShareholder } from '../cli/config.ts';
+import { loadRoot } from '../attestation/index.ts';
 import { initIdentity, loadIdentity } from '../shareholders/identity.ts';
+import type { DevClusterCommand, DevShareholderCluster } from '../shareholders/dev-cluster.ts';
 import { startMockUpstream, type MockUpstream } from '../test/mock-upstream/index.ts';
 import { toHex } from '../protocol/index.ts';
 
@@ -28,6 +31,12 @@ export interface StackOptions {
   threshold?: number;
   /** Start the mock upstream and create a demo connection + key. */
   mock?: boolean;
+  /**
+   * Serve the dev shareholders in this process rather than in one of their own: `npm start`
+   * does (its launcher idles once the stack runs); tests and the benchmark keep them apart from
+   * their own event loop.
+   */
+  shareholdersInProcess?: boolean;
   /** Extra Node flags for the host process (tests use --heapsnapshot-signal). */
   hostNodeArgs?: string[];
   /** Extra host arguments (--database, --trusted-proxy, --velocity-floor, …). */
@@ -44,9 +53,14 @@ export interface ManagedProcess {
   stop(): Promise<void>;
 }
 
+/**
+ * One dev shareholder, an instance in the stack's shareholder process. `stop()` closes its
+ * listener and connections (callers see connection refused, as with a dead process); `start()`
+ * serves it again on the same port from the same store and identity.
+ */
 export interface RunningShareholder extends PinnedShareholder {
   dataDir: string;
-  process: ManagedProcess | undefined;
+  running: boolean;
   start(): Promise<void>;
   stop(): Promise<void>;
 }
@@ -62,6 +76,8 @@ export interface Stack {
   pcr0: string;
   threshold: number;
   shareholders: RunningShareholder[];
+  /** The process serving every dev shareholder (respawned by a `start()` if it died); none when they run in this process. */
+  shareholderProcess(): ManagedProcess | undefined;
   host: ManagedProcess;
   enclave: ManagedProcess;
   mock?: MockUpstream;
@@ -73,10 +89,14 @@ export interface Stack {
   stop(): Promise<void>;
 }
 
-/** Spawns `node <script> …args`, logs stderr to a file, and waits for its `{"ready":true}` line. */
-export async function spawnReady(name: string, script: string, args: string[], logFile: string, nodeArgs: string[] = [], cwd = ROOT): Promise<ManagedProcess> {
+/**
+ * Spawns `node <script> …args`, logs stderr to a file, and waits for its `{"ready":true}` line.
+ * With `ipc`, the child also gets a message channel (and exits when its parent goes).
+ */
+export async function spawnReady(name: string, script: string, args: string[], logFile: string, nodeArgs: string[] = [], cwd = ROOT, ipc = false): Promise<ManagedProcess> {
   const log = openSync(logFile, 'a');
-  const child = spawn(process.execPath, [...nodeArgs, join(ROOT, script), ...args], { cwd, stdio: ['ignore', 'pipe', log], env: { ...process.env } });
+  const stdio = ipc ? (['ignore', 'pipe', log, 'ipc'] as const) : (['ignore', 'pipe', log] as const);
+  const child = spawn(process.execPath, [...nodeArgs, join(ROOT, script), ...args], { cwd, stdio: [...stdio], env: { ...process.env } });
   const ready = await new Promise<Record<string, unknown>>((resolveReady, reject) => {
     // A process that never becomes ready is stopped, not left running behind a failed start.
     const timer = setTimeout(() => {
@@ -127,6 +147,80 @@ export async function startHostInstance(stack: Stack, args: string[], name = 'ho
   return Object.assign(host, { url: `http://127.0.0.1:${host.ready.port as number}` });
 }
 
+/** Where the dev shareholders run: a process of their own, or the launcher's. */
+interface DevShareholderHost {
+  /** The process serving them, when they have one of their own and it is running. */
+  process(): ManagedProcess | undefined;
+  /** Starts one shareholder (spawning the process first if none is running); answers its URL. */
+  start(id: string, dataDir: string, port: number, logFile: string): Promise<string>;
+  /** Stops one shareholder; nothing to do when none is running. */
+  stop(id: string): Promise<void>;
+  stopAll(): Promise<void>;
+}
+
+/** The dev shareholders in this process: `npm start`'s launcher is idle once the stack runs. */
+function inProcessShareholders(rootPem: string): DevShareholderHost {
+  let cluster: Promise<DevShareholderCluster> | undefined;
+  const load = () =>
+    (cluster ??= import('../shareholders/dev-cluster.ts').then(({ DevShareholderCluster }) => new DevShareholderCluster([loadRoot('securegate-dev-root', readFileSync(rootPem))])));
+  return {
+    process: () => undefined,
+    start: async (id, dataDir, port, logFile) => (await load()).start(id, dataDir, port, logFile),
+    stop: async (id) => (await cluster)?.stop(id),
+    stopAll: async () => (await cluster)?.stopAll(),
+  };
+}
+
+/** The dev shareholders in a process of their own (shareholders/dev-cluster.ts), driven over IPC. */
+function shareholderProcess(rootPem: string, logFile: string): DevShareholderHost {
+  let current: ManagedProcess | undefined;
+  let spawning: Promise<ManagedProcess> | undefined;
+  let seq = 0;
+  const pending = new Map<number, { resolve(answer: Record<string, unknown>): void; reject(error: Error): void }>();
+  const alive = (p: ManagedProcess | undefined) => p !== undefined && p.child.exitCode === null && p.child.signalCode === null;
+  const ensure = (): Promise<ManagedProcess> => {
+    if (alive(current)) return Promise.resolve(current!);
+    spawning ??= spawnReady('shareholders', 'shareholders/dev-cluster.ts', ['--dev-root', rootPem], logFile, [], ROOT, true)
+      .then((p) => {
+        p.child.on('message', (answer: Record<string, unknown>) => {
+          const waiter = pending.get(answer.seq as number);
+          pending.delete(answer.seq as number);
+          if (typeof answer.error === 'string') waiter?.reject(new Error(answer.error));
+          else waiter?.resolve(answer);
+        });
+        p.child.once('exit', (code, signal) => {
+          for (const waiter of pending.values()) waiter.reject(new Error(`the shareholder process exited (${signal ?? code}); see ${logFile}`));
+          pending.clear();
+        });
+        current = p;
+        return p;
+      })
+      .finally(() => {
+        spawning = undefined;
+      });
+    return spawning;
+  };
+  const request = async (message: DevClusterCommand): Promise<Record<string, unknown>> => {
+    const p = await ensure();
+    const id = ++seq;
+    return new Promise((resolve, reject) => {
+      pending.set(id, { resolve, reject });
+      p.child.send({ ...message, seq: id });
+    });
+  };
+  return {
+    process: () => (alive(current) ? current : undefined),
+    start: async (id, dataDir, port, logFile) => (await request({ op: 'start', id, dataDir, port, logFile })).url as string,
+    async stop(id) {
+      if (alive(current)) await request({ op: 'stop', id });
+    },
+    async stopAll() {
+      await spawning?.catch(() => undefined);
+      await current?.stop();
+    },
+  };
+}
+
 export async function startStack(options: StackOptions): Promise<Stack> {
   const progress = options.onProgress ?? (() => {});
   const dataDir = resolve(options.dataDir);
@@ -145,6 +239,8 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   }
 
   const started: ManagedProcess[] = [];
+  const rootPem = join(rootDir, 'root.pem');
+  const shareholderHost = options.shareholdersInProcess ? inProcessShareholders(rootPem) : shareholderProcess(rootPem, join(logs, 'shareholders.log'));
   const shareholders: RunningShareholder[] = [];
   try {
     progress(`starting ${n} shareholders (${threshold}-of-${n})`);
@@ -157,23 +253,20 @@ export async function startStack(options: StackOptions): Promise<Stack> {
         url: '',
         publicKey: toHex(identity.publicKey),
         dataDir: dir,
-        process: undefined,
+        running: false,
         async start() {
-          const port = sh.url ? new URL(sh.url).port : '0';
-          sh.process = await spawnReady(id, 'shareholders/main.ts', ['serve', '--data-dir', dir, '--port', port, '--dev', '--dev-root', join(rootDir, 'root.pem')], join(logs, `${id}.log`));
-          sh.url = sh.process.ready.url as string;
+          const port = sh.url ? Number(new URL(sh.url).port) : 0;
+          sh.url = await shareholderHost.start(id, dir, port, join(logs, `${id}.log`));
+          sh.running = true;
         },
         async stop() {
-          await sh.process?.stop();
-          sh.process = undefined;
+          if (sh.running) await shareholderHost.stop(id);
+          sh.running = false;
         },
       };
       shareholders.push(sh);
     }
-    // Every shareholder that did start is recorded before a failure of another is thrown, so the
-    // cleanup below stops it.
     const starts = await Promise.allSettled(shareholders.map((s) => s.start()));
-    started.push(...shareholders.flatMap((s) => (s.process ? [s.process] : [])));
     const failed = starts.find((r) => r.status === 'rejected');
     if (failed) throw (failed as PromiseRejectedResult).reason;
 
@@ -239,6 +332,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
       pcr0,
       threshold,
       shareholders,
+      shareholderProcess: () => shareholderHost.process(),
       host,
       enclave,
       async restartEnclave() {
@@ -250,7 +344,8 @@ export async function startStack(options: StackOptions): Promise<Stack> {
         stack.host = await spawnReady('host', 'host/main.ts', hostArgs(Number(new URL(hostUrl).port)), join(logs, 'host.log'), options.hostNodeArgs ?? [], hostDir);
       },
       async stop() {
-        await Promise.all([stack.host.stop(), stack.enclave.stop(), ...shareholders.map((s) => s.stop())]);
+        await Promise.all([stack.host.stop(), stack.enclave.stop(), shareholderHost.stopAll()]);
+        for (const s of shareholders) s.running = false;
         await stack.mock?.close();
       },
     };
@@ -277,7 +372,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     }
     return stack;
   } catch (error) {
-    await Promise.all(started.map((p) => p.stop()));
+    await Promise.all([...started.map((p) => p.stop()), shareholderHost.stopAll()]);
     throw error;
   }
 }
