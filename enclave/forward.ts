@@ -1,8 +1,9 @@
 /**
  * The final upstream call: check the path against the provider's allow-list, inject the
  * credential per the sealed auth scheme, call the pinned origin over a keep-alive pool, and
- * stream the response back. Error bodies (small, bounded) are scrubbed of the key before they
- * leave; success bodies stream untouched.
+ * stream the response back. Every response header and body byte, of every status, passes the
+ * key scrubber (`scrub.ts`, invariant 9); the body is asked for and relayed uncompressed so the
+ * scrubber sees the bytes the client will. Usage is read on the way (`usage-meter.ts`).
  */
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import { connect as netConnect, type Socket } from 'node:net';
@@ -10,14 +11,20 @@ import { connect as netConnect, type Socket } from 'node:net';
 /** Responses up to this size with a Content-Length are read whole and written back at once. */
 const SMALL_BODY = 256 * 1024;
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import { Transform } from 'node:stream';
+import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
 import { Pool } from 'undici';
 import { allowListPermits, providerSpec, upstreamPathFor, type AuthScheme, type ProviderSpec } from '../protocol/index.ts';
 import { EnclaveError } from './errors.ts';
+import { KeyScrubber } from './scrub.ts';
+import { UsageMeter, type RelayedUsage } from './usage-meter.ts';
 
 /** Hop-by-hop (RFC 9110 §7.6.1) and credential headers never forwarded in either direction. */
 const DROP_REQUEST = new Set([
   'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'host',
   'authorization', 'x-api-key', 'api-key', 'x-goog-api-key', 'proxy-authorization', 'cookie',
+  // The scrubber must see the bytes the client gets: bodies are asked for uncompressed.
+  'accept-encoding',
 ]);
 const DROP_RESPONSE = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'set-cookie']);
 const MAX_ERROR_BODY = 64 * 1024;
@@ -154,6 +161,36 @@ export function relay(body: NodeJS.ReadableStream, res: ServerResponse): Promise
   });
 }
 
+/** Per-request extras: a body already read by the policy check, and where the usage read goes. */
+export interface ForwardOptions {
+  /** The request body, when the enclave had to read it (model check); otherwise `req` streams. */
+  body?: Buffer;
+  /** Called once the response ended or broke off, with the usage read from it (undefined: none). */
+  onUsage?: (usage: RelayedUsage | undefined, status: number) => void;
+}
+
+function decoderFor(encoding: string): NodeJS.ReadWriteStream | undefined {
+  if (encoding === 'gzip' || encoding === 'x-gzip') return createGunzip();
+  if (encoding === 'deflate') return createInflate();
+  if (encoding === 'br') return createBrotliDecompress();
+  return undefined;
+}
+
+/** Scrubs the key from a stream (held-back tail across chunks) and feeds the usage meter. */
+function scrubbingStream(scrubber: KeyScrubber, meter: UsageMeter): Transform {
+  return new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      meter.push(chunk);
+      const out = scrubber.push(chunk);
+      done(null, out.length ? out : undefined);
+    },
+    flush(done) {
+      const rest = scrubber.flush();
+      done(null, rest.length ? rest : undefined);
+    },
+  });
+}
+
 export class Forwarder {
   readonly #pools = new Map<string, Pool>();
   readonly #timeouts: { headersTimeout: number; bodyTimeout: number };
@@ -206,6 +243,7 @@ export class Forwarder {
     req: IncomingMessage,
     res: ServerResponse,
     onHeaders: (seconds: number) => void = () => {},
+    options: ForwardOptions = {},
   ): Promise<number> {
     const started = performance.now();
     const path = withQueryCredential(target.path, scheme, key);
@@ -220,8 +258,13 @@ export class Forwarder {
       upstream = await this.#pool(target.origin).request({
         path,
         method: req.method as 'POST',
-        headers: { ...forwardedRequestHeaders(req.headers), ...credentialHeaders(scheme, key) },
-        body: hasBody ? req : null,
+        headers: {
+          ...forwardedRequestHeaders(req.headers),
+          ...(options.body ? { 'content-length': String(options.body.length) } : {}),
+          'accept-encoding': 'identity',
+          ...credentialHeaders(scheme, key),
+        },
+        body: hasBody ? (options.body ?? req) : null,
         signal: abort.signal,
         ...this.#timeouts,
       });
@@ -231,43 +274,82 @@ export class Forwarder {
       throw new EnclaveError('upstream_unreachable', `upstream request failed: ${message}`);
     }
     onHeaders((performance.now() - started) / 1000);
+    const scrubber = new KeyScrubber(key);
+    const status = upstream.statusCode;
     const headers: Record<string, string | string[]> = {};
     for (const [name, value] of Object.entries(upstream.headers)) {
-      if (value !== undefined && !DROP_RESPONSE.has(name)) headers[name] = value;
+      if (value === undefined || DROP_RESPONSE.has(name)) continue;
+      headers[name] = Array.isArray(value) ? value.map((v) => scrubber.scrubString(v)) : scrubber.scrubString(value);
     }
-    if (upstream.statusCode >= 400) {
-      // Error bodies are small; read them whole (bounded) to scrub any echo of the key.
+    const meter = new UsageMeter(String(upstream.headers['content-type'] ?? ''));
+    let reported = false;
+    const report = () => {
+      if (reported) return;
+      reported = true;
+      options.onUsage?.(status >= 400 ? { inputTokens: 0, outputTokens: 0 } : meter.end(), status);
+    };
+    // An upstream that compresses anyway is decoded here, so nothing passes unscrubbed.
+    const encoding = String(upstream.headers['content-encoding'] ?? 'identity').trim().toLowerCase();
+    let body: NodeJS.ReadableStream = upstream.body;
+    if (encoding !== 'identity' && encoding !== '') {
+      const decoder = decoderFor(encoding);
+      if (!decoder) {
+        await upstream.body.dump().catch(() => undefined);
+        throw new EnclaveError('upstream_unreachable', `upstream answered with content-encoding ${encoding}, which the enclave cannot inspect`);
+      }
+      upstream.body.on('error', (e) => (decoder as unknown as { destroy(e: Error): void }).destroy(e));
+      body = upstream.body.pipe(decoder);
+      delete headers['content-encoding'];
+      delete headers['content-length'];
+    }
+    if (status >= 400) {
+      // Error bodies are small; read them whole (bounded) to scrub any echo of the key, partial ones too.
       const chunks: Buffer[] = [];
       let size = 0;
-      for await (const chunk of upstream.body) {
-        size += (chunk as Buffer).length;
-        if (size > MAX_ERROR_BODY) break;
-        chunks.push(chunk as Buffer);
+      try {
+        for await (const chunk of body) {
+          size += (chunk as Buffer).length;
+          if (size > MAX_ERROR_BODY) break;
+          chunks.push(chunk as Buffer);
+        }
+      } catch {
+        // A broken error body: send what arrived.
       }
-      const body = scrubKey(Buffer.concat(chunks).toString('utf8'), key);
+      const text = scrubKey(scrubber.scrubBuffer(Buffer.concat(chunks)).toString('utf8'), key);
       delete headers['content-length'];
       delete headers['content-encoding'];
-      res.writeHead(upstream.statusCode, headers);
-      res.end(body);
-      return upstream.statusCode;
+      res.writeHead(status, headers);
+      res.end(text);
+      report();
+      return status;
     }
     // A small response of known length (most JSON answers) goes back in one write.
-    const length = Number(upstream.headers['content-length']);
-    if (Number.isInteger(length) && length <= SMALL_BODY && !String(upstream.headers['content-type'] ?? '').includes('text/event-stream')) {
+    const length = Number(headers['content-length']);
+    if (body === upstream.body && Number.isInteger(length) && length <= SMALL_BODY && !String(upstream.headers['content-type'] ?? '').includes('text/event-stream')) {
       let data: Buffer;
       try {
         data = Buffer.from(await upstream.body.arrayBuffer());
       } catch {
         res.destroy();
-        return upstream.statusCode;
+        report();
+        return status;
       }
-      res.writeHead(upstream.statusCode, headers);
-      res.end(data);
-      return upstream.statusCode;
+      meter.push(data);
+      // Same-length masking: the Content-Length stays true.
+      res.writeHead(status, headers);
+      res.end(scrubber.scrubBuffer(data));
+      report();
+      return status;
     }
-    res.writeHead(upstream.statusCode, headers);
-    await relay(upstream.body, res);
-    return upstream.statusCode;
+    const scrubbed = scrubbingStream(scrubber, meter);
+    body.on('error', (e) => scrubbed.destroy(e as Error));
+    res.writeHead(status, headers);
+    try {
+      await relay(body.pipe(scrubbed), res);
+    } finally {
+      report();
+    }
+    return status;
   }
 
   async close(): Promise<void> {

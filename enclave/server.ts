@@ -14,6 +14,8 @@ import {
   generateX25519KeyPair,
   RPC_CONNECTION_HEADER,
   RPC_FORWARD_PREFIX,
+  verifyConnectionPolicy,
+  type ConnectionPolicy,
   type KeyBinding,
   type X25519KeyPair,
 } from '../protocol/index.ts';
@@ -21,6 +23,7 @@ import { EnclaveError } from './errors.ts';
 import { Forwarder, resolveTarget, type EgressRoute, type ForwarderOptions } from './forward.ts';
 import { KeyResolver, type ShareholderEndpoint } from './key-resolver.ts';
 import { createEnclaveMetrics } from './metrics.ts';
+import { checkPolicy, classifyForPolicy, DailyUsageLedger, MAX_POLICY_BODY, policyNeedsModel, requestModel } from './policy.ts';
 
 export type EnclavePhase = 'booting' | 'serving' | 'failed';
 
@@ -32,6 +35,8 @@ export interface EnclaveConfig {
   /** Development only: permit http://127.0.0.1 upstream origins (mock upstreams). */
   allowLoopbackHttp?: boolean;
   cacheTtlMs?: number;
+  /** Clock for the daily ceiling's UTC day (tests). */
+  now?: () => number;
   /** Upstream transport: egress routes, CA bundle, timeouts. */
   forwarder?: ForwarderOptions;
   log?: { warn: (o: object, m: string) => void; info: (o: object, m: string) => void; error: (o: object, m: string) => void };
@@ -65,6 +70,18 @@ async function readSmallBody(req: IncomingMessage, limit = 16 * 1024): Promise<s
   return Buffer.concat(chunks).toString('utf8');
 }
 
+/** Reads a request body whole up to `limit`; `undefined` (the model cannot be told) beyond it. */
+async function readBoundedBody(req: IncomingMessage, limit: number): Promise<Buffer | undefined> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    // Keep draining, so the refusal can still be answered on this connection.
+    if (size <= limit) chunks.push(chunk as Buffer);
+  }
+  return size > limit ? undefined : Buffer.concat(chunks);
+}
+
 export class Enclave {
   phase: EnclavePhase = 'booting';
   readonly server: Server;
@@ -74,11 +91,13 @@ export class Enclave {
   readonly #forwarder: Forwarder;
   #ephemeral: X25519KeyPair | undefined;
   #resolver: KeyResolver | undefined;
+  readonly usage: DailyUsageLedger;
 
   constructor(config: EnclaveConfig) {
     this.#config = config;
     this.#log = config.log ?? silent;
     this.#forwarder = new Forwarder(config.forwarder);
+    this.usage = new DailyUsageLedger(config.now);
     this.server = createServer({ keepAliveTimeout: 65_000, requestTimeout: 0 }, (req, res) => {
       this.#handle(req, res).catch((error: unknown) => {
         if (error instanceof EnclaveError) return sendError(res, error);
@@ -176,21 +195,53 @@ export class Enclave {
     } catch {
       throw new EnclaveError('origin_not_allowed', 'connection origin is not a canonical origin');
     }
-    // Path and origin checks happen before any share is requested.
-    const target = resolveTarget(descriptor.provider, origin, req.method ?? 'GET', clientPath, descriptor.allow, this.#config.allowLoopbackHttp ?? false);
+    // Policy, path and origin checks happen before any share is requested.
+    let policy: { policy: ConnectionPolicy; sha256: string } | undefined;
+    if (descriptor.policy !== undefined) {
+      try {
+        policy = verifyConnectionPolicy(descriptor.policy, descriptor.connectionId);
+      } catch (e) {
+        throw new EnclaveError('policy_invalid', `connection policy does not verify: ${(e as Error).message}`);
+      }
+    }
+    const method = req.method ?? 'GET';
+    const target = resolveTarget(descriptor.provider, origin, method, clientPath, descriptor.allow, this.#config.allowLoopbackHttp ?? false);
+    let body: Buffer | undefined;
+    let classification;
+    let model: string | null | undefined;
+    if (policy) {
+      classification = classifyForPolicy(descriptor.provider, method, clientPath);
+      if (policyNeedsModel(policy.policy) && classification.model.in === 'json') body = await readBoundedBody(req, MAX_POLICY_BODY);
+      model = requestModel(classification, body ?? undefined);
+      checkPolicy(policy.policy, classification, model);
+    }
     const binding: KeyBinding = {
       connectionId: descriptor.connectionId,
       provider: descriptor.provider,
       origin,
       authScheme: descriptor.authScheme,
       ...(descriptor.allow !== undefined ? { allow: descriptor.allow } : {}),
+      // The record's tag proves this is the policy the owner sealed with the key (version 0x03).
+      ...(policy ? { policySha256: policy.sha256 } : {}),
     };
     const record = new Uint8Array(Buffer.from(descriptor.sealedRecord, 'base64'));
     const keyBytes = await this.#resolver!.upstreamKey(binding, record, descriptor.threshold);
     const key = fromUtf8(keyBytes);
     keyBytes.fill(0);
-    const status = await this.#forwarder.forward(target, descriptor.authScheme, key, req, res, (seconds) =>
-      this.metrics.upstreamSeconds.observe({ provider: descriptor.provider }, seconds),
+    const day = policy ? this.usage.admit(descriptor.connectionId, policy.policy) : 0;
+    const status = await this.#forwarder.forward(
+      target,
+      descriptor.authScheme,
+      key,
+      req,
+      res,
+      (seconds) => this.metrics.upstreamSeconds.observe({ provider: descriptor.provider }, seconds),
+      {
+        ...(body ? { body } : {}),
+        ...(policy && classification
+          ? { onUsage: (usage) => this.usage.settle(descriptor.connectionId, day, policy.policy, classification, model ?? undefined, usage) }
+          : {}),
+      },
     );
     this.metrics.upstreamRequests.inc({ provider: descriptor.provider, status: `${Math.floor(status / 100)}xx` });
   }

@@ -1,0 +1,128 @@
+/**
+ * Enforcing the owner-signed connection policy (protocol/SPEC.md §9) inside the enclave: classify
+ * the forwarded request from the provider's endpoint table (the same rows the host uses), read
+ * its model where the policy needs it, and count requests, tokens and micro-dollars per
+ * connection per UTC day. The counters live in enclave memory: they bound what one running
+ * enclave serves; leases (SPEC.md §9, to come) bound what restarts and many enclaves can.
+ * Never logs a body or a model's prompt.
+ */
+import {
+  ceilingReached,
+  costMicroUsd,
+  matchEndpoint,
+  policyRefusal,
+  providerSpec,
+  utcDay,
+  type Access,
+  type ConnectionPolicy,
+  type DayUsage,
+  type EndpointSpec,
+} from '../protocol/index.ts';
+import { EnclaveError } from './errors.ts';
+import type { RelayedUsage } from './usage-meter.ts';
+
+/** A JSON body read to find its model is held in memory up to this size; larger is refused under a model rule. */
+export const MAX_POLICY_BODY = 16 * 1024 * 1024;
+
+export interface PolicyClassification {
+  kind: EndpointSpec['kind'];
+  access: Access;
+  /** Token-priced endpoints are charged `unmeteredTokens` when their usage cannot be read. */
+  metered: boolean;
+  /** Where the model is named (only what the policy check needs). */
+  model: EndpointSpec['model'];
+  /** Path capture groups (a model named in the path). */
+  groups: string[];
+}
+
+const accessOf = (method: string): Access => (method === 'GET' || method === 'HEAD' ? 'read' : method === 'DELETE' ? 'delete' : 'write');
+
+/** One typed value from the endpoint table; a request no row describes is outside every policy. */
+export function classifyForPolicy(providerId: string, method: string, clientPathWithQuery: string): PolicyClassification {
+  const q = clientPathWithQuery.indexOf('?');
+  const path = q < 0 ? clientPathWithQuery : clientPathWithQuery.slice(0, q);
+  if (providerId === 'any') return { kind: 'any', access: accessOf(method), metered: false, model: { in: 'none' }, groups: [] };
+  const spec = providerSpec(providerId);
+  const hit = spec ? matchEndpoint(spec, method, path) : undefined;
+  if (!hit) throw new EnclaveError('policy_operation_denied', `${method} ${path} is not an operation this connection's policy can grant`);
+  const unit = hit.endpoint.price.unit;
+  return { kind: hit.endpoint.kind, access: hit.endpoint.access, metered: unit === 'tokens' || unit === 'input_tokens', model: hit.endpoint.model, groups: hit.groups };
+}
+
+/** Does the policy need to know the model before the request goes out? */
+export function policyNeedsModel(policy: ConnectionPolicy): boolean {
+  return policy.models !== undefined || policy.ceiling.microUsd !== undefined;
+}
+
+/**
+ * The model a request names: `undefined` for endpoints that name none, `null` when it cannot be
+ * told (multipart, uploads, a body that is not a JSON object or is too large).
+ */
+export function requestModel(c: PolicyClassification, body: Buffer | undefined): string | null | undefined {
+  const m = c.model;
+  if (m.in === 'none') return undefined;
+  if (m.in === 'path') return c.groups[m.group - 1] || null;
+  if (m.in !== 'json' || body === undefined) return null;
+  try {
+    const parsed = JSON.parse(body.toString('utf8')) as unknown;
+    const value = parsed && typeof parsed === 'object' && !Array.isArray(parsed) ? (parsed as Record<string, unknown>)[m.field] : undefined;
+    return typeof value === 'string' && value.length > 0 ? value : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Refuses, with the typed enclave error, a request outside the policy's operations or models. */
+export function checkPolicy(policy: ConnectionPolicy, c: PolicyClassification, model: string | null | undefined): void {
+  const refusal = policyRefusal(policy, { kind: c.kind, access: c.access }, model);
+  if (refusal?.code === 'operation') throw new EnclaveError('policy_operation_denied', refusal.message);
+  if (refusal?.code === 'model') throw new EnclaveError('policy_model_denied', refusal.message);
+}
+
+/** Per connection, per UTC day: what this enclave has served under the connection's policy. */
+export class DailyUsageLedger {
+  readonly #days = new Map<string, { day: number; used: DayUsage }>();
+  readonly #now: () => number;
+
+  constructor(now: () => number = Date.now) {
+    this.#now = now;
+  }
+
+  #entry(connectionId: string, day: number): DayUsage {
+    let e = this.#days.get(connectionId);
+    if (!e || e.day !== day) {
+      e = { day, used: { requests: 0, tokens: 0, microUsd: 0 } };
+      this.#days.set(connectionId, e);
+    }
+    return e.used;
+  }
+
+  used(connectionId: string): DayUsage {
+    return { ...this.#entry(connectionId, utcDay(this.#now())) };
+  }
+
+  /**
+   * Counts the request against today's ceiling or refuses it (`policy_ceiling_reached`). Requests
+   * are counted here, before forwarding, so concurrent requests cannot pass a request ceiling;
+   * tokens and dollars are counted as answers end, so in-flight answers can pass those ceilings
+   * by at most what they use (SPEC.md §9). Returns the day to settle into.
+   */
+  admit(connectionId: string, policy: ConnectionPolicy): number {
+    const day = utcDay(this.#now());
+    const used = this.#entry(connectionId, day);
+    const reached = ceilingReached(policy, used);
+    if (reached) throw new EnclaveError('policy_ceiling_reached', `this connection's daily ${reached} ceiling is used up until 00:00 UTC`);
+    used.requests += 1;
+    return day;
+  }
+
+  /** Adds an answer's usage (or the policy's flat charge when a metered answer had none readable). */
+  settle(connectionId: string, day: number, policy: ConnectionPolicy, c: PolicyClassification, model: string | undefined, usage: RelayedUsage | undefined): void {
+    const counted = usage ?? (c.metered ? { inputTokens: policy.unmeteredTokens, outputTokens: 0 } : { inputTokens: 0, outputTokens: 0 });
+    const e = this.#days.get(connectionId);
+    // Usage of an answer that began yesterday is still counted against yesterday (it is gone).
+    if (!e || e.day !== day) return;
+    e.used.tokens += counted.inputTokens + counted.outputTokens;
+    e.used.microUsd += costMicroUsd(policy, model, counted);
+  }
+}

@@ -1,0 +1,121 @@
+/**
+ * Invariant 9: no response carries the upstream key. Every response header and body byte leaving
+ * the enclave passes through a `KeyScrubber`, which overwrites each occurrence of the key in the
+ * encodings an upstream may echo it in — raw, base64 and base64url (at every alignment, so the
+ * key inside a longer encoded string such as a Basic credential is caught), hex (either case),
+ * URL/percent-encoded, JSON-escaped — with `*` of the same length (Content-Length stays true).
+ * Streaming: the last (longest pattern − 1) bytes of each chunk are held back until the next one,
+ * so a match split across chunks, at any offset, is still caught. Never logs what it removes.
+ */
+
+/** Base64 alphabet over `bytes`, the part that does not depend on what precedes or follows. */
+function base64Cores(key: Buffer, alphabet: 'base64' | 'base64url'): string[] {
+  const cores: string[] = [];
+  for (let shift = 0; shift < 3; shift++) {
+    // With `shift` bytes before the key, its bits start at char ⌈shift·8/6⌉ and stop being
+    // influenced by what follows after ⌊(shift+len)·8/6⌋ chars.
+    const encoded = Buffer.concat([Buffer.alloc(shift), key]).toString(alphabet).replace(/=+$/, '');
+    const start = Math.ceil((shift * 8) / 6);
+    const end = Math.floor(((shift + key.length) * 8) / 6);
+    if (end - start >= 8) cores.push(encoded.slice(start, end));
+  }
+  return cores;
+}
+
+function percentEncodings(key: string): string[] {
+  const bytes = [...Buffer.from(key)];
+  /** Percent-encodes every byte outside `keep` (a set of ASCII characters). */
+  const encode = (keep: RegExp, space = '%20') =>
+    bytes.map((b) => (b === 0x20 && space !== '%20' ? space : b < 0x80 && keep.test(String.fromCharCode(b)) ? String.fromCharCode(b) : `%${b.toString(16).padStart(2, '0').toUpperCase()}`)).join('');
+  const forms = [
+    encodeURIComponent(key),
+    encode(/[A-Za-z0-9\-._~]/), // RFC 3986 §2.3 unreserved only
+    encode(/[A-Za-z0-9\-._~/]/), // path-safe (Python quote())
+    encode(/[A-Za-z0-9\-._*]/, '+'), // application/x-www-form-urlencoded (WHATWG URLSearchParams)
+    encode(/[A-Za-z0-9\-._~]/, '+'), // form encoding as Python quote_plus()
+    encode(/$^/), // every byte
+  ];
+  // Hex digits of either case.
+  return [...forms, ...forms.map((f) => f.replace(/%[0-9A-F]{2}/g, (m) => m.toLowerCase()))];
+}
+
+function jsonEscapings(key: string): string[] {
+  const plain = JSON.stringify(key).slice(1, -1);
+  const slash = plain.replace(/\//g, '\\/');
+  // Fully \u-escaped (some serializers escape every non-alphanumeric character).
+  const unicode = [...key].map((c) => (/[A-Za-z0-9]/.test(c) ? c : `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)).join('');
+  return [plain, slash, unicode];
+}
+
+/** Every byte pattern the key may be echoed as; longest first, de-duplicated. */
+export function keyPatterns(key: string): Buffer[] {
+  if (key.length === 0) return [];
+  const raw = Buffer.from(key, 'utf8');
+  const forms = new Set<string>([
+    key,
+    ...base64Cores(raw, 'base64'),
+    ...base64Cores(raw, 'base64url'),
+    raw.toString('hex'),
+    raw.toString('hex').toUpperCase(),
+    ...percentEncodings(key),
+    ...jsonEscapings(key),
+  ]);
+  return [...forms].filter((f) => f.length > 0).map((f) => Buffer.from(f, 'utf8')).sort((a, b) => b.length - a.length);
+}
+
+const STAR = 0x2a;
+
+export class KeyScrubber {
+  readonly #patterns: Buffer[];
+  readonly #hold: number;
+  #pending: Buffer = Buffer.alloc(0);
+
+  constructor(key: string) {
+    this.#patterns = keyPatterns(key);
+    this.#hold = Math.max(0, (this.#patterns[0]?.length ?? 0) - 1);
+  }
+
+  /** Overwrites every pattern occurrence in `buf` (in place) that starts before `limit`; returns the end of the last one. */
+  #mask(buf: Buffer, limit: number): number {
+    let covered = 0;
+    for (const p of this.#patterns) {
+      let at = buf.indexOf(p);
+      while (at >= 0 && at < limit) {
+        buf.fill(STAR, at, at + p.length);
+        covered = Math.max(covered, at + p.length);
+        at = buf.indexOf(p, at + 1);
+      }
+    }
+    return covered;
+  }
+
+  /** Scrubs a whole value at once (headers, bounded bodies). */
+  scrubBuffer(data: Buffer): Buffer {
+    const copy = Buffer.from(data);
+    this.#mask(copy, copy.length);
+    return copy;
+  }
+
+  scrubString(text: string): string {
+    return this.scrubBuffer(Buffer.from(text, 'latin1')).toString('latin1');
+  }
+
+  /** Streams: returns what may be emitted now; keeps a tail that could be the start of a match. */
+  push(chunk: Buffer): Buffer {
+    const buf = this.#pending.length ? Buffer.concat([this.#pending, chunk]) : Buffer.from(chunk);
+    // A match starting before `cut` lies wholly inside `buf`; later ones may continue in the next chunk.
+    const cut = Math.max(0, buf.length - this.#hold);
+    const covered = this.#mask(buf, cut);
+    const emit = Math.max(cut, Math.min(covered, buf.length));
+    this.#pending = buf.subarray(emit);
+    return buf.subarray(0, emit);
+  }
+
+  /** End of stream: what is still held back, scrubbed. */
+  flush(): Buffer {
+    const rest = this.#pending;
+    this.#pending = Buffer.alloc(0);
+    this.#mask(rest, rest.length);
+    return rest;
+  }
+}
