@@ -7,7 +7,7 @@ import { passwordToken, readPassword } from './commands.ts';
 import { effectiveConfig, readConfig, writeConfig } from './config.ts';
 import { adminRequest, CliError } from './owner.ts';
 import { dim, green, printJson, type Io } from './output.ts';
-import type { AccountView } from '../host/admin-accounts.ts';
+import type { AccountView } from '../protocol/index.ts';
 
 export type { AccountView };
 

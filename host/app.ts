@@ -9,7 +9,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import type { Pool } from 'undici';
-import { registerAdmin } from './admin.ts';
+import { registerAdmin } from './admin/index.ts';
 import { newId } from './keys.ts';
 import { AccountStore, registerAuth } from './accounts.ts';
 import { PlanBook } from './plans.ts';

@@ -8,21 +8,10 @@
 import { randomBytes } from 'node:crypto';
 import type { Pool } from 'undici';
 import { AttestationError, verifyAttestation, type PinnedRoot } from '../attestation/index.ts';
-import { fromHex, verifyReleaseManifest, type SignedReleaseManifest } from '../protocol/index.ts';
+import { fromHex, verifyReleaseManifest, type AttestationReport, type SignedReleaseManifest } from '../protocol/index.ts';
 import { HostError } from './errors.ts';
 
-export interface AttestationReport {
-  verified: boolean;
-  error: string | null;
-  moduleId: string | null;
-  timestamp: number | null;
-  root: string | null;
-  nonce: string;
-  pcrs: Record<string, string>;
-  release: { name: string; release: string; gitCommit: string; nsm: string; releaseKey: string; signatureValid: boolean; pcrs: Record<string, string> } | null;
-  matchesRelease: boolean | null;
-  document: string | null;
-}
+export type { AttestationReport } from '../protocol/index.ts';
 
 export async function attestationReport(enclave: Pool, manifest: unknown, roots: readonly PinnedRoot[], now = () => new Date()): Promise<AttestationReport> {
   const nonce = randomBytes(32);

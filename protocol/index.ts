@@ -16,3 +16,4 @@ export * from './release-manifest.ts';
 export * from './audit-chain.ts';
 export * from './onboard.ts';
 export * from './connection-policy.ts';
+export type * from './views.ts';

@@ -2,7 +2,7 @@
  * The dashboard's only way to the server: same-origin fetch with the session cookie (HttpOnly,
  * never readable here) and the session's CSRF token on every write.
  */
-import type { AccountView } from '../../host/admin-accounts.ts';
+import type { AccountView } from '../../protocol/index.ts';
 
 let csrfToken = '';
 

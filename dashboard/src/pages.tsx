@@ -1,9 +1,8 @@
 import type { ComponentChildren } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
-import { PROVIDERS } from '../../protocol/index.ts';
+import { PROVIDERS, type AttestationReport } from '../../protocol/index.ts';
 import { admin, ago, ApiError, money, when, type Account, type Connection, type Key } from './api.ts';
 import { connectInBrowser } from './enroll.ts';
-import type { AttestationReport } from '../../host/attestation-report.ts';
 
 /** Loads `path` and re-loads on demand; errors (e.g. plan_feature) are shown, not thrown. */
 export function useAdmin<T>(path: string): { data: T | undefined; error: ApiError | undefined; reload: () => void } {

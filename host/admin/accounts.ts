@@ -4,36 +4,18 @@
  * the operator's account management (create, list, change plan). Changing a plan never deletes
  * anything (host/plans.ts has the downgrade rule).
  */
-import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { ROLES, type Principal, type Role } from './accounts.ts';
-import type { AdminDeps } from './admin.ts';
-import { HostError } from './errors.ts';
+import type { FastifyInstance } from 'fastify';
+import { ROLES, type Principal, type Role } from '../accounts.ts';
+import type { AccountView } from '../../protocol/index.ts';
+import { HostError } from '../errors.ts';
+import type { AdminDeps } from './deps.ts';
+import type { AdminGuard } from './guard.ts';
+import { idParam } from './key-options.ts';
 
-interface Guards {
-  who: (req: FastifyRequest) => Principal;
-  accountIdOf: (req: FastifyRequest) => string;
-  requireOwner: (req: FastifyRequest, what: string) => void;
-  requireOperator: (req: FastifyRequest, what: string) => void;
-  visibleProjects: (req: FastifyRequest) => Promise<string[] | null>;
-}
-
-/** What `GET /admin/v1/account` answers (the CLI's `status` and the dashboard read it). */
-export interface AccountView {
-  id: string;
-  name: string;
-  role: string;
-  plan: { id: string; name: string; limits: Record<string, number | null | undefined>; features: string[] };
-  usage: { connections: number; keys: number; members: number };
-  projects: string[];
-  defaultProject: string;
-  createdAt: number;
-}
-
-const idParam = { type: 'object', properties: { id: { type: 'string', maxLength: 64 } }, required: ['id'] } as const;
 const role = { type: 'string', enum: [...ROLES] } as const;
 const projectList = { type: ['array', 'null'], maxItems: 100, uniqueItems: true, items: { type: 'string', pattern: '^proj_[A-Za-z0-9_-]{1,40}$' } } as const;
 
-export function registerAccountRoutes(app: FastifyInstance, deps: AdminDeps, g: Guards): void {
+export function registerAccountRoutes(app: FastifyInstance, deps: AdminDeps, g: AdminGuard): void {
   const { accounts, plans } = deps;
 
   /** A member's project list must name projects of the account (null: all of them). */

@@ -1,0 +1,116 @@
+/**
+ * Admin routes for connections: register a sealed upstream credential (its sealed record, origin,
+ * auth scheme and shareholders; the host never sees the key), list them, and rotate every key of
+ * one connection onto another. Only https origins, except loopback in dev mode.
+ */
+import type { FastifyInstance } from 'fastify';
+import { canonicalAllowList, canonicalOrigin, providerSpec, AUTH_SCHEME_PATTERN, type AuthScheme } from '../../protocol/index.ts';
+import { HostError } from '../errors.ts';
+import type { ConnectionRecord } from '../store.ts';
+import type { AdminDeps } from './deps.ts';
+import type { AdminGuard } from './guard.ts';
+import { idParam, keyOptions } from './key-options.ts';
+
+export function registerConnectionRoutes(app: FastifyInstance, deps: AdminDeps, guard: AdminGuard): void {
+  const { store, plans } = deps;
+
+  app.post<{ Body: { id: string; name?: string; projectId?: string; provider: string; origin: string; authScheme: AuthScheme; sealedRecord: string; threshold: number; shareholders: string[]; allow?: string } }>(
+    '/connections',
+    {
+      schema: {
+        body: {
+          type: 'object',
+          required: ['id', 'provider', 'origin', 'authScheme', 'sealedRecord', 'threshold', 'shareholders'],
+          additionalProperties: false,
+          properties: {
+            id: { type: 'string', pattern: '^conn_[A-Za-z0-9]{16,40}$' },
+            name: { type: 'string', maxLength: 100 },
+            projectId: keyOptions.projectId,
+            provider: { type: 'string', maxLength: 64 },
+            origin: { type: 'string', maxLength: 2048 },
+            authScheme: { type: 'string', pattern: AUTH_SCHEME_PATTERN },
+            allow: { type: 'string', maxLength: 16384 },
+            sealedRecord: { type: 'string', maxLength: 16384, pattern: '^[A-Za-z0-9+/]+={0,2}$' },
+            threshold: { type: 'integer', minimum: 2, maximum: 255 },
+            shareholders: { type: 'array', minItems: 2, maxItems: 255, items: { type: 'string', maxLength: 128 } },
+          },
+        },
+      },
+    },
+    async (req, reply) => {
+      const b = req.body;
+      if (!providerSpec(b.provider)) throw new HostError('invalid_request', `unknown provider ${b.provider}`);
+      let origin: string;
+      try {
+        origin = canonicalOrigin(b.origin);
+      } catch {
+        throw new HostError('invalid_request', 'origin must be scheme://host[:port]');
+      }
+      const url = new URL(origin);
+      const loopback = url.hostname === '127.0.0.1' || url.hostname === 'localhost' || url.hostname === '[::1]';
+      if (url.protocol !== 'https:' && !(deps.dev && loopback)) {
+        throw new HostError('invalid_request', 'origin must be https (plain http only for loopback in dev mode)');
+      }
+      if (b.threshold > b.shareholders.length) throw new HostError('invalid_request', 'threshold exceeds the number of shareholders');
+      if ((b.provider === 'any') !== (b.allow !== undefined)) {
+        throw new HostError('invalid_request', 'an allow-list is required for, and only for, any-API connections');
+      }
+      if (b.allow !== undefined) {
+        let canonical: string;
+        try {
+          canonical = canonicalAllowList(JSON.parse(b.allow) as string[]);
+        } catch {
+          throw new HostError('invalid_request', 'allow must be a canonical allow-list (a JSON array of "METHOD /path" rules)');
+        }
+        if (canonical !== b.allow) throw new HostError('invalid_request', 'allow must be in canonical form (sorted, de-duplicated)');
+      }
+      guard.requireOwner(req, 'add connections');
+      const projectId = b.projectId ?? (await guard.defaultProject(req));
+      const accountId = await guard.projectAccount(req, projectId);
+      if (b.provider === 'any') await guard.requireFeature(projectId, 'any_api');
+      const record: ConnectionRecord = {
+        id: b.id,
+        projectId,
+        name: b.name ?? b.provider,
+        provider: b.provider,
+        origin,
+        authScheme: b.authScheme,
+        sealedRecord: b.sealedRecord,
+        threshold: b.threshold,
+        shareholders: b.shareholders,
+        allow: b.allow ?? null,
+        createdAt: Date.now(),
+      };
+      // Counting and inserting under the account's row lock: concurrent creations cannot both fit.
+      const inserted = await store.db.transaction(async (tx) => {
+        await tx.query('UPDATE accounts SET plan = plan WHERE id = $1', [accountId]);
+        const [n] = await tx.query('SELECT COUNT(*) AS n FROM connections c JOIN projects p ON p.id = c.project_id WHERE p.account_id = $1', [accountId]);
+        plans.requireRoom(await guard.planOf(accountId), 'connections', Number(n!.n));
+        return store.insertConnection(record, tx);
+      });
+      if (!inserted) throw new HostError('conflict', 'a connection with this id exists');
+      return reply.status(201).send({ id: record.id, name: record.name, provider: record.provider, origin: record.origin, projectId });
+    },
+  );
+
+  app.get<{ Querystring: { projectId?: string } }>('/connections', async (req) => {
+    const visible = await guard.visibleProjects(req);
+    return (await store.listConnections(req.query.projectId)).filter((c) => !visible || visible.includes(c.projectId)).map((c) => ({
+      id: c.id, name: c.name, provider: c.provider, origin: c.origin, projectId: c.projectId, threshold: c.threshold, allow: c.allow ? (JSON.parse(c.allow) as string[]) : null, createdAt: c.createdAt,
+    }));
+  });
+
+  // Key rotation: every key of `from` moves to `to` (same project, same provider) in one statement.
+  app.post<{ Params: { id: string }; Body: { to: string } }>(
+    '/connections/:id/rotate',
+    { schema: { params: idParam, body: { type: 'object', required: ['to'], additionalProperties: false, properties: { to: { type: 'string', maxLength: 64 } } } } },
+    async (req) => {
+      guard.requireOwner(req, 'rotate connections');
+      const from = await guard.mustGetConnection(req, req.params.id);
+      const to = await guard.mustGetConnection(req, req.body.to);
+      if (from.projectId !== to.projectId || from.provider !== to.provider) throw new HostError('invalid_request', 'rotation keeps the project and the provider');
+      const moved = await store.moveKeys(from.id, to.id);
+      return { from: from.id, to: to.id, moved };
+    },
+  );
+}
