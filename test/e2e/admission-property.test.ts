@@ -25,20 +25,18 @@ import { createHash, randomBytes } from 'node:crypto';
 import { connect as netConnect } from 'node:net';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connectProvider } from '../../cli/owner.ts';
 import { reservationBound } from '../../host/pricing.ts';
 import { requiredScope, scopeGrants } from '../../host/request/scopes.ts';
 import {
   ANTHROPIC_ENDPOINTS,
   AZURE_DEPLOYMENT_ENDPOINTS,
   GEMINI_NATIVE_ENDPOINTS,
-  generateOwnerKeyPair,
   OPENAI_ENDPOINTS,
   providerSpec,
   type EndpointSpec,
 } from '../../protocol/index.ts';
 import type { RecordedRequest } from '../mock-upstream/index.ts';
-import { eventually, startTestStack } from './helpers.ts';
+import { adminApi, connectTestProvider, eventually, startTestStack } from './helpers.ts';
 
 const SEED = Number(process.env.SG_PROPERTY_SEED ?? 16_2026);
 const RUNS = Number(process.env.SG_PROPERTY_RUNS ?? 120);
@@ -165,31 +163,9 @@ async function sendWire(w: Wire): Promise<{ answers: Answer[]; upstream: Recorde
 // ---------------------------------------------------------------------------------------------
 // Setup.
 
-async function admin<T = Record<string, unknown>>(method: string, path: string, body?: unknown): Promise<{ status: number; json: T }> {
-  const res = await fetch(`${stack.hostUrl}/admin/v1${path}`, {
-    method,
-    headers: { authorization: `Bearer ${stack.adminToken}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  return { status: res.status, json: (await res.json()) as T };
-}
+const admin = <T = Record<string, unknown>>(method: string, path: string, body?: unknown) => adminApi(stack)<T>(method, path, body);
 
-async function connect(provider: string, allowRules?: string[]): Promise<string> {
-  const conn = await connectProvider({
-    serverUrl: stack.hostUrl,
-    adminToken: stack.adminToken,
-    ownerSecretKey: generateOwnerKeyPair().secretKey,
-    shareholders: stack.shareholders.map(({ id, url, publicKey }) => ({ id, url, publicKey })),
-    threshold: 3,
-    provider,
-    baseUrl: stack.mock!.origin,
-    apiKey: new TextEncoder().encode(stack.demo!.upstreamKey),
-    pcrPolicy: { allow: [{ '0': stack.pcr0 }] },
-    dev: true,
-    ...(allowRules ? { authScheme: 'bearer', allowRules } : {}),
-  });
-  return conn.id;
-}
+const connect = (provider: string, allowRules?: string[]) => connectTestProvider(stack, provider, allowRules ? { authScheme: 'bearer', allowRules } : {});
 
 interface KeyConfig {
   models: string[];

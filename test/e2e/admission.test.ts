@@ -6,9 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { generateOwnerKeyPair } from '../../protocol/index.ts';
-import { connectProvider } from '../../cli/owner.ts';
-import { eventually, startTestStack } from './helpers.ts';
+import { adminApi, connectTestProvider, eventually, startTestStack } from './helpers.ts';
 
 let stack: Awaited<ReturnType<typeof startTestStack>>;
 const IP = '81.2.69.142';
@@ -20,14 +18,7 @@ afterAll(async () => {
   await stack?.cleanup();
 });
 
-async function admin<T = Record<string, unknown>>(method: string, path: string, body?: unknown): Promise<{ status: number; json: T }> {
-  const res = await fetch(`${stack.hostUrl}/admin/v1${path}`, {
-    method,
-    headers: { authorization: `Bearer ${stack.adminToken}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  return { status: res.status, json: (await res.json()) as T };
-}
+const admin = <T = Record<string, unknown>>(method: string, path: string, body?: unknown) => adminApi(stack)<T>(method, path, body);
 
 async function newKey(options: Record<string, unknown> = {}, connectionId = stack.demo!.connectionId): Promise<{ id: string; key: string }> {
   const r = await admin<{ id: string; key: string }>('POST', '/keys', { connectionId, ...options });
@@ -62,21 +53,7 @@ async function send(key: string, method: string, path: string, init: { headers?:
   return { status: res.status, code: error?.code, retry: res.headers.get('x-should-retry'), body, upstream: stack.mock!.requests.slice(before) };
 }
 
-async function connect(provider: string, apiKey = stack.demo!.upstreamKey): Promise<string> {
-  const conn = await connectProvider({
-    serverUrl: stack.hostUrl,
-    adminToken: stack.adminToken,
-    ownerSecretKey: generateOwnerKeyPair().secretKey,
-    shareholders: stack.shareholders.map(({ id, url, publicKey }) => ({ id, url, publicKey })),
-    threshold: 3,
-    provider,
-    baseUrl: stack.mock!.origin,
-    apiKey: new TextEncoder().encode(apiKey),
-    pcrPolicy: { allow: [{ '0': stack.pcr0 }] },
-    dev: true,
-  });
-  return conn.id;
-}
+const connect = (provider: string, apiKey?: string) => connectTestProvider(stack, provider, apiKey ? { apiKey } : {});
 
 const chatBody = (model: string, extra: Record<string, unknown> = {}) => JSON.stringify({ model, messages: [{ role: 'user', content: 'hi' }], ...extra });
 

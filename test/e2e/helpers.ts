@@ -19,7 +19,7 @@ import {
   splitSecret,
   type KeyBinding,
 } from '../../protocol/index.ts';
-import { createKey } from '../../cli/owner.ts';
+import { connectProvider, createKey } from '../../cli/owner.ts';
 import { startStack, type Stack, type StackOptions } from '../../scripts/stack.ts';
 
 export async function startTestStack(options: Partial<StackOptions> = {}): Promise<Stack & { cleanup(): Promise<void> }> {
@@ -137,4 +137,42 @@ export async function enrollConnection(stack: Stack, options: { upstreamKey: str
   if (res.status !== 201) throw new Error(`connection registration failed: ${await res.text()}`);
   const key = await createKey(stack.hostUrl, options.adminToken ?? stack.adminToken, connectionId);
   return { connectionId, key: key.key, keyId: key.id, binding, sealedRecord, secrets };
+}
+
+/** The admin API of a stack's host, as its operator (the stack's admin token). */
+export function adminApi(stack: Stack, token = stack.adminToken) {
+  return async function admin<T = Record<string, unknown>>(method: string, path: string, body?: unknown): Promise<{ status: number; json: T }> {
+    const res = await fetch(`${stack.hostUrl}/admin/v1${path}`, {
+      method,
+      headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+    return { status: res.status, json: (await res.json()) as T };
+  };
+}
+
+/**
+ * Connects `provider` the way the CLI does (sealed on this side, split to the stack's
+ * shareholders) with `origin` (default: the stack's mock upstream) as its pinned origin.
+ */
+export async function connectTestProvider(
+  stack: Stack,
+  provider: string,
+  options: { apiKey?: string; origin?: string; authScheme?: string; allowRules?: string[] } = {},
+): Promise<string> {
+  const conn = await connectProvider({
+    serverUrl: stack.hostUrl,
+    adminToken: stack.adminToken,
+    ownerSecretKey: generateOwnerKeyPair().secretKey,
+    shareholders: stack.shareholders.map(({ id, url, publicKey }) => ({ id, url, publicKey })),
+    threshold: 3,
+    provider,
+    baseUrl: options.origin ?? stack.mock!.origin,
+    apiKey: new TextEncoder().encode(options.apiKey ?? stack.demo!.upstreamKey),
+    pcrPolicy: { allow: [{ '0': stack.pcr0 }] },
+    dev: true,
+    ...(options.authScheme ? { authScheme: options.authScheme } : {}),
+    ...(options.allowRules ? { allowRules: options.allowRules } : {}),
+  });
+  return conn.id;
 }

@@ -15,7 +15,7 @@ import { Agent, fetch as undiciFetch } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signRequest } from '../../protocol/index.ts';
 import { startTestSmtp, type TestSmtp } from '../smtp.ts';
-import { enrollConnection, eventually, startTestStack } from './helpers.ts';
+import { adminApi, enrollConnection, eventually, startTestStack } from './helpers.ts';
 
 let stack: Awaited<ReturnType<typeof startTestStack>>;
 let smtp: TestSmtp;
@@ -36,14 +36,7 @@ const MINNEAPOLIS = '128.101.101.101';
 const SAO_PAULO = '200.160.2.3';
 const NOWHERE = '1.1.1.1';
 
-async function admin<T = Record<string, unknown>>(method: string, path: string, body?: unknown): Promise<{ status: number; json: T }> {
-  const res = await fetch(`${stack.hostUrl}/admin/v1${path}`, {
-    method,
-    headers: { authorization: `Bearer ${stack.adminToken}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  return { status: res.status, json: (await res.json()) as T };
-}
+const admin = <T = Record<string, unknown>>(method: string, path: string, body?: unknown) => adminApi(stack)<T>(method, path, body);
 
 async function newKey(options: Record<string, unknown> = {}): Promise<{ id: string; key: string; signingSecret?: string }> {
   const r = await admin<{ id: string; key: string; signingSecret?: string }>('POST', '/keys', { connectionId: stack.demo!.connectionId, ...options });

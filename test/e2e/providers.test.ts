@@ -7,9 +7,9 @@ import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { generateOwnerKeyPair, PROVIDERS } from '../../protocol/index.ts';
-import { connectProvider, createKey } from '../../cli/owner.ts';
-import { startTestStack } from './helpers.ts';
+import { PROVIDERS } from '../../protocol/index.ts';
+import { createKey } from '../../cli/owner.ts';
+import { connectTestProvider, startTestStack } from './helpers.ts';
 
 let stack: Awaited<ReturnType<typeof startTestStack>>;
 let recorder: ReturnType<typeof createServer>;
@@ -37,20 +37,8 @@ afterAll(async () => {
 const UPSTREAM_KEY = `sk-upstream-${randomBytes(8).toString('hex')}`;
 
 async function connect(provider: string, extra: { authScheme?: string; allowRules?: string[] } = {}) {
-  const conn = await connectProvider({
-    serverUrl: stack.hostUrl,
-    adminToken: stack.adminToken,
-    ownerSecretKey: generateOwnerKeyPair().secretKey,
-    shareholders: stack.shareholders.map(({ id, url, publicKey }) => ({ id, url, publicKey })),
-    threshold: 3,
-    provider,
-    baseUrl: origin,
-    apiKey: new TextEncoder().encode(UPSTREAM_KEY),
-    pcrPolicy: { allow: [{ '0': stack.pcr0 }] },
-    dev: true,
-    ...extra,
-  });
-  return (await createKey(stack.hostUrl, stack.adminToken, conn.id)).key;
+  const connectionId = await connectTestProvider(stack, provider, { origin, apiKey: UPSTREAM_KEY, ...extra });
+  return (await createKey(stack.hostUrl, stack.adminToken, connectionId)).key;
 }
 
 async function call(key: string, method: string, path: string, headerName = 'authorization') {
@@ -150,15 +138,11 @@ describe('any-API connections', () => {
   });
 
   it('applies a daily request cap', async () => {
-    const conn = await connectProvider({
-      serverUrl: stack.hostUrl, adminToken: stack.adminToken, ownerSecretKey: generateOwnerKeyPair().secretKey,
-      shareholders: stack.shareholders.map(({ id, url, publicKey }) => ({ id, url, publicKey })), threshold: 3, provider: 'any', baseUrl: origin,
-      apiKey: new TextEncoder().encode(UPSTREAM_KEY), pcrPolicy: { allow: [{ '0': stack.pcr0 }] }, dev: true, authScheme: 'bearer', allowRules: ['GET /v1/ping'],
-    });
+    const connectionId = await connectTestProvider(stack, 'any', { origin, apiKey: UPSTREAM_KEY, authScheme: 'bearer', allowRules: ['GET /v1/ping'] });
     const res = await fetch(`${stack.hostUrl}/admin/v1/keys`, {
       method: 'POST',
       headers: { authorization: `Bearer ${stack.adminToken}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ connectionId: conn.id, dailyRequests: 2 }),
+      body: JSON.stringify({ connectionId, dailyRequests: 2 }),
     });
     const { key } = (await res.json()) as { key: string };
     expect((await call(key, 'GET', '/any/v1/ping')).status).toBe(200);
