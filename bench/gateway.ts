@@ -1,9 +1,12 @@
 /**
- * Gateway benchmarks against the real dev stack (7 processes on loopback), the mock upstream (in
- * a process of its own) and Portkey's gateway as the peer, all in one run: every figure is also
- * given as a ratio to the direct baseline measured in the same run (the machine is shared and
- * noisy). Bare relays (one and two hops of a do-nothing proxy) measure what the hops alone cost
- * here, so each gateway's own processing can be told apart from its process hops.
+ * Gateway benchmarks against the real dev stack (host, enclave and the dev shareholders' process
+ * on loopback), the mock upstream (in a process of its own) and Portkey's gateway as the peer, all
+ * in one run: every figure is also given as a ratio to the direct baseline measured in the same
+ * run (the machine is shared and noisy). Bare relays (one and two hops of a do-nothing proxy)
+ * measure what the hops alone cost here, so each gateway's own processing can be told apart from
+ * its process hops. SecureGate is measured twice: on embedded SQLite (one host), and on
+ * PostgreSQL with two host instances behind a client-side balancer (the production layout),
+ * sharing the same enclave and shareholders; the PostgreSQL schema is the run's own, dropped after.
  */
 import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -16,10 +19,10 @@ import { createRequire } from 'node:module';
 import { randomBytes } from 'node:crypto';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { Pool } from 'undici';
+import { BalancedPool, Pool, type Dispatcher } from 'undici';
 import { generateOwnerKeyPair } from '../protocol/index.ts';
 import { connectProvider, createKey } from '../cli/owner.ts';
-import { startStack, type Stack } from '../scripts/stack.ts';
+import { startHostInstance, startStack, type ManagedProcess, type Stack } from '../scripts/stack.ts';
 import { enrollConnection, freePort } from '../test/e2e/helpers.ts';
 import type { BenchFigure } from './crypto.ts';
 
@@ -34,7 +37,7 @@ export interface GatewayBenchOptions {
 
 interface Target {
   name: string;
-  pool: Pool;
+  pool: Dispatcher;
   path: string;
   headers: Record<string, string>;
 }
@@ -103,6 +106,54 @@ async function maxThroughput(t: Target, concurrency: number, ms: number): Promis
   return (done * 1000) / ms;
 }
 
+interface LadderStep {
+  rate: number;
+  achieved: number;
+  p99: number;
+  errors: number;
+}
+
+/**
+ * Open-loop load at rising rates, interleaved across targets at each rate; a target leaves the
+ * ladder once its p99 exceeds `stopAboveMs`, it fails a request or falls behind the schedule.
+ */
+async function rateLadder(targets: Target[], rates: number[], stepMs: number, stopAboveMs: number): Promise<Map<string, LadderStep[]>> {
+  const out = new Map<string, LadderStep[]>(targets.map((t) => [t.name, []]));
+  let climbing = targets;
+  for (const rate of rates) {
+    for (const t of climbing) {
+      const r = await atRate(t, rate, stepMs);
+      out.get(t.name)!.push({ rate, achieved: r.achieved, p99: percentile(r.latencies, 99), errors: r.errors });
+    }
+    climbing = climbing.filter((t) => {
+      const step = out.get(t.name)!.at(-1)!;
+      return step.p99 <= stopAboveMs && step.errors === 0 && step.achieved >= 0.9 * rate;
+    });
+    if (climbing.length === 0) break;
+  }
+  return out;
+}
+
+/** The highest rate a target sustained (on schedule, no error) with p99 at or under `boundMs`; 0 if none. */
+function throughputAtP99(steps: LadderStep[], boundMs: number): number {
+  return Math.max(0, ...steps.filter((s) => s.p99 <= boundMs && s.errors === 0 && s.achieved >= 0.9 * s.rate).map((s) => s.achieved));
+}
+
+/** Samples the RSS of `pids` every 100 ms until stopped; answers each pid's peak. */
+function sampleRss(pids: number[]): { stop(): Promise<number[]> } {
+  const peak = pids.map(() => 0);
+  const sample = () => Promise.all(pids.map(async (pid, i) => (peak[i] = Math.max(peak[i]!, await rssMb(pid).catch(() => 0)))));
+  let last = sample();
+  const timer = setInterval(() => (last = sample()), 100);
+  return {
+    async stop() {
+      clearInterval(timer);
+      await last;
+      return peak;
+    },
+  };
+}
+
 async function ttfb(t: Target, n: number): Promise<number[]> {
   const out: number[] = [];
   for (let i = 0; i < n; i++) {
@@ -122,7 +173,7 @@ async function rssMb(pid: number): Promise<number> {
   return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
 }
 
-async function startPortkey(): Promise<{ url: string; stop: () => void }> {
+async function startPortkey(): Promise<{ url: string; pid: number; stop: () => void }> {
   const require = createRequire(import.meta.url);
   const script = require.resolve('@portkey-ai/gateway/build/start-server.js');
   for (let attempt = 1; ; attempt++) {
@@ -137,7 +188,7 @@ async function startPortkey(): Promise<{ url: string; stop: () => void }> {
     for (let i = 0; i < 100 && !exited; i++) {
       try {
         await fetch(`${url}/v1/models`);
-        if (!exited) return { url, stop: () => child.kill('SIGTERM') };
+        if (!exited) return { url, pid: child.pid!, stop: () => child.kill('SIGTERM') };
       } catch {
         await new Promise((r) => setTimeout(r, 100));
       }
@@ -161,13 +212,46 @@ async function spawnOrigin(script: string, env: Record<string, string>): Promise
 async function startMockProcess(stack: Stack): Promise<{ origin: string; upstreamKey: string; key: string; stop: () => void }> {
   const upstreamKey = `sk-mock-${randomBytes(16).toString('hex')}`;
   const { origin, stop } = await spawnOrigin('./mock-process.ts', { MOCK_API_KEY: upstreamKey });
+  const key = await mockConnectionKey(stack, stack.hostUrl, origin, upstreamKey);
+  return { origin, upstreamKey, key, stop };
+}
+
+/** A connection to the mock upstream and an SG_ key for it, created through the host at `hostUrl`. */
+async function mockConnectionKey(stack: Stack, hostUrl: string, origin: string, upstreamKey: string): Promise<string> {
   const conn = await connectProvider({
-    serverUrl: stack.hostUrl, adminToken: stack.adminToken, ownerSecretKey: generateOwnerKeyPair().secretKey,
+    serverUrl: hostUrl, adminToken: stack.adminToken, ownerSecretKey: generateOwnerKeyPair().secretKey,
     shareholders: stack.shareholders.map(({ id, url, publicKey }) => ({ id, url, publicKey })), threshold: stack.threshold, provider: 'openai',
     baseUrl: origin, name: 'bench (mock upstream process)', apiKey: new TextEncoder().encode(upstreamKey), pcrPolicy: { allow: [{ '0': stack.pcr0 }] }, dev: true,
   });
-  const key = (await createKey(stack.hostUrl, stack.adminToken, conn.id)).key;
-  return { origin, upstreamKey, key, stop };
+  return (await createKey(hostUrl, stack.adminToken, conn.id)).key;
+}
+
+/**
+ * Two more host instances on PostgreSQL (a schema of this run's own), sharing the stack's enclave
+ * and shareholders: SecureGate's production layout. Undefined when no PostgreSQL answers.
+ */
+async function startPostgresHosts(stack: Stack, log: (m: string) => void): Promise<{ hosts: Array<ManagedProcess & { url: string }>; stop(): Promise<void> } | undefined> {
+  const { skipPostgres, TEST_DATABASE_URL, uniqueSchema, dropSchema } = await import('../test/pg.ts');
+  if (skipPostgres) {
+    log(`bench: no PostgreSQL at ${TEST_DATABASE_URL}; SecureGate runs on SQLite only`);
+    return undefined;
+  }
+  const schema = uniqueSchema('sg_bench');
+  const args = ['--database', TEST_DATABASE_URL, '--db-schema', schema, '--velocity-floor', '100000000'];
+  const hosts: Array<ManagedProcess & { url: string }> = [];
+  const stop = async () => {
+    await Promise.all(hosts.map((h) => h.stop()));
+    await dropSchema(schema);
+  };
+  try {
+    // One after the other: the first creates the schema's tables.
+    hosts.push(await startHostInstance(stack, args, 'host-pg-a'));
+    hosts.push(await startHostInstance(stack, args, 'host-pg-b'));
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  return { hosts, stop };
 }
 
 /** Streams `bytes` through an any-API connection to a counting sink; samples host and enclave RSS. */
@@ -227,9 +311,11 @@ export async function gatewayBenchmarks(options: GatewayBenchOptions): Promise<B
   // Everything started is stopped, even when a later start fails.
   const started: Array<{ stop: () => void }> = [];
   const keep = <T extends { stop: () => void }>(p: T): T => (started.push(p), p);
+  let postgres: Awaited<ReturnType<typeof startPostgresHosts>>;
   try {
     const portkey = keep(await startPortkey());
     const upstream = keep(await startMockProcess(stack));
+    postgres = smoke && process.env.BENCH_POSTGRES !== '1' ? undefined : await startPostgresHosts(stack, log);
     // Bare relays: one hop (Portkey's shape), and two chained hops (SecureGate's: host, enclave).
     const relay1 = keep(await spawnOrigin('./relay-process.ts', { RELAY_TARGET: upstream.origin }));
     const relay2b = keep(await spawnOrigin('./relay-process.ts', { RELAY_TARGET: upstream.origin }));
@@ -244,7 +330,21 @@ export async function gatewayBenchmarks(options: GatewayBenchOptions): Promise<B
     });
     const bare1 = mk('relay1', relay1.origin, '/v1/chat/completions', { authorization: `Bearer ${upstream.upstreamKey}` });
     const bare2 = mk('relay2', relay2.origin, '/v1/chat/completions', { authorization: `Bearer ${upstream.upstreamKey}` });
-    const targets = [direct, gateway, peer, bare1, bare2];
+    // Two hosts on PostgreSQL behind a client-side balancer, as a load balancer would spread them.
+    const gatewayPg: Target | undefined = postgres && {
+      name: 'securegate-pg',
+      pool: new BalancedPool(postgres.hosts.map((h) => h.url), { connections: 128, pipelining: 1 }),
+      path: '/v1/chat/completions',
+      headers: { authorization: `Bearer ${await mockConnectionKey(stack, postgres.hosts[0]!.url, upstream.origin, upstream.upstreamKey)}` },
+    };
+    const gateways = gatewayPg ? [gateway, gatewayPg] : [gateway];
+    const targets = [direct, ...gateways, peer, bare1, bare2];
+    // Resident memory of each gateway's own processes (SecureGate's enclave and shareholders serve both of its layouts).
+    const memory = { securegate: [stack.host, stack.enclave, stack.shareholderProcess()!].map((p) => p.child.pid!), 'securegate-pg': (postgres?.hosts ?? []).map((h) => h.child.pid!), portkey: [portkey.pid] };
+    const memoryNames = Object.keys(memory) as Array<keyof typeof memory>;
+    const totalRss = async (pids: number[]) => (await Promise.all(pids.map(rssMb))).reduce((a, b) => a + b, 0);
+    const idle = Object.fromEntries(await Promise.all(memoryNames.map(async (k) => [k, await totalRss(memory[k])] as const)));
+    const underLoad = sampleRss(memoryNames.flatMap((k) => memory[k]));
     const n = smoke ? 20 : 400;
     log(`bench: warm-up, then ${n} sequential requests per target in interleaved rounds`);
     for (const t of targets) await sequential(t, smoke ? 5 : 100);
@@ -266,8 +366,15 @@ export async function gatewayBenchmarks(options: GatewayBenchOptions): Promise<B
     );
     log('bench: maximum throughput (32 concurrent clients), interleaved rounds');
     const tput = new Map(
-      [...(await interleaved([direct, gateway, peer], 3, (t) => maxThroughput(t, 32, smoke ? 100 : 1000)))].map(([name, runs]) => [name, runs.reduce((a, b) => a + b, 0) / runs.length]),
+      [...(await interleaved([direct, ...gateways, peer], 3, (t) => maxThroughput(t, 32, smoke ? 100 : 1000)))].map(([name, runs]) => [name, runs.reduce((a, b) => a + b, 0) / runs.length]),
     );
+    const ladderRates = smoke ? [50, 100] : [100, 200, 400, 700, 1000, 1400, 2000, 2800, 4000];
+    log(`bench: throughput at p99 ≤ 1 / 5 / 10 ms (open loop at ${ladderRates.join(', ')} req/s, ${smoke ? 200 : 1000} ms each)`);
+    const ladder = await rateLadder([direct, ...gateways, peer], ladderRates, smoke ? 200 : 1000, 10);
+    const peaks = await underLoad.stop();
+    const peak = Object.fromEntries(memoryNames.map((k) => [k, memory[k].reduce((sum, pid) => sum + peaks[memoryNames.flatMap((n) => memory[n]).indexOf(pid)]!, 0)]));
+    await new Promise((r) => setTimeout(r, smoke ? 200 : 3000));
+    const after = Object.fromEntries(await Promise.all(memoryNames.map(async (k) => [k, await totalRss(memory[k])] as const)));
     log('bench: streaming time to first byte');
     const first = sortedLatencies(await interleaved(targets, 4, (t) => ttfb(t, smoke ? 2 : 50)));
 
@@ -291,8 +398,7 @@ export async function gatewayBenchmarks(options: GatewayBenchOptions): Promise<B
     warm.sort((a, b) => a - b);
 
     const upload = await uploadThrough(stack, smoke ? 16 * 1024 * 1024 : 1_000_000_000, log);
-    const pids = [stack.host, stack.enclave, stack.shareholderProcess()!].map((p) => p.child.pid!);
-    const stackMb = (await Promise.all(pids.map(rssMb))).reduce((a, b) => a + b, 0);
+    const stackMb = await totalRss(memory.securegate);
     for (const t of targets) await t.pool.close();
 
     const us = (ms: number) => ms * 1000;
@@ -306,34 +412,58 @@ export async function gatewayBenchmarks(options: GatewayBenchOptions): Promise<B
       { name: `SecureGate own processing, ${what} (added − 2 bare hops)`, medianUs: us(sg), baseline: 'Portkey − 1 bare hop', ratio: sg / pk },
       { name: `Portkey own processing, ${what} (added − 1 bare hop)`, medianUs: us(pk), baseline: '-', ratio: 1 },
     ];
+    const label: Record<string, string> = { securegate: 'SecureGate', 'securegate-pg': 'SecureGate on PostgreSQL, 2 hosts', portkey: 'Portkey' };
+    const peers = [...gateways.map((g) => g.name), 'portkey'];
+    const loadP = (p: number) => percentile(load.get('direct')!.latencies, p);
+    const latencyRows = (name: string): BenchFigure[] => [
+      { name: `${label[name]} added latency, sequential p50`, medianUs: us(added(name, 50)), baseline: 'direct p50', ratio: added(name, 50) / dp50 },
+      { name: `${label[name]} added p99 at concurrency 1 (sequential)`, medianUs: us(added(name, 99)), baseline: 'direct p99', ratio: added(name, 99) / percentile(d, 99) },
+      { name: `${label[name]} added p50 at ${rps} req/s`, medianUs: us(loadAdded(name, 50)), baseline: `direct p50 at ${rps}/s`, ratio: loadAdded(name, 50) / loadP(50) },
+      { name: `${label[name]} added p99 at ${rps} req/s`, medianUs: us(loadAdded(name, 99)), baseline: `direct p99 at ${rps}/s`, ratio: loadAdded(name, 99) / loadP(99) },
+      { name: `max throughput ${label[name]} (req/s in the median column)`, medianUs: tput.get(name)!, baseline: `direct ${tput.get('direct')!.toFixed(0)}/s`, ratio: tput.get(name)! / tput.get('direct')! },
+      { name: `streaming TTFB added, ${label[name]} p50`, medianUs: us(firstAdded(name)), baseline: 'direct TTFB p50', ratio: percentile(first.get(name)!, 50) / percentile(first.get('direct')!, 50) },
+    ];
+    const capacityRows = (name: string): BenchFigure[] =>
+      [1, 5, 10].map((bound) => ({
+        name: `${label[name]} throughput at p99 ≤ ${bound} ms (req/s in the median column)`,
+        medianUs: throughputAtP99(ladder.get(name)!, bound),
+        baseline: `direct ${throughputAtP99(ladder.get('direct')!, bound).toFixed(0)}/s (ladder top ${ladderRates.at(-1)}/s)`,
+        ratio: throughputAtP99(ladder.get(name)!, bound) / Math.max(1, throughputAtP99(ladder.get('direct')!, bound)),
+      }));
+    const memoryWhat: Record<string, string> = { securegate: 'host + enclave + shareholders', 'securegate-pg': 'its 2 hosts', portkey: '1 process' };
+    const memoryRows = (name: keyof typeof memory): BenchFigure[] =>
+      name === 'securegate-pg' && !gatewayPg
+        ? []
+        : ([['idle', idle], ['under load (peak)', peak], ['after load', after]] as const).map(([when, mb]) => ({
+            name: `${label[name]} RSS ${when}, ${memoryWhat[name]} (MB in the median column)`,
+            medianUs: mb[name]!,
+            baseline: `Portkey ${mb.portkey!.toFixed(0)} MB`,
+            ratio: mb[name]! / mb.portkey!,
+          }));
+    const loadErrors = peers.map((name) => load.get(name)!.errors).join('/');
     return [
       { name: 'direct → mock, sequential p50 (baseline)', medianUs: us(dp50), baseline: '-', ratio: 1 },
-      { name: 'SecureGate added latency, sequential p50', medianUs: us(added('securegate', 50)), baseline: 'direct p50', ratio: added('securegate', 50) / dp50 },
-      { name: 'Portkey added latency, sequential p50', medianUs: us(added('portkey', 50)), baseline: 'direct p50', ratio: added('portkey', 50) / dp50 },
-      { name: 'SecureGate added latency, sequential p99', medianUs: us(added('securegate', 99)), baseline: 'direct p99', ratio: added('securegate', 99) / percentile(d, 99) },
-      { name: 'Portkey added latency, sequential p99', medianUs: us(added('portkey', 99)), baseline: 'direct p99', ratio: added('portkey', 99) / percentile(d, 99) },
-      { name: `SecureGate added p50 at ${rps} req/s`, medianUs: us(loadAdded('securegate', 50)), baseline: `direct p50 at ${rps}/s`, ratio: loadAdded('securegate', 50) / percentile(load.get('direct')!.latencies, 50) },
-      { name: `SecureGate added p99 at ${rps} req/s`, medianUs: us(loadAdded('securegate', 99)), baseline: `direct p99 at ${rps}/s`, ratio: loadAdded('securegate', 99) / percentile(load.get('direct')!.latencies, 99) },
-      { name: `Portkey added p50 at ${rps} req/s`, medianUs: us(loadAdded('portkey', 50)), baseline: `direct p50 at ${rps}/s`, ratio: loadAdded('portkey', 50) / percentile(load.get('direct')!.latencies, 50) },
-      { name: `Portkey added p99 at ${rps} req/s`, medianUs: us(loadAdded('portkey', 99)), baseline: `direct p99 at ${rps}/s`, ratio: loadAdded('portkey', 99) / percentile(load.get('direct')!.latencies, 99) },
-      { name: `achieved rate SecureGate / Portkey (errors ${load.get('securegate')!.errors}/${load.get('portkey')!.errors})`, medianUs: load.get('securegate')!.achieved, baseline: `Portkey ${load.get('portkey')!.achieved.toFixed(0)}/s`, ratio: load.get('securegate')!.achieved / load.get('portkey')!.achieved },
-      { name: 'max throughput SecureGate (req/s in the median column)', medianUs: tput.get('securegate')!, baseline: `direct ${tput.get('direct')!.toFixed(0)}/s`, ratio: tput.get('securegate')! / tput.get('direct')! },
-      { name: 'max throughput Portkey (req/s in the median column)', medianUs: tput.get('portkey')!, baseline: `direct ${tput.get('direct')!.toFixed(0)}/s`, ratio: tput.get('portkey')! / tput.get('direct')! },
-      { name: 'streaming TTFB added, SecureGate p50', medianUs: us(firstAdded('securegate')), baseline: 'direct TTFB p50', ratio: percentile(first.get('securegate')!, 50) / percentile(first.get('direct')!, 50) },
-      { name: 'streaming TTFB added, Portkey p50', medianUs: us(firstAdded('portkey')), baseline: 'direct TTFB p50', ratio: percentile(first.get('portkey')!, 50) / percentile(first.get('direct')!, 50) },
+      ...peers.flatMap(latencyRows),
+      { name: `achieved rate SecureGate / Portkey (errors ${loadErrors})`, medianUs: load.get('securegate')!.achieved, baseline: `Portkey ${load.get('portkey')!.achieved.toFixed(0)}/s`, ratio: load.get('securegate')!.achieved / load.get('portkey')!.achieved },
+      ...peers.flatMap(capacityRows),
+      ...memoryNames.flatMap(memoryRows),
       { name: 'bare relay, 1 hop: added sequential p50', medianUs: us(added('relay1', 50)), baseline: 'direct p50', ratio: added('relay1', 50) / dp50 },
       { name: 'bare relay, 2 hops: added sequential p50', medianUs: us(added('relay2', 50)), baseline: 'direct p50', ratio: added('relay2', 50) / dp50 },
       ...own('sequential p50', added('securegate', 50) - added('relay2', 50), added('portkey', 50) - added('relay1', 50)),
       ...own(`p50 at ${rps} req/s`, loadAdded('securegate', 50) - loadAdded('relay2', 50), loadAdded('portkey', 50) - loadAdded('relay1', 50)),
       ...own('streaming TTFB p50', firstAdded('securegate') - firstAdded('relay2'), firstAdded('portkey') - firstAdded('relay1')),
+      ...(gatewayPg
+        ? [{ name: 'SecureGate on PostgreSQL, 2 hosts: own processing, sequential p50 (added − 2 bare hops)', medianUs: us(added('securegate-pg', 50) - added('relay2', 50)), baseline: 'Portkey − 1 bare hop', ratio: (added('securegate-pg', 50) - added('relay2', 50)) / (added('portkey', 50) - added('relay1', 50)) }]
+        : []),
       { name: 'cold reconstruction (cold − warm first request, p50)', medianUs: us(percentile(cold, 50) - percentile(warm, 50)), baseline: 'warm request p50', ratio: percentile(cold, 50) / percentile(warm, 50) },
       { name: `upload ${smoke ? '16 MiB' : '1 GB'}: host RSS growth (MB in the median column)`, medianUs: upload.hostGrowthMb, baseline: '64 MB goal', ratio: upload.hostGrowthMb / 64 },
       { name: `upload ${smoke ? '16 MiB' : '1 GB'}: enclave RSS growth (MB in the median column)`, medianUs: upload.enclaveGrowthMb, baseline: '64 MB goal', ratio: upload.enclaveGrowthMb / 64 },
       { name: 'upload throughput through both hops (MB/s in the median column)', medianUs: upload.mbPerS, baseline: '-', ratio: 1 },
-      { name: 'dev stack resident memory, 7 processes (MB in the median column)', medianUs: stackMb, baseline: '-', ratio: 1 },
+      { name: 'dev stack RSS after the benchmark: host, enclave, shareholders process (MB in the median column)', medianUs: stackMb, baseline: '600 MB goal', ratio: stackMb / 600 },
     ];
   } finally {
     for (const p of started.reverse()) p.stop();
+    await postgres?.stop();
     await stack.stop();
     await rm(dataDir, { recursive: true, force: true });
   }
