@@ -1,0 +1,72 @@
+/**
+ * The trust boundaries of docs/architecture.md §2 as lint rules (eslint.config.js): each forbidden
+ * import fails `npm run lint`, each allowed one passes. Runs ESLint's Node API on small snippets
+ * linted as if they sat at the given path; no file is written.
+ */
+import { fileURLToPath } from 'node:url';
+import { ESLint } from 'eslint';
+import { describe, expect, it } from 'vitest';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const eslint = new ESLint({ cwd: root });
+
+/** The rules that fire on `code` linted as `filePath` (relative to the repository root). */
+async function rulesFiredOn(filePath: string, code: string): Promise<string[]> {
+  const [result] = await eslint.lintText(code, { filePath: `${root}${filePath}` });
+  return result!.messages.map((m) => m.ruleId ?? `fatal: ${m.message}`);
+}
+
+/** Where a file of each folder sits, and how it reaches the repository root from there. */
+const places: Record<string, { file: string; up: string }> = {
+  host: { file: 'host/admin/boundary-probe.ts', up: '../../' },
+  enclave: { file: 'enclave/boundary-probe.ts', up: '../' },
+  shareholders: { file: 'shareholders/boundary-probe.ts', up: '../' },
+  protocol: { file: 'protocol/providers/boundary-probe.ts', up: '../../' },
+  attestation: { file: 'attestation/boundary-probe.ts', up: '../' },
+  cli: { file: 'cli/boundary-probe.ts', up: '../' },
+  dashboard: { file: 'dashboard/src/boundary-probe.tsx', up: '../../' },
+};
+
+const forbidden: Array<[string, string]> = [
+  ['host', 'enclave'], ['host', 'shareholders'],
+  ['enclave', 'host'], ['enclave', 'shareholders'], ['enclave', 'cli'],
+  ['shareholders', 'host'], ['shareholders', 'enclave'], ['shareholders', 'cli'],
+  ...['host', 'enclave', 'shareholders', 'cli', 'dashboard'].flatMap((to): Array<[string, string]> => [['protocol', to], ['attestation', to]]),
+  ['cli', 'host'],
+  ['dashboard', 'host'],
+];
+
+const allowed: Array<[string, string]> = [
+  ...Object.keys(places).filter((from) => from !== 'protocol').map((from): [string, string] => [from, 'protocol']),
+  ['host', 'attestation'], ['host', 'storage'], ['enclave', 'attestation'], ['shareholders', 'attestation'], ['cli', 'attestation'],
+];
+
+describe('import boundaries', () => {
+  it.each(forbidden)('refuses an import from %s/ of %s/', async (from, to) => {
+    const { file, up } = places[from]!;
+    expect(await rulesFiredOn(file, `import { thing } from '${up}${to}/index.ts';\nexport const used = thing;\n`)).toEqual(['no-restricted-imports']);
+  });
+
+  it.each(allowed)('lets %s/ import %s/', async (from, to) => {
+    const { file, up } = places[from]!;
+    expect(await rulesFiredOn(file, `import { thing } from '${up}${to}/index.ts';\nexport const used = thing;\n`)).toEqual([]);
+  });
+
+  it('refuses type-only imports and re-exports across a boundary too', async () => {
+    expect(await rulesFiredOn('cli/boundary-probe.ts', `import type { Thing } from '../host/admin/index.ts';\nexport type Used = Thing;\n`)).toEqual(['no-restricted-imports']);
+    expect(await rulesFiredOn('host/boundary-probe.ts', `export { thing } from '../enclave/forward.ts';\n`)).toEqual(['no-restricted-imports']);
+  });
+
+  it('refuses a deep import into a forbidden folder, not only its entry', async () => {
+    expect(await rulesFiredOn('dashboard/src/boundary-probe.tsx', `import { thing } from '../../host/request/classify.ts';\nexport const used = thing;\n`)).toEqual(['no-restricted-imports']);
+  });
+
+  it('lets tests import across boundaries', async () => {
+    expect(await rulesFiredOn('host/boundary-probe.test.ts', `import { thing } from '../enclave/index.ts';\nexport const used = thing;\n`)).toEqual([]);
+    expect(await rulesFiredOn('test/e2e/boundary-probe.ts', `import { thing } from '../../enclave/index.ts';\nimport { other } from '../../host/index.ts';\nexport const used = [thing, other];\n`)).toEqual([]);
+  });
+
+  it('lets a folder import its own modules whose names merely contain another folder\'s name', async () => {
+    expect(await rulesFiredOn('host/boundary-probe.ts', `import { thing } from './enclave-client.ts';\nimport { other } from './dashboard.ts';\nexport const used = [thing, other];\n`)).toEqual([]);
+  });
+});
