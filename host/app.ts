@@ -1,11 +1,10 @@
 /**
- * The host gateway (untrusted with keys): one encapsulated Fastify plugin per concern —
- * attestation (public), admin API, and the proxy with its locks. It never sees an upstream key
+ * The host gateway (untrusted with keys): one encapsulated Fastify plugin per concern — health,
+ * metrics, anomaly polling, retention and attestation (host/plugins/), the dashboard, auth, the
+ * admin API (host/admin/) and the proxy with its locks. It never sees an upstream key
  * or data key, and never logs a request body or a credential header. On any enclave failure it
  * returns one generic error in the provider's shape and logs the detail.
  */
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import type { Pool } from 'undici';
@@ -20,6 +19,11 @@ import { AlertDispatcher } from './alerts.ts';
 import { AuditWriter } from './audit.ts';
 import { createHostMetrics } from './metrics.ts';
 import { SpendLedger } from './spend.ts';
+import { anomalyPollPlugin } from './plugins/anomalies.ts';
+import { attestationPlugin } from './plugins/attestation.ts';
+import { healthPlugin } from './plugins/health.ts';
+import { metricsPlugin } from './plugins/metrics.ts';
+import { retentionPlugin } from './plugins/retention.ts';
 import { TrustedProxies } from './client-ip.ts';
 import { registerBodyTimeout } from './body-timeout.ts';
 import { registerRequestTargetGuard } from './request-target.ts';
@@ -102,20 +106,6 @@ export function metricsAddress(app: FastifyInstance): AddressInfo | undefined {
   return metricsAddresses.get(app);
 }
 
-const sha256 = (text: string) => createHash('sha256').update(text).digest();
-
-/** Constant-time check of an `Authorization: Bearer …` header against a token's SHA-256. */
-function bearerMatches(header: string | undefined, tokenHash: Buffer): boolean {
-  const m = /^Bearer ([^\s]+)$/i.exec(header ?? '');
-  return m !== null && timingSafeEqual(sha256(m[1]!), tokenHash);
-}
-
-/** Resolves with `work`'s value, or rejects when it takes longer than `ms` (a readiness probe must answer). */
-function within<T>(work: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([work, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms)))]).finally(() => clearTimeout(timer));
-}
-
 export const LOG_REDACT = [
   'req.headers.authorization',
   'req.headers["x-api-key"]',
@@ -176,17 +166,6 @@ export async function buildHostApp(config: HostConfig): Promise<FastifyInstance>
   const metrics = createHostMetrics();
   const ledger = new SpendLedger(config.store.db, { onError: (e) => app.log.warn({ err: e.message }, 'settlement not written yet; retrying') });
   const audit = new AuditWriter(config.store.db, (e) => app.log.error({ err: e.message }, 'audit write failed'));
-  // Reservations of a crashed instance expire and are reclaimed; inactive keys expire.
-  const sweep = setInterval(() => {
-    ledger.reclaimExpired().catch((e: Error) => app.log.error({ err: e.message }, 'reservation sweep failed'));
-    config.store.expireInactive().catch((e: Error) => app.log.error({ err: e.message }, 'inactivity sweep failed'));
-    const cutoff = Date.now() - (config.auditRetentionDays ?? 90) * 86_400_000;
-    Promise.all([
-      config.store.db.query('DELETE FROM audit_log WHERE at < $1', [cutoff]),
-      config.store.db.query('DELETE FROM events WHERE at < $1', [cutoff]),
-    ]).catch((e: Error) => app.log.error({ err: e.message }, 'retention sweep failed'));
-  }, 60_000);
-  sweep.unref();
   const alerts = new AlertDispatcher({
     db: config.store.db,
     ...(config.smtpUrl ? { smtpUrl: config.smtpUrl } : {}),
@@ -196,8 +175,6 @@ export async function buildHostApp(config: HostConfig): Promise<FastifyInstance>
   });
   await alerts.start(config.alertPollMs ?? 1_000);
   app.addHook('onClose', async () => {
-    clearInterval(sweep);
-    clearInterval(anomalyTimer);
     await alerts.stop();
     // Queued settlements get a few seconds to be written; what is left, the sweep charges its bound.
     await ledger.close();
@@ -213,87 +190,18 @@ export async function buildHostApp(config: HostConfig): Promise<FastifyInstance>
     req.log.info({ method: req.method, path: req.url.split('?')[0], status: reply.statusCode, ms: Math.round(reply.elapsedTime * 100) / 100, ...(code ? { code } : {}) }, 'request');
   });
 
-  app.get('/healthz', async () => ({ ok: true }));
-  // Public (load balancers probe it): fixed words only; the driver's or enclave's detail is logged.
-  app.get('/readyz', async (req, reply) => {
-    const checks: Record<string, string> = {};
-    try {
-      await within(config.store.db.query('SELECT 1 AS ok'), 2_000);
-      checks.database = 'ok';
-    } catch (e) {
-      req.log.warn({ err: (e as Error).message }, 'readiness: database unavailable');
-      checks.database = 'database unavailable';
-    }
-    try {
-      const res = await config.enclave.request({ path: '/healthz', method: 'GET', headersTimeout: 2_000, bodyTimeout: 2_000 });
-      const body = (await res.body.json()) as { phase?: string };
-      if (res.statusCode !== 200) throw new Error(`enclave phase ${String(body.phase)}`);
-      checks.enclave = 'ok';
-    } catch (e) {
-      req.log.warn({ err: (e as Error).message }, 'readiness: enclave unavailable');
-      checks.enclave = 'enclave unavailable';
-    }
-    const ready = Object.values(checks).every((v) => v === 'ok');
-    return reply.status(ready ? 200 : 503).send({ ready, checks });
+  // Plugins registered after the onClose hook above stop (timers, the metrics listener) before it runs.
+  await app.register(retentionPlugin, { store: config.store, ledger, auditRetentionDays: config.auditRetentionDays ?? 90 });
+  await app.register(healthPlugin, { db: config.store.db, enclave: config.enclave });
+  await app.register(metricsPlugin, {
+    metrics,
+    enclave: config.enclave,
+    ...(config.metricsToken ? { metricsToken: config.metricsToken } : {}),
+    ...(config.metricsListen ? { metricsListen: config.metricsListen } : {}),
+    onListening: (address) => metricsAddresses.set(app, address),
   });
-
-  // The enclave's own metrics (shareholder fetches, reconstruction, upstream latency, bad shares)
-  // are appended: one scrape target per host+enclave pair. Metrics describe traffic and spend, so
-  // they are served only with a token or on a separate listener — never to anyone who asks.
-  const renderMetrics = async (): Promise<string> => {
-    let enclaveText = '';
-    try {
-      const res = await config.enclave.request({ path: '/metrics', method: 'GET', headersTimeout: 2_000, bodyTimeout: 2_000 });
-      enclaveText = res.statusCode === 200 ? await res.body.text() : (await res.body.dump(), '');
-    } catch {
-      enclaveText = '';
-    }
-    return `${await metrics.registry.metrics()}\n${enclaveText}`;
-  };
-  const metricsTokenHash = config.metricsToken ? sha256(config.metricsToken) : undefined;
-  app.get('/metrics', async (req, reply) => {
-    if (!metricsTokenHash) {
-      throw new HostError('forbidden', config.metricsListen ? 'metrics are served on the metrics listener only' : 'metrics are not served without a metrics token (--metrics-token) or a metrics listener (--metrics-port)');
-    }
-    if (!bearerMatches(req.headers.authorization, metricsTokenHash)) throw new HostError('admin_unauthorized', 'a valid metrics token is required (Authorization: Bearer …)');
-    return reply.type(metrics.registry.contentType).send(await renderMetrics());
-  });
-
-  // Bad shares the enclave detected become shareholder_anomaly alerts for the connection's project.
-  let anomalyCursor = 0;
-  const pollAnomalies = async () => {
-    const res = await config.enclave.request({ path: `/anomalies?after=${anomalyCursor}`, method: 'GET', headersTimeout: 2000 });
-    const body = (await res.body.json()) as { anomalies?: Array<{ seq: number; at: number; shareholder: string; connectionId: string }> };
-    for (const a of body.anomalies ?? []) {
-      anomalyCursor = Math.max(anomalyCursor, a.seq);
-      const connection = await config.store.getConnection(a.connectionId);
-      await config.store.addEvent({
-        id: `evt_${randomBytes(10).toString('hex')}`, at: a.at, projectId: connection?.projectId ?? 'proj_default', keyId: null,
-        type: 'shareholder_anomaly', detail: { shareholder: a.shareholder, connectionId: a.connectionId, problem: 'bad share' },
-      });
-    }
-  };
-  const anomalyTimer = setInterval(() => {
-    pollAnomalies().catch(() => undefined);
-  }, config.anomalyPollMs ?? 5_000);
-  anomalyTimer.unref();
-
-  // ---- attestation (public): a fresh document from the enclave for customers to verify ----
-  app.get<{ Querystring: { nonce?: string } }>('/v1/attestation', async (req, reply) => {
-    const nonce = req.query.nonce ?? '';
-    // The NSM signs nonces up to 1024 bytes (attestation/nsm.ts); the host accepts what it signs.
-    if (nonce && !/^(?:[0-9a-fA-F]{2}){1,1024}$/.test(nonce)) throw new HostError('invalid_request', 'nonce must be hex, at most 1024 bytes');
-    let res;
-    try {
-      res = await config.enclave.request({ path: `/attestation${nonce ? `?nonce=${nonce}` : ''}`, method: 'GET' });
-    } catch (e) {
-      req.log.error({ err: (e as Error).message }, 'enclave unreachable');
-      throw new HostError('enclave_unavailable', 'the enclave is unavailable');
-    }
-    const body = (await res.body.json()) as { document?: string; nsm?: string };
-    if (res.statusCode !== 200 || !body.document) throw new HostError('enclave_unavailable', 'the enclave could not attest');
-    return reply.send({ document: body.document, nsm: body.nsm, manifest: config.releaseManifest ?? null });
-  });
+  await app.register(anomalyPollPlugin, { enclave: config.enclave, store: config.store, pollMs: config.anomalyPollMs ?? 5_000 });
+  await app.register(attestationPlugin, { enclave: config.enclave, releaseManifest: config.releaseManifest });
 
   await registerDashboard(app, { dir: config.dashboardDir, enrollment: config.enrollment, dev: config.dev ?? false });
   const accounts = new AccountStore(config.store);
@@ -323,27 +231,5 @@ export async function buildHostApp(config: HostConfig): Promise<FastifyInstance>
     }),
   );
 
-  if (config.metricsListen) {
-    const server: Server = createServer((req, res) => {
-      const path = (req.url ?? '').split('?')[0];
-      if (path !== '/metrics' || (req.method !== 'GET' && req.method !== 'HEAD')) return void res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
-      if (metricsTokenHash && !bearerMatches(req.headers.authorization, metricsTokenHash)) return void res.writeHead(401, { 'content-type': 'text/plain' }).end('a valid metrics token is required\n');
-      renderMetrics().then(
-        (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(req.method === 'HEAD' ? undefined : text),
-        () => res.writeHead(500).end(),
-      );
-    });
-    server.headersTimeout = 10_000;
-    server.requestTimeout = 10_000;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(config.metricsListen!.port, config.metricsListen!.host, () => resolve());
-    });
-    metricsAddresses.set(app, server.address() as AddressInfo);
-    app.addHook('onClose', async () => {
-      server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    });
-  }
   return app;
 }

@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import type { Pool } from 'undici';
 import { AttestationError, verifyAttestation, type PinnedRoot } from '../attestation/index.ts';
 import { fromHex, verifyReleaseManifest, type AttestationReport, type SignedReleaseManifest } from '../protocol/index.ts';
+import { enclaveAttestation } from './enclave-client.ts';
 import { HostError } from './errors.ts';
 
 export type { AttestationReport } from '../protocol/index.ts';
@@ -17,10 +18,9 @@ export async function attestationReport(enclave: Pool, manifest: unknown, roots:
   const nonce = randomBytes(32);
   let document: string;
   try {
-    const res = await enclave.request({ path: `/attestation?nonce=${nonce.toString('hex')}`, method: 'GET' });
-    const body = (await res.body.json()) as { document?: string };
-    if (res.statusCode !== 200 || !body.document) throw new Error(`enclave answered ${res.statusCode}`);
-    document = body.document;
+    const res = await enclaveAttestation(enclave, nonce.toString('hex'));
+    if (res.statusCode !== 200 || !res.document) throw new Error(`enclave answered ${res.statusCode}`);
+    document = res.document;
   } catch {
     throw new HostError('enclave_unavailable', 'the enclave could not attest');
   }

@@ -13,9 +13,9 @@ import {
   matchEndpoint,
   RPC_CONNECTION_HEADER,
   RPC_ENCLAVE_ERROR_HEADER,
-  RPC_FORWARD_PREFIX,
 } from '../../protocol/index.ts';
 import type { AuditRow, AuditWriter } from '../audit.ts';
+import { forwardToEnclave } from '../enclave-client.ts';
 import { ByteLimiter } from '../bodies.ts';
 import { HostError } from '../errors.ts';
 import type { HostMetrics } from '../metrics.ts';
@@ -212,8 +212,7 @@ export async function forward(
   });
   let res;
   try {
-    res = await deps.enclave.request({
-      path: RPC_FORWARD_PREFIX + request.path + request.query,
+    res = await forwardToEnclave(deps.enclave, request.path + request.query, {
       method: request.method as 'POST',
       headers,
       body: outgoing.body,
