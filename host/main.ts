@@ -1,43 +1,12 @@
 /**
- * `node host/main.ts [serve|migrate] --data-dir D --enclave unix:/path.sock [options]`
- *   --database <postgres://…>   PostgreSQL (shared by any number of host instances); default:
- *                               embedded SQLite at <data-dir>/host.sqlite
- *   --db-schema <name>          PostgreSQL schema (default: public)
- *   --port 8080 --host 127.0.0.1 --dev
- *   --trusted-proxy <entry>     repeatable; each trusted proxy with the one header it sets:
- *                               alb[@cidr,…] | nginx[@cidr,…] | xff@cidr,…  (X-Forwarded-For),
- *                               cloudflare (CF-Connecting-IP from Cloudflare's ranges),
- *                               forwarded@cidr,… (RFC 7239), header=<name>@cidr,… (e.g. x-real-ip),
- *                               loopback | private (X-Forwarded-For from those ranges), <cidr> (= xff@<cidr>)
- *   --allow-unknown-location    city-locked keys accept addresses with no known location
- *   --geo-db <file.mmdb>        MaxMind-format city database (default: bundled GeoLite2-City)
- *   --smtp-url smtp://…         SMTP server for alert email (or SECUREGATE_SMTP_URL); --alert-email-from
- *   --headers-timeout 300 --idle-timeout 300   seconds until upstream headers / between body chunks
- *   --release-manifest <file>   the signed release manifest served with GET /v1/attestation
- *   --audit-retention-days 90   audit rows and events older than this are deleted
- *   --plans <plans.json>        the operator's plans (docs/accounts.md); default Free/Pro/Enterprise
- *   --signup invite|open        self-service sign-up: by invite (default) or open to anyone
- *   --enrollment <file>         shareholders the dashboard enrolls to: {threshold, shareholders:[{id,url,publicKey}], pcrPolicy}
- *   --attestation-root <pem>    extra root for the dashboard's attestation check (dev stacks); AWS's is always pinned
- *   --dashboard-dir <dir>       the built dashboard (default: dashboard/dist beside host/)
- *   --unknown-model refuse|count  a capped key calling a model with no known price: refuse (default)
- *                               or count the request at $0
- *   --allow-private-webhooks    alert webhooks may reach loopback/private/link-local addresses (implied by --dev)
- *   --metrics-token <token>     Bearer token for GET /metrics (or SECUREGATE_METRICS_TOKEN); without it
- *                               and without --metrics-port, /metrics is refused
- *   --metrics-port <n> --metrics-host 127.0.0.1   a separate listener serving only /metrics
- *   --body-timeout 30 --body-min-rate 512   a request body must advance by at least min-rate bytes/s
- *                               over every window of body-timeout seconds, or the client gets 408
- *   --client-headers-timeout 30 --request-timeout 3600   seconds for a client's headers / whole request
- *   --shutdown-grace 10         on SIGTERM/SIGINT: stop accepting, let in-flight requests finish for
- *                               this many seconds, then close everything; exit at most 5 s later
+ * The host gateway's process: `node host/main.ts [serve|migrate] …` (options in USAGE below).
  * First start creates the server pepper and an admin token under the data directory (0600).
  * `serve` prints `{"ready":true,…}` on stdout; JSON logs (pino) on stderr with credentials redacted.
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
 import { buildHostApp, LOG_REDACT, metricsAddress, sha256Hex } from './app.ts';
 import { openPostgres, openSqlite } from '../storage/db.ts';
 import { enclavePool, parseEnclaveAddress } from './enclave-client.ts';
@@ -49,9 +18,41 @@ import { awsNitroRoot, loadRoot } from '../attestation/index.ts';
 import type { EnrollmentConfig } from './dashboard.ts';
 import { fileURLToPath } from 'node:url';
 
-const { values, positionals } = parseArgs({
-  allowPositionals: true,
-  options: {
+const USAGE = `usage: node host/main.ts [serve|migrate] --data-dir D --enclave unix:/path.sock|tcp:host:port [options]
+  --database <postgres://…>   PostgreSQL (shared by any number of host instances); default:
+                              embedded SQLite at <data-dir>/host.sqlite
+  --db-schema <name>          PostgreSQL schema (default: public)
+  --port 8080 --host 127.0.0.1 --dev
+  --trusted-proxy <entry>     repeatable; each trusted proxy with the one header it sets:
+                              alb[@cidr,…] | nginx[@cidr,…] | xff@cidr,…  (X-Forwarded-For),
+                              cloudflare (CF-Connecting-IP from Cloudflare's ranges),
+                              forwarded@cidr,… (RFC 7239), header=<name>@cidr,… (e.g. x-real-ip),
+                              loopback | private (X-Forwarded-For from those ranges), <cidr> (= xff@<cidr>)
+  --allow-unknown-location    city-locked keys accept addresses with no known location
+  --geo-db <file.mmdb>        MaxMind-format city database (default: bundled GeoLite2-City)
+  --smtp-url smtp://…         SMTP server for alert email (or SECUREGATE_SMTP_URL); --alert-email-from
+  --headers-timeout 300 --idle-timeout 300   seconds until upstream headers / between body chunks
+  --release-manifest <file>   the signed release manifest served with GET /v1/attestation
+  --audit-retention-days 90   audit rows and events older than this are deleted
+  --plans <plans.json>        the operator's plans (docs/accounts.md); default Free/Pro/Enterprise
+  --signup invite|open        self-service sign-up: by invite (default) or open to anyone
+  --enrollment <file>         shareholders the dashboard enrolls to: {threshold, shareholders:[{id,url,publicKey}], pcrPolicy}
+  --attestation-root <pem>    extra root for the dashboard's attestation check (dev stacks); AWS's is always pinned
+  --dashboard-dir <dir>       the built dashboard (default: dashboard/dist beside host/)
+  --unknown-model refuse|count  a capped key calling a model with no known price: refuse (default)
+                              or count the request at $0
+  --allow-private-webhooks    alert webhooks may reach loopback/private/link-local addresses (implied by --dev)
+  --metrics-token <token>     Bearer token for GET /metrics (or SECUREGATE_METRICS_TOKEN); without it
+                              and without --metrics-port, /metrics is refused
+  --metrics-port <n> --metrics-host 127.0.0.1   a separate listener serving only /metrics
+  --body-timeout 30 --body-min-rate 512   a request body must advance by at least min-rate bytes/s
+                              over every window of body-timeout seconds, or the client gets 408
+  --client-headers-timeout 30 --request-timeout 3600   seconds for a client's headers / whole request
+  --shutdown-grace 10         on SIGTERM/SIGINT: stop accepting, let in-flight requests finish for
+                              this many seconds, then close everything; exit at most 5 s later
+`;
+
+const OPTIONS = {
     'data-dir': { type: 'string' },
     enclave: { type: 'string' },
     database: { type: 'string', default: process.env.SECUREGATE_DATABASE_URL },
@@ -85,8 +86,23 @@ const { values, positionals } = parseArgs({
     'client-headers-timeout': { type: 'string', default: '30' },
     'request-timeout': { type: 'string', default: '3600' },
     'shutdown-grace': { type: 'string', default: '10' },
-  },
-});
+    help: { type: 'boolean', short: 'h', default: false },
+} satisfies ParseArgsOptionsConfig;
+
+/** Options as given; a wrong one prints the usage and exits 2 (no stack trace). */
+function parseOptions() {
+  try {
+    return parseArgs({ allowPositionals: true, options: OPTIONS });
+  } catch (e) {
+    process.stderr.write(`host: ${(e as Error).message}\n\n${USAGE}`);
+    process.exit(2);
+  }
+}
+const { values, positionals } = parseOptions();
+if (values.help) {
+  process.stdout.write(USAGE);
+  process.exit(0);
+}
 
 /** A number option: finite and at least `min`, or the start fails naming the flag. */
 function numberOption(name: keyof typeof values, min: number): number {
