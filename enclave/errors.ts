@@ -14,6 +14,7 @@ const STATUS: Record<EnclaveErrorCode, number> = {
   policy_operation_denied: 403,
   policy_model_denied: 403,
   policy_ceiling_reached: 429,
+  lease_limit_reached: 429,
 };
 
 export class EnclaveError extends Error {

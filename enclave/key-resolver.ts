@@ -123,6 +123,8 @@ interface CacheEntry {
   opened?: { record: Uint8Array; binding: string; key: Uint8Array };
   /** A background refresh was started for this entry (at most one). */
   refreshStarted?: boolean;
+  /** Which reconstruction (lease) this DEK came from: a new one for every fetch from the shareholders. */
+  lease: number;
 }
 
 /** A shareholder's challenge nonce and our attestation document over it, ready for a release. */
@@ -176,6 +178,7 @@ const REFRESH_AHEAD = 0.1;
 export class KeyResolver {
   readonly #o: Required<Omit<KeyResolverOptions, 'now' | 'routes' | 'routesOnly' | 'ca'>> & Pick<KeyResolverOptions, 'routes' | 'routesOnly' | 'ca'> & { now: () => number };
   readonly #cache = new Map<string, CacheEntry>();
+  #leases = 0;
   readonly #inflight = new Map<string, Promise<Uint8Array>>();
   readonly #pools = new Map<string, Pool>();
   /** The ephemeral key, imported once for HPKE opens. */
@@ -287,6 +290,15 @@ export class KeyResolver {
     return slot.pending;
   }
 
+  /**
+   * The lease the connection's cached DEK was obtained under (each reconstruction through the
+   * shareholders is one lease; refresh-ahead starts a new one), or undefined when none is cached.
+   */
+  leaseOf(connectionId: string): number | undefined {
+    const entry = this.#cache.get(connectionId);
+    return entry && entry.expiresAt > this.#o.now() ? entry.lease : undefined;
+  }
+
   evict(connectionId: string): void {
     this.#inflight.delete(connectionId);
     const entry = this.#cache.get(connectionId);
@@ -309,7 +321,7 @@ export class KeyResolver {
       const oldest = this.#cache.keys().next().value;
       if (oldest !== undefined) this.evict(oldest);
     }
-    this.#cache.set(connectionId, { dek, expiresAt: this.#o.now() + this.#o.cacheTtlMs });
+    this.#cache.set(connectionId, { dek, expiresAt: this.#o.now() + this.#o.cacheTtlMs, lease: ++this.#leases });
   }
 
   #pool(sh: ShareholderEndpoint): Pool {
@@ -429,6 +441,7 @@ export class KeyResolver {
     };
     return new Promise<Uint8Array>((resolve, reject) => {
       let outstanding = shareholders.length;
+      let leaseRefusals = 0;
       let secret: Uint8Array | undefined;
       let basis: Share[] = [];
       // Only shares that opened — authenticated as their shareholder (HPKE auth mode) — reach
@@ -445,6 +458,12 @@ export class KeyResolver {
           // Enough shares arrived but no t of them open the record: the record or its binding
           // (origin, provider, scheme) is not what the owner sealed.
           reject(new EnclaveError('sealed_record_invalid', 'no combination of the released shares opens the sealed record'));
+          return;
+        }
+        // Shareholders that answered but refused because today's leases are spent (SPEC.md §9): the
+        // owner's daily limit, not an outage.
+        if (leaseRefusals > 0 && received.length + leaseRefusals >= threshold) {
+          reject(new EnclaveError('lease_limit_reached', `the shareholders granted this connection's leases for today; ${received.length} of ${threshold} shares obtained`));
           return;
         }
         reject(new EnclaveError('shareholders_unavailable', `only ${received.length} of the ${threshold} shares needed could be obtained`));
@@ -491,6 +510,7 @@ export class KeyResolver {
             onShare(sh.id, share);
           })
           .catch((error: Error) => {
+            if (error.message === 'release refused: lease_limit_reached') leaseRefusals++;
             if (!controller.signal.aborted) {
               const unauthenticated = error instanceof ProtocolError && error.code === 'envelope_auth_failed';
               this.#o.metrics.shareFetchFailures.inc({ shareholder: sh.id, reason: unauthenticated ? 'unauthenticated' : error.name === 'ProtocolError' ? 'envelope' : 'request' });

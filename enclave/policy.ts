@@ -117,12 +117,62 @@ export class DailyUsageLedger {
   }
 
   /** Adds an answer's usage (or the policy's flat charge when a metered answer had none readable). */
-  settle(connectionId: string, day: number, policy: ConnectionPolicy, c: PolicyClassification, model: string | undefined, usage: RelayedUsage | undefined): void {
+  /** Returns the tokens counted (for the lease). */
+  settle(connectionId: string, day: number, policy: ConnectionPolicy, c: PolicyClassification, model: string | undefined, usage: RelayedUsage | undefined): number {
     const counted = usage ?? (c.metered ? { inputTokens: policy.unmeteredTokens, outputTokens: 0 } : { inputTokens: 0, outputTokens: 0 });
+    const tokens = counted.inputTokens + counted.outputTokens;
     const e = this.#days.get(connectionId);
     // Usage of an answer that began yesterday is still counted against yesterday (it is gone).
-    if (!e || e.day !== day) return;
-    e.used.tokens += counted.inputTokens + counted.outputTokens;
+    if (!e || e.day !== day) return tokens;
+    e.used.tokens += tokens;
     e.used.microUsd += costMicroUsd(policy, model, counted);
+    return tokens;
+  }
+}
+
+/**
+ * What the connection's current lease (the cached DEK's reconstruction) has served. When its
+ * request or token quota or its TTL runs out, the DEK is dropped and the next request must obtain
+ * a new lease from the shareholders, who count leases per connection per UTC day. A restarted
+ * enclave has no DEK: it starts over with a new lease, it never resets a shareholder's count.
+ */
+export class LeaseMeter {
+  readonly #leases = new Map<string, { lease: number; startedAt: number; requests: number; tokens: number }>();
+  readonly #now: () => number;
+
+  constructor(now: () => number = Date.now) {
+    this.#now = now;
+  }
+
+  /** True when the lease `lease` of `connectionId` cannot serve another request. */
+  exhausted(connectionId: string, lease: number | undefined, policy: ConnectionPolicy): boolean {
+    const terms = policy.lease;
+    const e = this.#leases.get(connectionId);
+    if (!terms || lease === undefined || !e || e.lease !== lease) return false;
+    return (
+      (terms.requests !== undefined && e.requests >= terms.requests) ||
+      (terms.tokens !== undefined && e.tokens >= terms.tokens) ||
+      (terms.ttlMs !== undefined && this.#now() - e.startedAt >= terms.ttlMs)
+    );
+  }
+
+  /** Counts a request under `lease` (a new lease number starts a fresh count). */
+  use(connectionId: string, lease: number): void {
+    let e = this.#leases.get(connectionId);
+    if (!e || e.lease !== lease) {
+      e = { lease, startedAt: this.#now(), requests: 0, tokens: 0 };
+      this.#leases.set(connectionId, e);
+    }
+    e.requests += 1;
+  }
+
+  /** Adds an answer's tokens to the lease it was served under (if that is still the current one). */
+  settle(connectionId: string, lease: number, tokens: number): void {
+    const e = this.#leases.get(connectionId);
+    if (e && e.lease === lease) e.tokens += tokens;
+  }
+
+  forget(connectionId: string): void {
+    this.#leases.delete(connectionId);
   }
 }

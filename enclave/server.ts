@@ -23,7 +23,7 @@ import { EnclaveError } from './errors.ts';
 import { Forwarder, resolveTarget, type EgressRoute, type ForwarderOptions } from './forward.ts';
 import { KeyResolver, type ShareholderEndpoint } from './key-resolver.ts';
 import { createEnclaveMetrics } from './metrics.ts';
-import { checkPolicy, classifyForPolicy, DailyUsageLedger, MAX_POLICY_BODY, policyNeedsModel, requestModel } from './policy.ts';
+import { checkPolicy, classifyForPolicy, DailyUsageLedger, LeaseMeter, MAX_POLICY_BODY, policyNeedsModel, requestModel } from './policy.ts';
 
 export type EnclavePhase = 'booting' | 'serving' | 'failed';
 
@@ -92,12 +92,14 @@ export class Enclave {
   #ephemeral: X25519KeyPair | undefined;
   #resolver: KeyResolver | undefined;
   readonly usage: DailyUsageLedger;
+  readonly leases: LeaseMeter;
 
   constructor(config: EnclaveConfig) {
     this.#config = config;
     this.#log = config.log ?? silent;
     this.#forwarder = new Forwarder(config.forwarder);
     this.usage = new DailyUsageLedger(config.now);
+    this.leases = new LeaseMeter(config.now);
     this.server = createServer({ keepAliveTimeout: 65_000, requestTimeout: 0 }, (req, res) => {
       this.#handle(req, res).catch((error: unknown) => {
         if (error instanceof EnclaveError) return sendError(res, error);
@@ -225,10 +227,22 @@ export class Enclave {
       ...(policy ? { policySha256: policy.sha256 } : {}),
     };
     const record = new Uint8Array(Buffer.from(descriptor.sealedRecord, 'base64'));
-    const keyBytes = await this.#resolver!.upstreamKey(binding, record, descriptor.threshold);
+    const connectionId = descriptor.connectionId;
+    // A lease whose quota or TTL ran out is dropped before use: the next key needs a new lease.
+    if (policy && this.leases.exhausted(connectionId, this.#resolver!.leaseOf(connectionId), policy.policy)) this.#resolver!.evict(connectionId);
+    let keyBytes = await this.#resolver!.upstreamKey(binding, record, descriptor.threshold);
+    let lease = this.#resolver!.leaseOf(connectionId) ?? 0;
+    // Concurrent requests may have used the lease up while this one waited for its key.
+    if (policy && this.leases.exhausted(connectionId, lease, policy.policy)) {
+      keyBytes.fill(0);
+      this.#resolver!.evict(connectionId);
+      keyBytes = await this.#resolver!.upstreamKey(binding, record, descriptor.threshold);
+      lease = this.#resolver!.leaseOf(connectionId) ?? 0;
+    }
     const key = fromUtf8(keyBytes);
     keyBytes.fill(0);
-    const day = policy ? this.usage.admit(descriptor.connectionId, policy.policy) : 0;
+    const day = policy ? this.usage.admit(connectionId, policy.policy) : 0;
+    if (policy) this.leases.use(connectionId, lease);
     const status = await this.#forwarder.forward(
       target,
       descriptor.authScheme,
@@ -239,7 +253,12 @@ export class Enclave {
       {
         ...(body ? { body } : {}),
         ...(policy && classification
-          ? { onUsage: (usage) => this.usage.settle(descriptor.connectionId, day, policy.policy, classification, model ?? undefined, usage) }
+          ? {
+              onUsage: (usage) => {
+                const tokens = this.usage.settle(connectionId, day, policy.policy, classification, model ?? undefined, usage);
+                this.leases.settle(connectionId, lease, tokens);
+              },
+            }
           : {}),
       },
     );

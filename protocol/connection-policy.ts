@@ -32,6 +32,16 @@ export interface DailyCeiling {
   microUsd?: number;
 }
 
+/**
+ * What one DEK reconstruction (a lease: t shareholder releases) may serve before the enclave drops
+ * the DEK and must obtain a new lease. Shareholders count leases per connection per UTC day.
+ */
+export interface LeaseTerms {
+  requests?: number;
+  tokens?: number;
+  ttlMs?: number;
+}
+
 export interface ConnectionPolicy {
   connectionId: string;
   issuedAt: number;
@@ -41,6 +51,7 @@ export interface ConnectionPolicy {
   models?: string[];
   ceiling: DailyCeiling;
   prices?: Record<string, ModelPrice>;
+  lease?: LeaseTerms;
   /** Tokens charged for an answer whose usage the enclave cannot read. */
   unmeteredTokens: number;
 }
@@ -90,6 +101,17 @@ export function parseConnectionPolicy(message: Record<string, unknown>): Connect
       prices[model] = { inputMicroUsdPerMTok: q.inputMicroUsdPerMTok, outputMicroUsdPerMTok: q.outputMicroUsdPerMTok };
     }
   }
+  let lease: LeaseTerms | undefined;
+  if (message.lease !== undefined) {
+    const l = message.lease as Record<string, unknown> | null;
+    if (l === null || typeof l !== 'object' || Array.isArray(l)) fail('lease must be an object');
+    lease = {};
+    for (const k of ['requests', 'tokens', 'ttlMs'] as const) {
+      if (l[k] === undefined) continue;
+      if (!isCount(l[k]) || (l[k] as number) < 1) fail(`lease.${k} must be a positive integer`);
+      lease[k] = l[k] as number;
+    }
+  }
   const unmetered = message.unmeteredTokens ?? DEFAULT_UNMETERED_TOKENS;
   if (!isCount(unmetered)) fail('unmeteredTokens must be a non-negative integer');
   return {
@@ -99,6 +121,7 @@ export function parseConnectionPolicy(message: Record<string, unknown>): Connect
     ...(models ? { models } : {}),
     ceiling,
     ...(prices ? { prices } : {}),
+    ...(lease ? { lease } : {}),
     unmeteredTokens: unmetered,
   };
 }
@@ -180,4 +203,33 @@ export function costMicroUsd(policy: ConnectionPolicy, model: string | undefined
   const price = model !== undefined && policy.prices && Object.hasOwn(policy.prices, model) ? policy.prices[model]! : undefined;
   if (!price) return 0;
   return Math.ceil((usage.inputTokens * price.inputMicroUsdPerMTok + usage.outputTokens * price.outputMicroUsdPerMTok) / 1_000_000);
+}
+
+/**
+ * The most leases any number of enclaves can obtain in one UTC day when each of n shareholders
+ * grants at most k and a lease needs t of them: every lease takes t distinct releases, so
+ * leases ≤ ⌊n·k/t⌋ (SPEC.md §9).
+ */
+export function maxLeasesPerDay(n: number, t: number, k: number): number {
+  return Math.floor((n * k) / t);
+}
+
+/**
+ * The per-shareholder daily lease limit k for a policy, chosen so that ⌊n·k/t⌋ leases cannot serve
+ * more than the daily ceiling: for each dimension with both a ceiling C and a lease quota q, at
+ * most L = ⌊C/q⌋ leases a day, so k = ⌊t·L/n⌋ (then ⌊n·k/t⌋ ≤ L). The smallest over the
+ * dimensions; undefined when no dimension has both (nothing to bound). 0 means the lease quota is
+ * too large for the ceiling with this n and t: choose a smaller quota.
+ */
+export function leaseLimitFor(policy: Pick<ConnectionPolicy, 'ceiling' | 'lease'>, n: number, t: number): number | undefined {
+  let k: number | undefined;
+  for (const [ceiling, quota] of [
+    [policy.ceiling.requests, policy.lease?.requests],
+    [policy.ceiling.tokens, policy.lease?.tokens],
+  ] as const) {
+    if (ceiling === undefined || quota === undefined) continue;
+    const perDay = Math.floor((t * Math.floor(ceiling / quota)) / n);
+    k = k === undefined ? perDay : Math.min(k, perDay);
+  }
+  return k;
 }

@@ -92,5 +92,7 @@ export const ENCLAVE_ERROR_CODES = [
   'policy_model_denied',
   /** The connection's owner-signed daily ceiling (requests, tokens or dollars) is used up for this UTC day. */
   'policy_ceiling_reached',
+  /** Enough shareholders refused a new lease: the owner-signed daily lease limit is spent (SPEC.md §9). */
+  'lease_limit_reached',
 ] as const;
 export type EnclaveErrorCode = (typeof ENCLAVE_ERROR_CODES)[number];

@@ -87,6 +87,9 @@ class RefusalError extends Error {
   }
 }
 
+/** Counted but not limited: connections enrolled without `maxLeasesPerDay` (fits a 32-bit column). */
+const UNLIMITED_LEASES = 2_000_000_000;
+
 const signedSchema = {
   type: 'object',
   required: ['message', 'publicKey', 'signature'],
@@ -184,6 +187,15 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
     return value;
   }
 
+  /** The owner-signed lease limit k (SPEC.md §9); absent: no daily lease limit (records before leases). */
+  function maxLeases(value: unknown): number | undefined {
+    if (value === undefined || value === null) return undefined;
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > 1_000_000) {
+      throw new RefusalError(400, 'bad_request', 'maxLeasesPerDay must be an integer 1..1000000');
+    }
+    return value;
+  }
+
   // Browsers (the dashboard's in-page enrollment) may call identity and enrollment from another
   // origin: both are authenticated by what they carry (an owner signature), never by cookies, so
   // any origin may send them. Nothing else is opened to cross-origin callers.
@@ -238,7 +250,7 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
   app.get<{ Params: { id: string } }>('/v1/shares/:id/policy', async (req) => {
     const share = await store.getShare(req.params.id);
     if (!share) throw new RefusalError(404, 'share_not_found', 'no share enrolled for this connection');
-    return { connectionId: share.connectionId, owner: share.ownerPublicKey, policy: JSON.parse(share.policy) as PcrPolicy, maxReleasesPerMinute: share.maxReleasesPerMinute };
+    return { connectionId: share.connectionId, owner: share.ownerPublicKey, policy: JSON.parse(share.policy) as PcrPolicy, maxReleasesPerMinute: share.maxReleasesPerMinute, maxLeasesPerDay: share.maxLeasesPerDay ?? null };
   });
 
   app.post<{ Body: { envelope: string; signed: SignedOwnerMessage } }>(
@@ -254,6 +266,7 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
       }
       const policy = policyFrom(signed.message.policy);
       const max = maxReleases(signed.message.maxReleasesPerMinute);
+      const leases = maxLeases(signed.message.maxLeasesPerDay);
       // Open once now so a share this service cannot open is refused at enrollment, not at release.
       try {
         decodeShare(await openShareEnvelope(recipient, envelope, { purpose: 'enroll', connectionId, shareholderId: identity.id }));
@@ -268,6 +281,7 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
         policy: JSON.stringify(policy),
         maxReleasesPerMinute: max,
         lastIssuedAt: signed.message.issuedAt,
+        ...(leases !== undefined ? { maxLeasesPerDay: leases } : {}),
       });
       if (inserted === 'replayed') {
         await audit({ action: 'enroll', outcome: 'refused', connectionId, code: 'message_replayed' });
@@ -301,7 +315,9 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
       const share = await ownerTarget(req.params.id, signed, 'policy_update');
       const policy = policyFrom(signed.message.policy);
       const max = maxReleases(signed.message.maxReleasesPerMinute ?? share.maxReleasesPerMinute);
-      if (!(await store.updatePolicy(req.params.id, JSON.stringify(policy), max, signed.message.issuedAt))) throw replayed();
+      // Named: set (or, with null, lift) the lease limit; not named: it stays as it is.
+      const leases = 'maxLeasesPerDay' in signed.message ? (maxLeases(signed.message.maxLeasesPerDay) ?? null) : undefined;
+      if (!(await store.updatePolicy(req.params.id, JSON.stringify(policy), max, signed.message.issuedAt, leases))) throw replayed();
       await audit({ action: 'policy_update', outcome: 'policy_updated', connectionId: req.params.id, policy: policy as never });
       return { connectionId: req.params.id, policy };
     },
@@ -413,6 +429,14 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
           await audit({ action: 'release', outcome: 'refused', connectionId, code: 'rate_limited', ...who });
           continue;
         }
+        // Leases (SPEC.md §9): every release to a verified enclave is one, counted per UTC day
+        // and persisted (limited or not, so an auditor sees them), so neither restarting an
+        // enclave nor running many gets more than the owner's k.
+        if (!(await store.takeLease(connectionId, Math.floor(now.getTime() / 86_400_000), share.maxLeasesPerDay ?? UNLIMITED_LEASES))) {
+          refused.push({ connectionId, code: 'lease_limit_reached' });
+          await audit({ action: 'release', outcome: 'refused', connectionId, code: 'lease_limit_reached', ...who });
+          continue;
+        }
         const plaintext = await openShareEnvelope(recipient, share.envelope, { purpose: 'enroll', connectionId, shareholderId: identity.id });
         const sealed = await sealShareEnvelope(doc.publicKey, plaintext, {
           purpose: 'release',
@@ -426,7 +450,7 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
       }
       if (shares.length === 0) {
         const code = refused[0]?.code ?? 'share_not_found';
-        return reply.status(code === 'share_not_found' ? 404 : code === 'rate_limited' ? 429 : 403).send({
+        return reply.status(code === 'share_not_found' ? 404 : code === 'rate_limited' || code === 'lease_limit_reached' ? 429 : 403).send({
           error: { code, message: 'no share released' },
           refused,
         });

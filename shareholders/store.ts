@@ -15,6 +15,8 @@ export interface EnrolledShare {
   policy: string;
   maxReleasesPerMinute: number;
   lastIssuedAt: number;
+  /** Owner-signed lease limit k: releases of this share per UTC day (SPEC.md §9); none = unlimited. */
+  maxLeasesPerDay?: number;
 }
 
 const SCHEMA = [
@@ -23,6 +25,10 @@ const SCHEMA = [
   // Survives deletion of the share: the newest owner message applied per connection, so an enroll
   // message cannot be replayed after the share it created was deleted.
   `CREATE TABLE IF NOT EXISTS tombstones (connection_id TEXT PRIMARY KEY, last_issued_at BIGINT NOT NULL)`,
+  // Leases (SPEC.md §9): the owner-signed per-day limit, and releases counted per UTC day. Separate
+  // tables so stores made before leases gain them without rewriting \`shares\`.
+  `CREATE TABLE IF NOT EXISTS lease_limits (connection_id TEXT PRIMARY KEY, max_per_day INTEGER NOT NULL)`,
+  `CREATE TABLE IF NOT EXISTS lease_counts (connection_id TEXT NOT NULL, day INTEGER NOT NULL, count INTEGER NOT NULL, PRIMARY KEY (connection_id, day))`,
   `CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY, at TEXT NOT NULL, event TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)`,
 ];
 
@@ -46,6 +52,7 @@ const toShare = (r: Row): EnrolledShare => ({
   policy: r.policy as string,
   maxReleasesPerMinute: Number(r.max_releases_per_minute),
   lastIssuedAt: Number(r.last_issued_at),
+  ...(r.max_per_day !== null && r.max_per_day !== undefined ? { maxLeasesPerDay: Number(r.max_per_day) } : {}),
 });
 
 export class ShareStore {
@@ -59,7 +66,7 @@ export class ShareStore {
   }
 
   async getShare(connectionId: string): Promise<EnrolledShare | undefined> {
-    const [r] = await this.db.query('SELECT * FROM shares WHERE connection_id = $1', [connectionId]);
+    const [r] = await this.db.query('SELECT s.*, l.max_per_day FROM shares s LEFT JOIN lease_limits l ON l.connection_id = s.connection_id WHERE s.connection_id = $1', [connectionId]);
     return r ? toShare(r) : undefined;
   }
 
@@ -75,17 +82,41 @@ export class ShareStore {
         'INSERT INTO shares (connection_id, owner_public_key, envelope, policy, max_releases_per_minute, last_issued_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING connection_id',
         [s.connectionId, s.ownerPublicKey, Buffer.from(s.envelope).toString('base64'), s.policy, s.maxReleasesPerMinute, s.lastIssuedAt],
       );
-      return rows.length === 1 ? 'inserted' : 'exists';
+      if (rows.length !== 1) return 'exists';
+      await setLeaseLimit(tx, s.connectionId, s.maxLeasesPerDay);
+      return 'inserted';
     });
   }
 
   /** Applies a policy only if the owner message is newer than the last one applied (no replays). */
-  async updatePolicy(connectionId: string, policy: string, max: number, issuedAt: number): Promise<boolean> {
+  async updatePolicy(connectionId: string, policy: string, max: number, issuedAt: number, maxLeasesPerDay?: number | null): Promise<boolean> {
+    return this.db.transaction(async (tx) => {
+      const rows = await tx.query(
+        'UPDATE shares SET policy = $1, max_releases_per_minute = $2, last_issued_at = $3 WHERE connection_id = $4 AND last_issued_at < $3 RETURNING connection_id',
+        [policy, max, issuedAt, connectionId],
+      );
+      if (rows.length !== 1) return false;
+      // undefined: the message did not speak of leases, the limit stays; null: no limit.
+      if (maxLeasesPerDay !== undefined) await setLeaseLimit(tx, connectionId, maxLeasesPerDay ?? undefined);
+      return true;
+    });
+  }
+
+  /**
+   * Counts one lease of `connectionId` on UTC day `day` if fewer than `max` were granted that day;
+   * false (nothing counted) otherwise. Atomic: concurrent releases cannot pass the limit.
+   */
+  async takeLease(connectionId: string, day: number, max: number): Promise<boolean> {
     const rows = await this.db.query(
-      'UPDATE shares SET policy = $1, max_releases_per_minute = $2, last_issued_at = $3 WHERE connection_id = $4 AND last_issued_at < $3 RETURNING connection_id',
-      [policy, max, issuedAt, connectionId],
+      'INSERT INTO lease_counts (connection_id, day, count) VALUES ($1, $2, 1) ON CONFLICT (connection_id, day) DO UPDATE SET count = lease_counts.count + 1 WHERE lease_counts.count < $3 RETURNING count',
+      [connectionId, day, max],
     );
-    return rows.length === 1;
+    return rows.length === 1 && Number(rows[0]!.count) <= max;
+  }
+
+  async leasesOn(connectionId: string, day: number): Promise<number> {
+    const [r] = await this.db.query('SELECT count FROM lease_counts WHERE connection_id = $1 AND day = $2', [connectionId, day]);
+    return r ? Number(r.count) : 0;
   }
 
   /** Deletes the share and leaves a tombstone with the delete message's issuedAt (see insertShare). */
@@ -146,6 +177,16 @@ export class ShareStore {
 
   close(): Promise<void> {
     return this.db.close();
+  }
+}
+
+async function setLeaseLimit(tx: Pick<SqlDb, 'query'>, connectionId: string, max: number | undefined): Promise<void> {
+  if (max === undefined) await tx.query('DELETE FROM lease_limits WHERE connection_id = $1', [connectionId]);
+  else {
+    await tx.query(
+      'INSERT INTO lease_limits (connection_id, max_per_day) VALUES ($1, $2) ON CONFLICT (connection_id) DO UPDATE SET max_per_day = excluded.max_per_day',
+      [connectionId, max],
+    );
   }
 }
 

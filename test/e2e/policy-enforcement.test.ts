@@ -57,6 +57,7 @@ interface Shareholder {
 const shareholders: Shareholder[] = [];
 let enclave: Enclave;
 let enclaveUrl: string;
+let nsm: DevNsm;
 let upstream: Server;
 let upstreamOrigin: string;
 let upstreamCalls = 0;
@@ -142,7 +143,7 @@ interface Connection {
 }
 
 /** The owner's side of `connect`: seal (with the policy's hash when there is one), split, enroll. */
-async function connect(policy?: Partial<ConnectionPolicy>, key = `sk-proj-${randomBytes(12).toString('base64')}/+x~y`): Promise<Connection> {
+async function connect(policy?: Partial<ConnectionPolicy>, key = `sk-proj-${randomBytes(12).toString('base64')}/+x~y`, maxLeasesPerDay?: number): Promise<Connection> {
   const connectionId = `conn_${randomBytes(8).toString('hex')}`;
   const signed = policy
     ? signConnectionPolicy(owner.secretKey, { connectionId, issuedAt: clock.t, operations: ['inference'], ceiling: {}, ...policy })
@@ -168,6 +169,7 @@ async function connect(policy?: Partial<ConnectionPolicy>, key = `sk-proj-${rand
         envelopeSha256: createHash('sha256').update(envelope).digest('hex'),
         policy: { allow: [{ '0': toHex(PCR0) }] },
         maxReleasesPerMinute: 600,
+        ...(maxLeasesPerDay !== undefined ? { maxLeasesPerDay } : {}),
       });
       const res = await fetch(`${sh.url}/v1/shares`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ envelope: Buffer.from(envelope).toString('base64'), signed: enroll }) });
       expect(res.status).toBe(201);
@@ -191,8 +193,8 @@ function descriptor(c: Connection, over: Partial<ConnectionDescriptor> = {}): st
 }
 
 /** The hostile host: any request, any descriptor, straight to the enclave. */
-async function send(c: Connection, opts: { path?: string; method?: string; body?: unknown; headers?: Record<string, string>; descriptor?: string } = {}) {
-  const res = await fetch(`${enclaveUrl}/forward${opts.path ?? '/v1/chat/completions'}`, {
+async function send(c: Connection, opts: { path?: string; method?: string; body?: unknown; headers?: Record<string, string>; descriptor?: string; at?: string } = {}) {
+  const res = await fetch(`${opts.at ?? enclaveUrl}/forward${opts.path ?? '/v1/chat/completions'}`, {
     method: opts.method ?? 'POST',
     redirect: 'manual',
     headers: { [RPC_CONNECTION_HEADER]: opts.descriptor ?? descriptor(c), 'content-type': 'application/json', ...opts.headers },
@@ -202,9 +204,22 @@ async function send(c: Connection, opts: { path?: string; method?: string; body?
   return { status: res.status, code: res.headers.get(RPC_ENCLAVE_ERROR_HEADER), headers: res.headers, text };
 }
 
+/** One enclave process's worth: a fresh ephemeral key and empty memory (what a restart gives). */
+async function startEnclave(): Promise<{ enclave: Enclave; url: string }> {
+  const e = new Enclave({
+    nsm,
+    shareholders: shareholders.map((s) => ({ id: s.id, url: s.url, publicKey: toHex(s.publicKey) })),
+    allowLoopbackHttp: true,
+    now: () => clock.t,
+  });
+  await e.boot();
+  await new Promise<void>((r) => e.server.listen(0, '127.0.0.1', r));
+  return { enclave: e, url: `http://127.0.0.1:${(e.server.address() as AddressInfo).port}` };
+}
+
 beforeAll(async () => {
   const root = await createDevRoot();
-  const nsm = await DevNsm.create({ root, pcr0: PCR0 });
+  nsm = await DevNsm.create({ root, pcr0: PCR0 });
   for (const id of ['sh-a', 'sh-b', 'sh-c']) {
     const dir = await mkdtemp(join(tmpdir(), 'sg-policy-'));
     const identity = initIdentity(dir, id);
@@ -214,15 +229,7 @@ beforeAll(async () => {
     shareholders.push({ app, url, id, publicKey: identity.publicKey, store, dir });
   }
   await startUpstream();
-  enclave = new Enclave({
-    nsm,
-    shareholders: shareholders.map((s) => ({ id: s.id, url: s.url, publicKey: toHex(s.publicKey) })),
-    allowLoopbackHttp: true,
-    now: () => clock.t,
-  });
-  await enclave.boot();
-  await new Promise<void>((r) => enclave.server.listen(0, '127.0.0.1', r));
-  enclaveUrl = `http://127.0.0.1:${(enclave.server.address() as AddressInfo).port}`;
+  ({ enclave, url: enclaveUrl } = await startEnclave());
 }, 60_000);
 
 afterAll(async () => {
@@ -324,6 +331,62 @@ describe('owner-signed connection policy, enforced in the enclave', () => {
     for (let i = 0; i < 3; i++) expect((await send(old)).status).toBe(200);
     const withPolicy = await connect({});
     expect((await send(old, { descriptor: descriptor(old, { policy: withPolicy.signed! }) })).code).toBe('policy_invalid');
+  });
+});
+
+describe('metered DEK leases', () => {
+  const today = () => Math.floor(Date.now() / DAY);
+  const leasesGranted = async (c: Connection) => Promise.all(shareholders.map((s) => s.store.leasesOn(c.binding.connectionId, today())));
+
+  it('drops the DEK when a lease has served its request quota and obtains a new lease for the next request', async () => {
+    const c = await connect({ lease: { requests: 2 } });
+    expect((await send(c)).status).toBe(200);
+    expect((await send(c)).status).toBe(200);
+    const before = (await leasesGranted(c)).reduce((a, b) => a + b, 0);
+    expect((await send(c)).status).toBe(200);
+    // The third request needed a new reconstruction: the shareholders granted more leases.
+    expect((await leasesGranted(c)).reduce((a, b) => a + b, 0)).toBeGreaterThan(before);
+  });
+
+  it('drops the DEK when a lease has used its token quota', async () => {
+    const c = await connect({ lease: { tokens: 15 } });
+    expect((await send(c)).status).toBe(200);
+    const before = (await leasesGranted(c)).reduce((a, b) => a + b, 0);
+    expect((await send(c)).status).toBe(200);
+    expect((await leasesGranted(c)).reduce((a, b) => a + b, 0)).toBeGreaterThan(before);
+  });
+
+  it('drops the DEK when a lease expires', async () => {
+    const c = await connect({ lease: { ttlMs: 60_000 } });
+    expect((await send(c)).status).toBe(200);
+    expect((await send(c)).status).toBe(200);
+    const before = (await leasesGranted(c)).reduce((a, b) => a + b, 0);
+    clock.t += 60_000;
+    expect((await send(c)).status).toBe(200);
+    expect((await leasesGranted(c)).reduce((a, b) => a + b, 0)).toBeGreaterThan(before);
+  });
+
+  it('refuses a new lease beyond the owner-signed daily limit, also to a restarted or second enclave', async () => {
+    // n = 3, t = 2, k = 1: at most ⌊3·1/2⌋ = 1 lease a day, 2 requests each.
+    const c = await connect({ lease: { requests: 2 } }, undefined, 1);
+    expect((await send(c)).status).toBe(200);
+    expect((await send(c)).status).toBe(200);
+    const third = await send(c);
+    expect(third.status).toBe(429);
+    expect(third.code).toBe('lease_limit_reached');
+    const second = await startEnclave();
+    try {
+      const r = await send(c, { at: second.url });
+      expect(r.code).toBe('lease_limit_reached');
+    } finally {
+      await second.enclave.close();
+    }
+    expect(await leasesGranted(c)).toEqual([1, 1, 1]);
+  });
+
+  it('a record without leases in its policy reconstructs as before (no quota)', async () => {
+    const c = await connect({}, undefined, 1);
+    for (let i = 0; i < 4; i++) expect((await send(c)).status).toBe(200);
   });
 });
 
