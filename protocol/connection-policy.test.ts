@@ -128,3 +128,38 @@ describe('policy decisions', () => {
     expect(costMicroUsd(p, 'other', { inputTokens: 1000, outputTokens: 0 })).toBe(0);
   });
 });
+
+describe('onboarding with a connection policy', () => {
+  it('seals a 0x03 record under the signed policy and gives each shareholder k = ⌊t·⌊C/q⌋/n⌋ leases a day', async () => {
+    const { prepareConnection } = await import('./onboard.ts');
+    const { generateX25519KeyPair } = await import('./share-envelope.ts');
+    const { toHex } = await import('./bytes.ts');
+    const shareholders = ['a', 'b', 'c', 'd', 'e'].map((id) => ({ id, url: `http://${id}`, publicKey: toHex(generateX25519KeyPair().publicKey) }));
+    const prepared = await prepareConnection({
+      apiKey: utf8('sk-x'),
+      binding,
+      shareholders,
+      threshold: 3,
+      ownerSecretKey: owner.secretKey,
+      pcrPolicy: { allow: [{ '0': 'ab'.repeat(48) }] },
+      connectionPolicy: { ceiling: { requests: 1000 }, lease: { requests: 50 } },
+    });
+    expect(prepared.sealedRecord[0]).toBe(0x03);
+    const { policy, sha256 } = verifyConnectionPolicy(prepared.connectionPolicy!, 'conn_1');
+    expect(policy.operations).toEqual(['inference']);
+    expect(sha256).toHaveLength(64);
+    // ⌊1000/50⌋ = 20 leases a day; k = ⌊3·20/5⌋ = 12; ⌊5·12/3⌋ = 20.
+    expect(prepared.enrollments.map((e) => e.body.signed.message.maxLeasesPerDay)).toEqual([12, 12, 12, 12, 12]);
+    await expect(
+      prepareConnection({
+        apiKey: utf8('sk-x'),
+        binding,
+        shareholders,
+        threshold: 3,
+        ownerSecretKey: owner.secretKey,
+        pcrPolicy: { allow: [] },
+        connectionPolicy: { ceiling: { requests: 10 }, lease: { requests: 10 } },
+      }),
+    ).rejects.toMatchObject({ code: 'envelope_malformed' });
+  });
+});

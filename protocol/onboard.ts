@@ -10,6 +10,8 @@ import { sealUpstreamKey, type KeyBinding } from './sealed-record.ts';
 import { encodeShare, splitSecret } from './shamir.ts';
 import { sealShareEnvelope } from './share-envelope.ts';
 import { signOwnerMessage, type CanonicalValue, type SignedOwnerMessage } from './owner-signature.ts';
+import { connectionPolicySha256, DEFAULT_POLICY_OPERATIONS, leaseLimitFor, signConnectionPolicy, type ConnectionPolicy } from './connection-policy.ts';
+import { ProtocolError } from './errors.ts';
 
 export interface ShareholderPin {
   id: string;
@@ -27,7 +29,15 @@ export interface EnrollmentRequest {
 export interface PreparedConnection {
   sealedRecord: Uint8Array;
   enrollments: EnrollmentRequest[];
+  /**
+   * The owner-signed connection policy the record is sealed with (record version 0x03): the host
+   * stores it with the connection and sends it in every descriptor (`ConnectionDescriptor.policy`).
+   */
+  connectionPolicy?: SignedOwnerMessage;
 }
+
+/** What the owner chooses at `connect`; operations default to inference only. */
+export type ConnectionPolicyInput = Partial<Pick<ConnectionPolicy, 'operations' | 'models' | 'prices' | 'lease' | 'unmeteredTokens'>> & Pick<ConnectionPolicy, 'ceiling'>;
 
 export const randomBytesWeb = (n: number): Uint8Array => globalThis.crypto.getRandomValues(new Uint8Array(n));
 
@@ -45,13 +55,32 @@ export async function prepareConnection(input: {
   ownerSecretKey: Uint8Array;
   pcrPolicy: { allow: Array<Record<string, string>>; allowDebug?: boolean };
   maxReleasesPerMinute?: number;
+  /** The connection policy the enclave enforces (SPEC.md §9); omitted: a record without one (0x01/0x02). */
+  connectionPolicy?: ConnectionPolicyInput;
   random?: (n: number) => Uint8Array;
 }): Promise<PreparedConnection> {
   const random = input.random ?? randomBytesWeb;
   const n = input.shareholders.length;
+  let signedPolicy: SignedOwnerMessage | undefined;
+  let maxLeasesPerDay: number | undefined;
+  if (input.connectionPolicy) {
+    const { operations, ...rest } = input.connectionPolicy;
+    signedPolicy = signConnectionPolicy(input.ownerSecretKey, {
+      ...rest,
+      connectionId: input.binding.connectionId,
+      issuedAt: Date.now(),
+      operations: operations ?? [...DEFAULT_POLICY_OPERATIONS],
+    });
+    // k per shareholder so that ⌊n·k/t⌋ leases cannot serve more than the ceiling (SPEC.md §9).
+    maxLeasesPerDay = leaseLimitFor(input.connectionPolicy, n, input.threshold);
+    if (maxLeasesPerDay === 0) {
+      throw new ProtocolError('envelope_malformed', 'the lease quota is too large for the daily ceiling with this many shareholders: choose a smaller lease');
+    }
+  }
+  const binding = signedPolicy ? { ...input.binding, policySha256: connectionPolicySha256(signedPolicy) } : input.binding;
   const dek = random(32);
   try {
-    const sealedRecord = sealUpstreamKey(input.apiKey, dek, input.binding, random);
+    const sealedRecord = sealUpstreamKey(input.apiKey, dek, binding, random);
     const shares = splitSecret(dek, input.threshold, n);
     const enrollments = await Promise.all(
       input.shareholders.map(async (sh, i) => {
@@ -67,11 +96,12 @@ export async function prepareConnection(input: {
           envelopeSha256: toHex(sha256(envelope)),
           policy: input.pcrPolicy as unknown as CanonicalValue,
           maxReleasesPerMinute: input.maxReleasesPerMinute ?? 600,
+          ...(maxLeasesPerDay !== undefined ? { maxLeasesPerDay } : {}),
         });
         return { shareholder: sh, body: { envelope: base64(envelope), signed } };
       }),
     );
-    return { sealedRecord, enrollments };
+    return { sealedRecord, enrollments, ...(signedPolicy ? { connectionPolicy: signedPolicy } : {}) };
   } finally {
     wipe(dek);
     wipe(input.apiKey);
