@@ -13,6 +13,7 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { mkdtemp, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
+import { gzipSync } from 'node:zlib';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -100,6 +101,13 @@ async function startUpstream(): Promise<void> {
         const status = Number(req.headers['x-test-status'] ?? 200);
         const text = JSON.stringify({ next: `${upstreamOrigin}/v1/chat/completions?key=${form}&page=2`, echo: form, usage: { prompt_tokens: 1, completion_tokens: 1 } });
         const headers = { 'content-type': 'application/json', location: `${upstreamOrigin}/v1/x?key=${form}`, 'x-echo': form };
+        if (req.headers['x-test-gzip']) {
+          // An upstream that compresses although asked for identity.
+          const gz = gzipSync(text);
+          res.writeHead(status, { ...headers, 'content-encoding': 'gzip', 'content-length': gz.length, 'x-accept-encoding-seen': String(req.headers['accept-encoding']) });
+          res.end(gz);
+          return;
+        }
         if (req.headers['x-test-chunked']) {
           // Streamed in 3-byte writes, so echoes straddle chunk boundaries.
           res.writeHead(status, headers);
@@ -398,6 +406,16 @@ describe('the key never leaves through a response', () => {
     for (const p of keyPatterns(key)) if (seen.includes(p.toString())) out.push(`pattern:${p.toString().length}`);
     return out;
   }
+
+  it('asks for identity bodies, and decodes and scrubs a compressed answer anyway', async () => {
+    const c = await connect(undefined);
+    const r = await send(c, { headers: { 'x-test-echo': 'raw', 'x-test-gzip': '1', 'accept-encoding': 'gzip, br' } });
+    expect(r.status).toBe(200);
+    expect(r.headers.get('x-accept-encoding-seen')).toBe('identity');
+    expect(r.headers.get('content-encoding')).toBeNull();
+    expect(JSON.parse(r.text).echo).toMatch(/^\*+$/);
+    expect(leaked(r, c.key)).toEqual([]);
+  });
 
   for (const form of forms) {
     for (const variant of ['200 json', '200 chunked', '400 json', '302 json'] as const) {
