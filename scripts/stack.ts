@@ -14,12 +14,11 @@ import { fileURLToPath } from 'node:url';
 import { createDevRoot, DEV_PCR1, DEV_PCR2 } from '../attestation/dev.ts';
 import { buildEnclaveBundle } from '../infra/enclave/bundle.ts';
 import { generateOwnerKeyPair, signReleaseManifest, fromHex } from '../protocol/index.ts';
-import { connectProvider, createKey } from '../cli/owner.ts';
 import type { DevStackFile, PinnedShareholder } from '../cli/config.ts';
 import { loadRoot } from '../attestation/index.ts';
 import { initIdentity, loadIdentity } from '../shareholders/identity.ts';
 import type { DevClusterCommand, DevShareholderCluster } from '../shareholders/dev-cluster.ts';
-import { startMockUpstream, type MockUpstream } from '../test/mock-upstream/index.ts';
+import type { MockUpstream } from '../test/mock-upstream/index.ts';
 import { toHex } from '../protocol/index.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -352,6 +351,8 @@ export async function startStack(options: StackOptions): Promise<Stack> {
 
     if (options.mock) {
       const upstreamKey = `sk-mock-${randomBytes(16).toString('hex')}`;
+      // Loaded only for a demo: the owner's CLI code and the mock have no part in a plain stack.
+      const [{ startMockUpstream }, { connectProvider, createKey }] = await Promise.all([import('../test/mock-upstream/index.ts'), import('../cli/owner.ts')]);
       stack.mock = await startMockUpstream({ apiKey: upstreamKey });
       progress(`mock upstream on ${stack.mock.origin}; creating a demo connection`);
       const connection = await connectProvider({
