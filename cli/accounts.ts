@@ -5,7 +5,8 @@
  */
 import { passwordToken, readPassword } from './commands.ts';
 import { effectiveConfig, readConfig, writeConfig } from './config.ts';
-import { adminRequest, CliError } from './owner.ts';
+import { CliError, EXIT } from './errors.ts';
+import { adminRequest } from './http.ts';
 import { dim, green, printJson, type Io } from './output.ts';
 import type { AccountView } from '../protocol/index.ts';
 
@@ -14,7 +15,7 @@ export type { AccountView };
 
 function login() {
   const c = effectiveConfig();
-  if (!c.adminToken) throw new CliError(`not logged in to ${c.serverUrl}: run \`securegate login\``, 1);
+  if (!c.adminToken) throw new CliError(`not logged in to ${c.serverUrl}: run \`securegate login\``, EXIT.invalid);
   return c as typeof c & { adminToken: string };
 }
 
@@ -45,10 +46,10 @@ export async function signupCommand(options: { server?: string; email: string; i
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ email: options.email, password, ...(options.invite ? { invite: options.invite } : {}), ...(options.accountName ? { accountName: options.accountName } : {}) }),
   }).catch((e: Error) => {
-    throw new CliError(`cannot reach ${serverUrl}: ${e.message}`, 3);
+    throw new CliError(`cannot reach ${serverUrl}: ${e.message}`, EXIT.unavailable);
   });
   const body = (await res.json()) as { account: { id: string; name: string; plan: string }; role: string; error?: { message: string } };
-  if (res.status !== 201) throw new CliError(`sign-up refused: ${body.error?.message ?? res.status}`, 1);
+  if (res.status !== 201) throw new CliError(`sign-up refused: ${body.error?.message ?? res.status}`, EXIT.invalid);
   const { token } = await passwordToken(serverUrl, options.email, password, body.account.id);
   const path = writeConfig({ ...saved, serverUrl, adminToken: token });
   if (options.json) printJson(io, { serverUrl, account: body.account, role: body.role, config: path });
@@ -93,7 +94,7 @@ export async function removeMemberCommand(userId: string, options: { json?: bool
 }
 
 export async function setRoleCommand(userId: string, role: string, options: { projects?: string; json?: boolean }, io: Io): Promise<number> {
-  if (role !== 'owner' && role !== 'member') throw new CliError('role must be owner or member', 2);
+  if (role !== 'owner' && role !== 'member') throw new CliError('role must be owner or member', EXIT.usage);
   const c = login();
   const projects = projectList(options.projects);
   const r = await adminRequest(c.serverUrl, c.adminToken, 'PATCH', `/members/${encodeURIComponent(userId)}`, { role, ...(projects !== undefined ? { projects } : {}) });

@@ -15,7 +15,8 @@ import {
   type PcrSet,
   type VerifiedAttestation,
 } from '../attestation/index.ts';
-import { EXIT, green, printJson, red, type Io } from './output.ts';
+import { EXIT } from './errors.ts';
+import { green, printJson, red, type Io } from './output.ts';
 
 export interface AttestVerifyOptions {
   at?: string;

@@ -2,11 +2,12 @@
  * `securegate login | connect | keys | providers`: the owner's commands for the vertical slice.
  * Secrets come from stdin or a hidden prompt, never argv; the SG_ key is printed once.
  */
-import { generateOwnerKeyPair, fromHex, PROVIDERS, toHex } from '../protocol/index.ts';
-import { devStackPath, effectiveConfig, findDevStack, isLoopbackUrl, readConfig, writeConfig } from './config.ts';
+import { generateOwnerKeyPair, fromHex, isLoopbackUrl, PROVIDERS, toHex } from '../protocol/index.ts';
+import { devStackPath, effectiveConfig, findDevStack, readConfig, writeConfig } from './config.ts';
 import { fetchKey, keysCreate, type KeyOptionFlags } from './keys.ts';
 import { rotateConnection } from './releases.ts';
-import { CliError, connectProvider, resolveOrigin } from './owner.ts';
+import { CliError, EXIT } from './errors.ts';
+import { connectProvider, resolveOrigin } from './owner.ts';
 import { dim, green, printJson, usd, type Io } from './output.ts';
 
 export async function readStdin(): Promise<Uint8Array> {
@@ -23,7 +24,7 @@ export async function readStdin(): Promise<Uint8Array> {
 /** Hidden prompt on a TTY: characters are not echoed. */
 export async function promptHidden(question: string, notTty = 'no key given: pipe it in with --api-key-stdin (keys are never taken on the command line)'): Promise<Uint8Array> {
   const stdin = process.stdin;
-  if (!stdin.isTTY) throw new CliError(notTty, 2);
+  if (!stdin.isTTY) throw new CliError(notTty, EXIT.usage);
   process.stderr.write(question);
   stdin.setRawMode(true);
   stdin.resume();
@@ -42,7 +43,7 @@ export async function promptHidden(question: string, notTty = 'no key given: pip
         }
         if (b === 0x03) {
           stdin.setRawMode(false);
-          reject(new CliError('cancelled', 130));
+          reject(new CliError('cancelled', EXIT.cancelled));
           return;
         }
         if (b === 0x7f) bytes.pop();
@@ -56,7 +57,7 @@ export async function promptHidden(question: string, notTty = 'no key given: pip
 function requireLogin(io: Io) {
   const config = effectiveConfig();
   if (!config.adminToken) {
-    throw new CliError(`not logged in to ${config.serverUrl}: run \`securegate login\` (a local dev stack from \`npm start\` logs you in automatically)`, 1);
+    throw new CliError(`not logged in to ${config.serverUrl}: run \`securegate login\` (a local dev stack from \`npm start\` logs you in automatically)`, EXIT.invalid);
   }
   void io;
   return config as typeof config & { adminToken: string };
@@ -75,10 +76,10 @@ export async function passwordToken(serverUrl: string, email: string, password: 
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ email, password, name: `securegate CLI (${process.env.USER ?? 'user'})`, ...(account ? { accountId: account } : {}) }),
   }).catch((e: Error) => {
-    throw new CliError(`cannot reach ${serverUrl}: ${e.message}`, 3);
+    throw new CliError(`cannot reach ${serverUrl}: ${e.message}`, EXIT.unavailable);
   });
   const body = (await res.json()) as { token: string; accountId: string; role: string; error?: { message: string } };
-  if (res.status !== 201) throw new CliError(`login refused: ${body.error?.message ?? res.status}`, 1);
+  if (res.status !== 201) throw new CliError(`login refused: ${body.error?.message ?? res.status}`, EXIT.invalid);
   return body;
 }
 
@@ -103,11 +104,11 @@ export async function loginCommand(options: { server?: string; tokenStdin?: bool
       saved.dev = true;
     }
   }
-  if (!adminToken) throw new CliError('no token: pass one with --token-stdin, or start the local dev stack (`npm start`) first', 2);
+  if (!adminToken) throw new CliError('no token: pass one with --token-stdin, or start the local dev stack (`npm start`) first', EXIT.usage);
   const check = await fetch(`${serverUrl}/admin/v1/connections`, { headers: { authorization: `Bearer ${adminToken}` } }).catch((e: Error) => {
-    throw new CliError(`cannot reach ${serverUrl}: ${e.message}`, 3);
+    throw new CliError(`cannot reach ${serverUrl}: ${e.message}`, EXIT.unavailable);
   });
-  if (check.status === 401) throw new CliError('the server refused this token', 1);
+  if (check.status === 401) throw new CliError('the server refused this token', EXIT.invalid);
   const path = writeConfig({ ...saved, serverUrl, adminToken });
   if (options.json) printJson(io, { serverUrl, source, config: path });
   else io.out(`${green(io, '✔')} logged in to ${serverUrl} (${source}); credentials saved in ${path} (0600)\n`);
@@ -130,11 +131,11 @@ interface ConnectFlags {
 async function connectFromOwnerMachine(provider: string, options: ConnectFlags, io: Io) {
   const config = requireLogin(io);
   if (!config.shareholders || config.shareholders.length < 2) {
-    throw new CliError('no pinned shareholders: add them to your config (`shareholders`) or log in to a dev stack', 1);
+    throw new CliError('no pinned shareholders: add them to your config (`shareholders`) or log in to a dev stack', EXIT.invalid);
   }
-  if (!config.pcrPolicy) throw new CliError('no enclave PCR policy configured: set `pcrPolicy` from the published release manifest', 1);
+  if (!config.pcrPolicy) throw new CliError('no enclave PCR policy configured: set `pcrPolicy` from the published release manifest', EXIT.invalid);
   const threshold = options.threshold ? Number(options.threshold) : (config.threshold ?? 3);
-  if (!Number.isInteger(threshold)) throw new CliError('--threshold must be an integer', 2);
+  if (!Number.isInteger(threshold)) throw new CliError('--threshold must be an integer', EXIT.usage);
   let ownerSecretKey = config.ownerSecretKey;
   if (!ownerSecretKey) {
     ownerSecretKey = toHex(generateOwnerKeyPair().secretKey);
@@ -143,7 +144,7 @@ async function connectFromOwnerMachine(provider: string, options: ConnectFlags, 
   // Everything that can fail without the secret fails before asking for it.
   resolveOrigin(provider, options.baseUrl, config.dev ?? false);
   await fetch(`${config.serverUrl}/healthz`, { signal: AbortSignal.timeout(5_000) }).catch((e: Error & { cause?: { code?: string } }) => {
-    throw new CliError(`cannot reach ${config.serverUrl} (${e.cause?.code ?? e.name}): ${isLoopbackUrl(config.serverUrl) ? `is \`npm start\` running at ${config.serverUrl}?` : 'check SECUREGATE_URL or `securegate login --server`'}`, 3);
+    throw new CliError(`cannot reach ${config.serverUrl} (${e.cause?.code ?? e.name}): ${isLoopbackUrl(config.serverUrl) ? `is \`npm start\` running at ${config.serverUrl}?` : 'check SECUREGATE_URL or `securegate login --server`'}`, EXIT.unavailable);
   });
   const apiKey = options.apiKeyStdin ? await readStdin() : await promptHidden(`${provider} API key (hidden; nothing is shown as you type): `);
   const result = await connectProvider({
@@ -171,7 +172,7 @@ export async function connectCommand(provider: string, options: ConnectFlags, io
     return rotateConnection(
       options.rotate,
       async (old) => {
-        if (old.provider !== provider) throw new CliError(`${options.rotate} is a ${old.provider} connection, not ${provider}`, 2);
+        if (old.provider !== provider) throw new CliError(`${options.rotate} is a ${old.provider} connection, not ${provider}`, EXIT.usage);
         const spec = PROVIDERS[provider];
         const baseUrl = spec?.origin === old.origin ? undefined : old.origin;
         return (await connectFromOwnerMachine(provider, { ...options, ...(baseUrl ? { baseUrl } : {}), name: old.name, projectId: old.projectId, json: true }, io)).result;
@@ -199,7 +200,7 @@ export async function pushCommand(argvKey: string | undefined, options: ConnectF
     throw new CliError(
       'refusing an API key on the command line: it would stay in your shell history and be visible in `ps`. ' +
         'Type it at the hidden prompt (run `securegate push …` without the key) or pipe it in: `printenv OPENAI_API_KEY | securegate push …`',
-      2,
+      EXIT.usage,
     );
   }
   const provider = options.provider ?? 'openai';

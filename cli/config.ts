@@ -7,6 +7,7 @@
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import { isLoopbackUrl } from '../protocol/index.ts';
 
 export interface PinnedShareholder {
   id: string;
@@ -74,15 +75,6 @@ export function devStackPath(env = process.env, cwd = process.cwd()): string | u
     const path = join(dir, 'data', 'dev-stack.json');
     if (existsSync(path)) return path;
     if (dirname(dir) === dir) return undefined;
-  }
-}
-
-export function isLoopbackUrl(url: string): boolean {
-  try {
-    const host = new URL(url).hostname;
-    return host === '127.0.0.1' || host === 'localhost' || host === '[::1]';
-  } catch {
-    return false;
   }
 }
 

@@ -4,7 +4,8 @@
  */
 import { effectiveConfig } from './config.ts';
 import { deviceFingerprint } from './device.ts';
-import { AdminError, adminRequest, CliError } from './owner.ts';
+import { AdminError, CliError, EXIT } from './errors.ts';
+import { adminRequest } from './http.ts';
 import { ago, confirmOnTty, green, printJson, usd, type Io } from './output.ts';
 
 export type KeyView = Record<string, unknown> & {
@@ -23,7 +24,7 @@ export type KeyView = Record<string, unknown> & {
 
 function login() {
   const config = effectiveConfig();
-  if (!config.adminToken) throw new CliError(`not logged in to ${config.serverUrl}: run \`securegate login\``, 1);
+  if (!config.adminToken) throw new CliError(`not logged in to ${config.serverUrl}: run \`securegate login\``, EXIT.invalid);
   return config as typeof config & { adminToken: string };
 }
 
@@ -60,7 +61,7 @@ export interface KeyOptionFlags {
 function dollars(value: string, flag: string): number | null {
   if (CLEAR.has(value)) return null;
   const n = Number(value.replace(/^\$/, ''));
-  if (!Number.isFinite(n) || n < 0) throw new CliError(`${flag} takes dollars, e.g. 5 or 0.50 (or off)`, 2);
+  if (!Number.isFinite(n) || n < 0) throw new CliError(`${flag} takes dollars, e.g. 5 or 0.50 (or off)`, EXIT.usage);
   return n;
 }
 
@@ -92,8 +93,8 @@ async function sendKeyOptions(send: (body: Record<string, unknown>) => Promise<u
     if (!(e instanceof AdminError) || (e.code !== 'unknown_city' && e.code !== 'unknown_model')) throw e;
     const what = e.code === 'unknown_city' ? 'city' : 'model';
     const answer = await confirmOnTty(`warning: ${e.message.replace(/, or confirm to save anyway$/, '')}.\nSave ${e.unknown.length === 1 ? `this ${what}` : `these ${what === 'city' ? 'cities' : 'models'}`} anyway?`);
-    if (answer === null) throw new CliError(`${e.message.replace(/, or confirm to save anyway$/, '')}; to save it deliberately, add --allow-unknown`, 1);
-    if (!answer) throw new CliError('not saved', 1);
+    if (answer === null) throw new CliError(`${e.message.replace(/, or confirm to save anyway$/, '')}; to save it deliberately, add --allow-unknown`, EXIT.invalid);
+    if (!answer) throw new CliError('not saved', EXIT.invalid);
     return send({ ...body, confirmUnknown: true });
   }
 }
@@ -139,9 +140,9 @@ export async function resolveKeyRef(c: { serverUrl: string; adminToken: string }
   const matches = byHint.length ? byHint : isSecret ? [] : keys.filter((k) => k.name === ref);
   if (matches.length === 1) return matches[0]!.id;
   if (matches.length > 1) {
-    throw new CliError(`${shown} matches ${matches.length} keys (${matches.map((k) => k.id).join(', ')}): use the key id`, 2);
+    throw new CliError(`${shown} matches ${matches.length} keys (${matches.map((k) => k.id).join(', ')}): use the key id`, EXIT.usage);
   }
-  throw new CliError(`no key matches ${shown}: give a key id (key_…), a key's name, its hint (SG_ab12…wxyz) or the SG_ key; \`securegate keys list\` shows them`, 1);
+  throw new CliError(`no key matches ${shown}: give a key id (key_…), a key's name, its hint (SG_ab12…wxyz) or the SG_ key; \`securegate keys list\` shows them`, EXIT.invalid);
 }
 
 export async function keysCreate(options: KeyOptionFlags & { connection: string }, io: Io): Promise<number> {
@@ -202,7 +203,7 @@ export async function keysUpdate(ref: string, options: KeyOptionFlags, io: Io): 
   const c = login();
   const body = optionsBody(options);
   if (Object.keys(body).filter((k) => k !== 'confirmUnknown').length === 0) {
-    throw new CliError('nothing to update: pass --models, --cities, --scopes, --daily-limit, --inactive-expiry, --require-signature, --name …', 2);
+    throw new CliError('nothing to update: pass --models, --cities, --scopes, --daily-limit, --inactive-expiry, --require-signature, --name …', EXIT.usage);
   }
   const id = await resolveKeyRef(c, ref);
   const k = (await sendKeyOptions((b) => adminRequest(c.serverUrl, c.adminToken, 'PATCH', `/keys/${encodeURIComponent(id)}`, b), body)) as KeyView & { signingSecret?: string };
@@ -228,14 +229,14 @@ export async function keyAction(
   if (action === 'revoke' && !options.yes) {
     const key = (await adminRequest(c.serverUrl, c.adminToken, 'GET', path)) as KeyView;
     const answer = await confirmOnTty(`Revoke ${key.name} (${key.hint}, ${key.id})? Every request with it will be refused, for good (\`securegate kill\` is the reversible stop).`);
-    if (answer === null) throw new CliError(`revoking cannot be undone: pass --yes to revoke ${key.id} without a question (no terminal to ask on)`, 2);
+    if (answer === null) throw new CliError(`revoking cannot be undone: pass --yes to revoke ${key.id} without a question (no terminal to ask on)`, EXIT.usage);
     if (!answer) {
       io.err('not revoked\n');
       return 1;
     }
   }
   if (action === 'lock') {
-    if (!options.ip) throw new CliError('--ip <address> is required', 2);
+    if (!options.ip) throw new CliError('--ip <address> is required', EXIT.usage);
     k = (await adminRequest(c.serverUrl, c.adminToken, 'POST', `${path}/lock`, { ip: options.ip })) as KeyView;
   } else if (action === 'bind-device') {
     const fingerprint = options.fingerprint ?? deviceFingerprint();
@@ -285,7 +286,7 @@ export function envCommand(options: { lang?: string; device?: boolean; signed?: 
     const c = effectiveConfig();
     const base = `${c.serverUrl}/v1`;
     const langs = options.lang ? [options.lang] : Object.keys(SIGNED_SNIPPETS);
-    for (const l of langs) if (!SIGNED_SNIPPETS[l]) throw new CliError(`--signed snippets exist for ${Object.keys(SIGNED_SNIPPETS).join(', ')}`, 2);
+    for (const l of langs) if (!SIGNED_SNIPPETS[l]) throw new CliError(`--signed snippets exist for ${Object.keys(SIGNED_SNIPPETS).join(', ')}`, EXIT.usage);
     if (options.json) printJson(io, { baseUrl: base, snippets: Object.fromEntries(langs.map((l) => [l, SIGNED_SNIPPETS[l]!(base)])) });
     else for (const l of langs) io.out(`# ${l} (signed requests)\n${SIGNED_SNIPPETS[l]!(base)}\n\n`);
     return 0;
@@ -295,7 +296,7 @@ export function envCommand(options: { lang?: string; device?: boolean; signed?: 
   let fp: string | undefined;
   if (options.device) fp = deviceFingerprint();
   const langs = options.lang ? [options.lang] : Object.keys(SNIPPETS);
-  for (const l of langs) if (!SNIPPETS[l]) throw new CliError(`--lang must be one of ${Object.keys(SNIPPETS).join(', ')}`, 2);
+  for (const l of langs) if (!SNIPPETS[l]) throw new CliError(`--lang must be one of ${Object.keys(SNIPPETS).join(', ')}`, EXIT.usage);
   if (options.json) {
     printJson(io, { baseUrl: base, deviceFingerprint: fp ?? null, snippets: Object.fromEntries(langs.map((l) => [l, SNIPPETS[l]!(base, fp)])) });
     return 0;

@@ -8,10 +8,10 @@ import { connectCommand, loginCommand, logoutCommand, providersCommand, pushComm
 import { approveRelease, attestAudit } from './releases.ts';
 import { alertsCommand, auditCommand, projectsCommand, statusCommand, usageCommand } from './reports.ts';
 import { envCommand, keyAction, keysCreate, keysList, keysShow, keysUpdate, modelsAlias, type KeyOptionFlags } from './keys.ts';
-import { CliError } from './owner.ts';
+import { CliError, EXIT } from './errors.ts';
 import { EXAMPLES } from './examples.ts';
 import { accountCommand, accountsCommand, inviteCommand, membersCommand, removeMemberCommand, setRoleCommand, signupCommand, tokensCommand } from './accounts.ts';
-import { EXIT, processIo, type Io } from './output.ts';
+import { processIo, type Io } from './output.ts';
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 

@@ -26,9 +26,6 @@ export function printJson(io: Io, value: unknown): void {
   io.out(`${JSON.stringify(value, null, 2)}\n`);
 }
 
-/** Exit codes: documented in cli/README.md. */
-export const EXIT = { ok: 0, invalid: 1, usage: 2, unavailable: 3, io: 4 } as const;
-
 /**
  * Dollars precise enough to read: cents for ordinary amounts, more digits where a small amount
  * would otherwise round away ($0.003 shows as $0.003, never $0.00).

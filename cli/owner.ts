@@ -9,6 +9,7 @@ import {
   canonicalAllowList,
   canonicalOrigin,
   isAuthScheme,
+  isLoopbackHost,
   prepareConnection,
   wipe,
   providerSpec,
@@ -17,14 +18,8 @@ import {
   type KeyBinding,
 } from '../protocol/index.ts';
 import type { PinnedShareholder } from './config.ts';
-
-export class CliError extends Error {
-  readonly exitCode: number;
-  constructor(message: string, exitCode = 1) {
-    super(message);
-    this.exitCode = exitCode;
-  }
-}
+import { CliError, EXIT } from './errors.ts';
+import { errorText, http } from './http.ts';
 
 export interface ConnectInput {
   serverUrl: string;
@@ -45,70 +40,6 @@ export interface ConnectInput {
   projectId?: string;
 }
 
-/**
- * On a terminal, a spinner on stderr while a network call takes longer than 150 ms (nothing on
- * pipes or in --json use; stdout is never touched).
- */
-function spinner(label: string): () => void {
-  if (!process.stderr.isTTY) return () => undefined;
-  const frames = '⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏';
-  let i = 0;
-  let shown = false;
-  const tick = () => {
-    shown = true;
-    process.stderr.write(`\r${frames[i++ % frames.length]} ${label}`);
-  };
-  const start = setTimeout(() => {
-    tick();
-    interval = setInterval(tick, 80);
-  }, 150);
-  let interval: NodeJS.Timeout | undefined;
-  return () => {
-    clearTimeout(start);
-    if (interval) clearInterval(interval);
-    if (shown) process.stderr.write(`\r${' '.repeat(label.length + 2)}\r`);
-  };
-}
-
-async function http(method: string, url: string, body: unknown, token?: string): Promise<{ status: number; json: Record<string, unknown> }> {
-  const done = spinner(`${method} ${new URL(url).host}${new URL(url).pathname}…`);
-  try {
-    return await httpOnce(method, url, body, token);
-  } finally {
-    done();
-  }
-}
-
-async function httpOnce(method: string, url: string, body: unknown, token?: string): Promise<{ status: number; json: Record<string, unknown> }> {
-  let res: Response;
-  try {
-    res = await fetch(url, {
-      method,
-      headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...(token ? { authorization: `Bearer ${token}` } : {}) },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-      signal: AbortSignal.timeout(15_000),
-    });
-  } catch (e) {
-    const origin = new URL(url).origin;
-    const cause = (e as Error & { cause?: { code?: string } }).cause?.code ?? (e as Error).name;
-    const hint = /^https?:\/\/(127\.0\.0\.1|localhost|\[::1\])(:|$)/.test(origin) ? `is \`npm start\` running at ${origin}?` : `is ${origin} the right server (SECUREGATE_URL, \`securegate login --server\`) and reachable?`;
-    throw new CliError(`cannot reach ${origin} (${cause}): ${hint}`, 3);
-  }
-  const text = await res.text();
-  let json: Record<string, unknown> = {};
-  try {
-    json = text ? JSON.parse(text) : {};
-  } catch {
-    json = {};
-  }
-  return { status: res.status, json };
-}
-
-function errorText(json: Record<string, unknown>): string {
-  const e = json.error as { code?: string; message?: string } | undefined;
-  return e ? `${e.code ?? 'error'}: ${e.message ?? ''}` : JSON.stringify(json);
-}
-
 function editDistance(a: string, b: string): number {
   const row = Array.from({ length: b.length + 1 }, (_, i) => i);
   for (let i = 1; i <= a.length; i++) {
@@ -127,10 +58,10 @@ export function resolveOrigin(provider: string, baseUrl: string | undefined, dev
   const spec = providerSpec(provider);
   if (!spec) {
     const near = Object.keys(PROVIDERS).filter((id) => editDistance(id, provider.toLowerCase()) <= 2 || id.startsWith(provider.toLowerCase()));
-    throw new CliError(`unknown provider ${provider}${near.length ? ` — did you mean ${near.join(' or ')}?` : ''}; \`securegate providers\` lists them`, 2);
+    throw new CliError(`unknown provider ${provider}${near.length ? ` — did you mean ${near.join(' or ')}?` : ''}; \`securegate providers\` lists them`, EXIT.usage);
   }
   if (!baseUrl) {
-    if (!spec.origin) throw new CliError(`${spec.name} has no fixed origin: pass --base-url (e.g. https://<resource>.openai.azure.com)`, 2);
+    if (!spec.origin) throw new CliError(`${spec.name} has no fixed origin: pass --base-url (e.g. https://<resource>.openai.azure.com)`, EXIT.usage);
     return { origin: spec.origin, authScheme: spec.authScheme };
   }
   let origin: string;
@@ -138,12 +69,11 @@ export function resolveOrigin(provider: string, baseUrl: string | undefined, dev
     const u = new URL(baseUrl);
     origin = canonicalOrigin(u.origin);
   } catch {
-    throw new CliError('--base-url must be an http(s) URL', 2);
+    throw new CliError('--base-url must be an http(s) URL', EXIT.usage);
   }
   const u = new URL(origin);
-  const loopback = u.hostname === '127.0.0.1' || u.hostname === 'localhost' || u.hostname === '[::1]';
-  if (u.protocol !== 'https:' && !(dev && loopback)) {
-    throw new CliError('--base-url must use https (plain http is accepted only for loopback addresses against a dev stack)', 2);
+  if (u.protocol !== 'https:' && !(dev && isLoopbackHost(u.hostname))) {
+    throw new CliError('--base-url must use https (plain http is accepted only for loopback addresses against a dev stack)', EXIT.usage);
   }
   return { origin, authScheme: spec.authScheme };
 }
@@ -151,12 +81,12 @@ export function resolveOrigin(provider: string, baseUrl: string | undefined, dev
 /** Checks each pinned shareholder still presents the pinned key; refuses loudly if not. */
 async function checkShareholder(sh: PinnedShareholder): Promise<void> {
   const r = await http('GET', `${sh.url}/v1/identity`, undefined);
-  if (r.status !== 200) throw new CliError(`shareholder ${sh.id} at ${sh.url} did not answer /v1/identity (${r.status})`, 3);
+  if (r.status !== 200) throw new CliError(`shareholder ${sh.id} at ${sh.url} did not answer /v1/identity (${r.status})`, EXIT.unavailable);
   if (r.json.id !== sh.id || r.json.publicKey !== sh.publicKey) {
     throw new CliError(
       `WARNING: shareholder at ${sh.url} presents id ${String(r.json.id)} key ${String(r.json.publicKey)}, ` +
         `but ${sh.id} is pinned to key ${sh.publicKey}. Refusing to enroll. If the operator rotated its key, re-pin it deliberately.`,
-      1,
+      EXIT.invalid,
     );
   }
 }
@@ -164,24 +94,24 @@ async function checkShareholder(sh: PinnedShareholder): Promise<void> {
 export async function connectProvider(input: ConnectInput): Promise<{ id: string; provider: string; origin: string }> {
   const progress = input.onProgress ?? (() => {});
   const n = input.shareholders.length;
-  if (input.threshold < 2 || input.threshold > n) throw new CliError(`threshold must be 2..${n} (the number of pinned shareholders)`, 2);
-  if (input.apiKey.length === 0) throw new CliError('the API key on stdin is empty', 2);
+  if (input.threshold < 2 || input.threshold > n) throw new CliError(`threshold must be 2..${n} (the number of pinned shareholders)`, EXIT.usage);
+  if (input.apiKey.length === 0) throw new CliError('the API key on stdin is empty', EXIT.usage);
   const resolved = resolveOrigin(input.provider, input.baseUrl, input.dev);
   const origin = resolved.origin;
   let authScheme = resolved.authScheme;
   let allow: string | undefined;
   if (input.provider === 'any') {
-    if (!input.allowRules?.length) throw new CliError('an any-API connection needs --allow "METHOD /path" rules (repeatable)', 2);
+    if (!input.allowRules?.length) throw new CliError('an any-API connection needs --allow "METHOD /path" rules (repeatable)', EXIT.usage);
     try {
       allow = canonicalAllowList(input.allowRules);
     } catch (e) {
-      throw new CliError((e as Error).message, 2);
+      throw new CliError((e as Error).message, EXIT.usage);
     }
     if (input.authScheme) authScheme = input.authScheme;
   } else if (input.authScheme && input.authScheme !== authScheme) {
-    throw new CliError(`${input.provider} uses auth scheme ${authScheme}; --auth applies to any-API connections`, 2);
+    throw new CliError(`${input.provider} uses auth scheme ${authScheme}; --auth applies to any-API connections`, EXIT.usage);
   }
-  if (!isAuthScheme(authScheme)) throw new CliError('--auth must be bearer, basic, x-api-key, api-key, header:<name> or query:<name>', 2);
+  if (!isAuthScheme(authScheme)) throw new CliError('--auth must be bearer, basic, x-api-key, api-key, header:<name> or query:<name>', EXIT.usage);
   const connectionId = `conn_${randomBytes(12).toString('hex')}`;
   const binding: KeyBinding = { connectionId, provider: input.provider, origin, authScheme, ...(allow ? { allow } : {}) };
 
@@ -204,7 +134,7 @@ export async function connectProvider(input: ConnectInput): Promise<{ id: string
   await Promise.all(
     prepared.enrollments.map(async ({ shareholder, body }) => {
       const r = await http('POST', `${shareholder.url}/v1/shares`, body);
-      if (r.status !== 201) throw new CliError(`shareholder ${shareholder.id} refused the enrollment: ${errorText(r.json)}`, 1);
+      if (r.status !== 201) throw new CliError(`shareholder ${shareholder.id} refused the enrollment: ${errorText(r.json)}`, EXIT.invalid);
     }),
   );
   progress('registering the sealed record with the gateway');
@@ -225,46 +155,12 @@ export async function connectProvider(input: ConnectInput): Promise<{ id: string
     },
     input.adminToken,
   );
-  if (r.status !== 201) throw new CliError(`the gateway refused the connection: ${errorText(r.json)}`, r.status === 401 ? 1 : 3);
+  if (r.status !== 201) throw new CliError(`the gateway refused the connection: ${errorText(r.json)}`, r.status === 401 ? EXIT.invalid : EXIT.unavailable);
   return { id: connectionId, provider: input.provider, origin };
 }
 
 export async function createKey(serverUrl: string, adminToken: string, connectionId: string): Promise<{ id: string; key: string }> {
   const r = await http('POST', `${serverUrl}/admin/v1/keys`, { connectionId }, adminToken);
-  if (r.status !== 201) throw new CliError(`could not create a key: ${errorText(r.json)}`, r.status === 404 ? 1 : 3);
+  if (r.status !== 201) throw new CliError(`could not create a key: ${errorText(r.json)}`, r.status === 404 ? EXIT.invalid : EXIT.unavailable);
   return { id: r.json.id as string, key: r.json.key as string };
 }
-
-/** A refusal from the admin API: its stable code, the field it is about, and what to do next. */
-export class AdminError extends CliError {
-  readonly code: string;
-  readonly status: number;
-  readonly param: string | null;
-  readonly unknown: string[];
-  constructor(status: number, json: Record<string, unknown>) {
-    const e = (json.error ?? {}) as { code?: string; message?: string; param?: string | null; unknown?: string[] };
-    const code = e.code ?? `http_${status}`;
-    super(`${e.message ?? `the server answered ${status}`}${NEXT_STEP[code] ? ` — ${NEXT_STEP[code]}` : ''}`, status >= 500 ? 3 : 1);
-    this.code = code;
-    this.status = status;
-    this.param = e.param ?? null;
-    this.unknown = e.unknown ?? [];
-  }
-}
-
-/** What to do next, per admin error code (the server's message says what went wrong). */
-const NEXT_STEP: Record<string, string> = {
-  admin_unauthorized: 'run `securegate login` (a local dev stack from `npm start` logs you in automatically)',
-  not_found: '`securegate keys list` shows your keys, `securegate status` your account',
-  plan_feature: '`securegate account` shows what your plan includes',
-  plan_limit: '`securegate account` shows your plan\'s limits',
-  gateway_error: 'the server failed; try again, and if it persists check its log',
-};
-
-/** One admin API call; a 4xx becomes exit code 1 with the server's message, a 5xx exit code 3. */
-export async function adminRequest(serverUrl: string, adminToken: string, method: string, path: string, body?: unknown): Promise<unknown> {
-  const r = await http(method, `${serverUrl}/admin/v1${path}`, body, adminToken);
-  if (r.status >= 300) throw new AdminError(r.status, r.json);
-  return r.json;
-}
-

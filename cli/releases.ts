@@ -24,7 +24,8 @@ import {
   type SignedLogHead,
 } from '../protocol/index.ts';
 import { configDir, effectiveConfig, type PinnedShareholder } from './config.ts';
-import { adminRequest, CliError } from './owner.ts';
+import { CliError, EXIT } from './errors.ts';
+import { adminRequest } from './http.ts';
 import { green, printJson, type Io } from './output.ts';
 
 type PcrSetLike = Record<string, string>;
@@ -41,16 +42,16 @@ async function shareholderRequest(sh: PinnedShareholder, method: string, path: s
     ...(body === undefined ? {} : { body: JSON.stringify(body) }),
     signal: AbortSignal.timeout(15_000),
   }).catch((e: Error) => {
-    throw new CliError(`cannot reach shareholder ${sh.id} at ${sh.url}: ${e.message}`, 3);
+    throw new CliError(`cannot reach shareholder ${sh.id} at ${sh.url}: ${e.message}`, EXIT.unavailable);
   });
   return { status: res.status, json: (await res.json().catch(() => ({}))) as Record<string, unknown> };
 }
 
 function owner() {
   const c = effectiveConfig();
-  if (!c.adminToken) throw new CliError(`not logged in to ${c.serverUrl}: run \`securegate login\``, 1);
-  if (!c.ownerSecretKey) throw new CliError('no owner key in this config: only the machine that connected a key can change its policy', 1);
-  if (!c.shareholders?.length) throw new CliError('no pinned shareholders in this config', 1);
+  if (!c.adminToken) throw new CliError(`not logged in to ${c.serverUrl}: run \`securegate login\``, EXIT.invalid);
+  if (!c.ownerSecretKey) throw new CliError('no owner key in this config: only the machine that connected a key can change its policy', EXIT.invalid);
+  if (!c.shareholders?.length) throw new CliError('no pinned shareholders in this config', EXIT.invalid);
   return c as typeof c & { adminToken: string; ownerSecretKey: string; shareholders: PinnedShareholder[] };
 }
 
@@ -68,21 +69,21 @@ export async function toEveryShareholder(
       const signed = signOwnerMessage(fromHex(ownerSecretKey), { type, connectionId, shareholderId: sh.id, issuedAt, ...(fields as Record<string, never>) });
       const path = type === 'delete' ? `/v1/shares/${connectionId}` : `/v1/shares/${connectionId}/policy`;
       const r = await shareholderRequest(sh, type === 'delete' ? 'DELETE' : 'PUT', path, { signed });
-      if (r.status !== 200) throw new CliError(`shareholder ${sh.id} refused ${type} for ${connectionId}: ${JSON.stringify(r.json.error ?? r.json)}`, 1);
+      if (r.status !== 200) throw new CliError(`shareholder ${sh.id} refused ${type} for ${connectionId}: ${JSON.stringify(r.json.error ?? r.json)}`, EXIT.invalid);
     }),
   );
 }
 
 export async function approveRelease(manifestPath: string, options: { releaseKey: string; connection?: string[]; withdraw?: boolean; json?: boolean }, io: Io): Promise<number> {
   const c = owner();
-  if (!/^[0-9a-fA-F]{64}$/.test(options.releaseKey ?? '')) throw new CliError('--release-key takes the 64-hex-digit release public key', 2);
+  if (!/^[0-9a-fA-F]{64}$/.test(options.releaseKey ?? '')) throw new CliError('--release-key takes the 64-hex-digit release public key', EXIT.usage);
   let manifest;
   try {
     manifest = verifyReleaseManifest(JSON.parse(await readFile(manifestPath, 'utf8')), fromHex(options.releaseKey.toLowerCase()));
   } catch (e) {
-    throw new CliError(`the manifest does not verify: ${(e as Error).message}`, 1);
+    throw new CliError(`the manifest does not verify: ${(e as Error).message}`, EXIT.invalid);
   }
-  if (manifest.nsm === 'dev' && !c.dev) throw new CliError('this is a development release manifest; it is approved only against a dev stack', 1);
+  if (manifest.nsm === 'dev' && !c.dev) throw new CliError('this is a development release manifest; it is approved only against a dev stack', EXIT.invalid);
   const wanted: PcrSetLike = { ...manifest.pcrs };
   const ids = options.connection?.length ? options.connection : ((await adminRequest(c.serverUrl, c.adminToken, 'GET', '/connections')) as Array<{ id: string }>).map((x) => x.id);
   const results: Array<{ connectionId: string; sets: number }> = [];
@@ -91,7 +92,7 @@ export async function approveRelease(manifestPath: string, options: { releaseKey
     const views = await Promise.all(c.shareholders.map((sh) => shareholderRequest(sh, 'GET', `/v1/shares/${id}/policy`)));
     if (views.some((v) => v.status === 404)) continue; // not enrolled with these shareholders (another owner's)
     const policies = views.map((v) => canonicalJson((v.json as unknown as PolicyView).policy as never));
-    if (new Set(policies).size !== 1) throw new CliError(`shareholders disagree on the policy of ${id}; fix that first`, 1);
+    if (new Set(policies).size !== 1) throw new CliError(`shareholders disagree on the policy of ${id}; fix that first`, EXIT.invalid);
     const current = (views[0]!.json as unknown as PolicyView).policy;
     // The release names the image (PCR0/1/2); whose enclave may run it (PCR3 role, PCR8 signing
     // certificate, PCR4 instance) stays what the owner pinned: each binding already in the policy
@@ -125,7 +126,7 @@ export async function rotateConnection(
   const c = owner();
   const all = (await adminRequest(c.serverUrl, c.adminToken, 'GET', '/connections')) as Array<{ id: string; provider: string; origin: string; name: string; projectId: string }>;
   const old = all.find((x) => x.id === oldId);
-  if (!old) throw new CliError(`no connection ${oldId}`, 1);
+  if (!old) throw new CliError(`no connection ${oldId}`, EXIT.invalid);
   const created = await connectNew(old);
   const moved = (await adminRequest(c.serverUrl, c.adminToken, 'POST', `/connections/${oldId}/rotate`, { to: created.id })) as { moved: number };
   await toEveryShareholder(c.shareholders, c.ownerSecretKey, oldId, 'delete', {});
@@ -210,7 +211,7 @@ function checkSignedHead(
  */
 export async function attestAudit(options: { connection?: string; json?: boolean }, io: Io): Promise<number> {
   const c = effectiveConfig();
-  if (!c.shareholders?.length) throw new CliError('no pinned shareholders in this config', 1);
+  if (!c.shareholders?.length) throw new CliError('no pinned shareholders in this config', EXIT.invalid);
   const heads = readHeads();
   let headsChanged = false;
   const report: Array<{
@@ -227,7 +228,7 @@ export async function attestAudit(options: { connection?: string; json?: boolean
     const entries: AuditEntryView[] = [];
     for (let after = 0; ; ) {
       const r = await shareholderRequest(sh, 'GET', `/v1/audit?after=${after}&limit=1000`);
-      if (r.status !== 200) throw new CliError(`shareholder ${sh.id} did not return its audit log (${r.status})`, 3);
+      if (r.status !== 200) throw new CliError(`shareholder ${sh.id} did not return its audit log (${r.status})`, EXIT.unavailable);
       const page = (r.json as { entries: AuditEntryView[] }).entries;
       entries.push(...page);
       if (page.length < 1000) break;

@@ -4,13 +4,14 @@
  */
 import { accountLines, fetchAccount } from './accounts.ts';
 import { effectiveConfig } from './config.ts';
-import { adminRequest, CliError } from './owner.ts';
+import { CliError, EXIT } from './errors.ts';
+import { adminRequest } from './http.ts';
 import { resolveKeyRef } from './keys.ts';
 import { ago, dim, green, printJson, red, usd, type Io } from './output.ts';
 
 function login() {
   const config = effectiveConfig();
-  if (!config.adminToken) throw new CliError(`not logged in to ${config.serverUrl}: run \`securegate login\``, 1);
+  if (!config.adminToken) throw new CliError(`not logged in to ${config.serverUrl}: run \`securegate login\``, EXIT.invalid);
   return config as typeof config & { adminToken: string };
 }
 
@@ -22,7 +23,7 @@ export function parseWhen(text: string, now = Date.now()): number {
   const rel = /^(\d+)([mhd])$/.exec(text);
   if (rel) return now - Number(rel[1]) * { m: 60_000, h: 3_600_000, d: 86_400_000 }[rel[2] as 'm' | 'h' | 'd'];
   const t = Date.parse(text);
-  if (Number.isNaN(t)) throw new CliError(`cannot read time ${JSON.stringify(text)}: use 2026-11-24, 2026-11-24T10:00Z, unix seconds, or 24h / 7d`, 2);
+  if (Number.isNaN(t)) throw new CliError(`cannot read time ${JSON.stringify(text)}: use 2026-11-24, 2026-11-24T10:00Z, unix seconds, or 24h / 7d`, EXIT.usage);
   return t;
 }
 
@@ -99,7 +100,7 @@ export async function auditCommand(options: { key?: string; since?: string; unti
   const c = login();
   const q = new URLSearchParams();
   if (options.outcome !== undefined) {
-    if (options.outcome !== 'allowed' && options.outcome !== 'refused') throw new CliError('--outcome is allowed or refused', 2);
+    if (options.outcome !== 'allowed' && options.outcome !== 'refused') throw new CliError('--outcome is allowed or refused', EXIT.usage);
     q.set('outcome', options.outcome);
   }
   if (options.key) q.set('keyId', await resolveKeyRef(c, options.key));
@@ -147,7 +148,7 @@ export async function alertsCommand(action: 'add' | 'list' | 'test' | 'remove', 
   const c = login();
   let result: unknown;
   if (action === 'add') {
-    if (!options.webhook === !options.email) throw new CliError('give exactly one of --webhook <url> or --email <address>', 2);
+    if (!options.webhook === !options.email) throw new CliError('give exactly one of --webhook <url> or --email <address>', EXIT.usage);
     result = await adminRequest(c.serverUrl, c.adminToken, 'POST', '/alerts', {
       kind: options.webhook ? 'webhook' : 'email',
       target: options.webhook ?? options.email,
@@ -185,7 +186,7 @@ export async function projectsCommand(action: 'list' | 'set', id: string | undef
     const body: Record<string, unknown> = {};
     if (options.autoLock !== undefined) body.autoLock = options.autoLock === 'none' ? null : options.autoLock.split(',').map((x) => x.trim());
     if (options.dailyLimit !== undefined) body.dailyLimit = options.dailyLimit === 'none' ? null : Number(options.dailyLimit);
-    if (Object.keys(body).length === 0) throw new CliError('nothing to change: pass --auto-lock and/or --daily-limit', 2);
+    if (Object.keys(body).length === 0) throw new CliError('nothing to change: pass --auto-lock and/or --daily-limit', EXIT.usage);
     const p = await adminRequest(c.serverUrl, c.adminToken, 'PATCH', `/projects/${encodeURIComponent(id!)}`, body);
     if (options.json) printJson(io, p);
     else io.out(`updated ${id}\n`);

@@ -17,3 +17,5 @@ export * from './audit-chain.ts';
 export * from './onboard.ts';
 export * from './connection-policy.ts';
 export type * from './views.ts';
+export * from './http-rules.ts';
+export * from './usage-receipt.ts';

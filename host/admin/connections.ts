@@ -4,7 +4,7 @@
  * one connection onto another. Only https origins, except loopback in dev mode.
  */
 import type { FastifyInstance } from 'fastify';
-import { canonicalAllowList, canonicalOrigin, providerSpec, AUTH_SCHEME_PATTERN, type AuthScheme } from '../../protocol/index.ts';
+import { canonicalAllowList, canonicalOrigin, isLoopbackHost, providerSpec, AUTH_SCHEME_PATTERN, type AuthScheme } from '../../protocol/index.ts';
 import { HostError } from '../errors.ts';
 import type { ConnectionRecord } from '../store.ts';
 import type { AdminDeps } from './deps.ts';
@@ -47,8 +47,7 @@ export function registerConnectionRoutes(app: FastifyInstance, deps: AdminDeps, 
         throw new HostError('invalid_request', 'origin must be scheme://host[:port]');
       }
       const url = new URL(origin);
-      const loopback = url.hostname === '127.0.0.1' || url.hostname === 'localhost' || url.hostname === '[::1]';
-      if (url.protocol !== 'https:' && !(deps.dev && loopback)) {
+      if (url.protocol !== 'https:' && !(deps.dev && isLoopbackHost(url.hostname))) {
         throw new HostError('invalid_request', 'origin must be https (plain http only for loopback in dev mode)');
       }
       if (b.threshold > b.shareholders.length) throw new HostError('invalid_request', 'threshold exceeds the number of shareholders');
