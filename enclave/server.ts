@@ -5,6 +5,7 @@
  * checked here. Node's http server is used directly to keep this small and streaming.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { ed25519 } from '@noble/curves/ed25519.js';
 import { NSM_LIMITS, type Nsm } from '../attestation/index.ts';
 import {
   canonicalOrigin,
@@ -14,7 +15,11 @@ import {
   generateX25519KeyPair,
   RPC_CONNECTION_HEADER,
   RPC_FORWARD_PREFIX,
+  receiptKeyUserData,
+  signUsageReceipt,
+  utcDay,
   verifyConnectionPolicy,
+  type SignedUsageReceipt,
   type ConnectionPolicy,
   type KeyBinding,
   type X25519KeyPair,
@@ -93,6 +98,10 @@ export class Enclave {
   #resolver: KeyResolver | undefined;
   readonly usage: DailyUsageLedger;
   readonly leases: LeaseMeter;
+  /** Signs usage receipts; its public key is the `user_data` of every attestation document. */
+  readonly #receiptKey = ed25519.utils.randomSecretKey();
+  readonly #receipts = new Map<string, SignedUsageReceipt>();
+  #receiptSeq = 0;
 
   constructor(config: EnclaveConfig) {
     this.#config = config;
@@ -113,7 +122,7 @@ export class Enclave {
   async boot(): Promise<void> {
     try {
       this.#ephemeral = generateX25519KeyPair();
-      await this.#config.nsm.getAttestationDocument({ publicKey: this.#ephemeral.publicKey });
+      await this.#config.nsm.getAttestationDocument({ publicKey: this.#ephemeral.publicKey, userData: this.#receiptUserData() });
       this.#resolver = new KeyResolver({
         shareholders: this.#config.shareholders,
         // In a real enclave with egress-only there is no way out but a route: refuse to boot
@@ -135,6 +144,20 @@ export class Enclave {
     }
   }
 
+  #receiptUserData(): Uint8Array {
+    return receiptKeyUserData(ed25519.getPublicKey(this.#receiptKey));
+  }
+
+  /** Signs the running count of a connection after an answer was settled (SPEC.md §10). */
+  #issueReceipt(connectionId: string, policySha256: string, lease: number): void {
+    const now = (this.#config.now ?? Date.now)();
+    const used = this.usage.used(connectionId);
+    this.#receipts.set(
+      connectionId,
+      signUsageReceipt(this.#receiptKey, { connectionId, policySha256, day: utcDay(now), ...used, lease, seq: ++this.#receiptSeq, at: now }),
+    );
+  }
+
   async close(): Promise<void> {
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.closeAllConnections();
@@ -154,6 +177,16 @@ export class Enclave {
       res.writeHead(200, { 'content-type': this.metrics.registry.contentType });
       res.end(text);
       return;
+    }
+    if (req.method === 'GET' && url.startsWith('/receipts/')) {
+      let connectionId: string;
+      try {
+        connectionId = decodeURIComponent(url.slice('/receipts/'.length));
+      } catch {
+        throw new EnclaveError('bad_request', 'connection id must be URL-encoded');
+      }
+      const receipt = this.#receipts.get(connectionId);
+      return sendJson(res, 200, { receipt: receipt ?? null });
     }
     if (req.method === 'GET' && url.startsWith('/anomalies')) {
       const after = Number(new URL(url, 'http://enclave').searchParams.get('after') ?? 0);
@@ -180,7 +213,7 @@ export class Enclave {
       }
       if (nonce.length > NSM_LIMITS.nonce) throw new EnclaveError('bad_request', `nonce must be at most ${NSM_LIMITS.nonce} bytes`);
     }
-    const document = await this.#config.nsm.getAttestationDocument({ publicKey: this.#ephemeral!.publicKey, ...(nonce ? { nonce } : {}) });
+    const document = await this.#config.nsm.getAttestationDocument({ publicKey: this.#ephemeral!.publicKey, userData: this.#receiptUserData(), ...(nonce ? { nonce } : {}) });
     sendJson(res, 200, { document: Buffer.from(document).toString('base64'), nsm: this.#config.nsm.kind });
   }
 
@@ -257,6 +290,7 @@ export class Enclave {
               onUsage: (usage) => {
                 const tokens = this.usage.settle(connectionId, day, policy.policy, classification, model ?? undefined, usage);
                 this.leases.settle(connectionId, lease, tokens);
+                this.#issueReceipt(connectionId, policy.sha256, lease);
               },
             }
           : {}),

@@ -18,10 +18,15 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDevRoot, DevNsm } from '../../attestation/dev.ts';
+import { verifyAttestation } from '../../attestation/index.ts';
 import { Enclave } from '../../enclave/server.ts';
 import { keyPatterns } from '../../enclave/scrub.ts';
 import {
+  compareUsage,
   connectionPolicySha256,
+  receiptKeyFromUserData,
+  verifyUsageReceipt,
+  type SignedUsageReceipt,
   encodeConnectionDescriptor,
   encodeShare,
   generateOwnerKeyPair,
@@ -59,6 +64,7 @@ const shareholders: Shareholder[] = [];
 let enclave: Enclave;
 let enclaveUrl: string;
 let nsm: DevNsm;
+let devRoot: Awaited<ReturnType<typeof createDevRoot>>;
 let upstream: Server;
 let upstreamOrigin: string;
 let upstreamCalls = 0;
@@ -227,6 +233,7 @@ async function startEnclave(): Promise<{ enclave: Enclave; url: string }> {
 
 beforeAll(async () => {
   const root = await createDevRoot();
+  devRoot = root;
   nsm = await DevNsm.create({ root, pcr0: PCR0 });
   for (const id of ['sh-a', 'sh-b', 'sh-c']) {
     const dir = await mkdtemp(join(tmpdir(), 'sg-policy-'));
@@ -395,6 +402,53 @@ describe('metered DEK leases', () => {
   it('a record without leases in its policy reconstructs as before (no quota)', async () => {
     const c = await connect({}, undefined, 1);
     for (let i = 0; i < 4; i++) expect((await send(c)).status).toBe(200);
+  });
+});
+
+describe('signed usage receipts', () => {
+  /** The owner's side: the receipt key comes from a verified attestation document of the enclave. */
+  async function attestedReceiptKey(): Promise<string> {
+    const r = await fetch(`${enclaveUrl}/attestation?nonce=${randomBytes(16).toString('hex')}`);
+    const { document } = (await r.json()) as { document: string };
+    const doc = verifyAttestation(new Uint8Array(Buffer.from(document, 'base64')), { now: new Date(), roots: [DevNsm.pinnedRoot(devRoot)] });
+    return receiptKeyFromUserData(doc.userData);
+  }
+  const receiptOf = async (c: Connection) =>
+    ((await (await fetch(`${enclaveUrl}/receipts/${c.binding.connectionId}`)).json()) as { receipt: SignedUsageReceipt | null }).receipt;
+
+  it('signs a running count per connection that verifies with the attested receipt key', async () => {
+    const c = await connect({});
+    for (let i = 0; i < 3; i++) expect((await send(c)).status).toBe(200);
+    const signed = (await receiptOf(c))!;
+    const receipt = verifyUsageReceipt(signed, await attestedReceiptKey());
+    expect(receipt).toMatchObject({ connectionId: c.binding.connectionId, requests: 3, tokens: 45, policySha256: connectionPolicySha256(c.signed!) });
+  });
+
+  it('a receipt the host edits does not verify', async () => {
+    const c = await connect({});
+    await send(c);
+    const signed = (await receiptOf(c))!;
+    const edited = { ...signed, receipt: { ...signed.receipt, tokens: 0 } };
+    expect(() => verifyUsageReceipt(edited, signed.enclaveKey)).toThrow(expect.objectContaining({ code: 'signature_invalid' }));
+  });
+
+  it('usage comparison reports a host that under-reports or replays an older receipt', async () => {
+    const c = await connect({});
+    await send(c);
+    const older = verifyUsageReceipt((await receiptOf(c))!, await attestedReceiptKey());
+    await send(c);
+    const newer = verifyUsageReceipt((await receiptOf(c))!, await attestedReceiptKey());
+    const id = c.binding.connectionId;
+    expect(compareUsage([older, newer], [{ connectionId: id, day: newer.day, requests: 2, tokens: 30 }])).toEqual([]);
+    expect(compareUsage([older, newer], [{ connectionId: id, day: newer.day, requests: 1, tokens: 15 }])).toEqual([
+      { kind: 'under_reported', connectionId: id, day: newer.day, field: 'requests', host: 1, enclave: 2 },
+      { kind: 'under_reported', connectionId: id, day: newer.day, field: 'tokens', host: 15, enclave: 30 },
+    ]);
+    // Presenting the older receipt after the newer one (a replay) is a regression.
+    const replayed = { ...older, seq: newer.seq + 1 };
+    expect(compareUsage([newer, replayed], [{ connectionId: id, day: newer.day, requests: 2, tokens: 30 }])).toEqual([
+      { kind: 'receipt_regressed', connectionId: id, day: newer.day, seq: newer.seq + 1 },
+    ]);
   });
 });
 
