@@ -10,9 +10,8 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { createDevRoot, DEV_PCR1, DEV_PCR2 } from '../attestation/dev.ts';
-import { buildEnclaveBundle } from '../infra/enclave/bundle.ts';
 import { generateOwnerKeyPair, signReleaseManifest, fromHex } from '../protocol/index.ts';
 import type { DevStackFile, PinnedShareholder } from '../cli/config.ts';
 import { loadRoot } from '../attestation/index.ts';
@@ -129,6 +128,18 @@ export async function spawnReady(name: string, script: string, args: string[], l
         setTimeout(() => child.kill('SIGKILL'), 5_000).unref();
       }),
   };
+}
+
+/**
+ * The enclave bundle's SHA-384 (its PCR0 here), measured in a short-lived process: the archive is
+ * built in memory, and a launcher that built it would keep ~36 MB for as long as the stack runs.
+ */
+function measureEnclaveBundle(): string {
+  const bundleModule = pathToFileURL(join(ROOT, 'infra/enclave/bundle.ts')).href;
+  const script = `import { buildEnclaveBundle } from ${JSON.stringify(bundleModule)}; process.stdout.write(buildEnclaveBundle().sha384);`;
+  const sha384 = execFileSync(process.execPath, ['--input-type=module', '--eval', script], { cwd: ROOT, encoding: 'utf8' }).trim();
+  if (!/^[0-9a-f]{96}$/.test(sha384)) throw new Error(`measuring the enclave bundle printed ${sha384}`);
+  return sha384;
 }
 
 function gitCommit(): string {
@@ -272,8 +283,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     // The launcher plays the Nitro hypervisor: it measures the enclave bundle (PCR0) and, as the
     // release engineer would, publishes a signed release manifest for it (dev release key).
     progress('measuring the enclave bundle (PCR0) and signing a dev release manifest');
-    const bundle = buildEnclaveBundle();
-    const pcr0 = bundle.sha384;
+    const pcr0 = measureEnclaveBundle();
     const releaseKeyPath = join(rootDir, 'release.key');
     if (!existsSync(releaseKeyPath)) writeFileSync(releaseKeyPath, toHex(generateOwnerKeyPair().secretKey), { mode: 0o600 });
     const releaseKey = fromHex(readFileSync(releaseKeyPath, 'utf8').trim());
@@ -282,7 +292,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
       name: 'securegate-enclave',
       release: 'dev',
       gitCommit: gitCommit(),
-      bundleSha384: bundle.sha384,
+      bundleSha384: pcr0,
       pcrs: { '0': pcr0, '1': toHex(DEV_PCR1), '2': toHex(DEV_PCR2) },
       nsm: 'dev',
     });
