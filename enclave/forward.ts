@@ -342,7 +342,13 @@ export class Forwarder {
       return status;
     }
     const scrubbed = scrubbingStream(scrubber, meter);
-    body.on('error', (e) => scrubbed.destroy(e as Error));
+    // An upstream that breaks off: what the scrubber still holds back goes out (masked where it
+    // could begin the key), then the client's stream ends with the error, not silently short.
+    body.on('error', (e) => {
+      const rest = scrubber.flush();
+      if (rest.length > 0) scrubbed.push(rest);
+      setImmediate(() => scrubbed.destroy(e as Error));
+    });
     res.writeHead(status, headers);
     try {
       await relay(body.pipe(scrubbed), res);

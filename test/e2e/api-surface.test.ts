@@ -181,7 +181,7 @@ describe('aliases, limits and disconnects', () => {
 });
 
 describe('an upstream that breaks off mid-stream', () => {
-  it('ends the client stream with an error, not a hang, and charges what was produced', async () => {
+  it('ends the client stream with an error, not a hang, after every byte the upstream sent, and charges it', async () => {
     // Headers and two content events, then the upstream's connection dies.
     const event = (content: string) => `data: ${JSON.stringify({ id: 'c1', object: 'chat.completion.chunk', created: 1, model: 'gpt-4o-mini', choices: [{ index: 0, delta: { content }, finish_reason: null }] })}\n\n`;
     const broken = createServer((req, res) => {
