@@ -1,0 +1,62 @@
+import { createServer, type IncomingMessage } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Pool } from 'undici';
+import { RPC_FORWARD_PREFIX } from '../protocol/index.ts';
+import { enclaveAnomalies, enclaveAttestation, enclaveHealth, enclaveMetricsText, EnclaveUnreachableError, forwardToEnclave } from './enclave-client.ts';
+
+/** A stand-in enclave that records the paths it was asked for. */
+const seen: string[] = [];
+const server = createServer((req: IncomingMessage, res) => {
+  seen.push(`${req.method} ${req.url}`);
+  const json = (status: number, body: unknown) => res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+  if (req.url === '/healthz') return json(503, { phase: 'provisioning' });
+  if (req.url === '/metrics') return void res.writeHead(200).end('securegate_enclave_up 1\n');
+  if (req.url?.startsWith('/anomalies')) return json(200, { anomalies: [{ seq: 7, at: 1, shareholder: 'sh1', connectionId: 'conn_x' }] });
+  if (req.url?.startsWith('/attestation')) return json(200, { document: 'ZG9j', nsm: 'dev' });
+  if (req.url?.startsWith(`${RPC_FORWARD_PREFIX}/`)) return json(200, { forwarded: req.url.slice(RPC_FORWARD_PREFIX.length) });
+  json(404, {});
+});
+let pool: Pool;
+
+beforeAll(async () => {
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  pool = new Pool(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+});
+afterAll(async () => {
+  await pool.close();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+});
+
+describe('enclave client', () => {
+  it('reports the enclave phase with its status code', async () => {
+    expect(await enclaveHealth(pool, 2_000)).toEqual({ statusCode: 503, phase: 'provisioning' });
+  });
+
+  it('reads the enclave metrics text', async () => {
+    expect(await enclaveMetricsText(pool, 2_000)).toBe('securegate_enclave_up 1\n');
+  });
+
+  it('asks for anomalies after a sequence number', async () => {
+    expect(await enclaveAnomalies(pool, 6, 2_000)).toEqual([{ seq: 7, at: 1, shareholder: 'sh1', connectionId: 'conn_x' }]);
+    expect(seen).toContain('GET /anomalies?after=6');
+  });
+
+  it('asks for an attestation over the nonce, or none', async () => {
+    expect(await enclaveAttestation(pool, 'abcd')).toEqual({ statusCode: 200, document: 'ZG9j', nsm: 'dev' });
+    await enclaveAttestation(pool, '');
+    expect(seen).toContain('GET /attestation?nonce=abcd');
+    expect(seen).toContain('GET /attestation');
+  });
+
+  it('forwards a request under the RPC forward prefix with its path and query unchanged', async () => {
+    const res = await forwardToEnclave(pool, '/v1/chat/completions?x=1', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+    expect(await res.body.json()).toEqual({ forwarded: '/v1/chat/completions?x=1' });
+  });
+
+  it('tells an unreachable enclave apart from a bad answer when attesting', async () => {
+    const nowhere = new Pool('http://127.0.0.1:1');
+    await expect(enclaveAttestation(nowhere, '')).rejects.toBeInstanceOf(EnclaveUnreachableError);
+    await nowhere.close();
+  });
+});
