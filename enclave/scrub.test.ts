@@ -40,6 +40,16 @@ function leaks(out: string, key: string): string[] {
 }
 
 describe('key scrubber', () => {
+  it('passes streamed text that cannot begin the key at once, holding back only a possible start of it', () => {
+    const s = new KeyScrubber(KEY);
+    const event = Buffer.from('data: {"choices":[{"delta":{"content":"Hello"}}]}\n\n');
+    expect(s.push(event).equals(event)).toBe(true);
+    // "sk-pr" could begin the key: held until the next chunk says whether it does.
+    expect(s.push(Buffer.from('tail sk-pr')).toString()).toBe('tail ');
+    expect(s.push(Buffer.from('ose and more')).toString()).toBe('sk-prose and more');
+    expect(s.flush().length).toBe(0);
+  });
+
   for (const [name, form] of Object.entries(echoes(KEY))) {
     it(`masks the ${name} form split at every offset, keeping the length`, () => {
       const body = `{"next":"https://api.example.com/v1/x?key=${form}&page=2","echo":"${form}"}`;

@@ -4,8 +4,10 @@
  * encodings an upstream may echo it in — raw, base64 and base64url (at every alignment, so the
  * key inside a longer encoded string such as a Basic credential is caught), hex (either case),
  * URL/percent-encoded, JSON-escaped — with `*` of the same length (Content-Length stays true).
- * Streaming: the last (longest pattern − 1) bytes of each chunk are held back until the next one,
- * so a match split across chunks, at any offset, is still caught. Never logs what it removes.
+ * Streaming: only the end of a chunk that could begin a match (its longest suffix that is a prefix
+ * of some pattern, usually nothing) is held back until the next chunk, so a match split across
+ * chunks, at any offset, is still caught while ordinary streamed text passes at once — holding a
+ * fixed tail delayed every SSE event by one. Never logs what it removes.
  */
 
 /** Base64 alphabet over `bytes`, the part that does not depend on what precedes or follows. */
@@ -103,12 +105,31 @@ export class KeyScrubber {
   /** Streams: returns what may be emitted now; keeps a tail that could be the start of a match. */
   push(chunk: Buffer): Buffer {
     const buf = this.#pending.length ? Buffer.concat([this.#pending, chunk]) : Buffer.from(chunk);
-    // A match starting before `cut` lies wholly inside `buf`; later ones may continue in the next chunk.
-    const cut = Math.max(0, buf.length - this.#hold);
-    const covered = this.#mask(buf, cut);
-    const emit = Math.max(cut, Math.min(covered, buf.length));
+    this.#mask(buf, buf.length);
+    // Any match not yet complete starts inside the longest suffix that begins some pattern.
+    const emit = buf.length - this.#partialTail(buf);
     this.#pending = buf.subarray(emit);
     return buf.subarray(0, emit);
+  }
+
+  /** Length of the longest suffix of `buf` that is a proper prefix of a pattern (0 if none). */
+  #partialTail(buf: Buffer): number {
+    let longest = 0;
+    const from = Math.max(0, buf.length - this.#hold);
+    for (const p of this.#patterns) {
+      const first = p[0]!;
+      // Earliest start first: the first one that works is the longest for this pattern.
+      for (let at = Math.max(from, buf.length - (p.length - 1)); at < buf.length; at++) {
+        if (buf[at] !== first) continue;
+        const n = buf.length - at;
+        if (n <= longest) break;
+        if (buf.compare(p, 0, n, at, buf.length) === 0) {
+          longest = n;
+          break;
+        }
+      }
+    }
+    return longest;
   }
 
   /** End of stream: what is still held back, scrubbed. */

@@ -31,6 +31,10 @@ const GATEWAY_ERRORS = {
   unknown_model: { status: 400, type: 'invalid_request_error', retry: false },
   shareholders_unavailable: { status: 503, type: 'api_error', retry: true },
   enclave_unavailable: { status: 503, type: 'api_error', retry: true },
+  /** The enclave refused: outside the owner-signed connection policy (operations, models). */
+  connection_policy_denied: { status: 403, type: 'permission_error', retry: false },
+  /** The enclave refused: the owner-signed daily ceiling (or lease budget) is used up until 00:00 UTC. */
+  connection_ceiling_reached: { status: 429, type: 'rate_limit_error', retry: false },
   gateway_error: { status: 502, type: 'api_error', retry: true },
   admin_unauthorized: { status: 401, type: 'authentication_error', retry: false },
   not_found: { status: 404, type: 'not_found_error', retry: false },

@@ -27,6 +27,8 @@ export interface ConnectionRecord {
   shareholders: string[];
   /** Any-API connections: the canonical allow-list sealed into the record. */
   allow: string | null;
+  /** JSON SignedOwnerMessage of a 0x03 record (protocol/SPEC.md §9); null (or absent) for older records. */
+  policy?: string | null;
   createdAt: number;
 }
 
@@ -167,6 +169,9 @@ const MIGRATIONS: string[] = [
   // charged when it reclaimed the reservation (NULL: reclaimed before that rule, nothing charged).
   `ALTER TABLE reservations ADD COLUMN held INTEGER NOT NULL DEFAULT 1;
    ALTER TABLE reservations ADD COLUMN charged BIGINT`,
+  // The owner-signed connection policy of a 0x03 sealed record (protocol/SPEC.md §9): relayed to
+  // the enclave, which verifies it against the record and enforces it; the host only stores it.
+  `ALTER TABLE connections ADD COLUMN connection_policy TEXT`,
 ];
 
 /** What a key locks itself to on first successful use ("self-healing identity"). */
@@ -249,6 +254,7 @@ function toConnection(r: Row): ConnectionRecord {
     threshold: Number(r.threshold),
     shareholders: JSON.parse(r.shareholders as string) as string[],
     allow: (r.allow_list as string | null) ?? null,
+    policy: (r.connection_policy as string | null) ?? null,
     createdAt: Number(r.created_at),
   };
 }
@@ -334,9 +340,9 @@ export class HostStore {
 
   async insertConnection(c: ConnectionRecord, db: SqlDb = this.db): Promise<boolean> {
     const rows = await db.query(
-      `INSERT INTO connections (id, project_id, name, provider, origin, auth_scheme, sealed_record, threshold, shareholders, created_at, allow_list)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING RETURNING id`,
-      [c.id, c.projectId, c.name, c.provider, c.origin, c.authScheme, c.sealedRecord, c.threshold, JSON.stringify(c.shareholders), c.createdAt, c.allow],
+      `INSERT INTO connections (id, project_id, name, provider, origin, auth_scheme, sealed_record, threshold, shareholders, created_at, allow_list, connection_policy)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING RETURNING id`,
+      [c.id, c.projectId, c.name, c.provider, c.origin, c.authScheme, c.sealedRecord, c.threshold, JSON.stringify(c.shareholders), c.createdAt, c.allow, c.policy ?? null],
     );
     return rows.length === 1;
   }

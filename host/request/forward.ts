@@ -13,6 +13,7 @@ import {
   matchEndpoint,
   RPC_CONNECTION_HEADER,
   RPC_ENCLAVE_ERROR_HEADER,
+  type SignedOwnerMessage,
 } from '../../protocol/index.ts';
 import type { AuditRow, AuditWriter } from '../audit.ts';
 import { forwardToEnclave } from '../enclave-client.ts';
@@ -78,6 +79,7 @@ function descriptorOf(connection: ConnectionRecord): string {
       sealedRecord: connection.sealedRecord,
       threshold: connection.threshold,
       ...(connection.allow !== null ? { allow: connection.allow } : {}),
+      ...(connection.policy ? { policy: JSON.parse(connection.policy) as SignedOwnerMessage } : {}),
     });
     descriptors.set(connection, encoded);
   }
@@ -253,6 +255,13 @@ export async function forward(
       throw new HostError('shareholders_unavailable', 'Not enough key shareholders are reachable to use this key right now.');
     }
     if (enclaveError === 'path_not_allowed') throw new HostError('endpoint_not_allowed', `${request.path} is not an allowed endpoint`);
+    // The owner's signed connection policy, enforced by the enclave whatever this host decided.
+    if (enclaveError === 'policy_operation_denied' || enclaveError === 'policy_model_denied' || enclaveError === 'policy_invalid') {
+      throw new HostError('connection_policy_denied', "This request is outside the connection owner's signed policy.");
+    }
+    if (enclaveError === 'policy_ceiling_reached' || enclaveError === 'lease_limit_reached') {
+      throw new HostError('connection_ceiling_reached', "The connection owner's daily limit is used up until 00:00 UTC.");
+    }
     throw new HostError('gateway_error', 'the gateway could not complete the request');
   }
   const responseHeaders = clientResponseHeaders(res.headers);
