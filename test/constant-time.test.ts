@@ -16,7 +16,7 @@ const COMPARISON = /([\w.!?\]\)'"]+(?:\([^()]*\))?)\s*(===|!==)\s*([\w.!?\[\]'"]
 /** Reviewed comparisons of public values: file → the compared expression and why it is public. */
 const PUBLIC: Record<string, string[]> = {
   // The audit chain's hashes are published to every reader.
-  'protocol/audit-chain.ts': ['e.prevHash', 'e.hash'],
+  'protocol/audit-chain.ts': ['e.prevHash', 'e.hash', 'head.hash', 'previous.hash'],
   // The envelope digest is inside the owner's signed message and recomputed from the public envelope.
   'shareholders/server.ts': ['signed.message.envelopeSha256'],
   // A boolean setting ("require signed requests"), not a signature.
