@@ -15,6 +15,7 @@ import {
   providerSpec,
   PROVIDERS,
   type AuthScheme,
+  type ConnectionPolicyInput,
   type KeyBinding,
 } from '../protocol/index.ts';
 import type { PinnedShareholder } from './config.ts';
@@ -38,6 +39,12 @@ export interface ConnectInput {
   authScheme?: AuthScheme;
   allowRules?: string[];
   projectId?: string;
+  /**
+   * The connection policy the owner signs and the enclave enforces (operations, models, a daily
+   * ceiling, lease terms — protocol/SPEC.md §9); the record is sealed under it. Without one the
+   * record is sealed as before (the enclave enforces its pinned origin and paths only).
+   */
+  connectionPolicy?: ConnectionPolicyInput;
 }
 
 function editDistance(a: string, b: string): number {
@@ -129,6 +136,7 @@ export async function connectProvider(input: ConnectInput): Promise<{ id: string
     threshold: input.threshold,
     ownerSecretKey: input.ownerSecretKey,
     pcrPolicy: input.pcrPolicy,
+    ...(input.connectionPolicy ? { connectionPolicy: input.connectionPolicy } : {}),
   });
   const record = prepared.sealedRecord;
   await Promise.all(
@@ -151,6 +159,7 @@ export async function connectProvider(input: ConnectInput): Promise<{ id: string
       threshold: input.threshold,
       shareholders: input.shareholders.map((s) => s.id),
       ...(allow ? { allow } : {}),
+      ...(prepared.connectionPolicy ? { policy: prepared.connectionPolicy } : {}),
       ...(input.projectId ? { projectId: input.projectId } : {}),
     },
     input.adminToken,

@@ -4,7 +4,7 @@
  * one connection onto another. Only https origins, except loopback in dev mode.
  */
 import type { FastifyInstance } from 'fastify';
-import { canonicalAllowList, canonicalOrigin, isLoopbackHost, providerSpec, AUTH_SCHEME_PATTERN, type AuthScheme } from '../../protocol/index.ts';
+import { canonicalAllowList, canonicalOrigin, isLoopbackHost, providerSpec, verifyConnectionPolicy, AUTH_SCHEME_PATTERN, type AuthScheme, type SignedOwnerMessage } from '../../protocol/index.ts';
 import { HostError } from '../errors.ts';
 import type { ConnectionRecord } from '../store.ts';
 import type { AdminDeps } from './deps.ts';
@@ -14,7 +14,7 @@ import { idParam, keyOptions } from './key-options.ts';
 export function registerConnectionRoutes(app: FastifyInstance, deps: AdminDeps, guard: AdminGuard): void {
   const { store, plans } = deps;
 
-  app.post<{ Body: { id: string; name?: string; projectId?: string; provider: string; origin: string; authScheme: AuthScheme; sealedRecord: string; threshold: number; shareholders: string[]; allow?: string } }>(
+  app.post<{ Body: { id: string; name?: string; projectId?: string; provider: string; origin: string; authScheme: AuthScheme; sealedRecord: string; threshold: number; shareholders: string[]; allow?: string; policy?: SignedOwnerMessage } }>(
     '/connections',
     {
       schema: {
@@ -30,6 +30,12 @@ export function registerConnectionRoutes(app: FastifyInstance, deps: AdminDeps, 
             origin: { type: 'string', maxLength: 2048 },
             authScheme: { type: 'string', pattern: AUTH_SCHEME_PATTERN },
             allow: { type: 'string', maxLength: 16384 },
+            // The owner-signed connection policy a 0x03 record is sealed under (protocol/SPEC.md §9).
+            policy: {
+              type: 'object',
+              required: ['message', 'publicKey', 'signature'],
+              properties: { message: { type: 'object' }, publicKey: { type: 'string', pattern: '^[0-9a-f]{64}$' }, signature: { type: 'string', pattern: '^[0-9a-f]{128}$' } },
+            },
             sealedRecord: { type: 'string', maxLength: 16384, pattern: '^[A-Za-z0-9+/]+={0,2}$' },
             threshold: { type: 'integer', minimum: 2, maximum: 255 },
             shareholders: { type: 'array', minItems: 2, maxItems: 255, items: { type: 'string', maxLength: 128 } },
@@ -63,6 +69,14 @@ export function registerConnectionRoutes(app: FastifyInstance, deps: AdminDeps, 
         }
         if (canonical !== b.allow) throw new HostError('invalid_request', 'allow must be in canonical form (sorted, de-duplicated)');
       }
+      if (b.policy !== undefined) {
+        // The enclave verifies it against the record; the host refuses a policy that is not even this connection's.
+        try {
+          verifyConnectionPolicy(b.policy, b.id);
+        } catch {
+          throw new HostError('invalid_request', 'policy must be the owner-signed connection policy of this connection');
+        }
+      }
       guard.requireOwner(req, 'add connections');
       const projectId = b.projectId ?? (await guard.defaultProject(req));
       const accountId = await guard.projectAccount(req, projectId);
@@ -78,6 +92,7 @@ export function registerConnectionRoutes(app: FastifyInstance, deps: AdminDeps, 
         threshold: b.threshold,
         shareholders: b.shareholders,
         allow: b.allow ?? null,
+        policy: b.policy ? JSON.stringify(b.policy) : null,
         createdAt: Date.now(),
       };
       // Counting and inserting under the account's row lock: concurrent creations cannot both fit.

@@ -376,3 +376,28 @@ describe('first-use binding', () => {
     expect((await admin<{ boundIp: string }>('GET', `/keys/${id}`)).json.boundIp).toBe(IP);
   });
 });
+
+describe("the owner's signed connection policy, enforced by the enclave behind the host", () => {
+  it('refuses, through the real host, a model and an operation the policy excludes and stops at its daily ceiling, whatever the key allows', async () => {
+    // The key itself is unlocked and fully scoped: only the enclave's policy stands in the way.
+    const connectionId = await connectTestProvider(stack, 'openai', {
+      connectionPolicy: { operations: ['inference'], models: ['gpt-4o-mini'], ceiling: { requests: 3 } },
+    });
+    const { key } = await newKey({ scopes: ['inference', 'files'] }, connectionId);
+    const json = { 'content-type': 'application/json' };
+    const other = await send(key, 'POST', '/v1/chat/completions', { headers: json, body: chatBody('gpt-4o') });
+    expect(other.status).toBe(403);
+    expect(other.code).toBe('connection_policy_denied');
+    expect(other.upstream).toHaveLength(0);
+    const files = await send(key, 'GET', '/v1/files');
+    expect(files.code).toBe('connection_policy_denied');
+    expect(files.upstream).toHaveLength(0);
+    const served: number[] = [];
+    for (let i = 0; i < 4; i++) served.push((await send(key, 'POST', '/v1/chat/completions', { headers: json, body: chatBody('gpt-4o-mini') })).status);
+    expect(served.filter((s) => s === 200).length).toBeLessThanOrEqual(3);
+    const last = await send(key, 'POST', '/v1/chat/completions', { headers: json, body: chatBody('gpt-4o-mini') });
+    expect(last.code).toBe('connection_ceiling_reached');
+    expect(last.upstream).toHaveLength(0);
+  });
+});
+

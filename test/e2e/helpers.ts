@@ -17,6 +17,7 @@ import {
   sealUpstreamKey,
   signOwnerMessage,
   splitSecret,
+  type ConnectionPolicyInput,
   type KeyBinding,
 } from '../../protocol/index.ts';
 import { connectProvider, createKey } from '../../cli/owner.ts';
@@ -158,7 +159,7 @@ export function adminApi(stack: Stack, token = stack.adminToken) {
 export async function connectTestProvider(
   stack: Stack,
   provider: string,
-  options: { apiKey?: string; origin?: string; authScheme?: string; allowRules?: string[] } = {},
+  options: { apiKey?: string; origin?: string; authScheme?: string; allowRules?: string[]; connectionPolicy?: ConnectionPolicyInput } = {},
 ): Promise<string> {
   const conn = await connectProvider({
     serverUrl: stack.hostUrl,
@@ -173,6 +174,7 @@ export async function connectTestProvider(
     dev: true,
     ...(options.authScheme ? { authScheme: options.authScheme } : {}),
     ...(options.allowRules ? { allowRules: options.allowRules } : {}),
+    ...(options.connectionPolicy ? { connectionPolicy: options.connectionPolicy } : {}),
   });
   return conn.id;
 }
