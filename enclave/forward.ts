@@ -14,19 +14,19 @@ import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { Transform } from 'node:stream';
 import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
 import { Pool } from 'undici';
-import { allowListPermits, providerSpec, upstreamPathFor, type AuthScheme, type ProviderSpec } from '../protocol/index.ts';
+import { allowListPermits, HOP_BY_HOP_HEADERS, isLoopbackHost, providerSpec, upstreamPathFor, type AuthScheme, type ProviderSpec } from '../protocol/index.ts';
 import { EnclaveError } from './errors.ts';
 import { KeyScrubber } from './scrub.ts';
 import { UsageMeter, type RelayedUsage } from './usage-meter.ts';
 
 /** Hop-by-hop (RFC 9110 §7.6.1) and credential headers never forwarded in either direction. */
 const DROP_REQUEST = new Set([
-  'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'host',
+  ...HOP_BY_HOP_HEADERS, 'host',
   'authorization', 'x-api-key', 'api-key', 'x-goog-api-key', 'proxy-authorization', 'cookie',
   // The scrubber must see the bytes the client gets: bodies are asked for uncompressed.
   'accept-encoding',
 ]);
-const DROP_RESPONSE = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'set-cookie']);
+const DROP_RESPONSE = new Set([...HOP_BY_HOP_HEADERS, 'set-cookie']);
 const MAX_ERROR_BODY = 64 * 1024;
 
 export interface ForwardTarget {
@@ -52,7 +52,7 @@ export function resolveTarget(
   const provider = providerSpec(providerId);
   if (!provider) throw new EnclaveError('provider_unknown', `provider ${providerId} is not supported`);
   const url = new URL(origin);
-  const loopback = url.hostname === '127.0.0.1' || url.hostname === 'localhost' || url.hostname === '[::1]';
+  const loopback = isLoopbackHost(url.hostname);
   if (url.protocol !== 'https:' && !(allowLoopbackHttp && loopback && url.protocol === 'http:')) {
     throw new EnclaveError('origin_not_allowed', 'upstream origin must be https');
   }

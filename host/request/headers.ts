@@ -7,7 +7,7 @@
  * owner's organisation are dropped. Pure.
  */
 import type { ProviderSpec } from '../../protocol/index.ts';
-import { RPC_ENCLAVE_ERROR_HEADER } from '../../protocol/index.ts';
+import { HOP_BY_HOP_HEADERS, RPC_ENCLAVE_ERROR_HEADER } from '../../protocol/index.ts';
 
 /** Headers any provider's clients legitimately send that carry no authority. */
 const COMMON = new Set(['content-type', 'accept', 'accept-language', 'user-agent', 'idempotency-key', 'x-request-id', 'x-client-request-id']);
@@ -50,7 +50,7 @@ export function upstreamRequestHeaders(provider: ProviderSpec, incoming: Record<
 }
 
 const RESPONSE_DROP = new Set([
-  'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', RPC_ENCLAVE_ERROR_HEADER,
+  ...HOP_BY_HOP_HEADERS, RPC_ENCLAVE_ERROR_HEADER,
   // Who the upstream key belongs to is the owner's business, not the key holder's.
   'openai-organization', 'openai-project', 'anthropic-organization-id', 'x-goog-user-project', 'set-cookie',
 ]);
