@@ -58,7 +58,8 @@ async function open(path: string, length: number, contentType = 'application/oct
     if (data.includes('\r\n\r\n') && data.endsWith('}')) answered(data);
   });
   socket.on('error', () => undefined);
-  const closed = once(socket, 'close').then(() => (answered(data), data));
+  // Not events.once: it would reject on an 'error' (a reset) before 'close'.
+  const closed = new Promise<void>((r) => socket.once('close', () => r())).then(() => (answered(data), data));
   socket.write(`POST ${path} HTTP/1.1\r\nhost: localhost\r\ncontent-type: ${contentType}\r\ncontent-length: ${length}\r\n\r\n`);
   return { socket, closed, answered: answer };
 }

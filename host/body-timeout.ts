@@ -55,9 +55,14 @@ export function registerBodyTimeout(app: FastifyInstance, options: BodyTimeoutOp
       socket.destroy();
       return;
     }
-    // Closing after the answer also ends the handler's read of the body (the stream errors).
-    reply.raw.once('finish', () => socket.destroy());
-    reply.raw.once('close', () => socket.destroy());
+    // After the answer the connection is half-closed (so the client reads the 408 instead of a
+    // reset), then destroyed, which also ends the handler's read of the body (the stream errors).
+    const close = () => {
+      socket.end();
+      setTimeout(() => socket.destroy(), 1_000).unref();
+    };
+    reply.raw.once('finish', close);
+    reply.raw.once('close', close);
     void reply
       .code(408)
       .header('connection', 'close')
