@@ -26,27 +26,8 @@ export function printJson(io: Io, value: unknown): void {
   io.out(`${JSON.stringify(value, null, 2)}\n`);
 }
 
-/**
- * Dollars precise enough to read: cents for ordinary amounts, more digits where a small amount
- * would otherwise round away ($0.003 shows as $0.003, never $0.00).
- */
-export function usd(n: number | null | undefined, none = '—'): string {
-  if (n === null || n === undefined) return none;
-  for (let digits = 2; digits < 6; digits++) if (Math.abs(Number(n.toFixed(digits)) - n) < 1e-9) return `$${n.toFixed(digits)}`;
-  return `$${n.toFixed(6)}`;
-}
-
-/** "3 minutes ago", "yesterday", "never": how long ago `t` (epoch ms) was. */
-export function ago(t: number | null | undefined, now = Date.now()): string {
-  if (!t) return 'never';
-  const s = Math.max(0, Math.round((now - t) / 1000));
-  if (s < 45) return 'just now';
-  const units: Array<[number, string]> = [[60, 'minute'], [3600, 'hour'], [86_400, 'day'], [2_592_000, 'month'], [31_536_000, 'year']];
-  let [size, name] = units[0]!;
-  for (const [u, label] of units) if (s >= u * 0.95) [size, name] = [u, label];
-  const n = Math.max(1, Math.round(s / size));
-  return `${n} ${name}${n === 1 ? '' : 's'} ago`;
-}
+/** Dollars precise enough to read, and "3 minutes ago": the same in the CLI and the dashboard. */
+export { formatUsd as usd, timeAgo as ago } from '../protocol/display.ts';
 
 /**
  * A yes/no question on the terminal (stdin and stderr both TTYs); default no. Returns null when
