@@ -27,12 +27,14 @@ export interface AuditRow {
   city: string | null;
   deviceMatch: boolean | null;
   latencyMs: number;
+  /** Method and path (no query: it can carry credentials), refused requests included. */
+  endpoint?: string | null;
 }
 
 /** Rows held in memory while the database is unreachable (about 20 MB at most). */
 const MAX_PENDING = 50_000;
 
-const COLUMNS = ['id', 'at', 'request_id', 'key_id', 'project_id', 'connection_id', 'provider', 'model_requested', 'model_resolved', 'tokens_in', 'tokens_out', 'tokens_cached', 'cost_micros', 'status', 'code', 'client_ip', 'city', 'device_match', 'latency_ms'];
+const COLUMNS = ['id', 'at', 'request_id', 'key_id', 'project_id', 'connection_id', 'provider', 'model_requested', 'model_resolved', 'tokens_in', 'tokens_out', 'tokens_cached', 'cost_micros', 'status', 'code', 'client_ip', 'city', 'device_match', 'latency_ms', 'endpoint'];
 
 export class AuditWriter {
   readonly #db: SqlDb;
@@ -65,7 +67,7 @@ export class AuditWriter {
       const tuples = rows.map((r) => {
         const values: SqlValue[] = [
           r.id, r.at, r.requestId, r.keyId, r.projectId, r.connectionId, r.provider, r.modelRequested, r.modelResolved,
-          r.tokensIn, r.tokensOut, r.tokensCached, r.costMicros, r.status, r.code, r.clientIp, r.city, r.deviceMatch === null ? null : r.deviceMatch ? 1 : 0, r.latencyMs,
+          r.tokensIn, r.tokensOut, r.tokensCached, r.costMicros, r.status, r.code, r.clientIp, r.city, r.deviceMatch === null ? null : r.deviceMatch ? 1 : 0, r.latencyMs, r.endpoint ?? null,
         ];
         const start = params.length;
         params.push(...values);

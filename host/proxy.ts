@@ -113,8 +113,9 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
   function auditRow(req: FastifyRequest, key: KeyRecord | undefined, fields: Partial<AuditRow>): AuditRow {
     return {
       at: Date.now(), requestId: req.id, keyId: key?.id ?? null, projectId: key?.projectId ?? null, connectionId: key?.connectionId ?? null,
-      provider: null, modelRequested: null, modelResolved: null, tokensIn: 0, tokensOut: 0, tokensCached: 0, costMicros: 0, status: 0,
+      provider: null, modelResolved: null, tokensIn: 0, tokensOut: 0, tokensCached: 0, costMicros: 0, status: 0,
       code: null, clientIp: null, city: null, deviceMatch: null, latencyMs: Math.round(performance.now() - startedAt(req)),
+      endpoint: `${req.method} ${req.url.split('?')[0]!.slice(0, 256)}`, modelRequested: requestedModels.get(req) ?? null,
       ...fields,
     };
   }
@@ -145,6 +146,9 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
       throw e;
     }
   };
+
+  /** The model a request names, once classified: its audit row says so even when it is refused. */
+  const requestedModels = new WeakMap<FastifyRequest, string>();
 
   const handle = async (req: FastifyRequest, reply: FastifyReply, context: { shape?: ErrorShape }) => {
     (req as unknown as { startedAt: number }).startedAt = performance.now();
@@ -205,6 +209,7 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
     const policy = await project(key.projectId);
     // Path-named models (Azure deployments, Gemini native) go upstream as named: no alias rewrite.
     const requested = request.requestedModel;
+    if (typeof requested === 'string') requestedModels.set(req, requested.slice(0, 256));
     const model = request.endpoint.model.in === 'path' ? requested : resolveModel(requested, policy.aliases);
     const location = (key.allowedCities.length > 0 || key.autoLock.includes('city')) && deps.geo ? deps.geo.lookup(ip) : null;
     const device = req.headers['x-device-fingerprint'];

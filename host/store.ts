@@ -172,6 +172,8 @@ const MIGRATIONS: string[] = [
   // The owner-signed connection policy of a 0x03 sealed record (protocol/SPEC.md §9): relayed to
   // the enclave, which verifies it against the record and enforces it; the host only stores it.
   `ALTER TABLE connections ADD COLUMN connection_policy TEXT`,
+  // What a request called ("POST /v1/chat/completions"), refused ones included.
+  `ALTER TABLE audit_log ADD COLUMN endpoint TEXT`,
 ];
 
 /** What a key locks itself to on first successful use ("self-healing identity"). */

@@ -124,6 +124,7 @@ export function registerReportRoutes(app: FastifyInstance, deps: AdminDeps, guar
         modelResolved: r.model_resolved as string | null, tokensIn: Number(r.tokens_in), tokensOut: Number(r.tokens_out), tokensCached: Number(r.tokens_cached),
         cost: Number(r.cost_micros) / MICROS, status: Number(r.status), code: r.code as string | null, clientIp: r.client_ip as string | null,
         city: r.city as string | null, deviceMatch: r.device_match === null ? null : Number(r.device_match) === 1, latencyMs: Number(r.latency_ms),
+        endpoint: (r.endpoint as string | null) ?? null,
       }));
       const last = items.at(-1);
       return { items, next: items.length === limit && last ? `${last.at}:${last.id}` : null };

@@ -74,6 +74,17 @@ describe('the model lock holds whatever the request looks like', () => {
     ({ key } = await newKey({ models: ['gpt-4o-mini'] }));
   });
 
+  it('records what a refused request called and the model it named in its audit row', async () => {
+    const { key: k, id } = await newKey({ models: ['gpt-4o-mini'] });
+    const r = await send(k, 'POST', '/v1/chat/completions?x=secret', { headers: { 'content-type': 'application/json' }, body: chatBody('gpt-4o') });
+    expect(r.code).toBe('model_not_allowed');
+    const row = await eventually(async () => {
+      const audit = (await admin<{ items: Array<{ code: string | null; endpoint: string | null; modelRequested: string | null }> }>('GET', `/audit?keyId=${id}`)).json;
+      return audit.items.find((i) => i.code === 'model_not_allowed');
+    });
+    expect(row).toMatchObject({ endpoint: 'POST /v1/chat/completions', modelRequested: 'gpt-4o' });
+  });
+
   it('checks the model of a JSON body whatever the media type spelling', async () => {
     for (const type of ['Application/JSON', 'application/json; charset=UTF-8', 'application/vnd.api+json', 'APPLICATION/JSON;charset="utf-8"']) {
       const r = await send(key, 'POST', '/v1/chat/completions', { headers: { 'content-type': type }, body: chatBody('gpt-4o') });
