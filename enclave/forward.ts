@@ -191,6 +191,33 @@ function scrubbingStream(scrubber: KeyScrubber, meter: UsageMeter): Transform {
   });
 }
 
+/**
+ * A connector over a local stream (unix socket or TCP to a socat/vsock bridge), with TLS done
+ * here when the URL (an upstream origin or a shareholder) is https: SNI and verification use the URL's real hostname.
+ */
+export function routedConnect(route: EgressRoute, url: URL, timeoutMs: number, ca: string | undefined, what: 'egress' | 'shareholder') {
+  return (_opts: unknown, callback: (err: Error | null, socket: Socket | TLSSocket | null) => void) => {
+    const raw = route.kind === 'unix' ? netConnect(route.path) : netConnect(route.port, route.host);
+    const fail = (e: Error) => callback(e, null);
+    raw.setTimeout(timeoutMs, () => raw.destroy(new Error(`${what} connect timeout`)));
+    if (url.protocol !== 'https:') {
+      raw.once('connect', () => {
+        raw.setTimeout(0);
+        callback(null, raw);
+      });
+      raw.once('error', fail);
+      return raw;
+    }
+    const socket = tlsConnect({ socket: raw, servername: url.hostname, ALPNProtocols: ['http/1.1'], ...(ca ? { ca } : {}) });
+    socket.once('secureConnect', () => {
+      raw.setTimeout(0);
+      callback(null, socket);
+    });
+    socket.once('error', fail);
+    return socket;
+  };
+}
+
 export class Forwarder {
   readonly #pools = new Map<string, Pool>();
   readonly #timeouts: { headersTimeout: number; bodyTimeout: number };
@@ -209,26 +236,7 @@ export class Forwarder {
       const url = new URL(origin);
       const timeout = this.#options.connectTimeout ?? 10_000;
       const connect = route
-        ? (_opts: unknown, callback: (err: Error | null, socket: Socket | TLSSocket | null) => void) => {
-            const raw = route.kind === 'unix' ? netConnect(route.path) : netConnect(route.port, route.host);
-            const fail = (e: Error) => callback(e, null);
-            raw.setTimeout(timeout, () => raw.destroy(new Error('egress connect timeout')));
-            if (url.protocol !== 'https:') {
-              raw.once('connect', () => {
-                raw.setTimeout(0);
-                callback(null, raw);
-              });
-              raw.once('error', fail);
-              return raw;
-            }
-            const socket = tlsConnect({ socket: raw, servername: url.hostname, ALPNProtocols: ['http/1.1'], ...(this.#options.ca ? { ca: this.#options.ca } : {}) });
-            socket.once('secureConnect', () => {
-              raw.setTimeout(0);
-              callback(null, socket);
-            });
-            socket.once('error', fail);
-            return socket;
-          }
+        ? routedConnect(route, url, timeout, this.#options.ca, 'egress')
         : { timeout, ...(this.#options.ca ? { ca: this.#options.ca } : {}) };
       pool = new Pool(origin, { connections: 64, keepAliveTimeout: 30_000, pipelining: 1, connect: connect as never });
       this.#pools.set(origin, pool);

@@ -9,8 +9,6 @@
  * use is refreshed in the background in the last tenth of its TTL (see #refresh), and the
  * challenge + attestation step is done ahead per shareholder (see Ticket).
  */
-import { connect as netConnect, type Socket } from 'node:net';
-import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { Pool } from 'undici';
 import type { Nsm } from '../attestation/index.ts';
 import {
@@ -31,7 +29,7 @@ import {
   type X25519KeyPair,
 } from '../protocol/index.ts';
 import { EnclaveError } from './errors.ts';
-import type { EgressRoute } from './forward.ts';
+import { routedConnect, type EgressRoute } from './forward.ts';
 import type { EnclaveMetrics } from './metrics.ts';
 
 export interface ShareholderEndpoint {
@@ -138,33 +136,6 @@ interface Ticket {
 interface Received {
   shareholder: string;
   share: Share;
-}
-
-/**
- * A connector over a local stream (unix socket or TCP to a socat/vsock bridge), with TLS done
- * here when the shareholder URL is https: SNI and verification use the URL's real hostname.
- */
-function routedConnect(route: EgressRoute, url: URL, timeoutMs: number, ca: string | undefined) {
-  return (_opts: unknown, callback: (err: Error | null, socket: Socket | TLSSocket | null) => void) => {
-    const raw = route.kind === 'unix' ? netConnect(route.path) : netConnect(route.port, route.host);
-    const fail = (e: Error) => callback(e, null);
-    raw.setTimeout(timeoutMs, () => raw.destroy(new Error('shareholder connect timeout')));
-    if (url.protocol !== 'https:') {
-      raw.once('connect', () => {
-        raw.setTimeout(0);
-        callback(null, raw);
-      });
-      raw.once('error', fail);
-      return raw;
-    }
-    const socket = tlsConnect({ socket: raw, servername: url.hostname, ALPNProtocols: ['http/1.1'], ...(ca ? { ca } : {}) });
-    socket.once('secureConnect', () => {
-      raw.setTimeout(0);
-      callback(null, socket);
-    });
-    socket.once('error', fail);
-    return socket;
-  };
 }
 
 /** Everything the sealed record's AAD binds, as one comparable string. */
@@ -328,7 +299,7 @@ export class KeyResolver {
     let pool = this.#pools.get(sh.id);
     if (!pool) {
       const route = this.#o.routes?.get(sh.id);
-      const connect = route ? routedConnect(route, new URL(sh.url), this.#o.fetchTimeoutMs, this.#o.ca) : this.#o.ca ? { ca: this.#o.ca } : undefined;
+      const connect = route ? routedConnect(route, new URL(sh.url), this.#o.fetchTimeoutMs, this.#o.ca, 'shareholder') : this.#o.ca ? { ca: this.#o.ca } : undefined;
       pool = new Pool(sh.url, { connections: 8, keepAliveTimeout: 30_000, ...(connect ? { connect: connect as never } : {}) });
       this.#pools.set(sh.id, pool);
     }
