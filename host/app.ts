@@ -57,7 +57,6 @@ export interface HostConfig {
   allowUnknownLocation?: boolean;
   velocity?: Partial<VelocityConfig>;
   jsonBodyLimit?: number;
-  unknownModelPolicy?: 'refuse' | 'count';
   /** SMTP server for alert email, e.g. smtp://user:pass@mail.example.com:587 */
   smtpUrl?: string;
   emailFrom?: string;
@@ -226,7 +225,6 @@ export async function buildHostApp(config: HostConfig): Promise<FastifyInstance>
       ledger,
       audit,
       metrics,
-      unknownModelPolicy: config.unknownModelPolicy ?? 'refuse',
       timeouts: { headersMs: config.timeouts?.headersMs ?? 300_000, idleMs: config.timeouts?.idleMs ?? 300_000 },
     }),
   );

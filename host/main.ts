@@ -39,8 +39,8 @@ const USAGE = `usage: node host/main.ts [serve|migrate] --data-dir D --enclave u
   --enrollment <file>         shareholders the dashboard enrolls to: {threshold, shareholders:[{id,url,publicKey}], pcrPolicy}
   --attestation-root <pem>    extra root for the dashboard's attestation check (dev stacks); AWS's is always pinned
   --dashboard-dir <dir>       the built dashboard (default: dashboard/dist beside host/)
-  --unknown-model refuse|count  a capped key calling a model with no known price: refuse (default)
-                              or count the request at $0
+  --unknown-model refuse       accepted for old configurations; a capped key never spends on a model
+                              it cannot price (\`count\` has no effect and says so at start)
   --allow-private-webhooks    alert webhooks may reach loopback/private/link-local addresses (implied by --dev)
   --metrics-token <token>     Bearer token for GET /metrics (or SECUREGATE_METRICS_TOKEN); without it
                               and without --metrics-port, /metrics is refused
@@ -129,6 +129,9 @@ async function main(): Promise<void> {
   const dataDir = values['data-dir'];
   if (!dataDir) throw new Error('usage: host/main.ts [serve|migrate] --data-dir <dir> --enclave unix:<path>|tcp:<host>:<port> [--database postgres://…]');
   // Options are checked before anything is opened, so a typo fails at once.
+  if (values['unknown-model'] === 'count') {
+    process.stderr.write('host: --unknown-model count has no effect any more: a capped key never forwards a request it cannot price (403 price_unknown)\n');
+  }
   const metricsToken = values['metrics-token'] || undefined;
   if (metricsToken !== undefined && metricsToken.length < 16) throw new Error('--metrics-token must be at least 16 characters');
   const metricsPort = values['metrics-port'] === undefined ? undefined : numberOption('metrics-port', 0);
@@ -165,7 +168,6 @@ async function main(): Promise<void> {
       ...(values['velocity-floor'] ? { floorPerMinute: Number(values['velocity-floor']) } : {}),
       ...(values['velocity-factor'] ? { spikeFactor: Number(values['velocity-factor']) } : {}),
     },
-    unknownModelPolicy: values['unknown-model'] === 'count' ? 'count' : 'refuse',
     auditRetentionDays: Number(values['audit-retention-days']),
     ...(values['release-manifest'] ? { releaseManifest: JSON.parse(readFileSync(values['release-manifest'], 'utf8')) as unknown } : {}),
     timeouts: { headersMs: Number(values['headers-timeout']) * 1000, idleMs: Number(values['idle-timeout']) * 1000 },

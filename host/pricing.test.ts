@@ -2,7 +2,7 @@ import { calcPrice } from '@pydantic/genai-prices';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { PriceRule } from '../protocol/index.ts';
-import { maxCostMicros, MICROS, priceUsage, reservationBound, settledCost, type Bound, type BoundQuestion, type TokenUsage } from './pricing.ts';
+import { MICROS, priceUsage, reservationBound, settledCost, type Bound, type BoundQuestion, type TokenUsage } from './pricing.ts';
 
 describe('pricing', () => {
   const cases: Array<[string, string, string, { inputTokens: number; outputTokens: number; cacheReadTokens?: number }]> = [
@@ -31,8 +31,9 @@ describe('pricing', () => {
 
   it('knows no price for an unknown model, and bounds a request above its real cost', () => {
     expect(priceUsage('openai', 'no-such-model-xyz', { inputTokens: 1, outputTokens: 1 })).toBeNull();
-    const bound = maxCostMicros('openai', 'gpt-4o-mini', 200, 100)!;
-    expect(bound).toBeGreaterThan(priceUsage('openai', 'gpt-4o-mini', { inputTokens: 100, outputTokens: 100 })!);
+    const bound = reservationBound({ provider: 'openai', model: 'gpt-4o-mini', rule: { unit: 'tokens' }, json: { model: 'gpt-4o-mini', messages: [], max_tokens: 100 }, bodyBytes: 200 });
+    expect(bound.ok).toBe(true);
+    expect(bound.ok && bound.micros).toBeGreaterThan(priceUsage('openai', 'gpt-4o-mini', { inputTokens: 100, outputTokens: 100 })!);
   });
 });
 

@@ -101,30 +101,6 @@ export function tokenRates(provider: string, model: string): { input: number; ou
   return rateCache.get(id)!;
 }
 
-/** Default ceiling on output when a request names no max_tokens (tokens). */
-export const DEFAULT_MAX_OUTPUT_TOKENS = 16_384;
-
-/**
- * @deprecated Not an upper bound (halves the input, ignores `n` and tiers); kept only for the old
- * request path in proxy.ts. Use `reservationBound`.
- */
-export function maxCostMicros(provider: string, model: string, bodyBytes: number, maxOutputTokens: number | undefined): number | null {
-  const rates = tokenRates(provider, model);
-  if (!rates) return null;
-  const inputTokens = Math.ceil(bodyBytes / 2);
-  const output = maxOutputTokens ?? DEFAULT_MAX_OUTPUT_TOKENS;
-  return Math.ceil(inputTokens * rates.input + output * rates.output) + 1;
-}
-
-/** Reads the request's output ceiling from the fields the providers use. */
-export function requestedMaxOutput(body: Record<string, unknown> | undefined): number | undefined {
-  for (const field of ['max_completion_tokens', 'max_tokens', 'max_output_tokens']) {
-    const v = body?.[field];
-    if (typeof v === 'number' && Number.isInteger(v) && v > 0) return v;
-  }
-  return undefined;
-}
-
 export function dollarsToMicros(value: number | string): number {
   const n = typeof value === 'string' ? Number(value.replace(/^\$/, '')) : value;
   if (!Number.isFinite(n) || n < 0 || n > 1e9) throw new Error(`not a dollar amount: ${value}`);

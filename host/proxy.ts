@@ -48,8 +48,6 @@ export interface ProxyDeps {
   ledger: SpendLedger;
   audit: AuditWriter;
   metrics: HostMetrics;
-  /** Kept for configuration compatibility: a capped key never forwards a request it cannot price. */
-  unknownModelPolicy?: 'refuse' | 'count';
   /** Enclave (and so upstream) response-header timeout and idle timeout between body chunks. */
   timeouts: { headersMs: number; idleMs: number };
 }
