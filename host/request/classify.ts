@@ -149,14 +149,13 @@ async function readClassifiedBody(raw: RawRequest, endpoint: EndpointSpec, conte
       if (bytes.length === 0) return { format: 'none' };
       // A body where none belongs: only POST actions (cancel) may carry a JSON object, which is ignored.
       if (endpoint.method !== 'POST') throw new HostError('invalid_request', `${endpoint.method} requests to this endpoint take no body.`);
-      return jsonBody(bytes, contentType);
+      requireJsonType(contentType);
+      return jsonBody(bytes);
     }
     case 'json': {
-      const mt = parseMediaType(contentType);
-      if (!mt || !isJsonType(mt)) {
-        throw new HostError('unsupported_media_type', 'This endpoint takes a JSON body: send Content-Type: application/json.');
-      }
-      return jsonBody(await readBody(raw.body, raw.headers, limit), contentType);
+      // Checked before the body is read: a body of another type is never parsed as JSON.
+      requireJsonType(contentType);
+      return jsonBody(await readBody(raw.body, raw.headers, limit));
     }
     case 'multipart': {
       const mt = parseMediaType(contentType);
@@ -181,11 +180,15 @@ async function readClassifiedBody(raw: RawRequest, endpoint: EndpointSpec, conte
   }
 }
 
-function jsonBody(bytes: Buffer, contentType: string | string[] | undefined): ClassifiedBody {
+/** A JSON media type (any spelling, `+json`) in UTF-8, or 415. */
+function requireJsonType(contentType: string | string[] | undefined): void {
   const mt = parseMediaType(contentType);
-  if (!mt || !isJsonType(mt)) throw new HostError('unsupported_media_type', 'Send the body as JSON with Content-Type: application/json.');
+  if (!mt || !isJsonType(mt)) throw new HostError('unsupported_media_type', 'This endpoint takes a JSON body: send Content-Type: application/json.');
   // The body is read as UTF-8 (RFC 8259 §8.1): another declared charset would be read differently upstream.
   if (!hasUtf8Charset(mt)) throw new HostError('unsupported_media_type', 'Send JSON as UTF-8 (Content-Type: application/json; charset=utf-8, or no charset).');
+}
+
+function jsonBody(bytes: Buffer): ClassifiedBody {
   const value = parseJsonObject(bytes);
   validateNumbers(value, NUMBER_RULES);
   return { format: 'json', bytes, value };
