@@ -110,25 +110,8 @@ export function sealedRecordVersion(binding: KeyBinding): number {
 export function sealedRecordAad(binding: KeyBinding): Uint8Array {
   checkBinding(binding);
   const version = sealedRecordVersion(binding);
-  if (version === SEALED_RECORD_VERSION_POLICY) {
-    return frameFields('securegate/sealed-key', [
-      Uint8Array.of(version),
-      binding.connectionId,
-      binding.provider,
-      binding.origin,
-      binding.authScheme,
-      binding.allow ?? '',
-      binding.policySha256!,
-    ]);
-  }
-  return frameFields('securegate/sealed-key', [
-    Uint8Array.of(version),
-    binding.connectionId,
-    binding.provider,
-    binding.origin,
-    binding.authScheme,
-    ...(binding.allow === undefined ? [] : [binding.allow]),
-  ]);
+  const tail = version === SEALED_RECORD_VERSION_POLICY ? [binding.allow ?? '', binding.policySha256!] : binding.allow === undefined ? [] : [binding.allow];
+  return frameFields('securegate/sealed-key', [Uint8Array.of(version), binding.connectionId, binding.provider, binding.origin, binding.authScheme, ...tail]);
 }
 
 /** Seals `upstreamKey` under `dek`: version(1) ‖ nonce(12) ‖ ciphertext ‖ tag(16). */
