@@ -424,6 +424,16 @@ export class HostStore {
     return rows.length === 1;
   }
 
+  /**
+   * Undoes a first-use IP binding whose request then failed: only the binding made at `at` for
+   * `ip`, and only if nothing re-bound the key since.
+   */
+  async unbindIpIfBoundAt(id: string, ip: string, at: number): Promise<boolean> {
+    const rows = await this.db.query('UPDATE sg_keys SET bound_ip = NULL, bound_at = NULL WHERE id = $1 AND bound_ip = $2 AND bound_at = $3 RETURNING id', [id, ip, at]);
+    if (rows.length === 1) await this.#changed(id);
+    return rows.length === 1;
+  }
+
   /** First-use device binding (auto-lock): exactly one caller wins while the key has no device. */
   async bindDeviceIfUnbound(id: string, salt: string, hash: string, now = Date.now()): Promise<boolean> {
     const rows = await this.db.query(

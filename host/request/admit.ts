@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { HostError } from '../errors.ts';
 import type { Location } from '../geo.ts';
 import { checkRequestLocks, cityLabel, deviceHash, deviceMatches, type LockRefusal } from '../locks.ts';
-import { KEY_CHANGED_CHANNEL, type ConnectionRecord, type HostStore, type KeyRecord } from '../store.ts';
+import type { ConnectionRecord, HostStore, KeyRecord } from '../store.ts';
 import type { VelocityTracker } from '../velocity.ts';
 import type { ClassifiedRequest } from './classified.ts';
 
@@ -112,11 +112,7 @@ export async function settleBindings(deps: AdmitDeps, key: KeyRecord, bindings: 
     deps.event(key, 'ip_bound', { clientIp: bindings.ip.ip });
     return;
   }
-  // Only the binding this request made, and only if nothing re-bound the key since.
-  const rows = await deps.store.db.query('UPDATE sg_keys SET bound_ip = NULL, bound_at = NULL WHERE id = $1 AND bound_ip = $2 AND bound_at = $3 RETURNING id', [
-    key.id, bindings.ip.ip, bindings.ip.at,
-  ]);
-  if (rows.length === 1) await deps.store.db.notify(KEY_CHANGED_CHANNEL, key.id);
+  await deps.store.unbindIpIfBoundAt(key.id, bindings.ip.ip, bindings.ip.at);
 }
 
 export function asHostError(e: LockRefused): HostError {
