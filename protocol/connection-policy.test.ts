@@ -131,7 +131,7 @@ describe('policy decisions', () => {
 
 describe('onboarding with a connection policy', () => {
   it('seals a 0x03 record under the signed policy and gives each shareholder k = ⌊t·⌊C/q⌋/n⌋ leases a day', async () => {
-    const { prepareConnection } = await import('./onboard.ts');
+    const { prepareConnection } = await import('./owner/onboard.ts');
     const { generateX25519KeyPair } = await import('./share-envelope.ts');
     const { toHex } = await import('./bytes.ts');
     const shareholders = ['a', 'b', 'c', 'd', 'e'].map((id) => ({ id, url: `http://${id}`, publicKey: toHex(generateX25519KeyPair().publicKey) }));

@@ -14,7 +14,7 @@ export * from './request-signature.ts';
 export * from './allow-list.ts';
 export * from './release-manifest.ts';
 export * from './audit-chain.ts';
-export * from './onboard.ts';
+export * from './owner/index.ts';
 export * from './connection-policy.ts';
 export type * from './views.ts';
 export * from './http-rules.ts';

@@ -5,13 +5,13 @@
  * DEK and shares are wiped before it returns. Pure: no I/O, randomness from WebCrypto.
  */
 import { sha256 } from '@noble/hashes/sha2.js';
-import { fromHex, toHex, wipe } from './bytes.ts';
-import { sealUpstreamKey, type KeyBinding } from './sealed-record.ts';
-import { encodeShare, splitSecret } from './shamir.ts';
-import { sealShareEnvelope } from './share-envelope.ts';
-import { signOwnerMessage, type CanonicalValue, type SignedOwnerMessage } from './owner-signature.ts';
-import { connectionPolicySha256, DEFAULT_POLICY_OPERATIONS, leaseLimitFor, signConnectionPolicy, type ConnectionPolicy } from './connection-policy.ts';
-import { ProtocolError } from './errors.ts';
+import { fromHex, toHex, wipe } from '../bytes.ts';
+import { sealUpstreamKey, type KeyBinding } from '../sealed-record.ts';
+import { encodeShare, splitSecret } from '../shamir.ts';
+import { sealShareEnvelope } from '../share-envelope.ts';
+import { signOwnerMessage, type CanonicalValue, type SignedOwnerMessage } from '../owner-signature.ts';
+import { connectionPolicySha256, DEFAULT_POLICY_OPERATIONS, leaseLimitFor, signConnectionPolicy, type ConnectionPolicy } from '../connection-policy.ts';
+import { ProtocolError } from '../errors.ts';
 
 export interface ShareholderPin {
   id: string;
