@@ -1,6 +1,9 @@
 /**
- * protocol/owner/ — the owner-side half of the protocol: what the owner's machine (CLI, dashboard)
- * computes and the enclave never runs (onboarding: seal, split, sign; release manifests). The
- * enclave image must not contain these modules (lint rule and closure test, enclave/README.md).
+ * protocol/owner/ — protocol code the enclave never runs: onboarding on the owner's machine (seal,
+ * split, sign; CLI and dashboard) and release manifests (signed by the release engineer, checked
+ * by customers and shareholders). Kept apart so the enclave image, the import closure of
+ * enclave/main.ts, cannot contain it (lint rule in eslint.config.js, closure test in
+ * infra/enclave/bundle.test.ts). protocol/index.ts re-exports it for the other folders.
  */
 export * from './onboard.ts';
+export * from './release-manifest.ts';

@@ -5,9 +5,9 @@
  * document's PCRs with a manifest they verified. Pure.
  */
 import { ed25519 } from '@noble/curves/ed25519.js';
-import { concatBytes, fromHex, toHex, utf8 } from './bytes.ts';
-import { ProtocolError } from './errors.ts';
-import { canonicalJson } from './owner-signature.ts';
+import { concatBytes, fromHex, toHex, utf8 } from '../bytes.ts';
+import { ProtocolError } from '../errors.ts';
+import { canonicalJson } from '../owner-signature.ts';
 
 export const RELEASE_MANIFEST_DOMAIN = 'securegate/release-manifest/v1\n';
 
