@@ -4,21 +4,11 @@
  * message on stderr and its exit code; anything else is a bug and exits `unavailable`.
  */
 
-/** Exit codes: documented in cli/README.md. */
-export const EXIT = {
-  ok: 0,
-  /** Refused or invalid: the server said no, a document did not verify, a pin did not match. */
-  invalid: 1,
-  /** Wrong usage: a flag, argument or input the CLI itself rejects. */
-  usage: 2,
-  /** A server, shareholder or enclave could not be reached or failed (5xx). */
-  unavailable: 3,
-  /** A local file could not be read or written. */
-  io: 4,
-  /** The user cancelled at a prompt (128 + SIGINT, as shells report it). */
-  cancelled: 130,
-} as const;
-export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
+import { CLI_EXIT, type CliExitCode } from '../protocol/index.ts';
+
+/** Exit codes: the contract in protocol/cli-exit-codes.ts, documented in cli/README.md. */
+export const EXIT = CLI_EXIT;
+export type ExitCode = CliExitCode;
 
 /** An error the CLI reports as its message and exits with `exitCode` (default `invalid`). */
 export class CliError extends Error {

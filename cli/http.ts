@@ -3,7 +3,7 @@
  * 15 s bound per call, a spinner on a terminal, and failures as CliErrors with the next step to
  * take. Tokens go in the Authorization header only, never in a URL or a message.
  */
-import { isLoopbackUrl } from '../protocol/index.ts';
+import { isLoopbackUrl, shareholderErrorOf, type ShareholderErrorCode } from '../protocol/index.ts';
 import { AdminError, CliError, EXIT } from './errors.ts';
 
 /** What a call answered: the status and the JSON body (`{}` when the body is empty or not JSON). */
@@ -83,4 +83,28 @@ export async function adminRequest(serverUrl: string, adminToken: string, method
   const r = await http(method, `${serverUrl}/admin/v1${path}`, body, adminToken);
   if (r.status >= 300) throw new AdminError(r.status, r.json);
   return r.json;
+}
+
+/** What to do next, per shareholder refusal code (protocol/shareholder-errors.ts). */
+const SHAREHOLDER_NEXT_STEP: Partial<Record<ShareholderErrorCode, string>> = {
+  policy_weak: 'pin an owner binding: `--pcr8 <hex>` (EIF signing certificate) and/or `--pcr3 <role ARN or hex>` (docs/deploy.md)',
+  message_stale: "this machine's clock is off from the shareholder's; fix the clock and retry",
+  message_replayed: 'a newer owner message was already applied; retry (a new message is signed each time)',
+  owner_signature_invalid: 'only the owner key pinned at enrollment (the machine that connected) may change this connection',
+  share_not_found: 'this shareholder holds no share for the connection',
+  widening_not_pending: '`securegate connections pending` lists the widenings still pending',
+};
+
+/**
+ * A shareholder's refusal as a CliError: read by its registered code (never by message text); a
+ * body without a known code, or a 5xx, is the shareholder failing (exit 3), not a refusal.
+ */
+export function shareholderError(shareholderId: string, what: string, answer: HttpAnswer): CliError {
+  const refusal = shareholderErrorOf(answer.status, answer.json);
+  const next = refusal.code === 'unrecognized' ? undefined : SHAREHOLDER_NEXT_STEP[refusal.code];
+  const failed = refusal.code === 'unrecognized' || refusal.code === 'internal_error' || answer.status >= 500;
+  return new CliError(
+    `shareholder ${shareholderId} refused ${what}: ${refusal.code === 'unrecognized' ? refusal.message : `${refusal.code}: ${refusal.message}`}${next ? ` — ${next}` : ''}`,
+    failed ? EXIT.unavailable : EXIT.invalid,
+  );
 }

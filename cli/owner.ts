@@ -20,7 +20,7 @@ import {
 } from '../protocol/index.ts';
 import type { PinnedShareholder } from './config.ts';
 import { CliError, EXIT } from './errors.ts';
-import { errorText, http } from './http.ts';
+import { errorText, http, shareholderError } from './http.ts';
 
 export interface ConnectInput {
   serverUrl: string;
@@ -142,7 +142,7 @@ export async function connectProvider(input: ConnectInput): Promise<{ id: string
   await Promise.all(
     prepared.enrollments.map(async ({ shareholder, body }) => {
       const r = await http('POST', `${shareholder.url}/v1/shares`, body);
-      if (r.status !== 201) throw new CliError(`shareholder ${shareholder.id} refused the enrollment: ${errorText(r.json)}`, EXIT.invalid);
+      if (r.status !== 201) throw shareholderError(shareholder.id, 'the enrollment', r);
     }),
   );
   progress('registering the sealed record with the gateway');

@@ -25,7 +25,7 @@ import {
 } from '../protocol/index.ts';
 import { configDir, effectiveConfig, type PinnedShareholder } from './config.ts';
 import { CliError, EXIT } from './errors.ts';
-import { adminRequest } from './http.ts';
+import { adminRequest, shareholderError } from './http.ts';
 import { green, printJson, type Io } from './output.ts';
 
 type PcrSetLike = Record<string, string>;
@@ -69,7 +69,7 @@ export async function toEveryShareholder(
       const signed = signOwnerMessage(fromHex(ownerSecretKey), { type, connectionId, shareholderId: sh.id, issuedAt, ...(fields as Record<string, never>) });
       const path = type === 'delete' ? `/v1/shares/${connectionId}` : `/v1/shares/${connectionId}/policy`;
       const r = await shareholderRequest(sh, type === 'delete' ? 'DELETE' : 'PUT', path, { signed });
-      if (r.status !== 200) throw new CliError(`shareholder ${sh.id} refused ${type} for ${connectionId}: ${JSON.stringify(r.json.error ?? r.json)}`, EXIT.invalid);
+      if (r.status !== 200) throw shareholderError(sh.id, `${type} for ${connectionId}`, r);
     }),
   );
 }

@@ -14,6 +14,7 @@ export * from './request-signature.ts';
 export * from './allow-list.ts';
 export * from './audit-chain.ts';
 export * from './shareholder-errors.ts';
+export * from './cli-exit-codes.ts';
 export * from './owner/index.ts';
 export * from './connection-policy.ts';
 export type * from './views.ts';

@@ -10,6 +10,7 @@ import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import {
   AttestationError,
   awsNitroRoot,
+  type AttestationErrorCode,
   ChainCache,
   checkPcrPolicy,
   checkPolicyStrength,
@@ -30,6 +31,8 @@ import {
   sealShareEnvelope,
   toHex,
   verifyOwnerMessage,
+  shareholderStatus,
+  type ShareholderErrorCode,
   type SignedOwnerMessage,
 } from '../protocol/index.ts';
 import { logSigningKey, type ShareholderIdentity } from './identity.ts';
@@ -77,15 +80,20 @@ export const DEFAULT_ADMISSION_LIMITS: AdmissionLimits = {
   outstandingTotal: 100_000,
 };
 
+/** A refusal from the registry (protocol/shareholder-errors.ts): its code fixes its status. */
 class RefusalError extends Error {
-  readonly code: string;
+  readonly code: ShareholderErrorCode;
   readonly status: number;
-  constructor(status: number, code: string, message: string) {
+  constructor(code: ShareholderErrorCode, message: string) {
     super(message);
-    this.status = status;
+    this.status = shareholderStatus(code);
     this.code = code;
   }
 }
+
+// Release refusals pass attestation codes through: each must be a registered shareholder code.
+const attestationCodesRegistered: AttestationErrorCode extends ShareholderErrorCode ? true : never = true;
+void attestationCodesRegistered;
 
 /** Counted but not limited: connections enrolled without `maxLeasesPerDay` (fits a 32-bit column). */
 const UNLIMITED_LEASES = 2_000_000_000;
@@ -132,29 +140,30 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
 
   app.setErrorHandler((error: Error & { statusCode?: number; code?: string; validation?: unknown }, _req, reply) => {
     if (error instanceof RefusalError) return reply.status(error.status).send({ error: { code: error.code, message: error.message } });
-    if (error.validation) return reply.status(400).send({ error: { code: 'bad_request', message: error.message } });
+    const code = (c: ShareholderErrorCode) => c;
+    if (error.validation) return reply.status(400).send({ error: { code: code('bad_request'), message: error.message } });
     if (error.statusCode && error.statusCode < 500) {
-      return reply.status(error.statusCode).send({ error: { code: 'bad_request', message: error.message } });
+      return reply.status(error.statusCode).send({ error: { code: code('bad_request'), message: error.message } });
     }
     app.log.error({ err: error }, 'shareholder internal error');
-    return reply.status(500).send({ error: { code: 'internal_error', message: 'internal error' } });
+    return reply.status(500).send({ error: { code: code('internal_error'), message: 'internal error' } });
   });
 
   function checkOwnerMessage(signed: SignedOwnerMessage, type: string, pinned?: string) {
     const msg = signed.message;
-    if (msg.type !== type) throw new RefusalError(400, 'bad_request', `expected an owner message of type ${type}`);
+    if (msg.type !== type) throw new RefusalError('bad_request', `expected an owner message of type ${type}`);
     if (pinned !== undefined && signed.publicKey !== pinned) {
-      throw new RefusalError(403, 'owner_signature_invalid', 'message is not signed by the owner pinned at enrollment');
+      throw new RefusalError('owner_signature_invalid', 'message is not signed by the owner pinned at enrollment');
     }
     try {
       verifyOwnerMessage(signed, fromHex(signed.publicKey));
     } catch (e) {
-      if (e instanceof ProtocolError) throw new RefusalError(403, 'owner_signature_invalid', 'owner signature does not verify');
+      if (e instanceof ProtocolError) throw new RefusalError('owner_signature_invalid', 'owner signature does not verify');
       throw e;
     }
-    if (msg.shareholderId !== identity.id) throw new RefusalError(400, 'bad_request', 'message is addressed to another shareholder');
+    if (msg.shareholderId !== identity.id) throw new RefusalError('bad_request', 'message is addressed to another shareholder');
     if (typeof msg.issuedAt !== 'number' || Math.abs(clock().getTime() - msg.issuedAt) > skew) {
-      throw new RefusalError(400, 'message_stale', 'owner message issuedAt is outside the accepted window');
+      throw new RefusalError('message_stale', 'owner message issuedAt is outside the accepted window');
     }
   }
 
@@ -168,12 +177,12 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
     try {
       policy = parsePcrPolicy(value);
     } catch (e) {
-      throw new RefusalError(400, 'bad_request', (e as Error).message);
+      throw new RefusalError('bad_request', (e as Error).message);
     }
     try {
       checkPolicyStrength(policy, { mode: config.mode });
     } catch (e) {
-      if (e instanceof AttestationError) throw new RefusalError(400, 'policy_weak', e.message);
+      if (e instanceof AttestationError) throw new RefusalError('policy_weak', e.message);
       throw e;
     }
     return policy;
@@ -182,7 +191,7 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
   function maxReleases(value: unknown): number {
     if (value === undefined) return 120;
     if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > 100_000) {
-      throw new RefusalError(400, 'bad_request', 'maxReleasesPerMinute must be an integer 1..100000');
+      throw new RefusalError('bad_request', 'maxReleasesPerMinute must be an integer 1..100000');
     }
     return value;
   }
@@ -191,7 +200,7 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
   function maxLeases(value: unknown): number | undefined {
     if (value === undefined || value === null) return undefined;
     if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > 1_000_000) {
-      throw new RefusalError(400, 'bad_request', 'maxLeasesPerDay must be an integer 1..1000000');
+      throw new RefusalError('bad_request', 'maxLeasesPerDay must be an integer 1..1000000');
     }
     return value;
   }
@@ -249,7 +258,7 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
   // may receive the share), so the owner's CLI can extend it for a new release.
   app.get<{ Params: { id: string } }>('/v1/shares/:id/policy', async (req) => {
     const share = await store.getShare(req.params.id);
-    if (!share) throw new RefusalError(404, 'share_not_found', 'no share enrolled for this connection');
+    if (!share) throw new RefusalError('share_not_found', 'no share enrolled for this connection');
     return { connectionId: share.connectionId, owner: share.ownerPublicKey, policy: JSON.parse(share.policy) as PcrPolicy, maxReleasesPerMinute: share.maxReleasesPerMinute, maxLeasesPerDay: share.maxLeasesPerDay ?? null };
   });
 
@@ -262,7 +271,7 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
       checkOwnerMessage(signed, 'enroll');
       const envelope = new Uint8Array(Buffer.from(envelopeB64, 'base64'));
       if (signed.message.envelopeSha256 !== createHash('sha256').update(envelope).digest('hex')) {
-        throw new RefusalError(400, 'bad_request', 'envelopeSha256 does not match the envelope');
+        throw new RefusalError('bad_request', 'envelopeSha256 does not match the envelope');
       }
       const policy = policyFrom(signed.message.policy);
       const max = maxReleases(signed.message.maxReleasesPerMinute);
@@ -272,7 +281,7 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
         decodeShare(await openShareEnvelope(recipient, envelope, { purpose: 'enroll', connectionId, shareholderId: identity.id }));
       } catch {
         await audit({ action: 'enroll', outcome: 'refused', connectionId, code: 'envelope_invalid' });
-        throw new RefusalError(400, 'envelope_invalid', 'the share envelope does not open with this shareholder key');
+        throw new RefusalError('envelope_invalid', 'the share envelope does not open with this shareholder key');
       }
       const inserted = await store.insertShare({
         connectionId,
@@ -285,11 +294,11 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
       });
       if (inserted === 'replayed') {
         await audit({ action: 'enroll', outcome: 'refused', connectionId, code: 'message_replayed' });
-        throw new RefusalError(409, 'message_replayed', 'this connection was deleted by a newer owner message; enroll again with a new message');
+        throw new RefusalError('message_replayed', 'this connection was deleted by a newer owner message; enroll again with a new message');
       }
       if (inserted === 'exists') {
         await audit({ action: 'enroll', outcome: 'refused', connectionId, code: 'share_exists' });
-        throw new RefusalError(409, 'share_exists', 'a share for this connection is already enrolled');
+        throw new RefusalError('share_exists', 'a share for this connection is already enrolled');
       }
       await audit({ action: 'enroll', outcome: 'enrolled', connectionId, owner: signed.publicKey, policy: policy as never });
       return reply.status(201).send({ connectionId, shareholderId: identity.id });
@@ -299,13 +308,13 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
   /** The share an owner message addresses, after checking it was signed by the pinned owner. */
   async function ownerTarget(connectionId: string, signed: SignedOwnerMessage, type: 'policy_update' | 'delete') {
     const share = await store.getShare(connectionId);
-    if (!share) throw new RefusalError(404, 'share_not_found', 'no share enrolled for this connection');
-    if (signed.message.connectionId !== connectionId) throw new RefusalError(400, 'bad_request', 'connectionId differs from the URL');
+    if (!share) throw new RefusalError('share_not_found', 'no share enrolled for this connection');
+    if (signed.message.connectionId !== connectionId) throw new RefusalError('bad_request', 'connectionId differs from the URL');
     checkOwnerMessage(signed, type, share.ownerPublicKey);
     return share;
   }
 
-  const replayed = () => new RefusalError(409, 'message_replayed', 'a newer owner message was already applied');
+  const replayed = () => new RefusalError('message_replayed', 'a newer owner message was already applied');
 
   app.put<{ Params: { id: string }; Body: { signed: SignedOwnerMessage } }>(
     '/v1/shares/:id/policy',
@@ -336,7 +345,7 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
   );
 
   const tooMany = (reply: FastifyReply, message: string) =>
-    reply.status(429).header('retry-after', '1').send({ error: { code: 'rate_limited', message } });
+    reply.status(shareholderStatus('rate_limited')).header('retry-after', '1').send({ error: { code: 'rate_limited' satisfies ShareholderErrorCode, message } });
 
   app.post('/v1/challenges', async (req, reply) => {
     const now = clock().getTime();
@@ -351,9 +360,9 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
     return { nonce, expiresAt: new Date(expiresAt).toISOString() };
   });
 
-  async function refuseRelease(reply: FastifyReply, status: number, code: string, message: string, connectionIds: string[], extra = {}) {
+  async function refuseRelease(reply: FastifyReply, code: ShareholderErrorCode, message: string, connectionIds: string[], extra = {}) {
     for (const connectionId of connectionIds) await audit({ action: 'release', outcome: 'refused', connectionId, code, ...extra });
-    return reply.status(status).send({ error: { code, message } });
+    return reply.status(shareholderStatus(code)).send({ error: { code, message } });
   }
 
   app.post<{ Body: { document: string; connectionIds: string[] } }>(
@@ -377,13 +386,13 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
       if (!releaseBuckets.take(req.ip, now.getTime())) return tooMany(reply, 'too many release requests from this address');
       // One document buys at most one release per connection.
       if (new Set(connectionIds).size !== connectionIds.length) {
-        return reply.status(400).send({ error: { code: 'bad_request', message: 'connectionIds must not repeat a connection' } });
+        return reply.status(shareholderStatus('bad_request')).send({ error: { code: 'bad_request' satisfies ShareholderErrorCode, message: 'connectionIds must not repeat a connection' } });
       }
       let doc;
       try {
         doc = verifyAttestation(new Uint8Array(Buffer.from(req.body.document, 'base64')), { now, roots, maxAgeMs: maxAge, chainCache });
       } catch (e) {
-        if (e instanceof AttestationError) return refuseRelease(reply, 403, e.code, e.message, connectionIds);
+        if (e instanceof AttestationError) return refuseRelease(reply, e.code, e.message, connectionIds);
         throw e;
       }
       // Every PCR a policy may name (POLICY_PCR_INDICES), so an auditor can replay each release
@@ -391,18 +400,18 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
       const pcrs = Object.fromEntries(POLICY_PCR_INDICES.filter((i) => doc.pcrs.has(i)).map((i) => [String(i), toHex(doc.pcrs.get(i)!)]));
       const who = { moduleId: doc.moduleId, pcrs, root: doc.root };
       if (doc.nonce === null || doc.nonce.length !== 32) {
-        return refuseRelease(reply, 403, 'nonce_unknown', 'document carries no challenge nonce of this shareholder', connectionIds, who);
+        return refuseRelease(reply, 'nonce_unknown', 'document carries no challenge nonce of this shareholder', connectionIds, who);
       }
       outstanding.settle(toHex(doc.nonce));
       const nonceState = await store.consumeNonce(toHex(doc.nonce), now.getTime());
       if (nonceState !== 'ok') {
-        return refuseRelease(reply, 403, `nonce_${nonceState}`, `challenge nonce is ${nonceState}`, connectionIds, who);
+        return refuseRelease(reply, `nonce_${nonceState}`, `challenge nonce is ${nonceState}`, connectionIds, who);
       }
       if (doc.publicKey === null || doc.publicKey.length !== 32) {
-        return refuseRelease(reply, 400, 'public_key_invalid', 'document public_key must be a 32-byte X25519 key', connectionIds, who);
+        return refuseRelease(reply, 'public_key_invalid', 'document public_key must be a 32-byte X25519 key', connectionIds, who);
       }
       const shares: Array<{ connectionId: string; envelope: string }> = [];
-      const refused: Array<{ connectionId: string; code: string }> = [];
+      const refused: Array<{ connectionId: string; code: ShareholderErrorCode }> = [];
       for (const connectionId of connectionIds) {
         const share = await store.getShare(connectionId);
         if (!share) {
@@ -416,7 +425,7 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
           checkPolicyStrength(policy, { mode: config.mode });
           checkPcrPolicy(doc.pcrs, config.mode === 'production' ? { allow: policy.allow } : policy);
         } catch (e) {
-          const code = e instanceof AttestationError ? e.code : 'attestation_pcr_mismatch';
+          const code: ShareholderErrorCode = e instanceof AttestationError ? e.code : 'attestation_pcr_mismatch';
           refused.push({ connectionId, code });
           await audit({ action: 'release', outcome: 'refused', connectionId, code, ...who });
           continue;
@@ -450,7 +459,7 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
       }
       if (shares.length === 0) {
         const code = refused[0]?.code ?? 'share_not_found';
-        return reply.status(code === 'share_not_found' ? 404 : code === 'rate_limited' || code === 'lease_limit_reached' ? 429 : 403).send({
+        return reply.status(shareholderStatus(code)).send({
           error: { code, message: 'no share released' },
           refused,
         });
