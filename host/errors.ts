@@ -23,6 +23,10 @@ const GATEWAY_ERRORS = {
   /** Only other requests' reservations are in the way: retry after they settle. */
   budget_busy: { status: 429, type: 'rate_limit_error', retry: true },
   /** A capped key and a request whose cost the gateway cannot bound. */
+  /** A key's requests- or tokens-per-minute limit is reached: retry when the minute turns (`retry-after`). */
+  rate_limit_exceeded: { status: 429, type: 'rate_limit_error', retry: true },
+  /** The request's token bound alone is above the key's tokens-per-minute limit: it can never fit as sent. */
+  request_over_rate_limit: { status: 429, type: 'rate_limit_error', retry: false },
   price_unknown: { status: 403, type: 'permission_error', retry: false },
   model_unpriced: { status: 403, type: 'permission_error', retry: false },
   database_unavailable: { status: 503, type: 'api_error', retry: true },

@@ -8,7 +8,7 @@ import type { KeyRecord } from './store.ts';
 const base: KeyRecord = {
   id: 'key_1', hash: '', hint: '', name: '', projectId: 'proj_default', connectionId: 'c', status: 'active', boundIp: null, boundAt: null,
   allowedCities: [], deviceHash: null, deviceSalt: null, allowedModels: [], requireSignature: false, signingSecret: null,
-  inactiveExpiryMs: null, lastUsedAt: null, suspendedUntil: null, dailyLimitMicros: null, lifetimeLimitMicros: null, dailyRequestLimit: null, autoLock: ['ip'], scopes: ['inference'], boundCity: null, boundCityAt: null, deviceBoundAt: null, createdAt: 0, updatedAt: 0,
+  inactiveExpiryMs: null, lastUsedAt: null, suspendedUntil: null, dailyLimitMicros: null, lifetimeLimitMicros: null, dailyRequestLimit: null, weeklyLimitMicros: null, monthlyLimitMicros: null, expiresAt: null, rpmLimit: null, tpmLimit: null, autoLock: ['ip'], scopes: ['inference'], boundCity: null, boundCityAt: null, deviceBoundAt: null, createdAt: 0, updatedAt: 0,
 };
 
 describe('key status locks', () => {

@@ -66,6 +66,9 @@ function refuse(code: LockCode, detail?: string, retryAfter?: number): LockRefus
 export function checkKeyStatus(key: KeyRecord, now: number): LockRefusal | undefined {
   if (key.status === 'revoked') return refuse('key_revoked');
   if (key.status === 'killed') return refuse('key_killed');
+  if (key.expiresAt !== null && key.expiresAt <= now) {
+    return { code: 'key_expired', message: `This SecureGate key expired on ${new Date(key.expiresAt).toISOString().replace('.000Z', 'Z')} (its expiry date); ask its owner for a new key or a later expiry.` };
+  }
   if (key.status === 'expired') return refuse('key_expired');
   if (key.inactiveExpiryMs !== null && (key.lastUsedAt ?? key.createdAt) + key.inactiveExpiryMs < now) return refuse('key_expired');
   if (key.suspendedUntil !== null && key.suspendedUntil > now) {

@@ -2,10 +2,13 @@
  * Spend caps that hold under concurrency, and spend that is counted exactly once.
  *
  * Every request is reserved before it is forwarded and settled exactly once afterwards. A capped
- * reservation adds an upper bound to every counter row of the request (key per UTC day, key
- * lifetime, project per UTC day, key requests per UTC day) and fits only while spent + reserved +
- * amount ≤ cap, checked inside the statement that adds it, so instances sharing one database never
- * overshoot by more than one reservation. An uncapped reservation only writes its reservation row:
+ * reservation adds an upper bound to every counter row of the request (key per UTC day, per UTC
+ * week from Monday, per UTC calendar month and lifetime, project per UTC day, key requests per UTC
+ * day; windows in host/spend-windows.ts) and fits only while spent + reserved + amount ≤ cap,
+ * checked inside the statement that adds it, so instances sharing one database never overshoot by
+ * more than one reservation. A key with a requests- or tokens-per-minute limit also reserves one
+ * request and the request's token bound in its counters for the UTC minute the request began
+ * (`keyreq`/`keytok`, `min:…`); settlement turns the token bound into the tokens actually used. An uncapped reservation only writes its reservation row:
  * no counter is locked before the cost is known. Settling deletes the reservation row (the guard
  * that makes settlement idempotent), releases what it held and charges the real cost.
  *
@@ -40,10 +43,13 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { SqlDb, SqlValue } from '../storage/db.ts';
+import { periodOf, utcDay, utcMinute } from './spend-windows.ts';
+
+export { utcDay } from './spend-windows.ts';
 
 export interface Counter {
-  /** `key`/`project` count micro-dollars; `keyreq` counts requests (any-API request caps). */
-  scope: 'key' | 'project' | 'keyreq';
+  /** `key`/`project` count micro-dollars; `keyreq` counts requests (per day, per minute); `keytok` tokens per minute. */
+  scope: 'key' | 'project' | 'keyreq' | 'keytok';
   scopeId: string;
   period: string;
   cap: number | null;
@@ -59,10 +65,18 @@ export interface ReserveRequest {
   projectDailyCap: number | null;
   /** Requests per UTC day for this key, counted only when set. */
   keyDailyRequestCap?: number | null;
+  /** Spend caps per UTC week (from Monday) and per UTC calendar month, in micro-dollars. */
+  keyWeeklyCap?: number | null;
+  keyMonthlyCap?: number | null;
+  /** Requests and tokens per UTC minute; the minute counters are written only when one is set. */
+  keyRpm?: number | null;
+  keyTpm?: number | null;
+  /** Upper bound of the request's tokens (input + output), reserved against keyTpm. */
+  tokens?: number;
   now: number;
 }
 
-export type ReserveResult = { ok: true; reservationId: string; day: string } | { ok: false; scope: string; period: string };
+export type ReserveResult = { ok: true; reservationId: string; day: string } | { ok: false; scope: Counter['scope']; period: string };
 
 export interface SettleResult {
   /** Key's spend today before and after, and its daily cap, for budget alerts. */
@@ -72,10 +86,6 @@ export interface SettleResult {
 export const RESERVATION_TTL_MS = 15 * 60_000;
 /** Reclaimed reservation rows are kept this long, so a late settlement still finds its counters. */
 const RECLAIMED_KEPT_MS = 86_400_000;
-
-export function utcDay(now: number): string {
-  return new Date(now).toISOString().slice(0, 10);
-}
 
 /** Errors of the ledger's own contract (a database failure is retried, never one of these). */
 export class SpendError extends Error {
@@ -93,9 +103,14 @@ interface CounterOwner {
   keyLifetimeCap: number | null;
   projectDailyCap: number | null;
   keyDailyRequestCap?: number | null;
+  keyWeeklyCap?: number | null;
+  keyMonthlyCap?: number | null;
+  keyRpm?: number | null;
+  keyTpm?: number | null;
 }
 
-const SCOPE_RANK: Record<Counter['scope'], number> = { keyreq: 0, key: 1, project: 2 };
+/** keytok sits between keyreq and key, so the relative order of the older scopes is unchanged. */
+const SCOPE_RANK: Record<Counter['scope'], number> = { keyreq: 0, keytok: 1, key: 2, project: 3 };
 
 /**
  * The one order in which counter rows are ever locked: a total order on the primary key. The
@@ -105,20 +120,33 @@ export function COUNTER_ORDER(a: Counter, b: Counter): number {
   return SCOPE_RANK[a.scope] - SCOPE_RANK[b.scope] || (a.scopeId < b.scopeId ? -1 : a.scopeId > b.scopeId ? 1 : 0) || (a.period < b.period ? -1 : a.period > b.period ? 1 : 0);
 }
 
-/** The counter rows of one request, in COUNTER_ORDER. */
-export function countersOf(r: CounterOwner, day: string): Counter[] {
-  return [
-    { scope: 'key' as const, scopeId: r.keyId, period: `d:${day}`, cap: r.keyDailyCap },
-    { scope: 'key' as const, scopeId: r.keyId, period: 'life', cap: r.keyLifetimeCap },
-    { scope: 'project' as const, scopeId: r.projectId, period: `d:${day}`, cap: r.projectDailyCap },
-    { scope: 'keyreq' as const, scopeId: r.keyId, period: `d:${day}`, cap: r.keyDailyRequestCap ?? null },
-  ].sort(COUNTER_ORDER);
+/**
+ * The counter rows of one request, in COUNTER_ORDER. Week and month spend is counted for every key
+ * (a cap set mid-week sees the week's spend so far); the minute counters only for a request that
+ * reserved them (`minute`: its key had a requests- or tokens-per-minute limit).
+ */
+export function countersOf(r: CounterOwner, day: string, minute: string | null = null): Counter[] {
+  const list: Counter[] = [
+    { scope: 'key', scopeId: r.keyId, period: periodOf.day(day), cap: r.keyDailyCap },
+    { scope: 'key', scopeId: r.keyId, period: periodOf.week(day), cap: r.keyWeeklyCap ?? null },
+    { scope: 'key', scopeId: r.keyId, period: periodOf.month(day), cap: r.keyMonthlyCap ?? null },
+    { scope: 'key', scopeId: r.keyId, period: 'life', cap: r.keyLifetimeCap },
+    { scope: 'project', scopeId: r.projectId, period: periodOf.day(day), cap: r.projectDailyCap },
+    { scope: 'keyreq', scopeId: r.keyId, period: periodOf.day(day), cap: r.keyDailyRequestCap ?? null },
+  ];
+  if (minute !== null) {
+    list.push({ scope: 'keyreq', scopeId: r.keyId, period: periodOf.minute(minute), cap: r.keyRpm ?? null });
+    list.push({ scope: 'keytok', scopeId: r.keyId, period: periodOf.minute(minute), cap: r.keyTpm ?? null });
+  }
+  return list.sort(COUNTER_ORDER);
 }
 
-/** Money counters move by the amount; the request counter always by one. */
-const unitAmount = (c: Counter, amount: number) => (c.scope === 'keyreq' ? 1 : amount);
+/** Money counters move by the amount, token counters by the tokens; request counters always by one. */
+const unitAmount = (c: Counter, amount: number, tokens = 0) => (c.scope === 'keyreq' ? 1 : c.scope === 'keytok' ? tokens : amount);
 const noCaps = (keyId: string, projectId: string): CounterOwner => ({ keyId, projectId, keyDailyCap: null, keyLifetimeCap: null, projectDailyCap: null });
 const isKeyDay = (c: Counter) => c.scope === 'key' && c.period.startsWith('d:');
+/** Minute counters older than this are deleted by the sweep (they outlive any reservation's TTL). */
+const MINUTE_COUNTERS_KEPT_MS = 2 * 60 * 60_000;
 
 function assertMicros(value: number, name: string): void {
   if (!Number.isSafeInteger(value) || value < 0) throw new SpendError('invalid_amount', `${name} must be a non-negative integer number of micro-dollars`);
@@ -141,8 +169,8 @@ const RESERVE = `INSERT INTO spend_counters (scope, scope_id, period, spent, res
   ON CONFLICT (scope, scope_id, period) DO UPDATE SET reserved = spend_counters.reserved + $4
   WHERE spend_counters.spent + spend_counters.reserved + $4 <= $5
   RETURNING reserved`;
-const INSERT_RESERVATION = `INSERT INTO reservations (id, key_id, project_id, day, amount, created_at, expires_at, held)
-  VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING`;
+const INSERT_RESERVATION = `INSERT INTO reservations (id, key_id, project_id, day, amount, created_at, expires_at, held, minute, tokens)
+  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING`;
 
 /** Transactions writing settlements at once per process, and settlements per transaction. */
 const MAX_BATCHES = 4;
@@ -151,6 +179,8 @@ const MAX_BATCH = 200;
 interface Settlement {
   id: string;
   actual: number;
+  /** Tokens the request used, for a tokens-per-minute counter; undefined: charge the token bound. */
+  actualTokens: number | undefined;
   /** A retry treats a missing reservation row as already settled (an earlier answer was lost). */
   isRetry: boolean;
   resolve: (r: SettleResult) => void;
@@ -195,23 +225,27 @@ export class SpendLedger {
 
   async reserve(r: ReserveRequest): Promise<ReserveResult> {
     assertMicros(r.amount, 'amount');
+    const tokens = r.tokens ?? 0;
+    if (!Number.isSafeInteger(tokens) || tokens < 0) throw new SpendError('invalid_amount', 'tokens must be a non-negative integer');
     const day = utcDay(r.now);
     const id = `res_${randomBytes(10).toString('hex')}`;
-    const list = countersOf(r, day);
+    // The minute the request began names its rate counters; settlement reads it back from the row.
+    const minute = (r.keyRpm ?? null) !== null || (r.keyTpm ?? null) !== null ? utcMinute(r.now) : null;
+    const list = countersOf(r, day, minute);
     const reservation: SqlValue[] = [id, r.keyId, r.projectId, day, r.amount, r.now, r.now + RESERVATION_TTL_MS];
     if (list.every((c) => c.cap === null)) {
       // Nothing to check and nothing to hold: the counters move once, at settlement.
-      await this.#writeOne(INSERT_RESERVATION, [...reservation, 0]);
+      await this.#writeOne(INSERT_RESERVATION, [...reservation, 0, null, 0]);
       return { ok: true, reservationId: id, day };
     }
     // A bound larger than a cap cannot fit even an empty counter: refuse without locking anything.
-    const tooBig = list.find((c) => c.cap !== null && unitAmount(c, r.amount) > c.cap);
+    const tooBig = list.find((c) => c.cap !== null && unitAmount(c, r.amount, tokens) > c.cap);
     if (tooBig) return { ok: false, scope: tooBig.scope, period: tooBig.period };
     try {
       await this.#db.transaction(async (tx) => {
-        await tx.query(INSERT_RESERVATION, [...reservation, 1]);
+        await tx.query(INSERT_RESERVATION, [...reservation, 1, minute, tokens]);
         for (const c of list) {
-          const unit = unitAmount(c, r.amount);
+          const unit = unitAmount(c, r.amount, tokens);
           const fits = await tx.query(c.cap === null ? MOVE : RESERVE, c.cap === null ? [c.scope, c.scopeId, c.period, 0, unit, 0] : [c.scope, c.scopeId, c.period, unit, c.cap]);
           if (fits.length === 0) throw new Refused(c);
         }
@@ -228,15 +262,16 @@ export class SpendLedger {
    * corrected from the amount the sweep charged to the real cost. Resolves once written — retried
    * through database outages; a second call for the same id joins the first.
    */
-  settle(reservationId: string, actual: number): Promise<SettleResult> {
+  settle(reservationId: string, actual: number, actualTokens?: number): Promise<SettleResult> {
     try {
       assertMicros(actual, 'actual');
+      if (actualTokens !== undefined && (!Number.isSafeInteger(actualTokens) || actualTokens < 0)) throw new SpendError('invalid_amount', 'actualTokens must be a non-negative integer');
     } catch (e) {
       return Promise.reject(e);
     }
     const queued = this.#pending.get(reservationId);
     if (queued) return queued;
-    return this.#durably(reservationId, (attempt) => this.#enqueue(reservationId, actual, attempt > 0));
+    return this.#durably(reservationId, (attempt) => this.#enqueue(reservationId, actual, attempt > 0, actualTokens));
   }
 
   /**
@@ -256,7 +291,7 @@ export class SpendLedger {
     let inserted = false;
     return this.#durably(id, async (attempt) => {
       if (!inserted) {
-        await this.#writeOne(INSERT_RESERVATION, [id, keyId, projectId, day, actual, now, now + RESERVATION_TTL_MS, 0]);
+        await this.#writeOne(INSERT_RESERVATION, [id, keyId, projectId, day, actual, now, now + RESERVATION_TTL_MS, 0, null, 0]);
         inserted = true;
         attempt = 0;
       }
@@ -297,9 +332,9 @@ export class SpendLedger {
    * hot counter row (a busy key's, its project's) once for many requests instead of once per
    * request, so a row lock is taken once per batch rather than queued for per request.
    */
-  #enqueue(id: string, actual: number, isRetry: boolean): Promise<SettleResult> {
+  #enqueue(id: string, actual: number, isRetry: boolean, actualTokens?: number): Promise<SettleResult> {
     return new Promise<SettleResult>((resolve, reject) => {
-      this.#queue.push({ id, actual, isRetry, resolve, reject });
+      this.#queue.push({ id, actual, actualTokens, isRetry, resolve, reject });
       this.#drain();
     });
   }
@@ -333,9 +368,9 @@ export class SpendLedger {
     const keyDays: Array<{ row: string; spent: number } | undefined> = [];
     const byId = batch.map((_, i) => i).sort((a, b) => (batch[a]!.id < batch[b]!.id ? -1 : 1));
     for (const i of byId) {
-      const { id, actual, isRetry } = batch[i]!;
+      const { id, actual, actualTokens, isRetry } = batch[i]!;
       // Its deletion is the guard against settling twice.
-      const [res] = await tx.query('DELETE FROM reservations WHERE id = $1 RETURNING key_id, project_id, day, amount, held, reclaimed, charged', [id]);
+      const [res] = await tx.query('DELETE FROM reservations WHERE id = $1 RETURNING key_id, project_id, day, amount, held, reclaimed, charged, minute, tokens', [id]);
       if (!res) {
         // On a retry, the row is gone because an earlier attempt committed and only its answer was lost.
         if (!isRetry) outcomes[i] = { ok: false, error: new SpendError('reservation_unknown', `reservation ${id} is unknown or already settled`) };
@@ -347,13 +382,16 @@ export class SpendLedger {
       // A reclaimed reservation was charged its amount and counted by the sweep (`charged`), or —
       // rows reclaimed before that rule — released without a charge (`charged` NULL).
       const charged = res.charged === null || res.charged === undefined ? null : Number(res.charged);
-      for (const c of countersOf(noCaps(res.key_id as string, res.project_id as string), res.day as string)) {
+      // The token bound held (and, if reclaimed, charged); the tokens used when the caller knows them.
+      const heldTokens = Number(res.tokens ?? 0);
+      const usedTokens = actualTokens ?? heldTokens;
+      for (const c of countersOf(noCaps(res.key_id as string, res.project_id as string), res.day as string, (res.minute as string | null) ?? null)) {
         const corrected = reclaimed && charged !== null;
-        const spent = corrected ? (c.scope === 'keyreq' ? 0 : actual - charged) : unitAmount(c, actual);
+        const spent = corrected ? (c.scope === 'keyreq' ? 0 : c.scope === 'keytok' ? usedTokens - heldTokens : actual - charged) : unitAmount(c, actual, usedTokens);
         const row = `${c.scope}\0${c.scopeId}\0${c.period}`;
         const move = moves.get(row) ?? { counter: c, spent: 0, reserved: 0, requests: 0 };
         move.spent += spent;
-        move.reserved -= held ? unitAmount(c, amount) : 0;
+        move.reserved -= held ? unitAmount(c, amount, heldTokens) : 0;
         move.requests += corrected ? 0 : 1;
         moves.set(row, move);
         if (isKeyDay(c)) keyDays[i] = { row, spent };
@@ -385,6 +423,13 @@ export class SpendLedger {
     // Old reclaimed rows go one per statement: a multi-row DELETE would lock rows in scan order.
     const old = await this.#db.query('SELECT id FROM reservations WHERE reclaimed = 1 AND expires_at < $1 LIMIT 1000', [now - RECLAIMED_KEPT_MS]);
     for (const r of old) await this.#writeOne('DELETE FROM reservations WHERE id = $1 AND reclaimed = 1', [r.id as string]);
+    // Minute counters of rate limits are only ever read in their minute: old ones go, one row per statement.
+    const stale = await this.#db.query("SELECT scope, scope_id, period FROM spend_counters WHERE period LIKE 'min:%' AND period < $1 LIMIT 1000", [
+      `min:${utcMinute(now - MINUTE_COUNTERS_KEPT_MS)}`,
+    ]);
+    for (const c of stale) {
+      await this.#writeOne('DELETE FROM spend_counters WHERE scope = $1 AND scope_id = $2 AND period = $3', [c.scope as string, c.scope_id as string, c.period as string]);
+    }
     const expired = await this.#db.query('SELECT id FROM reservations WHERE expires_at < $1 AND reclaimed = 0 ORDER BY expires_at LIMIT 1000', [now]);
     let reclaimed = 0;
     for (const { id } of expired) {
@@ -392,14 +437,15 @@ export class SpendLedger {
       // One transaction per reservation: its row, then its counters in order (see the header).
       const done = await this.#db.transaction(async (tx) => {
         // Guarded: a settlement that got there first wins and nothing is charged twice.
-        const [r] = await tx.query('UPDATE reservations SET reclaimed = 1, charged = amount WHERE id = $1 AND reclaimed = 0 RETURNING key_id, project_id, day, amount, held', [
+        const [r] = await tx.query('UPDATE reservations SET reclaimed = 1, charged = amount WHERE id = $1 AND reclaimed = 0 RETURNING key_id, project_id, day, amount, held, minute, tokens', [
           id as string,
         ]);
         if (!r) return false;
         const amount = Number(r.amount);
+        const tokens = Number(r.tokens ?? 0);
         const held = Number(r.held) === 1;
-        for (const c of countersOf(noCaps(r.key_id as string, r.project_id as string), r.day as string)) {
-          await tx.query(MOVE, [c.scope, c.scopeId, c.period, unitAmount(c, amount), held ? -unitAmount(c, amount) : 0, 1]);
+        for (const c of countersOf(noCaps(r.key_id as string, r.project_id as string), r.day as string, (r.minute as string | null) ?? null)) {
+          await tx.query(MOVE, [c.scope, c.scopeId, c.period, unitAmount(c, amount, tokens), held ? -unitAmount(c, amount, tokens) : 0, 1]);
         }
         return true;
       });

@@ -45,7 +45,7 @@ function keyRecord(connectionId: string, overrides: Partial<KeyRecord> = {}): Ke
   return {
     id: `key_${randomBytes(6).toString('hex')}`, hash: randomBytes(32).toString('hex'), hint: 'SG_abcd…wxyz', name: 'k', projectId: DEFAULT_PROJECT,
     connectionId, status: 'active', boundIp: null, boundAt: null, allowedCities: [], deviceHash: null, deviceSalt: null, allowedModels: [],
-    requireSignature: false, signingSecret: null, inactiveExpiryMs: null, lastUsedAt: null, suspendedUntil: null, dailyLimitMicros: null, lifetimeLimitMicros: null, dailyRequestLimit: null, autoLock: ['ip'], scopes: ['inference'], boundCity: null, boundCityAt: null, deviceBoundAt: null, createdAt: now, updatedAt: now,
+    requireSignature: false, signingSecret: null, inactiveExpiryMs: null, lastUsedAt: null, suspendedUntil: null, dailyLimitMicros: null, lifetimeLimitMicros: null, dailyRequestLimit: null, weeklyLimitMicros: null, monthlyLimitMicros: null, expiresAt: null, rpmLimit: null, tpmLimit: null, autoLock: ['ip'], scopes: ['inference'], boundCity: null, boundCityAt: null, deviceBoundAt: null, createdAt: now, updatedAt: now,
     ...overrides,
   };
 }

@@ -56,6 +56,14 @@ export interface KeyRecord {
   dailyLimitMicros: number | null;
   lifetimeLimitMicros: number | null;
   dailyRequestLimit: number | null;
+  /** Spend caps per UTC week (from Monday 00:00) and per UTC calendar month, micro-dollars. */
+  weeklyLimitMicros: number | null;
+  monthlyLimitMicros: number | null;
+  /** Absolute expiry (ms since the epoch): from then on every request is refused `key_expired`. */
+  expiresAt: number | null;
+  /** Requests and tokens (input + output) per UTC minute. */
+  rpmLimit: number | null;
+  tpmLimit: number | null;
   autoLock: AutoLock[];
   /**
    * What the key may be used for (host/request/scopes.ts): `inference` by default; files,
@@ -99,6 +107,11 @@ export type KeyPatch = Partial<
     | 'dailyLimitMicros'
     | 'lifetimeLimitMicros'
     | 'dailyRequestLimit'
+    | 'weeklyLimitMicros'
+    | 'monthlyLimitMicros'
+    | 'expiresAt'
+    | 'rpmLimit'
+    | 'tpmLimit'
     | 'autoLock'
     | 'scopes'
     | 'boundCity'
@@ -174,6 +187,16 @@ const MIGRATIONS: string[] = [
   `ALTER TABLE connections ADD COLUMN connection_policy TEXT`,
   // What a request called ("POST /v1/chat/completions"), refused ones included.
   `ALTER TABLE audit_log ADD COLUMN endpoint TEXT`,
+  // Budget periods and limits per key (issue 20): weekly and monthly caps, an absolute expiry,
+  // requests and tokens per minute. A reservation of a rate-limited key names the UTC minute whose
+  // counters it holds and the token bound it holds there (host/spend.ts).
+  `ALTER TABLE sg_keys ADD COLUMN weekly_limit_micros BIGINT;
+   ALTER TABLE sg_keys ADD COLUMN monthly_limit_micros BIGINT;
+   ALTER TABLE sg_keys ADD COLUMN expires_at BIGINT;
+   ALTER TABLE sg_keys ADD COLUMN rpm_limit BIGINT;
+   ALTER TABLE sg_keys ADD COLUMN tpm_limit BIGINT;
+   ALTER TABLE reservations ADD COLUMN minute TEXT;
+   ALTER TABLE reservations ADD COLUMN tokens BIGINT NOT NULL DEFAULT 0`,
 ];
 
 /** What a key locks itself to on first successful use ("self-healing identity"). */
@@ -202,6 +225,11 @@ const KEY_COLUMNS: Record<keyof KeyPatch, string> = {
   dailyLimitMicros: 'daily_limit_micros',
   lifetimeLimitMicros: 'lifetime_limit_micros',
   dailyRequestLimit: 'daily_request_limit',
+  weeklyLimitMicros: 'weekly_limit_micros',
+  monthlyLimitMicros: 'monthly_limit_micros',
+  expiresAt: 'expires_at',
+  rpmLimit: 'rpm_limit',
+  tpmLimit: 'tpm_limit',
   autoLock: 'auto_lock',
   scopes: 'scopes',
   boundCity: 'bound_city',
@@ -234,6 +262,11 @@ function toKey(r: Row): KeyRecord {
     dailyLimitMicros: num(r.daily_limit_micros),
     lifetimeLimitMicros: num(r.lifetime_limit_micros),
     dailyRequestLimit: num(r.daily_request_limit),
+    weeklyLimitMicros: num(r.weekly_limit_micros),
+    monthlyLimitMicros: num(r.monthly_limit_micros),
+    expiresAt: num(r.expires_at),
+    rpmLimit: num(r.rpm_limit),
+    tpmLimit: num(r.tpm_limit),
     autoLock: JSON.parse((r.auto_lock as string | null) ?? '["ip"]') as AutoLock[],
     scopes: JSON.parse((r.scopes as string | null) ?? '["inference"]') as string[],
     boundCity: (r.bound_city as string | null) ?? null,
@@ -365,13 +398,16 @@ export class HostStore {
     await this.db.query(
       `INSERT INTO sg_keys (id, hash, hint, name, project_id, connection_id, status, bound_ip, bound_at, allowed_cities, device_hash, device_salt,
          allowed_models, require_signature, signing_secret, inactive_expiry_ms, last_used_at, suspended_until, created_at, updated_at,
-         daily_limit_micros, lifetime_limit_micros, daily_request_limit, auto_lock, bound_city, bound_city_at, device_bound_at, scopes)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)`,
+         daily_limit_micros, lifetime_limit_micros, daily_request_limit, auto_lock, bound_city, bound_city_at, device_bound_at, scopes,
+         weekly_limit_micros, monthly_limit_micros, expires_at, rpm_limit, tpm_limit)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28,
+         $29, $30, $31, $32, $33)`,
       [
         k.id, k.hash, k.hint, k.name, k.projectId, k.connectionId, k.status, k.boundIp, k.boundAt, JSON.stringify(k.allowedCities), k.deviceHash,
         k.deviceSalt, JSON.stringify(k.allowedModels), k.requireSignature ? 1 : 0, k.signingSecret, k.inactiveExpiryMs, k.lastUsedAt,
         k.suspendedUntil, k.createdAt, k.updatedAt, k.dailyLimitMicros, k.lifetimeLimitMicros, k.dailyRequestLimit,
         JSON.stringify(k.autoLock), k.boundCity, k.boundCityAt, k.deviceBoundAt, JSON.stringify(k.scopes),
+        k.weeklyLimitMicros, k.monthlyLimitMicros, k.expiresAt, k.rpmLimit, k.tpmLimit,
       ],
     );
   }

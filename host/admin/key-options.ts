@@ -41,6 +41,11 @@ export const keyOptions = {
   dailyLimit: { type: ['number', 'null'], minimum: 0, maximum: 1e9 },
   lifetimeLimit: { type: ['number', 'null'], minimum: 0, maximum: 1e9 },
   dailyRequests: { type: ['integer', 'null'], minimum: 0, maximum: 1e9 },
+  weeklyLimit: { type: ['number', 'null'], minimum: 0, maximum: 1e9 },
+  monthlyLimit: { type: ['number', 'null'], minimum: 0, maximum: 1e9 },
+  expiresAt: { type: ['string', 'null'], maxLength: 40 },
+  rpm: { type: ['integer', 'null'], minimum: 1, maximum: 1e9 },
+  tpm: { type: ['integer', 'null'], minimum: 1, maximum: 1e12 },
   autoLock: { type: 'array', maxItems: 3, uniqueItems: true, items: { type: 'string', enum: ['ip', 'device', 'city'] } },
   scopes: { type: 'array', maxItems: 32, items: { type: 'string', minLength: 1, maxLength: 40 } },
   confirmUnknown: { type: 'boolean' },
@@ -59,6 +64,14 @@ export interface KeyOptionsBody {
   lifetimeLimit?: number | null;
   /** Requests per UTC day (any-API connections, or any key); null removes the cap. */
   dailyRequests?: number | null;
+  /** Dollars per UTC week (Monday 00:00 to Monday) and per UTC calendar month; null removes the cap. */
+  weeklyLimit?: number | null;
+  monthlyLimit?: number | null;
+  /** Absolute expiry: an ISO 8601 date (`2027-01-31`, 00:00 UTC) or date-time with a zone; null or `off` removes it. */
+  expiresAt?: string | null;
+  /** Requests and tokens (input + output) per UTC minute; null removes the limit. */
+  rpm?: number | null;
+  tpm?: number | null;
   /** What the key binds itself to on first use; `ip` is always included. */
   autoLock?: Array<'ip' | 'device' | 'city'>;
   /** What the key may be used for (host/request/scopes.ts); default `["inference"]`. */
@@ -93,8 +106,29 @@ export async function requireKeyFeatures(guard: AdminGuard, projectId: string, b
   if (body.autoLock?.includes('device')) await guard.requireFeature(projectId, 'device_lock');
 }
 
+const ISO_DATE = /^\d{4}-\d{2}-\d{2}$/;
+const ISO_DATE_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?(Z|[+-]\d{2}:\d{2})$/;
+
+/**
+ * An absolute expiry as the API takes it: `off`/null clears it; otherwise an ISO 8601 date (the
+ * start of that UTC day) or a date-time with an explicit zone — never local time, which would mean
+ * something different on the owner's machine and the server. It must lie in the future.
+ */
+export function parseExpiresAt(value: string | null, now: number): number | null {
+  if (value === null || value.trim().toLowerCase() === 'off') return null;
+  const text = value.trim();
+  const at = ISO_DATE.test(text) ? Date.parse(`${text}T00:00:00Z`) : ISO_DATE_TIME.test(text) ? Date.parse(text) : NaN;
+  if (!Number.isFinite(at) || new Date(at).getUTCFullYear() > 9999) {
+    throw new KeyFieldError('invalid_request', 'expiresAt', `expiresAt must be an ISO 8601 date (2027-01-31, meaning 00:00 UTC) or date-time with a zone (2027-01-31T18:00:00Z), or off; got "${text.slice(0, 40)}"`);
+  }
+  // A round trip catches dates that do not exist (2027-02-30 parses as March 2nd).
+  if (ISO_DATE.test(text) && new Date(at).toISOString().slice(0, 10) !== text) throw new KeyFieldError('invalid_request', 'expiresAt', `expiresAt: ${text} is not a calendar date`);
+  if (at <= now) throw new KeyFieldError('invalid_request', 'expiresAt', `expiresAt (${new Date(at).toISOString()}) is in the past: a key that expires now is a kill (\`securegate kill\`)`);
+  return at;
+}
+
 /** The store patch a body asks for, and the signing secret it creates (shown once). */
-export function optionsToPatch(body: KeyOptionsBody): { patch: KeyPatch; signingSecret?: string } {
+export function optionsToPatch(body: KeyOptionsBody, now = Date.now()): { patch: KeyPatch; signingSecret?: string } {
   const patch: KeyPatch = {};
   if (body.name !== undefined) patch.name = body.name;
   if (body.models !== undefined) patch.allowedModels = body.models;
@@ -108,6 +142,11 @@ export function optionsToPatch(body: KeyOptionsBody): { patch: KeyPatch; signing
   }
   if (body.dailyLimit !== undefined) patch.dailyLimitMicros = body.dailyLimit === null ? null : dollarsToMicros(body.dailyLimit);
   if (body.dailyRequests !== undefined) patch.dailyRequestLimit = body.dailyRequests;
+  if (body.weeklyLimit !== undefined) patch.weeklyLimitMicros = body.weeklyLimit === null ? null : dollarsToMicros(body.weeklyLimit);
+  if (body.monthlyLimit !== undefined) patch.monthlyLimitMicros = body.monthlyLimit === null ? null : dollarsToMicros(body.monthlyLimit);
+  if (body.expiresAt !== undefined) patch.expiresAt = parseExpiresAt(body.expiresAt, now);
+  if (body.rpm !== undefined) patch.rpmLimit = body.rpm;
+  if (body.tpm !== undefined) patch.tpmLimit = body.tpm;
   if (body.scopes !== undefined) {
     try {
       patch.scopes = normaliseScopes(body.scopes);

@@ -12,6 +12,7 @@ import { generateSgKey, hashSgKey, keyHint } from '../keys.ts';
 import { deviceHash } from '../locks.ts';
 import { MICROS } from '../pricing.ts';
 import { DEFAULT_SCOPES } from '../request/scopes.ts';
+import { periodOf } from '../spend-windows.ts';
 import { utcDay } from '../spend.ts';
 import type { KeyPatch, KeyRecord } from '../store.ts';
 import { bundledCityDirectory } from './city-directory.ts';
@@ -40,6 +41,11 @@ export function publicKeyView(k: KeyRecord) {
     dailyLimit: k.dailyLimitMicros === null ? null : k.dailyLimitMicros / MICROS,
     lifetimeLimit: k.lifetimeLimitMicros === null ? null : k.lifetimeLimitMicros / MICROS,
     dailyRequests: k.dailyRequestLimit,
+    weeklyLimit: k.weeklyLimitMicros === null ? null : k.weeklyLimitMicros / MICROS,
+    monthlyLimit: k.monthlyLimitMicros === null ? null : k.monthlyLimitMicros / MICROS,
+    expiresAt: k.expiresAt,
+    rpm: k.rpmLimit,
+    tpm: k.tpmLimit,
     autoLock: k.autoLock,
     scopes: k.scopes,
     boundCity: k.boundCity,
@@ -92,6 +98,11 @@ export function registerKeyRoutes(app: FastifyInstance, deps: AdminDeps, guard: 
         lifetimeLimitMicros: patch.lifetimeLimitMicros ?? null,
         scopes: patch.scopes ?? [...DEFAULT_SCOPES],
         dailyRequestLimit: patch.dailyRequestLimit ?? null,
+        weeklyLimitMicros: patch.weeklyLimitMicros ?? null,
+        monthlyLimitMicros: patch.monthlyLimitMicros ?? null,
+        expiresAt: patch.expiresAt ?? null,
+        rpmLimit: patch.rpmLimit ?? null,
+        tpmLimit: patch.tpmLimit ?? null,
         autoLock: patch.autoLock ?? ['ip'],
         boundCity: null,
         boundCityAt: null,
@@ -104,10 +115,23 @@ export function registerKeyRoutes(app: FastifyInstance, deps: AdminDeps, guard: 
     },
   );
 
-  /** A key as listed: its settings and what it spent (settled) today and over its life, in dollars. */
+  /** A key as listed: its settings and what it spent (settled) today, this week, this month and over its life, in dollars. */
   async function keyWithSpend(k: KeyRecord) {
-    const [today, life] = await Promise.all([deps.ledger.counter('key', k.id, `d:${utcDay(Date.now())}`), deps.ledger.counter('key', k.id, 'life')]);
-    return { ...publicKeyView(k), spentToday: today.spent / MICROS, spentLifetime: life.spent / MICROS, requestsToday: today.requests };
+    const day = utcDay(Date.now());
+    const [today, week, month, life] = await Promise.all([
+      deps.ledger.counter('key', k.id, periodOf.day(day)),
+      deps.ledger.counter('key', k.id, periodOf.week(day)),
+      deps.ledger.counter('key', k.id, periodOf.month(day)),
+      deps.ledger.counter('key', k.id, 'life'),
+    ]);
+    return {
+      ...publicKeyView(k),
+      spentToday: today.spent / MICROS,
+      spentWeek: week.spent / MICROS,
+      spentMonth: month.spent / MICROS,
+      spentLifetime: life.spent / MICROS,
+      requestsToday: today.requests,
+    };
   }
   app.get<{ Querystring: { projectId?: string } }>('/keys', async (req) => {
     const visible = await guard.visibleProjects(req);
@@ -126,6 +150,9 @@ export function registerKeyRoutes(app: FastifyInstance, deps: AdminDeps, guard: 
       await requireKeyFeatures(guard, key.projectId, req.body);
       const { patch, signingSecret } = optionsToPatch(req.body);
       await checkKeyNames(req.body, (await store.getConnection(key.connectionId))!, store, knownCity);
+      // A key marked expired by its expiry date comes back when the date moves later or goes away
+      // (were it idle too long, the inactivity check expires it again at its next request).
+      if (patch.expiresAt !== undefined && key.status === 'expired' && key.expiresAt !== null && key.expiresAt <= Date.now()) patch.status = 'active';
       const updated = await store.updateKey(key.id, patch);
       return { ...publicKeyView(updated!), ...(signingSecret ? { signingSecret } : {}) };
     },
@@ -167,16 +194,19 @@ export function registerKeyRoutes(app: FastifyInstance, deps: AdminDeps, guard: 
     return publicKeyView((await store.updateKey(req.params.id, { deviceHash: null, deviceSalt: null }))!);
   });
 
-  const statusRoute = (path: string, from: KeyRecord['status'][], to: KeyRecord['status'], event: string) =>
+  const statusRoute = (path: string, from: KeyRecord['status'][], to: KeyRecord['status'], event: string, blocked: (key: KeyRecord) => string | null = () => null) =>
     app.post<{ Params: { id: string } }>(path, { schema: { params: idParam } }, async (req) => {
       const key = await guard.mustGetKey(req, req.params.id);
       if (!from.includes(key.status)) throw new HostError('conflict', `key is ${key.status}; cannot ${event}`);
+      const why = blocked(key);
+      if (why) throw new HostError('conflict', why);
       const updated = await store.updateKey(key.id, { status: to });
       await store.addEvent({ id: `evt_${randomBytes(10).toString('hex')}`, at: Date.now(), projectId: key.projectId, keyId: key.id, type: event, detail: { by: 'owner' } });
       return publicKeyView(updated!);
     });
   statusRoute('/keys/:id/kill', ['active'], 'killed', 'key_killed');
-  statusRoute('/keys/:id/activate', ['killed', 'expired'], 'active', 'key_activated');
+  statusRoute('/keys/:id/activate', ['killed', 'expired'], 'active', 'key_activated', (key) =>
+    key.expiresAt !== null && key.expiresAt <= Date.now() ? `key passed its expiry date (${new Date(key.expiresAt).toISOString()}): set a later one (\`keys update --expires-at\`) or remove it (\`--expires-at off\`)` : null);
   statusRoute('/keys/:id/revoke', ['active', 'killed', 'expired'], 'revoked', 'key_revoked');
 
   app.post<{ Params: { id: string } }>('/keys/:id/unsuspend', { schema: { params: idParam } }, async (req) => {
