@@ -17,8 +17,16 @@ export type KeyView = Record<string, unknown> & {
   connectionId: string;
   dailyLimit: number | null;
   lifetimeLimit: number | null;
+  weeklyLimit?: number | null;
+  monthlyLimit?: number | null;
+  /** Absolute expiry, ms since the epoch. */
+  expiresAt?: number | null;
+  rpm?: number | null;
+  tpm?: number | null;
   lastUsedAt: number | null;
   spentToday?: number;
+  spentWeek?: number;
+  spentMonth?: number;
   spentLifetime?: number;
 };
 
@@ -53,6 +61,11 @@ export interface KeyOptionFlags {
   dailyLimit?: string;
   lifetimeLimit?: string;
   dailyRequests?: string;
+  weeklyLimit?: string;
+  monthlyLimit?: string;
+  expiresAt?: string;
+  rpm?: string;
+  tpm?: string;
   autoLock?: string;
   allowUnknown?: boolean;
   json?: boolean;
@@ -63,6 +76,18 @@ function dollars(value: string, flag: string): number | null {
   const n = Number(value.replace(/^\$/, ''));
   if (!Number.isFinite(n) || n < 0) throw new CliError(`${flag} takes dollars, e.g. 5 or 0.50 (or off)`, EXIT.usage);
   return n;
+}
+
+/** `--rpm`, `--tpm`: a whole number of at least 1, or off. */
+function perMinute(value: string, flag: string): number | null {
+  if (CLEAR.has(value.trim().toLowerCase())) return null;
+  if (!/^\d+$/.test(value.trim()) || Number(value) < 1) throw new CliError(`${flag} takes a whole number of at least 1 (or off), got "${value}"`, EXIT.usage);
+  return Number(value);
+}
+
+/** `--expires-at`: sent as typed (the server parses and checks it, and says what it wants); off clears it. */
+function expiry(value: string): string | null {
+  return CLEAR.has(value.trim().toLowerCase()) ? null : value.trim();
 }
 
 function optionsBody(o: KeyOptionFlags): Record<string, unknown> {
@@ -76,6 +101,11 @@ function optionsBody(o: KeyOptionFlags): Record<string, unknown> {
     ...(o.requireSignature !== undefined ? { requireSignature: o.requireSignature } : {}),
     ...(o.dailyLimit !== undefined ? { dailyLimit: dollars(o.dailyLimit, '--daily-limit') } : {}),
     ...(o.lifetimeLimit !== undefined ? { lifetimeLimit: dollars(o.lifetimeLimit, '--lifetime-limit') } : {}),
+    ...(o.weeklyLimit !== undefined ? { weeklyLimit: dollars(o.weeklyLimit, '--weekly-limit') } : {}),
+    ...(o.monthlyLimit !== undefined ? { monthlyLimit: dollars(o.monthlyLimit, '--monthly-limit') } : {}),
+    ...(o.expiresAt !== undefined ? { expiresAt: expiry(o.expiresAt) } : {}),
+    ...(o.rpm !== undefined ? { rpm: perMinute(o.rpm, '--rpm') } : {}),
+    ...(o.tpm !== undefined ? { tpm: perMinute(o.tpm, '--tpm') } : {}),
     ...(o.autoLock !== undefined ? { autoLock: commaList(o.autoLock) } : {}),
     ...(o.dailyRequests !== undefined ? { dailyRequests: o.dailyRequests === 'off' ? null : Math.floor(Number(o.dailyRequests)) } : {}),
     ...(o.allowUnknown ? { confirmUnknown: true } : {}),
@@ -99,12 +129,31 @@ async function sendKeyOptions(send: (body: Record<string, unknown>) => Promise<u
   }
 }
 
+/** "2027-01-31 00:00 UTC": an instant as the CLI shows it (always UTC, as the server reads it). */
+export const utcLabel = (ms: number) => `${new Date(ms).toISOString().slice(0, 16).replace('T', ' ')} UTC`;
+
+/**
+ * The limits beyond today's cap, in one short cell: week and month spend against their caps,
+ * requests and tokens per minute, the expiry date; "-" when there are none.
+ */
+export function limitsSummary(k: KeyView): string {
+  const parts = [
+    k.weeklyLimit !== null && k.weeklyLimit !== undefined ? `week ${usd(k.spentWeek ?? 0)} / ${usd(k.weeklyLimit)}` : '',
+    k.monthlyLimit !== null && k.monthlyLimit !== undefined ? `month ${usd(k.spentMonth ?? 0)} / ${usd(k.monthlyLimit)}` : '',
+    k.rpm ? `${k.rpm} rpm` : '',
+    k.tpm ? `${k.tpm} tpm` : '',
+    k.expiresAt ? `${k.expiresAt <= Date.now() ? 'expired' : 'expires'} ${utcLabel(k.expiresAt)}` : '',
+  ].filter(Boolean);
+  return parts.length ? parts.join(', ') : '-';
+}
+
 /** Money and time columns of a key, as `keys list`, `keys show` and the dashboard show them. */
-export function spendSummary(k: KeyView): { today: string; lifetime: string; lastUsed: string } {
+export function spendSummary(k: KeyView): { today: string; lifetime: string; lastUsed: string; limits: string } {
   return {
     today: `${usd(k.spentToday ?? 0)} / ${k.dailyLimit === null ? 'no cap' : usd(k.dailyLimit)}`,
     lifetime: `${usd(k.spentLifetime ?? 0)}${k.lifetimeLimit === null ? '' : ` / ${usd(k.lifetimeLimit)}`}`,
     lastUsed: ago(k.lastUsedAt),
+    limits: limitsSummary(k),
   };
 }
 
@@ -120,7 +169,12 @@ function describeKey(k: KeyView): string {
     k.requireSignature ? 'signed requests' : '',
     k.inactiveExpiryMs ? `expires after ${Math.round((k.inactiveExpiryMs as number) / 86_400_000)}d idle` : '',
     k.dailyLimit !== null && k.dailyLimit !== undefined ? `${usd(k.dailyLimit)}/day` : '',
+    k.weeklyLimit !== null && k.weeklyLimit !== undefined ? `${usd(k.weeklyLimit)}/week (UTC, from Monday)` : '',
+    k.monthlyLimit !== null && k.monthlyLimit !== undefined ? `${usd(k.monthlyLimit)}/month (UTC)` : '',
     k.lifetimeLimit !== null && k.lifetimeLimit !== undefined ? `${usd(k.lifetimeLimit)} lifetime` : '',
+    k.rpm ? `${k.rpm} requests/min` : '',
+    k.tpm ? `${k.tpm} tokens/min` : '',
+    k.expiresAt ? `${k.expiresAt <= Date.now() ? 'expired' : 'expires'} ${utcLabel(k.expiresAt)}` : '',
   ].filter(Boolean);
   return `${k.id}  ${k.name}  ${k.hint}  ${k.status}  ${locks.join(', ')}`;
 }
@@ -173,7 +227,11 @@ export async function keysShow(ref: string, options: { json?: boolean }, io: Io)
   if (options.json) printJson(io, k);
   else {
     const spend = spendSummary(k);
-    io.out(`${describeKey(k)}\n  spent today ${spend.today} · lifetime ${spend.lifetime} · last used ${spend.lastUsed}\n`);
+    const periods = [
+      k.weeklyLimit !== null && k.weeklyLimit !== undefined ? ` · this week ${usd(k.spentWeek ?? 0)} / ${usd(k.weeklyLimit)}` : '',
+      k.monthlyLimit !== null && k.monthlyLimit !== undefined ? ` · this month ${usd(k.spentMonth ?? 0)} / ${usd(k.monthlyLimit)}` : '',
+    ].join('');
+    io.out(`${describeKey(k)}\n  spent today ${spend.today}${periods} · lifetime ${spend.lifetime} · last used ${spend.lastUsed}\n`);
   }
   return 0;
 }
@@ -191,9 +249,9 @@ export async function keysList(options: { json?: boolean }, io: Io): Promise<num
   }
   const rows = keys.map((k) => {
     const spend = spendSummary(k);
-    return [k.name, k.hint, k.status, spend.today, spend.lifetime, spend.lastUsed, k.boundIp ?? '-', k.id];
+    return [k.name, k.hint, k.status, spend.today, spend.lifetime, spend.limits, spend.lastUsed, k.boundIp ?? '-', k.id];
   });
-  const head = ['NAME', 'KEY', 'STATUS', 'TODAY / CAP', 'LIFETIME', 'LAST USED', 'BOUND IP', 'ID'];
+  const head = ['NAME', 'KEY', 'STATUS', 'TODAY / CAP', 'LIFETIME', 'LIMITS', 'LAST USED', 'BOUND IP', 'ID'];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   for (const r of [head, ...rows]) io.out(`${r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]! + 2))).join('')}\n`);
   return 0;
@@ -203,7 +261,7 @@ export async function keysUpdate(ref: string, options: KeyOptionFlags, io: Io): 
   const c = login();
   const body = optionsBody(options);
   if (Object.keys(body).filter((k) => k !== 'confirmUnknown').length === 0) {
-    throw new CliError('nothing to update: pass --models, --cities, --scopes, --daily-limit, --inactive-expiry, --require-signature, --name …', EXIT.usage);
+    throw new CliError('nothing to update: pass --models, --cities, --scopes, --daily-limit, --weekly-limit, --monthly-limit, --rpm, --tpm, --expires-at, --inactive-expiry, --require-signature, --name …', EXIT.usage);
   }
   const id = await resolveKeyRef(c, ref);
   const k = (await sendKeyOptions((b) => adminRequest(c.serverUrl, c.adminToken, 'PATCH', `/keys/${encodeURIComponent(id)}`, b), body)) as KeyView & { signingSecret?: string };

@@ -89,7 +89,7 @@ export async function usageCommand(options: { key?: string; days?: string; json?
   return 0;
 }
 
-const AUDIT_FIELDS = ['at', 'requestId', 'keyId', 'projectId', 'provider', 'modelRequested', 'modelResolved', 'tokensIn', 'tokensOut', 'tokensCached', 'cost', 'status', 'code', 'clientIp', 'city', 'deviceMatch', 'latencyMs'];
+const AUDIT_FIELDS = ['at', 'requestId', 'keyId', 'projectId', 'provider', 'endpoint', 'modelRequested', 'modelResolved', 'tokensIn', 'tokensOut', 'tokensCached', 'cost', 'status', 'code', 'clientIp', 'city', 'deviceMatch', 'latencyMs'];
 
 function csvCell(v: unknown): string {
   const s = v === null || v === undefined ? '' : String(v);
@@ -123,10 +123,12 @@ export async function auditCommand(options: { key?: string; since?: string; unti
     if (items.length === 0) io.out('no requests in this range (widen it with --since 7d, or check --key)\n');
     else {
       // Columns are padded before colouring, so escape codes never shift them.
-      const head = ['TIME (UTC)', 'KEY', 'MODEL', 'OUTCOME', 'TOKENS IN→OUT', 'COST', 'CLIENT'];
+      const head = ['TIME (UTC)', 'KEY', 'ENDPOINT', 'MODEL', 'OUTCOME', 'TOKENS IN→OUT', 'COST', 'CLIENT'];
+      const outcome = head.indexOf('OUTCOME');
       const rows = items.map((i) => [
         new Date(i.at as number).toISOString().replace('T', ' ').slice(0, 19),
         String(i.keyId ?? '-'),
+        String(i.endpoint ?? '-'),
         String(i.modelResolved ?? i.modelRequested ?? '-'),
         String(i.code ?? i.status),
         `${String(i.tokensIn)}→${String(i.tokensOut)}`,
@@ -137,7 +139,7 @@ export async function auditCommand(options: { key?: string; since?: string; unti
       const line = (cells: string[], paint?: (n: number, cell: string) => string) =>
         `${cells.map((cell, n) => (n === cells.length - 1 ? cell : (paint ? paint(n, cell.padEnd(widths[n]!)) : cell.padEnd(widths[n]!)))).join('  ')}\n`;
       io.out(line(head));
-      rows.forEach((r, k) => io.out(line(r, (n, cell) => (n === 3 ? (items[k]!.code ? red(io, cell) : green(io, cell)) : cell))));
+      rows.forEach((r, k) => io.out(line(r, (n, cell) => (n === outcome ? (items[k]!.code ? red(io, cell) : green(io, cell)) : cell))));
     }
     if (!options.all && items.length === Number(options.limit ?? 100)) io.err(dim(io, `(first ${items.length} rows; --all for everything)\n`));
   }

@@ -91,6 +91,8 @@ interface AuditItem {
   id: string;
   at: number;
   keyId: string | null;
+  /** What the request called ("POST /v1/chat/completions"), never the query; null on rows from before it was recorded. */
+  endpoint: string | null;
   modelRequested: string | null;
   modelResolved: string | null;
   tokensIn: number;
@@ -103,7 +105,10 @@ interface AuditItem {
   latencyMs: number;
 }
 
-const AUDIT_CSV_FIELDS = ['at', 'requestId', 'keyId', 'modelRequested', 'modelResolved', 'tokensIn', 'tokensOut', 'cost', 'status', 'code', 'clientIp', 'city', 'latencyMs'] as const;
+const AUDIT_CSV_FIELDS = [
+  'at', 'requestId', 'keyId', 'projectId', 'provider', 'endpoint', 'modelRequested', 'modelResolved', 'tokensIn', 'tokensOut', 'tokensCached', 'cost', 'status', 'code', 'clientIp', 'city',
+  'deviceMatch', 'latencyMs',
+] as const;
 
 /** The rows shown, as CSV (the same columns as `securegate audit --csv`, ISO times). */
 function auditCsv(items: AuditItem[]): string {
@@ -192,6 +197,7 @@ export function AuditLog() {
           <tr>
             <th>Time (UTC)</th>
             <th>Key</th>
+            <th>Endpoint</th>
             <th>Model</th>
             <th>Outcome</th>
             <th>Tokens in/out</th>
@@ -205,6 +211,9 @@ export function AuditLog() {
             <tr key={i.id} data-key-id={i.keyId ?? ''} data-code={i.code ?? ''}>
               <td data-label="Time">{when(i.at)}</td>
               <td data-label="Key" class="mono">{i.keyId}</td>
+              <td data-label="Endpoint" class="mono" data-testid="endpoint">
+                {i.endpoint ?? '—'}
+              </td>
               <td data-label="Model">{i.modelResolved ?? i.modelRequested ?? '—'}</td>
               <td data-label="Outcome" class={i.code ? 'bad' : 'ok'}>{i.code ?? i.status}</td>
               <td>
