@@ -1,5 +1,5 @@
 /** Enclave error registry: stable codes returned to the host; messages never hold key material. */
-import type { EnclaveErrorCode } from '../protocol/index.ts';
+import type { EnclaveErrorCode } from '../protocol/rpc.ts';
 
 const STATUS: Record<EnclaveErrorCode, number> = {
   shareholders_unavailable: 503,

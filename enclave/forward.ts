@@ -14,7 +14,10 @@ import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { Transform } from 'node:stream';
 import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
 import { Pool } from 'undici';
-import { allowListPermits, HOP_BY_HOP_HEADERS, isLoopbackHost, providerSpec, upstreamPathFor, type AuthScheme, type ProviderSpec } from '../protocol/index.ts';
+import { allowListPermits } from '../protocol/allow-list.ts';
+import { HOP_BY_HOP_HEADERS, isLoopbackHost } from '../protocol/http-rules.ts';
+import { providerSpec, upstreamPathFor, type ProviderSpec } from '../protocol/providers/index.ts';
+import type { AuthScheme } from '../protocol/sealed-record.ts';
 import { EnclaveError } from './errors.ts';
 import { KeyScrubber } from './scrub.ts';
 import { UsageMeter, type RelayedUsage } from './usage-meter.ts';
@@ -129,22 +132,6 @@ export interface ForwarderOptions {
   ca?: string;
 }
 
-export function parseEgress(entries: string[]): Map<string, EgressRoute> {
-  const map = new Map<string, EgressRoute>();
-  for (const entry of entries) {
-    const eq = entry.indexOf('=');
-    if (eq < 0) throw new Error(`--egress takes <origin>=unix:<path> or <origin>=tcp:<host>:<port>, got ${entry}`);
-    const origin = new URL(entry.slice(0, eq)).origin;
-    const target = entry.slice(eq + 1);
-    if (target.startsWith('unix:')) map.set(origin, { kind: 'unix', path: target.slice(5) });
-    else {
-      const m = /^tcp:([^:]+):(\d+)$/.exec(target);
-      if (!m) throw new Error(`bad egress target ${target}`);
-      map.set(origin, { kind: 'tcp', host: m[1]!, port: Number(m[2]) });
-    }
-  }
-  return map;
-}
 
 /**
  * Streams an upstream body to the response until either ends. A body that breaks off destroys the

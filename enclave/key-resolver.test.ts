@@ -28,7 +28,8 @@ import {
 import { initIdentity, type ShareholderIdentity } from '../shareholders/identity.ts';
 import { buildShareholderServer } from '../shareholders/server.ts';
 import { openShareStore, type ShareStore } from '../shareholders/store.ts';
-import { KeyResolver, parseShareholderEndpoints, shareholderBridges, shareholderSocketRoute, type KeyResolverOptions } from './key-resolver.ts';
+import { KeyResolver, type KeyResolverOptions } from './key-resolver.ts';
+import { parseShareholderEndpoints, shareholderBridges, shareholderSocketRoute } from './shareholders.ts';
 import { createEnclaveMetrics } from './metrics.ts';
 
 const PCR0 = new Uint8Array(createHash('sha384').update('enclave bundle').digest());
@@ -56,8 +57,11 @@ async function startShareholder(id: string): Promise<Shareholder> {
 }
 
 /** Enrolls a fresh connection at every shareholder (2-of-3) and returns what the host would hold. */
-async function enroll(): Promise<{ binding: KeyBinding; record: Uint8Array; upstreamKey: string }> {
-  const binding: KeyBinding = { connectionId: `conn_${randomBytes(8).toString('hex')}`, provider: 'openai', origin: 'https://api.openai.com', authScheme: 'bearer' };
+async function enroll(opts: { maxLeasesPerDay?: number; policySha256?: string } = {}): Promise<{ binding: KeyBinding; record: Uint8Array; upstreamKey: string }> {
+  const binding: KeyBinding = {
+    connectionId: `conn_${randomBytes(8).toString('hex')}`, provider: 'openai', origin: 'https://api.openai.com', authScheme: 'bearer',
+    ...(opts.policySha256 ? { policySha256: opts.policySha256 } : {}),
+  };
   const upstreamKey = `sk-test-${randomBytes(8).toString('hex')}`;
   const dek = new Uint8Array(randomBytes(32));
   const record = sealUpstreamKey(new TextEncoder().encode(upstreamKey), dek, binding, (n) => new Uint8Array(randomBytes(n)));
@@ -74,6 +78,7 @@ async function enroll(): Promise<{ binding: KeyBinding; record: Uint8Array; upst
         envelopeSha256: createHash('sha256').update(envelope).digest('hex'),
         policy: { allow: [{ '0': toHex(PCR0) }] },
         maxReleasesPerMinute: 600,
+        ...(opts.maxLeasesPerDay !== undefined ? { maxLeasesPerDay: opts.maxLeasesPerDay } : {}),
       });
       const res = await fetch(`${sh.url}/v1/shares`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ envelope: Buffer.from(envelope).toString('base64'), signed }) });
       expect(res.status).toBe(201);
@@ -208,10 +213,12 @@ describe('key resolver', () => {
     // The releases used exactly those nonces (no challenge on the request's path) …
     const after = (await Promise.all(shareholders.map(nonces))).flat();
     const usedNow = after.filter((n) => n.used && ready.some((r) => r.nonce === n.nonce));
-    expect(usedNow.length).toBeGreaterThanOrEqual(2);
-    // … and the next ones are being prepared.
+    // (exactly t of them: a lease asks t shareholders, SPEC.md §9) …
+    expect(usedNow.length).toBe(2);
+    // … and the next ones are being prepared: a fresh ticket for each one used, the unused one kept.
     const fresh = async () => (await Promise.all(shareholders.map(nonces))).flat().filter((n) => !n.used && !before.flat().some((b) => b.nonce === n.nonce) && !ready.some((r) => r.nonce === n.nonce));
-    await until(async () => (await fresh()).length === shareholders.length);
+    await until(async () => (await fresh()).length === usedNow.length);
+    expect(after.filter((n) => !n.used && ready.some((r) => r.nonce === n.nonce))).toHaveLength(shareholders.length - 2);
     await resolver.close();
   });
 
@@ -308,6 +315,67 @@ describe('key resolver', () => {
     }
   });
 
+  it('asks exactly t shareholders per lease, so an honest enclave obtains the whole ⌊n·k/t⌋ leases a day', async () => {
+    // n = 3, t = 2, k = 2: ⌊3·2/2⌋ = 3 leases. Asking all three each time would spend the 6
+    // releases on 2 leases (t/n of the owner's ceiling).
+    const { resolver } = resolverAt({ t: Date.now() }, shareholders, 0);
+    const c = await enroll({ maxLeasesPerDay: 2 });
+    let leases = 0;
+    for (;;) {
+      try {
+        expect(text(await resolver.upstreamKey(c.binding, c.record, 2))).toBe(c.upstreamKey);
+      } catch (error) {
+        expect(error).toMatchObject({ code: 'lease_limit_reached' });
+        break;
+      }
+      leases++;
+      expect(leases).toBeLessThanOrEqual(3);
+      resolver.evict(c.binding.connectionId); // the lease is used up: the next request needs a new one
+    }
+    expect(leases).toBe(3);
+    const day = Math.floor(Date.now() / 86_400_000);
+    expect(await Promise.all(shareholders.map((sh) => sh.store.leasesOn(c.binding.connectionId, day)))).toEqual([2, 2, 2]);
+    await resolver.close();
+  });
+
+  it('still obtains a lease when a shareholder it asked is down, by asking the next one', async () => {
+    const dead = { ...shareholders[0]!, url: 'http://127.0.0.1:1' };
+    const { resolver, metrics } = resolverAt({ t: Date.now() }, [dead, ...shareholders.slice(1)], 0);
+    const c = await enroll();
+    expect(text(await resolver.upstreamKey(c.binding, c.record, 2))).toBe(c.upstreamKey);
+    const failures = (await metrics.shareFetchFailures.get()).values.filter((v) => v.value > 0).map((v) => v.labels.shareholder);
+    expect(failures).toEqual(['sh-a']);
+    const day = Math.floor(Date.now() / 86_400_000);
+    expect(await Promise.all(shareholders.map((sh) => sh.store.leasesOn(c.binding.connectionId, day)))).toEqual([0, 1, 1]);
+    await resolver.close();
+  });
+
+  it('asks another shareholder when one it asked does not answer, without waiting for the fetch timeout', async () => {
+    const silent = createNetServer(() => undefined); // accepts, never answers
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    try {
+      const hung = { ...shareholders[0]!, url: `http://127.0.0.1:${(silent.address() as { port: number }).port}` };
+      const { resolver } = resolverAt({ t: Date.now() }, [hung, ...shareholders.slice(1)], 0, { hedgeAfterMs: 200, fetchTimeoutMs: 30_000 });
+      const c = await enroll();
+      const started = Date.now();
+      expect(text(await resolver.upstreamKey(c.binding, c.record, 2))).toBe(c.upstreamKey);
+      expect(Date.now() - started).toBeLessThan(5_000);
+      await resolver.close();
+    } finally {
+      silent.close();
+    }
+  });
+
+  it('does not serve a cached key for the same record presented under another policy hash', async () => {
+    const { resolver } = resolverAt({ t: Date.now() }, shareholders, 0);
+    const c = await enroll({ policySha256: 'ab'.repeat(32) });
+    // Twice: the second answer comes from the cached DEK and remembers the opened record.
+    expect(text(await resolver.upstreamKey(c.binding, c.record, 2))).toBe(c.upstreamKey);
+    expect(text(await resolver.upstreamKey(c.binding, c.record, 2))).toBe(c.upstreamKey);
+    await expect(resolver.upstreamKey({ ...c.binding, policySha256: 'cd'.repeat(32) }, c.record, 2)).rejects.toMatchObject({ code: 'sealed_record_invalid' });
+    await resolver.close();
+  });
+
   it('refuses a shareholder configuration without identity keys, with duplicates or a bad key', () => {
     const sh = { id: 'sh-1', url: 'http://127.0.0.1:1', publicKey: 'ab'.repeat(32) };
     expect(parseShareholderEndpoints([sh])).toEqual([sh]);
@@ -348,6 +416,9 @@ describe('key resolver', () => {
       const c = await enroll();
       expect(text(await resolver.upstreamKey(c.binding, c.record, 2))).toBe(c.upstreamKey);
       await until(async () => (await metrics.shareFetchSeconds.get()).values.some((v) => v.labels.shareholder === 'sh-a' && v.metricName?.endsWith('_count') && v.value > 0));
+      // A lease asks t = 2 shareholders; the next lease asks the next two (sh-c, sh-a).
+      resolver.evict(c.binding.connectionId);
+      expect(text(await resolver.upstreamKey(c.binding, c.record, 2))).toBe(c.upstreamKey);
       expect([...dialled.keys()].sort()).toEqual(['sh-a', 'sh-b', 'sh-c']);
       await resolver.close();
     } finally {

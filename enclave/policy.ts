@@ -6,18 +6,8 @@
  * enclave serves; leases (SPEC.md §9, to come) bound what restarts and many enclaves can.
  * Never logs a body or a model's prompt.
  */
-import {
-  ceilingReached,
-  costMicroUsd,
-  matchEndpoint,
-  policyRefusal,
-  providerSpec,
-  utcDay,
-  type Access,
-  type ConnectionPolicy,
-  type DayUsage,
-  type EndpointSpec,
-} from '../protocol/index.ts';
+import { ceilingReached, costMicroUsd, policyRefusal, utcDay, type ConnectionPolicy, type DayUsage } from '../protocol/connection-policy.ts';
+import { matchEndpoint, providerSpec, type Access, type EndpointSpec } from '../protocol/providers/index.ts';
 import { EnclaveError } from './errors.ts';
 import type { RelayedUsage } from './usage-meter.ts';
 

@@ -6,27 +6,17 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { ed25519 } from '@noble/curves/ed25519.js';
-import { NSM_LIMITS, type Nsm } from '../attestation/index.ts';
-import {
-  canonicalOrigin,
-  decodeConnectionDescriptor,
-  fromHex,
-  fromUtf8,
-  generateX25519KeyPair,
-  RPC_CONNECTION_HEADER,
-  RPC_FORWARD_PREFIX,
-  receiptKeyUserData,
-  signUsageReceipt,
-  utcDay,
-  verifyConnectionPolicy,
-  type SignedUsageReceipt,
-  type ConnectionPolicy,
-  type KeyBinding,
-  type X25519KeyPair,
-} from '../protocol/index.ts';
+import { NSM_LIMITS, type Nsm } from '../attestation/nsm.ts';
+import { fromHex, fromUtf8 } from '../protocol/bytes.ts';
+import { utcDay, verifyConnectionPolicy, type ConnectionPolicy } from '../protocol/connection-policy.ts';
+import { decodeConnectionDescriptor, RPC_CONNECTION_HEADER, RPC_FORWARD_PREFIX } from '../protocol/rpc.ts';
+import { canonicalOrigin, type KeyBinding } from '../protocol/sealed-record.ts';
+import { generateX25519KeyPair, type X25519KeyPair } from '../protocol/share-envelope.ts';
+import { receiptKeyUserData, signUsageReceipt, type SignedUsageReceipt } from '../protocol/usage-receipt.ts';
 import { EnclaveError } from './errors.ts';
 import { Forwarder, resolveTarget, type EgressRoute, type ForwarderOptions } from './forward.ts';
-import { KeyResolver, type ShareholderEndpoint } from './key-resolver.ts';
+import { KeyResolver } from './key-resolver.ts';
+import type { ShareholderEndpoint } from './shareholders.ts';
 import { createEnclaveMetrics } from './metrics.ts';
 import { checkPolicy, classifyForPolicy, DailyUsageLedger, LeaseMeter, MAX_POLICY_BODY, policyNeedsModel, requestModel } from './policy.ts';
 

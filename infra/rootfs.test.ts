@@ -63,7 +63,7 @@ describe.skipIf(missing.length > 0)('image root filesystems from pinned inputs',
     // Nothing else is in the image: no coreutils, no package manager, no compiler.
     for (const absent of ['/bin/ls', '/usr/bin/apt-get', '/usr/bin/gcc', '/bin/bash']) expect(existsSync(join(root, absent)), absent).toBe(false);
     // The whole module graph loads inside the image; it stops only at the missing Nitro device.
-    writeFileSync(join(root, 'app/shareholders.json'), '[]');
+    writeFileSync(join(root, 'app/shareholders.json'), JSON.stringify([{ id: 'sh-1', url: 'https://sh1.example', publicKey: 'ab'.repeat(32), vsockPort: 8101 }]));
     const boot = inRoot(root, 'cd /app && node enclave/main.ts --listen unix:/run/securegate/enclave.sock --shareholders /app/shareholders.json');
     expect(boot.code).toBe(1);
     expect(boot.out).toContain('no /dev/nsm here');

@@ -305,7 +305,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     const enclaveSocket = join(dataDir, 'enclave.sock');
     progress('starting the enclave (dev NSM)');
     const enclaveArgs = ['--listen', `unix:${enclaveSocket}`, '--shareholders', shareholdersFile, '--dev-nsm', rootDir, '--dev-pcr0', pcr0, '--allow-loopback-http', ...(options.enclaveArgs ?? [])];
-    const enclave = await spawnReady('enclave', 'enclave/main.ts', enclaveArgs, join(logs, 'enclave.log'));
+    const enclave = await spawnReady('enclave', 'enclave/dev-main.ts', enclaveArgs, join(logs, 'enclave.log'));
     started.push(enclave);
 
     progress('starting the host gateway');
@@ -346,7 +346,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
       enclave,
       async restartEnclave() {
         await stack.enclave.stop();
-        stack.enclave = await spawnReady('enclave', 'enclave/main.ts', enclaveArgs, join(logs, 'enclave.log'));
+        stack.enclave = await spawnReady('enclave', 'enclave/dev-main.ts', enclaveArgs, join(logs, 'enclave.log'));
       },
       async restartHost() {
         await stack.host.stop();
