@@ -54,6 +54,14 @@ export interface ConnectionPolicy {
   lease?: LeaseTerms;
   /** Tokens charged for an answer whose usage the enclave cannot read. */
   unmeteredTokens: number;
+  /**
+   * Policy updates (SPEC.md §9.1): absent or 1 for the policy sealed at `connect`; each update the
+   * owner relays through the shareholders carries a larger one. Verifiers refuse any version not
+   * above the newest they hold (rollback).
+   */
+  version?: number;
+  /** n shareholders, threshold t: what a shareholder needs to recompute its lease limit k from an update. */
+  quorum?: { n: number; t: number };
 }
 
 const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
@@ -114,6 +122,13 @@ export function parseConnectionPolicy(message: Record<string, unknown>): Connect
   }
   const unmetered = message.unmeteredTokens ?? DEFAULT_UNMETERED_TOKENS;
   if (!isCount(unmetered)) fail('unmeteredTokens must be a non-negative integer');
+  if (message.version !== undefined && (!isCount(message.version) || message.version < 1)) fail('version must be a positive integer');
+  let quorum: { n: number; t: number } | undefined;
+  if (message.quorum !== undefined) {
+    const q = message.quorum as Record<string, unknown> | null;
+    if (!q || typeof q !== 'object' || !isCount(q.n) || !isCount(q.t) || q.t < 2 || q.t > q.n || q.n > 255) fail('quorum must be { n, t } with 2 ≤ t ≤ n ≤ 255');
+    quorum = { n: q.n, t: q.t };
+  }
   return {
     connectionId: message.connectionId as string,
     issuedAt: message.issuedAt,
@@ -123,7 +138,14 @@ export function parseConnectionPolicy(message: Record<string, unknown>): Connect
     ...(prices ? { prices } : {}),
     ...(lease ? { lease } : {}),
     unmeteredTokens: unmetered,
+    ...(message.version !== undefined ? { version: message.version as number } : {}),
+    ...(quorum ? { quorum } : {}),
   };
+}
+
+/** The version of a policy: 1 when it names none (the policy sealed at `connect`). */
+export function policyVersion(policy: Pick<ConnectionPolicy, 'version'>): number {
+  return policy.version ?? 1;
 }
 
 /** Signs a policy as an owner message of type `connection_policy`. */
@@ -155,6 +177,26 @@ export function verifyConnectionPolicy(signed: SignedOwnerMessage, connectionId:
   const policy = parseConnectionPolicy(signed.message);
   if (policy.connectionId !== connectionId) throw new ProtocolError('signature_invalid', 'connection policy was signed for another connection');
   return { policy, sha256: connectionPolicySha256(signed) };
+}
+
+/**
+ * Checks an owner-signed policy update against the policy the record binds (`base`, already
+ * verified): signed by the same owner key (the one inside the sealed record's policy hash), for
+ * the same connection, and newer than `newestVersion` (the newest this verifier has accepted).
+ * Throws `signature_invalid` (wrong signer or connection) or `policy_rollback` (not newer).
+ */
+export function verifyPolicyUpdate(
+  signed: SignedOwnerMessage,
+  base: { signed: SignedOwnerMessage; connectionId: string },
+  newestVersion: number,
+): { policy: ConnectionPolicy; sha256: string; version: number } {
+  if (!signed || typeof signed !== 'object' || signed.publicKey !== base.signed.publicKey) {
+    throw new ProtocolError('signature_invalid', 'policy update is not signed by the owner key the sealed record binds');
+  }
+  const { policy, sha256 } = verifyConnectionPolicy(signed, base.connectionId);
+  const version = policyVersion(policy);
+  if (version <= newestVersion) throw new ProtocolError('policy_rollback', `policy version ${version} is not newer than version ${newestVersion}`);
+  return { policy, sha256, version };
 }
 
 /** Why a request falls outside a policy; `undefined` when it is inside. */

@@ -9,6 +9,7 @@ export const PROTOCOL_ERROR_CODES = {
   shamir_invalid_parameters: 'Threshold or share count outside 2 ≤ t ≤ n ≤ 255, or malformed shares.',
   shamir_combine_failed: 'No subset of the given shares reconstructs a secret that passes the check.',
   signature_invalid: 'An owner signature does not verify for the stated key and message.',
+  policy_rollback: 'A connection-policy update is not newer than the newest version the verifier holds.',
   canonical_encoding_invalid: 'A value cannot be canonically encoded (floats, undefined, non-plain objects).',
 } as const;
 

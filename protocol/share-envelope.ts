@@ -32,6 +32,12 @@ export interface ShareContext {
   shareholderId: string;
   /** The shareholder's single-use challenge nonce; required for `release`, absent for `enroll`. */
   nonce?: Uint8Array;
+  /**
+   * `release` only: hex SHA-256 of the owner-signed connection-policy update the shareholder sends
+   * with this lease (SPEC.md §9.2). Appended to the AAD when present, so a host that strips or
+   * swaps the update makes the share fail to open.
+   */
+  leasePolicySha256?: string;
 }
 
 export interface X25519KeyPair {
@@ -55,7 +61,7 @@ export function x25519PublicKey(privateKey: Uint8Array): Uint8Array {
   return x25519.getPublicKey(abytes(privateKey, X25519_KEY_LENGTH, 'privateKey'));
 }
 
-/** AAD = frame("securegate/share", [purpose, connectionId, shareholderId, nonce-or-empty]). */
+/** AAD = frame("securegate/share", [purpose, connectionId, shareholderId, nonce-or-empty, leasePolicySha256?]). */
 export function shareEnvelopeAad(context: ShareContext): Uint8Array {
   if (context.purpose !== 'enroll' && context.purpose !== 'release') {
     throw new ProtocolError('envelope_malformed', 'purpose must be enroll or release');
@@ -67,14 +73,19 @@ export function shareEnvelopeAad(context: ShareContext): Uint8Array {
     if (context.nonce!.length < 16 || context.nonce!.length > 512) {
       throw new ProtocolError('envelope_malformed', 'release nonce must be 16..512 bytes');
     }
-  } else if (context.nonce !== undefined) {
-    throw new ProtocolError('envelope_malformed', 'enroll envelopes carry no nonce');
+  } else if (context.nonce !== undefined || context.leasePolicySha256 !== undefined) {
+    throw new ProtocolError('envelope_malformed', 'enroll envelopes carry no nonce and no lease policy');
+  }
+  if (context.leasePolicySha256 !== undefined && !/^[0-9a-f]{64}$/.test(context.leasePolicySha256)) {
+    throw new ProtocolError('envelope_malformed', 'leasePolicySha256 must be 64 hex digits');
   }
   return frameFields('securegate/share', [
     context.purpose,
     context.connectionId,
     context.shareholderId,
     context.nonce ?? new Uint8Array(0),
+    // A fifth field only when present: releases without an update keep their exact AAD.
+    ...(context.leasePolicySha256 !== undefined ? [context.leasePolicySha256] : []),
   ]);
 }
 

@@ -7,10 +7,11 @@ import type { CanonicalValue, ChainedEntry } from '../protocol/index.ts';
 
 export { auditHash, GENESIS_HASH, verifyAuditChain } from '../protocol/index.ts';
 
-export type AuditOutcome = 'enrolled' | 'released' | 'refused' | 'policy_updated' | 'deleted';
+/** `connection_policy_updated`: a connection-policy version was stored (never `policy_updated`, from which `attest audit` replays PCR policies). */
+export type AuditOutcome = 'enrolled' | 'released' | 'refused' | 'policy_updated' | 'deleted' | 'connection_policy_updated';
 
 export interface AuditEvent {
-  action: 'enroll' | 'release' | 'policy_update' | 'delete' | 'challenge';
+  action: 'enroll' | 'release' | 'policy_update' | 'connection_policy' | 'delete' | 'challenge';
   outcome: AuditOutcome;
   connectionId?: string;
   code?: string;

@@ -35,6 +35,7 @@ import {
   type ShareholderErrorCode,
   type SignedOwnerMessage,
 } from '../protocol/index.ts';
+import { registerConnectionPolicyRoutes } from './connection-policies.ts';
 import { logSigningKey, type ShareholderIdentity } from './identity.ts';
 import { OutstandingNonces, ReleaseBudget, TokenBuckets, type BucketLimit } from './limits.ts';
 import type { ShareStore } from './store.ts';
@@ -314,6 +315,8 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
     return share;
   }
 
+  registerConnectionPolicyRoutes(app, { store, audit });
+
   const replayed = () => new RefusalError('message_replayed', 'a newer owner message was already applied');
 
   app.put<{ Params: { id: string }; Body: { signed: SignedOwnerMessage } }>(
@@ -410,7 +413,7 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
       if (doc.publicKey === null || doc.publicKey.length !== 32) {
         return refuseRelease(reply, 'public_key_invalid', 'document public_key must be a 32-byte X25519 key', connectionIds, who);
       }
-      const shares: Array<{ connectionId: string; envelope: string }> = [];
+      const shares: Array<{ connectionId: string; envelope: string; policy?: SignedOwnerMessage }> = [];
       const refused: Array<{ connectionId: string; code: ShareholderErrorCode }> = [];
       for (const connectionId of connectionIds) {
         const share = await store.getShare(connectionId);
@@ -446,16 +449,20 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
           await audit({ action: 'release', outcome: 'refused', connectionId, code: 'lease_limit_reached', ...who });
           continue;
         }
+        // The newest owner-signed connection-policy update goes with the lease, its hash in the
+        // envelope's AAD: the enclave enforces it from this lease on (SPEC.md §9.2).
+        const leasePolicy = await store.getConnectionPolicy(connectionId);
         const plaintext = await openShareEnvelope(recipient, share.envelope, { purpose: 'enroll', connectionId, shareholderId: identity.id });
         const sealed = await sealShareEnvelope(doc.publicKey, plaintext, {
           purpose: 'release',
           connectionId,
           shareholderId: identity.id,
           nonce: doc.nonce,
+          ...(leasePolicy ? { leasePolicySha256: leasePolicy.sha256 } : {}),
         }, recipient); // auth mode: sealed as this shareholder (its identity key), SPEC.md §3
         plaintext.fill(0);
-        shares.push({ connectionId, envelope: Buffer.from(sealed).toString('base64') });
-        await audit({ action: 'release', outcome: 'released', connectionId, ...who });
+        shares.push({ connectionId, envelope: Buffer.from(sealed).toString('base64'), ...(leasePolicy ? { policy: JSON.parse(leasePolicy.signed) as SignedOwnerMessage } : {}) });
+        await audit({ action: 'release', outcome: 'released', connectionId, ...who, ...(leasePolicy ? { policyVersion: leasePolicy.version } : {}) });
       }
       if (shares.length === 0) {
         const code = refused[0]?.code ?? 'share_not_found';

@@ -19,6 +19,13 @@ export interface EnrolledShare {
   maxLeasesPerDay?: number;
 }
 
+/** The newest connection-policy update applied: its version, policy hash and the signed JSON. */
+export interface StoredConnectionPolicy {
+  version: number;
+  sha256: string;
+  signed: string;
+}
+
 const SCHEMA = [
   `CREATE TABLE IF NOT EXISTS shares (connection_id TEXT PRIMARY KEY, owner_public_key TEXT NOT NULL, envelope TEXT NOT NULL, policy TEXT NOT NULL, max_releases_per_minute INTEGER NOT NULL, last_issued_at BIGINT NOT NULL)`,
   `CREATE TABLE IF NOT EXISTS nonces (nonce TEXT PRIMARY KEY, expires_at BIGINT NOT NULL, used_at BIGINT)`,
@@ -29,6 +36,9 @@ const SCHEMA = [
   // tables so stores made before leases gain them without rewriting \`shares\`.
   `CREATE TABLE IF NOT EXISTS lease_limits (connection_id TEXT PRIMARY KEY, max_per_day INTEGER NOT NULL)`,
   `CREATE TABLE IF NOT EXISTS lease_counts (connection_id TEXT NOT NULL, day INTEGER NOT NULL, count INTEGER NOT NULL, PRIMARY KEY (connection_id, day))`,
+  // Connection-policy updates (SPEC.md §9.1): the newest owner-signed version per connection, sent
+  // with every lease; never replaced by an older or equal version.
+  `CREATE TABLE IF NOT EXISTS connection_policies (connection_id TEXT PRIMARY KEY, version INTEGER NOT NULL, sha256 TEXT NOT NULL, signed TEXT NOT NULL)`,
   `CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY, at TEXT NOT NULL, event TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)`,
 ];
 
@@ -119,6 +129,26 @@ export class ShareStore {
     return r ? Number(r.count) : 0;
   }
 
+  /**
+   * Stores an owner-signed connection-policy update if its version is above the stored one, and
+   * sets the lease limit recomputed from it (null: none), in one transaction. False: not newer.
+   */
+  async setConnectionPolicy(connectionId: string, update: StoredConnectionPolicy, maxLeasesPerDay: number | null): Promise<boolean> {
+    return this.db.transaction(async (tx) => {
+      const rows = await tx.query(
+        'INSERT INTO connection_policies (connection_id, version, sha256, signed) VALUES ($1, $2, $3, $4) ON CONFLICT (connection_id) DO UPDATE SET version = excluded.version, sha256 = excluded.sha256, signed = excluded.signed WHERE connection_policies.version < excluded.version RETURNING version',
+        [connectionId, update.version, update.sha256, update.signed],
+      );
+      if (rows.length !== 1) return false;
+      await setLeaseLimit(tx, connectionId, maxLeasesPerDay ?? undefined);
+      return true;
+    });
+  }
+
+  async getConnectionPolicy(connectionId: string): Promise<StoredConnectionPolicy | undefined> {
+    const [r] = await this.db.query('SELECT version, sha256, signed FROM connection_policies WHERE connection_id = $1', [connectionId]);
+    return r ? { version: Number(r.version), sha256: r.sha256 as string, signed: r.signed as string } : undefined;
+  }
   /** Deletes the share and leaves a tombstone with the delete message's issuedAt (see insertShare). */
   async deleteShare(connectionId: string, issuedAt: number): Promise<boolean> {
     return this.db.transaction(async (tx) => {
