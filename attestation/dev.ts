@@ -8,7 +8,7 @@
  * never one of the production roots, so a dev document can only verify where the dev root was
  * pinned on purpose (shareholders started in explicit dev mode).
  */
-import { webcrypto, createHash, randomBytes } from 'node:crypto';
+import { webcrypto, randomBytes } from 'node:crypto';
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
 import { Encoder } from 'cbor-x';
@@ -16,8 +16,10 @@ import { checkAttestationRequest, type AttestationRequest, type Nsm } from './ns
 import { sigStructure, COSE_ALG_ES384 } from './cose.ts';
 import { loadRoot, type PinnedRoot } from './roots.ts';
 import { pcr3ForRoleArn } from './policy.ts';
+import { DEV_PCR1, DEV_PCR2, DEV_PCR3, DEV_PCR8 } from './dev-pcrs.ts';
 
 export { pcr3ForRoleArn };
+export { DEV_PARENT_ROLE_ARN, DEV_PCR1, DEV_PCR2, DEV_PCR3, DEV_PCR8, devPcrPolicy } from './dev-pcrs.ts';
 
 x509.cryptoProvider.set(webcrypto as unknown as Crypto);
 
@@ -105,16 +107,6 @@ export interface DevNsmOptions {
 }
 
 const encoder = new Encoder({ useRecords: false, mapsAsObjects: false, tagUint8Array: false, variableMapSize: true } as never);
-const sha384 = (label: string) => new Uint8Array(createHash('sha384').update(label).digest());
-/** PCR1 (kernel + bootstrap) and PCR2 (application) the dev NSM reports unless told otherwise. */
-export const DEV_PCR1 = sha384('securegate-dev-kernel');
-export const DEV_PCR2 = sha384('securegate-dev-application');
-
-/** The role the dev NSM pretends its parent instance has, so owner-binding policies run in dev. */
-export const DEV_PARENT_ROLE_ARN = 'arn:aws:iam::000000000000:role/securegate-dev-parent';
-export const DEV_PCR3 = pcr3ForRoleArn(DEV_PARENT_ROLE_ARN);
-/** A stand-in for a signed EIF's PCR8 (non-zero, like any signed image's). */
-export const DEV_PCR8 = sha384('securegate-dev-eif-signing-certificate');
 
 export class DevNsm implements Nsm {
   readonly kind = 'dev' as const;

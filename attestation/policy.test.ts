@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { AttestationError } from './errors.ts';
-import { checkPolicyStrength, ownerBindings, parsePcrPolicy, pcr3ForRoleArn } from './policy.ts';
+import { checkPolicyStrength, isPolicyWidening, ownerBindings, parsePcrPolicy, pcr3ForRoleArn, policyWidening } from './policy.ts';
 import { DEV_PARENT_ROLE_ARN, DEV_PCR3 } from './dev.ts';
 
 const h = (c: string) => c.repeat(96);
@@ -67,5 +67,21 @@ describe('owner bindings', () => {
   it('reports non-zero PCR3/PCR8 as bindings and all-zero ones as none', () => {
     const pcrs = new Map<number, Uint8Array>([[3, new Uint8Array(48).fill(1)], [8, new Uint8Array(48)]]);
     expect(ownerBindings(pcrs)).toEqual({ pcr3: '01'.repeat(48), pcr8: null });
+  });
+});
+
+describe('policy widening', () => {
+  const a = { '0': 'a'.repeat(96), '8': 'b'.repeat(96) };
+  const b = { '0': 'c'.repeat(96), '8': 'b'.repeat(96) };
+  it('calls a policy that adds an allowed set a widening, and names the set', () => {
+    expect(policyWidening({ allow: [a] }, { allow: [a, b] }).added).toEqual([b]);
+    expect(isPolicyWidening({ allow: [a] }, { allow: [a, b] })).toBe(true);
+  });
+  it('calls removing sets, or keeping them in another order, a narrowing', () => {
+    expect(isPolicyWidening({ allow: [a, b] }, { allow: [b] })).toBe(false);
+    expect(isPolicyWidening({ allow: [a, b] }, { allow: [{ '8': b['8'], '0': b['0'] }, a] })).toBe(false);
+  });
+  it('calls newly allowing debug mode a widening', () => {
+    expect(isPolicyWidening({ allow: [a] }, { allow: [a], allowDebug: true })).toBe(true);
   });
 });

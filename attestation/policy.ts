@@ -139,3 +139,23 @@ export function checkPcrPolicy(pcrs: ReadonlyMap<number, Uint8Array>, policy: Pc
   if (index < 0) throw new AttestationError('attestation_pcr_mismatch', 'PCRs match no allowed set of the policy');
   return index;
 }
+
+const setKey = (set: PcrSet) =>
+  JSON.stringify(Object.entries(set).sort(([a], [b]) => Number(a) - Number(b)));
+
+/**
+ * What `next` admits that `current` did not: every allowed set not already in `current` (a set
+ * compared by exactly the PCRs it names — a stricter copy of an allowed set counts as new, which
+ * errs on the slow side), and debug mode if `next` newly allows it. Empty: `next` only keeps or
+ * removes entries (a narrowing), which may take effect at once; anything else is a widening and
+ * waits out the owner's delay (SPEC.md §8.3).
+ */
+export function policyWidening(current: PcrPolicy, next: PcrPolicy): { added: PcrSet[]; allowsDebug: boolean } {
+  const have = new Set(current.allow.map(setKey));
+  return { added: next.allow.filter((s) => !have.has(setKey(s))), allowsDebug: next.allowDebug === true && current.allowDebug !== true };
+}
+
+export function isPolicyWidening(current: PcrPolicy, next: PcrPolicy): boolean {
+  const w = policyWidening(current, next);
+  return w.added.length > 0 || w.allowsDebug;
+}

@@ -3,7 +3,8 @@
  * invites, admin tokens) and, for the server operator, `accounts` (create, list, set-plan).
  * Passwords come from a hidden prompt or stdin, never argv; tokens and invites are printed once.
  */
-import { passwordToken, readPassword } from './commands.ts';
+import { readPassword } from './prompt.ts';
+import { passwordToken } from './session.ts';
 import { effectiveConfig, readConfig, writeConfig } from './config.ts';
 import { CliError, EXIT } from './errors.ts';
 import { adminRequest } from './http.ts';

@@ -7,6 +7,7 @@
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import { devPcrPolicy } from '../attestation/dev-pcrs.ts';
 import { isLoopbackUrl } from '../protocol/index.ts';
 
 export interface PinnedShareholder {
@@ -21,8 +22,13 @@ export interface CliConfig {
   ownerSecretKey?: string;
   shareholders?: PinnedShareholder[];
   threshold?: number;
-  /** PCR policy for new connections: the allowed enclave measurements. */
+  /** PCR policy for new connections: the allowed enclave measurements (the image sets, when no release manifest is named). */
   pcrPolicy?: { allow: Array<Record<string, string>>; allowDebug?: boolean };
+  /** The signed release manifest `connect` pins the image from, and the release key that must have signed it. */
+  releaseManifest?: string;
+  releaseKey?: string;
+  /** Owner-controlled bindings `connect` pins with the image: PCR3 (role ARN or hex) and/or PCR8 (hex). */
+  ownerBindings?: { pcr3?: string; pcr8?: string };
   dev?: boolean;
 }
 
@@ -94,7 +100,8 @@ export function effectiveConfig(env = process.env): CliConfig & { serverUrl: str
       adminToken: saved.adminToken ?? dev.adminToken,
       shareholders: saved.shareholders ?? dev.shareholders,
       threshold: saved.threshold ?? dev.threshold,
-      pcrPolicy: saved.pcrPolicy ?? { allow: [{ '0': dev.pcr0 }] },
+      // The dev NSM's image and its PCR8 stand-in: the same owner-binding rule as production.
+      pcrPolicy: saved.pcrPolicy ?? devPcrPolicy(dev.pcr0),
       dev: true,
     };
   }

@@ -14,6 +14,8 @@ import {
   wipe,
   providerSpec,
   PROVIDERS,
+  signOwnerMessage,
+  type SignedOwnerMessage,
   type AuthScheme,
   type ConnectionPolicyInput,
   type KeyBinding,
@@ -33,6 +35,11 @@ export interface ConnectInput {
   name?: string;
   apiKey: Uint8Array;
   pcrPolicy: { allow: Array<Record<string, string>>; allowDebug?: boolean };
+  /**
+   * How long a PCR policy update that admits a new enclave waits before it takes effect
+   * (SPEC.md §8.3), signed into every enrollment; absent: the shareholders' default, 24 h.
+   */
+  wideningDelayMs?: number;
   dev: boolean;
   onProgress?: (step: string) => void;
   /** Any-API connections: auth scheme and request allow-list rules ("GET /v1/customers/*"). */
@@ -98,7 +105,7 @@ async function checkShareholder(sh: PinnedShareholder): Promise<void> {
   }
 }
 
-export async function connectProvider(input: ConnectInput): Promise<{ id: string; provider: string; origin: string }> {
+export async function connectProvider(input: ConnectInput): Promise<{ id: string; provider: string; origin: string; connectionPolicy?: SignedOwnerMessage }> {
   const progress = input.onProgress ?? (() => {});
   const n = input.shareholders.length;
   if (input.threshold < 2 || input.threshold > n) throw new CliError(`threshold must be 2..${n} (the number of pinned shareholders)`, EXIT.usage);
@@ -139,8 +146,13 @@ export async function connectProvider(input: ConnectInput): Promise<{ id: string
     ...(input.connectionPolicy ? { connectionPolicy: input.connectionPolicy } : {}),
   });
   const record = prepared.sealedRecord;
+  // The widening delay is part of what the owner signs at enrollment, so neither the host
+  // relaying a dashboard's enrollment nor a later message can shorten it.
+  const withDelay = (signed: SignedOwnerMessage): SignedOwnerMessage =>
+    input.wideningDelayMs === undefined ? signed : signOwnerMessage(input.ownerSecretKey, { ...signed.message, wideningDelayMs: input.wideningDelayMs });
   await Promise.all(
-    prepared.enrollments.map(async ({ shareholder, body }) => {
+    prepared.enrollments.map(async ({ shareholder, body: prepared }) => {
+      const body = { ...prepared, signed: withDelay(prepared.signed) };
       const r = await http('POST', `${shareholder.url}/v1/shares`, body);
       if (r.status !== 201) throw shareholderError(shareholder.id, 'the enrollment', r);
     }),
@@ -165,7 +177,7 @@ export async function connectProvider(input: ConnectInput): Promise<{ id: string
     input.adminToken,
   );
   if (r.status !== 201) throw new CliError(`the gateway refused the connection: ${errorText(r.json)}`, r.status === 401 ? EXIT.invalid : EXIT.unavailable);
-  return { id: connectionId, provider: input.provider, origin };
+  return { id: connectionId, provider: input.provider, origin, ...(prepared.connectionPolicy ? { connectionPolicy: prepared.connectionPolicy } : {}) };
 }
 
 export async function createKey(serverUrl: string, adminToken: string, connectionId: string): Promise<{ id: string; key: string }> {

@@ -33,6 +33,9 @@ type PcrSetLike = Record<string, string>;
 interface PolicyView {
   policy: { allow: PcrSetLike[]; allowDebug?: boolean };
   maxReleasesPerMinute: number;
+  wideningDelayMs?: number;
+  /** A widening waiting out the owner's delay (SPEC.md §8.3): null when none. */
+  pending?: { policy: { allow: PcrSetLike[]; allowDebug?: boolean }; sha256: string; effectiveAt: string } | null;
 }
 
 async function shareholderRequest(sh: PinnedShareholder, method: string, path: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
@@ -55,23 +58,43 @@ function owner() {
   return c as typeof c & { adminToken: string; ownerSecretKey: string; shareholders: PinnedShareholder[] };
 }
 
-/** Sends one owner-signed message of `type` for `connectionId` to every pinned shareholder. */
+const MESSAGE_ROUTE: Record<'policy_update' | 'widening_cancel' | 'delete', (id: string) => [method: string, path: string]> = {
+  policy_update: (id) => ['PUT', `/v1/shares/${id}/policy`],
+  widening_cancel: (id) => ['POST', `/v1/shares/${id}/policy/cancel`],
+  delete: (id) => ['DELETE', `/v1/shares/${id}`],
+};
+
+/**
+ * Sends one owner-signed message of `type` for `connectionId` to every pinned shareholder
+ * (`fields` per shareholder when given as a function); returns each shareholder's answer.
+ */
 export async function toEveryShareholder(
   shareholders: PinnedShareholder[],
   ownerSecretKey: string,
   connectionId: string,
-  type: 'policy_update' | 'delete',
-  fields: Record<string, unknown>,
-): Promise<void> {
+  type: keyof typeof MESSAGE_ROUTE,
+  fields: Record<string, unknown> | ((sh: PinnedShareholder) => Record<string, unknown>),
+): Promise<Array<Record<string, unknown>>> {
   const issuedAt = Date.now();
-  await Promise.all(
+  const [method, path] = MESSAGE_ROUTE[type](connectionId);
+  return Promise.all(
     shareholders.map(async (sh) => {
-      const signed = signOwnerMessage(fromHex(ownerSecretKey), { type, connectionId, shareholderId: sh.id, issuedAt, ...(fields as Record<string, never>) });
-      const path = type === 'delete' ? `/v1/shares/${connectionId}` : `/v1/shares/${connectionId}/policy`;
-      const r = await shareholderRequest(sh, type === 'delete' ? 'DELETE' : 'PUT', path, { signed });
+      const own = typeof fields === 'function' ? fields(sh) : fields;
+      const signed = signOwnerMessage(fromHex(ownerSecretKey), { type, connectionId, shareholderId: sh.id, issuedAt, ...(own as Record<string, never>) });
+      const r = await shareholderRequest(sh, method, path, { signed });
       if (r.status !== 200) throw shareholderError(sh.id, `${type} for ${connectionId}`, r);
+      return r.json;
     }),
   );
+}
+
+/** Every pinned shareholder's view of a connection's PCR policy; undefined if any holds no share. */
+async function policyViews(shareholders: PinnedShareholder[], id: string): Promise<PolicyView[] | undefined> {
+  const views = await Promise.all(shareholders.map((sh) => shareholderRequest(sh, 'GET', `/v1/shares/${id}/policy`)));
+  if (views.some((v) => v.status === 404)) return undefined; // not enrolled with these shareholders (another owner's)
+  const bad = views.findIndex((v) => v.status !== 200);
+  if (bad >= 0) throw shareholderError(shareholders[bad]!.id, `the policy of ${id}`, views[bad]!);
+  return views.map((v) => v.json as unknown as PolicyView);
 }
 
 export async function approveRelease(manifestPath: string, options: { releaseKey: string; connection?: string[]; withdraw?: boolean; json?: boolean }, io: Io): Promise<number> {
@@ -86,14 +109,16 @@ export async function approveRelease(manifestPath: string, options: { releaseKey
   if (manifest.nsm === 'dev' && !c.dev) throw new CliError('this is a development release manifest; it is approved only against a dev stack', EXIT.invalid);
   const wanted: PcrSetLike = { ...manifest.pcrs };
   const ids = options.connection?.length ? options.connection : ((await adminRequest(c.serverUrl, c.adminToken, 'GET', '/connections')) as Array<{ id: string }>).map((x) => x.id);
-  const results: Array<{ connectionId: string; sets: number }> = [];
+  const results: Array<{ connectionId: string; sets: number; pendingUntil: string | null }> = [];
   for (const id of ids) {
-    // Every shareholder must hold the same policy; read them all and refuse to act on a split.
-    const views = await Promise.all(c.shareholders.map((sh) => shareholderRequest(sh, 'GET', `/v1/shares/${id}/policy`)));
-    if (views.some((v) => v.status === 404)) continue; // not enrolled with these shareholders (another owner's)
-    const policies = views.map((v) => canonicalJson((v.json as unknown as PolicyView).policy as never));
+    // Every shareholder must hold the same policy (and the same pending widening); refuse to act on a split.
+    const views = await policyViews(c.shareholders, id);
+    if (!views) continue;
+    const policies = views.map((v) => canonicalJson({ policy: v.policy, pending: v.pending?.policy ?? null } as never));
     if (new Set(policies).size !== 1) throw new CliError(`shareholders disagree on the policy of ${id}; fix that first`, EXIT.invalid);
-    const current = (views[0]!.json as unknown as PolicyView).policy;
+    // A widening still pending is built on, not dropped: the new update carries it (and, being a
+    // widening itself, starts the owner's delay again — never shortens it).
+    const current = views[0]!.pending?.policy ?? views[0]!.policy;
     // The release names the image (PCR0/1/2); whose enclave may run it (PCR3 role, PCR8 signing
     // certificate, PCR4 instance) stays what the owner pinned: each binding already in the policy
     // is carried over to the new image, so approving a release never drops an owner binding.
@@ -108,11 +133,59 @@ export async function approveRelease(manifestPath: string, options: { releaseKey
     const allow = options.withdraw
       ? current.allow.filter((s) => !imageOf(s))
       : [...current.allow, ...additions.filter((a) => !current.allow.some((s) => same(s, a)))];
-    await toEveryShareholder(c.shareholders, c.ownerSecretKey, id, 'policy_update', { policy: { ...current, allow } });
-    results.push({ connectionId: id, sets: allow.length });
+    if (allow.length === 0) throw new CliError(`withdrawing release ${manifest.release} would leave ${id} with no approved enclave; approve the next release first`, EXIT.invalid);
+    if (canonicalJson(allow as never) === canonicalJson(current.allow as never)) {
+      results.push({ connectionId: id, sets: allow.length, pendingUntil: views[0]!.pending?.effectiveAt ?? null });
+      continue;
+    }
+    const answers = await toEveryShareholder(c.shareholders, c.ownerSecretKey, id, 'policy_update', { policy: { ...current, allow } });
+    const pending = answers.map((a) => (a.pending as { effectiveAt?: string } | null | undefined)?.effectiveAt ?? null);
+    results.push({ connectionId: id, sets: allow.length, pendingUntil: pending.filter((x): x is string => x !== null).sort().at(-1) ?? null });
   }
   if (options.json) printJson(io, { release: manifest.release, withdrawn: options.withdraw ?? false, connections: results });
-  else io.out(`${green(io, '✔')} ${options.withdraw ? 'withdrew' : 'approved'} release ${manifest.release} for ${results.length} connection(s)\n`);
+  else {
+    io.out(`${green(io, '✔')} ${options.withdraw ? 'withdrew' : 'approved'} release ${manifest.release} for ${results.length} connection(s)\n`);
+    for (const r of results.filter((x) => x.pendingUntil)) {
+      io.out(`  ${r.connectionId}: the new enclave is admitted at ${r.pendingUntil} (your widening delay); \`securegate connections cancel-widening ${r.connectionId}\` stops it\n`);
+    }
+  }
+  return 0;
+}
+
+/**
+ * `connections pending`: the widenings waiting out their delay, per connection and shareholder —
+ * what the owner reviews when the host alerts `policy_widening_pending`.
+ */
+export async function pendingWidenings(options: { connection?: string[]; json?: boolean }, io: Io): Promise<number> {
+  const c = owner();
+  const ids = options.connection?.length ? options.connection : ((await adminRequest(c.serverUrl, c.adminToken, 'GET', '/connections')) as Array<{ id: string }>).map((x) => x.id);
+  const rows: Array<{ connectionId: string; shareholder: string; effectiveAt: string; sha256: string; adds: PcrSetLike[] }> = [];
+  for (const id of ids) {
+    const views = await policyViews(c.shareholders, id);
+    views?.forEach((v, i) => {
+      if (!v.pending) return;
+      const have = new Set(v.policy.allow.map((s) => canonicalJson(s as never)));
+      rows.push({ connectionId: id, shareholder: c.shareholders[i]!.id, effectiveAt: v.pending.effectiveAt, sha256: v.pending.sha256, adds: v.pending.policy.allow.filter((s) => !have.has(canonicalJson(s as never))) });
+    });
+  }
+  if (options.json) printJson(io, rows);
+  else if (rows.length === 0) io.out('no pending widenings\n');
+  else for (const r of rows) io.out(`${r.connectionId} at ${r.shareholder}: admits ${r.adds.map((s) => `PCR0 ${String(s['0']).slice(0, 16)}…`).join(', ') || 'debug mode'} from ${r.effectiveAt}\n`);
+  return 0;
+}
+
+/** `connections cancel-widening <connection>`: an owner-signed cancel of the pending widening at every shareholder. */
+export async function cancelWidening(connectionId: string, options: { json?: boolean }, io: Io): Promise<number> {
+  const c = owner();
+  const views = await policyViews(c.shareholders, connectionId);
+  if (!views) throw new CliError(`${connectionId} is not enrolled with your pinned shareholders`, EXIT.invalid);
+  const holders = c.shareholders.filter((_, i) => views[i]!.pending);
+  if (holders.length === 0) throw new CliError(`${connectionId} has no pending widening (already in effect, or never made)`, EXIT.invalid);
+  // Each shareholder names its own pending widening by the hash it logged (each got its own signed update).
+  const sha = new Map(c.shareholders.map((sh, i) => [sh.id, views[i]!.pending?.sha256]));
+  await toEveryShareholder(holders, c.ownerSecretKey, connectionId, 'widening_cancel', (sh) => ({ wideningSha256: sha.get(sh.id)! }));
+  if (options.json) printJson(io, { connectionId, cancelledAt: holders.map((h) => h.id) });
+  else io.out(`${green(io, '✔')} cancelled the pending widening of ${connectionId} at ${holders.map((h) => h.id).join(', ')}\n`);
   return 0;
 }
 
@@ -140,7 +213,7 @@ interface AuditEntryView {
   at: string;
   prevHash: string;
   hash: string;
-  event: { action: string; outcome: string; connectionId?: string; pcrs?: Record<string, string>; policy?: { allow: PcrSetLike[] }; moduleId?: string };
+  event: { action: string; outcome: string; connectionId?: string; pcrs?: Record<string, string>; policy?: { allow: PcrSetLike[] }; narrowedNow?: { allow: PcrSetLike[] }; moduleId?: string; code?: string };
 }
 
 /** What `attest audit` remembers per shareholder: its log key and the last head it verified. */
@@ -247,7 +320,9 @@ export async function attestAudit(options: { connection?: string; json?: boolean
     for (const e of entries) {
       const id = e.event.connectionId;
       if (!id || (options.connection && id !== options.connection)) continue;
-      if ((e.event.action === 'enroll' && e.event.outcome === 'enrolled') || e.event.outcome === 'policy_updated') policies.set(id, e.event.policy?.allow ?? []);
+      // The policy in force: enrolled, updated, a widening's removals (at once) and the widening itself once in effect.
+      if ((e.event.action === 'enroll' && e.event.outcome === 'enrolled') || e.event.outcome === 'policy_updated' || e.event.outcome === 'policy_widened') policies.set(id, e.event.policy?.allow ?? []);
+      if (e.event.outcome === 'widening_pending' && e.event.narrowedNow) policies.set(id, e.event.narrowedNow.allow);
       if (e.event.outcome === 'released') {
         releases++;
         const pcrs = e.event.pcrs ?? {};

@@ -59,7 +59,8 @@ export function ownerPublicKey(secretKey: Uint8Array): Uint8Array {
 }
 
 /** Kinds of owner-signed messages; the `type` field is part of what is signed. */
-export type OwnerMessageType = 'enroll' | 'policy_update' | 'revoke' | 'delete' | 'connection_policy';
+/** `widening_cancel`: cancels a pending PCR policy widening by its hash (SPEC.md §8.3). */
+export type OwnerMessageType = 'enroll' | 'policy_update' | 'widening_cancel' | 'revoke' | 'delete' | 'connection_policy';
 
 export interface OwnerMessage {
   type: OwnerMessageType;

@@ -11,7 +11,7 @@ import { existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'no
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { createDevRoot, DEV_PCR1, DEV_PCR2 } from '../attestation/dev.ts';
+import { createDevRoot, DEV_PCR1, DEV_PCR2, devPcrPolicy } from '../attestation/dev.ts';
 import { generateOwnerKeyPair, signReleaseManifest, fromHex } from '../protocol/index.ts';
 import type { DevStackFile, PinnedShareholder } from '../cli/config.ts';
 import { loadRoot } from '../attestation/index.ts';
@@ -313,7 +313,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     mkdirSync(hostDir, { recursive: true, mode: 0o700 });
     // The operator publishes its shareholders for the dashboard's in-browser enrollment.
     const enrollmentPath = join(dataDir, 'enrollment.json');
-    writeFileSync(enrollmentPath, JSON.stringify({ threshold, shareholders: shareholders.map(({ id, url, publicKey }) => ({ id, url, publicKey })), pcrPolicy: { allow: [{ '0': pcr0 }] } }, null, 2));
+    writeFileSync(enrollmentPath, JSON.stringify({ threshold, shareholders: shareholders.map(({ id, url, publicKey }) => ({ id, url, publicKey })), pcrPolicy: devPcrPolicy(pcr0) }, null, 2));
     const hostArgs = (port: number) => [
       '--data-dir', hostDir, '--enclave', `unix:${enclaveSocket}`, '--port', String(port), '--dev', '--release-manifest', manifestPath,
       '--enrollment', enrollmentPath, '--attestation-root', join(rootDir, 'root.pem'), ...(options.hostArgs ?? []),
@@ -375,7 +375,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
         baseUrl: stack.mock.origin,
         name: 'demo (mock upstream)',
         apiKey: new TextEncoder().encode(upstreamKey),
-        pcrPolicy: { allow: [{ '0': pcr0 }] },
+        pcrPolicy: devPcrPolicy(pcr0),
         dev: true,
       });
       const key = await createKey(hostUrl, adminToken, connection.id);

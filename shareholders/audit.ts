@@ -7,8 +7,13 @@ import type { CanonicalValue, ChainedEntry } from '../protocol/index.ts';
 
 export { auditHash, GENESIS_HASH, verifyAuditChain } from '../protocol/index.ts';
 
-/** `connection_policy_updated`: a connection-policy version was stored (never `policy_updated`, from which `attest audit` replays PCR policies). */
-export type AuditOutcome = 'enrolled' | 'released' | 'refused' | 'policy_updated' | 'deleted' | 'connection_policy_updated';
+/**
+ * `widening_pending`: a policy update admitting new measurements was accepted and waits for its
+ * `effectiveAt`; `policy_widened`: it took effect; `widening_cancelled`: the owner cancelled it.
+ * `connection_policy_updated`: a connection-policy version was stored (never `policy_updated`, from
+ * which `attest audit` replays PCR policies).
+ */
+export type AuditOutcome = 'enrolled' | 'released' | 'refused' | 'policy_updated' | 'deleted' | 'widening_pending' | 'policy_widened' | 'widening_cancelled' | 'connection_policy_updated';
 
 export interface AuditEvent {
   action: 'enroll' | 'release' | 'policy_update' | 'connection_policy' | 'delete' | 'challenge';

@@ -194,7 +194,8 @@ describe('shareholder enrollment', () => {
     expect((await post(`${svc.url}/v1/shares/${connectionId}/policy`, { signed: update }, 'PUT')).status).toBe(200);
     const replay = await post(`${svc.url}/v1/shares/${connectionId}/policy`, { signed: update }, 'PUT');
     expect(replay.json.error.code).toBe('message_replayed');
-    // The new policy is in force: the old enclave measurement no longer receives the share.
+    // What the update removed is gone at once: the old enclave measurement no longer receives the
+    // share (the new one waits out the widening delay, shareholders/widening.test.ts).
     expect((await release(svc, connectionId)).res.json.refused[0]!.code).toBe('attestation_pcr_mismatch');
     expect((await post(`${svc.url}/v1/shares/${connectionId}`, { signed: msg(owner, 'delete', svc.now.t + 2) }, 'DELETE')).status).toBe(200);
     expect((await release(svc, connectionId)).res.json.error.code).toBe('share_not_found');

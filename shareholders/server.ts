@@ -14,13 +14,16 @@ import {
   ChainCache,
   checkPcrPolicy,
   checkPolicyStrength,
+  isPolicyWidening,
   parsePcrPolicy,
+  policyWidening,
   POLICY_PCR_INDICES,
   verifyAttestation,
   type PcrPolicy,
   type PinnedRoot,
 } from '../attestation/index.ts';
 import {
+  canonicalJson,
   decodeShare,
   fromHex,
   GENESIS_HASH,
@@ -38,7 +41,10 @@ import {
 import { registerConnectionPolicyRoutes } from './connection-policies.ts';
 import { logSigningKey, type ShareholderIdentity } from './identity.ts';
 import { OutstandingNonces, ReleaseBudget, TokenBuckets, type BucketLimit } from './limits.ts';
-import type { ShareStore } from './store.ts';
+import { DEFAULT_WIDENING_DELAY_MS, type ShareStore } from './store.ts';
+
+/** The longest widening delay an owner may choose: a month (longer is indistinguishable from never). */
+const MAX_WIDENING_DELAY_MS = 30 * 86_400_000;
 
 export const SHAREHOLDER_VERSION = '0.1.0';
 
@@ -197,6 +203,27 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
     return value;
   }
 
+  /** The owner-signed delay before a widening takes effect (SPEC.md §8.3): 0..30 days, default 24 h. */
+  function wideningDelay(value: unknown): number {
+    if (value === undefined) return DEFAULT_WIDENING_DELAY_MS;
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > MAX_WIDENING_DELAY_MS) {
+      throw new RefusalError('bad_request', `wideningDelayMs must be an integer 0..${MAX_WIDENING_DELAY_MS}`);
+    }
+    return value;
+  }
+
+  /**
+   * The share with its policy as of now: a pending widening whose time has come is applied first
+   * (and logged as it takes effect), so every reader — releases included — sees the same policy.
+   */
+  async function currentShare(connectionId: string) {
+    const due = await store.applyDueWidening(connectionId, clock().getTime());
+    if (due) {
+      await audit({ action: 'policy_update', outcome: 'policy_widened', connectionId, policy: JSON.parse(due.update.policy), wideningSha256: due.sha256, effectiveAt: new Date(due.effectiveAt).toISOString() });
+    }
+    return store.getShare(connectionId);
+  }
+
   /** The owner-signed lease limit k (SPEC.md §9); absent: no daily lease limit (records before leases). */
   function maxLeases(value: unknown): number | undefined {
     if (value === undefined || value === null) return undefined;
@@ -258,9 +285,13 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
   // The owner's current PCR policy for a connection (public data: which enclave measurements
   // may receive the share), so the owner's CLI can extend it for a new release.
   app.get<{ Params: { id: string } }>('/v1/shares/:id/policy', async (req) => {
-    const share = await store.getShare(req.params.id);
+    const share = await currentShare(req.params.id);
     if (!share) throw new RefusalError('share_not_found', 'no share enrolled for this connection');
-    return { connectionId: share.connectionId, owner: share.ownerPublicKey, policy: JSON.parse(share.policy) as PcrPolicy, maxReleasesPerMinute: share.maxReleasesPerMinute, maxLeasesPerDay: share.maxLeasesPerDay ?? null };
+    const widening = await store.getWidening(share.connectionId);
+    const pending = widening.pending
+      ? { policy: JSON.parse(widening.pending.update.policy) as PcrPolicy, sha256: widening.pending.sha256, effectiveAt: new Date(widening.pending.effectiveAt).toISOString() }
+      : null;
+    return { connectionId: share.connectionId, owner: share.ownerPublicKey, policy: JSON.parse(share.policy) as PcrPolicy, maxReleasesPerMinute: share.maxReleasesPerMinute, maxLeasesPerDay: share.maxLeasesPerDay ?? null, wideningDelayMs: widening.delayMs, pending };
   });
 
   app.post<{ Body: { envelope: string; signed: SignedOwnerMessage } }>(
@@ -277,6 +308,7 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
       const policy = policyFrom(signed.message.policy);
       const max = maxReleases(signed.message.maxReleasesPerMinute);
       const leases = maxLeases(signed.message.maxLeasesPerDay);
+      const delayMs = wideningDelay(signed.message.wideningDelayMs);
       // Open once now so a share this service cannot open is refused at enrollment, not at release.
       try {
         decodeShare(await openShareEnvelope(recipient, envelope, { purpose: 'enroll', connectionId, shareholderId: identity.id }));
@@ -301,13 +333,14 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
         await audit({ action: 'enroll', outcome: 'refused', connectionId, code: 'share_exists' });
         throw new RefusalError('share_exists', 'a share for this connection is already enrolled');
       }
-      await audit({ action: 'enroll', outcome: 'enrolled', connectionId, owner: signed.publicKey, policy: policy as never });
+      await store.setWideningDelay(connectionId, delayMs);
+      await audit({ action: 'enroll', outcome: 'enrolled', connectionId, owner: signed.publicKey, policy: policy as never, wideningDelayMs: delayMs });
       return reply.status(201).send({ connectionId, shareholderId: identity.id });
     },
   );
 
   /** The share an owner message addresses, after checking it was signed by the pinned owner. */
-  async function ownerTarget(connectionId: string, signed: SignedOwnerMessage, type: 'policy_update' | 'delete') {
+  async function ownerTarget(connectionId: string, signed: SignedOwnerMessage, type: 'policy_update' | 'widening_cancel' | 'delete') {
     const share = await store.getShare(connectionId);
     if (!share) throw new RefusalError('share_not_found', 'no share enrolled for this connection');
     if (signed.message.connectionId !== connectionId) throw new RefusalError('bad_request', 'connectionId differs from the URL');
@@ -324,14 +357,55 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
     { schema: { body: { type: 'object', required: ['signed'], properties: { signed: signedSchema } } } },
     async (req) => {
       const { signed } = req.body;
-      const share = await ownerTarget(req.params.id, signed, 'policy_update');
+      await ownerTarget(req.params.id, signed, 'policy_update');
+      // The delay is the enrollment's: no later message (nor whoever relays one) can shorten it.
+      if ('wideningDelayMs' in signed.message) throw new RefusalError('bad_request', 'wideningDelayMs is fixed at enrollment; a policy update cannot change it');
+      const share = (await currentShare(req.params.id))!;
       const policy = policyFrom(signed.message.policy);
       const max = maxReleases(signed.message.maxReleasesPerMinute ?? share.maxReleasesPerMinute);
       // Named: set (or, with null, lift) the lease limit; not named: it stays as it is.
       const leases = 'maxLeasesPerDay' in signed.message ? (maxLeases(signed.message.maxLeasesPerDay) ?? null) : undefined;
+      // Admitting new measurements waits out the owner's delay, in the log at once so the owner
+      // (alerted by the host, or reading the log) can cancel it; narrowing applies now.
+      const current = JSON.parse(share.policy) as PcrPolicy;
+      if (isPolicyWidening(current, policy)) {
+        const { delayMs } = await store.getWidening(req.params.id);
+        const effectiveAt = clock().getTime() + delayMs;
+        const sha256 = createHash('sha256').update(canonicalJson(signed as never)).digest('hex');
+        const update = { policy: JSON.stringify(policy), maxReleasesPerMinute: max, ...(leases !== undefined ? { maxLeasesPerDay: leases } : {}) };
+        // What the update removes goes now (an empty list admits nobody); only additions wait.
+        const removed = policyWidening(policy, current).added;
+        const kept = removed.length > 0 ? { ...current, allow: current.allow.filter((s) => !removed.includes(s)) } : undefined;
+        if (!(await store.setPendingWidening(req.params.id, { update, sha256, effectiveAt }, signed.message.issuedAt, kept && JSON.stringify(kept)))) throw replayed();
+        await audit({ action: 'policy_update', outcome: 'widening_pending', connectionId: req.params.id, policy: policy as never, wideningSha256: sha256, effectiveAt: new Date(effectiveAt).toISOString(), ...(kept ? { narrowedNow: kept as never } : {}) });
+        const applied = delayMs === 0 ? await currentShare(req.params.id) : undefined;
+        return { connectionId: req.params.id, policy: JSON.parse((applied ?? share).policy) as PcrPolicy, pending: applied ? null : { policy, sha256, effectiveAt: new Date(effectiveAt).toISOString() } };
+      }
       if (!(await store.updatePolicy(req.params.id, JSON.stringify(policy), max, signed.message.issuedAt, leases))) throw replayed();
-      await audit({ action: 'policy_update', outcome: 'policy_updated', connectionId: req.params.id, policy: policy as never });
-      return { connectionId: req.params.id, policy };
+      // A newer owner message supersedes a pending widening (it was signed against an older policy).
+      const superseded = await store.clearPendingWidening(req.params.id);
+      await audit({ action: 'policy_update', outcome: 'policy_updated', connectionId: req.params.id, policy: policy as never, ...(superseded ? { supersededWidening: true } : {}) });
+      return { connectionId: req.params.id, policy, pending: null };
+    },
+  );
+
+  // The owner cancels a pending widening by its hash (the one `PUT …/policy` answered and the log
+  // holds), so a late cancel cannot hit a different widening made since.
+  app.post<{ Params: { id: string }; Body: { signed: SignedOwnerMessage } }>(
+    '/v1/shares/:id/policy/cancel',
+    { schema: { body: { type: 'object', required: ['signed'], properties: { signed: signedSchema } } } },
+    async (req) => {
+      const { signed } = req.body;
+      await ownerTarget(req.params.id, signed, 'widening_cancel');
+      const sha256 = signed.message.wideningSha256;
+      if (typeof sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(sha256)) throw new RefusalError('bad_request', 'wideningSha256 must be 64 hex digits');
+      // Applied first if due: a cancel arriving after the delay finds nothing pending.
+      await currentShare(req.params.id);
+      const outcome = await store.cancelPendingWidening(req.params.id, sha256, signed.message.issuedAt);
+      if (outcome === 'replayed') throw replayed();
+      if (outcome === 'not_pending') throw new RefusalError('widening_not_pending', 'no pending widening with this hash (already in effect, cancelled or superseded)');
+      await audit({ action: 'policy_update', outcome: 'widening_cancelled', connectionId: req.params.id, wideningSha256: sha256 });
+      return { connectionId: req.params.id, cancelled: sha256 };
     },
   );
 
@@ -416,7 +490,7 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
       const shares: Array<{ connectionId: string; envelope: string; policy?: SignedOwnerMessage }> = [];
       const refused: Array<{ connectionId: string; code: ShareholderErrorCode }> = [];
       for (const connectionId of connectionIds) {
-        const share = await store.getShare(connectionId);
+        const share = await currentShare(connectionId);
         if (!share) {
           refused.push({ connectionId, code: 'share_not_found' });
           await audit({ action: 'release', outcome: 'refused', connectionId, code: 'share_not_found', ...who });
@@ -424,6 +498,8 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
         }
         const policy = JSON.parse(share.policy) as PcrPolicy;
         try {
+          // Every entry removed while the replacement waits out its delay: nobody is admitted.
+          if (policy.allow.length === 0) throw new AttestationError('attestation_pcr_mismatch', 'the policy admits no enclave until a pending widening takes effect');
           // A policy stored before the strength rule (or written around it) is not honoured either.
           checkPolicyStrength(policy, { mode: config.mode });
           checkPcrPolicy(doc.pcrs, config.mode === 'production' ? { allow: policy.allow } : policy);

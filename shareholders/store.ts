@@ -39,6 +39,9 @@ const SCHEMA = [
   // Connection-policy updates (SPEC.md §9.1): the newest owner-signed version per connection, sent
   // with every lease; never replaced by an older or equal version.
   `CREATE TABLE IF NOT EXISTS connection_policies (connection_id TEXT PRIMARY KEY, version INTEGER NOT NULL, sha256 TEXT NOT NULL, signed TEXT NOT NULL)`,
+  // Slow widening (SPEC.md §8.3): the delay the owner signed at enrollment, and the one policy
+  // update per connection that admits new measurements and waits for \`effective_at\`.
+  `CREATE TABLE IF NOT EXISTS policy_widenings (connection_id TEXT PRIMARY KEY, delay_ms BIGINT NOT NULL, pending TEXT, pending_sha256 TEXT, effective_at BIGINT)`,
   `CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY, at TEXT NOT NULL, event TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)`,
 ];
 
@@ -64,6 +67,16 @@ const toShare = (r: Row): EnrolledShare => ({
   lastIssuedAt: Number(r.last_issued_at),
   ...(r.max_per_day !== null && r.max_per_day !== undefined ? { maxLeasesPerDay: Number(r.max_per_day) } : {}),
 });
+
+/** A widening waiting out the owner's delay: the update's fields as the owner signed them. */
+export interface PendingWidening {
+  update: { policy: string; maxReleasesPerMinute: number; maxLeasesPerDay?: number | null };
+  sha256: string;
+  effectiveAt: number;
+}
+
+/** Shares enrolled before slow widening (no row) wait the default delay. */
+export const DEFAULT_WIDENING_DELAY_MS = 86_400_000;
 
 export class ShareStore {
   readonly db: SqlDb;
@@ -149,6 +162,7 @@ export class ShareStore {
     const [r] = await this.db.query('SELECT version, sha256, signed FROM connection_policies WHERE connection_id = $1', [connectionId]);
     return r ? { version: Number(r.version), sha256: r.sha256 as string, signed: r.signed as string } : undefined;
   }
+
   /** Deletes the share and leaves a tombstone with the delete message's issuedAt (see insertShare). */
   async deleteShare(connectionId: string, issuedAt: number): Promise<boolean> {
     return this.db.transaction(async (tx) => {
@@ -159,6 +173,79 @@ export class ShareStore {
         [connectionId, issuedAt],
       );
       return true;
+    });
+  }
+
+  async setWideningDelay(connectionId: string, delayMs: number): Promise<void> {
+    await this.db.query(
+      'INSERT INTO policy_widenings (connection_id, delay_ms) VALUES ($1, $2) ON CONFLICT (connection_id) DO UPDATE SET delay_ms = excluded.delay_ms, pending = NULL, pending_sha256 = NULL, effective_at = NULL',
+      [connectionId, delayMs],
+    );
+  }
+
+  async getWidening(connectionId: string): Promise<{ delayMs: number; pending?: PendingWidening }> {
+    const [r] = await this.db.query('SELECT delay_ms, pending, pending_sha256, effective_at FROM policy_widenings WHERE connection_id = $1', [connectionId]);
+    if (!r) return { delayMs: DEFAULT_WIDENING_DELAY_MS };
+    return {
+      delayMs: Number(r.delay_ms),
+      ...(r.pending ? { pending: { update: JSON.parse(r.pending as string), sha256: r.pending_sha256 as string, effectiveAt: Number(r.effective_at) } } : {}),
+    };
+  }
+
+  /**
+   * Records a widening to apply at `pending.effectiveAt`, replacing any pending one, if the owner
+   * message is newer than the last applied (the same replay rule as updatePolicy); the entries the
+   * update removes (`narrowedPolicy`: the current policy without them) go at once.
+   */
+  async setPendingWidening(connectionId: string, pending: PendingWidening, issuedAt: number, narrowedPolicy?: string): Promise<boolean> {
+    return this.db.transaction(async (tx) => {
+      const rows = narrowedPolicy === undefined
+        ? await tx.query('UPDATE shares SET last_issued_at = $1 WHERE connection_id = $2 AND last_issued_at < $1 RETURNING connection_id', [issuedAt, connectionId])
+        : await tx.query('UPDATE shares SET last_issued_at = $1, policy = $3 WHERE connection_id = $2 AND last_issued_at < $1 RETURNING connection_id', [issuedAt, connectionId, narrowedPolicy]);
+      if (rows.length !== 1) return false;
+      await tx.query(
+        `INSERT INTO policy_widenings (connection_id, delay_ms, pending, pending_sha256, effective_at) VALUES ($1, ${DEFAULT_WIDENING_DELAY_MS}, $2, $3, $4)
+         ON CONFLICT (connection_id) DO UPDATE SET pending = excluded.pending, pending_sha256 = excluded.pending_sha256, effective_at = excluded.effective_at`,
+        [connectionId, JSON.stringify(pending.update), pending.sha256, pending.effectiveAt],
+      );
+      return true;
+    });
+  }
+
+  /** Drops the pending widening (if `sha256` is given, only that one); true when one was dropped. */
+  async clearPendingWidening(connectionId: string, sha256?: string): Promise<boolean> {
+    const rows = await this.db.query(
+      `UPDATE policy_widenings SET pending = NULL, pending_sha256 = NULL, effective_at = NULL WHERE connection_id = $1 AND pending IS NOT NULL${sha256 === undefined ? '' : ' AND pending_sha256 = $2'} RETURNING connection_id`,
+      sha256 === undefined ? [connectionId] : [connectionId, sha256],
+    );
+    return rows.length === 1;
+  }
+
+  /** An owner-signed cancel: newer than the last message applied, naming the pending widening. */
+  async cancelPendingWidening(connectionId: string, sha256: string, issuedAt: number): Promise<'cancelled' | 'replayed' | 'not_pending'> {
+    return this.db.transaction(async (tx) => {
+      const [pending] = await tx.query('SELECT connection_id FROM policy_widenings WHERE connection_id = $1 AND pending_sha256 = $2', [connectionId, sha256]);
+      if (!pending) return 'not_pending';
+      const rows = await tx.query('UPDATE shares SET last_issued_at = $1 WHERE connection_id = $2 AND last_issued_at < $1 RETURNING connection_id', [issuedAt, connectionId]);
+      if (rows.length !== 1) return 'replayed';
+      await tx.query('UPDATE policy_widenings SET pending = NULL, pending_sha256 = NULL, effective_at = NULL WHERE connection_id = $1', [connectionId]);
+      return 'cancelled';
+    });
+  }
+
+  /**
+   * Applies the pending widening if its time has come (`now` ≥ effective_at): the policy and limits
+   * it carries replace the current ones, in one transaction. Returns what took effect, if anything.
+   */
+  async applyDueWidening(connectionId: string, now: number): Promise<PendingWidening | undefined> {
+    return this.db.transaction(async (tx) => {
+      const [r] = await tx.query('SELECT pending, pending_sha256, effective_at FROM policy_widenings WHERE connection_id = $1 AND pending IS NOT NULL AND effective_at <= $2', [connectionId, now]);
+      if (!r) return undefined;
+      const due: PendingWidening = { update: JSON.parse(r.pending as string), sha256: r.pending_sha256 as string, effectiveAt: Number(r.effective_at) };
+      const rows = await tx.query('UPDATE shares SET policy = $1, max_releases_per_minute = $2 WHERE connection_id = $3 RETURNING connection_id', [due.update.policy, due.update.maxReleasesPerMinute, connectionId]);
+      if (rows.length === 1 && due.update.maxLeasesPerDay !== undefined) await setLeaseLimit(tx, connectionId, due.update.maxLeasesPerDay ?? undefined);
+      await tx.query('UPDATE policy_widenings SET pending = NULL, pending_sha256 = NULL, effective_at = NULL WHERE connection_id = $1', [connectionId]);
+      return rows.length === 1 ? due : undefined;
     });
   }
 

@@ -20,6 +20,7 @@ import {
   type ConnectionPolicyInput,
   type KeyBinding,
 } from '../../protocol/index.ts';
+import { devPcrPolicy } from '../../attestation/dev.ts';
 import { connectProvider, createKey } from '../../cli/owner.ts';
 import { startStack, type Stack, type StackOptions } from '../../scripts/stack.ts';
 
@@ -109,7 +110,7 @@ export async function enrollConnection(stack: Stack, options: { upstreamKey: str
         shareholderId: sh.id,
         issuedAt: Date.now(),
         envelopeSha256: createHash('sha256').update(envelope).digest('hex'),
-        policy: { allow: [{ '0': stack.pcr0 }] },
+        policy: devPcrPolicy(stack.pcr0),
         maxReleasesPerMinute: 600,
       });
       const res = await fetch(`${sh.url}/v1/shares`, {
@@ -170,7 +171,7 @@ export async function connectTestProvider(
     provider,
     baseUrl: options.origin ?? stack.mock!.origin,
     apiKey: new TextEncoder().encode(options.apiKey ?? stack.demo!.upstreamKey),
-    pcrPolicy: { allow: [{ '0': stack.pcr0 }] },
+    pcrPolicy: devPcrPolicy(stack.pcr0),
     dev: true,
     ...(options.authScheme ? { authScheme: options.authScheme } : {}),
     ...(options.allowRules ? { allowRules: options.allowRules } : {}),
