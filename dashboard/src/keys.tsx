@@ -3,6 +3,47 @@ import { ACCESS, ENDPOINT_KINDS } from '../../protocol/index.ts';
 import { admin, ago, ApiError, money, when, type Connection, type Key } from './api.ts';
 import { Failure, useAdmin } from './pages.tsx';
 
+/** A key as the admin API lists it, with the limits beyond today's cap (host/admin/keys.ts). */
+type LimitedKey = Key & {
+  weeklyLimit?: number | null;
+  monthlyLimit?: number | null;
+  /** Absolute expiry, ms since the epoch. */
+  expiresAt?: number | null;
+  rpm?: number | null;
+  tpm?: number | null;
+  spentWeek?: number;
+  spentMonth?: number;
+};
+
+/** "2027-01-31" for a midnight UTC, else "2027-01-31T18:00:00Z": what the expiry field shows and the API takes. */
+const expiryText = (ms: number | null | undefined) => {
+  if (!ms) return '';
+  const iso = new Date(ms).toISOString();
+  return iso.endsWith('T00:00:00.000Z') ? iso.slice(0, 10) : iso.replace('.000Z', 'Z');
+};
+const ISO_DATE = /^\d{4}-\d{2}-\d{2}$/;
+const ISO_DATE_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?(Z|[+-]\d{2}:\d{2})$/;
+/** The instant an expiry field names, as the server reads it (a date is 00:00 UTC); NaN when it names none. */
+function expiryMs(text: string): number {
+  const t = text.trim();
+  if (ISO_DATE.test(t)) {
+    const at = Date.parse(`${t}T00:00:00Z`);
+    return new Date(at).toISOString().slice(0, 10) === t ? at : NaN;
+  }
+  return ISO_DATE_TIME.test(t) ? Date.parse(t) : NaN;
+}
+
+/** Week and month spend against their caps, rate limits and the expiry date, for the Keys table. */
+function limitsSummary(k: LimitedKey): string[] {
+  const parts: string[] = [];
+  if (k.weeklyLimit !== null && k.weeklyLimit !== undefined) parts.push(`week ${money(k.spentWeek ?? 0)} / ${money(k.weeklyLimit)}`);
+  if (k.monthlyLimit !== null && k.monthlyLimit !== undefined) parts.push(`month ${money(k.spentMonth ?? 0)} / ${money(k.monthlyLimit)}`);
+  if (k.rpm) parts.push(`${k.rpm} req/min`);
+  if (k.tpm) parts.push(`${k.tpm} tokens/min`);
+  if (k.expiresAt) parts.push(`${k.expiresAt <= Date.now() ? 'expired' : 'expires'} ${when(k.expiresAt).slice(0, 16)} UTC`);
+  return parts;
+}
+
 function lockSummary(k: Key): string[] {
   const locks: string[] = [];
   locks.push(k.boundIp ? `IP ${k.boundIp}` : 'IP: binds on first use');
@@ -56,14 +97,20 @@ interface KeyForm {
   cities: string;
   models: string;
   dailyLimit: string;
+  weeklyLimit: string;
+  monthlyLimit: string;
   lifetimeLimit: string;
+  rpm: string;
+  tpm: string;
+  expiresAt: string;
   inactiveExpiry: string;
   requireSignature: boolean;
   autoDevice: boolean;
   autoCity: boolean;
   scopes: Set<string>;
 }
-type Field = 'name' | 'cities' | 'models' | 'dailyLimit' | 'lifetimeLimit' | 'inactiveExpiry' | 'scopes' | 'autoLock' | 'requireSignature';
+type Field = 'name' | 'cities' | 'models' | 'dailyLimit' | 'weeklyLimit' | 'monthlyLimit' | 'lifetimeLimit' | 'rpm' | 'tpm' | 'expiresAt' | 'inactiveExpiry' | 'scopes' | 'autoLock' | 'requireSignature';
+type TextField = 'name' | 'cities' | 'models' | 'dailyLimit' | 'weeklyLimit' | 'monthlyLimit' | 'lifetimeLimit' | 'rpm' | 'tpm' | 'expiresAt' | 'inactiveExpiry';
 
 const idleText = (ms: number | null) => {
   if (!ms) return '';
@@ -71,13 +118,20 @@ const idleText = (ms: number | null) => {
   return `${Math.round(ms / 1000)}s`;
 };
 
-function formOf(k: Key): KeyForm {
+const optionalText = (v: number | null | undefined) => (v === null || v === undefined ? '' : String(v));
+
+function formOf(k: LimitedKey): KeyForm {
   return {
     name: k.name,
     cities: k.allowedCities.join('; '),
     models: k.allowedModels.join(', '),
     dailyLimit: k.dailyLimit === null ? '' : String(k.dailyLimit),
+    weeklyLimit: optionalText(k.weeklyLimit),
+    monthlyLimit: optionalText(k.monthlyLimit),
     lifetimeLimit: k.lifetimeLimit === null ? '' : String(k.lifetimeLimit),
+    rpm: optionalText(k.rpm),
+    tpm: optionalText(k.tpm),
+    expiresAt: expiryText(k.expiresAt),
     inactiveExpiry: idleText(k.inactiveExpiryMs),
     requireSignature: k.requireSignature,
     autoDevice: k.autoLock.includes('device'),
@@ -102,9 +156,19 @@ export function validateKeyForm(f: KeyForm): Partial<Record<Field, string>> {
     }
   }
   if (modelList(f.models).some((m) => m.length > 128)) errors.models = 'a model name is at most 128 characters';
-  for (const field of ['dailyLimit', 'lifetimeLimit'] as const) {
+  for (const field of ['dailyLimit', 'weeklyLimit', 'monthlyLimit', 'lifetimeLimit'] as const) {
     const text = f[field].trim().replace(/^\$/, '');
     if (text !== '' && !(Number.isFinite(Number(text)) && Number(text) >= 0)) errors[field] = 'a dollar amount, e.g. 5 or 0.50 — empty for no cap';
+  }
+  for (const field of ['rpm', 'tpm'] as const) {
+    const text = f[field].trim();
+    if (text !== '' && !(/^\d+$/.test(text) && Number(text) >= 1)) errors[field] = 'a whole number of at least 1 — empty for no limit';
+  }
+  const expiry = f.expiresAt.trim();
+  if (expiry !== '') {
+    const at = expiryMs(expiry);
+    if (Number.isNaN(at)) errors.expiresAt = 'a date (2027-01-31, meaning 00:00 UTC) or a date-time with its zone (2027-01-31T18:00:00Z) — empty for never';
+    else if (at <= Date.now()) errors.expiresAt = 'this moment has passed: a key that expires now is a kill (use Kill)';
   }
   const idle = f.inactiveExpiry.trim();
   if (idle !== '' && idle !== 'off' && !/^\d+\s*(s|m|h|d|w)$/.test(idle)) errors.inactiveExpiry = 'a duration such as 7d, 12h or 30m — empty for never';
@@ -113,7 +177,7 @@ export function validateKeyForm(f: KeyForm): Partial<Record<Field, string>> {
 }
 
 /** Only what changed is sent: an unchanged lock is never "new use" of a plan feature. */
-function patchOf(f: KeyForm, k: Key): Record<string, unknown> {
+function patchOf(f: KeyForm, k: LimitedKey): Record<string, unknown> {
   const same = (a: readonly string[], b: readonly string[]) => a.length === b.length && a.every((x, i) => x === b[i]);
   const amount = (t: string) => (t.trim() === '' ? null : Number(t.trim().replace(/^\$/, '')));
   const patch: Record<string, unknown> = {};
@@ -122,6 +186,12 @@ function patchOf(f: KeyForm, k: Key): Record<string, unknown> {
   if (!same(modelList(f.models), k.allowedModels)) patch.models = modelList(f.models);
   if (amount(f.dailyLimit) !== k.dailyLimit) patch.dailyLimit = amount(f.dailyLimit);
   if (amount(f.lifetimeLimit) !== k.lifetimeLimit) patch.lifetimeLimit = amount(f.lifetimeLimit);
+  if (amount(f.weeklyLimit) !== (k.weeklyLimit ?? null)) patch.weeklyLimit = amount(f.weeklyLimit);
+  if (amount(f.monthlyLimit) !== (k.monthlyLimit ?? null)) patch.monthlyLimit = amount(f.monthlyLimit);
+  if (amount(f.rpm) !== (k.rpm ?? null)) patch.rpm = amount(f.rpm);
+  if (amount(f.tpm) !== (k.tpm ?? null)) patch.tpm = amount(f.tpm);
+  const expiry = f.expiresAt.trim();
+  if ((expiry === '' ? null : expiryMs(expiry)) !== (k.expiresAt ?? null)) patch.expiresAt = expiry === '' ? null : expiry;
   if (f.inactiveExpiry.trim() !== idleText(k.inactiveExpiryMs)) patch.inactiveExpiry = f.inactiveExpiry.trim() || 'off';
   const autoLock = ['ip', ...(f.autoDevice ? ['device'] : []), ...(f.autoCity ? ['city'] : [])];
   if (!same(autoLock, k.autoLock)) patch.autoLock = autoLock;
@@ -146,7 +216,7 @@ function FieldError({ field, errors }: { field: Field; errors: Partial<Record<Fi
  * keeps everything typed until it is saved: a refusal (in the browser or by the server) marks the
  * field it is about and changes nothing else, so the next Save sends every change again.
  */
-function EditKey({ k, onClose }: { k: Key; onClose: (changed: boolean) => void }) {
+function EditKey({ k, onClose }: { k: LimitedKey; onClose: (changed: boolean) => void }) {
   const [form, setForm] = useState<KeyForm>(() => formOf(k));
   const [errors, setErrors] = useState<Partial<Record<Field, string>>>({});
   const [unknown, setUnknown] = useState<ApiError>();
@@ -157,7 +227,7 @@ function EditKey({ k, onClose }: { k: Key; onClose: (changed: boolean) => void }
     setForm((f) => ({ ...f, [field]: value }));
     setUnknown(undefined);
   };
-  const text = (field: 'name' | 'cities' | 'models' | 'dailyLimit' | 'lifetimeLimit' | 'inactiveExpiry') => ({
+  const text = (field: TextField) => ({
     name: field,
     value: form[field],
     onInput: (e: Event) => set(field, (e.currentTarget as HTMLInputElement).value),
@@ -230,9 +300,39 @@ function EditKey({ k, onClose }: { k: Key; onClose: (changed: boolean) => void }
         </div>
         <div class="field">
           <label>
+            Weekly limit ($) <input {...text('weeklyLimit')} inputMode="decimal" placeholder="UTC week from Monday — empty: no cap" />
+          </label>
+          <FieldError field="weeklyLimit" errors={errors} />
+        </div>
+        <div class="field">
+          <label>
+            Monthly limit ($) <input {...text('monthlyLimit')} inputMode="decimal" placeholder="UTC calendar month — empty: no cap" />
+          </label>
+          <FieldError field="monthlyLimit" errors={errors} />
+        </div>
+        <div class="field">
+          <label>
             Lifetime limit ($) <input {...text('lifetimeLimit')} inputMode="decimal" placeholder="empty: no cap" />
           </label>
           <FieldError field="lifetimeLimit" errors={errors} />
+        </div>
+        <div class="field">
+          <label>
+            Requests per minute <input {...text('rpm')} inputMode="numeric" placeholder="empty: no limit" />
+          </label>
+          <FieldError field="rpm" errors={errors} />
+        </div>
+        <div class="field">
+          <label>
+            Tokens per minute <input {...text('tpm')} inputMode="numeric" placeholder="input + output — empty: no limit" />
+          </label>
+          <FieldError field="tpm" errors={errors} />
+        </div>
+        <div class="field">
+          <label>
+            Expires at <input {...text('expiresAt')} placeholder="e.g. 2027-01-31 (00:00 UTC) — empty: never" />
+          </label>
+          <FieldError field="expiresAt" errors={errors} />
         </div>
         <div class="field">
           <label>
@@ -349,9 +449,9 @@ function NewKey({ created }: { created: { id: string; key: string } }) {
 }
 
 export function Keys() {
-  const { data: keys, error, reload } = useAdmin<Key[]>('/keys');
+  const { data: keys, error, reload } = useAdmin<LimitedKey[]>('/keys');
   const { data: connections } = useAdmin<Connection[]>('/connections');
-  const [editing, setEditing] = useState<Key>();
+  const [editing, setEditing] = useState<LimitedKey>();
   const [created, setCreated] = useState<{ id: string; key: string }>();
   const [failure, setFailure] = useState<unknown>();
 
@@ -424,6 +524,7 @@ export function Keys() {
             <th>Status</th>
             <th>Spent today / cap</th>
             <th>Lifetime</th>
+            <th>Limits</th>
             <th>Last used</th>
             <th>Locks</th>
             <th />
@@ -447,6 +548,9 @@ export function Keys() {
               <td data-label="Lifetime" data-testid="spend-lifetime">
                 {money(k.spentLifetime ?? 0)}
                 {k.lifetimeLimit === null ? '' : ` / ${money(k.lifetimeLimit)}`}
+              </td>
+              <td data-label="Limits" data-testid="limits">
+                {limitsSummary(k).join(' · ') || '—'}
               </td>
               <td data-label="Last used" data-testid="last-used" title={when(k.lastUsedAt)}>
                 {ago(k.lastUsedAt)}
