@@ -6,6 +6,7 @@ import { Command, CommanderError } from 'commander';
 import { attestVerify, attestVerifyServer } from './attest.ts';
 import { connectCommand, loginCommand, logoutCommand, providersCommand, pushCommand } from './commands.ts';
 import { approveRelease, attestAudit } from './releases.ts';
+import { connectionPolicyCommand } from './connection-policy.ts';
 import { alertsCommand, auditCommand, projectsCommand, statusCommand, usageCommand } from './reports.ts';
 import { envCommand, keyAction, keysCreate, keysList, keysShow, keysUpdate, modelsAlias, type KeyOptionFlags } from './keys.ts';
 import { CliError, EXIT } from './errors.ts';
@@ -357,7 +358,7 @@ Examples:
     .description('remove an alert target')
     .action((id: string, o) => run(() => alertsCommand('remove', { ...o, id }, io))());
 
-  const connections = program.command('connections').description('connections: approve enclave releases');
+  const connections = program.command('connections').description('connections: approve enclave releases, change their owner-signed policy');
   connections
     .command('approve-release')
     .argument('<manifest>', 'signed release manifest (release-manifest.json)')
@@ -368,6 +369,21 @@ Examples:
     .description('let a new enclave release receive your shares (owner-signed policy update to every shareholder)')
     .addHelpText('after', '\nExamples:\n  $ securegate connections approve-release release-v1.1.json --release-key 3b6a…\n  $ securegate connections approve-release release-v1.0.json --release-key 3b6a… --withdraw')
     .action((manifest: string, o) => run(() => approveRelease(manifest, o, io))());
+  connections
+    .command('policy')
+    .argument('<connection>', 'connection id')
+    .option('--models <list>', 'allowed models, comma-separated; off = any model')
+    .option('--operations <list>', 'allowed operations, e.g. inference,files:read')
+    .option('--daily-requests <n>', 'requests per UTC day, or off')
+    .option('--daily-tokens <n>', 'tokens per UTC day, or off')
+    .option('--daily-dollars <usd>', 'dollars per UTC day at the prices in the policy, or off')
+    .option('--lease-requests <n>', 'requests one lease (key reconstruction) may serve, or off')
+    .option('--lease-tokens <n>', 'tokens one lease may serve, or off')
+    .option('--threshold <t>', 'shareholder threshold t (default: what the server lists, never above your pinned shareholders)')
+    .option('--json', 'print as JSON')
+    .description("sign a new version of the connection's policy and send it to every pinned shareholder; the enclave enforces it from its next lease")
+    .addHelpText('after', '\nExamples:\n  $ securegate connections policy conn_1a2b… --models gpt-4o-mini --daily-requests 500\n  $ securegate connections policy conn_1a2b… --daily-dollars 20 --lease-requests 25')
+    .action((id: string, o) => run(() => connectionPolicyCommand(id, o, io))());
 
   const models = program.command('models').description('model registry: aliases per project');
   models

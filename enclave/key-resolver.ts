@@ -11,6 +11,7 @@
 import type { Nsm } from '../attestation/nsm.ts';
 import { equalBytes } from '../protocol/bytes.ts';
 import { openUpstreamKey, type KeyBinding } from '../protocol/sealed-record.ts';
+import type { SignedOwnerMessage } from '../protocol/owner-signature.ts';
 import type { X25519KeyPair } from '../protocol/share-envelope.ts';
 import { EnclaveError } from './errors.ts';
 import type { EgressRoute } from './forward.ts';
@@ -78,6 +79,8 @@ export class KeyResolver {
   readonly #rotation = new Map<string, number>();
   readonly #client: ShareholderClient;
   readonly #fanOut: FanOut;
+  /** Connection-policy updates that came with leases, not yet taken by the server (SPEC.md §9.2). */
+  readonly #leasePolicies = new Map<string, SignedOwnerMessage[]>();
   /** Bad shares seen, newest last (bounded): the host turns them into shareholder_anomaly alerts. */
   readonly anomalies: Array<{ seq: number; at: number; shareholder: string; connectionId: string }> = [];
   #anomalySeq = 0;
@@ -115,6 +118,11 @@ export class KeyResolver {
       stragglerWindowMs: this.#o.stragglerWindowMs,
       hedgeAfterMs: this.#o.hedgeAfterMs,
       reportBad: (shareholder, connectionId) => this.#reportBad(shareholder, connectionId),
+      onLeasePolicy: (connectionId, policy) => {
+        const list = this.#leasePolicies.get(connectionId) ?? [];
+        if (list.length < 16) list.push(policy);
+        this.#leasePolicies.set(connectionId, list);
+      },
     };
   }
 
@@ -215,6 +223,13 @@ export class KeyResolver {
   leaseOf(connectionId: string): number | undefined {
     const entry = this.#cache.get(connectionId);
     return entry && entry.expiresAt > this.#o.now() ? entry.lease : undefined;
+  }
+
+  /** The connection-policy updates shareholders sent with leases since the last call (the server verifies them). */
+  takeLeasePolicies(connectionId: string): SignedOwnerMessage[] {
+    const list = this.#leasePolicies.get(connectionId) ?? [];
+    this.#leasePolicies.delete(connectionId);
+    return list;
   }
 
   /** Drops the connection's DEK (and any fetch in flight from being cached); the next request needs a new lease. */

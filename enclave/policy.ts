@@ -3,10 +3,13 @@
  * the forwarded request from the provider's endpoint table (the same rows the host uses), read
  * its model where the policy needs it, and count requests, tokens and micro-dollars per
  * connection per UTC day. The counters live in enclave memory: they bound what one running
- * enclave serves; leases (SPEC.md §9, to come) bound what restarts and many enclaves can.
+ * enclave serves; leases (SPEC.md §9) bound what restarts and many enclaves can. Policy updates
+ * arrive with leases (SPEC.md §9.2); `PolicyVersions` keeps the newest per connection.
  * Never logs a body or a model's prompt.
  */
-import { ceilingReached, costMicroUsd, policyRefusal, utcDay, type ConnectionPolicy, type DayUsage } from '../protocol/connection-policy.ts';
+import { ceilingReached, costMicroUsd, policyRefusal, policyVersion, utcDay, verifyPolicyUpdate, type ConnectionPolicy, type DayUsage } from '../protocol/connection-policy.ts';
+import { ProtocolError } from '../protocol/errors.ts';
+import type { SignedOwnerMessage } from '../protocol/owner-signature.ts';
 import { matchEndpoint, providerSpec, type Access, type EndpointSpec } from '../protocol/providers/index.ts';
 import { EnclaveError } from './errors.ts';
 import type { RelayedUsage } from './usage-meter.ts';
@@ -164,5 +167,56 @@ export class LeaseMeter {
 
   forget(connectionId: string): void {
     this.#leases.delete(connectionId);
+  }
+}
+
+/** A verified policy: what the enclave enforces. */
+export interface ActivePolicy {
+  policy: ConnectionPolicy;
+  sha256: string;
+  version: number;
+}
+
+/**
+ * The newest owner-signed policy version per connection (SPEC.md §9.2). The record binds version 1
+ * (its hash is in the AAD, so it also binds the owner key); updates come only with leases, sealed
+ * into the shareholders' release envelopes, and are accepted only when signed by that same owner
+ * key, for that connection, and newer than what this enclave already enforces — so a host can
+ * neither pair a record with another connection's policy nor bring back an older one, and a
+ * withheld update cannot outlive the next lease. Memory only: a restarted enclave starts from the
+ * record's policy and learns the newest one at its first lease, before serving under it.
+ */
+export class PolicyVersions {
+  readonly #newest = new Map<string, ActivePolicy & { owner: string }>();
+
+  /** What to enforce for `connectionId` whose record binds `base`. */
+  effective(connectionId: string, base: { signed: SignedOwnerMessage; policy: ConnectionPolicy; sha256: string }): ActivePolicy {
+    const n = this.#newest.get(connectionId);
+    if (n && n.owner === base.signed.publicKey && n.version > policyVersion(base.policy)) return n;
+    return { policy: base.policy, sha256: base.sha256, version: policyVersion(base.policy) };
+  }
+
+  /**
+   * Takes the updates a lease carried. One that is not the owner's for this connection fails the
+   * lease (`policy_invalid`, fail closed); one not newer than what is enforced is refused silently
+   * (a rollback changes nothing). Returns the policy to enforce from now on.
+   */
+  adopt(connectionId: string, base: { signed: SignedOwnerMessage; policy: ConnectionPolicy; sha256: string }, updates: SignedOwnerMessage[]): ActivePolicy {
+    for (const signed of updates) {
+      const current = this.effective(connectionId, base);
+      try {
+        const next = verifyPolicyUpdate(signed, { signed: base.signed, connectionId }, current.version);
+        this.#newest.set(connectionId, { ...next, owner: base.signed.publicKey });
+      } catch (e) {
+        if (e instanceof ProtocolError && e.code === 'policy_rollback') continue;
+        throw new EnclaveError('policy_invalid', `a lease carried a policy update that is not this connection's owner's: ${(e as Error).message}`);
+      }
+    }
+    return this.effective(connectionId, base);
+  }
+
+  /** The version enforced for `connectionId` (tests, receipts). */
+  versionOf(connectionId: string): number | undefined {
+    return this.#newest.get(connectionId)?.version;
   }
 }

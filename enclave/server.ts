@@ -7,20 +7,24 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { ed25519 } from '@noble/curves/ed25519.js';
 import { NSM_LIMITS, type Nsm } from '../attestation/nsm.ts';
-import { fromHex, fromUtf8 } from '../protocol/bytes.ts';
+import { fromHex, fromUtf8, toHex } from '../protocol/bytes.ts';
 import { utcDay, verifyConnectionPolicy, type ConnectionPolicy } from '../protocol/connection-policy.ts';
+import type { SignedOwnerMessage } from '../protocol/owner-signature.ts';
 import { decodeConnectionDescriptor, RPC_CONNECTION_HEADER, RPC_FORWARD_PREFIX } from '../protocol/rpc.ts';
 import { canonicalOrigin, type KeyBinding } from '../protocol/sealed-record.ts';
 import { generateX25519KeyPair, type X25519KeyPair } from '../protocol/share-envelope.ts';
-import { receiptKeyUserData, signUsageReceipt, type SignedUsageReceipt } from '../protocol/usage-receipt.ts';
+import { receiptKeyUserData, signReceiptHead, signUsageReceipt, type SignedUsageReceipt } from '../protocol/usage-receipt.ts';
 import { EnclaveError } from './errors.ts';
 import { Forwarder, resolveTarget, type EgressRoute, type ForwarderOptions } from './forward.ts';
 import { KeyResolver } from './key-resolver.ts';
 import type { ShareholderEndpoint } from './shareholders.ts';
 import { createEnclaveMetrics } from './metrics.ts';
-import { checkPolicy, classifyForPolicy, DailyUsageLedger, LeaseMeter, MAX_POLICY_BODY, policyNeedsModel, requestModel } from './policy.ts';
+import { checkPolicy, classifyForPolicy, DailyUsageLedger, LeaseMeter, MAX_POLICY_BODY, policyNeedsModel, PolicyVersions, requestModel } from './policy.ts';
 
 export type EnclavePhase = 'booting' | 'serving' | 'failed';
+
+/** Receipts kept for the host to collect (SPEC.md §10): about 300 bytes each. */
+const RECEIPT_LOG_LIMIT = 50_000;
 
 export interface EnclaveConfig {
   nsm: Nsm;
@@ -88,9 +92,17 @@ export class Enclave {
   #resolver: KeyResolver | undefined;
   readonly usage: DailyUsageLedger;
   readonly leases: LeaseMeter;
+  /** The newest owner-signed policy version per connection, learnt from leases (SPEC.md §9.2). */
+  readonly policyVersions = new PolicyVersions();
   /** Signs usage receipts; its public key is the `user_data` of every attestation document. */
   readonly #receiptKey = ed25519.utils.randomSecretKey();
   readonly #receipts = new Map<string, SignedUsageReceipt>();
+  /**
+   * Every receipt signed, oldest first, for the host to collect in order (`GET /receipts?after=`):
+   * the host stores the whole chain, so a receipt it later drops shows as a gap. Bounded: a host
+   * that stops collecting loses the oldest, which then show as missing too.
+   */
+  readonly #receiptLog: SignedUsageReceipt[] = [];
   #receiptSeq = 0;
 
   constructor(config: EnclaveConfig) {
@@ -142,10 +154,10 @@ export class Enclave {
   #issueReceipt(connectionId: string, policySha256: string, lease: number): void {
     const now = (this.#config.now ?? Date.now)();
     const used = this.usage.used(connectionId);
-    this.#receipts.set(
-      connectionId,
-      signUsageReceipt(this.#receiptKey, { connectionId, policySha256, day: utcDay(now), ...used, lease, seq: ++this.#receiptSeq, at: now }),
-    );
+    const signed = signUsageReceipt(this.#receiptKey, { connectionId, policySha256, day: utcDay(now), ...used, lease, seq: ++this.#receiptSeq, at: now });
+    this.#receipts.set(connectionId, signed);
+    this.#receiptLog.push(signed);
+    if (this.#receiptLog.length > RECEIPT_LOG_LIMIT) this.#receiptLog.shift();
   }
 
   async close(): Promise<void> {
@@ -168,6 +180,7 @@ export class Enclave {
       res.end(text);
       return;
     }
+    if (req.method === 'GET' && (url === '/receipts' || url.startsWith('/receipts?'))) return this.#receiptChain(res, url);
     if (req.method === 'GET' && url.startsWith('/receipts/')) {
       let connectionId: string;
       try {
@@ -190,6 +203,27 @@ export class Enclave {
       return sendJson(res, 200, { evicted: body.connectionId });
     }
     throw new EnclaveError('bad_request', 'unknown RPC route');
+  }
+
+  /**
+   * `GET /receipts?after=<seq>&limit=<n>[&nonce=<hex>]`: the receipts signed after `seq`, in order,
+   * and with a nonce the head (newest seq) signed over it, so a verifier can tell a hidden tail.
+   */
+  #receiptChain(res: ServerResponse, url: string): void {
+    const q = new URL(url, 'http://enclave').searchParams;
+    const after = Number(q.get('after') ?? 0);
+    const limit = Math.min(Number(q.get('limit') ?? 1000), 10_000);
+    const nonce = q.get('nonce');
+    if (!Number.isSafeInteger(after) || after < 0 || !Number.isSafeInteger(limit) || limit < 1) throw new EnclaveError('bad_request', 'after and limit must be whole numbers');
+    if (nonce !== null && !/^[0-9a-f]{32,128}$/.test(nonce)) throw new EnclaveError('bad_request', 'nonce must be 16..64 bytes of hex');
+    const receipts = this.#receiptLog.filter((r) => r.receipt.seq > after).slice(0, limit);
+    const now = (this.#config.now ?? Date.now)();
+    sendJson(res, 200, {
+      enclaveKey: toHex(ed25519.getPublicKey(this.#receiptKey)),
+      receipts,
+      seq: this.#receiptSeq,
+      ...(nonce !== null ? { head: signReceiptHead(this.#receiptKey, { seq: this.#receiptSeq, nonce, at: now }) } : {}),
+    });
   }
 
   async #attestation(res: ServerResponse, url: string): Promise<void> {
@@ -221,22 +255,29 @@ export class Enclave {
       throw new EnclaveError('origin_not_allowed', 'connection origin is not a canonical origin');
     }
     // Policy, path and origin checks happen before any share is requested.
-    let policy: { policy: ConnectionPolicy; sha256: string } | undefined;
+    let base: { signed: SignedOwnerMessage; policy: ConnectionPolicy; sha256: string } | undefined;
     if (descriptor.policy !== undefined) {
       try {
-        policy = verifyConnectionPolicy(descriptor.policy, descriptor.connectionId);
+        base = { signed: descriptor.policy, ...verifyConnectionPolicy(descriptor.policy, descriptor.connectionId) };
       } catch (e) {
         throw new EnclaveError('policy_invalid', `connection policy does not verify: ${(e as Error).message}`);
       }
     }
+    // The record binds the policy it was sealed with; a newer version the owner relayed through the
+    // shareholders, once a lease brought it, is what is enforced (SPEC.md §9.2).
+    let policy = base ? this.policyVersions.effective(descriptor.connectionId, base) : undefined;
     const method = req.method ?? 'GET';
     const target = resolveTarget(descriptor.provider, origin, method, clientPath, descriptor.allow, this.#config.allowLoopbackHttp ?? false);
     let body: Buffer | undefined;
+    let bodyRead = false;
     let classification;
     let model: string | null | undefined;
     if (policy) {
       classification = classifyForPolicy(descriptor.provider, method, clientPath);
-      if (policyNeedsModel(policy.policy) && classification.model.in === 'json') body = await readBoundedBody(req, MAX_POLICY_BODY);
+      if (policyNeedsModel(policy.policy) && classification.model.in === 'json') {
+        body = await readBoundedBody(req, MAX_POLICY_BODY);
+        bodyRead = true;
+      }
       model = requestModel(classification, body ?? undefined);
       checkPolicy(policy.policy, classification, model);
     }
@@ -247,7 +288,7 @@ export class Enclave {
       authScheme: descriptor.authScheme,
       ...(descriptor.allow !== undefined ? { allow: descriptor.allow } : {}),
       // The record's tag proves this is the policy the owner sealed with the key (version 0x03).
-      ...(policy ? { policySha256: policy.sha256 } : {}),
+      ...(base ? { policySha256: base.sha256 } : {}),
     };
     const record = new Uint8Array(Buffer.from(descriptor.sealedRecord, 'base64'));
     const connectionId = descriptor.connectionId;
@@ -262,10 +303,31 @@ export class Enclave {
       keyBytes = await this.#resolver!.upstreamKey(binding, record, descriptor.threshold);
       lease = this.#resolver!.leaseOf(connectionId) ?? 0;
     }
+    if (base && classification) {
+      // A new lease may have brought a newer policy: this request already answers to it.
+      try {
+        const next = this.policyVersions.adopt(connectionId, base, this.#resolver!.takeLeasePolicies(connectionId));
+        if (next.sha256 !== policy!.sha256) {
+          policy = next;
+          if (policyNeedsModel(policy.policy) && classification.model.in === 'json' && !bodyRead) {
+            body = await readBoundedBody(req, MAX_POLICY_BODY);
+            bodyRead = true;
+          }
+          model = requestModel(classification, body ?? undefined);
+          checkPolicy(policy.policy, classification, model);
+        }
+      } catch (e) {
+        keyBytes.fill(0);
+        // A lease whose update is not the owner's is not used (fail closed): the next request asks again.
+        if (e instanceof EnclaveError && e.code === 'policy_invalid') this.#resolver!.evict(connectionId);
+        throw e;
+      }
+    }
     const key = fromUtf8(keyBytes);
     keyBytes.fill(0);
-    const day = policy ? this.usage.admit(connectionId, policy.policy) : 0;
-    if (policy) this.leases.use(connectionId, lease);
+    const active = policy;
+    const day = active ? this.usage.admit(connectionId, active.policy) : 0;
+    if (active) this.leases.use(connectionId, lease);
     const status = await this.#forwarder.forward(
       target,
       descriptor.authScheme,
@@ -275,12 +337,12 @@ export class Enclave {
       (seconds) => this.metrics.upstreamSeconds.observe({ provider: descriptor.provider }, seconds),
       {
         ...(body ? { body } : {}),
-        ...(policy && classification
+        ...(active && classification
           ? {
               onUsage: (usage) => {
-                const tokens = this.usage.settle(connectionId, day, policy.policy, classification, model ?? undefined, usage);
+                const tokens = this.usage.settle(connectionId, day, active.policy, classification, model ?? undefined, usage);
                 this.leases.settle(connectionId, lease, tokens);
-                this.#issueReceipt(connectionId, policy.sha256, lease);
+                this.#issueReceipt(connectionId, active.sha256, lease);
               },
             }
           : {}),

@@ -14,6 +14,7 @@
  */
 import { equalBytes } from '../protocol/bytes.ts';
 import { ProtocolError } from '../protocol/errors.ts';
+import type { SignedOwnerMessage } from '../protocol/owner-signature.ts';
 import { openUpstreamKey, type KeyBinding } from '../protocol/sealed-record.ts';
 import { combineSharesUnchecked, robustCombine, type Share } from '../protocol/shamir.ts';
 import { EnclaveError } from './errors.ts';
@@ -30,6 +31,8 @@ export interface FanOut {
   hedgeAfterMs: number;
   /** A share that opened as its shareholder's but does not fit the rebuilt key. */
   reportBad: (shareholder: string, connectionId: string) => void;
+  /** A connection-policy update a shareholder sent with its share (authenticated with it; the server verifies it). */
+  onLeasePolicy?: (connectionId: string, policy: SignedOwnerMessage) => void;
 }
 
 /**
@@ -138,6 +141,7 @@ export function reconstructDek(f: FanOut, order: readonly ShareholderEndpoint[],
           .fetchShare(sh, connectionId, controller.signal)
           .then((share) => {
             f.metrics.shareFetchSeconds.observe({ shareholder: sh.id }, (f.now() - t0) / 1000);
+            if (share.leasePolicy) f.onLeasePolicy?.(connectionId, share.leasePolicy);
             onShare(sh.id, share);
           })
           .catch((error: Error) => {

@@ -12,6 +12,8 @@
 import { Pool } from 'undici';
 import type { Nsm } from '../attestation/nsm.ts';
 import { fromHex } from '../protocol/bytes.ts';
+import { connectionPolicySha256 } from '../protocol/connection-policy.ts';
+import type { SignedOwnerMessage } from '../protocol/owner-signature.ts';
 import { decodeShare, type Share } from '../protocol/shamir.ts';
 import { openShareEnvelope, shareRecipient, shareSender, type ShareRecipient, type ShareSender, type X25519KeyPair } from '../protocol/share-envelope.ts';
 import { routedConnect, type EgressRoute } from './forward.ts';
@@ -83,8 +85,12 @@ export class ShareholderClient {
     await Promise.all([...this.#pools.values()].map((p) => p.close()));
   }
 
-  /** One shareholder's share for one connection, opened with our ephemeral key. */
-  async fetchShare(sh: ShareholderEndpoint, connectionId: string, signal: AbortSignal): Promise<Share> {
+  /**
+   * One shareholder's share for one connection, opened with our ephemeral key, and the owner-signed
+   * connection-policy update the shareholder sent with this lease (SPEC.md §9.2), if any: its hash
+   * is in the envelope's AAD, so a share whose update was stripped or swapped on the way does not open.
+   */
+  async fetchShare(sh: ShareholderEndpoint, connectionId: string, signal: AbortSignal): Promise<Share & { leasePolicy?: SignedOwnerMessage }> {
     const prepared = this.#take(sh);
     let ticket = prepared ?? (await this.#newTicket(sh, signal));
     let { mine, code } = await this.#release(sh, ticket, connectionId, signal);
@@ -105,13 +111,14 @@ export class ShareholderClient {
     // Auth mode: opens only if sealed with this shareholder's identity key for this nonce,
     // connection and shareholder id. Whatever fails here was not made by the shareholder — a
     // forgery or damage in transit — and is never counted as the shareholder's bad share.
+    const leasePolicy = mine.policy;
     const plaintext = await openShareEnvelope(
       await this.#recipient,
       new Uint8Array(Buffer.from(mine.envelope, 'base64')),
-      { purpose: 'release', connectionId, shareholderId: sh.id, nonce },
+      { purpose: 'release', connectionId, shareholderId: sh.id, nonce, ...(leasePolicy !== undefined ? { leasePolicySha256: connectionPolicySha256(leasePolicy) } : {}) },
       await sender,
     );
-    return decodeShare(plaintext);
+    return { ...decodeShare(plaintext), ...(leasePolicy !== undefined ? { leasePolicy } : {}) };
   }
 
   #pool(sh: ShareholderEndpoint): Pool {
@@ -178,7 +185,7 @@ export class ShareholderClient {
 
   async #release(sh: ShareholderEndpoint, ticket: Ticket, connectionId: string, signal: AbortSignal) {
     const release = await this.#post(sh, '/v1/releases', { document: Buffer.from(ticket.document).toString('base64'), connectionIds: [connectionId] }, signal);
-    const shares = release.json.shares as Array<{ connectionId: string; envelope: string }> | undefined;
+    const shares = release.json.shares as Array<{ connectionId: string; envelope: string; policy?: SignedOwnerMessage }> | undefined;
     const mine = shares?.find((s) => s.connectionId === connectionId);
     const code = release.status === 200 && mine ? null : ((release.json.error as { code?: string } | undefined)?.code ?? `status_${release.status}`);
     return { mine, code };

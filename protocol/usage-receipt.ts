@@ -108,3 +108,168 @@ export function compareUsage(
   }
   return out;
 }
+
+export const RECEIPT_HEAD_DOMAIN = 'securegate/receipt-head/v1\n';
+
+/**
+ * The enclave's statement "my newest receipt has sequence number `seq`", signed with the receipt
+ * key over a verifier's fresh `nonce`: a host that hides the newest receipts (the tail of the
+ * chain) cannot answer with an older head, because it cannot sign the verifier's nonce.
+ */
+export interface ReceiptHead {
+  seq: number;
+  nonce: string;
+  at: number;
+}
+
+export interface SignedReceiptHead {
+  head: ReceiptHead;
+  enclaveKey: string;
+  signature: string;
+}
+
+const headBytes = (head: ReceiptHead) => concatBytes(utf8(RECEIPT_HEAD_DOMAIN), utf8(canonicalJson(head as unknown as Record<string, never>)));
+
+export function signReceiptHead(secretKey: Uint8Array, head: ReceiptHead): SignedReceiptHead {
+  return { head, enclaveKey: toHex(ed25519.getPublicKey(secretKey)), signature: toHex(ed25519.sign(headBytes(head), secretKey)) };
+}
+
+/** Verifies a head for `nonce` against an attested receipt key. */
+export function verifyReceiptHead(signed: SignedReceiptHead, enclaveKey: string, nonce: string): ReceiptHead {
+  let ok = false;
+  try {
+    ok = signed.enclaveKey === enclaveKey && signed.head.nonce === nonce && ed25519.verify(fromHex(signed.signature, 'signature'), headBytes(signed.head), fromHex(enclaveKey, 'enclaveKey'));
+  } catch (cause) {
+    throw new ProtocolError('signature_invalid', 'receipt head is malformed', { cause });
+  }
+  if (!ok) throw new ProtocolError('signature_invalid', 'receipt head does not verify for this nonce');
+  return signed.head;
+}
+
+/** Everything `usage --verify` compares; see `verifyUsage`. */
+export interface UsageEvidence {
+  /** The receipts as the host stored them: any order, possibly duplicated, tampered or missing. */
+  receipts: SignedUsageReceipt[];
+  /** Receipt keys that verified attestation documents vouch for (the caller verified them). */
+  attestedKeys: ReadonlySet<string>;
+  /** Fresh heads already verified against the verifier's nonce, per enclave key. */
+  heads?: ReadonlyMap<string, ReceiptHead>;
+  /** What the host recorded per connection and UTC day (its audit trail). */
+  host: Array<{ connectionId: string; day: number; requests: number; tokens: number; microUsd?: number }>;
+  /** Releases the shareholders' signed logs show per connection and UTC day (all shareholders summed). */
+  leaseLog?: { threshold: number; releases: Array<{ connectionId: string; day: number; releases: number }> };
+}
+
+export type UsageFinding =
+  | UsageDisagreement
+  | { kind: 'signature_invalid'; enclaveKey: string; seq: number | null }
+  | { kind: 'enclave_key_unattested'; enclaveKey: string }
+  | { kind: 'receipt_replayed'; enclaveKey: string; seq: number }
+  | { kind: 'receipts_missing'; enclaveKey: string; fromSeq: number; toSeq: number }
+  | { kind: 'leases_exceeded'; connectionId: string; day: number; enclaveLeases: number; leasesLogged: number }
+  | { kind: 'leases_unaccounted'; connectionId: string; day: number; releases: number };
+
+/** One sentence per finding, for people: says which side disagrees with which and by how much. */
+export function describeFinding(f: UsageFinding): string {
+  switch (f.kind) {
+    case 'under_reported':
+      return `${f.connectionId} day ${f.day}: the host recorded ${f.host} ${f.field} but the enclave's signed receipts say ${f.enclave} — the host under-reports`;
+    case 'receipt_regressed':
+      return `${f.connectionId} day ${f.day}: receipt #${f.seq} counts less than an earlier one — counts were dropped or an old receipt replayed`;
+    case 'signature_invalid':
+      return `a stored receipt${f.seq !== null ? ` (#${f.seq})` : ''} of enclave ${f.enclaveKey.slice(0, 16)}… does not verify — it was edited after the enclave signed it`;
+    case 'enclave_key_unattested':
+      return `receipts signed by ${f.enclaveKey.slice(0, 16)}… are not vouched for by any verified attestation document — not from an attested enclave`;
+    case 'receipt_replayed':
+      return `receipt #${f.seq} of enclave ${f.enclaveKey.slice(0, 16)}… is stored more than once — a replay`;
+    case 'receipts_missing':
+      return `receipts #${f.fromSeq}–#${f.toSeq} of enclave ${f.enclaveKey.slice(0, 16)}… are missing from the host's store — dropped`;
+    case 'leases_exceeded':
+      return `${f.connectionId} day ${f.day}: the enclave served under ${f.enclaveLeases} leases but the shareholders' logs account for at most ${f.leasesLogged}`;
+    case 'leases_unaccounted':
+      return `${f.connectionId} day ${f.day}: the shareholders released ${f.releases} lease shares but the host shows no request and no receipt — hidden traffic, or leases used only by refused requests`;
+  }
+}
+
+/**
+ * The whole comparison of `securegate usage --verify` (SPEC.md §10.2): receipts must verify, come
+ * from attested keys, form a gapless, duplicate-free chain per enclave key up to its fresh head,
+ * never count less than an earlier receipt; the host's totals per connection and day must be at
+ * least the sum over enclaves of the newest receipts; and the leases the receipts were served
+ * under must fit in what the shareholders logged (⌊releases / t⌋, the previous day's included for
+ * a lease that crossed midnight), while logged releases with no request and no receipt at all are
+ * named too. Pure.
+ */
+export function verifyUsage(e: UsageEvidence): UsageFinding[] {
+  const out: UsageFinding[] = [];
+  const byKey = new Map<string, UsageReceipt[]>();
+  const unattested = new Set<string>();
+  for (const signed of e.receipts) {
+    const key = typeof signed?.enclaveKey === 'string' ? signed.enclaveKey : '';
+    try {
+      const r = verifyUsageReceipt(signed, key);
+      if (!e.attestedKeys.has(key)) {
+        if (!unattested.has(key)) out.push({ kind: 'enclave_key_unattested', enclaveKey: key });
+        unattested.add(key);
+        continue;
+      }
+      const list = byKey.get(key) ?? [];
+      list.push(r);
+      byKey.set(key, list);
+    } catch {
+      out.push({ kind: 'signature_invalid', enclaveKey: key, seq: typeof signed?.receipt?.seq === 'number' ? signed.receipt.seq : null });
+    }
+  }
+  // Newest receipt per (enclave, connection, day), summed over enclaves per (connection, day).
+  const totals = new Map<string, { connectionId: string; day: number; requests: number; tokens: number; microUsd: number; leases: Set<string> }>();
+  for (const [key, list] of byKey) {
+    list.sort((a, b) => a.seq - b.seq);
+    let prev = 0;
+    for (const r of list) {
+      if (r.seq === prev) out.push({ kind: 'receipt_replayed', enclaveKey: key, seq: r.seq });
+      else if (r.seq > prev + 1) out.push({ kind: 'receipts_missing', enclaveKey: key, fromSeq: prev + 1, toSeq: r.seq - 1 });
+      prev = r.seq;
+    }
+    const head = e.heads?.get(key);
+    if (head && head.seq > prev) out.push({ kind: 'receipts_missing', enclaveKey: key, fromSeq: prev + 1, toSeq: head.seq });
+    const unique = list.filter((r, i) => i === 0 || r.seq !== list[i - 1]!.seq);
+    out.push(...compareUsage(unique, []).filter((d) => d.kind === 'receipt_regressed'));
+    const newest = new Map<string, UsageReceipt>();
+    for (const r of unique) {
+      const id = `${r.connectionId}\u0000${r.day}`;
+      const n = newest.get(id);
+      if (!n || (r.requests >= n.requests && r.tokens >= n.tokens && r.microUsd >= n.microUsd)) newest.set(id, r);
+      const t = totals.get(id) ?? { connectionId: r.connectionId, day: r.day, requests: 0, tokens: 0, microUsd: 0, leases: new Set<string>() };
+      t.leases.add(`${key}\u0000${r.lease}`);
+      totals.set(id, t);
+    }
+    for (const [id, r] of newest) {
+      const t = totals.get(id)!;
+      t.requests += r.requests;
+      t.tokens += r.tokens;
+      t.microUsd += r.microUsd;
+    }
+  }
+  for (const t of totals.values()) {
+    const h = e.host.find((x) => x.connectionId === t.connectionId && x.day === t.day);
+    for (const field of ['requests', 'tokens', 'microUsd'] as const) {
+      if (field === 'microUsd' && (h === undefined ? true : h.microUsd === undefined)) continue;
+      const recorded = h?.[field] ?? 0;
+      if (recorded < t[field]) out.push({ kind: 'under_reported', connectionId: t.connectionId, day: t.day, field, host: recorded, enclave: t[field] });
+    }
+  }
+  if (e.leaseLog) {
+    const { threshold, releases } = e.leaseLog;
+    const logged = (connectionId: string, day: number) => releases.filter((r) => r.connectionId === connectionId && (r.day === day || r.day === day - 1)).reduce((a, r) => a + r.releases, 0);
+    for (const t of totals.values()) {
+      const leasesLogged = Math.floor(logged(t.connectionId, t.day) / threshold);
+      if (t.leases.size > leasesLogged) out.push({ kind: 'leases_exceeded', connectionId: t.connectionId, day: t.day, enclaveLeases: t.leases.size, leasesLogged });
+    }
+    for (const r of releases) {
+      if (r.releases === 0 || totals.has(`${r.connectionId}\u0000${r.day}`)) continue;
+      const h = e.host.find((x) => x.connectionId === r.connectionId && x.day === r.day);
+      if (!h || h.requests === 0) out.push({ kind: 'leases_unaccounted', connectionId: r.connectionId, day: r.day, releases: r.releases });
+    }
+  }
+  return out;
+}

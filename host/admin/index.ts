@@ -9,6 +9,7 @@
 import type { FastifyInstance } from 'fastify';
 import { registerAccountRoutes } from './accounts.ts';
 import { registerAlertRoutes } from './alerts.ts';
+import { registerConnectionPolicyRoutes } from './connection-policy.ts';
 import { registerConnectionRoutes } from './connections.ts';
 import type { AdminDeps } from './deps.ts';
 import { installAdminGuard } from './guard.ts';
@@ -28,6 +29,7 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
   const guard = installAdminGuard(app, deps);
   installKeyFieldErrors(app);
   registerConnectionRoutes(app, deps, guard);
+  registerConnectionPolicyRoutes(app, deps, guard);
   registerKeyRoutes(app, deps, guard);
   registerProjectRoutes(app, deps, guard);
   registerReportRoutes(app, deps, guard);
