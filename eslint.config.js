@@ -15,21 +15,45 @@ const FORBIDDEN_IMPORTS = {
   dashboard: ['host'],
 };
 
-const boundary = (folder, forbidden) => ({
-  files: [`${folder}/**/*.ts`, `${folder}/**/*.tsx`],
-  ignores: ['**/*.test.ts', '**/*.test.tsx'],
-  rules: {
-    'no-restricted-imports': [
-      'error',
-      {
-        patterns: forbidden.map((other) => ({
-          group: [`**/${other}`, `**/${other}/**`],
-          message: `${folder}/ never imports ${other}/ (trust boundaries, docs/architecture.md §2); shared contracts live in protocol/`,
-        })),
-      },
-    ],
+/**
+ * The enclave image is the import closure of enclave/main.ts (infra/enclave/bundle.ts), so what
+ * enclave/ imports is what the image holds: the protocol and attestation modules it uses, never
+ * their barrels (which pull in every module), owner-side protocol code, or the dev NSM — which
+ * only the development entry, enclave/dev-main.ts, may name.
+ */
+const ENCLAVE_IMAGE = [
+  {
+    group: ['**/protocol/index.ts', '**/attestation/index.ts'],
+    message: 'enclave/ imports the protocol/attestation modules it uses, not a folder barrel: the enclave image is the import closure of enclave/main.ts (enclave/README.md)',
   },
-});
+  {
+    group: ['**/protocol/owner', '**/protocol/owner/**'],
+    message: 'enclave/ never imports owner-side protocol code (protocol/owner/): the enclave never runs it and its image must not contain it',
+  },
+];
+const DEV_NSM = {
+  group: ['**/attestation/dev.ts', '**/attestation/dev-pcrs.ts'],
+  message: 'only the development entry, enclave/dev-main.ts, may name the dev NSM: the production image must not contain it',
+};
+
+const restrict = (files, ignores, patterns) => ({ files, ignores, rules: { 'no-restricted-imports': ['error', { patterns }] } });
+
+const folderPatterns = (folder, forbidden) =>
+  forbidden.map((other) => ({
+    group: [`**/${other}`, `**/${other}/**`],
+    message: `${folder}/ never imports ${other}/ (trust boundaries, docs/architecture.md §2); shared contracts live in protocol/`,
+  }));
+
+/** One rule entry per file set (a later entry replaces an earlier one's options, so each set gets all its patterns at once). */
+const boundary = (folder, forbidden) => {
+  const files = [`${folder}/**/*.ts`, `${folder}/**/*.tsx`];
+  const tests = ['**/*.test.ts', '**/*.test.tsx'];
+  if (folder !== 'enclave') return [restrict(files, tests, folderPatterns(folder, forbidden))];
+  return [
+    restrict(files, [...tests, 'enclave/dev-main.ts'], [...folderPatterns(folder, forbidden), ...ENCLAVE_IMAGE, DEV_NSM]),
+    restrict(['enclave/dev-main.ts'], [], [...folderPatterns(folder, forbidden), ...ENCLAVE_IMAGE]),
+  ];
+};
 
 export default tseslint.config(
   { ignores: ['node_modules/**', '.scratch/**', 'data/**', 'coverage/**', 'dashboard/dist/**', 'test-artifacts/**'] },
@@ -41,5 +65,5 @@ export default tseslint.config(
       eqeqeq: ['error', 'always'],
     },
   },
-  ...Object.entries(FORBIDDEN_IMPORTS).map(([folder, forbidden]) => boundary(folder, forbidden)),
+  ...Object.entries(FORBIDDEN_IMPORTS).flatMap(([folder, forbidden]) => boundary(folder, forbidden)),
 );

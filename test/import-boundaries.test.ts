@@ -49,7 +49,25 @@ describe('import boundaries', () => {
 
   it.each(allowed)('lets %s/ import %s/', async (from, to) => {
     const { file, up } = places[from]!;
-    expect(await rulesFiredOn(file, `import { thing } from '${up}${to}/index.ts';\nexport const used = thing;\n`)).toEqual([]);
+    // The enclave names the module it uses, never a barrel (below).
+    const target = from === 'enclave' ? ({ protocol: 'protocol/bytes.ts', attestation: 'attestation/nsm.ts' } as Record<string, string>)[to]! : `${to}/index.ts`;
+    expect(await rulesFiredOn(file, `import { thing } from '${up}${target}';\nexport const used = thing;\n`)).toEqual([]);
+  });
+
+  it.each([
+    '../protocol/index.ts', '../attestation/index.ts', '../protocol/owner/index.ts', '../protocol/owner/onboard.ts',
+    '../protocol/owner/release-manifest.ts', '../attestation/dev.ts', '../attestation/dev-pcrs.ts',
+  ])('refuses an import of %s in enclave/ (the image is its import closure)', async (target) => {
+    expect(await rulesFiredOn('enclave/boundary-probe.ts', `import { thing } from '${target}';\nexport const used = thing;\n`)).toEqual(['no-restricted-imports']);
+    expect(await rulesFiredOn('enclave/boundary-probe.ts', `export type { Thing } from '${target}';\n`)).toEqual(['no-restricted-imports']);
+  });
+
+  it('lets only the development entry name the dev NSM, and still not a barrel or owner-side code', async () => {
+    expect(await rulesFiredOn('enclave/dev-main.ts', `import { DevNsm } from '../attestation/dev.ts';\nexport const used = DevNsm;\n`)).toEqual([]);
+    expect(await rulesFiredOn('enclave/main.ts', `import { DevNsm } from '../attestation/dev.ts';\nexport const used = DevNsm;\n`)).toEqual(['no-restricted-imports']);
+    expect(await rulesFiredOn('enclave/dev-main.ts', `import { thing } from '../protocol/index.ts';\nexport const used = thing;\n`)).toEqual(['no-restricted-imports']);
+    expect(await rulesFiredOn('enclave/dev-main.ts', `import { thing } from '../host/index.ts';\nexport const used = thing;\n`)).toEqual(['no-restricted-imports']);
+    expect(await rulesFiredOn('enclave/key-resolver.test.ts', `import { thing } from '../protocol/index.ts';\nexport const used = thing;\n`)).toEqual([]);
   });
 
   it('refuses type-only imports and re-exports across a boundary too', async () => {

@@ -1,36 +1,38 @@
 /**
- * The enclave bundle: a deterministic ustar archive of exactly what the enclave image runs —
- * `enclave/`, `protocol/`, `attestation/` (without tests and without the dev NSM) and the
- * production dependencies they import, at the versions pinned in package-lock.json. Entries are
- * sorted, with mtime 0, uid/gid 0, mode 0644/0755 and no absolute paths, so two builds from the
- * same tree are byte-identical and a customer can rebuild and compare the SHA-384.
+ * The enclave bundle: a deterministic ustar archive of exactly what the enclave image runs — the
+ * import closure of `enclave/main.ts` (every project module it reaches through static and dynamic
+ * imports, computed from the sources, tests and type-only imports left out) and the npm packages
+ * those modules import, with their dependencies, at the versions pinned in package-lock.json.
+ * Entries are sorted, with mtime 0, uid/gid 0, mode 0644/0755 and no absolute paths, so two builds
+ * from the same tree are byte-identical and a customer can rebuild and compare the SHA-384.
  */
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { builtinModules } from 'node:module';
+import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import ts from 'typescript';
 
 export const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
-/** What goes into a bundle: source directories, npm packages (their dependency closure is added), entry point. */
-export interface BundleSpec {
-  name: string;
-  main: string;
-  sourceDirs: string[];
-  /** Only in development images: never part of a production bundle. */
-  exclude: string[];
-  dependencies: string[];
-}
+/**
+ * What goes into a bundle: the entry point and either the project modules it imports (computed)
+ * or, for bundles not yet built that way, listed source directories and npm packages. The npm
+ * packages' own dependency closure is always added.
+ */
+export type BundleSpec =
+  | { name: string; main: string; closure: true }
+  | {
+      name: string;
+      main: string;
+      closure?: false;
+      sourceDirs: string[];
+      /** Only in development images: never part of a production bundle. */
+      exclude: string[];
+      dependencies: string[];
+    };
 
-export const ENCLAVE_BUNDLE: BundleSpec = {
-  name: 'securegate-enclave',
-  main: 'enclave/main.ts',
-  sourceDirs: ['enclave', 'protocol', 'attestation'],
-  exclude: ['attestation/dev.ts'],
-  dependencies: [
-    '@hpke/chacha20poly1305', '@hpke/core', '@noble/ciphers', '@noble/curves', '@noble/hashes',
-    'cbor-x', 'pino', 'prom-client', 'secrets.js-grempe', 'undici',
-  ],
-};
+/** The enclave image: the import closure of its production entry (the dev entry is not in it). */
+export const ENCLAVE_BUNDLE: BundleSpec = { name: 'securegate-enclave', main: 'enclave/main.ts', closure: true };
 
 /** The shareholder service, for operators who run it as a container (infra/shareholder/). */
 export const SHAREHOLDER_BUNDLE: BundleSpec = {
@@ -43,6 +45,111 @@ export const SHAREHOLDER_BUNDLE: BundleSpec = {
     'cbor-x', 'fastify', 'pg', 'pino', 'secrets.js-grempe',
   ],
 };
+
+/** The project modules and npm packages reached from an entry point. */
+export interface ImportClosure {
+  /** Repository-relative paths, sorted. */
+  modules: string[];
+  /** npm package names, sorted. */
+  packages: string[];
+}
+
+const BUILTINS = new Set(builtinModules);
+
+/** The package a bare specifier names: `@scope/name/sub.js` → `@scope/name`, `undici` → `undici`. */
+function packageName(specifier: string): string {
+  const parts = specifier.split('/');
+  return specifier.startsWith('@') ? parts.slice(0, 2).join('/') : parts[0]!;
+}
+
+/**
+ * The specifiers a module loads when it runs: static imports and re-exports (not `import type` /
+ * `export type`, which type stripping removes) and `import()` of a string literal. An `import()`
+ * of anything else cannot be followed, so it is refused rather than silently left out.
+ */
+export function runtimeImports(path: string, text: string): string[] {
+  const source = ts.createSourceFile(path, text, ts.ScriptTarget.Latest, false, ts.ScriptKind.TS);
+  const found: string[] = [];
+  const visit = (node: ts.Node): void => {
+    if (ts.isImportDeclaration(node) && ts.isStringLiteral(node.moduleSpecifier)) {
+      if (!node.importClause?.isTypeOnly) found.push(node.moduleSpecifier.text);
+    } else if (ts.isExportDeclaration(node) && node.moduleSpecifier && ts.isStringLiteral(node.moduleSpecifier)) {
+      if (!node.isTypeOnly) found.push(node.moduleSpecifier.text);
+    } else if (ts.isCallExpression(node) && node.expression.kind === ts.SyntaxKind.ImportKeyword) {
+      const [arg] = node.arguments;
+      if (!arg || !ts.isStringLiteralLike(arg)) {
+        const { line } = source.getLineAndCharacterOfPosition(node.getStart(source));
+        throw new Error(`${path}:${line + 1}: import() of a computed specifier; the enclave image is computed from literal imports only`);
+      }
+      found.push(arg.text);
+    }
+    ts.forEachChild(node, visit);
+  };
+  visit(source);
+  return found;
+}
+
+/** Follows the runtime imports of project modules from `entry` (repository-relative). */
+export function importClosure(entry: string, root = REPO_ROOT): ImportClosure {
+  const modules = new Set<string>();
+  const packages = new Set<string>();
+  const queue = [entry];
+  while (queue.length > 0) {
+    const file = queue.shift()!;
+    if (modules.has(file)) continue;
+    const abs = join(root, file);
+    if (!existsSync(abs)) throw new Error(`import closure: ${file} does not exist`);
+    modules.add(file);
+    for (const specifier of runtimeImports(file, readFileSync(abs, 'utf8'))) {
+      if (specifier.startsWith('./') || specifier.startsWith('../')) {
+        const target = relative(root, resolve(dirname(abs), specifier)).split('\\').join('/');
+        if (target.startsWith('..')) throw new Error(`import closure: ${file} imports ${specifier}, outside the repository`);
+        queue.push(target);
+      } else if (specifier.startsWith('node:') || BUILTINS.has(specifier)) {
+        continue;
+      } else if (specifier.startsWith('/') || specifier.includes(':')) {
+        throw new Error(`import closure: ${file} imports ${specifier}; only relative paths, node: builtins and npm packages are followed`);
+      } else {
+        packages.add(packageName(specifier));
+      }
+    }
+  }
+  return { modules: [...modules].sort(), packages: [...packages].sort() };
+}
+
+/**
+ * Lines of code in a TypeScript module: lines with something other than whitespace and comments
+ * (comment ranges as the parser sees them, so `//` inside a string is code).
+ */
+export function codeLines(path: string, text: string): number {
+  const source = ts.createSourceFile(path, text, ts.ScriptTarget.Latest, true, ts.ScriptKind.TS);
+  const blanked = text.split('');
+  const seen = new Set<number>();
+  const strip = (ranges: ts.CommentRange[] | undefined) => {
+    for (const r of ranges ?? []) {
+      if (seen.has(r.pos)) continue;
+      seen.add(r.pos);
+      for (let i = r.pos; i < r.end; i++) if (blanked[i] !== '\n') blanked[i] = ' ';
+    }
+  };
+  const visit = (node: ts.Node): void => {
+    strip(ts.getLeadingCommentRanges(text, node.pos));
+    strip(ts.getTrailingCommentRanges(text, node.end));
+    ts.forEachChild(node, visit);
+  };
+  visit(source);
+  strip(ts.getLeadingCommentRanges(text, source.endOfFileToken.pos));
+  return blanked.join('').split('\n').filter((line) => line.trim() !== '').length;
+}
+
+/** The image's own code (not npm dependencies), per module of the enclave closure: lines of code and all lines. */
+export function enclaveImageLines(root = REPO_ROOT): { files: Array<{ path: string; code: number; lines: number }>; code: number; lines: number } {
+  const files = importClosure(ENCLAVE_BUNDLE.main, root).modules.map((path) => {
+    const text = readFileSync(join(root, path), 'utf8');
+    return { path, code: codeLines(path, text), lines: text.split('\n').length - (text.endsWith('\n') ? 1 : 0) };
+  });
+  return { files, code: files.reduce((sum, f) => sum + f.code, 0), lines: files.reduce((sum, f) => sum + f.lines, 0) };
+}
 
 interface Entry {
   path: string;
@@ -59,10 +166,12 @@ function walk(dir: string): string[] {
 }
 
 function sourceEntries(root: string, spec: BundleSpec): Entry[] {
-  return spec.sourceDirs.flatMap((d) => walk(join(root, d)))
-    .map((p) => relative(root, p).split('\\').join('/'))
-    .filter((p) => p.endsWith('.ts') && !p.endsWith('.test.ts') && !spec.exclude.includes(p))
-    .map((p) => ({ path: p, data: readFileSync(join(root, p)), executable: false }));
+  const paths = spec.closure
+    ? importClosure(spec.main, root).modules
+    : spec.sourceDirs.flatMap((d) => walk(join(root, d)))
+        .map((p) => relative(root, p).split('\\').join('/'))
+        .filter((p) => p.endsWith('.ts') && !p.endsWith('.test.ts') && !spec.exclude.includes(p));
+  return paths.map((p) => ({ path: p, data: readFileSync(join(root, p)), executable: false }));
 }
 
 /** Resolves `name` from `fromDir` the way Node does (nearest node_modules upwards). */
@@ -79,7 +188,8 @@ function packageDir(root: string, fromDir: string, name: string): string {
 
 function dependencyEntries(root: string, spec: BundleSpec): Entry[] {
   const seen = new Set<string>();
-  const queue = spec.dependencies.map((name) => ({ name, from: root }));
+  const roots = spec.closure ? importClosure(spec.main, root).packages : spec.dependencies;
+  const queue = roots.map((name) => ({ name, from: root }));
   while (queue.length > 0) {
     const { name, from } = queue.shift()!;
     const dir = packageDir(root, from, name);
