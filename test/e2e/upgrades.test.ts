@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { signReleaseManifest, type SignedReleaseManifest } from '../../protocol/index.ts';
+import { DEV_PCR8 } from '../../attestation/dev.ts';
+import { signReleaseManifest, toHex, type SignedReleaseManifest } from '../../protocol/index.ts';
 import { startTestStack } from './helpers.ts';
 
 const bin = fileURLToPath(new URL('../../bin/securegate.mjs', import.meta.url));
@@ -39,7 +40,8 @@ afterAll(async () => {
 });
 
 async function connectAndKey(upstreamKey: string): Promise<{ connectionId: string; key: string }> {
-  const c = await cli(['connect', 'openai', '--api-key-stdin', '--base-url', stack.mock!.origin, '--json'], `${upstreamKey}\n`);
+  // No widening delay: these tests cut over at once (the delay itself: test/e2e/owner-bindings.test.ts).
+  const c = await cli(['connect', 'openai', '--api-key-stdin', '--base-url', stack.mock!.origin, '--widening-delay', '0', '--json'], `${upstreamKey}\n`);
   expect(c.code, c.stderr).toBe(0);
   const connectionId = (JSON.parse(c.stdout) as { id: string }).id;
   const k = await cli(['keys', 'create', '--connection', connectionId, '--json']);
@@ -71,7 +73,8 @@ describe('release approval', () => {
     // shareholders now refuse it: a clean 503, nothing upstream.
     const withdrawn = await cli(['connections', 'approve-release', stack.manifestPath, '--release-key', stack.releasePublicKey, '--connection', connectionId, '--withdraw', '--json']);
     expect(withdrawn.code, withdrawn.stderr).toBe(0);
-    expect(await policyAt(connectionId)).toEqual([next.manifest.pcrs]);
+    // The owner binding connect pinned (the dev EIF signing certificate, PCR8) is carried over to the new image.
+    expect(await policyAt(connectionId)).toEqual([{ ...next.manifest.pcrs, '8': toHex(DEV_PCR8) }]);
     const refused = (await ask(key).catch((e: unknown) => e)) as { status: number; code: string };
     expect(refused).toMatchObject({ status: 503, code: 'shareholders_unavailable' });
     // Re-approving the running release restores service.
