@@ -26,6 +26,7 @@ import {
 import { configDir, effectiveConfig, type PinnedShareholder } from './config.ts';
 import { CliError, EXIT } from './errors.ts';
 import { adminRequest, shareholderError } from './http.ts';
+import { compareShareholderLogs, type LogEvent } from './log-compare.ts';
 import { green, printJson, type Io } from './output.ts';
 
 type PcrSetLike = Record<string, string>;
@@ -280,13 +281,16 @@ function checkSignedHead(
  * `attest audit`: reads every pinned shareholder's transparency log, checks its hash chain up to
  * the shareholder's signed head, that it extends the head this machine verified last time (kept
  * in the config dir), and replays each connection's policy history to check that every release
- * went to an enclave whose PCRs were approved at that moment.
+ * went to an enclave whose PCRs were approved at that moment; then compares the shareholders'
+ * logs with each other (cli/log-compare.ts): a policy event only some logged, or a release count
+ * far beyond the others', fails the audit and is said plainly.
  */
 export async function attestAudit(options: { connection?: string; json?: boolean }, io: Io): Promise<number> {
   const c = effectiveConfig();
   if (!c.shareholders?.length) throw new CliError('no pinned shareholders in this config', EXIT.invalid);
   const heads = readHeads();
   let headsChanged = false;
+  const logs = new Map<string, LogEvent[]>();
   const report: Array<{
     shareholder: string;
     entries: number;
@@ -308,6 +312,8 @@ export async function attestAudit(options: { connection?: string; json?: boolean
       after = page.at(-1)!.seq;
     }
     const broken = verifyAuditChain(entries);
+    // Compared across shareholders only as far as this one's log verified.
+    if (broken === undefined) logs.set(sh.id, entries.map((e) => e.event));
     const remembered = heads[sh.id];
     const log = checkSignedHead(sh, served, entries, remembered);
     if (log.accept) {
@@ -346,13 +352,16 @@ export async function attestAudit(options: { connection?: string; json?: boolean
     });
   }
   if (headsChanged) writeHeads(heads);
-  const ok = report.every((r) => r.chainIntact && r.unapproved.length === 0 && r.log.ok);
-  if (options.json) printJson(io, { ok, shareholders: report });
+  const disagreements = compareShareholderLogs(logs, options.connection);
+  const ok = report.every((r) => r.chainIntact && r.unapproved.length === 0 && r.log.ok) && disagreements.every((d) => d.severity !== 'failure');
+  if (options.json) printJson(io, { ok, shareholders: report, disagreements });
   else {
     for (const r of report) {
       const good = r.chainIntact && r.unapproved.length === 0 && r.log.ok;
       io.out(`${good ? green(io, '✔') : '✘'} ${r.shareholder}: ${r.entries} entries, chain ${r.chainIntact ? 'intact' : 'BROKEN'}, ${r.releases} releases, ${r.unapproved.length} to unapproved PCRs; log ${r.log.message}\n`);
     }
+    if (disagreements.length === 0) io.out(`${green(io, '✔')} the shareholders' logs agree on every connection's enrollments, policies and releases\n`);
+    for (const d of disagreements) io.out(`${d.severity === 'failure' ? '✘' : '!'} ${d.connectionId}: ${d.message}\n`);
   }
   // Truncation, rewrites and key changes are never only a line in a report.
   for (const r of report.filter((x) => !x.log.ok)) {
