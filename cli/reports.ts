@@ -6,7 +6,7 @@ import { accountLines, fetchAccount } from './accounts.ts';
 import { effectiveConfig } from './config.ts';
 import { CliError, EXIT } from './errors.ts';
 import { adminRequest } from './http.ts';
-import { resolveKeyRef } from './keys.ts';
+import { resolveKeyRef, utcLabel } from './keys.ts';
 import { ago, dim, green, printJson, red, usd, type Io } from './output.ts';
 
 function login() {
@@ -48,6 +48,7 @@ export async function statusCommand(keyId: string | undefined, options: { json?:
   const s = (await adminRequest(c.serverUrl, c.adminToken, 'GET', `/keys/${encodeURIComponent(id)}/status`)) as {
     id: string; name: string; status: string; boundIp: string | null; boundAt: number | null; autoLock: string[]; boundCity: string | null; deviceBound: boolean; deviceBoundAt: number | null; spentToday: number; dailyLimit: number | null; spentLifetime: number;
     lifetimeLimit: number | null; requestsToday: number; topModel: { model: string; share: number } | null; lastUsedAt: number | null;
+    spentWeek?: number; weeklyLimit?: number | null; spentMonth?: number; monthlyLimit?: number | null; rpm?: number | null; tpm?: number | null; expiresAt?: number | null;
   };
   if (options.json) {
     printJson(io, s);
@@ -61,7 +62,11 @@ export async function statusCommand(keyId: string | undefined, options: { json?:
       ...(s.autoLock.includes('city') ? [`  Pinned city:   ${s.boundCity ?? dim(io, 'not yet (binds on first use)')}`] : []),
       ...(s.autoLock.includes('device') || s.deviceBound ? [`  Device:        ${s.deviceBound ? `bound${s.deviceBoundAt ? ` since ${new Date(s.deviceBoundAt).toISOString()}` : ''}` : dim(io, 'not yet (binds on first use)')}`] : []),
       `  Spent today:   ${money(s.spentToday)} / ${money(s.dailyLimit)}`,
+      ...(s.weeklyLimit !== null && s.weeklyLimit !== undefined ? [`  This week:     ${money(s.spentWeek ?? 0)} / ${money(s.weeklyLimit)}  (UTC, from Monday)`] : []),
+      ...(s.monthlyLimit !== null && s.monthlyLimit !== undefined ? [`  This month:    ${money(s.spentMonth ?? 0)} / ${money(s.monthlyLimit)}  (UTC)`] : []),
       `  Lifetime:      ${money(s.spentLifetime)} / ${money(s.lifetimeLimit)}`,
+      ...(s.rpm || s.tpm ? [`  Rate limits:   ${[s.rpm ? `${s.rpm} requests/min` : '', s.tpm ? `${s.tpm} tokens/min` : ''].filter(Boolean).join(', ')}`] : []),
+      ...(s.expiresAt ? [`  Expires:       ${utcLabel(s.expiresAt)}${s.expiresAt <= Date.now() ? ' (passed)' : ''}`] : []),
       `  Requests today: ${s.requestsToday}`,
       `  Top model:     ${s.topModel ? `${s.topModel.model} (${Math.round(s.topModel.share * 100)}%)` : '-'}`,
       `  Last used:     ${s.lastUsedAt ? `${ago(s.lastUsedAt)} (${new Date(s.lastUsedAt).toISOString()})` : 'never'}`,

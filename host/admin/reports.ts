@@ -6,6 +6,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { SqlValue } from '../../storage/db.ts';
 import { MICROS } from '../pricing.ts';
+import { periodOf } from '../spend-windows.ts';
 import { utcDay } from '../spend.ts';
 import { sqlList } from '../store.ts';
 import type { AdminDeps } from './deps.ts';
@@ -22,6 +23,7 @@ export function registerReportRoutes(app: FastifyInstance, deps: AdminDeps, guar
     const day = utcDay(now);
     const today = await deps.ledger.counter('key', key.id, `d:${day}`);
     const life = await deps.ledger.counter('key', key.id, 'life');
+    const [week, month] = await Promise.all([deps.ledger.counter('key', key.id, periodOf.week(day)), deps.ledger.counter('key', key.id, periodOf.month(day))]);
     const since = Date.parse(`${day}T00:00:00Z`);
     const models = await store.db.query(
       'SELECT model_resolved AS model, COUNT(*) AS n, SUM(cost_micros) AS cost FROM audit_log WHERE key_id = $1 AND at >= $2 AND code IS NULL GROUP BY model_resolved ORDER BY COUNT(*) DESC',
@@ -29,7 +31,9 @@ export function registerReportRoutes(app: FastifyInstance, deps: AdminDeps, guar
     );
     const total = models.reduce((n, m) => n + Number(m.n), 0);
     const top = models[0];
-    const effective = key.status === 'active' && key.suspendedUntil !== null && key.suspendedUntil > now ? 'suspended' : key.status;
+    // A key past its expiry date is expired whether or not a request has told the store yet.
+    const pastExpiry = key.expiresAt !== null && key.expiresAt <= now && key.status !== 'revoked';
+    const effective = pastExpiry ? 'expired' : key.status === 'active' && key.suspendedUntil !== null && key.suspendedUntil > now ? 'suspended' : key.status;
     return {
       id: key.id,
       name: key.name,
@@ -45,6 +49,13 @@ export function registerReportRoutes(app: FastifyInstance, deps: AdminDeps, guar
       dailyLimit: key.dailyLimitMicros === null ? null : key.dailyLimitMicros / MICROS,
       spentLifetime: life.spent / MICROS,
       lifetimeLimit: key.lifetimeLimitMicros === null ? null : key.lifetimeLimitMicros / MICROS,
+      spentWeek: week.spent / MICROS,
+      weeklyLimit: key.weeklyLimitMicros === null ? null : key.weeklyLimitMicros / MICROS,
+      spentMonth: month.spent / MICROS,
+      monthlyLimit: key.monthlyLimitMicros === null ? null : key.monthlyLimitMicros / MICROS,
+      rpm: key.rpmLimit,
+      tpm: key.tpmLimit,
+      expiresAt: key.expiresAt,
       requestsToday: today.requests,
       topModel: top ? { model: top.model as string, share: total ? Number(top.n) / total : 0 } : null,
       lastUsedAt: key.lastUsedAt,

@@ -100,6 +100,18 @@ describe('keys create/update: budget periods and rate limits', () => {
   });
 });
 
+describe('status of one key', () => {
+  it('shows week and month spend against their caps, the rate limits and the expiry date', async () => {
+    const { id } = await newKey('--name', 'status-limits', '--weekly-limit', '20', '--monthly-limit', '50', '--rpm', '30', '--tpm', '9000', '--expires-at', '2099-06-01');
+    const text = (await cli(['status', id])).stdout;
+    expect(text).toMatch(/This week: +\$0\.00 \/ \$20\.00 +\(UTC, from Monday\)/);
+    expect(text).toMatch(/This month: +\$0\.00 \/ \$50\.00/);
+    expect(text).toMatch(/Rate limits: +30 requests\/min, 9000 tokens\/min/);
+    expect(text).toMatch(/Expires: +2099-06-01 00:00 UTC/);
+    expect(json<Record<string, unknown>>(await cli(['status', id, '--json']))).toMatchObject({ weeklyLimit: 20, monthlyLimit: 50, rpm: 30, tpm: 9000, spentWeek: 0, status: 'active' });
+  });
+});
+
 describe('audit: the endpoint column', () => {
   it('names the endpoint in its own aligned column of the text view and in the CSV', async () => {
     const { id, key } = await newKey('--name', 'endpoint-audited', '--models', 'gpt-4o-mini');
