@@ -10,7 +10,7 @@ import { NSM_LIMITS, type Nsm } from '../attestation/nsm.ts';
 import { fromHex, fromUtf8, toHex } from '../protocol/bytes.ts';
 import { utcDay, verifyConnectionPolicy, type ConnectionPolicy } from '../protocol/connection-policy.ts';
 import type { SignedOwnerMessage } from '../protocol/owner-signature.ts';
-import { decodeConnectionDescriptor, RPC_CONNECTION_HEADER, RPC_FORWARD_PREFIX } from '../protocol/rpc.ts';
+import { decodeConnectionDescriptor, RPC_CONNECTION_HEADER, RPC_EVICT_PATH, RPC_FORWARD_PREFIX } from '../protocol/rpc.ts';
 import { canonicalOrigin, type KeyBinding } from '../protocol/sealed-record.ts';
 import { generateX25519KeyPair, type X25519KeyPair } from '../protocol/share-envelope.ts';
 import { receiptKeyUserData, signReceiptHead, signUsageReceipt, type SignedUsageReceipt } from '../protocol/usage-receipt.ts';
@@ -195,10 +195,16 @@ export class Enclave {
       const after = Number(new URL(url, 'http://enclave').searchParams.get('after') ?? 0);
       return sendJson(res, 200, { anomalies: this.#resolver!.anomalies.filter((a) => a.seq > after) });
     }
-    if (req.method === 'POST' && url === '/evict') {
-      // Eviction only forces a refetch through the shareholders, so it needs no signature.
-      const body = JSON.parse(await readSmallBody(req)) as { connectionId?: unknown };
-      if (typeof body.connectionId !== 'string') throw new EnclaveError('bad_request', 'connectionId required');
+    if (req.method === 'POST' && url === RPC_EVICT_PATH) {
+      // Unsigned on purpose (SPEC.md §5): only the host reaches this socket, and dropping a key is a
+      // denial the host can cause anyway; the next use needs a new lease from the shareholders.
+      let body: { connectionId?: unknown };
+      try {
+        body = JSON.parse(await readSmallBody(req)) as { connectionId?: unknown };
+      } catch {
+        throw new EnclaveError('bad_request', 'body must be JSON { connectionId }');
+      }
+      if (typeof body?.connectionId !== 'string') throw new EnclaveError('bad_request', 'connectionId required');
       this.#resolver!.evict(body.connectionId);
       return sendJson(res, 200, { evicted: body.connectionId });
     }

@@ -208,7 +208,7 @@ export async function buildHostApp(config: HostConfig): Promise<FastifyInstance>
   await app.register((auth) => registerAuth(auth, { accounts, plans, signup: config.signup ?? 'invite', secureCookies: !config.dev }), { prefix: '/auth/v1' });
   await app.register((admin) => registerAdmin(admin, { store: config.store, ledger, audit, pepper: config.pepper, adminTokenHash: config.adminTokenHash, dev: config.dev ?? false, accounts, plans,
     attest: () => attestationReport(config.enclave, config.releaseManifest, config.attestationRoots ?? [awsNitroRoot()]),
-    enrollment: config.enrollment ?? null, allowPrivateWebhooks: config.allowPrivateWebhooks ?? config.dev ?? false }), {
+    enrollment: config.enrollment ?? null, allowPrivateWebhooks: config.allowPrivateWebhooks ?? config.dev ?? false, enclave: config.enclave }), {
     prefix: '/admin/v1',
   });
   await app.register((proxy) =>

@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Pool } from 'undici';
 import { RPC_FORWARD_PREFIX } from '../protocol/index.ts';
-import { enclaveAnomalies, enclaveAttestation, enclaveHealth, enclaveMetricsText, EnclaveUnreachableError, forwardToEnclave } from './enclave-client.ts';
+import { enclaveAnomalies, enclaveAttestation, enclaveEvict, enclaveHealth, enclaveMetricsText, EnclaveUnreachableError, forwardToEnclave } from './enclave-client.ts';
 
 /** A stand-in enclave that records the paths it was asked for. */
 const seen: string[] = [];
@@ -15,6 +15,16 @@ const server = createServer((req: IncomingMessage, res) => {
   if (req.url?.startsWith('/anomalies')) return json(200, { anomalies: [{ seq: 7, at: 1, shareholder: 'sh1', connectionId: 'conn_x' }] });
   if (req.url?.startsWith('/attestation')) return json(200, { document: 'ZG9j', nsm: 'dev' });
   if (req.url?.startsWith(`${RPC_FORWARD_PREFIX}/`)) return json(200, { forwarded: req.url.slice(RPC_FORWARD_PREFIX.length) });
+  if (req.method === 'POST' && req.url === '/evict') {
+    let body = '';
+    req.on('data', (c: Buffer) => (body += c.toString()));
+    req.on('end', () => {
+      const { connectionId } = JSON.parse(body) as { connectionId: string };
+      if (connectionId === 'conn_refused') json(400, { error: { code: 'bad_request' } });
+      else json(200, { evicted: connectionId });
+    });
+    return;
+  }
   json(404, {});
 });
 let pool: Pool;
@@ -52,6 +62,15 @@ describe('enclave client', () => {
   it('forwards a request under the RPC forward prefix with its path and query unchanged', async () => {
     const res = await forwardToEnclave(pool, '/v1/chat/completions?x=1', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
     expect(await res.body.json()).toEqual({ forwarded: '/v1/chat/completions?x=1' });
+  });
+
+  it('asks the enclave to drop a connection\'s data key, and says whether it confirmed', async () => {
+    expect(await enclaveEvict(pool, 'conn_a', 2_000)).toBe(true);
+    expect(seen).toContain('POST /evict');
+    expect(await enclaveEvict(pool, 'conn_refused', 2_000)).toBe(false);
+    const nowhere = new Pool('http://127.0.0.1:1');
+    expect(await enclaveEvict(nowhere, 'conn_a', 2_000)).toBe(false);
+    await nowhere.close();
   });
 
   it('tells an unreachable enclave apart from a bad answer when attesting', async () => {

@@ -6,7 +6,7 @@
  * path. The enclave's answers are not trusted: callers check status and shape.
  */
 import { Pool, type Dispatcher } from 'undici';
-import { RPC_FORWARD_PREFIX } from '../protocol/index.ts';
+import { RPC_EVICT_PATH, RPC_FORWARD_PREFIX } from '../protocol/index.ts';
 
 export type EnclaveAddress = { kind: 'unix'; path: string } | { kind: 'tcp'; host: string; port: number };
 
@@ -39,6 +39,8 @@ export const ENCLAVE_ROUTES = {
   attestation: '/attestation',
   /** Forwarded client requests: prefix + upstream path and query. */
   forward: RPC_FORWARD_PREFIX,
+  /** Drop a connection's cached data key (rotation). */
+  evict: RPC_EVICT_PATH,
 } as const;
 
 /** The enclave could not be reached (transport failure); `message` is the transport's detail, for the log only. */
@@ -97,6 +99,28 @@ export async function enclaveAttestation(enclave: Dispatcher, nonceHex: string):
   }
   const body = (await res.body.json()) as { document?: string; nsm?: string };
   return { statusCode: res.statusCode, document: body.document, nsm: body.nsm };
+}
+
+/**
+ * POST /evict: the enclave drops `connectionId`'s data key now (it would otherwise keep it until
+ * its TTL or lease ends). True when the enclave confirmed; false when it answered otherwise or
+ * could not be reached in `timeoutMs` — the key then leaves at its TTL, as before.
+ */
+export async function enclaveEvict(enclave: Dispatcher, connectionId: string, timeoutMs: number): Promise<boolean> {
+  try {
+    const res = await enclave.request({
+      path: ENCLAVE_ROUTES.evict,
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ connectionId }),
+      headersTimeout: timeoutMs,
+      bodyTimeout: timeoutMs,
+    });
+    const body = (await res.body.json().catch(() => ({}))) as { evicted?: unknown };
+    return res.statusCode === 200 && body.evicted === connectionId;
+  } catch {
+    return false;
+  }
 }
 
 /** How a client request is forwarded: everything but the path, which `forwardToEnclave` builds. */

@@ -10,6 +10,13 @@ import type { SignedOwnerMessage } from './owner-signature.ts';
 export const RPC_CONNECTION_HEADER = 'x-sg-connection';
 /** Prefix of forwarded requests: `/forward/v1/chat/completions?…`. */
 export const RPC_FORWARD_PREFIX = '/forward';
+/**
+ * `POST` `{ connectionId }`: the enclave drops the connection's cached data key at once, so its next
+ * use needs a new lease from the shareholders. The host calls it when a connection is rotated away
+ * from. Unauthenticated on purpose: only the host reaches the enclave's socket, and eviction is a
+ * denial the host can cause anyway (by not forwarding) — it never widens access (SPEC.md §5).
+ */
+export const RPC_EVICT_PATH = '/evict';
 /** Set on responses the enclave itself produced (not the upstream's), with the error code. */
 export const RPC_ENCLAVE_ERROR_HEADER = 'x-sg-enclave-error';
 

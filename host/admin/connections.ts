@@ -1,10 +1,12 @@
 /**
  * Admin routes for connections: register a sealed upstream credential (its sealed record, origin,
  * auth scheme and shareholders; the host never sees the key), list them, and rotate every key of
- * one connection onto another. Only https origins, except loopback in dev mode.
+ * one connection onto another — after which the enclave drops the old connection's data key at
+ * once (`POST /evict`) instead of at its TTL. Only https origins, except loopback in dev mode.
  */
 import type { FastifyInstance } from 'fastify';
 import { canonicalAllowList, canonicalOrigin, isLoopbackHost, providerSpec, verifyConnectionPolicy, AUTH_SCHEME_PATTERN, type AuthScheme, type SignedOwnerMessage } from '../../protocol/index.ts';
+import { enclaveEvict } from '../enclave-client.ts';
 import { HostError } from '../errors.ts';
 import type { ConnectionRecord } from '../store.ts';
 import type { AdminDeps } from './deps.ts';
@@ -124,7 +126,11 @@ export function registerConnectionRoutes(app: FastifyInstance, deps: AdminDeps, 
       const to = await guard.mustGetConnection(req, req.body.to);
       if (from.projectId !== to.projectId || from.provider !== to.provider) throw new HostError('invalid_request', 'rotation keeps the project and the provider');
       const moved = await store.moveKeys(from.id, to.id);
-      return { from: from.id, to: to.id, moved };
+      // No key reaches the old connection any more; its data key leaves the enclave now, not at its
+      // TTL. Best effort: an enclave that does not confirm drops it at the TTL or lease end anyway.
+      const evicted = deps.enclave ? await enclaveEvict(deps.enclave, from.id, 5_000) : false;
+      if (!evicted) req.log.warn({ connectionId: from.id }, 'the enclave did not confirm dropping the rotated connection\'s data key; it expires at its TTL');
+      return { from: from.id, to: to.id, moved, evicted };
     },
   );
 }

@@ -2,6 +2,7 @@
  * What the admin API is built from (host/app.ts supplies it). Shared by every resource module of
  * host/admin/; holds no logic.
  */
+import type { Dispatcher } from 'undici';
 import type { AccountStore } from '../accounts.ts';
 import type { AttestationReport } from '../../protocol/index.ts';
 import type { AuditWriter } from '../audit.ts';
@@ -30,4 +31,6 @@ export interface AdminDeps {
   knownCity?: (entry: string) => Promise<boolean>;
   /** Webhook targets on loopback/private/link-local addresses are accepted (operators' own networks; dev). */
   allowPrivateWebhooks?: boolean;
+  /** The enclave RPC, for the admin actions that tell the enclave something (a rotation's eviction). */
+  enclave?: Dispatcher;
 }
