@@ -9,6 +9,7 @@ import { approveRelease, attestAudit } from './releases.ts';
 import { connectionPolicyCommand } from './connection-policy.ts';
 import { alertsCommand, auditCommand, projectsCommand, statusCommand, usageCommand } from './reports.ts';
 import { envCommand, keyAction, keysCreate, keysList, keysShow, keysUpdate, modelsAlias, type KeyOptionFlags } from './keys.ts';
+import { usageVerifyCommand } from './usage-verify.ts';
 import { CliError, EXIT } from './errors.ts';
 import { EXAMPLES } from './examples.ts';
 import { accountCommand, accountsCommand, inviteCommand, membersCommand, removeMemberCommand, setRoleCommand, signupCommand, tokensCommand } from './accounts.ts';
@@ -318,8 +319,13 @@ Examples:
     .option('--key <id>', 'only this key')
     .option('--days <n>', 'look back this many days (default 30)')
     .option('--json', 'print as JSON')
-    .description('spend and tokens per day, key and model')
-    .action((o) => run(() => usageCommand(o, io))());
+    .option('--verify', "compare the host's records with the enclave's signed receipts and the shareholders' lease logs")
+    .option('--connection <id>', 'with --verify: only this connection')
+    .option('--root <pem-file>', 'with --verify: attestation root to pin (default: the AWS Nitro root)')
+    .option('--expect-pcr <index>=<hex>', 'with --verify: require a PCR value in every enclave attestation (repeatable)', collect)
+    .option('--threshold <t>', 'with --verify: the shareholder threshold (default: from your config)')
+    .description('spend and tokens per day, key and model; --verify checks them against the enclave and the shareholders')
+    .action((o) => run(() => (o.verify ? usageVerifyCommand({ ...o, days: o.days ?? '1' }, io) : usageCommand(o, io)))());
   program
     .command('audit')
     .option('--key <key>', 'only this key (id, name, hint or SG_ key)')

@@ -154,7 +154,10 @@ export class Enclave {
   #issueReceipt(connectionId: string, policySha256: string, lease: number): void {
     const now = (this.#config.now ?? Date.now)();
     const used = this.usage.used(connectionId);
-    const signed = signUsageReceipt(this.#receiptKey, { connectionId, policySha256, day: utcDay(now), ...used, lease, seq: ++this.#receiptSeq, at: now });
+    const day = utcDay(now);
+    const previous = this.#receipts.get(connectionId)?.receipt;
+    const prevSeq = previous && previous.day === day ? previous.seq : 0;
+    const signed = signUsageReceipt(this.#receiptKey, { connectionId, policySha256, day, ...used, lease, seq: ++this.#receiptSeq, prevSeq, at: now });
     this.#receipts.set(connectionId, signed);
     this.#receiptLog.push(signed);
     if (this.#receiptLog.length > RECEIPT_LOG_LIMIT) this.#receiptLog.shift();
@@ -212,8 +215,9 @@ export class Enclave {
   }
 
   /**
-   * `GET /receipts?after=<seq>&limit=<n>[&nonce=<hex>]`: the receipts signed after `seq`, in order,
-   * and with a nonce the head (newest seq) signed over it, so a verifier can tell a hidden tail.
+   * `GET /receipts?after=<seq>&limit=<n>[&nonce=<hex>&connections=<id,…>]`: the receipts signed
+   * after `seq`, in order; with a nonce, the head signed over it — the newest seq overall and per
+   * named connection — so a verifier can tell a tail the host hid.
    */
   #receiptChain(res: ServerResponse, url: string): void {
     const q = new URL(url, 'http://enclave').searchParams;
@@ -222,13 +226,15 @@ export class Enclave {
     const nonce = q.get('nonce');
     if (!Number.isSafeInteger(after) || after < 0 || !Number.isSafeInteger(limit) || limit < 1) throw new EnclaveError('bad_request', 'after and limit must be whole numbers');
     if (nonce !== null && !/^[0-9a-f]{32,128}$/.test(nonce)) throw new EnclaveError('bad_request', 'nonce must be 16..64 bytes of hex');
+    const named = (q.get('connections') ?? '').split(',').filter(Boolean).slice(0, 1000);
+    const newest = Object.fromEntries(named.map((id) => [id, this.#receipts.get(id)?.receipt.seq ?? 0]));
     const receipts = this.#receiptLog.filter((r) => r.receipt.seq > after).slice(0, limit);
     const now = (this.#config.now ?? Date.now)();
     sendJson(res, 200, {
       enclaveKey: toHex(ed25519.getPublicKey(this.#receiptKey)),
       receipts,
       seq: this.#receiptSeq,
-      ...(nonce !== null ? { head: signReceiptHead(this.#receiptKey, { seq: this.#receiptSeq, nonce, at: now }) } : {}),
+      ...(nonce !== null ? { head: signReceiptHead(this.#receiptKey, { seq: this.#receiptSeq, nonce, at: now, newest }) } : {}),
     });
   }
 

@@ -20,6 +20,7 @@ import { AuditWriter } from './audit.ts';
 import { createHostMetrics } from './metrics.ts';
 import { SpendLedger } from './spend.ts';
 import { anomalyPollPlugin } from './plugins/anomalies.ts';
+import { ReceiptCollector, receiptCollectorPlugin } from './receipts.ts';
 import { attestationPlugin } from './plugins/attestation.ts';
 import { healthPlugin } from './plugins/health.ts';
 import { metricsPlugin } from './plugins/metrics.ts';
@@ -201,6 +202,8 @@ export async function buildHostApp(config: HostConfig): Promise<FastifyInstance>
   });
   await app.register(anomalyPollPlugin, { enclave: config.enclave, store: config.store, pollMs: config.anomalyPollMs ?? 5_000 });
   await app.register(attestationPlugin, { enclave: config.enclave, releaseManifest: config.releaseManifest });
+  const receipts = new ReceiptCollector(config.store, config.enclave);
+  await app.register(receiptCollectorPlugin, { collector: receipts, pollMs: config.anomalyPollMs ?? 5_000 });
 
   await registerDashboard(app, { dir: config.dashboardDir, enrollment: config.enrollment, dev: config.dev ?? false });
   const accounts = new AccountStore(config.store);
@@ -208,7 +211,7 @@ export async function buildHostApp(config: HostConfig): Promise<FastifyInstance>
   await app.register((auth) => registerAuth(auth, { accounts, plans, signup: config.signup ?? 'invite', secureCookies: !config.dev }), { prefix: '/auth/v1' });
   await app.register((admin) => registerAdmin(admin, { store: config.store, ledger, audit, pepper: config.pepper, adminTokenHash: config.adminTokenHash, dev: config.dev ?? false, accounts, plans,
     attest: () => attestationReport(config.enclave, config.releaseManifest, config.attestationRoots ?? [awsNitroRoot()]),
-    enrollment: config.enrollment ?? null, allowPrivateWebhooks: config.allowPrivateWebhooks ?? config.dev ?? false, enclave: config.enclave }), {
+    enrollment: config.enrollment ?? null, allowPrivateWebhooks: config.allowPrivateWebhooks ?? config.dev ?? false, receipts, enclave: config.enclave }), {
     prefix: '/admin/v1',
   });
   await app.register((proxy) =>

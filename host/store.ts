@@ -197,6 +197,13 @@ const MIGRATIONS: string[] = [
    ALTER TABLE sg_keys ADD COLUMN tpm_limit BIGINT;
    ALTER TABLE reservations ADD COLUMN minute TEXT;
    ALTER TABLE reservations ADD COLUMN tokens BIGINT NOT NULL DEFAULT 0`,
+  // The enclave's signed usage receipts, kept as signed beside the audit trail, and the attestation
+  // document that binds each receipt key (protocol/SPEC.md §10; host/receipts.ts). Duplicates are
+  // representable on purpose: `usage --verify` must be able to see a replay, not have it hidden.
+  `CREATE TABLE usage_receipts (id TEXT PRIMARY KEY, enclave_key TEXT NOT NULL, seq BIGINT NOT NULL, connection_id TEXT NOT NULL, day INTEGER NOT NULL, signed TEXT NOT NULL, received_at BIGINT NOT NULL);
+   CREATE INDEX usage_receipts_conn_day ON usage_receipts (connection_id, day);
+   CREATE INDEX usage_receipts_key_seq ON usage_receipts (enclave_key, seq);
+   CREATE TABLE receipt_keys (enclave_key TEXT PRIMARY KEY, document TEXT NOT NULL, first_seen BIGINT NOT NULL)`,
 ];
 
 /** What a key locks itself to on first successful use ("self-healing identity"). */

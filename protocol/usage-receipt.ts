@@ -27,6 +27,11 @@ export interface UsageReceipt {
   lease: number;
   /** Increases with every receipt this enclave signs: a replayed older receipt has a smaller one. */
   seq: number;
+  /**
+   * `seq` of this enclave's previous receipt for the same connection and day (0: the first): the
+   * receipts of a connection-day form a chain, so one the host drops leaves a visible gap.
+   */
+  prevSeq: number;
   /** Unix ms. */
   at: number;
 }
@@ -120,6 +125,8 @@ export interface ReceiptHead {
   seq: number;
   nonce: string;
   at: number;
+  /** For each connection the verifier named: `seq` of the enclave's newest receipt for it (0: none). */
+  newest: Record<string, number>;
 }
 
 export interface SignedReceiptHead {
@@ -165,7 +172,7 @@ export type UsageFinding =
   | { kind: 'signature_invalid'; enclaveKey: string; seq: number | null }
   | { kind: 'enclave_key_unattested'; enclaveKey: string }
   | { kind: 'receipt_replayed'; enclaveKey: string; seq: number }
-  | { kind: 'receipts_missing'; enclaveKey: string; fromSeq: number; toSeq: number }
+  | { kind: 'receipts_missing'; enclaveKey: string; connectionId: string; day: number | null; fromSeq: number; toSeq: number }
   | { kind: 'leases_exceeded'; connectionId: string; day: number; enclaveLeases: number; leasesLogged: number }
   | { kind: 'leases_unaccounted'; connectionId: string; day: number; releases: number };
 
@@ -183,7 +190,7 @@ export function describeFinding(f: UsageFinding): string {
     case 'receipt_replayed':
       return `receipt #${f.seq} of enclave ${f.enclaveKey.slice(0, 16)}… is stored more than once — a replay`;
     case 'receipts_missing':
-      return `receipts #${f.fromSeq}–#${f.toSeq} of enclave ${f.enclaveKey.slice(0, 16)}… are missing from the host's store — dropped`;
+      return `${f.connectionId}${f.day !== null ? ` day ${f.day}` : ''}: receipts of enclave ${f.enclaveKey.slice(0, 16)}… between #${f.fromSeq} and #${f.toSeq} are missing from the host's store — dropped`;
     case 'leases_exceeded':
       return `${f.connectionId} day ${f.day}: the enclave served under ${f.enclaveLeases} leases but the shareholders' logs account for at most ${f.leasesLogged}`;
     case 'leases_unaccounted':
@@ -220,19 +227,31 @@ export function verifyUsage(e: UsageEvidence): UsageFinding[] {
       out.push({ kind: 'signature_invalid', enclaveKey: key, seq: typeof signed?.receipt?.seq === 'number' ? signed.receipt.seq : null });
     }
   }
+  // A running enclave whose receipts were all dropped still has its head to compare with.
+  for (const key of e.heads?.keys() ?? []) if (e.attestedKeys.has(key) && !byKey.has(key)) byKey.set(key, []);
   // Newest receipt per (enclave, connection, day), summed over enclaves per (connection, day).
   const totals = new Map<string, { connectionId: string; day: number; requests: number; tokens: number; microUsd: number; leases: Set<string> }>();
   for (const [key, list] of byKey) {
     list.sort((a, b) => a.seq - b.seq);
-    let prev = 0;
-    for (const r of list) {
-      if (r.seq === prev) out.push({ kind: 'receipt_replayed', enclaveKey: key, seq: r.seq });
-      else if (r.seq > prev + 1) out.push({ kind: 'receipts_missing', enclaveKey: key, fromSeq: prev + 1, toSeq: r.seq - 1 });
-      prev = r.seq;
+    const unique = list.filter((r, i) => {
+      const dup = i > 0 && r.seq === list[i - 1]!.seq;
+      if (dup) out.push({ kind: 'receipt_replayed', enclaveKey: key, seq: r.seq });
+      return !dup;
+    });
+    // Per connection and day the receipts chain through prevSeq: a dropped one leaves a gap.
+    const last = new Map<string, UsageReceipt>();
+    for (const r of unique) {
+      const id = `${r.connectionId}\u0000${r.day}`;
+      const prev = last.get(id);
+      if (r.prevSeq !== (prev?.seq ?? 0)) out.push({ kind: 'receipts_missing', enclaveKey: key, connectionId: r.connectionId, day: r.day, fromSeq: prev ? prev.seq + 1 : 1, toSeq: r.prevSeq });
+      last.set(id, r);
     }
+    // The tail: the running enclave's signed head names its newest receipt per connection.
     const head = e.heads?.get(key);
-    if (head && head.seq > prev) out.push({ kind: 'receipts_missing', enclaveKey: key, fromSeq: prev + 1, toSeq: head.seq });
-    const unique = list.filter((r, i) => i === 0 || r.seq !== list[i - 1]!.seq);
+    for (const [connectionId, newestSeq] of Object.entries(head?.newest ?? {})) {
+      const stored = Math.max(0, ...unique.filter((r) => r.connectionId === connectionId).map((r) => r.seq));
+      if (newestSeq > stored) out.push({ kind: 'receipts_missing', enclaveKey: key, connectionId, day: null, fromSeq: stored + 1, toSeq: newestSeq });
+    }
     out.push(...compareUsage(unique, []).filter((d) => d.kind === 'receipt_regressed'));
     const newest = new Map<string, UsageReceipt>();
     for (const r of unique) {

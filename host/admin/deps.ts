@@ -8,6 +8,7 @@ import type { AttestationReport } from '../../protocol/index.ts';
 import type { AuditWriter } from '../audit.ts';
 import type { EnrollmentConfig } from '../dashboard.ts';
 import type { PlanBook } from '../plans.ts';
+import type { ReceiptCollector } from '../receipts.ts';
 import type { SpendLedger } from '../spend.ts';
 import type { HostStore } from '../store.ts';
 
@@ -33,4 +34,6 @@ export interface AdminDeps {
   allowPrivateWebhooks?: boolean;
   /** The enclave RPC, for the admin actions that tell the enclave something (a rotation's eviction). */
   enclave?: Dispatcher;
+  /** The enclave's signed usage receipts this host collects (receipts.ts; `GET /admin/v1/receipts`). */
+  receipts?: ReceiptCollector;
 }

@@ -16,6 +16,7 @@ import { installAdminGuard } from './guard.ts';
 import { installKeyFieldErrors } from './key-options.ts';
 import { registerKeyRoutes } from './keys.ts';
 import { registerProjectRoutes } from './projects.ts';
+import { registerReceiptRoutes } from './receipts.ts';
 import { registerReportRoutes } from './reports.ts';
 
 export type { AdminDeps } from './deps.ts';
@@ -35,4 +36,5 @@ export async function registerAdmin(app: FastifyInstance, deps: AdminDeps): Prom
   registerReportRoutes(app, deps, guard);
   registerAlertRoutes(app, deps, guard);
   registerAccountRoutes(app, deps, guard);
+  registerReceiptRoutes(app, deps, guard);
 }
