@@ -163,11 +163,11 @@ function decoderFor(encoding: string): NodeJS.ReadWriteStream | undefined {
   return undefined;
 }
 
-/** Scrubs the key from a stream (held-back tail across chunks) and feeds the usage meter. */
-function scrubbingStream(scrubber: KeyScrubber, meter: UsageMeter): Transform {
+/** Scrubs the key from a stream (held-back tail across chunks) and feeds the usage meter, if any. */
+function scrubbingStream(scrubber: KeyScrubber, meter: UsageMeter | undefined): Transform {
   return new Transform({
     transform(chunk: Buffer, _enc, done) {
-      meter.push(chunk);
+      meter?.push(chunk);
       const out = scrubber.push(chunk);
       done(null, out.length ? out : undefined);
     },
@@ -276,12 +276,14 @@ export class Forwarder {
       if (value === undefined || DROP_RESPONSE.has(name)) continue;
       headers[name] = Array.isArray(value) ? value.map((v) => scrubber.scrubString(v)) : scrubber.scrubString(value);
     }
-    const meter = new UsageMeter(String(upstream.headers['content-type'] ?? ''));
+    // Usage is read only where the owner's policy counts it (every event of every stream parsed otherwise).
+    const onUsage = options.onUsage;
+    const meter = onUsage ? new UsageMeter(String(upstream.headers['content-type'] ?? '')) : undefined;
     let reported = false;
     const report = () => {
-      if (reported) return;
+      if (reported || !onUsage) return;
       reported = true;
-      options.onUsage?.(status >= 400 ? { inputTokens: 0, outputTokens: 0 } : meter.end(), status);
+      onUsage(status >= 400 ? { inputTokens: 0, outputTokens: 0 } : meter!.end(), status);
     };
     // An upstream that compresses anyway is decoded here, so nothing passes unscrubbed.
     const encoding = String(upstream.headers['content-encoding'] ?? 'identity').trim().toLowerCase();
@@ -329,7 +331,7 @@ export class Forwarder {
         report();
         return status;
       }
-      meter.push(data);
+      meter?.push(data);
       // Same-length masking: the Content-Length stays true.
       res.writeHead(status, headers);
       res.end(scrubber.scrubBuffer(data));

@@ -4,7 +4,7 @@
  * test/e2e/policy-enforcement.test.ts.
  */
 import { describe, expect, it } from 'vitest';
-import { keyPatterns, KeyScrubber } from './scrub.ts';
+import { cachedKeyPatterns, keyPatterns, KeyScrubber } from './scrub.ts';
 
 const KEY = 'sk-proj-Ab3/x+Y_z~9 key:tail';
 
@@ -83,5 +83,23 @@ describe('key scrubber', () => {
     const s = new KeyScrubber(KEY);
     expect(s.scrubString(`https://x.test/next?api_key=${encodeURIComponent(KEY)}`)).not.toContain(encodeURIComponent(KEY));
     expect(s.scrubString(`Basic ${Buffer.from(`${KEY}:`).toString('base64')}`)).toMatch(/^Basic \*+/);
+  });
+
+  it('builds each key\'s patterns once, and a rotated key gets its own', () => {
+    const first = cachedKeyPatterns(KEY);
+    expect(cachedKeyPatterns(KEY)).toBe(first);
+    expect(first.map(String)).toEqual(keyPatterns(KEY).map(String));
+    const rotated = cachedKeyPatterns(`${KEY}-rotated`);
+    expect(rotated).not.toBe(first);
+    const scrubber = new KeyScrubber(`${KEY}-rotated`);
+    for (const [form, text] of Object.entries(echoes(`${KEY}-rotated`))) {
+      expect(scrubber.scrubString(`x ${text} y`), form).not.toContain(text);
+    }
+  });
+
+  it('keeps patterns for a bounded number of keys', () => {
+    const first = cachedKeyPatterns('sk-bounded-first-key-000000');
+    for (let i = 0; i < 1100; i++) cachedKeyPatterns(`sk-bounded-${i.toString().padStart(20, '0')}`);
+    expect(cachedKeyPatterns('sk-bounded-first-key-000000')).not.toBe(first);
   });
 });

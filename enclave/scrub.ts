@@ -9,6 +9,7 @@
  * chunks, at any offset, is still caught while ordinary streamed text passes at once — holding a
  * fixed tail delayed every SSE event by one. Never logs what it removes.
  */
+import { createHash } from 'node:crypto';
 
 /** Base64 alphabet over `bytes`, the part that does not depend on what precedes or follows. */
 function base64Cores(key: Buffer, alphabet: 'base64' | 'base64url'): string[] {
@@ -65,6 +66,26 @@ export function keyPatterns(key: string): Buffer[] {
   return [...forms].filter((f) => f.length > 0).map((f) => Buffer.from(f, 'utf8')).sort((a, b) => b.length - a.length);
 }
 
+/**
+ * Building the patterns costs more than relaying a small answer (~150 µs: a dozen encodings of
+ * the key), so they are kept per key, found by the key's SHA-256 (a high-entropy API key's
+ * digest tells nothing), a bounded number of keys, oldest dropped first. They only mask output;
+ * holding them serves no request, so a key's lease rules are untouched.
+ */
+const PATTERN_CACHE_KEYS = 1024;
+const patternCache = new Map<string, Buffer[]>();
+
+export function cachedKeyPatterns(key: string): Buffer[] {
+  const id = createHash('sha256').update(key, 'utf8').digest('base64');
+  let patterns = patternCache.get(id);
+  if (patterns === undefined) {
+    patterns = keyPatterns(key);
+    if (patternCache.size >= PATTERN_CACHE_KEYS) patternCache.delete(patternCache.keys().next().value!);
+    patternCache.set(id, patterns);
+  }
+  return patterns;
+}
+
 const STAR = 0x2a;
 
 export class KeyScrubber {
@@ -73,7 +94,7 @@ export class KeyScrubber {
   #pending: Buffer = Buffer.alloc(0);
 
   constructor(key: string) {
-    this.#patterns = keyPatterns(key);
+    this.#patterns = cachedKeyPatterns(key);
     this.#hold = Math.max(0, (this.#patterns[0]?.length ?? 0) - 1);
   }
 
