@@ -3,6 +3,7 @@
  *   release.ts bundle   --out dist/enclave-bundle.tar
  *   release.ts manifest --release <name> --measurements <nitro-cli output.json> --bundle <tar> --key <file> --out <file>
  *   release.ts keygen   --out <release.key>   (prints the public key to publish)
+ *   release.ts lines    [--write]             the image's own lines of code by part (--write: into enclave/README.md)
  * `nitro-cli build-enclave` prints {"Measurements": {"HashAlgorithm": "Sha384 { ... }", "PCR0": …, "PCR1": …, "PCR2": …}}.
  */
 import { execFileSync } from 'node:child_process';
@@ -11,9 +12,10 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { fromHex, generateOwnerKeyPair, signReleaseManifest, toHex } from '../../protocol/index.ts';
 import { buildEnclaveBundle, REPO_ROOT } from './bundle.ts';
+import { imageLinesMarkdown, writeReadmeImageLines } from './image-lines.ts';
 
 const [command, ...rest] = process.argv.slice(2);
-const { values } = parseArgs({ args: rest, options: { out: { type: 'string' }, release: { type: 'string' }, measurements: { type: 'string' }, bundle: { type: 'string' }, key: { type: 'string' } } });
+const { values } = parseArgs({ args: rest, options: { out: { type: 'string' }, release: { type: 'string' }, measurements: { type: 'string' }, bundle: { type: 'string' }, key: { type: 'string' }, write: { type: 'boolean' } } });
 
 export function measurementsFrom(json: string): { '0': string; '1': string; '2': string } {
   const m = (JSON.parse(json) as { Measurements?: Record<string, string> }).Measurements;
@@ -42,7 +44,10 @@ if (command === 'bundle') {
   const pair = generateOwnerKeyPair();
   writeFileSync(values.out ?? 'release.key', toHex(pair.secretKey), { mode: 0o600, flag: 'wx' });
   process.stdout.write(`release public key (publish this): ${toHex(pair.publicKey)}\n`);
+} else if (command === 'lines') {
+  if (values.write) process.stdout.write(writeReadmeImageLines() ? 'enclave/README.md updated\n' : 'enclave/README.md is current\n');
+  else process.stdout.write(`${imageLinesMarkdown()}\n`);
 } else if (command !== undefined) {
-  process.stderr.write('usage: release.ts bundle|manifest|keygen …\n');
+  process.stderr.write('usage: release.ts bundle|manifest|keygen|lines …\n');
   process.exit(2);
 }
