@@ -111,3 +111,23 @@ describe('securegate attest verify', () => {
     expect(JSON.parse(r.stdout).code).toBe('attestation_malformed');
   });
 });
+
+describe('securegate attest verify --pcr3/--pcr8', () => {
+  const ANJUNA_PCR3 = 'bddd5d9c1ecbb66399451d7af33133fab5edfbcfdde56f0182412e8a2313ed2303282c3e2554a77bf5b97b5c000dacc9';
+  it('reports which of the owner bindings you name the document satisfies', async () => {
+    const r = await run(['attest', 'verify', ANJUNA, '--at', '1616602241', '--json', '--pcr3', ANJUNA_PCR3]);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout).bindings.satisfied).toEqual({ pcr3: true });
+    const text = await run(['attest', 'verify', ANJUNA, '--at', '1616602241', '--pcr3', ANJUNA_PCR3]);
+    expect(text.stdout).toContain('PCR3 (parent IAM role) present — matches yours ✔');
+  });
+
+  it('refuses a document that lacks the binding you named (an unsigned image against your PCR8, another role)', async () => {
+    const r = await run(['attest', 'verify', ANJUNA, '--at', '1616602241', '--json', '--pcr8', 'ab'.repeat(48)]);
+    expect(r.code).toBe(1);
+    expect(JSON.parse(r.stdout)).toMatchObject({ valid: false, code: 'attestation_pcr_mismatch' });
+    const role = await run(['attest', 'verify', ANJUNA, '--at', '1616602241', '--json', '--pcr3', 'arn:aws:iam::123456789012:role/someone-else']);
+    expect(role.code).toBe(1);
+    expect(JSON.parse(role.stdout).message).toContain('PCR3 differ');
+  });
+});

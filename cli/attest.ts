@@ -16,6 +16,7 @@ import {
   type VerifiedAttestation,
 } from '../attestation/index.ts';
 import { EXIT } from './errors.ts';
+import { pcr3Value, pcr8Value } from './pcr-policy.ts';
 import { green, printJson, red, type Io } from './output.ts';
 
 export interface AttestVerifyOptions {
@@ -24,6 +25,9 @@ export interface AttestVerifyOptions {
   expectPcr?: string[];
   nonce?: string;
   allowDebug?: boolean;
+  /** The owner bindings to check the document against: PCR3 (role ARN or hex), PCR8 (hex). */
+  pcr3?: string;
+  pcr8?: string;
   json?: boolean;
 }
 
@@ -59,20 +63,36 @@ function parseExpectedPcrs(values: string[] | undefined): PcrSet | undefined {
  * PCR8 (the EIF signing certificate), each null when all zeros. PCR0–2 say which code runs; only
  * these say whose enclave it is, so a production share policy must pin one of them.
  */
-function bindingsOf(result: VerifiedAttestation) {
+function bindingsOf(result: VerifiedAttestation, expected: ExpectedBindings = {}) {
   const b = ownerBindings(result.pcrs);
-  return { ...b, ownerBound: b.pcr3 !== null || b.pcr8 !== null };
+  const satisfied = {
+    ...(expected.pcr3 !== undefined ? { pcr3: b.pcr3 === expected.pcr3 } : {}),
+    ...(expected.pcr8 !== undefined ? { pcr8: b.pcr8 === expected.pcr8 } : {}),
+  };
+  return { ...b, ownerBound: b.pcr3 !== null || b.pcr8 !== null, ...(Object.keys(satisfied).length ? { satisfied } : {}) };
 }
 
-function bindingLines(result: VerifiedAttestation): string[] {
-  const b = bindingsOf(result);
+/** The owner bindings named with --pcr3/--pcr8 (as `connect` pins them), lower-case hex. */
+type ExpectedBindings = { pcr3?: string; pcr8?: string };
+
+function expectedBindings(options: AttestVerifyOptions): ExpectedBindings {
+  try {
+    return { ...(options.pcr3 !== undefined ? { pcr3: pcr3Value(options.pcr3) } : {}), ...(options.pcr8 !== undefined ? { pcr8: pcr8Value(options.pcr8) } : {}) };
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
+
+function bindingLines(result: VerifiedAttestation, expected: ExpectedBindings): string[] {
+  const b = bindingsOf(result, expected);
+  const verdict = (k: 'pcr3' | 'pcr8') => (b.satisfied?.[k] === undefined ? '' : b.satisfied[k] ? ' — matches yours ✔' : ' — NOT yours ✘');
   return [
-    `  binding:    PCR3 (parent IAM role) ${b.pcr3 ? 'present' : 'none'}, PCR8 (EIF signing certificate) ${b.pcr8 ? 'present' : 'none (unsigned image)'}`,
+    `  binding:    PCR3 (parent IAM role) ${b.pcr3 ? 'present' : 'none'}${verdict('pcr3')}, PCR8 (EIF signing certificate) ${b.pcr8 ? 'present' : 'none (unsigned image)'}${verdict('pcr8')}`,
     ...(b.ownerBound ? [] : ['  warning:    no owner-controlled binding: a share policy for this enclave must pin PCR3 or PCR8']),
   ];
 }
 
-function toJson(result: VerifiedAttestation) {
+function toJson(result: VerifiedAttestation, expected: ExpectedBindings) {
   const hex = (b: Uint8Array | null) => (b === null ? null : Buffer.from(b).toString('hex'));
   return {
     valid: true,
@@ -84,7 +104,7 @@ function toJson(result: VerifiedAttestation) {
     userData: hex(result.userData),
     nonce: hex(result.nonce),
     root: result.root,
-    bindings: bindingsOf(result),
+    bindings: bindingsOf(result, expected),
   };
 }
 
@@ -93,8 +113,10 @@ export async function attestVerify(file: string, options: AttestVerifyOptions, i
   let now: Date;
   let expected: PcrSet | undefined;
   let roots;
+  let bindings: ExpectedBindings;
   try {
     now = parseAt(options.at);
+    bindings = expectedBindings(options);
     expected = parseExpectedPcrs(options.expectPcr);
     if (options.nonce !== undefined && !/^(?:[0-9a-fA-F]{2})+$/.test(options.nonce)) {
       throw new UsageError('--nonce takes an even-length hex string');
@@ -124,8 +146,11 @@ export async function attestVerify(file: string, options: AttestVerifyOptions, i
     if (!options.allowDebug && isDebugMode(result.pcrs)) {
       throw new AttestationError('attestation_debug_mode', 'document comes from a debug-mode enclave (PCR0 is all zeros); pass --allow-debug to accept it');
     }
+    // An enclave carrying another owner's binding is not yours, whatever image it runs.
+    const unmet = Object.entries(bindingsOf(result, bindings).satisfied ?? {}).filter(([, ok]) => !ok).map(([k]) => k.toUpperCase());
+    if (unmet.length) throw new AttestationError('attestation_pcr_mismatch', `${unmet.join(' and ')} differ from the owner binding you named: this enclave is not bound to you`);
     if (options.json) {
-      printJson(io, toJson(result));
+      printJson(io, toJson(result, bindings));
     } else {
       const lines = [
         `${green(io, '✔ valid')} Nitro attestation document`,
@@ -138,7 +163,7 @@ export async function attestVerify(file: string, options: AttestVerifyOptions, i
         `  public key: ${result.publicKey ? `${result.publicKey.length} bytes` : 'none'}`,
         `  user data:  ${result.userData ? `${result.userData.length} bytes` : 'none'}`,
         `  nonce:      ${result.nonce ? Buffer.from(result.nonce).toString('hex') : 'none'}`,
-        ...bindingLines(result),
+        ...bindingLines(result, bindings),
       ];
       io.out(`${lines.join('\n')}\n`);
     }
@@ -239,7 +264,7 @@ export async function attestVerifyServer(options: AttestServerOptions, io: Io): 
           `  enclave module:   ${doc.moduleId}, attested ${new Date(doc.timestamp).toISOString()} to ${doc.root}`,
           `  fresh nonce:      ${nonce.toString('hex').slice(0, 16)}… (ours, echoed)`,
           ...['0', '1', '2'].map((i) => `  PCR${i} = manifest: ${(result.pcrs as Record<string, string>)[i]}`),
-          ...bindingLines(doc),
+          ...bindingLines(doc, {}),
           `  server's own manifest ${offered === null ? 'not offered' : offered ? 'matches' : red(io, 'DIFFERS from the one you pinned')}`,
         ].join('\n') + '\n',
       );
