@@ -284,10 +284,12 @@ export function verifyUsage(e: UsageEvidence): UsageFinding[] {
       const leasesLogged = Math.floor(logged(t.connectionId, t.day) / threshold);
       if (t.leases.size > leasesLogged) out.push({ kind: 'leases_exceeded', connectionId: t.connectionId, day: t.day, enclaveLeases: t.leases.size, leasesLogged });
     }
+    // A lease taken just before midnight may serve only the next day: either day accounts for it.
+    const accounted = (connectionId: string, day: number) =>
+      totals.has(`${connectionId}\u0000${day}`) || e.host.some((x) => x.connectionId === connectionId && x.day === day && x.requests > 0);
     for (const r of releases) {
-      if (r.releases === 0 || totals.has(`${r.connectionId}\u0000${r.day}`)) continue;
-      const h = e.host.find((x) => x.connectionId === r.connectionId && x.day === r.day);
-      if (!h || h.requests === 0) out.push({ kind: 'leases_unaccounted', connectionId: r.connectionId, day: r.day, releases: r.releases });
+      if (r.releases === 0 || accounted(r.connectionId, r.day) || accounted(r.connectionId, r.day + 1)) continue;
+      out.push({ kind: 'leases_unaccounted', connectionId: r.connectionId, day: r.day, releases: r.releases });
     }
   }
   return out;

@@ -10,6 +10,7 @@ import { Login } from './login.tsx';
 import { Keys } from './keys.tsx';
 import { Alerts, Attestation, Connections, Models, Overview } from './pages.tsx';
 import { AuditLog, Usage } from './reports.tsx';
+import { UsageVerify } from './usage-verify.tsx';
 import './style.css';
 
 const PAGES = [
@@ -18,6 +19,7 @@ const PAGES = [
   ['keys', 'Keys'],
   ['models', 'Models'],
   ['usage', 'Usage'],
+  ['usage-verify', 'Usage check'],
   ['audit', 'Audit log'],
   ['alerts', 'Alerts'],
   ['attestation', 'Attestation'],
@@ -84,6 +86,7 @@ function App() {
         {page === 'keys' && <Keys />}
         {page === 'models' && <Models />}
         {page === 'usage' && <Usage />}
+        {page === 'usage-verify' && <UsageVerify />}
         {page === 'audit' && <AuditLog />}
         {page === 'alerts' && <Alerts />}
         {page === 'attestation' && <Attestation />}
