@@ -26,6 +26,44 @@ export type EnclavePhase = 'booting' | 'serving' | 'failed';
 /** Receipts kept for the host to collect (SPEC.md §10): about 300 bytes each. */
 const RECEIPT_LOG_LIMIT = 50_000;
 
+type Descriptor = ReturnType<typeof decodeConnectionDescriptor>;
+type VerifiedPolicy = { signed: SignedOwnerMessage; policy: ConnectionPolicy; sha256: string };
+/**
+ * Descriptors already decoded and their policies already verified, by the header's exact bytes:
+ * the host sends the same descriptor for every request of a connection, and an Ed25519 verify
+ * (~1 ms in JS) per request would cost more than the rest of the request. Same bytes, same
+ * result: what was refused is not kept, so it is checked (and refused) again.
+ */
+const DESCRIPTOR_MEMO_SIZE = 4096;
+const descriptorMemo = new Map<string, { descriptor: Descriptor; base: VerifiedPolicy | undefined }>();
+
+function decodeAndVerify(header: string | string[] | undefined): { descriptor: Descriptor; base: VerifiedPolicy | undefined } {
+  if (typeof header === 'string') {
+    const hit = descriptorMemo.get(header);
+    if (hit) return hit;
+  }
+  let descriptor: Descriptor;
+  try {
+    descriptor = decodeConnectionDescriptor(header);
+  } catch (e) {
+    throw new EnclaveError('bad_request', (e as Error).message);
+  }
+  let base: VerifiedPolicy | undefined;
+  if (descriptor.policy !== undefined) {
+    try {
+      base = { signed: descriptor.policy, ...verifyConnectionPolicy(descriptor.policy, descriptor.connectionId) };
+    } catch (e) {
+      throw new EnclaveError('policy_invalid', `connection policy does not verify: ${(e as Error).message}`);
+    }
+  }
+  const entry = { descriptor, base };
+  if (typeof header === 'string') {
+    if (descriptorMemo.size >= DESCRIPTOR_MEMO_SIZE) descriptorMemo.delete(descriptorMemo.keys().next().value!);
+    descriptorMemo.set(header, entry);
+  }
+  return entry;
+}
+
 export interface EnclaveConfig {
   nsm: Nsm;
   shareholders: ShareholderEndpoint[];
@@ -254,27 +292,14 @@ export class Enclave {
   }
 
   async #forward(req: IncomingMessage, res: ServerResponse, clientPath: string): Promise<void> {
-    let descriptor;
-    try {
-      descriptor = decodeConnectionDescriptor(req.headers[RPC_CONNECTION_HEADER]);
-    } catch (e) {
-      throw new EnclaveError('bad_request', (e as Error).message);
-    }
+    const { descriptor, base } = decodeAndVerify(req.headers[RPC_CONNECTION_HEADER]);
     let origin: string;
     try {
       origin = canonicalOrigin(descriptor.origin);
     } catch {
       throw new EnclaveError('origin_not_allowed', 'connection origin is not a canonical origin');
     }
-    // Policy, path and origin checks happen before any share is requested.
-    let base: { signed: SignedOwnerMessage; policy: ConnectionPolicy; sha256: string } | undefined;
-    if (descriptor.policy !== undefined) {
-      try {
-        base = { signed: descriptor.policy, ...verifyConnectionPolicy(descriptor.policy, descriptor.connectionId) };
-      } catch (e) {
-        throw new EnclaveError('policy_invalid', `connection policy does not verify: ${(e as Error).message}`);
-      }
-    }
+    // Policy, path and origin checks happen before any share is requested (the policy was verified above).
     // The record binds the policy it was sealed with; a newer version the owner relayed through the
     // shareholders, once a lease brought it, is what is enforced (SPEC.md §9.2).
     let policy = base ? this.policyVersions.effective(descriptor.connectionId, base) : undefined;
