@@ -97,6 +97,8 @@ function resolverAt(clock: { t: number }, endpoints = shareholders, ticketLifeti
     log: { warn() {}, info() {} },
     cacheTtlMs: TTL,
     stragglerWindowMs: 100,
+    // Exactly t per lease unless a test is about the hedge: a loaded machine must not make it ask more.
+    hedgeAfterMs: 10_000,
     now: () => clock.t,
     ...(ticketLifetimeMs !== undefined ? { ticketLifetimeMs } : {}),
     ...extra,
