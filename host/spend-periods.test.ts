@@ -70,13 +70,33 @@ for (const engine of [{ name: 'sqlite', skip: false }, { name: 'postgres', skip:
       expect((await spend(month(at('2027-01-01T00:00:00Z')), 3_000_000)).ok).toBe(true);
     });
 
-    it('counts spend toward the week and month of a key that had no cap yet, so a cap set mid-week sees it', async () => {
+    it('keeps no week or month counter for a key without such a cap, and starts one from the days so far when a cap is set', async () => {
       const key = fresh();
-      await spend(base(key, at('2026-12-01T09:00:00Z'), 2_000_000), 1_500_000);
+      await spend(base(key, at('2026-11-30T09:00:00Z'), 2_000_000), 1_000_000); // Monday
+      await spend(base(key, at('2026-12-01T09:00:00Z'), 2_000_000), 500_000); // Tuesday
+      expect(await ledger.counter('key', key, 'w:2026-11-30')).toMatchObject({ spent: 0, requests: 0 });
+      await ledger.startPeriodCounters(key, ['week', 'month'], at('2026-12-02T09:00:00Z'));
       expect((await ledger.counter('key', key, 'w:2026-11-30')).spent).toBe(1_500_000);
-      expect((await ledger.counter('key', key, 'm:2026-12')).spent).toBe(1_500_000);
-      const capped = await ledger.reserve({ ...base(key, at('2026-12-02T09:00:00Z'), 1_000_000), keyWeeklyCap: 2_000_000 });
+      expect((await ledger.counter('key', key, 'm:2026-12')).spent).toBe(500_000); // Monday was in November
+      const capped = await ledger.reserve({ ...base(key, at('2026-12-02T10:00:00Z'), 1_000_000), keyWeeklyCap: 2_000_000 });
       expect(capped).toEqual({ ok: false, scope: 'key', period: 'w:2026-11-30' });
+      // Starting again never lowers what the counter kept since.
+      expect((await spend({ ...base(key, at('2026-12-02T10:00:00Z'), 400_000), keyWeeklyCap: 2_000_000 }, 400_000)).ok).toBe(true);
+      await ledger.startPeriodCounters(key, ['week'], at('2026-12-02T11:00:00Z'));
+      expect((await ledger.counter('key', key, 'w:2026-11-30')).spent).toBe(1_900_000);
+    });
+
+    it('settles a reservation made before week and month counters existed without touching them', async () => {
+      const key = fresh();
+      const now = at('2026-12-02T12:00:00Z');
+      // A row as the previous version wrote it: held = 1, no period bits.
+      await db.transaction((tx) =>
+        tx.query('INSERT INTO reservations (id, key_id, project_id, day, amount, created_at, expires_at, held) VALUES ($1, $2, $3, $4, $5, $6, $7, 1)', [`res_old_${key}`, key, `proj_${key}`, '2026-12-02', 900, now, now + 900_000]),
+      );
+      await db.transaction((tx) => tx.query("INSERT INTO spend_counters (scope, scope_id, period, spent, reserved, requests) VALUES ('key', $1, 'd:2026-12-02', 0, 900, 0)", [key]));
+      await ledger.settle(`res_old_${key}`, 300);
+      expect(await ledger.counter('key', key, 'd:2026-12-02')).toMatchObject({ spent: 300, reserved: 0 });
+      expect(await ledger.counter('key', key, 'w:2026-11-30')).toMatchObject({ spent: 0, reserved: 0 });
     });
 
     it('lets a burst of 40 parallel requests through a 10 requests-per-minute limit exactly 10 times', async () => {

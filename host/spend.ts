@@ -6,9 +6,13 @@
  * week from Monday, per UTC calendar month and lifetime, project per UTC day, key requests per UTC
  * day; windows in host/spend-windows.ts) and fits only while spent + reserved + amount ≤ cap,
  * checked inside the statement that adds it, so instances sharing one database never overshoot by
- * more than one reservation. A key with a requests- or tokens-per-minute limit also reserves one
- * request and the request's token bound in its counters for the UTC minute the request began
- * (`keyreq`/`keytok`, `min:…`); settlement turns the token bound into the tokens actually used. An uncapped reservation only writes its reservation row:
+ * more than one reservation. Week and month counters are kept only for a key with such a cap (they
+ * would add two row writes to every settlement of every key); setting the cap starts the counter
+ * from the key's day counters of the period so far (`startPeriodCounters`). A key with a requests-
+ * or tokens-per-minute limit also reserves one request and the request's token bound in its
+ * counters for the UTC minute the request began (`keyreq`/`keytok`, `min:…`); settlement turns the
+ * token bound into the tokens actually used. The reservation row remembers which counters it moves:
+ * `held` is a bit set (HELD_*), `minute` names the minute, `tokens` the token bound. An uncapped reservation only writes its reservation row:
  * no counter is locked before the cost is known. Settling deletes the reservation row (the guard
  * that makes settlement idempotent), releases what it held and charges the real cost.
  *
@@ -22,7 +26,8 @@
  *     each row once, in COUNTER_ORDER — never a multi-row UPDATE, whose lock order follows the
  *     physical order of row versions and differs between transactions (the deadlock of issue 17).
  *   - Nothing else in the host locks these tables' rows (admin and key writes use other tables;
- *     the audit log only inserts fresh ids; cleanup deletes one row per statement).
+ *     the audit log only inserts fresh ids; cleanup deletes one row per statement; starting a
+ *     period counter is one single-row statement outside any transaction).
  * A cycle of waits needs some transaction to wait for a row that comes before one it already
  * holds in that order. None ever does, so PostgreSQL never has a cycle to break.
  *
@@ -121,15 +126,28 @@ export function COUNTER_ORDER(a: Counter, b: Counter): number {
 }
 
 /**
- * The counter rows of one request, in COUNTER_ORDER. Week and month spend is counted for every key
- * (a cap set mid-week sees the week's spend so far); the minute counters only for a request that
- * reserved them (`minute`: its key had a requests- or tokens-per-minute limit).
+ * Bits of a reservation row's `held`. Rows written before week and month counters existed hold 0
+ * or 1, so a settlement after an upgrade never releases from a week or month row what it never added.
  */
-export function countersOf(r: CounterOwner, day: string, minute: string | null = null): Counter[] {
+export const HELD_AMOUNT = 1;
+export const HELD_WEEK = 2;
+export const HELD_MONTH = 4;
+
+/** Which optional period counters a request moves: those its key has a cap for. */
+function periodBits(r: CounterOwner): number {
+  return ((r.keyWeeklyCap ?? null) !== null ? HELD_WEEK : 0) | ((r.keyMonthlyCap ?? null) !== null ? HELD_MONTH : 0);
+}
+
+/**
+ * The counter rows of one request, in COUNTER_ORDER: the week and month rows only where `periods`
+ * has their bit; the minute counters only for a request that reserved them (`minute`: its key had
+ * a requests- or tokens-per-minute limit).
+ */
+export function countersOf(r: CounterOwner, day: string, minute: string | null = null, periods = periodBits(r)): Counter[] {
   const list: Counter[] = [
     { scope: 'key', scopeId: r.keyId, period: periodOf.day(day), cap: r.keyDailyCap },
-    { scope: 'key', scopeId: r.keyId, period: periodOf.week(day), cap: r.keyWeeklyCap ?? null },
-    { scope: 'key', scopeId: r.keyId, period: periodOf.month(day), cap: r.keyMonthlyCap ?? null },
+    ...(periods & HELD_WEEK ? [{ scope: 'key' as const, scopeId: r.keyId, period: periodOf.week(day), cap: r.keyWeeklyCap ?? null }] : []),
+    ...(periods & HELD_MONTH ? [{ scope: 'key' as const, scopeId: r.keyId, period: periodOf.month(day), cap: r.keyMonthlyCap ?? null }] : []),
     { scope: 'key', scopeId: r.keyId, period: 'life', cap: r.keyLifetimeCap },
     { scope: 'project', scopeId: r.projectId, period: periodOf.day(day), cap: r.projectDailyCap },
     { scope: 'keyreq', scopeId: r.keyId, period: periodOf.day(day), cap: r.keyDailyRequestCap ?? null },
@@ -243,7 +261,7 @@ export class SpendLedger {
     if (tooBig) return { ok: false, scope: tooBig.scope, period: tooBig.period };
     try {
       await this.#db.transaction(async (tx) => {
-        await tx.query(INSERT_RESERVATION, [...reservation, 1, minute, tokens]);
+        await tx.query(INSERT_RESERVATION, [...reservation, HELD_AMOUNT | periodBits(r), minute, tokens]);
         for (const c of list) {
           const unit = unitAmount(c, r.amount, tokens);
           const fits = await tx.query(c.cap === null ? MOVE : RESERVE, c.cap === null ? [c.scope, c.scopeId, c.period, 0, unit, 0] : [c.scope, c.scopeId, c.period, unit, c.cap]);
@@ -378,14 +396,15 @@ export class SpendLedger {
       }
       const amount = Number(res.amount);
       const reclaimed = Number(res.reclaimed) === 1;
-      const held = Number(res.held) === 1 && !reclaimed;
+      const bits = Number(res.held);
+      const held = (bits & HELD_AMOUNT) !== 0 && !reclaimed;
       // A reclaimed reservation was charged its amount and counted by the sweep (`charged`), or —
       // rows reclaimed before that rule — released without a charge (`charged` NULL).
       const charged = res.charged === null || res.charged === undefined ? null : Number(res.charged);
       // The token bound held (and, if reclaimed, charged); the tokens used when the caller knows them.
       const heldTokens = Number(res.tokens ?? 0);
       const usedTokens = actualTokens ?? heldTokens;
-      for (const c of countersOf(noCaps(res.key_id as string, res.project_id as string), res.day as string, (res.minute as string | null) ?? null)) {
+      for (const c of countersOf(noCaps(res.key_id as string, res.project_id as string), res.day as string, (res.minute as string | null) ?? null, bits)) {
         const corrected = reclaimed && charged !== null;
         const spent = corrected ? (c.scope === 'keyreq' ? 0 : c.scope === 'keytok' ? usedTokens - heldTokens : actual - charged) : unitAmount(c, actual, usedTokens);
         const row = `${c.scope}\0${c.scopeId}\0${c.period}`;
@@ -443,8 +462,9 @@ export class SpendLedger {
         if (!r) return false;
         const amount = Number(r.amount);
         const tokens = Number(r.tokens ?? 0);
-        const held = Number(r.held) === 1;
-        for (const c of countersOf(noCaps(r.key_id as string, r.project_id as string), r.day as string, (r.minute as string | null) ?? null)) {
+        const bits = Number(r.held);
+        const held = (bits & HELD_AMOUNT) !== 0;
+        for (const c of countersOf(noCaps(r.key_id as string, r.project_id as string), r.day as string, (r.minute as string | null) ?? null, bits)) {
           await tx.query(MOVE, [c.scope, c.scopeId, c.period, unitAmount(c, amount, tokens), held ? -unitAmount(c, amount, tokens) : 0, 1]);
         }
         return true;
@@ -452,6 +472,31 @@ export class SpendLedger {
       if (done) reclaimed++;
     }
     return reclaimed;
+  }
+
+  /**
+   * Starts a key's week and/or month counter (when a cap is set on it) from its day counters of
+   * the period so far, so a cap set mid-week counts the week's spend, not only what follows; never
+   * lowers a counter already kept. One single-row statement (it waits on no other row while holding
+   * one, so it cannot join a deadlock). What settles while the cap is being set, from requests
+   * reserved before it, may be missed: at most the requests in flight at that moment.
+   */
+  async startPeriodCounters(keyId: string, periods: ReadonlyArray<'week' | 'month'>, now: number): Promise<void> {
+    const day = utcDay(now);
+    for (const kind of periods) {
+      const period = kind === 'week' ? periodOf.week(day) : periodOf.month(day);
+      const first = kind === 'week' ? period.slice(2) : `${period.slice(2)}-01`;
+      const [row] = await this.#db.query("SELECT COALESCE(SUM(spent), 0) AS spent FROM spend_counters WHERE scope = 'key' AND scope_id = $1 AND period >= $2 AND period <= $3", [
+        keyId,
+        `d:${first}`,
+        `d:${day}`,
+      ]);
+      await this.#writeOne(
+        `INSERT INTO spend_counters (scope, scope_id, period, spent, reserved, requests) VALUES ('key', $1, $2, $3, 0, 0)
+          ON CONFLICT (scope, scope_id, period) DO UPDATE SET spent = CASE WHEN spend_counters.spent < excluded.spent THEN excluded.spent ELSE spend_counters.spent END`,
+        [keyId, period, Number(row?.spent ?? 0)],
+      );
+    }
   }
 
   async counter(scope: Counter['scope'], scopeId: string, period: string): Promise<{ spent: number; reserved: number; requests: number }> {

@@ -127,8 +127,9 @@ export function registerKeyRoutes(app: FastifyInstance, deps: AdminDeps, guard: 
     return {
       ...publicKeyView(k),
       spentToday: today.spent / MICROS,
-      spentWeek: week.spent / MICROS,
-      spentMonth: month.spent / MICROS,
+      // Kept only while the key has that cap (host/spend.ts): otherwise not known, so null.
+      spentWeek: k.weeklyLimitMicros === null ? null : week.spent / MICROS,
+      spentMonth: k.monthlyLimitMicros === null ? null : month.spent / MICROS,
       spentLifetime: life.spent / MICROS,
       requestsToday: today.requests,
     };
@@ -154,6 +155,13 @@ export function registerKeyRoutes(app: FastifyInstance, deps: AdminDeps, guard: 
       // (were it idle too long, the inactivity check expires it again at its next request).
       if (patch.expiresAt !== undefined && key.status === 'expired' && key.expiresAt !== null && key.expiresAt <= Date.now()) patch.status = 'active';
       const updated = await store.updateKey(key.id, patch);
+      // Week and month counters are kept only while a key has such a cap: a cap set now starts from
+      // the period's spend so far (after the key changed, so requests from now on count as well).
+      const periods = [
+        ...(patch.weeklyLimitMicros !== undefined && patch.weeklyLimitMicros !== null ? (['week'] as const) : []),
+        ...(patch.monthlyLimitMicros !== undefined && patch.monthlyLimitMicros !== null ? (['month'] as const) : []),
+      ];
+      if (periods.length) await deps.ledger.startPeriodCounters(key.id, periods, Date.now());
       return { ...publicKeyView(updated!), ...(signingSecret ? { signingSecret } : {}) };
     },
   );

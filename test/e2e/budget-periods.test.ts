@@ -139,6 +139,24 @@ describe('limits on real requests', () => {
     expect(shown.spentWeek).toBeLessThanOrEqual(0.03);
   });
 
+  it('counts the week\'s spend before the weekly cap was set: a cap below it refuses at once', async () => {
+    const k = await newKey({});
+    for (let i = 0; i < 3; i++) expect((await chat(k.key, 1000)).status).toBe(200);
+    const before = await eventually(async () => {
+      const s = (await admin<{ spentToday: number }>('GET', `/keys/${k.id}`)).json;
+      return s.spentToday > 0.02 ? s : undefined;
+    });
+    const capped = await admin<{ spentWeek: number }>('PATCH', `/keys/${k.id}`, { weeklyLimit: 0.02 });
+    expect(capped.status).toBe(200);
+    expect((await admin<{ spentWeek: number }>('GET', `/keys/${k.id}`)).json.spentWeek).toBeCloseTo(before.spentToday, 6);
+    const refused = await eventually(async () => {
+      const r = await chat(k.key, 10);
+      return r.status === 429 ? r : undefined;
+    });
+    expect(refused.body.error?.code).toBe('budget_exceeded');
+    expect(refused.body.error?.message).toMatch(/weekly/);
+  });
+
   it('refuses with budget_exceeded once the monthly cap is spent', async () => {
     const k = await newKey({ monthlyLimit: 0.02 });
     let refusal: Awaited<ReturnType<typeof chat>> | undefined;
