@@ -235,11 +235,14 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
 
   // Browsers (the dashboard's in-page enrollment) may call identity and enrollment from another
   // origin: both are authenticated by what they carry (an owner signature), never by cookies, so
-  // any origin may send them. Nothing else is opened to cross-origin callers.
+  // any origin may send them — and so may a connection's (public) PCR policy with its pending
+  // widening, and the owner-signed cancel of that widening, which the dashboard offers. Nothing
+  // else is opened to cross-origin callers.
   const CORS_PATHS = new Set(['/v1/identity', '/v1/shares']);
+  const CORS_POLICY_PATH = /^\/v1\/shares\/[^/]{1,128}\/policy(?:\/cancel)?$/;
   app.addHook('onRequest', async (req, reply) => {
     const path = req.url.split('?')[0]!;
-    if (!CORS_PATHS.has(path)) return;
+    if (!CORS_PATHS.has(path) && !CORS_POLICY_PATH.test(path)) return;
     reply.header('access-control-allow-origin', '*');
     if (req.method === 'OPTIONS') {
       reply.header('access-control-allow-methods', 'GET, POST');
@@ -250,6 +253,8 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
   });
   app.options('/v1/identity', async (_req, reply) => reply.status(204).send());
   app.options('/v1/shares', async (_req, reply) => reply.status(204).send());
+  app.options('/v1/shares/:id/policy', async (_req, reply) => reply.status(204).send());
+  app.options('/v1/shares/:id/policy/cancel', async (_req, reply) => reply.status(204).send());
 
   app.get('/v1/identity', async () => ({
     id: identity.id,

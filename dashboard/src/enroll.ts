@@ -12,6 +12,10 @@ import {
   canonicalJson,
   canonicalOrigin,
   concatBytes,
+  connectionPolicySha256,
+  DEFAULT_POLICY_OPERATIONS,
+  DEFAULT_UNMETERED_TOKENS,
+  parseConnectionPolicy,
   fromHex,
   generateOwnerKeyPair,
   OWNER_SIGNATURE_DOMAIN,
@@ -97,7 +101,44 @@ async function signAsOwner(pair: CryptoKeyPair, message: OwnerMessage): Promise<
   return { message, publicKey: toHex(publicKey), signature: toHex(signature) };
 }
 
-export async function connectInBrowser(input: { provider: string; apiKey: string; baseUrl?: string; name?: string; onProgress: (s: string) => void }): Promise<{ id: string }> {
+/** What the connect form lets the owner sign into the connection policy (issue 19). */
+export interface ConnectPolicyFields {
+  operations: string[];
+  models?: string[];
+  dailyRequests?: number;
+  dailyTokens?: number;
+}
+
+/**
+ * Signs the connection policy with the non-extractable owner key; its hash goes into the record
+ * (0x03) as `policySha256`, exactly as prepareConnection would bind it (SPEC.md §9).
+ */
+async function signConnectionPolicyInBrowser(pair: CryptoKeyPair, connectionId: string, fields: ConnectPolicyFields): Promise<SignedOwnerMessage> {
+  const ceiling = { ...(fields.dailyRequests !== undefined ? { requests: fields.dailyRequests } : {}), ...(fields.dailyTokens !== undefined ? { tokens: fields.dailyTokens } : {}) };
+  const message = {
+    type: 'connection_policy' as const,
+    connectionId,
+    issuedAt: Date.now(),
+    operations: fields.operations.length ? fields.operations : [...DEFAULT_POLICY_OPERATIONS],
+    ...(fields.models?.length ? { models: fields.models } : {}),
+    ceiling,
+    unmeteredTokens: DEFAULT_UNMETERED_TOKENS,
+  };
+  parseConnectionPolicy(message); // the same checks the enclave makes, before anything is signed
+  return signAsOwner(pair, message as unknown as OwnerMessage);
+}
+
+export async function connectInBrowser(input: {
+  provider: string;
+  apiKey: string;
+  baseUrl?: string;
+  name?: string;
+  /** The connection policy the enclave enforces (default: inference only, no ceiling). */
+  policy?: ConnectPolicyFields;
+  /** How long a PCR policy widening waits before it takes effect (default 24 h), signed into each enrollment. */
+  wideningDelayMs?: number;
+  onProgress: (s: string) => void;
+}): Promise<{ id: string }> {
   const spec = providerSpec(input.provider);
   if (!spec || input.provider === 'any') throw new Error('choose a provider (any-API connections are made with the CLI)');
   let origin = spec.origin;
@@ -121,9 +162,10 @@ export async function connectInBrowser(input: { provider: string; apiKey: string
     }),
   );
   const connectionId = `conn_${toHex(crypto.getRandomValues(new Uint8Array(12)))}`;
-  const binding: KeyBinding = { connectionId, provider: input.provider, origin, authScheme: spec.authScheme };
-  input.onProgress(`sealing and splitting in this page (${enrollment.threshold}-of-${enrollment.shareholders.length})`);
   const owner = await ownerSigningKey();
+  const policy = await signConnectionPolicyInBrowser(owner, connectionId, input.policy ?? { operations: [] });
+  const binding: KeyBinding = { connectionId, provider: input.provider, origin, authScheme: spec.authScheme, policySha256: connectionPolicySha256(policy) };
+  input.onProgress(`sealing and splitting in this page (${enrollment.threshold}-of-${enrollment.shareholders.length})`);
   // prepareConnection signs with raw key bytes; it gets a throwaway key here and every message is
   // signed again with the owner's non-extractable key before it leaves the page.
   const throwaway = generateOwnerKeyPair().secretKey;
@@ -136,7 +178,10 @@ export async function connectInBrowser(input: { provider: string; apiKey: string
     pcrPolicy: enrollment.pcrPolicy,
   });
   wipe(throwaway);
-  for (const e of prepared.enrollments) e.body.signed = await signAsOwner(owner, e.body.signed.message);
+  // The widening delay is signed into each enrollment: the host relaying this page cannot shorten it.
+  for (const e of prepared.enrollments) {
+    e.body.signed = await signAsOwner(owner, { ...e.body.signed.message, ...(input.wideningDelayMs !== undefined ? { wideningDelayMs: input.wideningDelayMs } : {}) });
+  }
   input.onProgress('enrolling shares with each shareholder');
   await Promise.all(
     prepared.enrollments.map(async ({ shareholder, body }) => {
@@ -154,6 +199,55 @@ export async function connectInBrowser(input: { provider: string; apiKey: string
     sealedRecord: toBase64(prepared.sealedRecord),
     threshold: enrollment.threshold,
     shareholders: enrollment.shareholders.map((s) => s.id),
+    policy,
   });
   return { id: connectionId };
+}
+
+/** A PCR policy widening waiting out the owner's delay at one shareholder (SPEC.md §8.3). */
+export interface PendingWidening {
+  connectionId: string;
+  shareholder: { id: string; url: string };
+  effectiveAt: string;
+  sha256: string;
+  /** PCR0 of each enclave image the widening would admit. */
+  admits: string[];
+}
+
+/** Every pending widening of these connections at the published shareholders (their public policy view). */
+export async function pendingWidenings(connectionIds: string[]): Promise<PendingWidening[]> {
+  const enrollment = await admin<Enrollment>('GET', '/enrollment');
+  const out: PendingWidening[] = [];
+  await Promise.all(
+    connectionIds.flatMap((connectionId) =>
+      enrollment.shareholders.map(async (sh) => {
+        const res = await fetch(`${sh.url}/v1/shares/${encodeURIComponent(connectionId)}/policy`).catch(() => undefined);
+        if (!res?.ok) return;
+        const view = (await res.json()) as { policy: { allow: Array<Record<string, string>> }; pending: { policy: { allow: Array<Record<string, string>> }; effectiveAt: string; sha256: string } | null };
+        if (!view.pending) return;
+        const have = new Set(view.policy.allow.map((s) => canonicalJson(s)));
+        const admits = view.pending.policy.allow.filter((s) => !have.has(canonicalJson(s))).map((s) => s['0'] ?? '?');
+        out.push({ connectionId, shareholder: { id: sh.id, url: sh.url }, effectiveAt: view.pending.effectiveAt, sha256: view.pending.sha256, admits });
+      }),
+    ),
+  );
+  return out.sort((a, b) => a.connectionId.localeCompare(b.connectionId) || a.shareholder.id.localeCompare(b.shareholder.id));
+}
+
+/**
+ * Cancels the pending widenings given (one per shareholder) with this browser's owner key: only
+ * connections this browser enrolled can be cancelled from here (the CLI cancels its own).
+ */
+export async function cancelWidenings(pending: PendingWidening[]): Promise<void> {
+  const owner = await ownerSigningKey();
+  await Promise.all(
+    pending.map(async (p) => {
+      const signed = await signAsOwner(owner, { type: 'widening_cancel', connectionId: p.connectionId, shareholderId: p.shareholder.id, issuedAt: Date.now(), wideningSha256: p.sha256 });
+      const res = await fetch(`${p.shareholder.url}/v1/shares/${encodeURIComponent(p.connectionId)}/policy/cancel`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ signed }) });
+      if (res.status !== 200) {
+        const body = (await res.json().catch(() => ({}))) as { error?: { code?: string; message?: string } };
+        throw new Error(`shareholder ${p.shareholder.id} refused the cancel: ${body.error?.code ?? res.status} ${body.error?.message ?? ''}`);
+      }
+    }),
+  );
 }

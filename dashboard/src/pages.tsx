@@ -2,7 +2,7 @@ import type { ComponentChildren } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import { PROVIDERS, type AttestationReport } from '../../protocol/index.ts';
 import { admin, ago, ApiError, money, when, type Account, type Connection, type Key } from './api.ts';
-import { connectInBrowser } from './enroll.ts';
+import { cancelWidenings, connectInBrowser, pendingWidenings, type PendingWidening } from './enroll.ts';
 
 /** Loads `path` and re-loads on demand; errors (e.g. plan_feature) are shown, not thrown. */
 export function useAdmin<T>(path: string): { data: T | undefined; error: ApiError | undefined; reload: () => void } {
@@ -143,6 +143,77 @@ export function Overview() {
   );
 }
 
+/** Comma-separated form field → list (empty: none). */
+const listField = (v: FormDataEntryValue | null) => String(v ?? '').split(',').map((x) => x.trim()).filter(Boolean);
+
+/** A whole number from the form, or undefined when left empty. */
+function countField(v: FormDataEntryValue | null, label: string): number | undefined {
+  const t = String(v ?? '').trim();
+  if (t === '') return undefined;
+  if (!/^\d{1,15}$/.test(t)) throw new Error(`${label} must be a whole number`);
+  return Number(t);
+}
+
+/**
+ * Widenings of the enclave policy waiting out the owner's delay (the shareholders' public view):
+ * a widening the owner did not make is cancelled here before it takes effect.
+ */
+function PendingWidenings({ connections }: { connections: Connection[] }) {
+  const [pending, setPending] = useState<PendingWidening[]>();
+  const [failure, setFailure] = useState<unknown>();
+  const [tick, setTick] = useState(0);
+  const ids = connections.map((c) => c.id).join(',');
+  useEffect(() => {
+    pendingWidenings(ids ? ids.split(',') : []).then(setPending, setFailure);
+  }, [ids, tick]);
+  if (!pending || pending.length === 0) return null;
+  const byConnection = [...new Set(pending.map((p) => p.connectionId))];
+  return (
+    <div data-testid="pending-widenings">
+      <h3>Pending enclave widenings</h3>
+      <p class="notice">
+        These policy updates admit new enclave measurements. They take effect at the time shown (the delay you chose when connecting); if you did not approve them, cancel them now.
+      </p>
+      <table class="cards">
+        <thead>
+          <tr>
+            <th>Connection</th>
+            <th>Admits (PCR0)</th>
+            <th>Takes effect</th>
+            <th>Shareholders</th>
+            <th />
+          </tr>
+        </thead>
+        <tbody>
+          {byConnection.map((id) => {
+            const rows = pending.filter((p) => p.connectionId === id);
+            return (
+              <tr key={id} data-connection={id}>
+                <td data-label="Connection" class="mono">{id}</td>
+                <td data-label="Admits" class="mono">{[...new Set(rows.flatMap((r) => r.admits))].map((p) => `${p.slice(0, 16)}…`).join(', ')}</td>
+                <td data-label="Takes effect">{rows.map((r) => r.effectiveAt).sort().at(-1)}</td>
+                <td data-label="Shareholders">{rows.map((r) => r.shareholder.id).join(', ')}</td>
+                <td>
+                  <button
+                    type="button"
+                    onClick={() => {
+                      setFailure(undefined);
+                      cancelWidenings(rows).then(() => setTick((t) => t + 1), setFailure);
+                    }}
+                  >
+                    Cancel widening
+                  </button>
+                </td>
+              </tr>
+            );
+          })}
+        </tbody>
+      </table>
+      <Failure error={failure} />
+    </div>
+  );
+}
+
 export function Connections() {
   const { data, error, reload } = useAdmin<Connection[]>('/connections');
   const [progress, setProgress] = useState('');
@@ -153,11 +224,22 @@ export function Connections() {
     const form = new FormData(formEl);
     setFailure(undefined);
     try {
+      const delayHours = countField(form.get('wideningDelayHours'), 'Widening delay');
+      const dailyRequests = countField(form.get('dailyRequests'), 'Daily requests');
+      const dailyTokens = countField(form.get('dailyTokens'), 'Daily tokens');
+      const models = listField(form.get('models'));
       await connectInBrowser({
         provider: String(form.get('provider')),
         apiKey: String(form.get('apiKey')),
         baseUrl: String(form.get('baseUrl') ?? '') || undefined,
         name: String(form.get('name') ?? ''),
+        policy: {
+          operations: listField(form.get('operations')),
+          ...(models.length ? { models } : {}),
+          ...(dailyRequests !== undefined ? { dailyRequests } : {}),
+          ...(dailyTokens !== undefined ? { dailyTokens } : {}),
+        },
+        ...(delayHours !== undefined ? { wideningDelayMs: delayHours * 3_600_000 } : {}),
         onProgress: setProgress,
       });
       formEl.reset();
@@ -202,6 +284,7 @@ export function Connections() {
           ))}
         </tbody>
       </table>
+      {data && data.length > 0 && <PendingWidenings connections={data} />}
       <h3>Add a provider</h3>
       <p class="notice">
         This page seals your key and splits it across the shareholders <em>in your browser</em>, with the same code as the CLI; the gateway receives only the sealed record. But this page is
@@ -226,6 +309,21 @@ export function Connections() {
         </label>
         <label>
           Name <input name="name" />
+        </label>
+        <label>
+          Operations <input name="operations" placeholder="inference" title="what the enclave lets this connection do, e.g. inference,files:read" />
+        </label>
+        <label>
+          Models <input name="models" placeholder="any (e.g. gpt-4o-mini)" title="only these models, comma-separated: the enclave refuses others" />
+        </label>
+        <label>
+          Daily requests <input name="dailyRequests" inputMode="numeric" placeholder="no cap" />
+        </label>
+        <label>
+          Daily tokens <input name="dailyTokens" inputMode="numeric" placeholder="no cap" />
+        </label>
+        <label>
+          Widening delay (hours) <input name="wideningDelayHours" inputMode="numeric" placeholder="24" title="how long a policy update admitting a new enclave waits before it takes effect" />
         </label>
         <button type="submit">Seal, split and connect</button>
       </form>
