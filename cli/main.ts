@@ -4,12 +4,14 @@
  */
 import { Command, CommanderError } from 'commander';
 import { attestVerify, attestVerifyServer } from './attest.ts';
-import { connectCommand, loginCommand, logoutCommand, providersCommand, pushCommand } from './commands.ts';
-import { approveRelease, attestAudit } from './releases.ts';
+import { connectCommand, pushCommand } from './connect.ts';
+import { providersCommand } from './providers.ts';
+import { loginCommand, logoutCommand } from './session.ts';
+import { approveRelease, attestAudit, cancelWidening, pendingWidenings } from './releases.ts';
 import { connectionPolicyCommand } from './connection-policy.ts';
+import { usageVerifyCommand } from './usage-verify.ts';
 import { alertsCommand, auditCommand, projectsCommand, statusCommand, usageCommand } from './reports.ts';
 import { envCommand, keyAction, keysCreate, keysList, keysShow, keysUpdate, modelsAlias, type KeyOptionFlags } from './keys.ts';
-import { usageVerifyCommand } from './usage-verify.ts';
 import { CliError, EXIT } from './errors.ts';
 import { EXAMPLES } from './examples.ts';
 import { accountCommand, accountsCommand, inviteCommand, membersCommand, removeMemberCommand, setRoleCommand, signupCommand, tokensCommand } from './accounts.ts';
@@ -30,6 +32,11 @@ Scopes (--scopes): what the key may be used for, comma-separated. Deny unless gr
 Cities (--cities): ";"-separated, each "City" or "City, CC" (ISO country code); off clears.
 Models (--models): comma-separated; off clears (any model). A city or model the server does not
 know is refused (asked on a terminal) unless --allow-unknown: a typo must not lock a key out.
+
+Limits: --daily-limit, --weekly-limit, --monthly-limit and --lifetime-limit are dollars per UTC
+day, week (from Monday) and calendar month, and over the key's life; --rpm and --tpm are requests
+and tokens per UTC minute (over them: 429 with retry-after). --expires-at refuses every request
+from that moment (401 key_expired). Each takes off; changing one leaves the others as they are.
 `;
 
 export function buildProgram(io: Io): Command {
@@ -52,6 +59,8 @@ export function buildProgram(io: Io): Command {
     .option('--expect-pcr <index>=<hex>', 'require a PCR value (repeatable)', collect)
     .option('--nonce <hex>', 'require this nonce in the document')
     .option('--allow-debug', 'accept debug-mode documents (PCR0 all zeros)')
+    .option('--pcr3 <role-arn|hex>', 'your owner binding: the parent IAM role; reports (and requires) that the document carries it')
+    .option('--pcr8 <hex>', 'your owner binding: the EIF signing certificate measurement; reports (and requires) it')
     .option('--json', 'print the result as JSON')
     .addHelpText(
       'after',
@@ -196,10 +205,20 @@ Examples:
     .option('--rotate <connection>', 'replace the upstream key of an existing connection (keys keep working)')
     .option('--auth <scheme>', 'any-API: bearer, basic, x-api-key, header:<name> or query:<name>')
     .option('--allow <rule>', 'any-API: allowed request, e.g. "GET /v1/customers/*" (repeatable)', collect)
-    .option('--json', 'print {"id": …} as JSON')
+    .option('--release-manifest <file>', 'signed release manifest: the enclave image (PCR0/1/2) the shares are pinned to')
+    .option('--release-key <hex>', 'pinned Ed25519 release public key that must have signed --release-manifest')
+    .option('--pcr8 <hex>', 'owner binding: PCR8 of your signed EIF (its signing certificate); default from the manifest or config')
+    .option('--pcr3 <role-arn|hex>', 'owner binding: the IAM role of your parent instances (PCR3)')
+    .option('--widening-delay <duration>', 'how long a policy update admitting a new enclave waits before it takes effect (default 24h; 0 = none)')
+    .option('--operations <list>', 'what the enclave lets this connection do, comma-separated (default inference; e.g. inference,files:read)')
+    .option('--models <list>', 'only these models, comma-separated (enforced in the enclave)')
+    .option('--daily-requests <n>', 'requests per UTC day the enclave serves for this connection')
+    .option('--daily-tokens <n>', 'tokens per UTC day')
+    .option('--daily-dollars <usd>', 'dollars per UTC day, at the allowed models\' prices signed into the policy (needs --models)')
+    .option('--json', 'print the connection and the policies signed for it as JSON')
     .addHelpText(
       'after',
-      '\nThe key never leaves this machine in the clear: the gateway receives only the sealed record.\n\nExamples:\n  $ securegate connect openai\n  $ printenv NEW_OPENAI_KEY | securegate connect openai --rotate conn_1a2b… --api-key-stdin\n  $ printenv OPENAI_API_KEY | securegate connect openai --api-key-stdin --json\n  $ securegate connect azure --base-url https://myres.openai.azure.com\n  $ securegate connect any --base-url https://api.stripe.com --auth basic --allow "GET /v1/customers/*"   # then call /any/v1/customers/…',
+      '\nThe key never leaves this machine in the clear: the gateway receives only the sealed record.\n\nExamples:\n  $ securegate connect openai\n  $ printenv NEW_OPENAI_KEY | securegate connect openai --rotate conn_1a2b… --api-key-stdin\n  $ printenv OPENAI_API_KEY | securegate connect openai --api-key-stdin --json\n  $ securegate connect azure --base-url https://myres.openai.azure.com\n  $ securegate connect any --base-url https://api.stripe.com --auth basic --allow "GET /v1/customers/*"   # then call /any/v1/customers/…\n  $ securegate connect openai --release-manifest release.json --release-key 3b6a… --pcr8 9f2c… --models gpt-4o-mini --daily-dollars 5',
     )
     .action(async (provider: string, options) => {
       program.setOptionValue('exitCode', await connectCommand(provider, options, io));
@@ -221,6 +240,11 @@ Examples:
       .option('--daily-limit <dollars>', 'spend cap per UTC day, e.g. 5 (or off)')
       .option('--lifetime-limit <dollars>', 'spend cap over the key\'s life (or off)')
       .option('--daily-requests <n>', 'request cap per UTC day (any-API connections), or off')
+      .option('--weekly-limit <dollars>', 'spend cap per UTC week, Monday 00:00 to Monday (or off)')
+      .option('--monthly-limit <dollars>', 'spend cap per UTC calendar month (or off)')
+      .option('--expires-at <date>', 'refuse every request from then on: 2027-01-31 (00:00 UTC), 2027-01-31T18:00:00Z, or off')
+      .option('--rpm <n>', 'requests per minute (UTC minute), or off')
+      .option('--tpm <n>', 'tokens per minute, input + output (each request holds its max until it ends), or off')
       .option('--auto-lock <list>', 'bind on first use to: ip (always), device, city — e.g. ip,device,city')
       .option('--json', 'print as JSON');
 
@@ -375,6 +399,20 @@ Examples:
     .description('let a new enclave release receive your shares (owner-signed policy update to every shareholder)')
     .addHelpText('after', '\nExamples:\n  $ securegate connections approve-release release-v1.1.json --release-key 3b6a…\n  $ securegate connections approve-release release-v1.0.json --release-key 3b6a… --withdraw')
     .action((manifest: string, o) => run(() => approveRelease(manifest, o, io))());
+  connections
+    .command('pending')
+    .option('--connection <id>', 'only this connection (repeatable; default: all of yours)', collect)
+    .option('--json', 'print as JSON')
+    .description('policy widenings waiting out your delay (a new enclave admitted from the time shown)')
+    .addHelpText('after', '\nExamples:\n  $ securegate connections pending\n  $ securegate connections pending --connection conn_1a2b… --json')
+    .action((o) => run(() => pendingWidenings(o, io))());
+  connections
+    .command('cancel-widening')
+    .argument('<connection>', 'the connection whose pending widening to cancel')
+    .option('--json', 'print as JSON')
+    .description('cancel a pending policy widening at every shareholder (owner-signed) before it takes effect')
+    .addHelpText('after', '\nExamples:\n  $ securegate connections cancel-widening conn_1a2b…   # after an unexpected policy_widening_pending alert')
+    .action((id: string, o) => run(() => cancelWidening(id, o, io))());
   connections
     .command('policy')
     .argument('<connection>', 'connection id')
