@@ -15,6 +15,7 @@ import { fromHex } from '../protocol/bytes.ts';
 import { connectionPolicySha256 } from '../protocol/connection-policy.ts';
 import type { SignedOwnerMessage } from '../protocol/owner-signature.ts';
 import { decodeShare, type Share } from '../protocol/shamir.ts';
+import { isNonceRefusal, shareholderErrorOf } from '../protocol/shareholder-errors.ts';
 import { openShareEnvelope, shareRecipient, shareSender, type ShareRecipient, type ShareSender, type X25519KeyPair } from '../protocol/share-envelope.ts';
 import { routedConnect, type EgressRoute } from './forward.ts';
 import type { ShareholderEndpoint } from './shareholders.ts';
@@ -96,7 +97,7 @@ export class ShareholderClient {
     let { mine, code } = await this.#release(sh, ticket, connectionId, signal);
     // A prepared ticket the shareholder no longer takes (it restarted, or the clocks disagree
     // about its age): once more with a fresh one.
-    if (prepared && code !== null && (code.startsWith('nonce_') || code === 'attestation_expired')) {
+    if (prepared && code !== null && (isNonceRefusal(code) || code === 'attestation_expired')) {
       ticket = await this.#newTicket(sh, signal);
       ({ mine, code } = await this.#release(sh, ticket, connectionId, signal));
     }
@@ -187,7 +188,8 @@ export class ShareholderClient {
     const release = await this.#post(sh, '/v1/releases', { document: Buffer.from(ticket.document).toString('base64'), connectionIds: [connectionId] }, signal);
     const shares = release.json.shares as Array<{ connectionId: string; envelope: string; policy?: SignedOwnerMessage }> | undefined;
     const mine = shares?.find((s) => s.connectionId === connectionId);
-    const code = release.status === 200 && mine ? null : ((release.json.error as { code?: string } | undefined)?.code ?? `status_${release.status}`);
+    const refusal = release.status === 200 && mine ? null : shareholderErrorOf(release.status, release.json); // by registered code (protocol/shareholder-errors.ts)
+    const code = refusal === null ? null : refusal.code === 'unrecognized' ? `unrecognized_status_${release.status}` : refusal.code;
     return { mine, code };
   }
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { NONCE_REFUSALS, SHAREHOLDER_ERRORS, shareholderErrorOf } from './shareholder-errors.ts';
+import { isNonceRefusal, NONCE_REFUSALS, SHAREHOLDER_ERRORS, shareholderErrorOf } from './shareholder-errors.ts';
 
 describe('shareholder error registry', () => {
   it('reads a registered code from a shareholder answer', () => {
@@ -15,5 +15,14 @@ describe('shareholder error registry', () => {
   it('names the nonce refusals a fresh challenge cures, and each is registered', () => {
     for (const code of NONCE_REFUSALS) expect(SHAREHOLDER_ERRORS[code].status).toBe(403);
     expect([...NONCE_REFUSALS].sort()).toEqual(['nonce_expired', 'nonce_unknown', 'nonce_used']);
+  });
+});
+
+describe('isNonceRefusal', () => {
+  it('recognizes the registered nonce refusals only', () => {
+    expect(isNonceRefusal('nonce_used')).toBe(true);
+    expect(isNonceRefusal('nonce_forged')).toBe(false);
+    expect(isNonceRefusal('attestation_expired')).toBe(false);
+    expect(isNonceRefusal(null)).toBe(false);
   });
 });

@@ -46,6 +46,11 @@ export function isShareholderErrorCode(value: unknown): value is ShareholderErro
 /** Refusals a fresh challenge can cure: the nonce was spent, expired or forgotten (a restart). */
 export const NONCE_REFUSALS: ReadonlySet<ShareholderErrorCode> = new Set(['nonce_unknown', 'nonce_used', 'nonce_expired']);
 
+/** True for the nonce refusals (by registered code, never by prefix: `nonce_forged` is not one). */
+export function isNonceRefusal(code: string | null | undefined): boolean {
+  return isShareholderErrorCode(code) && NONCE_REFUSALS.has(code);
+}
+
 /** The status a shareholder answers with when it refused every connection of a release for `code`. */
 export function shareholderStatus(code: ShareholderErrorCode): number {
   return SHAREHOLDER_ERRORS[code].status;
