@@ -307,6 +307,7 @@ export class Enclave {
     const target = resolveTarget(descriptor.provider, origin, method, clientPath, descriptor.allow, this.#config.allowLoopbackHttp ?? false);
     let body: Buffer | undefined;
     let bodyRead = false;
+    let refusedUnder: EnclaveError | undefined;
     let classification;
     let model: string | null | undefined;
     if (policy) {
@@ -316,7 +317,16 @@ export class Enclave {
         bodyRead = true;
       }
       model = requestModel(classification, body ?? undefined);
-      checkPolicy(policy.policy, classification, model);
+      try {
+        checkPolicy(policy.policy, classification, model);
+      } catch (e) {
+        // Refused under the version this enclave knows. With no lease in hand, the lease the request
+        // would need anyway may bring a newer version that allows it (a widening this enclave has not
+        // seen since it started): obtain it and decide under that version. With a lease in hand,
+        // refuse now (a refused request never spends a lease when one is held).
+        if (!(e instanceof EnclaveError) || this.#resolver!.leaseOf(descriptor.connectionId) !== undefined) throw e;
+        refusedUnder = e;
+      }
     }
     const binding: KeyBinding = {
       connectionId: descriptor.connectionId,
@@ -331,7 +341,10 @@ export class Enclave {
     const connectionId = descriptor.connectionId;
     // A lease whose quota or TTL ran out is dropped before use: the next key needs a new lease.
     if (policy && this.leases.exhausted(connectionId, this.#resolver!.leaseOf(connectionId), policy.policy)) this.#resolver!.evict(connectionId);
-    let keyBytes = await this.#resolver!.upstreamKey(binding, record, descriptor.threshold);
+    let keyBytes = await this.#resolver!.upstreamKey(binding, record, descriptor.threshold).catch((e: unknown) => {
+      // A request already refused by the policy answers with that refusal, whatever the lease did.
+      throw refusedUnder ?? e;
+    });
     let lease = this.#resolver!.leaseOf(connectionId) ?? 0;
     // Concurrent requests may have used the lease up while this one waited for its key.
     if (policy && this.leases.exhausted(connectionId, lease, policy.policy)) {
@@ -352,6 +365,8 @@ export class Enclave {
           }
           model = requestModel(classification, body ?? undefined);
           checkPolicy(policy.policy, classification, model);
+        } else if (refusedUnder) {
+          throw refusedUnder;
         }
       } catch (e) {
         keyBytes.fill(0);

@@ -256,6 +256,25 @@ describe('connection-policy updates relayed through the shareholders', () => {
     }
   });
 
+  it('a widening reaches a restarted enclave through the first request it allows, and a refusal spends no lease while one is held', async () => {
+    const c = await connect({ models: ['gpt-4o-mini'] });
+    const v2 = await cliUpdate(c, { models: ['gpt-4o-mini', 'gpt-4o'] });
+    expect(v2.version).toBe(2);
+    const fresh = await startEnclave();
+    try {
+      // Version 1 refuses gpt-4o, but this enclave holds no lease yet: it obtains one, learns
+      // version 2 from it, and serves the request under version 2.
+      expect((await send(c, 'gpt-4o', fresh.url)).status).toBe(200);
+      expect(fresh.enclave.policyVersions.versionOf(c.id)).toBe(2);
+      const released = async () => (await Promise.all(shareholders.map((s) => s.store.leasesOn(c.id, Math.floor(Date.now() / 86_400_000))))).reduce((a, b) => a + b, 0);
+      const before = await released();
+      expect((await send(c, 'o3', fresh.url)).code).toBe('policy_model_denied');
+      expect(await released()).toBe(before);
+    } finally {
+      await fresh.enclave.close();
+    }
+  });
+
   it('the CLI starts from the newest version and refuses to proceed when fewer than n − t + 1 shareholders take it', async () => {
     const c = await connect({ models: ['gpt-4o', 'gpt-4o-mini'], ceiling: { requests: 100 }, lease: { requests: 10 } });
     expect((await cliUpdate(c, { dailyRequests: 60 })).version).toBe(2);
