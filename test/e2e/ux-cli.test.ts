@@ -248,7 +248,7 @@ describe('the audit trail in a terminal', () => {
     await sdk.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] });
     await sdk.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }).catch(() => undefined);
     const lines = (await cli(['audit', '--key', 'audited'])).stdout.trimEnd().split('\n');
-    expect(lines[0]).toMatch(/^TIME \(UTC\) +KEY +MODEL +OUTCOME +TOKENS IN→OUT +COST +CLIENT$/);
+    expect(lines[0]).toMatch(/^TIME \(UTC\) +KEY +ENDPOINT +MODEL +OUTCOME +TOKENS IN→OUT +COST +CLIENT$/);
     expect(lines).toHaveLength(3);
     const at = (line: string, col: string) => line.indexOf(col);
     for (const line of lines.slice(1)) expect(line.indexOf(id)).toBe(at(lines[0]!, 'KEY'));
