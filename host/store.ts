@@ -499,11 +499,12 @@ export class HostStore {
     await this.db.query('UPDATE sg_keys SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $3)', [now, id, now - 60_000]);
   }
 
-  /** Marks active keys unused for longer than their inactivity limit as expired. */
+  /** Marks active keys unused for longer than their inactivity limit, or past their expiry date, as expired. */
   async expireInactive(now = Date.now()): Promise<string[]> {
     const rows = await this.db.query(
       `UPDATE sg_keys SET status = 'expired', updated_at = $1
-       WHERE status = 'active' AND inactive_expiry_ms IS NOT NULL AND COALESCE(last_used_at, created_at) + inactive_expiry_ms < $1 RETURNING id`,
+       WHERE status = 'active' AND ((inactive_expiry_ms IS NOT NULL AND COALESCE(last_used_at, created_at) + inactive_expiry_ms < $1)
+         OR (expires_at IS NOT NULL AND expires_at <= $1)) RETURNING id`,
       [now],
     );
     for (const r of rows) await this.#changed(r.id as string);
