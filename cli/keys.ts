@@ -7,6 +7,7 @@ import { deviceFingerprint } from './device.ts';
 import { AdminError, CliError, EXIT } from './errors.ts';
 import { adminRequest } from './http.ts';
 import { ago, confirmOnTty, green, printJson, usd, type Io } from './output.ts';
+import type { KeyLimitsView } from '../protocol/index.ts';
 
 export type KeyView = Record<string, unknown> & {
   id: string;
@@ -17,18 +18,10 @@ export type KeyView = Record<string, unknown> & {
   connectionId: string;
   dailyLimit: number | null;
   lifetimeLimit: number | null;
-  weeklyLimit?: number | null;
-  monthlyLimit?: number | null;
-  /** Absolute expiry, ms since the epoch. */
-  expiresAt?: number | null;
-  rpm?: number | null;
-  tpm?: number | null;
   lastUsedAt: number | null;
   spentToday?: number;
-  spentWeek?: number;
-  spentMonth?: number;
   spentLifetime?: number;
-};
+} & Partial<KeyLimitsView>;
 
 function login() {
   const config = effectiveConfig();

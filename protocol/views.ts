@@ -31,3 +31,20 @@ export interface AttestationReport {
   matchesRelease: boolean | null;
   document: string | null;
 }
+
+/**
+ * The limits a key carries besides its daily and lifetime caps, as `GET /admin/v1/keys` answers
+ * them (the CLI's `keys list|show` and the dashboard's Keys page read them): dollars per UTC week
+ * (from Monday) and calendar month, requests and tokens per UTC minute, an absolute expiry (ms
+ * since the epoch); null where unset. `spentWeek`/`spentMonth` are settled dollars of the current
+ * period, null while the key has no such cap (no counter is kept then).
+ */
+export interface KeyLimitsView {
+  weeklyLimit: number | null;
+  monthlyLimit: number | null;
+  expiresAt: number | null;
+  rpm: number | null;
+  tpm: number | null;
+  spentWeek?: number | null;
+  spentMonth?: number | null;
+}

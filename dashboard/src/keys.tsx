@@ -1,19 +1,10 @@
 import { useState } from 'preact/hooks';
-import { ACCESS, ENDPOINT_KINDS } from '../../protocol/index.ts';
+import { ACCESS, ENDPOINT_KINDS, type KeyLimitsView } from '../../protocol/index.ts';
 import { admin, ago, ApiError, money, when, type Connection, type Key } from './api.ts';
 import { Failure, useAdmin } from './pages.tsx';
 
-/** A key as the admin API lists it, with the limits beyond today's cap (host/admin/keys.ts). */
-type LimitedKey = Key & {
-  weeklyLimit?: number | null;
-  monthlyLimit?: number | null;
-  /** Absolute expiry, ms since the epoch. */
-  expiresAt?: number | null;
-  rpm?: number | null;
-  tpm?: number | null;
-  spentWeek?: number;
-  spentMonth?: number;
-};
+/** A key as the admin API lists it, with the limits beyond today's cap (protocol/views.ts). */
+type LimitedKey = Key & Partial<KeyLimitsView>;
 
 /** "2027-01-31" for a midnight UTC, else "2027-01-31T18:00:00Z": what the expiry field shows and the API takes. */
 const expiryText = (ms: number | null | undefined) => {
