@@ -19,9 +19,11 @@ export async function readStdin(): Promise<Uint8Array> {
 export async function promptHidden(question: string, notTty = 'no key given: pipe it in with --api-key-stdin (keys are never taken on the command line)'): Promise<Uint8Array> {
   const stdin = process.stdin;
   if (!stdin.isTTY) throw new CliError(notTty, EXIT.usage);
-  process.stderr.write(question);
+  // Echo off before the question is shown: a key typed (or pasted) the moment the prompt appears
+  // must never reach the screen.
   stdin.setRawMode(true);
   stdin.resume();
+  process.stderr.write(question);
   const bytes: number[] = [];
   return new Promise((resolve, reject) => {
     const onData = (chunk: Buffer) => {
