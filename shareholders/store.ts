@@ -238,13 +238,16 @@ export class ShareStore {
    * it carries replace the current ones, in one transaction. Returns what took effect, if anything.
    */
   async applyDueWidening(connectionId: string, now: number): Promise<PendingWidening | undefined> {
+    // The common case — nothing pending, or not yet due — costs one primary-key read, no transaction.
+    const [r] = await this.db.query('SELECT pending, pending_sha256, effective_at FROM policy_widenings WHERE connection_id = $1 AND pending IS NOT NULL AND effective_at <= $2', [connectionId, now]);
+    if (!r) return undefined;
+    const due: PendingWidening = { update: JSON.parse(r.pending as string), sha256: r.pending_sha256 as string, effectiveAt: Number(r.effective_at) };
     return this.db.transaction(async (tx) => {
-      const [r] = await tx.query('SELECT pending, pending_sha256, effective_at FROM policy_widenings WHERE connection_id = $1 AND pending IS NOT NULL AND effective_at <= $2', [connectionId, now]);
-      if (!r) return undefined;
-      const due: PendingWidening = { update: JSON.parse(r.pending as string), sha256: r.pending_sha256 as string, effectiveAt: Number(r.effective_at) };
+      // Claimed by clearing it: of two readers racing (two shareholder instances on one database), one applies it.
+      const claimed = await tx.query('UPDATE policy_widenings SET pending = NULL, pending_sha256 = NULL, effective_at = NULL WHERE connection_id = $1 AND pending_sha256 = $2 RETURNING connection_id', [connectionId, due.sha256]);
+      if (claimed.length !== 1) return undefined;
       const rows = await tx.query('UPDATE shares SET policy = $1, max_releases_per_minute = $2 WHERE connection_id = $3 RETURNING connection_id', [due.update.policy, due.update.maxReleasesPerMinute, connectionId]);
       if (rows.length === 1 && due.update.maxLeasesPerDay !== undefined) await setLeaseLimit(tx, connectionId, due.update.maxLeasesPerDay ?? undefined);
-      await tx.query('UPDATE policy_widenings SET pending = NULL, pending_sha256 = NULL, effective_at = NULL WHERE connection_id = $1', [connectionId]);
       return rows.length === 1 ? due : undefined;
     });
   }
