@@ -128,6 +128,16 @@ for (const engine of [{ name: 'sqlite', skip: false }, { name: 'postgres', skip:
       expect(await ledger.counter('keytok', key, 'min:2026-12-02T04:30')).toMatchObject({ spent: 720, reserved: 0 });
     });
 
+    it('settles the money of a request whose reported tokens are not a count, charging its token bound', async () => {
+      const key = fresh();
+      const now = at('2026-12-02T04:40:00Z');
+      const r = await ledger.reserve({ ...base(key, now, 100), keyTpm: 1000, tokens: 300, keyDailyCap: 1000 });
+      expect(r.ok).toBe(true);
+      if (r.ok) await ledger.settle(r.reservationId, 80, -5);
+      expect(await ledger.counter('keytok', key, 'min:2026-12-02T04:40')).toMatchObject({ spent: 300, reserved: 0 });
+      expect(await ledger.counter('key', key, 'd:2026-12-02')).toMatchObject({ spent: 80, reserved: 0 });
+    });
+
     it('refuses a request whose token bound alone exceeds the limit without holding anything', async () => {
       const key = fresh();
       const r = await ledger.reserve({ ...base(key, at('2026-12-02T04:31:00Z'), 1), keyTpm: 100, tokens: 101 });

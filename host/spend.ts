@@ -283,13 +283,15 @@ export class SpendLedger {
   settle(reservationId: string, actual: number, actualTokens?: number): Promise<SettleResult> {
     try {
       assertMicros(actual, 'actual');
-      if (actualTokens !== undefined && (!Number.isSafeInteger(actualTokens) || actualTokens < 0)) throw new SpendError('invalid_amount', 'actualTokens must be a non-negative integer');
     } catch (e) {
       return Promise.reject(e);
     }
+    // Tokens a response reported that are not a count (negative, fractional, absurd) settle as
+    // unknown: the token bound stays charged, and the money settlement is never held up by them.
+    const tokens = actualTokens !== undefined && Number.isSafeInteger(actualTokens) && actualTokens >= 0 ? actualTokens : undefined;
     const queued = this.#pending.get(reservationId);
     if (queued) return queued;
-    return this.#durably(reservationId, (attempt) => this.#enqueue(reservationId, actual, attempt > 0, actualTokens));
+    return this.#durably(reservationId, (attempt) => this.#enqueue(reservationId, actual, attempt > 0, tokens));
   }
 
   /**
