@@ -69,10 +69,10 @@ function attestedKey(documentB64: string, roots: PinnedRoot[], expectPcrs: Recor
 }
 
 /** Releases per connection and UTC day in every pinned shareholder's log (chain checked). */
-async function leaseLog(shareholders: PinnedShareholder[], connection: string | undefined): Promise<Array<{ connectionId: string; day: number; releases: number }>> {
-  const counts = new Map<string, { connectionId: string; day: number; releases: number }>();
+async function leaseLog(shareholders: PinnedShareholder[], connection: string | undefined): Promise<Array<{ connectionId: string; day: number; releases: number; enclaveKey?: string }>> {
+  const counts = new Map<string, { connectionId: string; day: number; releases: number; enclaveKey?: string }>();
   for (const sh of shareholders) {
-    const entries: Array<{ seq: number; at: string; hash: string; prevHash: string; event: { action?: string; outcome?: string; connectionId?: string } }> = [];
+    const entries: Array<{ seq: number; at: string; hash: string; prevHash: string; event: { action?: string; outcome?: string; connectionId?: string; receiptKey?: string } }> = [];
     for (let after = 0; ; ) {
       const r = await http('GET', `${sh.url}/v1/audit?after=${after}&limit=1000`, undefined);
       if (r.status !== 200) throw new CliError(`shareholder ${sh.id} did not return its audit log (${r.status})`, EXIT.unavailable);
@@ -87,8 +87,9 @@ async function leaseLog(shareholders: PinnedShareholder[], connection: string | 
       const id = e.event.connectionId;
       if (e.event.action !== 'release' || e.event.outcome !== 'released' || !id || (connection && id !== connection)) continue;
       const day = Math.floor(Date.parse(e.at) / DAY_MS);
-      const k = `${id}\u0000${day}`;
-      const c = counts.get(k) ?? { connectionId: id, day, releases: 0 };
+      const enclaveKey = typeof e.event.receiptKey === 'string' ? e.event.receiptKey : undefined;
+      const k = `${id}\u0000${day}\u0000${enclaveKey ?? ''}`;
+      const c = counts.get(k) ?? { connectionId: id, day, releases: 0, ...(enclaveKey ? { enclaveKey } : {}) };
       c.releases++;
       counts.set(k, c);
     }
@@ -161,7 +162,7 @@ export async function verifyUsageReport(input: UsageVerifyInput): Promise<UsageV
     r.receiptRequests += s.receipt.requests;
     r.receiptTokens += s.receipt.tokens;
   }
-  for (const l of releases) if (inRange(l.day)) row(l.connectionId, l.day).releases = l.releases;
+  for (const l of releases) if (inRange(l.day)) row(l.connectionId, l.day).releases += l.releases;
   return { days: { from: input.from, to: input.to }, findings, rows: [...rows.values()].sort((a, b) => a.day - b.day || a.connectionId.localeCompare(b.connectionId)), enclaveKeys };
 }
 

@@ -49,6 +49,8 @@ export interface KeyResolverOptions {
    * old (and at most half the nonce's remaining life when it was issued). 0 turns it off.
    */
   ticketLifetimeMs?: number;
+  /** `user_data` of the documents sent with releases (the enclave's receipt key, SPEC.md §10). */
+  userData?: Uint8Array;
 }
 
 interface CacheEntry {
@@ -71,7 +73,7 @@ function bindingId(b: KeyBinding): string {
 const REFRESH_AHEAD = 0.1;
 
 export class KeyResolver {
-  readonly #o: Required<Omit<KeyResolverOptions, 'routes' | 'routesOnly' | 'ca'>> & Pick<KeyResolverOptions, 'routes' | 'routesOnly' | 'ca'>;
+  readonly #o: Required<Omit<KeyResolverOptions, 'routes' | 'routesOnly' | 'ca' | 'userData'>> & Pick<KeyResolverOptions, 'routes' | 'routesOnly' | 'ca' | 'userData'>;
   readonly #cache = new Map<string, CacheEntry>();
   #leases = 0;
   readonly #inflight = new Map<string, Promise<Uint8Array>>();
@@ -109,6 +111,7 @@ export class KeyResolver {
       ticketLifetimeMs: this.#o.ticketLifetimeMs,
       routes: this.#o.routes,
       ca: this.#o.ca,
+      userData: this.#o.userData,
     });
     this.#fanOut = {
       client: this.#client,

@@ -172,6 +172,8 @@ export class Enclave {
         ...(this.#config.forwarder?.ca ? { ca: this.#config.forwarder.ca } : {}),
         nsm: this.#config.nsm,
         ephemeral: this.#ephemeral,
+        // Shareholders log the receipt key with each release, so leases match receipts (SPEC.md §10.2).
+        userData: this.#receiptUserData(),
         metrics: this.metrics,
         log: this.#log,
         ...(this.#config.cacheTtlMs !== undefined ? { cacheTtlMs: this.#config.cacheTtlMs } : {}),
@@ -357,6 +359,10 @@ export class Enclave {
       // A new lease may have brought a newer policy: this request already answers to it.
       try {
         const next = this.policyVersions.adopt(connectionId, base, this.#resolver!.takeLeasePolicies(connectionId));
+        // Every lease this enclave uses appears in its receipts — refused requests' leases too —
+        // so each release in the shareholders' logs can be matched with a receipt (SPEC.md §10.2).
+        const newest = this.#receipts.get(connectionId)?.receipt;
+        if (!newest || newest.lease !== lease || newest.day !== utcDay((this.#config.now ?? Date.now)())) this.#issueReceipt(connectionId, next.sha256, lease);
         if (next.sha256 !== policy!.sha256) {
           policy = next;
           if (policyNeedsModel(policy.policy) && classification.model.in === 'json' && !bodyRead) {

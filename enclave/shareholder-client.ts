@@ -29,6 +29,8 @@ export interface ShareholderClientOptions {
   ticketLifetimeMs: number;
   routes?: Map<string, EgressRoute> | undefined;
   ca?: string | undefined;
+  /** `user_data` of the documents sent with releases: the receipt key, so shareholders log which enclave took each lease. */
+  userData?: Uint8Array | undefined;
 }
 
 /** A shareholder's challenge nonce and our attestation document over it, ready for a release. */
@@ -159,7 +161,7 @@ export class ShareholderClient {
     const challenge = await this.#post(sh, '/v1/challenges', {}, signal);
     if (challenge.status !== 200 || typeof challenge.json.nonce !== 'string') throw new Error(`challenge failed (${challenge.status})`);
     const nonce = fromHex(challenge.json.nonce, 'nonce');
-    const document = await this.#o.nsm.getAttestationDocument({ nonce, publicKey: this.#o.ephemeral.publicKey });
+    const document = await this.#o.nsm.getAttestationDocument({ nonce, publicKey: this.#o.ephemeral.publicKey, ...(this.#o.userData ? { userData: this.#o.userData } : {}) });
     const remaining = Date.parse(String(challenge.json.expiresAt)) - asked;
     const lifetime = Math.min(this.#o.ticketLifetimeMs, Number.isFinite(remaining) ? remaining / 2 : 0);
     return { nonce, document, usableUntil: asked + lifetime };

@@ -92,6 +92,18 @@ describe('verifyUsage', () => {
     ]);
   });
 
+  it('names releases to an enclave none of whose receipts for that connection-day the host kept', () => {
+    const a = enclave();
+    const b = enclave();
+    const findings = verifyUsage({
+      receipts: [b.serve('c1', 1)],
+      attestedKeys: new Set([a.key, b.key]),
+      host: [{ connectionId: 'c1', day: DAY, requests: 1, tokens: 1 }],
+      leaseLog: { threshold: 2, releases: [{ connectionId: 'c1', day: DAY, releases: 2, enclaveKey: a.key }, { connectionId: 'c1', day: DAY, releases: 2, enclaveKey: b.key }] },
+    });
+    expect(findings).toEqual([{ kind: 'leases_unaccounted', connectionId: 'c1', day: DAY, releases: 2, enclaveKey: a.key }]);
+  });
+
   it('a head signed over another nonce does not verify', () => {
     const a = enclave();
     const head = signReceiptHead(a.secret, { seq: 1, nonce: 'cd'.repeat(16), at: 0, newest: {} });

@@ -164,7 +164,11 @@ export interface UsageEvidence {
   /** What the host recorded per connection and UTC day (its audit trail). */
   host: Array<{ connectionId: string; day: number; requests: number; tokens: number; microUsd?: number }>;
   /** Releases the shareholders' signed logs show per connection and UTC day (all shareholders summed). */
-  leaseLog?: { threshold: number; releases: Array<{ connectionId: string; day: number; releases: number }> };
+  leaseLog?: {
+    threshold: number;
+    /** `enclaveKey`: the receipt key the releasing shareholder read from the enclave's verified document, when it named one. */
+    releases: Array<{ connectionId: string; day: number; releases: number; enclaveKey?: string }>;
+  };
 }
 
 export type UsageFinding =
@@ -174,7 +178,7 @@ export type UsageFinding =
   | { kind: 'receipt_replayed'; enclaveKey: string; seq: number }
   | { kind: 'receipts_missing'; enclaveKey: string; connectionId: string; day: number | null; fromSeq: number; toSeq: number }
   | { kind: 'leases_exceeded'; connectionId: string; day: number; enclaveLeases: number; leasesLogged: number }
-  | { kind: 'leases_unaccounted'; connectionId: string; day: number; releases: number };
+  | { kind: 'leases_unaccounted'; connectionId: string; day: number; releases: number; enclaveKey?: string };
 
 /** One sentence per finding, for people: says which side disagrees with which and by how much. */
 export function describeFinding(f: UsageFinding): string {
@@ -194,7 +198,9 @@ export function describeFinding(f: UsageFinding): string {
     case 'leases_exceeded':
       return `${f.connectionId} day ${f.day}: the enclave served under ${f.enclaveLeases} leases but the shareholders' logs account for at most ${f.leasesLogged}`;
     case 'leases_unaccounted':
-      return `${f.connectionId} day ${f.day}: the shareholders released ${f.releases} lease shares but the host shows no request and no receipt — hidden traffic, or leases used only by refused requests`;
+      return f.enclaveKey
+        ? `${f.connectionId} day ${f.day}: the shareholders released ${f.releases} lease shares to enclave ${f.enclaveKey.slice(0, 16)}… but the host holds no receipt of that enclave for it — its receipts were dropped`
+        : `${f.connectionId} day ${f.day}: the shareholders released ${f.releases} lease shares but the host shows no request and no receipt — hidden traffic`;
   }
 }
 
@@ -287,9 +293,27 @@ export function verifyUsage(e: UsageEvidence): UsageFinding[] {
     // A lease taken just before midnight may serve only the next day: either day accounts for it.
     const accounted = (connectionId: string, day: number) =>
       totals.has(`${connectionId}\u0000${day}`) || e.host.some((x) => x.connectionId === connectionId && x.day === day && x.requests > 0);
+    const perDay = new Map<string, { connectionId: string; day: number; releases: number }>();
     for (const r of releases) {
+      const id = `${r.connectionId}\u0000${r.day}`;
+      const d = perDay.get(id) ?? { connectionId: r.connectionId, day: r.day, releases: 0 };
+      d.releases += r.releases;
+      perDay.set(id, d);
+    }
+    const hidden = new Set<string>();
+    for (const [id, r] of perDay) {
       if (r.releases === 0 || accounted(r.connectionId, r.day) || accounted(r.connectionId, r.day + 1)) continue;
+      hidden.add(id);
       out.push({ kind: 'leases_unaccounted', connectionId: r.connectionId, day: r.day, releases: r.releases });
+    }
+    // Per enclave: every enclave that took a lease issues a receipt for it (refused requests' too),
+    // so releases to an enclave whose receipts for that connection-day are all gone were hidden.
+    const receipted = new Set<string>();
+    for (const [key, list] of byKey) for (const r of list) receipted.add(`${key}\u0000${r.connectionId}\u0000${r.day}`);
+    for (const r of releases) {
+      if (!r.enclaveKey || r.releases === 0 || hidden.has(`${r.connectionId}\u0000${r.day}`)) continue;
+      const has = (day: number) => receipted.has(`${r.enclaveKey}\u0000${r.connectionId}\u0000${day}`);
+      if (!has(r.day) && !has(r.day + 1)) out.push({ kind: 'leases_unaccounted', connectionId: r.connectionId, day: r.day, releases: r.releases, enclaveKey: r.enclaveKey });
     }
   }
   return out;

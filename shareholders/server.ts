@@ -32,6 +32,7 @@ import {
   shareRecipient,
   ProtocolError,
   sealShareEnvelope,
+  receiptKeyFromUserData,
   toHex,
   verifyOwnerMessage,
   shareholderStatus,
@@ -480,7 +481,15 @@ export async function buildShareholderServer(config: ShareholderConfig): Promise
       // Every PCR a policy may name (POLICY_PCR_INDICES), so an auditor can replay each release
       // against the owner's policy of the moment — owner bindings (PCR3/PCR8) included.
       const pcrs = Object.fromEntries(POLICY_PCR_INDICES.filter((i) => doc.pcrs.has(i)).map((i) => [String(i), toHex(doc.pcrs.get(i)!)]));
-      const who = { moduleId: doc.moduleId, pcrs, root: doc.root };
+      // The enclave's receipt key (its document's user_data), when it names one: lets the owner
+      // match each lease with that enclave's signed usage receipts (SPEC.md §10.2).
+      let receiptKey: string | undefined;
+      try {
+        receiptKey = receiptKeyFromUserData(doc.userData);
+      } catch {
+        receiptKey = undefined;
+      }
+      const who = { moduleId: doc.moduleId, pcrs, root: doc.root, ...(receiptKey ? { receiptKey } : {}) };
       if (doc.nonce === null || doc.nonce.length !== 32) {
         return refuseRelease(reply, 'nonce_unknown', 'document carries no challenge nonce of this shareholder', connectionIds, who);
       }

@@ -85,8 +85,8 @@ describe('securegate connections policy and usage --verify', () => {
     for (let i = 0; i < 3; i++) expect((await ask(key, 'gpt-4o-mini')).status).toBe(200);
     const admin = adminApi(stack);
     await eventually(async () => {
-      const e = (await admin<{ receipts: unknown[]; host: Array<{ requests: number }> }>('GET', `/receipts?connection=${id}`)).json;
-      return e.receipts.length === 3 && e.host[0]?.requests === 3 ? true : undefined;
+      const e = (await admin<{ receipts: Array<{ receipt: { requests: number } }>; host: Array<{ requests: number }> }>('GET', `/receipts?connection=${id}`)).json;
+      return e.receipts.at(-1)?.receipt.requests === 3 && e.host[0]?.requests === 3 ? true : undefined;
     });
     const root = join(stack.dataDir, 'dev-root', 'root.pem');
     const ok = await cli(['usage', '--verify', '--connection', id, '--root', root, '--expect-pcr', `0=${stack.pcr0}`, '--json']);

@@ -45,9 +45,10 @@ async function connectionWithTraffic(n: number): Promise<string> {
     await r.text();
   }
   const admin = adminApi(stack);
+  // One receipt per lease taken (before its first answer) and one per answer.
   await eventually(async () => {
-    const e = (await admin<{ receipts: unknown[]; host: Array<{ requests: number }> }>('GET', `/receipts?connection=${id}`)).json;
-    return e.receipts.length === n && e.host[0]?.requests === n ? true : undefined;
+    const e = (await admin<{ receipts: SignedUsageReceipt[]; host: Array<{ requests: number }> }>('GET', `/receipts?connection=${id}`)).json;
+    return e.receipts.at(-1)?.receipt.requests === n && e.host[0]?.requests === n ? true : undefined;
   });
   return id;
 }
@@ -107,14 +108,29 @@ describe('usage --verify', () => {
     let findings = (await verify(id)).findings;
     expect(findings).toContainEqual(expect.objectContaining({ kind: 'receipts_missing', connectionId: id, day: today(), toSeq: receipts[1]!.seq }));
     // The newest one: no gap left behind, but the running enclave's head over our nonce names it.
-    await db.query('DELETE FROM usage_receipts WHERE id = $1', [receipts[2]!.id]);
+    await db.query('DELETE FROM usage_receipts WHERE id = $1', [receipts.at(-1)!.id]);
     findings = (await verify(id)).findings;
-    expect(findings).toContainEqual(expect.objectContaining({ kind: 'receipts_missing', connectionId: id, day: null, toSeq: receipts[2]!.seq }));
+    expect(findings).toContainEqual(expect.objectContaining({ kind: 'receipts_missing', connectionId: id, day: null, toSeq: receipts.at(-1)!.seq }));
+  });
+
+  it('catches a host that drops every receipt of an enclave it restarted: the shareholders logged leases to that enclave', async () => {
+    const id = await connectionWithTraffic(2);
+    const [first] = await receiptRows(id);
+    await stack.restartEnclave();
+    const { key } = await createKey(stack.hostUrl, stack.adminToken, id);
+    const r = await fetch(`${stack.hostUrl}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify({ model: 'gpt-4o-mini', messages: [] }) });
+    expect(r.status).toBe(200);
+    await r.text();
+    await eventually(async () => ((await receiptRows(id)).some((x) => x.signed.enclaveKey !== first!.signed.enclaveKey) ? true : undefined));
+    expect((await verify(id)).findings).toEqual([]);
+    // The old enclave's receipts go; its head is gone with it, and the new enclave's chain is whole.
+    await db.query('DELETE FROM usage_receipts WHERE connection_id = $1 AND enclave_key = $2', [id, first!.signed.enclaveKey]);
+    expect((await verify(id)).findings).toContainEqual(expect.objectContaining({ kind: 'leases_unaccounted', connectionId: id, day: today(), enclaveKey: first!.signed.enclaveKey }));
   });
 
   it('catches a receipt the host edited (its signature no longer verifies)', async () => {
     const id = await connectionWithTraffic(2);
-    const [, newest] = await receiptRows(id);
+    const newest = (await receiptRows(id)).at(-1);
     const edited = { ...newest!.signed, receipt: { ...newest!.signed.receipt, requests: 1 } };
     await db.query('UPDATE usage_receipts SET signed = $1 WHERE id = $2', [JSON.stringify(edited), newest!.id]);
     expect((await verify(id)).findings).toContainEqual(expect.objectContaining({ kind: 'signature_invalid', seq: newest!.seq }));
