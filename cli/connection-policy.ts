@@ -43,7 +43,11 @@ export interface PolicyUpdateInput {
   shareholders: PinnedShareholder[];
   connectionId: string;
   changes: PolicyChanges;
-  /** Threshold t (default: what the host lists for the connection, never above n). */
+  /**
+   * Threshold t (`--threshold`, else the CLI config's). Never the host's figure: t sizes the lease
+   * limit k = ⌊t·L/n⌋, so a host claiming a larger t would get a larger k. A newer signed version
+   * names it (`quorum.t`); the two must agree.
+   */
   threshold?: number;
   now?: number;
 }
@@ -109,11 +113,15 @@ export function changedPolicy(base: ConnectionPolicy, changes: PolicyChanges): O
 export async function updateConnectionPolicy(input: PolicyUpdateInput): Promise<PolicyUpdateResult> {
   const ownerKey = toHex(ownerPublicKey(input.ownerSecretKey));
   const n = input.shareholders.length;
-  const listed = (await adminRequest(input.serverUrl, input.adminToken, 'GET', '/connections')) as Array<{ id: string; threshold: number }>;
-  const t = input.threshold ?? listed.find((c) => c.id === input.connectionId)?.threshold;
-  // t only sizes the lease limit k; a larger t than the real one would give larger k, so never above n.
-  if (t === undefined || !Number.isInteger(t) || t < 2 || t > n) throw new CliError(`cannot tell the threshold of ${input.connectionId} (2 ≤ t ≤ ${n} pinned shareholders); pass --threshold`, EXIT.invalid);
   const base = await currentPolicy(input, ownerKey);
+  // t only sizes the lease limit k (a larger t gives a larger k): from the owner's own records
+  // only — a signed earlier version, or the owner's --threshold / config — never from the host.
+  const signedT = base.policy.quorum?.t;
+  if (signedT !== undefined && input.threshold !== undefined && signedT !== input.threshold) {
+    throw new CliError(`version ${policyVersion(base.policy)} of this policy was signed with threshold ${signedT}, not ${input.threshold}`, EXIT.invalid);
+  }
+  const t = signedT ?? input.threshold;
+  if (t === undefined || !Number.isInteger(t) || t < 2 || t > n) throw new CliError(`cannot tell the threshold t of ${input.connectionId} (2 ≤ t ≤ ${n} pinned shareholders): pass --threshold, the t you connected with`, EXIT.usage);
   const version = policyVersion(base.policy) + 1;
   const next = { ...changedPolicy(base.policy, input.changes), connectionId: input.connectionId, issuedAt: input.now ?? Date.now(), version, quorum: { n, t } };
   const k = leaseLimitFor(next, n, t);

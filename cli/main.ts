@@ -423,7 +423,7 @@ Examples:
     .option('--daily-dollars <usd>', 'dollars per UTC day at the prices in the policy, or off')
     .option('--lease-requests <n>', 'requests one lease (key reconstruction) may serve, or off')
     .option('--lease-tokens <n>', 'tokens one lease may serve, or off')
-    .option('--threshold <t>', 'shareholder threshold t (default: what the server lists, never above your pinned shareholders)')
+    .option('--threshold <t>', 'shareholder threshold t you connected with (default: your config; never taken from the server)')
     .option('--json', 'print as JSON')
     .description("sign a new version of the connection's policy and send it to every pinned shareholder; the enclave enforces it from its next lease")
     .addHelpText('after', '\nExamples:\n  $ securegate connections policy conn_1a2b… --models gpt-4o-mini --daily-requests 500\n  $ securegate connections policy conn_1a2b… --daily-dollars 20 --lease-requests 25')

@@ -159,6 +159,7 @@ const cliUpdate = (c: Connection, changes: Parameters<typeof updateConnectionPol
     shareholders: shareholders.map((s) => ({ id: s.id, url: s.url, publicKey: toHex(s.publicKey) })),
     connectionId: c.id,
     changes,
+    threshold: 2,
   });
 
 /** Signs version `version` of c's policy and puts it at the given shareholders only (bypassing the CLI's quorum rule). */
@@ -287,6 +288,10 @@ describe('connection-policy updates relayed through the shareholders', () => {
     const other = await connect({});
     hostPolicies.set(other.id, signConnectionPolicy(generateOwnerKeyPair().secretKey, { connectionId: other.id, issuedAt: Date.now(), operations: ['inference', 'files'], ceiling: {} }));
     await expect(cliUpdate(other, { models: ['x'] })).rejects.toThrow(/no connection policy signed by this machine's owner key/);
+    // The threshold sizes k, so it never comes from the host: a t that disagrees with the signed one is refused.
+    await expect(
+      updateConnectionPolicy({ serverUrl: hostUrl, adminToken: 'unused', ownerSecretKey: owner.secretKey, shareholders: shareholders.map((s) => ({ id: s.id, url: s.url, publicKey: toHex(s.publicKey) })), connectionId: c.id, changes: { dailyRequests: 90 }, threshold: 3 }),
+    ).rejects.toThrow(/signed with threshold 2, not 3/);
     // Only sh-a reachable: 1 < n − t + 1 = 2, so some t shareholders an enclave reaches could all lack it.
     const partial = updateConnectionPolicy({
       serverUrl: hostUrl,
@@ -295,6 +300,7 @@ describe('connection-policy updates relayed through the shareholders', () => {
       shareholders: shareholders.map((s, i) => ({ id: s.id, url: i === 0 ? s.url : 'http://127.0.0.1:9', publicKey: toHex(s.publicKey) })),
       connectionId: c.id,
       changes: { models: ['gpt-4o'] },
+      threshold: 2,
     });
     await expect(partial).rejects.toThrow(/only 1 of 3 shareholders took policy version 4 \(need 2/);
   });
