@@ -20,7 +20,9 @@ import {
   toHex,
   verifyReleaseManifest,
   type ConnectionPolicyInput,
+  policyPrices,
   type ModelPrice,
+  type PriceLookup,
   type ReleaseManifest,
 } from '../protocol/index.ts';
 import { findDevStack, readConfig, writeConfig } from './config.ts';
@@ -83,15 +85,6 @@ function count(flag: string, value: string | undefined): number | undefined {
   return Number(value.trim());
 }
 
-/** Micro-dollars per million tokens, rounded up: the enclave must never price below the host. */
-function modelPrice(provider: string, model: string): ModelPrice | undefined {
-  const providerId = providerSpec(provider)?.priceProvider ?? provider;
-  const input = calcPrice({ input_tokens: 1_000_000, output_tokens: 0 }, model, { providerId });
-  const output = calcPrice({ input_tokens: 0, output_tokens: 1_000_000 }, model, { providerId });
-  if (!input || !output) return undefined;
-  return { inputMicroUsdPerMTok: Math.ceil(input.total_price * 1e6), outputMicroUsdPerMTok: Math.ceil(output.total_price * 1e6) };
-}
-
 /**
  * The connection policy the owner signs at connect (protocol/connection-policy.ts): operations
  * (default inference; any-API connections `any`), the allowed models, and a daily ceiling. A
@@ -119,13 +112,9 @@ export function connectionPolicyFromFlags(provider: string, flags: ConnectionPol
     if (!Number.isFinite(dollars) || dollars < 0 || dollars > 1e9) throw new CliError('--daily-dollars takes an amount in USD, e.g. 5 or 0.50', EXIT.usage);
     if (!models?.length) throw new CliError('--daily-dollars needs --models: the enclave prices only the models the policy names (it refuses any other)', EXIT.usage);
     ceiling.microUsd = Math.round(dollars * 1e6);
-    prices = {};
-    const unpriced: string[] = [];
-    for (const m of models) {
-      const p = modelPrice(provider, m);
-      if (p) prices[m] = p;
-      else unpriced.push(m);
-    }
+    const priced = policyPrices(models, providerSpec(provider)?.priceProvider ?? provider, calcPrice as PriceLookup);
+    prices = priced.prices;
+    const unpriced = priced.unpriced;
     if (unpriced.length) throw new CliError(`--daily-dollars: no known price for ${unpriced.join(', ')} (${provider}); name priced models, or cap requests/tokens instead`, EXIT.usage);
   }
   return { operations, ...(models ? { models } : {}), ceiling, ...(prices ? { prices } : {}) };

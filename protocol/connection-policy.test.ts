@@ -6,10 +6,12 @@ import {
   connectionPolicySha256,
   costMicroUsd,
   parseConnectionPolicy,
+  policyPrices,
   policyRefusal,
   signConnectionPolicy,
   verifyConnectionPolicy,
   type ConnectionPolicy,
+  type PriceLookup,
 } from './connection-policy.ts';
 import { generateOwnerKeyPair, signOwnerMessage } from './owner-signature.ts';
 import { openUpstreamKey, sealUpstreamKey, type KeyBinding } from './sealed-record.ts';
@@ -161,5 +163,12 @@ describe('onboarding with a connection policy', () => {
         connectionPolicy: { ceiling: { requests: 10 }, lease: { requests: 10 } },
       }),
     ).rejects.toMatchObject({ code: 'envelope_malformed' });
+  });
+});
+
+describe('policyPrices', () => {
+  const table: PriceLookup = (usage, model) => (model === 'known' ? { total_price: usage.input_tokens ? 0.1500001 : 0.6 } : null);
+  it('prices each model in micro-dollars per million tokens, rounded up, and names the unpriced ones', () => {
+    expect(policyPrices(['known', 'mystery'], 'openai', table)).toEqual({ prices: { known: { inputMicroUsdPerMTok: 150001, outputMicroUsdPerMTok: 600000 } }, unpriced: ['mystery'] });
   });
 });

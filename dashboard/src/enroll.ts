@@ -16,6 +16,7 @@ import {
   DEFAULT_POLICY_OPERATIONS,
   DEFAULT_UNMETERED_TOKENS,
   parseConnectionPolicy,
+  policyPrices,
   fromHex,
   generateOwnerKeyPair,
   OWNER_SIGNATURE_DOMAIN,
@@ -27,6 +28,8 @@ import {
   utf8,
   wipe,
   type KeyBinding,
+  type ModelPrice,
+  type PriceLookup,
   type OwnerMessage,
   type SignedOwnerMessage,
 } from '../../protocol/index.ts';
@@ -107,14 +110,29 @@ export interface ConnectPolicyFields {
   models?: string[];
   dailyRequests?: number;
   dailyTokens?: number;
+  /** Needs `models`: their prices (the host's price table, loaded only then) are signed in. */
+  dailyDollars?: number;
 }
 
 /**
  * Signs the connection policy with the non-extractable owner key; its hash goes into the record
  * (0x03) as `policySha256`, exactly as prepareConnection would bind it (SPEC.md §9).
  */
-async function signConnectionPolicyInBrowser(pair: CryptoKeyPair, connectionId: string, fields: ConnectPolicyFields): Promise<SignedOwnerMessage> {
-  const ceiling = { ...(fields.dailyRequests !== undefined ? { requests: fields.dailyRequests } : {}), ...(fields.dailyTokens !== undefined ? { tokens: fields.dailyTokens } : {}) };
+async function signConnectionPolicyInBrowser(pair: CryptoKeyPair, connectionId: string, provider: string, fields: ConnectPolicyFields): Promise<SignedOwnerMessage> {
+  const ceiling = {
+    ...(fields.dailyRequests !== undefined ? { requests: fields.dailyRequests } : {}),
+    ...(fields.dailyTokens !== undefined ? { tokens: fields.dailyTokens } : {}),
+    ...(fields.dailyDollars !== undefined ? { microUsd: Math.round(fields.dailyDollars * 1e6) } : {}),
+  };
+  let prices: Record<string, ModelPrice> | undefined;
+  if (fields.dailyDollars !== undefined) {
+    if (!fields.models?.length) throw new Error('a daily dollar cap needs Models: the enclave prices only the models the policy names and refuses others');
+    // The price table is large: fetched only for a dollar cap (its own chunk).
+    const { calcPrice } = await import('@pydantic/genai-prices');
+    const priced = policyPrices(fields.models, providerSpec(provider)?.priceProvider ?? provider, calcPrice as PriceLookup);
+    if (priced.unpriced.length) throw new Error(`no known price for ${priced.unpriced.join(', ')}: name priced models, or cap requests or tokens instead`);
+    prices = priced.prices;
+  }
   const message = {
     type: 'connection_policy' as const,
     connectionId,
@@ -122,6 +140,7 @@ async function signConnectionPolicyInBrowser(pair: CryptoKeyPair, connectionId: 
     operations: fields.operations.length ? fields.operations : [...DEFAULT_POLICY_OPERATIONS],
     ...(fields.models?.length ? { models: fields.models } : {}),
     ceiling,
+    ...(prices ? { prices } : {}),
     unmeteredTokens: DEFAULT_UNMETERED_TOKENS,
   };
   parseConnectionPolicy(message); // the same checks the enclave makes, before anything is signed
@@ -163,7 +182,7 @@ export async function connectInBrowser(input: {
   );
   const connectionId = `conn_${toHex(crypto.getRandomValues(new Uint8Array(12)))}`;
   const owner = await ownerSigningKey();
-  const policy = await signConnectionPolicyInBrowser(owner, connectionId, input.policy ?? { operations: [] });
+  const policy = await signConnectionPolicyInBrowser(owner, connectionId, input.provider, input.policy ?? { operations: [] });
   const binding: KeyBinding = { connectionId, provider: input.provider, origin, authScheme: spec.authScheme, policySha256: connectionPolicySha256(policy) };
   input.onProgress(`sealing and splitting in this page (${enrollment.threshold}-of-${enrollment.shareholders.length})`);
   // prepareConnection signs with raw key bytes; it gets a throwaway key here and every message is

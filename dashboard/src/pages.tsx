@@ -227,6 +227,9 @@ export function Connections() {
       const delayHours = countField(form.get('wideningDelayHours'), 'Widening delay');
       const dailyRequests = countField(form.get('dailyRequests'), 'Daily requests');
       const dailyTokens = countField(form.get('dailyTokens'), 'Daily tokens');
+      const dollarsText = String(form.get('dailyDollars') ?? '').trim().replace(/^\$/, '');
+      const dailyDollars = dollarsText === '' ? undefined : Number(dollarsText);
+      if (dailyDollars !== undefined && !(Number.isFinite(dailyDollars) && dailyDollars >= 0)) throw new Error('Daily dollars must be an amount in USD, e.g. 5 or 0.50');
       const models = listField(form.get('models'));
       await connectInBrowser({
         provider: String(form.get('provider')),
@@ -238,6 +241,7 @@ export function Connections() {
           ...(models.length ? { models } : {}),
           ...(dailyRequests !== undefined ? { dailyRequests } : {}),
           ...(dailyTokens !== undefined ? { dailyTokens } : {}),
+          ...(dailyDollars !== undefined ? { dailyDollars } : {}),
         },
         ...(delayHours !== undefined ? { wideningDelayMs: delayHours * 3_600_000 } : {}),
         onProgress: setProgress,
@@ -321,6 +325,9 @@ export function Connections() {
         </label>
         <label>
           Daily tokens <input name="dailyTokens" inputMode="numeric" placeholder="no cap" />
+        </label>
+        <label>
+          Daily dollars <input name="dailyDollars" inputMode="decimal" placeholder="no cap (needs Models)" title="USD per UTC day at the models' prices, signed into the policy" />
         </label>
         <label>
           Widening delay (hours) <input name="wideningDelayHours" inputMode="numeric" placeholder="24" title="how long a policy update admitting a new enclave waits before it takes effect" />

@@ -97,6 +97,25 @@ describe.skipIf(!haveChromium || !built)('dashboard: connection policy and pendi
     expect(refused).toMatchObject({ status: 403, code: 'connection_policy_denied' });
   });
 
+  it('signs a daily dollar cap with the models\' prices; the enclave stops the connection at it', async () => {
+    await page.goto(`${stack.hostUrl}/dashboard/#/connections`);
+    await page.getByLabel('Provider').selectOption('openai');
+    await page.getByLabel('API key').fill(stack.demo!.upstreamKey);
+    await page.getByLabel('Base URL').fill(stack.mock!.origin);
+    await page.getByLabel('Name', { exact: true }).fill('dollar cap');
+    await page.getByLabel('Models').fill('gpt-4o-mini');
+    await page.getByLabel('Daily dollars').fill('0.000001');
+    await page.getByRole('button', { name: 'Seal, split and connect' }).click();
+    await page.getByTestId('progress').filter({ hasText: 'connected' }).waitFor();
+    const id = (await as<Array<{ id: string; name: string }>>('GET', '/connections')).find((c) => c.name === 'dollar cap')!.id;
+    const k = await as<{ key: string }>('POST', '/keys', { connectionId: id });
+    const sdk = new OpenAI({ apiKey: k.key, baseURL: `${stack.hostUrl}/v1`, maxRetries: 0 });
+    // Priced (else the enclave would refuse the model outright): the first request spends the cap.
+    await sdk.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] });
+    const stopped = (await sdk.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] }).catch((e: unknown) => e)) as { status: number; code: string };
+    expect(stopped).toMatchObject({ status: 429, code: 'connection_ceiling_reached' });
+  });
+
   it('shows a pending widening and cancels it at every shareholder from the page', async () => {
     // A widening signed with the owner's key (as a second device of the owner would): a new image.
     const current = (await policyAt(0)).policy;
