@@ -228,7 +228,8 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
     }
 
     // ---- 4. reserve ----
-    const moneyCapped = key.dailyLimitMicros !== null || key.lifetimeLimitMicros !== null || policy.dailyCap !== null;
+    // Any money cap, or a tokens-per-minute limit (it reserves the request's token bound): an unboundable request is refused with the pricing engine's reason.
+    const moneyCapped = key.dailyLimitMicros !== null || key.weeklyLimitMicros !== null || key.monthlyLimitMicros !== null || key.lifetimeLimitMicros !== null || key.tpmLimit !== null || policy.dailyCap !== null;
     const modelName = typeof model === 'string' ? model : undefined;
     let held;
     try {

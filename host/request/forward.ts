@@ -344,7 +344,8 @@ function finisher(deps: ForwardDeps, req: FastifyRequest, key: KeyRecord, acc: A
       ? 0
       : settledCost({ provider: acc.provider, model, usage, complete: result?.complete === true && code !== 'upstream_broken' && code !== 'client_disconnected', boundMicros: acc.held.boundMicros });
     deps.ledger
-      .settle(acc.held.reservationId, cost)
+      // Tokens used, for the per-minute token counter (without usage it keeps the request's bound).
+      .settle(acc.held.reservationId, cost, reported ? Math.ceil(reported.inputTokens + (reported.cacheReadTokens ?? 0) + (reported.cacheWriteTokens ?? 0) + reported.outputTokens) : undefined)
       .then((settled) => {
         const cap = key.dailyLimitMicros;
         if (cap === null || cap === 0) return;
