@@ -8,7 +8,7 @@
  * lease whatever the host relays. Never logs shares.
  */
 import type { FastifyInstance } from 'fastify';
-import { connectionPolicySha256, leaseLimitFor, policyVersion, ProtocolError, verifyConnectionPolicy, type SignedOwnerMessage } from '../protocol/index.ts';
+import { connectionPolicySha256, leaseLimitFor, policyVersion, ProtocolError, shareholderStatus, verifyConnectionPolicy, type ShareholderErrorCode, type SignedOwnerMessage } from '../protocol/index.ts';
 import type { AuditEvent } from './audit.ts';
 import type { ShareStore } from './store.ts';
 
@@ -17,17 +17,10 @@ export interface ConnectionPolicyDeps {
   audit: (event: AuditEvent) => Promise<unknown>;
 }
 
-/** Codes and statuses of the shareholders' error registry (protocol/shareholder-errors.ts). */
-const REFUSAL = {
-  bad_request: 400,
-  owner_signature_invalid: 403,
-  share_not_found: 404,
-  message_replayed: 409,
-} as const;
-
+/** A refusal with a code of the shareholders' error registry (protocol/shareholder-errors.ts), which fixes its status. */
 class PolicyRefusal extends Error {
-  readonly code: keyof typeof REFUSAL;
-  constructor(code: keyof typeof REFUSAL, message: string) {
+  readonly code: ShareholderErrorCode;
+  constructor(code: ShareholderErrorCode, message: string) {
     super(message);
     this.code = code;
   }
@@ -59,7 +52,7 @@ export function checkConnectionPolicyUpdate(connectionId: string, signed: Signed
 
 export function registerConnectionPolicyRoutes(app: FastifyInstance, deps: ConnectionPolicyDeps): void {
   const { store, audit } = deps;
-  const refuse = (reply: { status(n: number): { send(b: unknown): unknown } }, e: PolicyRefusal) => reply.status(REFUSAL[e.code]).send({ error: { code: e.code, message: e.message } });
+  const refuse = (reply: { status(n: number): { send(b: unknown): unknown } }, e: PolicyRefusal) => reply.status(shareholderStatus(e.code)).send({ error: { code: e.code, message: e.message } });
 
   app.get<{ Params: { id: string } }>('/v1/shares/:id/connection-policy', async (req, reply) => {
     const share = await store.getShare(req.params.id);
