@@ -87,13 +87,17 @@ export class ReceiptCollector {
       if (probe.seq <= after) return stored;
       const page = await receiptChain(this.#enclave, after);
       if (page.enclaveKey !== key || page.receipts.length === 0) return stored;
-      for (const signed of page.receipts) {
-        const r = signed.receipt;
-        await db.query('INSERT INTO usage_receipts (id, enclave_key, seq, connection_id, day, signed, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7)', [
-          `rcp_${randomBytes(10).toString('hex')}`, key, r.seq, r.connectionId, r.day, JSON.stringify(signed), Date.now(),
-        ]);
-        stored++;
-      }
+      // One transaction per page (a receipt per answer must not cost a commit each), on the audit
+      // lane: receipts are written beside the audit trail, never on the pool a kill needs.
+      await (db.lane?.('audit') ?? db).transaction(async (tx) => {
+        for (const signed of page.receipts) {
+          const r = signed.receipt;
+          await tx.query('INSERT INTO usage_receipts (id, enclave_key, seq, connection_id, day, signed, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7)', [
+            `rcp_${randomBytes(10).toString('hex')}`, key, r.seq, r.connectionId, r.day, JSON.stringify(signed), Date.now(),
+          ]);
+        }
+      });
+      stored += page.receipts.length;
       this.#cursor.set(key, page.receipts.at(-1)!.receipt.seq);
     }
   }
