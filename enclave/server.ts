@@ -5,7 +5,6 @@
  * checked here. Node's http server is used directly to keep this small and streaming.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { ed25519 } from '@noble/curves/ed25519.js';
 import { NSM_LIMITS, type Nsm } from '../attestation/nsm.ts';
 import { fromHex, fromUtf8, toHex } from '../protocol/bytes.ts';
 import { utcDay, verifyConnectionPolicy, type ConnectionPolicy } from '../protocol/connection-policy.ts';
@@ -15,6 +14,7 @@ import { canonicalOrigin, type KeyBinding } from '../protocol/sealed-record.ts';
 import { generateX25519KeyPair, type X25519KeyPair } from '../protocol/share-envelope.ts';
 import { receiptKeyUserData, signReceiptHead, signUsageReceipt, type SignedUsageReceipt } from '../protocol/usage-receipt.ts';
 import { EnclaveError } from './errors.ts';
+import { generateReceiptSigner } from './receipt-signer.ts';
 import { Forwarder, resolveTarget, type EgressRoute, type ForwarderOptions } from './forward.ts';
 import { KeyResolver } from './key-resolver.ts';
 import type { ShareholderEndpoint } from './shareholders.ts';
@@ -133,7 +133,7 @@ export class Enclave {
   /** The newest owner-signed policy version per connection, learnt from leases (SPEC.md §9.2). */
   readonly policyVersions = new PolicyVersions();
   /** Signs usage receipts; its public key is the `user_data` of every attestation document. */
-  readonly #receiptKey = ed25519.utils.randomSecretKey();
+  readonly #receiptKey = generateReceiptSigner();
   readonly #receipts = new Map<string, SignedUsageReceipt>();
   /**
    * Every receipt signed, oldest first, for the host to collect in order (`GET /receipts?after=`):
@@ -187,7 +187,7 @@ export class Enclave {
   }
 
   #receiptUserData(): Uint8Array {
-    return receiptKeyUserData(ed25519.getPublicKey(this.#receiptKey));
+    return receiptKeyUserData(this.#receiptKey.publicKey);
   }
 
   /** Signs the running count of a connection after an answer was settled (SPEC.md §10). */
@@ -271,7 +271,7 @@ export class Enclave {
     const receipts = this.#receiptLog.filter((r) => r.receipt.seq > after).slice(0, limit);
     const now = (this.#config.now ?? Date.now)();
     sendJson(res, 200, {
-      enclaveKey: toHex(ed25519.getPublicKey(this.#receiptKey)),
+      enclaveKey: toHex(this.#receiptKey.publicKey),
       receipts,
       seq: this.#receiptSeq,
       ...(nonce !== null ? { head: signReceiptHead(this.#receiptKey, { seq: this.#receiptSeq, nonce, at: now, newest }) } : {}),

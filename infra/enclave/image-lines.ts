@@ -13,13 +13,13 @@ export const IMAGE_LINE_BUDGET = 3_000;
 /** The parts of the image, in README order; a module is counted in the first part that matches. */
 export const IMAGE_PARTS: Array<{ part: string; purpose: string; match: RegExp }> = [
   { part: 'start', purpose: 'production entry, command line checked at start, listening (`main.ts`, `config.ts`, `start.ts`)', match: /^enclave\/(main|config|start)\.ts$/ },
-  { part: 'RPC server', purpose: 'lifecycle phases, routes, usage receipts, errors and metrics (`server.ts`, `errors.ts`, `metrics.ts`)', match: /^enclave\/(server|errors|metrics)\.ts$/ },
+  { part: 'RPC server', purpose: 'lifecycle phases, routes, usage receipts and their key, errors and metrics (`server.ts`, `receipt-signer.ts`, `errors.ts`, `metrics.ts`)', match: /^enclave\/(server|receipt-signer|errors|metrics)\.ts$/ },
   { part: 'key resolution', purpose: 'DEK cache and single flight, t-of-n fan-out, shareholder requests and prepared tickets, shareholder configuration', match: /^enclave\/(key-resolver|share-fanout|shareholder-client|shareholders)\.ts$/ },
   { part: 'forwarding', purpose: 'pinned-origin egress with TLS inside, credential injection, key scrubbing, usage read from answers (`forward.ts`, `scrub.ts`, `usage-meter.ts`)', match: /^enclave\/(forward|scrub|usage-meter)\.ts$/ },
   { part: 'policy', purpose: 'the owner-signed connection policy: operations, models, daily ceiling, leases (`policy.ts`)', match: /^enclave\/policy\.ts$/ },
   { part: 'other enclave/', purpose: 'enclave modules not yet described here', match: /^enclave\// },
   { part: 'protocol: keys and shares', purpose: 'sealed record, Shamir combine, HPKE share envelopes, bytes and errors', match: /^protocol\/(sealed-record|shamir|share-envelope|bytes|errors)\.ts$/ },
-  { part: 'protocol: RPC and owner policy', purpose: 'connection descriptor and error codes, owner signatures, connection policy, usage receipts', match: /^protocol\/(rpc|owner-signature|connection-policy|usage-receipt)\.ts$/ },
+  { part: 'protocol: RPC and owner policy', purpose: 'connection descriptor and error codes, the shareholders\' error codes, owner signatures, connection policy, usage receipts', match: /^protocol\/(rpc|shareholder-errors|owner-signature|connection-policy|usage-receipt)\.ts$/ },
   { part: 'protocol: providers', purpose: 'each provider’s origin, auth scheme and endpoint table, any-API allow-lists, loopback and hop-by-hop rules', match: /^protocol\/(providers\/.*|allow-list|http-rules)\.ts$/ },
   { part: 'other protocol/', purpose: 'protocol modules not yet described here', match: /^protocol\// },
   { part: 'attestation', purpose: 'the Nitro NSM device binding (`/dev/nsm` through the static helper), its CBOR/COSE encoding', match: /^attestation\// },
