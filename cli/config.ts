@@ -107,3 +107,21 @@ export function effectiveConfig(env = process.env): CliConfig & { serverUrl: str
   }
   return { ...saved, serverUrl };
 }
+
+/**
+ * Which shareholders this machine enrolled each connection with (`<config dir>/enrollments.json`,
+ * 0600): the owner's own record, so `attest audit` can tell a shareholder that never logged an
+ * enrollment it was sent — without taking the gateway's word for it.
+ */
+export function readEnrollments(env = process.env): Record<string, string[]> {
+  const path = join(configDir(env), 'enrollments.json');
+  return existsSync(path) ? (JSON.parse(readFileSync(path, 'utf8')) as Record<string, string[]>) : {};
+}
+
+export function recordEnrollment(connectionId: string, shareholderIds: string[], env = process.env): void {
+  const dir = configDir(env);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const path = join(dir, 'enrollments.json');
+  writeFileSync(path, `${JSON.stringify({ ...readEnrollments(env), [connectionId]: shareholderIds }, null, 2)}\n`, { mode: 0o600 });
+  chmodSync(path, 0o600);
+}

@@ -25,7 +25,7 @@ import {
   type PriceLookup,
   type ReleaseManifest,
 } from '../protocol/index.ts';
-import { findDevStack, readConfig, writeConfig } from './config.ts';
+import { findDevStack, readConfig, recordEnrollment, writeConfig } from './config.ts';
 import { CliError, EXIT } from './errors.ts';
 import { fetchKey, keysCreate, type KeyOptionFlags } from './keys.ts';
 import { dim, green, printJson, usd, type Io } from './output.ts';
@@ -185,6 +185,7 @@ async function connectFromOwnerMachine(provider: string, options: ConnectFlags, 
     ...(options.allow ? { allowRules: options.allow } : {}),
     ...(options.projectId ? { projectId: options.projectId } : {}),
   });
+  recordEnrollment(result.id, config.shareholders.map((s) => s.id));
   return { result, threshold, shareholders: config.shareholders.length, serverUrl: config.serverUrl, pcr, wideningDelayMs: wideningDelayMs ?? 86_400_000 };
 }
 

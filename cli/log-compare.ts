@@ -17,7 +17,7 @@ export interface LogEvent {
 
 export interface ConnectionDisagreement {
   connectionId: string;
-  problem: 'policy_history_differs' | 'release_count_outlier' | 'delete_differs';
+  problem: 'policy_history_differs' | 'release_count_outlier' | 'delete_differs' | 'enrollment_missing';
   /** `failure` fails the audit; `warning` is reported only (a retired shareholder still holding a share). */
   severity: 'failure' | 'warning';
   message: string;
@@ -56,7 +56,7 @@ const describePolicy = (p: string) => {
  * id → its verified entries' events. Connections only some shareholders ever enrolled (another
  * owner's split, a re-split onto a new set) are compared among those that did.
  */
-export function compareShareholderLogs(logs: Map<string, LogEvent[]>, only?: string): ConnectionDisagreement[] {
+export function compareShareholderLogs(logs: Map<string, LogEvent[]>, only?: string, expected?: Map<string, string[]>): ConnectionDisagreement[] {
   const stories = new Map<string, Map<string, Story>>();
   for (const [sh, events] of logs) {
     for (const e of events) {
@@ -74,6 +74,20 @@ export function compareShareholderLogs(logs: Map<string, LogEvent[]>, only?: str
     }
   }
   const out: ConnectionDisagreement[] = [];
+  // Which shareholders this machine enrolled each connection with (its own record): one that never
+  // logged the enrollment lost it, or its log was rewritten before this machine first saw it.
+  for (const [connectionId, holders] of expected ?? []) {
+    if (only && connectionId !== only) continue;
+    const missing = holders.filter((sh) => logs.has(sh) && !stories.get(connectionId)?.has(sh));
+    if (missing.length === 0) continue;
+    const present = holders.filter((sh) => stories.get(connectionId)?.has(sh));
+    out.push({
+      connectionId,
+      problem: 'enrollment_missing',
+      severity: 'failure',
+      message: `${missing.join(', ')} logged no enrollment of it${present.length ? `, though ${present.join(', ')} did` : ''} (this machine enrolled it with ${holders.join(', ')})`,
+    });
+  }
   for (const [connectionId, byShareholder] of stories) {
     const holders = [...byShareholder.keys()];
     if (holders.length < 2) continue;

@@ -23,7 +23,7 @@ import {
   type LogProblem,
   type SignedLogHead,
 } from '../protocol/index.ts';
-import { configDir, effectiveConfig, type PinnedShareholder } from './config.ts';
+import { configDir, effectiveConfig, readEnrollments, type PinnedShareholder } from './config.ts';
 import { CliError, EXIT } from './errors.ts';
 import { adminRequest, shareholderError } from './http.ts';
 import { compareShareholderLogs, type LogEvent } from './log-compare.ts';
@@ -352,7 +352,7 @@ export async function attestAudit(options: { connection?: string; json?: boolean
     });
   }
   if (headsChanged) writeHeads(heads);
-  const disagreements = compareShareholderLogs(logs, options.connection);
+  const disagreements = compareShareholderLogs(logs, options.connection, new Map(Object.entries(readEnrollments())));
   const ok = report.every((r) => r.chainIntact && r.unapproved.length === 0 && r.log.ok) && disagreements.every((d) => d.severity !== 'failure');
   if (options.json) printJson(io, { ok, shareholders: report, disagreements });
   else {

@@ -47,12 +47,12 @@ async function call(url: string, body: unknown, method = 'POST') {
   return { status: res.status, json: (await res.json()) as Record<string, unknown> };
 }
 
-/** The owner enrolls one connection at every shareholder. */
-async function enrollEverywhere(): Promise<string> {
+/** The owner enrolls one connection at every shareholder (or those at `only`). */
+async function enrollEverywhere(only?: number[]): Promise<string> {
   const connectionId = `conn_${randomBytes(6).toString('hex')}`;
   const shares = splitSecret(new Uint8Array(randomBytes(32)), 2, 3);
   await Promise.all(
-    shareholders.map(async ({ identity, url }, i) => {
+    shareholders.filter((_, i) => !only || only.includes(i)).map(async ({ identity, url }, i) => {
       const envelope = await sealShareEnvelope(identity.publicKey, encodeShare(shares[i]!), { purpose: 'enroll', connectionId, shareholderId: identity.id });
       const signed = signOwnerMessage(owner.secretKey, {
         type: 'enroll', connectionId, shareholderId: identity.id, issuedAt: Date.now(), maxReleasesPerMinute: 1000,
@@ -117,6 +117,16 @@ describe('attest audit compares the shareholders with each other', () => {
     const d = r.out.disagreements.find((x) => x.problem === 'policy_history_differs')!;
     expect(d.message).toContain('sh-2 logged "widening pending');
     expect(d.message).toContain('that sh-1, sh-3 did not');
+  });
+
+  it('reports a shareholder that never logged an enrollment this machine sent it', async () => {
+    const connectionId = await enrollEverywhere([0, 1]);
+    // What `connect` records on the owner's machine: it enrolled the connection with all three.
+    await writeFile(join(configDir, 'enrollments.json'), JSON.stringify({ [connectionId]: ['sh-1', 'sh-2', 'sh-3'] }), { mode: 0o600 });
+    const r = await audit(connectionId);
+    expect(r.code).toBe(1);
+    const d = r.out.disagreements.find((x) => x.problem === 'enrollment_missing')!;
+    expect(d.message).toBe('sh-3 logged no enrollment of it, though sh-1, sh-2 did (this machine enrolled it with sh-1, sh-2, sh-3)');
   });
 
   it('reports a shareholder that released far more often than the others', async () => {
