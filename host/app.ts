@@ -200,7 +200,7 @@ export async function buildHostApp(config: HostConfig): Promise<FastifyInstance>
     ...(config.metricsListen ? { metricsListen: config.metricsListen } : {}),
     onListening: (address) => metricsAddresses.set(app, address),
   });
-  await app.register(anomalyPollPlugin, { enclave: config.enclave, store: config.store, pollMs: config.anomalyPollMs ?? 5_000 });
+  await app.register(anomalyPollPlugin, { enclave: config.enclave, store: config.store, pollMs: config.anomalyPollMs ?? 5_000, shareholders: config.enrollment?.shareholders ?? [] });
   await app.register(attestationPlugin, { enclave: config.enclave, releaseManifest: config.releaseManifest });
   const receipts = new ReceiptCollector(config.store, config.enclave);
   await app.register(receiptCollectorPlugin, { collector: receipts, pollMs: config.anomalyPollMs ?? 5_000 });
