@@ -21,6 +21,8 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { BalancedPool, Pool, type Dispatcher } from 'undici';
 import { generateOwnerKeyPair } from '../protocol/index.ts';
+import { devPcrPolicy } from '../attestation/dev-pcrs.ts';
+import { connectionPolicyFromFlags } from '../cli/connect.ts';
 import { connectProvider, createKey } from '../cli/owner.ts';
 import { startHostInstance, startStack, type ManagedProcess, type Stack } from '../scripts/stack.ts';
 import { enrollConnection, freePort } from '../test/e2e/helpers.ts';
@@ -216,12 +218,18 @@ async function startMockProcess(stack: Stack): Promise<{ origin: string; upstrea
   return { origin, upstreamKey, key, stop };
 }
 
-/** A connection to the mock upstream and an SG_ key for it, created through the host at `hostUrl`. */
+/**
+ * A connection to the mock upstream and an SG_ key for it, created through the host at `hostUrl`
+ * as `securegate connect` creates one by default: PCR0-2 plus the owner binding, and the default
+ * owner-signed connection policy (inference only), which the enclave enforces and meters with
+ * signed usage receipts on every request.
+ */
 async function mockConnectionKey(stack: Stack, hostUrl: string, origin: string, upstreamKey: string): Promise<string> {
   const conn = await connectProvider({
     serverUrl: hostUrl, adminToken: stack.adminToken, ownerSecretKey: generateOwnerKeyPair().secretKey,
     shareholders: stack.shareholders.map(({ id, url, publicKey }) => ({ id, url, publicKey })), threshold: stack.threshold, provider: 'openai',
-    baseUrl: origin, name: 'bench (mock upstream process)', apiKey: new TextEncoder().encode(upstreamKey), pcrPolicy: { allow: [{ '0': stack.pcr0 }] }, dev: true,
+    baseUrl: origin, name: 'bench (mock upstream process)', apiKey: new TextEncoder().encode(upstreamKey), pcrPolicy: devPcrPolicy(stack.pcr0), dev: true,
+    connectionPolicy: connectionPolicyFromFlags('openai', {}),
   });
   return (await createKey(hostUrl, stack.adminToken, conn.id)).key;
 }
@@ -266,7 +274,7 @@ async function uploadThrough(stack: Stack, bytes: number, log: (m: string) => vo
   const conn = await connectProvider({
     serverUrl: stack.hostUrl, adminToken: stack.adminToken, ownerSecretKey: generateOwnerKeyPair().secretKey,
     shareholders: stack.shareholders.map(({ id, url, publicKey }) => ({ id, url, publicKey })), threshold: stack.threshold, provider: 'any',
-    baseUrl: origin, apiKey: new TextEncoder().encode('sk-sink'), pcrPolicy: { allow: [{ '0': stack.pcr0 }] }, dev: true, authScheme: 'bearer', allowRules: ['PUT /upload'],
+    baseUrl: origin, apiKey: new TextEncoder().encode('sk-sink'), pcrPolicy: devPcrPolicy(stack.pcr0), dev: true, authScheme: 'bearer', allowRules: ['PUT /upload'],
   });
   const key = (await createKey(stack.hostUrl, stack.adminToken, conn.id)).key;
   const hostPid = stack.host.child.pid!;
