@@ -20,3 +20,4 @@ export * from './connection-policy.ts';
 export type * from './views.ts';
 export * from './http-rules.ts';
 export * from './usage-receipt.ts';
+export * from './usage-receipt-verify.ts';

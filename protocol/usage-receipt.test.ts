@@ -6,7 +6,9 @@
 import { ed25519 } from '@noble/curves/ed25519.js';
 import { describe, expect, it } from 'vitest';
 import { toHex } from './bytes.ts';
-import { signReceiptHead, signUsageReceipt, verifyReceiptHead, verifyUsage, type SignedUsageReceipt, type UsageReceipt } from './usage-receipt.ts';
+import { verifyUsage } from './owner/usage-verify.ts';
+import { signReceiptHead, signUsageReceipt, type SignedUsageReceipt, type UsageReceipt } from './usage-receipt.ts';
+import { verifyReceiptHead } from './usage-receipt-verify.ts';
 
 const DAY = 20_000;
 

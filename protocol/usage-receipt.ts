@@ -2,11 +2,13 @@
  * Signed usage receipts (SPEC.md §10): the enclave's running count of what it served for a
  * connection today, signed with an Ed25519 key made at boot whose public key is the `user_data`
  * of the enclave's attestation documents — so a receipt is as trustworthy as the attested code.
- * The host stores receipts; the owner compares them with what the host recorded. Pure.
+ * The host stores receipts; the owner compares them with what the host recorded. This module is
+ * the signing side the enclave runs: the formats, the signed bytes and `user_data`. Checking
+ * receipts is `usage-receipt-verify.ts` (owner, shareholders) and the whole comparison
+ * `owner/usage-verify.ts`, which the enclave image does not contain. Pure.
  */
 import { ed25519 } from '@noble/curves/ed25519.js';
-import { concatBytes, fromHex, toHex, utf8 } from './bytes.ts';
-import { ProtocolError } from './errors.ts';
+import { concatBytes, toHex, utf8 } from './bytes.ts';
 import { canonicalJson } from './owner-signature.ts';
 
 export const USAGE_RECEIPT_DOMAIN = 'securegate/usage-receipt/v1\n';
@@ -43,7 +45,8 @@ export interface SignedUsageReceipt {
   signature: string;
 }
 
-function signedBytes(receipt: UsageReceipt): Uint8Array {
+/** What the receipt key signs: the domain label and the receipt's canonical JSON. */
+export function usageReceiptBytes(receipt: UsageReceipt): Uint8Array {
   return concatBytes(utf8(USAGE_RECEIPT_DOMAIN), utf8(canonicalJson(receipt as unknown as Record<string, never>)));
 }
 
@@ -63,70 +66,12 @@ function signerOf(key: Uint8Array | ReceiptSigner): ReceiptSigner {
 
 export function signUsageReceipt(key: Uint8Array | ReceiptSigner, receipt: UsageReceipt): SignedUsageReceipt {
   const signer = signerOf(key);
-  return { receipt, enclaveKey: toHex(signer.publicKey), signature: toHex(signer.sign(signedBytes(receipt))) };
+  return { receipt, enclaveKey: toHex(signer.publicKey), signature: toHex(signer.sign(usageReceiptBytes(receipt))) };
 }
 
 /** The attestation `user_data` that binds a receipt key to the attested enclave. */
 export function receiptKeyUserData(publicKey: Uint8Array): Uint8Array {
   return concatBytes(utf8(RECEIPT_KEY_LABEL), publicKey);
-}
-
-/** The receipt key a verified attestation document vouches for; throws when it carries none. */
-export function receiptKeyFromUserData(userData: Uint8Array | null): string {
-  const label = utf8(RECEIPT_KEY_LABEL);
-  if (!userData || userData.length !== label.length + 32 || toHex(userData.subarray(0, label.length)) !== toHex(label)) {
-    throw new ProtocolError('envelope_malformed', 'attestation user_data carries no receipt key');
-  }
-  return toHex(userData.subarray(label.length));
-}
-
-/** Verifies a receipt against the receipt key taken from a verified attestation document. */
-export function verifyUsageReceipt(signed: SignedUsageReceipt, enclaveKey: string): UsageReceipt {
-  let ok = false;
-  try {
-    ok = signed.enclaveKey === enclaveKey && ed25519.verify(fromHex(signed.signature, 'signature'), signedBytes(signed.receipt), fromHex(enclaveKey, 'enclaveKey'));
-  } catch (cause) {
-    throw new ProtocolError('signature_invalid', 'usage receipt is malformed', { cause });
-  }
-  if (!ok) throw new ProtocolError('signature_invalid', 'usage receipt does not verify');
-  return signed.receipt;
-}
-
-export type UsageDisagreement =
-  | { kind: 'under_reported'; connectionId: string; day: number; field: 'requests' | 'tokens' | 'microUsd'; host: number; enclave: number }
-  | { kind: 'receipt_regressed'; connectionId: string; day: number; seq: number };
-
-/**
- * What `usage --verify` reports for one enclave key: receipts must only grow (a host replaying an
- * older receipt, or dropping counts, shows as a regression), and the host's recorded totals for a
- * connection and day must be at least what the enclave's newest receipt says it served.
- * `receipts` must already be verified.
- */
-export function compareUsage(
-  receipts: UsageReceipt[],
-  host: Array<{ connectionId: string; day: number; requests: number; tokens: number; microUsd?: number }>,
-): UsageDisagreement[] {
-  const out: UsageDisagreement[] = [];
-  const newest = new Map<string, UsageReceipt>();
-  for (const r of [...receipts].sort((a, b) => a.seq - b.seq)) {
-    const id = `${r.connectionId}\u0000${r.day}`;
-    const prev = newest.get(id);
-    if (prev && (r.requests < prev.requests || r.tokens < prev.tokens || r.microUsd < prev.microUsd)) {
-      out.push({ kind: 'receipt_regressed', connectionId: r.connectionId, day: r.day, seq: r.seq });
-      continue;
-    }
-    newest.set(id, r);
-  }
-  for (const r of newest.values()) {
-    const h = host.find((x) => x.connectionId === r.connectionId && x.day === r.day) ?? { requests: 0, tokens: 0, microUsd: 0 };
-    for (const field of ['requests', 'tokens', 'microUsd'] as const) {
-      const recorded = h[field] ?? 0;
-      if (recorded < r[field] && !(field === 'microUsd' && h.microUsd === undefined)) {
-        out.push({ kind: 'under_reported', connectionId: r.connectionId, day: r.day, field, host: recorded, enclave: r[field] });
-      }
-    }
-  }
-  return out;
 }
 
 export const RECEIPT_HEAD_DOMAIN = 'securegate/receipt-head/v1\n';
@@ -150,187 +95,10 @@ export interface SignedReceiptHead {
   signature: string;
 }
 
-const headBytes = (head: ReceiptHead) => concatBytes(utf8(RECEIPT_HEAD_DOMAIN), utf8(canonicalJson(head as unknown as Record<string, never>)));
+/** What the receipt key signs for a head: the domain label and the head's canonical JSON. */
+export const receiptHeadBytes = (head: ReceiptHead) => concatBytes(utf8(RECEIPT_HEAD_DOMAIN), utf8(canonicalJson(head as unknown as Record<string, never>)));
 
 export function signReceiptHead(key: Uint8Array | ReceiptSigner, head: ReceiptHead): SignedReceiptHead {
   const signer = signerOf(key);
-  return { head, enclaveKey: toHex(signer.publicKey), signature: toHex(signer.sign(headBytes(head))) };
-}
-
-/** Verifies a head for `nonce` against an attested receipt key. */
-export function verifyReceiptHead(signed: SignedReceiptHead, enclaveKey: string, nonce: string): ReceiptHead {
-  let ok = false;
-  try {
-    ok = signed.enclaveKey === enclaveKey && signed.head.nonce === nonce && ed25519.verify(fromHex(signed.signature, 'signature'), headBytes(signed.head), fromHex(enclaveKey, 'enclaveKey'));
-  } catch (cause) {
-    throw new ProtocolError('signature_invalid', 'receipt head is malformed', { cause });
-  }
-  if (!ok) throw new ProtocolError('signature_invalid', 'receipt head does not verify for this nonce');
-  return signed.head;
-}
-
-/** Everything `usage --verify` compares; see `verifyUsage`. */
-export interface UsageEvidence {
-  /** The receipts as the host stored them: any order, possibly duplicated, tampered or missing. */
-  receipts: SignedUsageReceipt[];
-  /** Receipt keys that verified attestation documents vouch for (the caller verified them). */
-  attestedKeys: ReadonlySet<string>;
-  /** Fresh heads already verified against the verifier's nonce, per enclave key. */
-  heads?: ReadonlyMap<string, ReceiptHead>;
-  /** What the host recorded per connection and UTC day (its audit trail). */
-  host: Array<{ connectionId: string; day: number; requests: number; tokens: number; microUsd?: number }>;
-  /** Releases the shareholders' signed logs show per connection and UTC day (all shareholders summed). */
-  leaseLog?: {
-    threshold: number;
-    /** `enclaveKey`: the receipt key the releasing shareholder read from the enclave's verified document, when it named one. */
-    releases: Array<{ connectionId: string; day: number; releases: number; enclaveKey?: string }>;
-  };
-}
-
-export type UsageFinding =
-  | UsageDisagreement
-  | { kind: 'signature_invalid'; enclaveKey: string; seq: number | null }
-  | { kind: 'enclave_key_unattested'; enclaveKey: string }
-  | { kind: 'receipt_replayed'; enclaveKey: string; seq: number }
-  | { kind: 'receipts_missing'; enclaveKey: string; connectionId: string; day: number | null; fromSeq: number; toSeq: number }
-  | { kind: 'leases_exceeded'; connectionId: string; day: number; enclaveLeases: number; leasesLogged: number }
-  | { kind: 'leases_unaccounted'; connectionId: string; day: number; releases: number; enclaveKey?: string };
-
-/** One sentence per finding, for people: says which side disagrees with which and by how much. */
-export function describeFinding(f: UsageFinding): string {
-  switch (f.kind) {
-    case 'under_reported':
-      return `${f.connectionId} day ${f.day}: the host recorded ${f.host} ${f.field} but the enclave's signed receipts say ${f.enclave} — the host under-reports`;
-    case 'receipt_regressed':
-      return `${f.connectionId} day ${f.day}: receipt #${f.seq} counts less than an earlier one — counts were dropped or an old receipt replayed`;
-    case 'signature_invalid':
-      return `a stored receipt${f.seq !== null ? ` (#${f.seq})` : ''} of enclave ${f.enclaveKey.slice(0, 16)}… does not verify — it was edited after the enclave signed it`;
-    case 'enclave_key_unattested':
-      return `receipts signed by ${f.enclaveKey.slice(0, 16)}… are not vouched for by any verified attestation document — not from an attested enclave`;
-    case 'receipt_replayed':
-      return `receipt #${f.seq} of enclave ${f.enclaveKey.slice(0, 16)}… is stored more than once — a replay`;
-    case 'receipts_missing':
-      return `${f.connectionId}${f.day !== null ? ` day ${f.day}` : ''}: receipts of enclave ${f.enclaveKey.slice(0, 16)}… between #${f.fromSeq} and #${f.toSeq} are missing from the host's store — dropped`;
-    case 'leases_exceeded':
-      return `${f.connectionId} day ${f.day}: the enclave served under ${f.enclaveLeases} leases but the shareholders' logs account for at most ${f.leasesLogged}`;
-    case 'leases_unaccounted':
-      return f.enclaveKey
-        ? `${f.connectionId} day ${f.day}: the shareholders released ${f.releases} lease shares to enclave ${f.enclaveKey.slice(0, 16)}… but the host holds no receipt of that enclave for it — its receipts were dropped`
-        : `${f.connectionId} day ${f.day}: the shareholders released ${f.releases} lease shares but the host shows no request and no receipt — hidden traffic`;
-  }
-}
-
-/**
- * The whole comparison of `securegate usage --verify` (SPEC.md §10.2): receipts must verify, come
- * from attested keys, form a gapless, duplicate-free chain per enclave key up to its fresh head,
- * never count less than an earlier receipt; the host's totals per connection and day must be at
- * least the sum over enclaves of the newest receipts; and the leases the receipts were served
- * under must fit in what the shareholders logged (⌊releases / t⌋, the previous day's included for
- * a lease that crossed midnight), while logged releases with no request and no receipt at all are
- * named too. Pure.
- */
-export function verifyUsage(e: UsageEvidence): UsageFinding[] {
-  const out: UsageFinding[] = [];
-  const byKey = new Map<string, UsageReceipt[]>();
-  const unattested = new Set<string>();
-  for (const signed of e.receipts) {
-    const key = typeof signed?.enclaveKey === 'string' ? signed.enclaveKey : '';
-    try {
-      const r = verifyUsageReceipt(signed, key);
-      if (!e.attestedKeys.has(key)) {
-        if (!unattested.has(key)) out.push({ kind: 'enclave_key_unattested', enclaveKey: key });
-        unattested.add(key);
-        continue;
-      }
-      const list = byKey.get(key) ?? [];
-      list.push(r);
-      byKey.set(key, list);
-    } catch {
-      out.push({ kind: 'signature_invalid', enclaveKey: key, seq: typeof signed?.receipt?.seq === 'number' ? signed.receipt.seq : null });
-    }
-  }
-  // A running enclave whose receipts were all dropped still has its head to compare with.
-  for (const key of e.heads?.keys() ?? []) if (e.attestedKeys.has(key) && !byKey.has(key)) byKey.set(key, []);
-  // Newest receipt per (enclave, connection, day), summed over enclaves per (connection, day).
-  const totals = new Map<string, { connectionId: string; day: number; requests: number; tokens: number; microUsd: number; leases: Set<string> }>();
-  for (const [key, list] of byKey) {
-    list.sort((a, b) => a.seq - b.seq);
-    const unique = list.filter((r, i) => {
-      const dup = i > 0 && r.seq === list[i - 1]!.seq;
-      if (dup) out.push({ kind: 'receipt_replayed', enclaveKey: key, seq: r.seq });
-      return !dup;
-    });
-    // Per connection and day the receipts chain through prevSeq: a dropped one leaves a gap.
-    const last = new Map<string, UsageReceipt>();
-    for (const r of unique) {
-      const id = `${r.connectionId}\u0000${r.day}`;
-      const prev = last.get(id);
-      if (r.prevSeq !== (prev?.seq ?? 0)) out.push({ kind: 'receipts_missing', enclaveKey: key, connectionId: r.connectionId, day: r.day, fromSeq: prev ? prev.seq + 1 : 1, toSeq: r.prevSeq });
-      last.set(id, r);
-    }
-    // The tail: the running enclave's signed head names its newest receipt per connection.
-    const head = e.heads?.get(key);
-    for (const [connectionId, newestSeq] of Object.entries(head?.newest ?? {})) {
-      const stored = Math.max(0, ...unique.filter((r) => r.connectionId === connectionId).map((r) => r.seq));
-      if (newestSeq > stored) out.push({ kind: 'receipts_missing', enclaveKey: key, connectionId, day: null, fromSeq: stored + 1, toSeq: newestSeq });
-    }
-    out.push(...compareUsage(unique, []).filter((d) => d.kind === 'receipt_regressed'));
-    const newest = new Map<string, UsageReceipt>();
-    for (const r of unique) {
-      const id = `${r.connectionId}\u0000${r.day}`;
-      const n = newest.get(id);
-      if (!n || (r.requests >= n.requests && r.tokens >= n.tokens && r.microUsd >= n.microUsd)) newest.set(id, r);
-      const t = totals.get(id) ?? { connectionId: r.connectionId, day: r.day, requests: 0, tokens: 0, microUsd: 0, leases: new Set<string>() };
-      t.leases.add(`${key}\u0000${r.lease}`);
-      totals.set(id, t);
-    }
-    for (const [id, r] of newest) {
-      const t = totals.get(id)!;
-      t.requests += r.requests;
-      t.tokens += r.tokens;
-      t.microUsd += r.microUsd;
-    }
-  }
-  for (const t of totals.values()) {
-    const h = e.host.find((x) => x.connectionId === t.connectionId && x.day === t.day);
-    for (const field of ['requests', 'tokens', 'microUsd'] as const) {
-      if (field === 'microUsd' && (h === undefined ? true : h.microUsd === undefined)) continue;
-      const recorded = h?.[field] ?? 0;
-      if (recorded < t[field]) out.push({ kind: 'under_reported', connectionId: t.connectionId, day: t.day, field, host: recorded, enclave: t[field] });
-    }
-  }
-  if (e.leaseLog) {
-    const { threshold, releases } = e.leaseLog;
-    const logged = (connectionId: string, day: number) => releases.filter((r) => r.connectionId === connectionId && (r.day === day || r.day === day - 1)).reduce((a, r) => a + r.releases, 0);
-    for (const t of totals.values()) {
-      const leasesLogged = Math.floor(logged(t.connectionId, t.day) / threshold);
-      if (t.leases.size > leasesLogged) out.push({ kind: 'leases_exceeded', connectionId: t.connectionId, day: t.day, enclaveLeases: t.leases.size, leasesLogged });
-    }
-    // A lease taken just before midnight may serve only the next day: either day accounts for it.
-    const accounted = (connectionId: string, day: number) =>
-      totals.has(`${connectionId}\u0000${day}`) || e.host.some((x) => x.connectionId === connectionId && x.day === day && x.requests > 0);
-    const perDay = new Map<string, { connectionId: string; day: number; releases: number }>();
-    for (const r of releases) {
-      const id = `${r.connectionId}\u0000${r.day}`;
-      const d = perDay.get(id) ?? { connectionId: r.connectionId, day: r.day, releases: 0 };
-      d.releases += r.releases;
-      perDay.set(id, d);
-    }
-    const hidden = new Set<string>();
-    for (const [id, r] of perDay) {
-      if (r.releases === 0 || accounted(r.connectionId, r.day) || accounted(r.connectionId, r.day + 1)) continue;
-      hidden.add(id);
-      out.push({ kind: 'leases_unaccounted', connectionId: r.connectionId, day: r.day, releases: r.releases });
-    }
-    // Per enclave: every enclave that took a lease issues a receipt for it (refused requests' too),
-    // so releases to an enclave whose receipts for that connection-day are all gone were hidden.
-    const receipted = new Set<string>();
-    for (const [key, list] of byKey) for (const r of list) receipted.add(`${key}\u0000${r.connectionId}\u0000${r.day}`);
-    for (const r of releases) {
-      if (!r.enclaveKey || r.releases === 0 || hidden.has(`${r.connectionId}\u0000${r.day}`)) continue;
-      const has = (day: number) => receipted.has(`${r.enclaveKey}\u0000${r.connectionId}\u0000${day}`);
-      if (!has(r.day) && !has(r.day + 1)) out.push({ kind: 'leases_unaccounted', connectionId: r.connectionId, day: r.day, releases: r.releases, enclaveKey: r.enclaveKey });
-    }
-  }
-  return out;
+  return { head, enclaveKey: toHex(signer.publicKey), signature: toHex(signer.sign(receiptHeadBytes(head))) };
 }
