@@ -206,9 +206,10 @@ describe('keys you can see and name', () => {
     const { id, key } = await newKey('--name', 'tiny cap', '--daily-limit', '0.003');
     const before = (await cli(['keys', 'list'])).stdout;
     const header = before.split('\n')[0]!;
-    for (const col of ['NAME', 'KEY', 'STATUS', 'TODAY / CAP', 'LIFETIME', 'LAST USED']) expect(header).toContain(col);
+    for (const col of ['NAME', 'KEY', 'STATUS', 'TODAY / CAP', 'LIFETIME', 'LIMITS', 'LAST USED']) expect(header).toContain(col);
     const line = () => cli(['keys', 'list']).then((r) => r.stdout.split('\n').find((l) => l.includes(id))!);
-    expect(await line()).toMatch(/^tiny cap +SG_\S+ +active +\$0\.00 \/ \$0\.003 +\$0\.00 +never /);
+    // LIMITS (none here: "-") sits between LIFETIME and LAST USED.
+    expect(await line()).toMatch(/^tiny cap +SG_\S+ +active +\$0\.00 \/ \$0\.003 +\$0\.00 +- +never /);
     const sdk = new OpenAI({ apiKey: key, baseURL: `${stack.hostUrl}/v1`, maxRetries: 0 });
     await sdk.chat.completions.create({ model: 'gpt-4o-mini', max_tokens: 5, messages: [{ role: 'user', content: 'hi' }] });
     const after = await line();
