@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { generateOwnerKeyPair } from './owner-signature.ts';
+import { generateOwnerKeyPair } from './owner/owner-keys.ts';
 import { auditHash, checkLogExtends, GENESIS_HASH, signLogHead, verifyLogHead, type ChainedEntry, type LogHead } from './audit-chain.ts';
 
 function chain(events: string[], from: ChainedEntry[] = []): ChainedEntry[] {

@@ -13,7 +13,8 @@ import {
   type ConnectionPolicy,
   type PriceLookup,
 } from './connection-policy.ts';
-import { generateOwnerKeyPair, signOwnerMessage } from './owner-signature.ts';
+import { generateOwnerKeyPair } from './owner/owner-keys.ts';
+import { signOwnerMessage } from './owner-signature.ts';
 import { openUpstreamKey, sealUpstreamKey, type KeyBinding } from './sealed-record.ts';
 
 const random = (n: number) => new Uint8Array(randomBytes(n));

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
+import { generateOwnerKeyPair } from './owner/owner-keys.ts';
 import {
   canonicalJson,
-  generateOwnerKeyPair,
   signOwnerMessage,
   verifyOwnerMessage,
   type OwnerMessage,

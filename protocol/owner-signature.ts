@@ -2,7 +2,8 @@
  * Owner signatures (SPEC.md §4): Ed25519 (RFC 8032) over a domain label and the canonical JSON
  * (RFC 8785 JCS restricted to strings, safe integers, booleans, null, arrays and plain objects —
  * no floats, so number formatting can never differ between signer and verifier).
- * Shareholders verify these themselves; the host only relays them.
+ * Shareholders verify these themselves; the host only relays them. Making an owner key is
+ * `owner/owner-keys.ts` (the enclave image does not contain it).
  */
 import { ed25519 } from '@noble/curves/ed25519.js';
 import { abytes, concatBytes, fromHex, toHex, utf8 } from './bytes.ts';
@@ -42,20 +43,6 @@ export function canonicalJson(value: unknown): string {
     default:
       throw new ProtocolError('canonical_encoding_invalid', `cannot sign a value of type ${typeof value}`);
   }
-}
-
-export interface OwnerKeyPair {
-  secretKey: Uint8Array;
-  publicKey: Uint8Array;
-}
-
-export function generateOwnerKeyPair(): OwnerKeyPair {
-  const secretKey = ed25519.utils.randomSecretKey();
-  return { secretKey, publicKey: ed25519.getPublicKey(secretKey) };
-}
-
-export function ownerPublicKey(secretKey: Uint8Array): Uint8Array {
-  return ed25519.getPublicKey(abytes(secretKey, 32, 'secretKey'));
 }
 
 /** Kinds of owner-signed messages; the `type` field is part of what is signed. */
