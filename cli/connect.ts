@@ -11,6 +11,7 @@ import { devPcrPolicy } from '../attestation/dev-pcrs.ts';
 import {
   ACCESS,
   DEFAULT_POLICY_OPERATIONS,
+  defaultLeaseTerms,
   ENDPOINT_KINDS,
   fromHex,
   generateOwnerKeyPair,
@@ -117,7 +118,10 @@ export function connectionPolicyFromFlags(provider: string, flags: ConnectionPol
     const unpriced = priced.unpriced;
     if (unpriced.length) throw new CliError(`--daily-dollars: no known price for ${unpriced.join(', ')} (${provider}); name priced models, or cap requests/tokens instead`, EXIT.usage);
   }
-  return { operations, ...(models ? { models } : {}), ceiling, ...(prices ? { prices } : {}) };
+  // A request or token ceiling is split into leases the shareholders count, so it holds across
+  // enclave restarts and many enclaves, not only in one enclave's memory.
+  const lease = defaultLeaseTerms(ceiling);
+  return { operations, ...(models ? { models } : {}), ceiling, ...(prices ? { prices } : {}), ...(lease ? { lease } : {}) };
 }
 
 /** The release manifest named by --release-manifest (or the config), verified with the pinned release key. */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { DEV_PARENT_ROLE_ARN, DEV_PCR3 } from '../attestation/dev-pcrs.ts';
-import { toHex, type ReleaseManifest } from '../protocol/index.ts';
+import { DEFAULT_LEASES_PER_DAY, leaseLimitFor, maxLeasesPerDay, toHex, type ReleaseManifest } from '../protocol/index.ts';
 import { connectionPolicyFromFlags, parseWideningDelay } from './connect.ts';
 import { CliError } from './errors.ts';
 import { ownerPcrPolicy } from './pcr-policy.ts';
@@ -55,5 +55,22 @@ describe('connect flags', () => {
     expect(connectionPolicyFromFlags('openai', {}).operations).toEqual(['inference']);
     expect(connectionPolicyFromFlags('any', {}).operations).toEqual(['any']);
     expect(exitOf(() => connectionPolicyFromFlags('openai', { operations: 'inference,files:erase' }))).toBe(2);
+  });
+
+  it('splits a request or token ceiling into leases the shareholders count, so no number of enclaves can exceed it', () => {
+    expect(connectionPolicyFromFlags('openai', {}).lease).toBeUndefined();
+    const policy = connectionPolicyFromFlags('openai', { dailyRequests: '1000', dailyTokens: '2000000' });
+    expect(policy.lease).toEqual({ requests: Math.ceil(1000 / DEFAULT_LEASES_PER_DAY), tokens: Math.ceil(2_000_000 / DEFAULT_LEASES_PER_DAY) });
+    for (const [n, t] of [[5, 3], [3, 2], [7, 2], [10, 9]] as const) {
+      const k = leaseLimitFor(policy, n, t)!;
+      expect(k, `${t}-of-${n}`).toBeGreaterThan(0);
+      // Every lease any enclave can get, at its full quota, stays within each ceiling.
+      expect(maxLeasesPerDay(n, t, k) * policy.lease!.requests!).toBeLessThanOrEqual(1000);
+      expect(maxLeasesPerDay(n, t, k) * policy.lease!.tokens!).toBeLessThanOrEqual(2_000_000);
+    }
+    // A tiny ceiling still gets whole leases of one request each.
+    expect(connectionPolicyFromFlags('openai', { dailyRequests: '5' }).lease).toEqual({ requests: 1 });
+    // A zero ceiling refuses everything in every enclave already: nothing to split.
+    expect(connectionPolicyFromFlags('openai', { dailyRequests: '0' }).lease).toBeUndefined();
   });
 });

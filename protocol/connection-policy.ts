@@ -256,6 +256,22 @@ export function maxLeasesPerDay(n: number, t: number, k: number): number {
   return Math.floor((n * k) / t);
 }
 
+/** How many leases a day a ceiling is split into when the owner names no lease quota (one per ~15 min). */
+export const DEFAULT_LEASES_PER_DAY = 96;
+
+/**
+ * Lease quotas for a daily ceiling whose owner named none, so the ceiling holds across enclave
+ * restarts and many enclaves (⌊n·k/t⌋, SPEC.md §9) instead of only within one enclave's memory:
+ * each dimension with a positive ceiling is split into DEFAULT_LEASES_PER_DAY leases (at least 1
+ * each). Undefined when there is no such ceiling (nothing to bound).
+ */
+export function defaultLeaseTerms(ceiling: DailyCeiling): LeaseTerms | undefined {
+  const lease: LeaseTerms = {};
+  if (ceiling.requests !== undefined && ceiling.requests > 0) lease.requests = Math.max(1, Math.ceil(ceiling.requests / DEFAULT_LEASES_PER_DAY));
+  if (ceiling.tokens !== undefined && ceiling.tokens > 0) lease.tokens = Math.max(1, Math.ceil(ceiling.tokens / DEFAULT_LEASES_PER_DAY));
+  return lease.requests !== undefined || lease.tokens !== undefined ? lease : undefined;
+}
+
 /**
  * The per-shareholder daily lease limit k for a policy, chosen so that ⌊n·k/t⌋ leases cannot serve
  * more than the daily ceiling: for each dimension with both a ceiling C and a lease quota q, at
