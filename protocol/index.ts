@@ -12,6 +12,7 @@ export * from './providers/index.ts';
 export * from './rpc.ts';
 export * from './request-signature.ts';
 export * from './allow-list.ts';
+export * from './allow-list-canonical.ts';
 export * from './audit-chain.ts';
 export * from './shareholder-errors.ts';
 export * from './cli-exit-codes.ts';
