@@ -53,13 +53,9 @@ export function parseEgress(entries: string[]): Map<string, EgressRoute> {
   for (const entry of entries) {
     const eq = entry.indexOf('=');
     if (eq < 0) throw new Error(`--egress takes <origin>=unix:<path> or <origin>=tcp:<host>:<port>, got ${entry}`);
-    let origin: string;
-    try {
-      origin = new URL(entry.slice(0, eq)).origin;
-    } catch {
-      throw new Error(`--egress: ${entry.slice(0, eq)} is not an origin (https://host[:port])`);
-    }
-    if (origin === 'null') throw new Error(`--egress: ${entry.slice(0, eq)} is not an origin (https://host[:port])`);
+    // URL.parse gives null for no URL at all; `origin` is "null" for a URL without one (unix:…).
+    const origin = URL.parse(entry.slice(0, eq))?.origin;
+    if (origin === undefined || origin === 'null') throw new Error(`--egress: ${entry.slice(0, eq)} is not an origin (https://host[:port])`);
     const target = entry.slice(eq + 1);
     if (target.startsWith('unix:') && target.length > 5) map.set(origin, { kind: 'unix', path: target.slice(5) });
     else {
@@ -121,19 +117,8 @@ export function enclaveSettings(values: EnclaveArgs): EnclaveSettings {
   };
 }
 
-/** The enclave's own options, as parsed. */
-export interface EnclaveArgs {
-  listen: string;
-  shareholders?: string;
-  egress: string[];
-  'egress-only': boolean;
-  'ca-file'?: string;
-  'shareholder-socket-dir'?: string;
-  'print-shareholder-bridges': boolean;
-  'connect-timeout': string;
-  'headers-timeout': string;
-  'idle-timeout': string;
-}
+/** The enclave's own options, as parsed: the types `parseArgs` gives `OPTIONS`, so the two cannot drift. */
+export type EnclaveArgs = ReturnType<typeof parseArgs<{ options: typeof OPTIONS }>>['values'];
 
 /**
  * The command line, with `extra` options (the development entry's, returned apart). A wrong

@@ -164,10 +164,6 @@ export class LeaseMeter {
     const e = this.#leases.get(connectionId);
     if (e && e.lease === lease) e.tokens += tokens;
   }
-
-  forget(connectionId: string): void {
-    this.#leases.delete(connectionId);
-  }
 }
 
 /** A verified policy: what the enclave enforces. */
