@@ -112,9 +112,6 @@ export const OPENAI_ENDPOINTS = {
   fineTuningControl: { id: 'fine_tuning.control', method: 'POST', path: /^\/fine_tuning\/jobs\/[\w-]+\/(cancel|pause|resume)$/, kind: 'fine_tuning', access: 'write', body: 'none', model: NONE, price: FREE },
 } as const satisfies Record<string, EndpointSpec>;
 
-/** The inference surface most OpenAI-compatible providers implement. */
-export const OPENAI_INFERENCE: EndpointSpec[] = [OPENAI_ENDPOINTS.chat, OPENAI_ENDPOINTS.models, OPENAI_ENDPOINTS.modelGet];
-
 /** Anthropic's Messages API. */
 export const ANTHROPIC_ENDPOINTS: EndpointSpec[] = [
   { id: 'messages.create', method: 'POST', path: /^\/messages$/, kind: 'inference', access: 'write', body: 'json', model: json(), price: { unit: 'tokens' }, stream: 'anthropic' },

@@ -26,8 +26,6 @@ export interface ProviderSpec {
   nativeEndpoints?: EndpointSpec[];
   /** Provider id in @pydantic/genai-prices, when it prices this provider's models. */
   priceProvider?: string;
-  /** Where the client SDKs put the key when they talk to this provider natively. */
-  docs?: string;
 }
 
 /** The OpenAI-compatible surface most providers implement (subsets below), as endpoint rows. */
