@@ -7,9 +7,6 @@
  */
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import { connect as netConnect, type Socket } from 'node:net';
-
-/** Responses up to this size with a Content-Length are read whole and written back at once. */
-const SMALL_BODY = 256 * 1024;
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { Transform } from 'node:stream';
 import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
@@ -31,6 +28,8 @@ const DROP_REQUEST = new Set([
 ]);
 const DROP_RESPONSE = new Set([...HOP_BY_HOP_HEADERS, 'set-cookie']);
 const MAX_ERROR_BODY = 64 * 1024;
+/** Responses up to this size with a Content-Length are read whole and written back at once. */
+const SMALL_BODY = 256 * 1024;
 
 export interface ForwardTarget {
   provider: ProviderSpec;
@@ -60,8 +59,7 @@ export function resolveTarget(
     throw new EnclaveError('origin_not_allowed', 'upstream origin must be https');
   }
   if (provider.id === 'any') {
-    const q = clientPathWithQuery.indexOf('?');
-    const path = q < 0 ? clientPathWithQuery : clientPathWithQuery.slice(0, q);
+    const path = clientPathWithQuery.split('?', 1)[0]!;
     if (!path.startsWith('/any/') || allow === undefined || !allowListPermits(allow, method, path.slice(4))) {
       throw new EnclaveError('path_not_allowed', `${method} ${path} is not in this connection's allow-list`);
     }

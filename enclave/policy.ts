@@ -32,8 +32,7 @@ const accessOf = (method: string): Access => (method === 'GET' || method === 'HE
 
 /** One typed value from the endpoint table; a request no row describes is outside every policy. */
 export function classifyForPolicy(providerId: string, method: string, clientPathWithQuery: string): PolicyClassification {
-  const q = clientPathWithQuery.indexOf('?');
-  const path = q < 0 ? clientPathWithQuery : clientPathWithQuery.slice(0, q);
+  const path = clientPathWithQuery.split('?', 1)[0]!;
   if (providerId === 'any') return { kind: 'any', access: accessOf(method), metered: false, model: { in: 'none' }, groups: [] };
   const spec = providerSpec(providerId);
   const hit = spec ? matchEndpoint(spec, method, path) : undefined;
