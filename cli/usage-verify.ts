@@ -119,16 +119,21 @@ export async function verifyUsageReport(input: UsageVerifyInput): Promise<UsageV
     }
   }
   // The running enclave's head over our nonce: a hidden tail of its chain shows as missing.
+  // Without it the host alone would decide whether the tail is checked (by answering with no head,
+  // or a stale one): a head that is missing or does not verify is a finding, never "nothing to see".
   const heads = new Map<string, ReceiptHead>();
+  let headProblem: string | undefined = 'the host sent none';
   if (evidence.head) {
     try {
-      if (!evidence.attestations[evidence.head.enclaveKey] || attestedKey(evidence.attestations[evidence.head.enclaveKey]!, input.roots, input.expectPcrs) !== evidence.head.enclaveKey) throw new Error('unattested');
+      if (!evidence.attestations[evidence.head.enclaveKey] || attestedKey(evidence.attestations[evidence.head.enclaveKey]!, input.roots, input.expectPcrs) !== evidence.head.enclaveKey) throw new Error('its key is not attested');
       attestedKeys.add(evidence.head.enclaveKey);
       const head = verifyReceiptHead(evidence.head, evidence.head.enclaveKey, nonce);
-      if (named.some((id) => !Object.hasOwn(head.newest, id))) throw new Error('the head does not cover every connection asked for');
+      if (named.some((id) => !Object.hasOwn(head.newest, id))) throw new Error('it does not cover every connection asked for');
       heads.set(evidence.head.enclaveKey, head);
-    } catch {
-      // A head that does not verify proves nothing; the chain is still checked for gaps.
+      headProblem = undefined;
+    } catch (e) {
+      // The chain is still checked for gaps; the tail is reported as unchecked below.
+      headProblem = (e as Error).message;
     }
   }
   const releases = await leaseLog(input.shareholders, input.connection);
@@ -142,6 +147,7 @@ export async function verifyUsageReport(input: UsageVerifyInput): Promise<UsageV
   })
     // The day before `from` was fetched only so that a lease crossing midnight is accounted for.
     .filter((f) => !('day' in f) || f.day === null || inRange(f.day))
+    .concat(headProblem !== undefined ? [{ kind: 'head_unverified', reason: headProblem }] : [])
     .map((f) => ({ ...f, text: describeFinding(f) }));
   const rows = new Map<string, UsageVerifyReport['rows'][number]>();
   const row = (connectionId: string, day: number) => {

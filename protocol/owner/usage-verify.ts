@@ -69,7 +69,9 @@ export type UsageFinding =
   | { kind: 'receipt_replayed'; enclaveKey: string; seq: number }
   | { kind: 'receipts_missing'; enclaveKey: string; connectionId: string; day: number | null; fromSeq: number; toSeq: number }
   | { kind: 'leases_exceeded'; connectionId: string; day: number; enclaveLeases: number; leasesLogged: number }
-  | { kind: 'leases_unaccounted'; connectionId: string; day: number; releases: number; enclaveKey?: string };
+  | { kind: 'leases_unaccounted'; connectionId: string; day: number; releases: number; enclaveKey?: string }
+  /** No head of the running enclave verified over the verifier's nonce: the tail of its chain could not be checked. */
+  | { kind: 'head_unverified'; reason: string };
 
 /** One sentence per finding, for people: says which side disagrees with which and by how much. */
 export function describeFinding(f: UsageFinding): string {
@@ -88,6 +90,8 @@ export function describeFinding(f: UsageFinding): string {
       return `${f.connectionId}${f.day !== null ? ` day ${f.day}` : ''}: receipts of enclave ${f.enclaveKey.slice(0, 16)}… between #${f.fromSeq} and #${f.toSeq} are missing from the host's store — dropped`;
     case 'leases_exceeded':
       return `${f.connectionId} day ${f.day}: the enclave served under ${f.enclaveLeases} leases but the shareholders' logs account for at most ${f.leasesLogged}`;
+    case 'head_unverified':
+      return `the host did not relay a head of the running enclave signed over this check's nonce (${f.reason}) — receipts it dropped from the end of the chain cannot be ruled out`;
     case 'leases_unaccounted':
       return f.enclaveKey
         ? `${f.connectionId} day ${f.day}: the shareholders released ${f.releases} lease shares to enclave ${f.enclaveKey.slice(0, 16)}… but the host holds no receipt of that enclave for it — its receipts were dropped`
