@@ -1,0 +1,111 @@
+/**
+ * Adversarial review of the per-key rate limits (issue 20): a client holding a stolen SG key with a
+ * tokens-per-minute limit tries to get more tokens per minute out of it than the owner allowed.
+ *
+ * Anthropic streams report usage twice: `message_start` carries the input tokens and an output
+ * count of 1, and only the final `message_delta` carries the real output count. A client that
+ * reads the generated text and hangs up before `message_delta` leaves the gateway holding the
+ * partial usage of `message_start`. The money settlement charges the reservation's bound for an
+ * incomplete answer; the token counter must do the same, or each such request counts as
+ * input + 1 tokens however much was generated.
+ *
+ * Real stack (host, enclave process, shareholders); the upstream is a loopback server that streams
+ * an Anthropic answer and stalls before its final usage, as a long generation does.
+ */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { adminApi, enrollConnection, startTestStack } from './helpers.ts';
+
+let stack: Awaited<ReturnType<typeof startTestStack>>;
+let upstream: Server;
+let origin: string;
+const DELTAS = 300;
+
+beforeAll(async () => {
+  stack = await startTestStack();
+  upstream = createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      const ev = (event: string, payload: object) => res.write(`event: ${event}\ndata: ${JSON.stringify({ type: event, ...payload })}\n\n`);
+      ev('message_start', {
+        message: { id: 'msg_1', type: 'message', role: 'assistant', content: [], model: 'claude-sonnet-4-5', stop_reason: null, stop_sequence: null, usage: { input_tokens: 10, output_tokens: 1 } },
+      });
+      ev('content_block_start', { index: 0, content_block: { type: 'text', text: '' } });
+      // One token per delta: what the upstream generates (and bills) before the client hangs up.
+      for (let i = 0; i < DELTAS; i++) ev('content_block_delta', { index: 0, delta: { type: 'text_delta', text: ' tok' } });
+      ev('content_block_stop', { index: 0 });
+      // The final message_delta (output_tokens: DELTAS) would come here; the client is gone first.
+      const timer = setTimeout(() => res.end(), 20_000);
+      res.on('close', () => clearTimeout(timer));
+    });
+  });
+  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
+  origin = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`;
+});
+afterAll(async () => {
+  upstream?.closeAllConnections();
+  upstream?.close();
+  await stack?.cleanup();
+});
+
+let lastRefusal = '';
+
+/** Streams a message, reads until the generated text has arrived, then hangs up. */
+async function readAndHangUp(key: string): Promise<number> {
+  const ac = new AbortController();
+  const res = await fetch(`${stack.hostUrl}/v1/messages`, {
+    method: 'POST',
+    signal: ac.signal,
+    headers: { 'x-api-key': key, 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
+    body: JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: DELTAS, stream: true, messages: [{ role: 'user', content: 'hi' }] }),
+  });
+  if (res.status !== 200) {
+    lastRefusal = await res.text();
+    return res.status;
+  }
+  const reader = res.body!.getReader();
+  let text = '';
+  while (!text.includes('content_block_stop')) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    text += Buffer.from(value).toString();
+  }
+  expect(text.split('text_delta').length - 1).toBe(DELTAS);
+  ac.abort();
+  await reader.cancel().catch(() => undefined);
+  return res.status;
+}
+
+describe('tokens per minute against a client that hangs up before the final usage', () => {
+  // FINDING: host/request/forward.ts (finisher, the ledger.settle call) passes the tokens of a partial
+  // usage (Anthropic's message_start: output_tokens 1) to the per-minute token counter when the
+  // client hangs up before message_delta, while money is charged the bound. Fix: pass tokens only
+  // when result.complete and code is neither client_disconnected nor upstream_broken (else undefined,
+  // which keeps the bound). Skipped because forward.ts is mid-edit by another engineer.
+  it.skip('counts a stream abandoned before its final usage at its token bound, so the limit still refuses within the minute', async () => {
+    const left = 60 - new Date().getUTCSeconds();
+    if (left < 40) await new Promise((r) => setTimeout(r, left * 1000 + 200));
+    const conn = await enrollConnection({ ...stack, mock: { ...stack.mock!, origin } }, { upstreamKey: 'sk-ant-rate', provider: 'anthropic' });
+    const admin = adminApi(stack);
+    // The token bound the gateway holds for one such request, as its refusal under a limit of 1 names it.
+    expect((await admin('PATCH', `/keys/${conn.keyId}`, { tpm: 1 })).status).toBe(200);
+    expect(await readAndHangUp(conn.key)).toBe(429);
+    const bound = Number(/could use up to (\d+) tokens/.exec(lastRefusal)?.[1]);
+    expect(bound).toBeGreaterThanOrEqual(DELTAS);
+    // Room for three such requests a minute, each held (and, unfinished, charged) at its bound.
+    const patched = await admin('PATCH', `/keys/${conn.keyId}`, { tpm: 3 * bound + 10 });
+    expect(patched.status, JSON.stringify(patched.json)).toBe(200);
+
+    const statuses: number[] = [];
+    for (let i = 0; i < 8; i++) {
+      statuses.push(await readAndHangUp(conn.key));
+      await new Promise((r) => setTimeout(r, 150)); // let the disconnect settle before the next request
+    }
+    // Every 200 handed the client the DELTAS generated tokens; unfinished, each counts as its bound.
+    expect(statuses, `statuses ${statuses.join(',')}; last refusal ${lastRefusal}`).toEqual([200, 200, 200, 429, 429, 429, 429, 429]);
+    expect(JSON.parse(lastRefusal)).toMatchObject({ type: 'error', error: { type: 'rate_limit_error', code: 'rate_limit_exceeded' } });
+    expect(lastRefusal).not.toContain('sk-ant-rate');
+  }, 120_000);
+});
