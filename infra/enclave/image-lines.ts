@@ -19,8 +19,8 @@ export const IMAGE_PARTS: Array<{ part: string; purpose: string; match: RegExp }
   { part: 'policy', purpose: 'the owner-signed connection policy: operations, models, daily ceiling, leases (`policy.ts`)', match: /^enclave\/policy\.ts$/ },
   { part: 'other enclave/', purpose: 'enclave modules not yet described here', match: /^enclave\// },
   { part: 'protocol: keys and shares', purpose: 'sealed record, Shamir combine, HPKE share envelopes, bytes and errors', match: /^protocol\/(sealed-record|shamir|share-envelope|bytes|errors)\.ts$/ },
-  { part: 'protocol: RPC and owner policy', purpose: 'connection descriptor and error codes, the shareholders\' error codes, owner signatures, connection policy, usage receipts', match: /^protocol\/(rpc|shareholder-errors|owner-signature|connection-policy|usage-receipt)\.ts$/ },
-  { part: 'protocol: providers', purpose: 'each provider’s origin, auth scheme and endpoint table, any-API allow-lists, loopback and hop-by-hop rules', match: /^protocol\/(providers\/.*|allow-list|http-rules)\.ts$/ },
+  { part: 'protocol: RPC and owner policy', purpose: 'connection descriptor and error codes, the shareholders\' error codes, owner signatures, connection policy, signing usage receipts', match: /^protocol\/(rpc|shareholder-errors|owner-signature|connection-policy|usage-receipt)\.ts$/ },
+  { part: 'protocol: providers', purpose: 'each provider’s origin, auth scheme and endpoint table, any-API allow-list matching, loopback and hop-by-hop rules', match: /^protocol\/(providers\/.*|allow-list|http-rules)\.ts$/ },
   { part: 'other protocol/', purpose: 'protocol modules not yet described here', match: /^protocol\// },
   { part: 'attestation', purpose: 'the Nitro NSM device binding (`/dev/nsm` through the static helper), its CBOR/COSE encoding', match: /^attestation\// },
 ];
