@@ -170,6 +170,8 @@ export async function connectProvider(input: ConnectInput): Promise<{ id: string
       sealedRecord: Buffer.from(record).toString('base64'),
       threshold: input.threshold,
       shareholders: input.shareholders.map((s) => s.id),
+      // The set the record binds (0x04), as pinned here: the enclave authenticates releases against it.
+      shareholderSet: prepared.shareholderSet,
       ...(allow ? { allow } : {}),
       ...(prepared.connectionPolicy ? { policy: prepared.connectionPolicy } : {}),
       ...(input.projectId ? { projectId: input.projectId } : {}),

@@ -10,7 +10,7 @@
  */
 import type { Nsm } from '../attestation/nsm.ts';
 import { equalBytes } from '../protocol/bytes.ts';
-import { openUpstreamKey, type KeyBinding } from '../protocol/sealed-record.ts';
+import { openUpstreamKey, sealedRecordVersion, type KeyBinding, type ShareholderSetMember } from '../protocol/sealed-record.ts';
 import type { SignedOwnerMessage } from '../protocol/owner-signature.ts';
 import type { X25519KeyPair } from '../protocol/share-envelope.ts';
 import { EnclaveError } from './errors.ts';
@@ -66,7 +66,7 @@ interface CacheEntry {
 
 /** Everything the sealed record's AAD binds, as one comparable string. */
 function bindingId(b: KeyBinding): string {
-  return JSON.stringify([b.connectionId, b.provider, b.origin, b.authScheme, b.allow ?? null, b.policySha256 ?? null]);
+  return JSON.stringify([b.connectionId, b.provider, b.origin, b.authScheme, b.allow ?? null, b.policySha256 ?? null, b.shareholderSetSha256 ?? null]);
 }
 
 /** The last fraction of a cached key's TTL in which a use refreshes it in the background. */
@@ -129,8 +129,17 @@ export class KeyResolver {
     };
   }
 
-  /** Returns the plaintext upstream key for one request. The caller must not keep it. */
-  async upstreamKey(binding: KeyBinding, record: Uint8Array, threshold: number): Promise<Uint8Array> {
+  /**
+   * Returns the plaintext upstream key for one request. The caller must not keep it. `recordSet`:
+   * the shareholder set a version 0x04 record is sealed with (its hash is in `binding`) — its
+   * members are asked and their releases authenticated against its keys, not the configured ones.
+   */
+  async upstreamKey(binding: KeyBinding, record: Uint8Array, threshold: number, recordSet?: readonly ShareholderSetMember[]): Promise<Uint8Array> {
+    // A record that cannot open under this binding's version (a 0x04 record without its set, or a
+    // set sent with an older record) is refused before it costs anyone a release.
+    if (record[0] !== sealedRecordVersion(binding) || (binding.shareholderSetSha256 === undefined) !== (recordSet === undefined)) {
+      throw new EnclaveError('sealed_record_invalid', 'sealed record does not open for this connection');
+    }
     const cached = this.#cache.get(binding.connectionId);
     const now = this.#o.now();
     if (cached && cached.expiresAt > now) {
@@ -141,14 +150,14 @@ export class KeyResolver {
       const refreshDue = !cached.refreshStarted && cached.expiresAt - now < this.#o.cacheTtlMs * REFRESH_AHEAD;
       // Same record bytes and same binding as last time: the same plaintext (a copy; callers wipe theirs).
       if (cached.opened && cached.opened.binding === id && equalBytes(cached.opened.record, record)) {
-        if (refreshDue) this.#refresh(cached, binding, record, threshold);
+        if (refreshDue) this.#refresh(cached, binding, record, threshold, recordSet);
         return cached.opened.key.slice();
       }
       try {
         const key = openUpstreamKey(record, cached.dek, binding);
         cached.opened?.key.fill(0);
         cached.opened = { record: record.slice(), binding: id, key: key.slice() };
-        if (refreshDue) this.#refresh(cached, binding, record, threshold);
+        if (refreshDue) this.#refresh(cached, binding, record, threshold, recordSet);
         return key;
       } catch (cause) {
         // The DEK came from the shareholders for this connection, so a failure means the record
@@ -158,7 +167,7 @@ export class KeyResolver {
       }
     }
     this.#o.metrics.cache.inc({ result: 'miss' });
-    const dek = await (this.#inflight.get(binding.connectionId) ?? this.#startFetch(binding, record, threshold));
+    const dek = await (this.#inflight.get(binding.connectionId) ?? this.#startFetch(binding, record, threshold, recordSet));
     try {
       return openUpstreamKey(record, dek, binding);
     } catch (cause) {
@@ -172,11 +181,11 @@ export class KeyResolver {
    * shareholders decide as on any fetch: if they refuse (policy changed, owner revoked) or are
    * unreachable, the cached key still expires at its time — the TTL bound is unchanged.
    */
-  #refresh(entry: CacheEntry, binding: KeyBinding, record: Uint8Array, threshold: number): void {
+  #refresh(entry: CacheEntry, binding: KeyBinding, record: Uint8Array, threshold: number, recordSet: readonly ShareholderSetMember[] | undefined): void {
     entry.refreshStarted = true;
     if (this.#inflight.has(binding.connectionId)) return;
     this.#o.metrics.cache.inc({ result: 'refresh' });
-    this.#startFetch(binding, record, threshold).catch((error: Error) => this.#o.log.warn({ connectionId: binding.connectionId, reason: error.message }, 'key refresh failed; the cached key expires at its time'));
+    this.#startFetch(binding, record, threshold, recordSet).catch((error: Error) => this.#o.log.warn({ connectionId: binding.connectionId, reason: error.message }, 'key refresh failed; the cached key expires at its time'));
   }
 
   /**
@@ -184,10 +193,11 @@ export class KeyResolver {
    * current fetch when it completes: an eviction (revoke, kill, rotation) during a fetch is not
    * undone by the fetch landing afterwards. Requests already waiting still get their answer.
    */
-  #startFetch(binding: KeyBinding, record: Uint8Array, threshold: number): Promise<Uint8Array> {
+  #startFetch(binding: KeyBinding, record: Uint8Array, threshold: number, recordSet: readonly ShareholderSetMember[] | undefined): Promise<Uint8Array> {
     const id = binding.connectionId;
     const slot: { pending?: Promise<Uint8Array> } = {};
-    slot.pending = reconstructDek(this.#fanOut, this.#askOrder(id, threshold), binding, record, threshold)
+    const { members, vouched } = this.#members(id, recordSet);
+    slot.pending = reconstructDek(this.#fanOut, this.#askOrder(id, threshold, members), binding, record, threshold, vouched)
       .then((dek) => {
         if (this.#inflight.get(id) === slot.pending) this.#remember(id, dek);
         return dek;
@@ -201,9 +211,34 @@ export class KeyResolver {
     return slot.pending;
   }
 
+  /**
+   * Whom a lease asks, and with which key each release must authenticate. Older records: the
+   * configured shareholders and keys. A 0x04 record: only the members of its set, each reached
+   * by its configured route (a member the configuration has no route for is unreachable, never
+   * trusted from elsewhere) and authenticated by the key the set lists, whatever the configuration
+   * says. `vouched`: members whose set key the configuration confirms (all, for older records) —
+   * share-fanout names a bad share only when the key was rebuilt from vouched members' shares.
+   */
+  #members(connectionId: string, recordSet: readonly ShareholderSetMember[] | undefined): { members: ShareholderEndpoint[]; vouched: ReadonlySet<string> } {
+    if (recordSet === undefined) return { members: this.#o.shareholders, vouched: new Set(this.#o.shareholders.map((sh) => sh.id)) };
+    const configured = new Map(this.#o.shareholders.map((sh) => [sh.id, sh]));
+    const members: ShareholderEndpoint[] = [];
+    const vouched = new Set<string>();
+    for (const m of recordSet) {
+      const sh = configured.get(m.id);
+      if (!sh) {
+        this.#o.log.warn({ shareholder: m.id, connectionId }, 'the record\'s shareholder set names a shareholder this enclave has no route to; not asking it');
+        continue;
+      }
+      members.push({ ...sh, publicKey: m.publicKey });
+      if (sh.publicKey === m.publicKey) vouched.add(m.id);
+    }
+    return { members, vouched };
+  }
+
   /** The shareholders in the order this connection's next lease asks them: rotated by t per lease. */
-  #askOrder(connectionId: string, threshold: number): ShareholderEndpoint[] {
-    const list = this.#o.shareholders;
+  #askOrder(connectionId: string, threshold: number, list: readonly ShareholderEndpoint[]): ShareholderEndpoint[] {
+    if (list.length === 0) return [];
     const started = this.#rotation.get(connectionId) ?? 0;
     this.#rotation.delete(connectionId);
     this.#rotation.set(connectionId, started + 1);

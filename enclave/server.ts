@@ -10,7 +10,7 @@ import { fromHex, fromUtf8, toHex } from '../protocol/bytes.ts';
 import { utcDay, verifyConnectionPolicy, type ConnectionPolicy } from '../protocol/connection-policy.ts';
 import type { SignedOwnerMessage } from '../protocol/owner-signature.ts';
 import { decodeConnectionDescriptor, RPC_CONNECTION_HEADER, RPC_EVICT_PATH, RPC_FORWARD_PREFIX } from '../protocol/rpc.ts';
-import { canonicalOrigin, type KeyBinding } from '../protocol/sealed-record.ts';
+import { canonicalOrigin, shareholderSetSha256, type KeyBinding } from '../protocol/sealed-record.ts';
 import { generateX25519KeyPair, type X25519KeyPair } from '../protocol/share-envelope.ts';
 import { receiptKeyUserData, signReceiptHead, signUsageReceipt, type SignedUsageReceipt } from '../protocol/usage-receipt.ts';
 import { EnclaveError } from './errors.ts';
@@ -35,9 +35,9 @@ type VerifiedPolicy = { signed: SignedOwnerMessage; policy: ConnectionPolicy; sh
  * result: what was refused is not kept, so it is checked (and refused) again.
  */
 const DESCRIPTOR_MEMO_SIZE = 4096;
-const descriptorMemo = new Map<string, { descriptor: Descriptor; base: VerifiedPolicy | undefined }>();
+const descriptorMemo = new Map<string, { descriptor: Descriptor; base: VerifiedPolicy | undefined; setSha256: string | undefined }>();
 
-function decodeAndVerify(header: string | string[] | undefined): { descriptor: Descriptor; base: VerifiedPolicy | undefined } {
+function decodeAndVerify(header: string | string[] | undefined): { descriptor: Descriptor; base: VerifiedPolicy | undefined; setSha256: string | undefined } {
   if (typeof header === 'string') {
     const hit = descriptorMemo.get(header);
     if (hit) return hit;
@@ -56,7 +56,17 @@ function decodeAndVerify(header: string | string[] | undefined): { descriptor: D
       throw new EnclaveError('policy_invalid', `connection policy does not verify: ${(e as Error).message}`);
     }
   }
-  const entry = { descriptor, base };
+  // A record sealed with its shareholder set (0x04): the set's hash goes into the binding, so the
+  // record opens only if this is the set the owner sealed with (SPEC.md §1, §3).
+  let setSha256: string | undefined;
+  if (descriptor.shareholders !== undefined) {
+    try {
+      setSha256 = shareholderSetSha256(descriptor.shareholders, descriptor.threshold);
+    } catch (e) {
+      throw new EnclaveError('bad_request', `connection shareholders: ${(e as Error).message}`);
+    }
+  }
+  const entry = { descriptor, base, setSha256 };
   if (typeof header === 'string') {
     if (descriptorMemo.size >= DESCRIPTOR_MEMO_SIZE) descriptorMemo.delete(descriptorMemo.keys().next().value!);
     descriptorMemo.set(header, entry);
@@ -294,7 +304,7 @@ export class Enclave {
   }
 
   async #forward(req: IncomingMessage, res: ServerResponse, clientPath: string): Promise<void> {
-    const { descriptor, base } = decodeAndVerify(req.headers[RPC_CONNECTION_HEADER]);
+    const { descriptor, base, setSha256 } = decodeAndVerify(req.headers[RPC_CONNECTION_HEADER]);
     let origin: string;
     try {
       origin = canonicalOrigin(descriptor.origin);
@@ -338,12 +348,15 @@ export class Enclave {
       ...(descriptor.allow !== undefined ? { allow: descriptor.allow } : {}),
       // The record's tag proves this is the policy the owner sealed with the key (version 0x03).
       ...(base ? { policySha256: base.sha256 } : {}),
+      // Version 0x04: the set releases are authenticated against; the tag proves it is the owner's.
+      ...(setSha256 !== undefined ? { shareholderSetSha256: setSha256 } : {}),
     };
+    const recordSet = descriptor.shareholders;
     const record = new Uint8Array(Buffer.from(descriptor.sealedRecord, 'base64'));
     const connectionId = descriptor.connectionId;
     // A lease whose quota or TTL ran out is dropped before use: the next key needs a new lease.
     if (policy && this.leases.exhausted(connectionId, this.#resolver!.leaseOf(connectionId), policy.policy)) this.#resolver!.evict(connectionId);
-    let keyBytes = await this.#resolver!.upstreamKey(binding, record, descriptor.threshold).catch((e: unknown) => {
+    let keyBytes = await this.#resolver!.upstreamKey(binding, record, descriptor.threshold, recordSet).catch((e: unknown) => {
       // A request already refused by the policy answers with that refusal, whatever the lease did.
       throw refusedUnder ?? e;
     });
@@ -352,7 +365,7 @@ export class Enclave {
     if (policy && this.leases.exhausted(connectionId, lease, policy.policy)) {
       keyBytes.fill(0);
       this.#resolver!.evict(connectionId);
-      keyBytes = await this.#resolver!.upstreamKey(binding, record, descriptor.threshold);
+      keyBytes = await this.#resolver!.upstreamKey(binding, record, descriptor.threshold, recordSet);
       lease = this.#resolver!.leaseOf(connectionId) ?? 0;
     }
     if (base && classification) {

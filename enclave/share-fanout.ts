@@ -39,8 +39,15 @@ export interface FanOut {
  * Rebuilds the DEK of `binding`'s connection from shares of the shareholders in `order` (the
  * first `threshold` asked first). Every candidate DEK is checked by opening the record (the GCM
  * tag): a combine is never trusted on its own.
+ *
+ * `vouched` (version 0x04 records): the shareholders whose record-bound key the enclave's own
+ * configuration confirms. Opening a record proves only that whoever sealed it chose its set, and
+ * anyone can seal a record under an honest connection id with a set mixing their own keys and an
+ * honest shareholder's: then the honest, authentic share "does not fit". So a share that does not
+ * fit is named only when the key was rebuilt from vouched shareholders' shares; otherwise it is
+ * logged, not attributed (SPEC.md §3). Omitted: every shareholder is vouched (older records).
  */
-export function reconstructDek(f: FanOut, order: readonly ShareholderEndpoint[], binding: KeyBinding, record: Uint8Array, threshold: number): Promise<Uint8Array> {
+export function reconstructDek(f: FanOut, order: readonly ShareholderEndpoint[], binding: KeyBinding, record: Uint8Array, threshold: number, vouched?: ReadonlySet<string>): Promise<Uint8Array> {
   const started = f.now();
   const connectionId = binding.connectionId;
   const controller = new AbortController();
@@ -61,6 +68,8 @@ export function reconstructDek(f: FanOut, order: readonly ShareholderEndpoint[],
     let combineFailed = false;
     let secret: Uint8Array | undefined;
     let basis: Share[] = [];
+    /** Whether a share that does not fit the rebuilt key may be named (see `vouched`). */
+    let attributable = false;
     let done = false;
     const hedge = setTimeout(() => {
       if (!done) ask(pending);
@@ -97,6 +106,11 @@ export function reconstructDek(f: FanOut, order: readonly ShareholderEndpoint[],
       if (pending === 0) settle();
     };
 
+    const blame = (shareholder: string) => {
+      if (attributable) f.reportBad(shareholder, connectionId);
+      else f.log.warn({ shareholder, connectionId }, 'a share did not fit the rebuilt key, which came from shareholders the enclave configuration does not confirm; not attributed');
+    };
+
     const onShare = (shareholder: string, share: Share) => {
       if (secret) {
         // Straggler: check it against the rebuilt key to name bad shareholders.
@@ -106,7 +120,7 @@ export function reconstructDek(f: FanOut, order: readonly ShareholderEndpoint[],
         } catch {
           same = false;
         }
-        if (!same) f.reportBad(shareholder, connectionId);
+        if (!same) blame(shareholder);
         return;
       }
       received.push({ shareholder, share });
@@ -119,8 +133,10 @@ export function reconstructDek(f: FanOut, order: readonly ShareholderEndpoint[],
         );
         secret = result.secret;
         const used = new Set(result.usedIndices);
-        basis = received.filter((r) => used.has(r.share.index)).slice(0, threshold - 1).map((r) => r.share);
-        for (const p of result.badPositions) f.reportBad(received[p]!.shareholder, connectionId);
+        const rebuiltFrom = received.filter((r) => used.has(r.share.index));
+        attributable = vouched === undefined || rebuiltFrom.every((r) => vouched.has(r.shareholder));
+        basis = rebuiltFrom.slice(0, threshold - 1).map((r) => r.share);
+        for (const p of result.badPositions) blame(received[p]!.shareholder);
         finish();
         f.metrics.reconstructionSeconds.observe((f.now() - started) / 1000);
         resolve(secret);

@@ -56,7 +56,7 @@ export class ShareholderClient {
   readonly #pools = new Map<string, Pool>();
   /** The ephemeral key, imported once for HPKE opens. */
   #recipient: Promise<ShareRecipient> | undefined;
-  /** Each shareholder's identity key, imported once: the sender a release must authenticate as. */
+  /** Identity keys releases must authenticate as, imported once, by key hex (bounded). */
   readonly #senders = new Map<string, Promise<ShareSender>>();
   readonly #tickets = new Map<string, Ticket>();
   readonly #preparing = new Map<string, Promise<void>>();
@@ -106,10 +106,12 @@ export class ShareholderClient {
     if (code !== null || !mine) throw new ReleaseRefused(String(code));
     const nonce = ticket.nonce;
     this.#recipient ??= shareRecipient(this.#o.ephemeral.privateKey);
-    let sender = this.#senders.get(sh.id);
+    // By key, not id: a version 0x04 record names the key its set binds, which may differ from the configured one.
+    let sender = this.#senders.get(sh.publicKey);
     if (!sender) {
       sender = shareSender(fromHex(sh.publicKey, 'publicKey'));
-      this.#senders.set(sh.id, sender);
+      if (this.#senders.size >= 1024) this.#senders.delete(this.#senders.keys().next().value!);
+      this.#senders.set(sh.publicKey, sender);
     }
     // Auth mode: opens only if sealed with this shareholder's identity key for this nonce,
     // connection and shareholder id. Whatever fails here was not made by the shareholder — a

@@ -10,8 +10,9 @@ export interface ShareholderEndpoint {
   url: string;
   /**
    * The shareholder's X25519 identity key, hex — from the enclave's own measured configuration
-   * (the image carries it, so the PCRs the owners pin cover it), never from the host or the
-   * reply. Releases must authenticate as this key (HPKE auth mode, SPEC.md §3).
+   * (the image carries it), never from the reply. Releases must authenticate as this key (HPKE
+   * auth mode, SPEC.md §3) — except for a version 0x04 record, whose own shareholder set (bound in
+   * its AAD) names the key; the resolver substitutes it and keeps only the route from here.
    */
   publicKey: string;
   /**

@@ -29,6 +29,12 @@ export interface ConnectionRecord {
   allow: string | null;
   /** JSON SignedOwnerMessage of a 0x03 record (protocol/SPEC.md §9); null (or absent) for older records. */
   policy?: string | null;
+  /**
+   * JSON `[{ id, publicKey }]`: the shareholder set a 0x04 record is sealed with, as the owner's
+   * CLI or dashboard pinned it (protocol/SPEC.md §1); relayed in every descriptor. Null (or
+   * absent) for older records, which the enclave serves with its configured shareholder keys.
+   */
+  shareholderSet?: string | null;
   createdAt: number;
 }
 
@@ -204,6 +210,9 @@ const MIGRATIONS: string[] = [
    CREATE INDEX usage_receipts_conn_day ON usage_receipts (connection_id, day);
    CREATE INDEX usage_receipts_key_seq ON usage_receipts (enclave_key, seq);
    CREATE TABLE receipt_keys (enclave_key TEXT PRIMARY KEY, document TEXT NOT NULL, first_seen BIGINT NOT NULL)`,
+  // The shareholder set (ids and identity keys) a 0x04 sealed record binds (protocol/SPEC.md §1):
+  // the host only stores and relays it; the enclave checks it against the record's AAD.
+  `ALTER TABLE connections ADD COLUMN shareholder_set TEXT`,
 ];
 
 /** What a key locks itself to on first successful use ("self-healing identity"). */
@@ -297,6 +306,7 @@ function toConnection(r: Row): ConnectionRecord {
     shareholders: JSON.parse(r.shareholders as string) as string[],
     allow: (r.allow_list as string | null) ?? null,
     policy: (r.connection_policy as string | null) ?? null,
+    shareholderSet: (r.shareholder_set as string | null) ?? null,
     createdAt: Number(r.created_at),
   };
 }
@@ -382,9 +392,9 @@ export class HostStore {
 
   async insertConnection(c: ConnectionRecord, db: SqlDb = this.db): Promise<boolean> {
     const rows = await db.query(
-      `INSERT INTO connections (id, project_id, name, provider, origin, auth_scheme, sealed_record, threshold, shareholders, created_at, allow_list, connection_policy)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING RETURNING id`,
-      [c.id, c.projectId, c.name, c.provider, c.origin, c.authScheme, c.sealedRecord, c.threshold, JSON.stringify(c.shareholders), c.createdAt, c.allow, c.policy ?? null],
+      `INSERT INTO connections (id, project_id, name, provider, origin, auth_scheme, sealed_record, threshold, shareholders, created_at, allow_list, connection_policy, shareholder_set)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING RETURNING id`,
+      [c.id, c.projectId, c.name, c.provider, c.origin, c.authScheme, c.sealedRecord, c.threshold, JSON.stringify(c.shareholders), c.createdAt, c.allow, c.policy ?? null, c.shareholderSet ?? null],
     );
     return rows.length === 1;
   }

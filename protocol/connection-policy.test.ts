@@ -133,7 +133,7 @@ describe('policy decisions', () => {
 });
 
 describe('onboarding with a connection policy', () => {
-  it('seals a 0x03 record under the signed policy and gives each shareholder k = ⌊t·⌊C/q⌋/n⌋ leases a day', async () => {
+  it('seals the record under the signed policy (and its shareholder set: 0x04) and gives each shareholder k = ⌊t·⌊C/q⌋/n⌋ leases a day', async () => {
     const { prepareConnection } = await import('./owner/onboard.ts');
     const { generateX25519KeyPair } = await import('./share-envelope.ts');
     const { toHex } = await import('./bytes.ts');
@@ -147,7 +147,7 @@ describe('onboarding with a connection policy', () => {
       pcrPolicy: { allow: [{ '0': 'ab'.repeat(48) }] },
       connectionPolicy: { ceiling: { requests: 1000 }, lease: { requests: 50 } },
     });
-    expect(prepared.sealedRecord[0]).toBe(0x03);
+    expect(prepared.sealedRecord[0]).toBe(0x04); // 0x04: the policy and the shareholder set (SPEC.md §1)
     const { policy, sha256 } = verifyConnectionPolicy(prepared.connectionPolicy!, 'conn_1');
     expect(policy.operations).toEqual(['inference']);
     expect(sha256).toHaveLength(64);

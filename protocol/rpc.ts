@@ -4,7 +4,7 @@
  * the enclave trusts none of it — the sealed record's AAD decides origin and scheme.
  */
 import { ProtocolError } from './errors.ts';
-import { isAuthScheme, type AuthScheme } from './sealed-record.ts';
+import { isAuthScheme, type AuthScheme, type ShareholderSetMember } from './sealed-record.ts';
 import type { SignedOwnerMessage } from './owner-signature.ts';
 
 export const RPC_CONNECTION_HEADER = 'x-sg-connection';
@@ -35,6 +35,13 @@ export interface ConnectionDescriptor {
    * (SPEC.md §9). The enclave checks it against the hash the record's AAD binds and enforces it.
    */
   policy?: SignedOwnerMessage;
+  /**
+   * Records sealed with their shareholder set (version 0x04): the set the owner pinned,
+   * `[{ id, publicKey }]`. The enclave asks only these shareholders, authenticates each release
+   * against the key listed here, and the record's AAD (its `shareholderSetSha256`, with the
+   * threshold) decides whether it is the owner's set (SPEC.md §1, §3, §5).
+   */
+  shareholders?: ShareholderSetMember[];
 }
 
 export function encodeConnectionDescriptor(d: ConnectionDescriptor): string {
@@ -65,6 +72,13 @@ export function decodeConnectionDescriptor(header: unknown): ConnectionDescripto
   ) {
     throw new ProtocolError('envelope_malformed', 'connection policy must be a signed owner message');
   }
+  const shareholders = d.shareholders as ShareholderSetMember[] | undefined;
+  if (
+    shareholders !== undefined &&
+    (!Array.isArray(shareholders) || shareholders.length > 255 || shareholders.some((m) => m === null || typeof m !== 'object' || typeof m.id !== 'string' || typeof m.publicKey !== 'string'))
+  ) {
+    throw new ProtocolError('envelope_malformed', 'connection shareholders must be [{ id, publicKey }]');
+  }
   const threshold = d.threshold;
   if (typeof threshold !== 'number' || !Number.isInteger(threshold) || threshold < 2 || threshold > 255) {
     throw new ProtocolError('envelope_malformed', 'connection threshold must be 2..255');
@@ -78,6 +92,7 @@ export function decodeConnectionDescriptor(header: unknown): ConnectionDescripto
     threshold,
     ...(typeof d.allow === 'string' ? { allow: d.allow } : {}),
     ...(policy !== undefined ? { policy } : {}),
+    ...(shareholders !== undefined ? { shareholders: shareholders.map((m) => ({ id: m.id, publicKey: m.publicKey })) } : {}),
   };
 }
 

@@ -30,8 +30,8 @@ describe('sealed upstream key record', () => {
         const bad = record.slice();
         bad[i]! ^= x;
         expect(() => openUpstreamKey(bad, dek, binding)).toThrow(
-          // A version byte flipped to the other known version (0x01 ↔ 0x02) parses, then fails authentication.
-          expect.objectContaining({ code: i === 0 && ![1, 2].includes(record[0]! ^ x) ? 'envelope_version_unsupported' : 'envelope_auth_failed' }),
+          // A version byte flipped to another known version (0x01..0x04) parses, then fails authentication.
+          expect.objectContaining({ code: i === 0 && ![1, 2, 3, 4].includes(record[0]! ^ x) ? 'envelope_version_unsupported' : 'envelope_auth_failed' }),
         );
       }),
     );

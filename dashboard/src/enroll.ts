@@ -218,6 +218,8 @@ export async function connectInBrowser(input: {
     sealedRecord: toBase64(prepared.sealedRecord),
     threshold: enrollment.threshold,
     shareholders: enrollment.shareholders.map((s) => s.id),
+    // The set the record binds (0x04), as checked above against each shareholder's identity.
+    shareholderSet: prepared.shareholderSet,
     policy,
   });
   return { id: connectionId };

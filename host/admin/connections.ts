@@ -1,11 +1,24 @@
 /**
  * Admin routes for connections: register a sealed upstream credential (its sealed record, origin,
- * auth scheme and shareholders; the host never sees the key), list them, and rotate every key of
- * one connection onto another — after which the enclave drops the old connection's data key at
- * once (`POST /evict`) instead of at its TTL. Only https origins, except loopback in dev mode.
+ * auth scheme and shareholders — for a 0x04 record the set of ids and keys it binds; the host
+ * never sees the key), list them, and rotate every key of one connection onto another — after
+ * which the enclave drops the old connection's data key at once (`POST /evict`) instead of at its
+ * TTL. Only https origins, except loopback in dev mode.
  */
 import type { FastifyInstance } from 'fastify';
-import { canonicalAllowList, canonicalOrigin, isLoopbackHost, providerSpec, verifyConnectionPolicy, AUTH_SCHEME_PATTERN, type AuthScheme, type SignedOwnerMessage } from '../../protocol/index.ts';
+import {
+  canonicalAllowList,
+  canonicalOrigin,
+  canonicalShareholderSet,
+  isLoopbackHost,
+  providerSpec,
+  verifyConnectionPolicy,
+  AUTH_SCHEME_PATTERN,
+  SEALED_RECORD_VERSION_SHAREHOLDERS,
+  type AuthScheme,
+  type ShareholderSetMember,
+  type SignedOwnerMessage,
+} from '../../protocol/index.ts';
 import { enclaveEvict } from '../enclave-client.ts';
 import { HostError } from '../errors.ts';
 import type { ConnectionRecord } from '../store.ts';
@@ -16,7 +29,7 @@ import { idParam, keyOptions } from './key-options.ts';
 export function registerConnectionRoutes(app: FastifyInstance, deps: AdminDeps, guard: AdminGuard): void {
   const { store, plans } = deps;
 
-  app.post<{ Body: { id: string; name?: string; projectId?: string; provider: string; origin: string; authScheme: AuthScheme; sealedRecord: string; threshold: number; shareholders: string[]; allow?: string; policy?: SignedOwnerMessage } }>(
+  app.post<{ Body: { id: string; name?: string; projectId?: string; provider: string; origin: string; authScheme: AuthScheme; sealedRecord: string; threshold: number; shareholders: string[]; shareholderSet?: ShareholderSetMember[]; allow?: string; policy?: SignedOwnerMessage } }>(
     '/connections',
     {
       schema: {
@@ -41,6 +54,18 @@ export function registerConnectionRoutes(app: FastifyInstance, deps: AdminDeps, 
             sealedRecord: { type: 'string', maxLength: 16384, pattern: '^[A-Za-z0-9+/]+={0,2}$' },
             threshold: { type: 'integer', minimum: 2, maximum: 255 },
             shareholders: { type: 'array', minItems: 2, maxItems: 255, items: { type: 'string', maxLength: 128 } },
+            // The set a 0x04 record is sealed with, as the owner pinned it (protocol/SPEC.md §1).
+            shareholderSet: {
+              type: 'array',
+              minItems: 2,
+              maxItems: 255,
+              items: {
+                type: 'object',
+                required: ['id', 'publicKey'],
+                additionalProperties: false,
+                properties: { id: { type: 'string', maxLength: 64 }, publicKey: { type: 'string', pattern: '^[0-9a-f]{64}$' } },
+              },
+            },
           },
         },
       },
@@ -71,6 +96,24 @@ export function registerConnectionRoutes(app: FastifyInstance, deps: AdminDeps, 
         }
         if (canonical !== b.allow) throw new HostError('invalid_request', 'allow must be in canonical form (sorted, de-duplicated)');
       }
+      // Only a 0x04 record opens with a set: refuse now what the enclave would refuse on every request
+      // (a 0x04 record sent without its set the enclave refuses too). The enclave, not the host,
+      // decides whether the set is the owner's: the record's AAD binds it.
+      let shareholderSet: ShareholderSetMember[] | undefined;
+      if (b.shareholderSet !== undefined) {
+        if (Buffer.from(b.sealedRecord, 'base64')[0] !== SEALED_RECORD_VERSION_SHAREHOLDERS) {
+          throw new HostError('invalid_request', 'shareholderSet is only for records sealed with their shareholder set (version 0x04)');
+        }
+        try {
+          shareholderSet = canonicalShareholderSet(b.shareholderSet, b.threshold);
+        } catch (e) {
+          throw new HostError('invalid_request', `shareholderSet: ${(e as Error).message}`);
+        }
+        const ids = shareholderSet.map((m) => m.id);
+        if (ids.length !== b.shareholders.length || ids.some((id) => !b.shareholders.includes(id))) {
+          throw new HostError('invalid_request', 'shareholderSet must name the same shareholders as shareholders');
+        }
+      }
       if (b.policy !== undefined) {
         // The enclave verifies it against the record; the host refuses a policy that is not even this connection's.
         try {
@@ -95,6 +138,7 @@ export function registerConnectionRoutes(app: FastifyInstance, deps: AdminDeps, 
         shareholders: b.shareholders,
         allow: b.allow ?? null,
         policy: b.policy ? JSON.stringify(b.policy) : null,
+        shareholderSet: shareholderSet ? JSON.stringify(shareholderSet) : null,
         createdAt: Date.now(),
       };
       // Counting and inserting under the account's row lock: concurrent creations cannot both fit.

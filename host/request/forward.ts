@@ -80,6 +80,7 @@ function descriptorOf(connection: ConnectionRecord): string {
       threshold: connection.threshold,
       ...(connection.allow !== null ? { allow: connection.allow } : {}),
       ...(connection.policy ? { policy: JSON.parse(connection.policy) as SignedOwnerMessage } : {}),
+      ...(connection.shareholderSet ? { shareholders: JSON.parse(connection.shareholderSet) as Array<{ id: string; publicKey: string }> } : {}),
     });
     descriptors.set(connection, encoded);
   }

@@ -6,7 +6,7 @@
  */
 import { sha256 } from '@noble/hashes/sha2.js';
 import { fromHex, toHex, wipe } from '../bytes.ts';
-import { sealUpstreamKey, type KeyBinding } from '../sealed-record.ts';
+import { canonicalShareholderSet, sealUpstreamKey, shareholderSetSha256, type KeyBinding, type ShareholderSetMember } from '../sealed-record.ts';
 import { encodeShare, splitSecret } from '../shamir.ts';
 import { sealShareEnvelope } from '../share-envelope.ts';
 import { signOwnerMessage, type CanonicalValue, type SignedOwnerMessage } from '../owner-signature.ts';
@@ -34,6 +34,12 @@ export interface PreparedConnection {
    * stores it with the connection and sends it in every descriptor (`ConnectionDescriptor.policy`).
    */
   connectionPolicy?: SignedOwnerMessage;
+  /**
+   * The shareholder set the record is sealed with (version 0x04: ids and identity keys as pinned,
+   * sorted by id): the host stores it with the connection and sends it in every descriptor
+   * (`ConnectionDescriptor.shareholders`); the record's AAD binds it with the threshold.
+   */
+  shareholderSet: ShareholderSetMember[];
 }
 
 /** What the owner chooses at `connect`; operations default to inference only. */
@@ -77,7 +83,14 @@ export async function prepareConnection(input: {
       throw new ProtocolError('envelope_malformed', 'the lease quota is too large for the daily ceiling with this many shareholders: choose a smaller lease');
     }
   }
-  const binding = signedPolicy ? { ...input.binding, policySha256: connectionPolicySha256(signedPolicy) } : input.binding;
+  // The set the owner pinned (and t) go into the AAD (version 0x04): the enclave then trusts these
+  // identity keys for this record's releases, not the ones in its own configuration (SPEC.md §1, §3).
+  const shareholderSet = canonicalShareholderSet(input.shareholders, input.threshold);
+  const binding: KeyBinding = {
+    ...input.binding,
+    ...(signedPolicy ? { policySha256: connectionPolicySha256(signedPolicy) } : {}),
+    shareholderSetSha256: shareholderSetSha256(shareholderSet, input.threshold),
+  };
   const dek = random(32);
   try {
     const sealedRecord = sealUpstreamKey(input.apiKey, dek, binding, random);
@@ -101,7 +114,7 @@ export async function prepareConnection(input: {
         return { shareholder: sh, body: { envelope: base64(envelope), signed } };
       }),
     );
-    return { sealedRecord, enrollments, ...(signedPolicy ? { connectionPolicy: signedPolicy } : {}) };
+    return { sealedRecord, enrollments, shareholderSet, ...(signedPolicy ? { connectionPolicy: signedPolicy } : {}) };
   } finally {
     wipe(dek);
     wipe(input.apiKey);

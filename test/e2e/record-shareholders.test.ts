@@ -1,0 +1,248 @@
+/**
+ * Authenticated releases against the owner's shareholder set (issue 18; protocol/SPEC.md §1, §3),
+ * with the real enclave process and shareholder processes. Records sealed by onboarding (version
+ * 0x04) bind the set the owner's CLI pinned — ids, identity keys, t — and the enclave
+ * authenticates each release against THAT set, not against its own configuration, which here the
+ * operator has tampered with: it lists an attacker's key for sh-2. Each shareholder is reached
+ * through `<dir>/shareholder-<id>.sock` (as enclave-init.sh wires it), a relay that can drop
+ * requests or forge releases with the attacker's key, as the host in the middle could.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import OpenAI from 'openai';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { decodeCoseSign1, parseAttestationPayload } from '../../attestation/index.ts';
+import { devPcrPolicy } from '../../attestation/dev.ts';
+import {
+  encodeConnectionDescriptor,
+  encodeShare,
+  generateOwnerKeyPair,
+  generateX25519KeyPair,
+  prepareConnection,
+  RPC_CONNECTION_HEADER,
+  sealShareEnvelope,
+  sealUpstreamKey,
+  shareholderSetSha256,
+  splitSecret,
+  toHex,
+  type KeyBinding,
+  type ShareholderSetMember,
+} from '../../protocol/index.ts';
+import { createKey } from '../../cli/owner.ts';
+import { connectTestProvider, enclaveMetrics, enclaveRpc, enrollConnection, eventually, startTestStack } from './helpers.ts';
+
+let stack: Awaited<ReturnType<typeof startTestStack>>;
+let sockDir: string;
+const bridges: Server[] = [];
+/** The attacker's X25519 key: the operator lists it for sh-2 in the enclave's configuration. */
+const attacker = generateX25519KeyPair();
+const attackerKey = toHex(attacker.publicKey);
+/** Relays that answer 503 (a shareholder the host will not route to). */
+const dropFor = new Set<string>();
+/** Relays that replace each release with one sealed by the attacker's key: this share (or garbage). */
+const forgeFor = new Map<string, Uint8Array | 'garbage'>();
+let stackReady: (s: typeof stack) => void;
+const ready = new Promise<typeof stack>((r) => (stackReady = r));
+
+function bridge(id: string): Server {
+  return createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', async () => {
+      try {
+        const s = await ready;
+        if (dropFor.has(id)) {
+          res.writeHead(503).end();
+          return;
+        }
+        const target = s.shareholders.find((sh) => sh.id === id)!;
+        const body = Buffer.concat(chunks).toString('utf8');
+        const upstream = await fetch(`${target.url}${req.url}`, { method: req.method, headers: { 'content-type': 'application/json' }, ...(req.method === 'POST' ? { body } : {}) });
+        let text = await upstream.text();
+        const forged = forgeFor.get(id);
+        if (forged && req.url === '/v1/releases' && upstream.status === 200) {
+          const doc = parseAttestationPayload(decodeCoseSign1(new Uint8Array(Buffer.from((JSON.parse(body) as { document: string }).document, 'base64'))).payload);
+          const reply = JSON.parse(text) as { shares: Array<{ connectionId: string; envelope: string }> };
+          for (const share of reply.shares) {
+            const plaintext = forged === 'garbage' ? encodeShare({ index: Number(id.slice(3)), data: new Uint8Array(48).fill(7) }) : forged;
+            const env = await sealShareEnvelope(doc.publicKey!, plaintext, { purpose: 'release', connectionId: share.connectionId, shareholderId: id, nonce: doc.nonce! }, attacker.privateKey);
+            share.envelope = Buffer.from(env).toString('base64');
+          }
+          text = JSON.stringify(reply);
+        }
+        res.writeHead(upstream.status, { 'content-type': 'application/json' }).end(text);
+      } catch {
+        res.destroy();
+      }
+    });
+  });
+}
+
+beforeAll(async () => {
+  sockDir = await mkdtemp(join(tmpdir(), 'sg-set-sock-'));
+  for (let i = 1; i <= 5; i++) {
+    const server = bridge(`sh-${i}`);
+    await new Promise<void>((r) => server.listen(join(sockDir, `shareholder-sh-${i}.sock`), r));
+    bridges.push(server);
+  }
+  stack = await startTestStack({ enclaveArgs: ['--shareholder-socket-dir', sockDir] });
+  stackReady(stack);
+  // The operator swaps sh-2's identity key in the enclave's configuration for the attacker's.
+  const file = join(stack.dataDir, 'enclave-shareholders.json');
+  const configured = JSON.parse(await readFile(file, 'utf8')) as Array<{ id: string; url: string; publicKey: string }>;
+  await writeFile(file, JSON.stringify(configured.map((sh) => (sh.id === 'sh-2' ? { ...sh, publicKey: attackerKey } : sh))));
+  await stack.restartEnclave();
+});
+afterAll(async () => {
+  await stack?.cleanup();
+  for (const b of bridges) b.close();
+  await rm(sockDir, { recursive: true, force: true });
+});
+
+const pins = () => stack.shareholders.map(({ id, url, publicKey }) => ({ id, url, publicKey }));
+
+/** Onboards a connection exactly as the CLI does (record 0x04), without registering it at the host. */
+async function onboard(): Promise<{ binding: KeyBinding; sealedRecord: string; set: ShareholderSetMember[] }> {
+  const binding: KeyBinding = { connectionId: `conn_${randomBytes(12).toString('hex')}`, provider: 'openai', origin: stack.mock!.origin, authScheme: 'bearer' };
+  const prepared = await prepareConnection({
+    apiKey: new TextEncoder().encode(stack.demo!.upstreamKey),
+    binding,
+    shareholders: pins(),
+    threshold: stack.threshold,
+    ownerSecretKey: generateOwnerKeyPair().secretKey,
+    pcrPolicy: devPcrPolicy(stack.pcr0),
+  });
+  expect(prepared.sealedRecord[0]).toBe(0x04);
+  for (const { shareholder, body } of prepared.enrollments) {
+    const res = await fetch(`${shareholder.url}/v1/shares`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    expect(res.status).toBe(201);
+  }
+  return { binding, sealedRecord: Buffer.from(prepared.sealedRecord).toString('base64'), set: prepared.shareholderSet };
+}
+
+function descriptor(c: { binding: KeyBinding; sealedRecord: string }, shareholders: ShareholderSetMember[] | undefined): string {
+  const { connectionId, provider, origin, authScheme } = c.binding;
+  return encodeConnectionDescriptor({ connectionId, provider, origin, authScheme, sealedRecord: c.sealedRecord, threshold: stack.threshold, ...(shareholders ? { shareholders } : {}) });
+}
+
+async function rpc(header: string) {
+  const pool = enclaveRpc(stack);
+  try {
+    const res = await pool.request({
+      path: '/forward/v1/chat/completions',
+      method: 'POST',
+      headers: { [RPC_CONNECTION_HEADER]: header, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] }),
+    });
+    return { status: res.statusCode, body: (await res.body.json()) as { error?: { code: string } } };
+  } finally {
+    await pool.close();
+  }
+}
+
+/** A counter of the enclave's metrics (0 when absent). */
+async function metric(name: string, labels: string): Promise<number> {
+  const line = (await enclaveMetrics(stack)).split('\n').find((l) => l.startsWith(`${name}{${labels}}`));
+  return line ? Number(line.split(' ').pop()) : 0;
+}
+const badShares = async () => (await enclaveMetrics(stack)).split('\n').filter((l) => l.startsWith('securegate_enclave_bad_shares_total{'));
+const unauthenticated = (id: string) => metric('securegate_enclave_share_fetch_failures_total', `shareholder="${id}",reason="unauthenticated"`);
+
+const chat = (key: string) =>
+  new OpenAI({ apiKey: key, baseURL: `${stack.hostUrl}/v1`, maxRetries: 0 }).chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] });
+
+describe('releases authenticated against the shareholder set the record binds', () => {
+  it('authenticates sh-2 by the record\'s key although the enclave configuration lists an attacker\'s key for it (CLI → host → enclave)', async () => {
+    const id = await connectTestProvider(stack, 'openai');
+    const { key } = await createKey(stack.hostUrl, stack.adminToken, id);
+    // Only sh-1, sh-2 and sh-3 are reachable: without sh-2's release no key can be rebuilt.
+    dropFor.add('sh-4').add('sh-5');
+    try {
+      const before = await unauthenticated('sh-2');
+      const completion = await chat(key);
+      expect(completion.choices[0]!.message.content).toContain('mock upstream');
+      expect(await unauthenticated('sh-2')).toBe(before);
+    } finally {
+      dropFor.clear();
+    }
+  });
+
+  it('refuses a release forged with the attacker\'s (configured) key for sh-2 as unauthenticated, never blaming sh-2', async () => {
+    const conn = await onboard();
+    const before = await unauthenticated('sh-2');
+    forgeFor.set('sh-2', 'garbage');
+    try {
+      // A fresh connection's first lease asks sh-1, sh-2, sh-3; sh-2's forged release is refused and sh-4 asked instead.
+      const res = await rpc(descriptor(conn, conn.set));
+      expect(res.status).toBe(200);
+      expect(await eventually(async () => ((await unauthenticated('sh-2')) > before ? true : undefined))).toBe(true);
+      expect(await badShares()).toEqual([]);
+    } finally {
+      forgeFor.clear();
+    }
+  });
+
+  it('gives a host that swaps the set in the descriptor no key: the record does not open, and no shareholder is named', async () => {
+    const conn = await onboard();
+    const upstreamBefore = stack.mock!.requests.length;
+    // The host lists its own key for sh-2 and forges sh-2's releases with it: shares that
+    // authenticate under the swapped set, but a set the record's AAD does not bind.
+    const swapped = conn.set.map((m) => (m.id === 'sh-2' ? { ...m, publicKey: attackerKey } : m));
+    forgeFor.set('sh-2', 'garbage');
+    try {
+      const res = await rpc(descriptor(conn, swapped));
+      expect(res.status).toBe(403);
+      expect(res.body.error?.code).toBe('sealed_record_invalid');
+    } finally {
+      forgeFor.clear();
+    }
+    // Every key its own: nothing authenticates, nothing is rebuilt.
+    const allSwapped = await rpc(descriptor(conn, conn.set.map((m) => ({ ...m, publicKey: attackerKey }))));
+    expect(allSwapped.status).toBeGreaterThanOrEqual(400);
+    expect(['sealed_record_invalid', 'shareholders_unavailable']).toContain(allSwapped.body.error?.code);
+    expect(stack.mock!.requests.length).toBe(upstreamBefore);
+    expect(await badShares()).toEqual([]);
+    // The owner's set opens it; with the key cached, a swapped set is still refused.
+    expect((await rpc(descriptor(conn, conn.set))).status).toBe(200);
+    const warm = await rpc(descriptor(conn, swapped));
+    expect(warm.status).toBe(403);
+    expect(warm.body.error?.code).toBe('sealed_record_invalid');
+    // Without its set (an older binding) the record is refused too.
+    expect((await rpc(descriptor(conn, undefined))).body.error?.code).toBe('sealed_record_invalid');
+  });
+
+  it('does not blame an honest shareholder when a host seals its own record under the connection id with a set mixing its keys and theirs', async () => {
+    const conn = await onboard();
+    // The host's record for the owner's connection id: its own DEK and key, a set naming the real
+    // sh-1 and sh-2 and its own key for sh-3..sh-5, whose releases it forges with shares of its DEK.
+    const dek = new Uint8Array(randomBytes(32));
+    const own = splitSecret(dek, stack.threshold, 5);
+    const mixed = conn.set.map((m) => (['sh-1', 'sh-2'].includes(m.id) ? m : { ...m, publicKey: attackerKey }));
+    const binding: KeyBinding = { ...conn.binding, shareholderSetSha256: shareholderSetSha256(mixed, stack.threshold) };
+    const record = Buffer.from(sealUpstreamKey(new TextEncoder().encode('sk-the-hosts-own'), dek, binding, (n) => new Uint8Array(randomBytes(n)))).toString('base64');
+    for (const i of [3, 4, 5]) forgeFor.set(`sh-${i}`, encodeShare(own[i - 1]!));
+    try {
+      // sh-1's and sh-2's authentic shares do not fit the host's key: named, they would be framed.
+      // The host's record opens (its own key reaches the mock upstream, which refuses it: 401) —
+      // no worse than the host registering a connection of its own.
+      const res = await rpc(descriptor({ binding: conn.binding, sealedRecord: record }, mixed));
+      expect(res.status).toBe(401);
+    } finally {
+      forgeFor.clear();
+    }
+    expect(await badShares()).toEqual([]);
+  });
+
+  it('still serves records sealed before the set was bound (older versions use the configured keys)', async () => {
+    const conn = await enrollConnection(stack, { upstreamKey: stack.demo!.upstreamKey });
+    expect(Buffer.from(conn.sealedRecord, 'base64')[0]).toBe(0x01);
+    const completion = await chat(conn.key);
+    expect(completion.choices[0]!.message.content).toContain('mock upstream');
+    // A set sent with an older record is refused before any share is asked for.
+    const res = await rpc(descriptor(conn, pins().map(({ id, publicKey }) => ({ id, publicKey }))));
+    expect(res.body.error?.code).toBe('sealed_record_invalid');
+  });
+});
