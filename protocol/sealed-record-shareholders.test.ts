@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { utf8 } from './bytes.ts';
+import { decodeConnectionDescriptor, encodeConnectionDescriptor } from './rpc.ts';
 import { canonicalShareholderSet, openUpstreamKey, sealedRecordAad, sealUpstreamKey, shareholderSetSha256, type KeyBinding } from './sealed-record.ts';
 
 const random = (n: number) => new Uint8Array(randomBytes(n));
@@ -101,5 +102,18 @@ describe('sealed record version 0x04 (shareholder set)', () => {
     expect(() => shareholderSetSha256(set, 1)).toThrow(malformed);
     expect(() => shareholderSetSha256(set.slice(0, 1), 2)).toThrow(malformed);
     expect(() => sealUpstreamKey(utf8('k'), random(32), { ...base, shareholderSetSha256: 'XY' }, random)).toThrow(malformed);
+  });
+
+  it('travels in the connection descriptor as [{ id, publicKey }], and a malformed set is refused there', () => {
+    const d = { connectionId: 'conn_01', provider: 'openai', origin: 'https://api.openai.com', authScheme: 'bearer', sealedRecord: 'AAAA', threshold: 3 };
+    expect(decodeConnectionDescriptor(encodeConnectionDescriptor({ ...d, shareholders: set })).shareholders).toEqual(set);
+    expect(decodeConnectionDescriptor(encodeConnectionDescriptor(d)).shareholders).toBeUndefined();
+    // Extra member fields are dropped, not carried into what the enclave hashes.
+    const extra = Buffer.from(JSON.stringify({ ...d, shareholders: set.map((m) => ({ ...m, url: 'http://x' })) })).toString('base64url');
+    expect(decodeConnectionDescriptor(extra).shareholders).toEqual(set);
+    for (const bad of [{ shareholders: 'sh-1' }, { shareholders: [{ id: 'sh-1' }] }, { shareholders: [null] }]) {
+      const header = Buffer.from(JSON.stringify({ ...d, ...bad })).toString('base64url');
+      expect(() => decodeConnectionDescriptor(header)).toThrow(expect.objectContaining({ code: 'envelope_malformed' }));
+    }
   });
 });

@@ -245,4 +245,19 @@ describe('releases authenticated against the shareholder set the record binds', 
     const res = await rpc(descriptor(conn, pins().map(({ id, publicKey }) => ({ id, publicKey }))));
     expect(res.body.error?.code).toBe('sealed_record_invalid');
   });
+
+  it('stores the set only with a 0x04 record naming the same shareholders (admin API)', async () => {
+    const conn = await onboard();
+    const register = (body: Record<string, unknown>) =>
+      fetch(`${stack.hostUrl}/admin/v1/connections`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${stack.adminToken}` },
+        body: JSON.stringify({ provider: 'openai', origin: conn.binding.origin, authScheme: 'bearer', threshold: stack.threshold, shareholders: conn.set.map((m) => m.id), ...body }),
+      });
+    const old = sealUpstreamKey(new TextEncoder().encode('sk-x'), new Uint8Array(randomBytes(32)), conn.binding, (n) => new Uint8Array(randomBytes(n)));
+    const id = () => `conn_${randomBytes(12).toString('hex')}`;
+    expect((await register({ id: id(), sealedRecord: Buffer.from(old).toString('base64'), shareholderSet: conn.set })).status).toBe(400);
+    expect((await register({ id: id(), sealedRecord: conn.sealedRecord, shareholderSet: conn.set.slice(1) })).status).toBe(400);
+    expect((await register({ id: conn.binding.connectionId, sealedRecord: conn.sealedRecord, shareholderSet: conn.set })).status).toBe(201);
+  });
 });
