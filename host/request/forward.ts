@@ -341,12 +341,13 @@ function finisher(deps: ForwardDeps, req: FastifyRequest, key: KeyRecord, acc: A
     // An answer that failed before producing anything costs nothing unless it reported usage; any
     // other answer whose final usage never arrived is charged the reservation's bound.
     const producedNothing = tap === undefined || (status >= 400 && !result?.complete && (result?.contentEvents ?? 0) === 0);
-    const cost = producedNothing && !usage
-      ? 0
-      : settledCost({ provider: acc.provider, model, usage, complete: result?.complete === true && code !== 'upstream_broken' && code !== 'client_disconnected', boundMicros: acc.held.boundMicros });
+    const complete = result?.complete === true && code !== 'upstream_broken' && code !== 'client_disconnected';
+    const cost = producedNothing && !usage ? 0 : settledCost({ provider: acc.provider, model, usage, complete, boundMicros: acc.held.boundMicros });
     deps.ledger
-      // Tokens used, for the per-minute token counter (without usage it keeps the request's bound).
-      .settle(acc.held.reservationId, cost, reported ? Math.ceil(reported.inputTokens + (reported.cacheReadTokens ?? 0) + (reported.cacheWriteTokens ?? 0) + reported.outputTokens) : undefined)
+      // Tokens used, for the per-minute token counter — only from a complete answer's final usage,
+      // as money is: a stream abandoned before it (Anthropic's message_start says 1 output token)
+      // keeps the request's token bound charged; an answer that produced nothing used none.
+      .settle(acc.held.reservationId, cost, producedNothing && !usage ? 0 : reported && complete ? Math.ceil(reported.inputTokens + (reported.cacheReadTokens ?? 0) + (reported.cacheWriteTokens ?? 0) + reported.outputTokens) : undefined)
       .then((settled) => {
         const cap = key.dailyLimitMicros;
         if (cap === null || cap === 0) return;
