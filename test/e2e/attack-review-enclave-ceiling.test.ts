@@ -61,7 +61,7 @@ afterAll(async () => {
 
 /** The descriptor the host sends for a connection, built from its own database (as a hostile host can). */
 async function descriptorOf(id: string): Promise<string> {
-  const [c] = await db.query('SELECT provider, origin, auth_scheme, sealed_record, threshold, connection_policy FROM connections WHERE id = $1', [id]);
+  const [c] = await db.query('SELECT * FROM connections WHERE id = $1', [id]);
   return encodeConnectionDescriptor({
     connectionId: id,
     provider: c!.provider as string,
@@ -70,7 +70,9 @@ async function descriptorOf(id: string): Promise<string> {
     sealedRecord: c!.sealed_record as string,
     threshold: Number(c!.threshold),
     policy: JSON.parse(c!.connection_policy as string) as SignedOwnerMessage,
-  });
+    // Records sealed with the shareholder set carry it in the descriptor too.
+    ...(typeof c!.shareholder_set === 'string' ? { shareholders: JSON.parse(c!.shareholder_set) as never } : {}),
+  } as Parameters<typeof encodeConnectionDescriptor>[0]);
 }
 
 /** One streamed message straight to the enclave; `hangUp`: close once the text has arrived, before the final usage. */
