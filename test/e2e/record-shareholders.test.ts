@@ -7,7 +7,7 @@
  * through `<dir>/shareholder-<id>.sock` (as enclave-init.sh wires it), a relay that can drop
  * requests or forge releases with the attacker's key, as the host in the middle could.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -26,7 +26,9 @@ import {
   sealShareEnvelope,
   sealUpstreamKey,
   shareholderSetSha256,
+  signOwnerMessage,
   splitSecret,
+  fromHex,
   toHex,
   type KeyBinding,
   type ShareholderSetMember,
@@ -259,5 +261,38 @@ describe('releases authenticated against the shareholder set the record binds', 
     expect((await register({ id: id(), sealedRecord: Buffer.from(old).toString('base64'), shareholderSet: conn.set })).status).toBe(400);
     expect((await register({ id: id(), sealedRecord: conn.sealedRecord, shareholderSet: conn.set.slice(1) })).status).toBe(400);
     expect((await register({ id: conn.binding.connectionId, sealedRecord: conn.sealedRecord, shareholderSet: conn.set })).status).toBe(201);
+  });
+
+  it('names a shareholder whose authentic share is bad, when the key was rebuilt from shareholders the configuration confirms', async () => {
+    // A 0x04 record enrolled by hand so that sh-3 holds a corrupted share (its store went bad).
+    const set = pins().map(({ id, publicKey }) => ({ id, publicKey }));
+    const binding: KeyBinding = {
+      connectionId: `conn_${randomBytes(12).toString('hex')}`, provider: 'openai', origin: stack.mock!.origin, authScheme: 'bearer',
+      shareholderSetSha256: shareholderSetSha256(set, stack.threshold),
+    };
+    const dek = new Uint8Array(randomBytes(32));
+    const record = sealUpstreamKey(new TextEncoder().encode(stack.demo!.upstreamKey), dek, binding, (n) => new Uint8Array(randomBytes(n)));
+    const shares = splitSecret(dek, stack.threshold, 5);
+    const owner = generateOwnerKeyPair();
+    for (const [i, sh] of stack.shareholders.entries()) {
+      if (sh.id === 'sh-3') shares[i]!.data[3]! ^= 0x5a;
+      const envelope = await sealShareEnvelope(fromHex(sh.publicKey), encodeShare(shares[i]!), { purpose: 'enroll', connectionId: binding.connectionId, shareholderId: sh.id });
+      const signed = signOwnerMessage(owner.secretKey, {
+        type: 'enroll', connectionId: binding.connectionId, shareholderId: sh.id, issuedAt: Date.now(),
+        envelopeSha256: createHash('sha256').update(envelope).digest('hex'), policy: devPcrPolicy(stack.pcr0), maxReleasesPerMinute: 600,
+      });
+      const res = await fetch(`${sh.url}/v1/shares`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ envelope: Buffer.from(envelope).toString('base64'), signed }) });
+      expect(res.status).toBe(201);
+    }
+    // sh-2 (whose configured key the operator swapped) is unreachable, so the key is rebuilt from
+    // sh-1, sh-4 and sh-5: members whose set key the configuration confirms.
+    dropFor.add('sh-2');
+    try {
+      const res = await rpc(descriptor({ binding, sealedRecord: Buffer.from(record).toString('base64') }, set));
+      expect(res.status).toBe(200);
+    } finally {
+      dropFor.clear();
+    }
+    expect(await badShares()).toEqual(['securegate_enclave_bad_shares_total{shareholder="sh-3"} 1']);
   });
 });
