@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeConnectionDescriptor, RPC_CONNECTION_HEADER, RPC_ENCLAVE_ERROR_HEADER, type SignedOwnerMessage } from '../../protocol/index.ts';
 import { openSqlite, type SqlDb } from '../../storage/db.ts';
+import { createKey } from '../../cli/owner.ts';
 import { connectTestProvider, enclaveRpc, startTestStack } from './helpers.ts';
 
 let stack: Awaited<ReturnType<typeof startTestStack>>;
@@ -129,5 +130,40 @@ describe("the enclave's daily token ceiling against a host that hangs up before 
     const served = results.filter((r) => r.status === 200).length;
     expect(served, JSON.stringify(results)).toBeLessThanOrEqual(4);
     expect(results.at(-1)).toEqual({ status: 429, code: 'policy_ceiling_reached' });
+  }, 60_000);
+
+  // FINDING (same root cause, reached by a client): the honest host aborts its enclave request when
+  // the client hangs up (host/request/forward.ts), so a stolen SG key without host-side caps gets
+  // past the owner's enclave-enforced ceiling the same way. Skipped until the enclave fix lands.
+  it.skip('a client with an SG key that hangs up after the text cannot pass the ceiling through an honest host', async () => {
+    const id = await connectTestProvider(stack, 'anthropic', { origin, apiKey: 'sk-ant-ceiling-3', connectionPolicy: { ceiling: { tokens: ceiling } } });
+    const { key } = await createKey(stack.hostUrl, stack.adminToken, id);
+    const statuses: number[] = [];
+    for (let i = 0; i < 8; i++) {
+      const ac = new AbortController();
+      const res = await fetch(`${stack.hostUrl}/v1/messages`, {
+        method: 'POST',
+        signal: ac.signal,
+        headers: { 'x-api-key': key, 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
+        body: JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: DELTAS, stream: true, messages: [{ role: 'user', content: 'hi' }] }),
+      });
+      statuses.push(res.status);
+      if (res.status !== 200) {
+        await res.text();
+        continue;
+      }
+      const reader = res.body!.getReader();
+      let text = '';
+      while (!text.includes('content_block_stop')) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        text += Buffer.from(value).toString();
+      }
+      ac.abort();
+      await reader.cancel().catch(() => undefined);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(statuses.filter((s) => s === 200).length, statuses.join(',')).toBeLessThanOrEqual(4);
+    expect(statuses.at(-1)).toBe(429);
   }, 60_000);
 });
