@@ -1,8 +1,9 @@
 /**
  * COSE_Sign1 (RFC 9052 §4.2) decoding and the Sig_structure (RFC 9052 §4.4) that ES384 signs,
- * restricted to what AWS Nitro documents use. Pure; every failure is `attestation_malformed`.
+ * restricted to what AWS Nitro documents use, on the CBOR decoder of `cbor.ts`. Used by `verify.ts`
+ * and the dev NSM (`dev.ts`), not by the enclave. Pure; every failure is `attestation_malformed`.
  */
-import { Decoder } from 'cbor-x';
+import { decodeCbor } from './cbor.ts';
 import { AttestationError } from './errors.ts';
 
 /** CBOR tag for COSE_Sign1 (RFC 9052 §2). Nitro emits untagged documents; both are accepted. */
@@ -11,24 +12,14 @@ const COSE_SIGN1_TAG = 18;
 export const COSE_ALG_ES384 = -35;
 const COSE_HEADER_ALG = 1;
 
-export const cborDecoder = new Decoder({ mapsAsObjects: false, useRecords: false, int64AsNumber: true } as never);
-
 export interface CoseSign1 {
   protectedBytes: Uint8Array;
   payload: Uint8Array;
   signature: Uint8Array;
 }
 
-function malformed(message: string, cause?: unknown): AttestationError {
-  return new AttestationError('attestation_malformed', message, cause === undefined ? undefined : { cause });
-}
-
-export function decodeCbor(bytes: Uint8Array, what: string): unknown {
-  try {
-    return cborDecoder.decode(bytes);
-  } catch (cause) {
-    throw malformed(`${what} is not valid CBOR`, cause);
-  }
+function malformed(message: string): AttestationError {
+  return new AttestationError('attestation_malformed', message);
 }
 
 function isBytes(v: unknown): v is Uint8Array {

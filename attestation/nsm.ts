@@ -14,7 +14,7 @@
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { Encoder } from 'cbor-x';
-import { decodeCbor } from './cose.ts';
+import { decodeCbor } from './cbor.ts';
 import { AttestationError } from './errors.ts';
 
 export interface AttestationRequest {

@@ -10,7 +10,8 @@
  */
 import { createHash, X509Certificate, verify as cryptoVerify } from 'node:crypto';
 import { equalBytes } from '../protocol/bytes.ts';
-import { decodeCbor, decodeCoseSign1, sigStructure } from './cose.ts';
+import { decodeCbor } from './cbor.ts';
+import { decodeCoseSign1, sigStructure } from './cose.ts';
 import { AttestationError } from './errors.ts';
 import { checkPcrPolicy, PCR_LENGTH, POLICY_PCR_INDICES, type PcrPolicy } from './policy.ts';
 import { awsNitroRoot, type PinnedRoot } from './roots.ts';

@@ -22,7 +22,7 @@ export const IMAGE_PARTS: Array<{ part: string; purpose: string; match: RegExp }
   { part: 'protocol: RPC and owner policy', purpose: 'connection descriptor and error codes, the shareholders\' error codes, owner signatures, connection policy, signing usage receipts', match: /^protocol\/(rpc|shareholder-errors|owner-signature|connection-policy|usage-receipt)\.ts$/ },
   { part: 'protocol: providers', purpose: 'each provider’s origin, auth scheme and endpoint table, any-API allow-list matching, loopback and hop-by-hop rules', match: /^protocol\/(providers\/.*|allow-list|http-rules)\.ts$/ },
   { part: 'other protocol/', purpose: 'protocol modules not yet described here', match: /^protocol\// },
-  { part: 'attestation', purpose: 'the Nitro NSM device binding (`/dev/nsm` through the static helper), its CBOR/COSE encoding', match: /^attestation\// },
+  { part: 'attestation', purpose: 'the Nitro NSM device binding (`/dev/nsm` through the static helper), the CBOR decoding of its answers (`cbor.ts`)', match: /^attestation\// },
 ];
 
 export interface ImagePartLines {
