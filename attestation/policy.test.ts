@@ -49,10 +49,13 @@ describe('PCR policy strength', () => {
     expect(strength([])).toBe('attestation_policy_weak');
   });
 
-  it('requires PCR0 in dev mode, but no binding', () => {
-    expect(strength([{ '0': h('a') }], 'dev')).toBe('no error');
+  it('holds dev mode to the same sets: PCR0-2 and an owner binding (only debug and zero PCRs stay possible)', () => {
+    expect(strength([{ '0': h('a') }], 'dev')).toBe('attestation_policy_weak');
+    expect(strength([image], 'dev')).toBe('attestation_policy_weak');
     expect(strength([{ '4': h('a') }], 'dev')).toBe('attestation_policy_weak');
-    expect(strength([{ '1': h('a'), '2': h('a') }], 'dev')).toBe('attestation_policy_weak');
+    expect(strength([{ '1': h('a'), '2': h('a'), '8': h('d') }], 'dev')).toBe('attestation_policy_weak');
+    expect(strength([{ ...image, '8': h('d') }], 'dev')).toBe('no error');
+    expect(strength([{ ...image, '3': h('d') }], 'dev', true)).toBe('no error');
   });
 });
 

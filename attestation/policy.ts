@@ -65,9 +65,9 @@ export interface PolicyStrength {
   /**
    * `production`: every allowed set pins PCR0, PCR1 and PCR2, none of them all zeros, plus at least
    * one owner-controlled binding (PCR3 and/or PCR8, not all zeros); `allowDebug` is refused.
-   * `dev`: every set pins at least PCR0 (the dev NSM's bundle measurement) and no set may name only
-   * PCR3/4/8; no binding is required, because dev documents are only ever verified against a
-   * dev root pinned on purpose.
+   * `dev`: the same sets (PCR0-2 plus an owner binding — the dev NSM reports realistic PCR1-3 and
+   * PCR8, so the owner-binding code runs in development too); only debug documents and all-zero
+   * PCRs stay possible, since dev documents are verified against a dev root pinned on purpose.
    */
   mode: 'production' | 'dev';
 }
@@ -83,20 +83,19 @@ export function checkPolicyStrength(policy: PcrPolicy, strength: PolicyStrength)
   const production = strength.mode === 'production';
   if (production && policy.allowDebug === true) throw weak('allowDebug is never accepted in production');
   policy.allow.forEach((set, i) => {
-    const required = production ? IMAGE_PCR_INDICES : (['0'] as const);
-    const missing = required.filter((k) => set[k] === undefined);
+    const missing = IMAGE_PCR_INDICES.filter((k) => set[k] === undefined);
     if (missing.length > 0) {
       throw weak(`allow[${i}] does not pin the enclave image: PCR${missing.join(', PCR')} missing (PCR0, PCR1 and PCR2 are required)`);
     }
     if (production) {
       const zero = IMAGE_PCR_INDICES.filter((k) => set[k] === ZERO_PCR);
       if (zero.length > 0) throw weak(`allow[${i}] pins PCR${zero.join(', PCR')} to all zeros (a debug-mode enclave)`);
-      const bindings = OWNER_BINDING_PCR_INDICES.filter((k) => set[k] !== undefined && set[k] !== ZERO_PCR);
-      if (bindings.length === 0) {
-        throw weak(
-          `allow[${i}] has no owner-controlled binding: the image is public and anyone can run it, so pin PCR3 (the parent instance's IAM role) and/or PCR8 (the EIF signing certificate)`,
-        );
-      }
+    }
+    const bindings = OWNER_BINDING_PCR_INDICES.filter((k) => set[k] !== undefined && (!production || set[k] !== ZERO_PCR));
+    if (bindings.length === 0) {
+      throw weak(
+        `allow[${i}] has no owner-controlled binding: the image is public and anyone can run it, so pin PCR3 (the parent instance's IAM role) and/or PCR8 (the EIF signing certificate)`,
+      );
     }
   });
 }

@@ -31,6 +31,7 @@ import { openShareStore, type ShareStore } from '../shareholders/store.ts';
 import { KeyResolver, type KeyResolverOptions } from './key-resolver.ts';
 import { parseShareholderEndpoints, shareholderBridges, shareholderSocketRoute } from './shareholders.ts';
 import { createEnclaveMetrics } from './metrics.ts';
+import { devPcrPolicy } from '../attestation/dev-pcrs.ts';
 
 const PCR0 = new Uint8Array(createHash('sha384').update('enclave bundle').digest());
 const TTL = 60_000;
@@ -76,7 +77,7 @@ async function enroll(opts: { maxLeasesPerDay?: number; policySha256?: string } 
         shareholderId: sh.identity.id,
         issuedAt: Date.now(),
         envelopeSha256: createHash('sha256').update(envelope).digest('hex'),
-        policy: { allow: [{ '0': toHex(PCR0) }] },
+        policy: devPcrPolicy(toHex(PCR0)),
         maxReleasesPerMinute: 600,
         ...(opts.maxLeasesPerDay !== undefined ? { maxLeasesPerDay: opts.maxLeasesPerDay } : {}),
       });

@@ -17,6 +17,7 @@ import { encodeShare, generateOwnerKeyPair, sealShareEnvelope, signConnectionPol
 import { initIdentity, type ShareholderIdentity } from './identity.ts';
 import { buildShareholderServer } from './server.ts';
 import { openShareStore, type ShareStore } from './store.ts';
+import { devPcrPolicy } from '../attestation/dev-pcrs.ts';
 
 const owner = generateOwnerKeyPair();
 let dir: string;
@@ -53,7 +54,7 @@ async function enroll(connectionId: string, maxLeasesPerDay?: number): Promise<v
     shareholderId: 'sh-1',
     issuedAt: Date.now(),
     envelopeSha256: createHash('sha256').update(envelope).digest('hex'),
-    policy: { allow: [{ '0': 'ab'.repeat(48) }] },
+    policy: devPcrPolicy('ab'.repeat(48)),
     maxReleasesPerMinute: 60,
     ...(maxLeasesPerDay !== undefined ? { maxLeasesPerDay } : {}),
   });

@@ -31,6 +31,7 @@ import { initIdentity, logSigningKey, type ShareholderIdentity } from './identit
 import { buildShareholderServer, type AdmissionLimits } from './server.ts';
 import { openShareStore, type ShareStore } from './store.ts';
 import { dropSchema, skipPostgres, TEST_DATABASE_URL, uniqueSchema } from '../test/pg.ts';
+import { devPcrPolicy } from '../attestation/dev-pcrs.ts';
 
 const PCR0 = new Uint8Array(createHash('sha384').update('enclave bundle v1').digest());
 const OTHER_PCR0 = new Uint8Array(createHash('sha384').update('enclave bundle v2').digest());
@@ -103,7 +104,7 @@ async function enroll(svc: Service, options: { pcr0?: Uint8Array; connectionId?:
     shareholderId: svc.identity.id,
     issuedAt: svc.now.t,
     envelopeSha256: createHash('sha256').update(envelope).digest('hex'),
-    policy: (options.policy ?? { allow: [{ '0': toHex(options.pcr0 ?? PCR0) }] }) as never,
+    policy: (options.policy ?? devPcrPolicy(toHex(options.pcr0 ?? PCR0))) as never,
     maxReleasesPerMinute: 5,
   });
   const body = { envelope: Buffer.from(envelope).toString('base64'), signed };
@@ -173,7 +174,7 @@ describe('shareholder enrollment', () => {
     const connectionId = 'conn_tampered';
     const share = splitSecret(new Uint8Array(randomBytes(32)), 2, 3)[0]!;
     const envelope = await sealShareEnvelope(svc.identity.publicKey, encodeShare(share), { purpose: 'enroll', connectionId, shareholderId: svc.identity.id });
-    const signed = signOwnerMessage(owner.secretKey, { type: 'enroll', connectionId, shareholderId: svc.identity.id, issuedAt: svc.now.t, envelopeSha256: '00'.repeat(32), policy: { allow: [{ '0': toHex(PCR0) }] } });
+    const signed = signOwnerMessage(owner.secretKey, { type: 'enroll', connectionId, shareholderId: svc.identity.id, issuedAt: svc.now.t, envelopeSha256: '00'.repeat(32), policy: devPcrPolicy(toHex(PCR0)) });
     const res = await post(`${svc.url}/v1/shares`, { envelope: Buffer.from(envelope).toString('base64'), signed });
     expect(res.status).toBe(400);
     const forged = { ...signed, message: { ...signed.message, envelopeSha256: createHash('sha256').update(envelope).digest('hex') } };
@@ -186,7 +187,7 @@ describe('shareholder enrollment', () => {
     const svc = await startService('dev');
     const { connectionId } = await enroll(svc);
     const msg = (signer: OwnerKeyPair, type: 'policy_update' | 'delete', issuedAt: number) =>
-      signOwnerMessage(signer.secretKey, { type, connectionId, shareholderId: svc.identity.id, issuedAt, policy: { allow: [{ '0': toHex(OTHER_PCR0) }] } });
+      signOwnerMessage(signer.secretKey, { type, connectionId, shareholderId: svc.identity.id, issuedAt, policy: devPcrPolicy(toHex(OTHER_PCR0)) });
     const attacker = generateOwnerKeyPair();
     const byAttacker = await post(`${svc.url}/v1/shares/${connectionId}/policy`, { signed: msg(attacker, 'policy_update', svc.now.t + 1) }, 'PUT');
     expect(byAttacker.json.error.code).toBe('owner_signature_invalid');

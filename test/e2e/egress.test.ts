@@ -17,6 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateOwnerKeyPair } from '../../protocol/index.ts';
 import { connectProvider, createKey } from '../../cli/owner.ts';
 import { startTestStack } from './helpers.ts';
+import { devPcrPolicy } from '../../attestation/dev-pcrs.ts';
 
 x509.cryptoProvider.set(webcrypto as unknown as Crypto);
 const HOSTNAME = 'api.upstream.test';
@@ -89,7 +90,7 @@ async function keyFor(baseUrl: string): Promise<string> {
   const conn = await connectProvider({
     serverUrl: stack.hostUrl, adminToken: stack.adminToken, ownerSecretKey: generateOwnerKeyPair().secretKey,
     shareholders: stack.shareholders.map(({ id, url, publicKey }) => ({ id, url, publicKey })), threshold: 3, provider: 'openai', baseUrl,
-    apiKey: new TextEncoder().encode(UPSTREAM_KEY), pcrPolicy: { allow: [{ '0': stack.pcr0 }] }, dev: true,
+    apiKey: new TextEncoder().encode(UPSTREAM_KEY), pcrPolicy: devPcrPolicy(stack.pcr0), dev: true,
   });
   return (await createKey(stack.hostUrl, stack.adminToken, conn.id)).key;
 }

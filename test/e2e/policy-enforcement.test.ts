@@ -46,6 +46,7 @@ import {
 import { initIdentity } from '../../shareholders/identity.ts';
 import { buildShareholderServer } from '../../shareholders/server.ts';
 import { openShareStore, type ShareStore } from '../../shareholders/store.ts';
+import { devPcrPolicy } from '../../attestation/dev-pcrs.ts';
 
 const PCR0 = new Uint8Array(createHash('sha384').update('policy enclave bundle').digest());
 const DAY = 86_400_000;
@@ -181,7 +182,7 @@ async function connect(policy?: Partial<ConnectionPolicy>, key = `sk-proj-${rand
         shareholderId: sh.id,
         issuedAt: Date.now(),
         envelopeSha256: createHash('sha256').update(envelope).digest('hex'),
-        policy: { allow: [{ '0': toHex(PCR0) }] },
+        policy: devPcrPolicy(toHex(PCR0)),
         maxReleasesPerMinute: 600,
         ...(maxLeasesPerDay !== undefined ? { maxLeasesPerDay } : {}),
       });

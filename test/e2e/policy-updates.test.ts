@@ -40,6 +40,7 @@ import {
 import { initIdentity } from '../../shareholders/identity.ts';
 import { buildShareholderServer } from '../../shareholders/server.ts';
 import { openShareStore, type ShareStore } from '../../shareholders/store.ts';
+import { devPcrPolicy } from '../../attestation/dev-pcrs.ts';
 
 const PCR0 = new Uint8Array(createHash('sha384').update('policy update enclave bundle').digest());
 const owner = generateOwnerKeyPair();
@@ -119,7 +120,7 @@ async function connect(policy: Partial<ConnectionPolicy>): Promise<Connection> {
         shareholderId: sh.id,
         issuedAt: Date.now(),
         envelopeSha256: createHash('sha256').update(envelope).digest('hex'),
-        policy: { allow: [{ '0': toHex(PCR0) }] },
+        policy: devPcrPolicy(toHex(PCR0)),
         maxReleasesPerMinute: 600,
       });
       const res = await fetch(`${sh.url}/v1/shares`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ envelope: Buffer.from(envelope).toString('base64'), signed: enroll }) });

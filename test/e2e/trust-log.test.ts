@@ -17,6 +17,7 @@ import { encodeShare, generateOwnerKeyPair, sealShareEnvelope, signOwnerMessage,
 import { initIdentity, type ShareholderIdentity } from '../../shareholders/identity.ts';
 import { buildShareholderServer } from '../../shareholders/server.ts';
 import { openShareStore, type ShareStore } from '../../shareholders/store.ts';
+import { devPcrPolicy } from '../../attestation/dev-pcrs.ts';
 
 const bin = fileURLToPath(new URL('../../bin/securegate.mjs', import.meta.url));
 
@@ -56,7 +57,7 @@ async function enroll(): Promise<void> {
   const envelope = await sealShareEnvelope(identity.publicKey, encodeShare(splitSecret(new Uint8Array(randomBytes(32)), 2, 3)[0]!), { purpose: 'enroll', connectionId, shareholderId: identity.id });
   const signed = signOwnerMessage(owner.secretKey, {
     type: 'enroll', connectionId, shareholderId: identity.id, issuedAt: Date.now(),
-    envelopeSha256: createHash('sha256').update(envelope).digest('hex'), policy: { allow: [{ '0': 'ab'.repeat(48) }] },
+    envelopeSha256: createHash('sha256').update(envelope).digest('hex'), policy: devPcrPolicy('ab'.repeat(48)),
   });
   const res = await fetch(`${url}/v1/shares`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ envelope: Buffer.from(envelope).toString('base64'), signed }) });
   expect(res.status).toBe(201);
