@@ -111,7 +111,11 @@ export class DailyUsageLedger {
   /** Adds an answer's usage (or the policy's flat charge when a metered answer had none readable). */
   /** Returns the tokens counted (for the lease). */
   settle(connectionId: string, day: number, policy: ConnectionPolicy, c: PolicyClassification, model: string | undefined, usage: RelayedUsage | undefined): number {
-    const counted = usage ?? (c.metered ? { inputTokens: policy.unmeteredTokens, outputTokens: 0 } : { inputTokens: 0, outputTokens: 0 });
+    // An answer cut off before its final usage (the client or the host hung up after the text)
+    // counts at least what an unmetered one does: partial counts alone would let anyone who hangs
+    // up before the last event spend far beyond the owner's ceiling.
+    const unmetered = { inputTokens: c.metered ? policy.unmeteredTokens : 0, outputTokens: 0 };
+    const counted = !usage ? unmetered : usage.complete === false && usage.inputTokens + usage.outputTokens < unmetered.inputTokens ? unmetered : usage;
     const tokens = counted.inputTokens + counted.outputTokens;
     const e = this.#days.get(connectionId);
     // Usage of an answer that began yesterday is still counted against yesterday (it is gone).

@@ -9,6 +9,12 @@
 export interface RelayedUsage {
   inputTokens: number;
   outputTokens: number;
+  /**
+   * False when the answer's final usage never passed (a stream cut off before OpenAI's usage
+   * chunk, Anthropic's message_delta, Responses' completed event or Gemini's finishReason): the
+   * counts are then only what was seen so far (Anthropic's message_start says 1 output token).
+   */
+  complete?: boolean;
 }
 
 const MAX_JSON_COPY = 4 * 1024 * 1024;
@@ -37,6 +43,7 @@ export class UsageMeter {
   #copied = 0;
   #pending = '';
   #usage: RelayedUsage | undefined;
+  #final = false;
 
   constructor(contentType: string) {
     this.#sse = contentType.toLowerCase().includes('text/event-stream');
@@ -46,6 +53,17 @@ export class UsageMeter {
   #observe(value: unknown): void {
     const o = obj(value);
     if (!o) return;
+    // The final usage of a stream: OpenAI's usage chunk and Anthropic's message_delta carry a
+    // top-level `usage` (message_start's sits in `message`); Responses ends with completed or
+    // incomplete; Gemini's last chunk has a finishReason beside its usageMetadata.
+    const candidates = o.candidates;
+    if (
+      (obj(o.usage) && o.type !== 'message_start') ||
+      ((o.type === 'response.completed' || o.type === 'response.incomplete') && obj(obj(o.response)?.usage)) ||
+      (obj(o.usageMetadata) && Array.isArray(candidates) && candidates.some((c) => typeof obj(c)?.finishReason === 'string'))
+    ) {
+      this.#final = true;
+    }
     for (const u of [o.usage, obj(o.message)?.usage, obj(o.response)?.usage, o.usageMetadata]) {
       const t = tokensOf(u);
       if (!t) continue;
@@ -89,7 +107,7 @@ export class UsageMeter {
     if (this.#pending.length > MAX_SSE_EVENT) this.#pending = '';
   }
 
-  /** The usage read, or undefined when the answer carried none that could be read. */
+  /** The usage read (`complete` says whether it was the final one), or undefined when the answer carried none that could be read. */
   end(): RelayedUsage | undefined {
     if (this.#sse) {
       if (this.#pending) this.#event(this.#pending);
@@ -102,6 +120,7 @@ export class UsageMeter {
       }
       this.#copy = [];
     }
-    return this.#usage;
+    // A whole JSON body is final by nature; a stream only once its final usage passed.
+    return this.#usage && { ...this.#usage, complete: !this.#sse || this.#final };
   }
 }

@@ -117,11 +117,9 @@ describe("the enclave's daily token ceiling against a host that hangs up before 
     expect(results.at(-1)!.code).toBe('policy_ceiling_reached');
   }, 60_000);
 
-  // FINDING: enclave/forward.ts `report()` hands the enclave's settle (enclave/server.ts onUsage →
-  // DailyUsageLedger.settle / LeaseMeter.settle in enclave/policy.ts) the usage seen so far even when
-  // the relay was cut before the answer's final usage (UsageMeter has no notion of a complete answer).
-  // Skipped: enclave/server.ts and enclave/policy.ts are mid-edit by other engineers.
-  it.skip('an answer the host cut off after its text counts at least as much as the text it carried', async () => {
+  // Found in review: the enclave's settle took the usage seen so far even when the relay was cut
+  // before the answer's final usage; a cut-off answer now counts at least an unmetered one.
+  it('an answer the host cut off after its text counts at least as much as the text it carried', async () => {
     const id = await connectTestProvider(stack, 'anthropic', { origin, apiKey: 'sk-ant-ceiling-2', connectionPolicy: { ceiling: { tokens: ceiling } } });
     const d = await descriptorOf(id);
     const results = [];
@@ -132,10 +130,10 @@ describe("the enclave's daily token ceiling against a host that hangs up before 
     expect(results.at(-1)).toEqual({ status: 429, code: 'policy_ceiling_reached' });
   }, 60_000);
 
-  // FINDING (same root cause, reached by a client): the honest host aborts its enclave request when
-  // the client hangs up (host/request/forward.ts), so a stolen SG key without host-side caps gets
-  // past the owner's enclave-enforced ceiling the same way. Skipped until the enclave fix lands.
-  it.skip('a client with an SG key that hangs up after the text cannot pass the ceiling through an honest host', async () => {
+  // Same root cause, reached by a client: the honest host aborts its enclave request when the
+  // client hangs up (host/request/forward.ts), so a stolen SG key without host-side caps got past
+  // the owner's enclave-enforced ceiling the same way.
+  it('a client with an SG key that hangs up after the text cannot pass the ceiling through an honest host', async () => {
     const id = await connectTestProvider(stack, 'anthropic', { origin, apiKey: 'sk-ant-ceiling-3', connectionPolicy: { ceiling: { tokens: ceiling } } });
     const { key } = await createKey(stack.hostUrl, stack.adminToken, id);
     const statuses: number[] = [];
