@@ -6,13 +6,11 @@ import {
   connectionPolicySha256,
   costMicroUsd,
   parseConnectionPolicy,
-  policyPrices,
   policyRefusal,
-  signConnectionPolicy,
   verifyConnectionPolicy,
   type ConnectionPolicy,
-  type PriceLookup,
 } from './connection-policy.ts';
+import { policyPrices, signConnectionPolicy, type PriceLookup } from './owner/connection-policy-sign.ts';
 import { generateOwnerKeyPair } from './owner/owner-keys.ts';
 import { signOwnerMessage } from './owner-signature.ts';
 import { openUpstreamKey, sealUpstreamKey, type KeyBinding } from './sealed-record.ts';

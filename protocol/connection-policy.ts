@@ -4,11 +4,14 @@
  * daily ceiling (requests, tokens, micro-dollars at prices the owner signs). Its hash is sealed
  * into the key record's AAD (record version 0x03), so the enclave, which enforces it, can tell a
  * host-substituted policy from the owner's. Pure: no clock, no I/O; decisions are plain functions.
+ * What the enclave runs: parsing, verification, the hash, operations and the ceiling. The lease
+ * math owners and shareholders use is in `lease-limits.ts`; signing and prices, on the owner's
+ * side, in `owner/connection-policy-sign.ts`.
  */
 import { sha256 } from '@noble/hashes/sha2.js';
 import { astring, concatBytes, toHex, utf8 } from './bytes.ts';
 import { ProtocolError } from './errors.ts';
-import { canonicalJson, signOwnerMessage, verifyOwnerMessage, type CanonicalValue, type SignedOwnerMessage } from './owner-signature.ts';
+import { canonicalJson, verifyOwnerMessage, type SignedOwnerMessage } from './owner-signature.ts';
 import { fromHex } from './bytes.ts';
 import { ACCESS, ENDPOINT_KINDS, type Access, type EndpointKind } from './providers/kinds.ts';
 
@@ -148,13 +151,6 @@ export function policyVersion(policy: Pick<ConnectionPolicy, 'version'>): number
   return policy.version ?? 1;
 }
 
-/** Signs a policy as an owner message of type `connection_policy`. */
-export function signConnectionPolicy(secretKey: Uint8Array, policy: Omit<ConnectionPolicy, 'unmeteredTokens'> & { unmeteredTokens?: number }): SignedOwnerMessage {
-  const message = { type: 'connection_policy' as const, ...policy } as unknown as Record<string, CanonicalValue>;
-  parseConnectionPolicy(message);
-  return signOwnerMessage(secretKey, message as never);
-}
-
 /**
  * hex SHA-256(utf8(CONNECTION_POLICY_DOMAIN) ‖ utf8(canonical_json({ message, publicKey }))):
  * what the sealed record (version 0x03) binds. The signer's key is inside the hash, so a policy
@@ -245,74 +241,4 @@ export function costMicroUsd(policy: ConnectionPolicy, model: string | undefined
   const price = model !== undefined && policy.prices && Object.hasOwn(policy.prices, model) ? policy.prices[model]! : undefined;
   if (!price) return 0;
   return Math.ceil((usage.inputTokens * price.inputMicroUsdPerMTok + usage.outputTokens * price.outputMicroUsdPerMTok) / 1_000_000);
-}
-
-/**
- * The most leases any number of enclaves can obtain in one UTC day when each of n shareholders
- * grants at most k and a lease needs t of them: every lease takes t distinct releases, so
- * leases ≤ ⌊n·k/t⌋ (SPEC.md §9).
- */
-export function maxLeasesPerDay(n: number, t: number, k: number): number {
-  return Math.floor((n * k) / t);
-}
-
-/** How many leases a day a ceiling is split into when the owner names no lease quota (one per ~15 min). */
-export const DEFAULT_LEASES_PER_DAY = 96;
-
-/**
- * Lease quotas for a daily ceiling whose owner named none, so the ceiling holds across enclave
- * restarts and many enclaves (⌊n·k/t⌋, SPEC.md §9) instead of only within one enclave's memory:
- * each dimension with a positive ceiling is split into DEFAULT_LEASES_PER_DAY leases (at least 1
- * each). Undefined when there is no such ceiling (nothing to bound).
- */
-export function defaultLeaseTerms(ceiling: DailyCeiling): LeaseTerms | undefined {
-  const lease: LeaseTerms = {};
-  if (ceiling.requests !== undefined && ceiling.requests > 0) lease.requests = Math.max(1, Math.ceil(ceiling.requests / DEFAULT_LEASES_PER_DAY));
-  if (ceiling.tokens !== undefined && ceiling.tokens > 0) lease.tokens = Math.max(1, Math.ceil(ceiling.tokens / DEFAULT_LEASES_PER_DAY));
-  return lease.requests !== undefined || lease.tokens !== undefined ? lease : undefined;
-}
-
-/**
- * The per-shareholder daily lease limit k for a policy, chosen so that ⌊n·k/t⌋ leases cannot serve
- * more than the daily ceiling: for each dimension with both a ceiling C and a lease quota q, at
- * most L = ⌊C/q⌋ leases a day, so k = ⌊t·L/n⌋ (then ⌊n·k/t⌋ ≤ L). The smallest over the
- * dimensions; undefined when no dimension has both (nothing to bound). 0 means the lease quota is
- * too large for the ceiling with this n and t: choose a smaller quota.
- */
-export function leaseLimitFor(policy: Pick<ConnectionPolicy, 'ceiling' | 'lease'>, n: number, t: number): number | undefined {
-  let k: number | undefined;
-  for (const [ceiling, quota] of [
-    [policy.ceiling.requests, policy.lease?.requests],
-    [policy.ceiling.tokens, policy.lease?.tokens],
-  ] as const) {
-    if (ceiling === undefined || quota === undefined) continue;
-    const perDay = Math.floor((t * Math.floor(ceiling / quota)) / n);
-    k = k === undefined ? perDay : Math.min(k, perDay);
-  }
-  return k;
-}
-
-/** A price lookup of the shape of @pydantic/genai-prices' `calcPrice` (the host's price table). */
-export type PriceLookup = (
-  usage: { input_tokens: number; output_tokens: number },
-  model: string,
-  options: { providerId: string },
-) => { total_price: number } | null | undefined;
-
-/**
- * The prices a dollar ceiling carries for `models` (SPEC.md §9), from the same table the host
- * meters with, passed in so this module stays free of it: micro-dollars per million tokens,
- * rounded up (the enclave must never price below the host). Returns the models with no known
- * price separately — a policy with a dollar ceiling must not be signed while any remain.
- */
-export function policyPrices(models: readonly string[], priceProvider: string, lookup: PriceLookup): { prices: Record<string, ModelPrice>; unpriced: string[] } {
-  const prices: Record<string, ModelPrice> = {};
-  const unpriced: string[] = [];
-  for (const model of models) {
-    const input = lookup({ input_tokens: 1_000_000, output_tokens: 0 }, model, { providerId: priceProvider });
-    const output = lookup({ input_tokens: 0, output_tokens: 1_000_000 }, model, { providerId: priceProvider });
-    if (!input || !output) unpriced.push(model);
-    else prices[model] = { inputMicroUsdPerMTok: Math.ceil(input.total_price * 1e6), outputMicroUsdPerMTok: Math.ceil(output.total_price * 1e6) };
-  }
-  return { prices, unpriced };
 }

@@ -18,6 +18,7 @@ export * from './shareholder-errors.ts';
 export * from './cli-exit-codes.ts';
 export * from './owner/index.ts';
 export * from './connection-policy.ts';
+export * from './lease-limits.ts';
 export type * from './views.ts';
 export * from './http-rules.ts';
 export * from './usage-receipt.ts';

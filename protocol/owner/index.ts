@@ -6,6 +6,7 @@
  * enclave/main.ts, cannot contain it (lint rule in eslint.config.js, closure test in
  * infra/enclave/bundle.test.ts). protocol/index.ts re-exports it for the other folders.
  */
+export * from './connection-policy-sign.ts';
 export * from './onboard.ts';
 export * from './owner-keys.ts';
 export * from './release-manifest.ts';

@@ -10,7 +10,9 @@ import { canonicalShareholderSet, sealUpstreamKey, shareholderSetSha256, type Ke
 import { encodeShare, splitSecret } from '../shamir.ts';
 import { sealShareEnvelope } from '../share-envelope.ts';
 import { signOwnerMessage, type CanonicalValue, type SignedOwnerMessage } from '../owner-signature.ts';
-import { connectionPolicySha256, DEFAULT_POLICY_OPERATIONS, leaseLimitFor, signConnectionPolicy, type ConnectionPolicy } from '../connection-policy.ts';
+import { connectionPolicySha256, DEFAULT_POLICY_OPERATIONS, type ConnectionPolicy } from '../connection-policy.ts';
+import { leaseLimitFor } from '../lease-limits.ts';
+import { signConnectionPolicy } from './connection-policy-sign.ts';
 import { ProtocolError } from '../errors.ts';
 
 export interface ShareholderPin {
