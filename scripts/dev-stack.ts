@@ -10,7 +10,7 @@
  * the port and how to choose another — not a stack trace, nor only a line in a log file.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, linkSync, mkdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -62,26 +62,47 @@ const defaultDataDir = resolve(import.meta.dirname, '..', 'data');
 function lockDataDir(dir: string): string {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const lock = join(dir, 'stack.lock');
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      writeFileSync(lock, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
-      return lock;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') fail(`cannot lock the data directory ${dir}: ${(e as Error).message}`);
+  // The lock appears whole or not at all: written under a name of our own, then hard-linked into
+  // place (link fails if the lock exists), so nobody ever reads a half-written pid.
+  const mine = `${lock}.${process.pid}`;
+  writeFileSync(mine, `${process.pid}\n`, { mode: 0o600 });
+  try {
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        linkSync(mine, lock);
+        return lock;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') fail(`cannot lock the data directory ${dir}: ${(e as Error).message}`);
+      }
+      const pid = Number(readFileSync(lock, 'utf8').trim());
+      if (Number.isInteger(pid) && pid > 0 && isAlive(pid)) {
+        fail(
+          `the data directory ${dir} is in use by a running stack (pid ${pid}). Stop that one first (Ctrl-C in its terminal), ` +
+            `or start another with its own directory and port: npm start -- --data-dir ./data2 --port ${port + 1}`,
+        );
+      }
+      // Stale: the process that held it is gone. One start at a time may take it over (the
+      // takeover file is created exclusively), so a racing start cannot remove a lock just taken.
+      const takeover = `${lock}.takeover`;
+      try {
+        writeFileSync(takeover, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
+      } catch {
+        // Another start is taking it over — unless that one died doing so (a takeover takes ms).
+        try {
+          if (Date.now() - statSync(takeover).mtimeMs > 10_000) unlinkSync(takeover);
+        } catch {
+          // gone already
+        }
+        continue;
+      }
+      try {
+        if (readFileSync(lock, 'utf8').trim() === String(pid)) unlinkSync(lock);
+      } finally {
+        unlinkSync(takeover);
+      }
     }
-    const pid = Number(readFileSync(lock, 'utf8').trim());
-    if (Number.isInteger(pid) && pid > 0 && isAlive(pid)) {
-      fail(
-        `the data directory ${dir} is in use by a running stack (pid ${pid}). Stop that one first (Ctrl-C in its terminal), ` +
-          `or start another with its own directory and port: npm start -- --data-dir ./data2 --port ${port + 1}`,
-      );
-    }
-    // Stale: the process that held it is gone. Only one of two racing starts re-creates it (wx).
-    try {
-      unlinkSync(lock);
-    } catch {
-      // another start removed it first; the exclusive create decides
-    }
+  } finally {
+    unlinkSync(mine);
   }
   fail(`the data directory ${dir} is being taken by another start right now; try again in a moment`);
 }
