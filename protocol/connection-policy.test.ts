@@ -13,7 +13,8 @@ import {
 import { policyPrices, signConnectionPolicy, type PriceLookup } from './owner/connection-policy-sign.ts';
 import { generateOwnerKeyPair } from './owner/owner-keys.ts';
 import { signOwnerMessage } from './owner-signature.ts';
-import { openUpstreamKey, sealUpstreamKey, type KeyBinding } from './sealed-record.ts';
+import { openUpstreamKey, type KeyBinding } from './sealed-record.ts';
+import { sealUpstreamKey } from './owner/seal-upstream-key.ts';
 
 const random = (n: number) => new Uint8Array(randomBytes(n));
 const owner = generateOwnerKeyPair();

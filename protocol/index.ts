@@ -7,6 +7,7 @@ export * from './errors.ts';
 export * from './sealed-record.ts';
 export * from './shamir.ts';
 export * from './share-envelope.ts';
+export * from './share-envelope-seal.ts';
 export * from './owner-signature.ts';
 export * from './providers/index.ts';
 export * from './rpc.ts';

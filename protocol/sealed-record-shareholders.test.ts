@@ -9,7 +9,8 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { utf8 } from './bytes.ts';
 import { decodeConnectionDescriptor, encodeConnectionDescriptor } from './rpc.ts';
-import { canonicalShareholderSet, openUpstreamKey, sealedRecordAad, sealUpstreamKey, shareholderSetSha256, type KeyBinding } from './sealed-record.ts';
+import { canonicalShareholderSet, openUpstreamKey, sealedRecordAad, shareholderSetSha256, type KeyBinding } from './sealed-record.ts';
+import { sealUpstreamKey } from './owner/seal-upstream-key.ts';
 
 const random = (n: number) => new Uint8Array(randomBytes(n));
 const key = (b: number) => b.toString(16).padStart(2, '0').repeat(32);

@@ -2,7 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { utf8 } from './bytes.ts';
-import { canonicalOrigin, openUpstreamKey, sealUpstreamKey, type KeyBinding } from './sealed-record.ts';
+import { canonicalOrigin, openUpstreamKey, type KeyBinding } from './sealed-record.ts';
+import { sealUpstreamKey } from './owner/seal-upstream-key.ts';
 
 const random = (n: number) => new Uint8Array(randomBytes(n));
 const binding: KeyBinding = {

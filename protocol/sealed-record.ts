@@ -6,7 +6,7 @@
  */
 import { gcm } from '@noble/ciphers/aes.js';
 import { sha256 } from '@noble/hashes/sha2.js';
-import { abytes, astring, concatBytes, fromHex, frameFields, toHex } from './bytes.ts';
+import { abytes, astring, fromHex, frameFields, toHex } from './bytes.ts';
 import { ProtocolError } from './errors.ts';
 
 export const SEALED_RECORD_VERSION = 0x01;
@@ -25,7 +25,8 @@ export const SEALED_RECORD_VERSION_POLICY = 0x03;
  */
 export const SEALED_RECORD_VERSION_SHAREHOLDERS = 0x04;
 const KNOWN_VERSIONS = new Set([SEALED_RECORD_VERSION, SEALED_RECORD_VERSION_ALLOW, SEALED_RECORD_VERSION_POLICY, SEALED_RECORD_VERSION_SHAREHOLDERS]);
-const NONCE_LENGTH = 12;
+/** The AES-GCM nonce of a sealed record (`sealUpstreamKey` in owner/seal-upstream-key.ts makes it). */
+export const SEALED_RECORD_NONCE_LENGTH = 12;
 const TAG_LENGTH = 16;
 export const DEK_LENGTH = 32;
 
@@ -181,23 +182,6 @@ export function sealedRecordAad(binding: KeyBinding): Uint8Array {
   return frameFields('securegate/sealed-key', [Uint8Array.of(version), binding.connectionId, binding.provider, binding.origin, binding.authScheme, ...tail]);
 }
 
-/** Seals `upstreamKey` under `dek`: version(1) ‖ nonce(12) ‖ ciphertext ‖ tag(16). */
-export function sealUpstreamKey(
-  upstreamKey: Uint8Array,
-  dek: Uint8Array,
-  binding: KeyBinding,
-  random: RandomBytes,
-): Uint8Array {
-  abytes(upstreamKey, undefined, 'upstreamKey');
-  if (upstreamKey.length === 0 || upstreamKey.length > 8192) {
-    throw new ProtocolError('envelope_malformed', 'upstreamKey must be 1..8192 bytes');
-  }
-  abytes(dek, DEK_LENGTH, 'dek');
-  const nonce = abytes(random(NONCE_LENGTH), NONCE_LENGTH, 'nonce');
-  const sealed = gcm(dek, nonce, sealedRecordAad(binding)).encrypt(upstreamKey);
-  return concatBytes(Uint8Array.of(sealedRecordVersion(binding)), nonce, sealed);
-}
-
 /**
  * Opens a sealed record. Throws `envelope_auth_failed` if the DEK is wrong (for example a bad
  * Shamir combine), any byte was changed, or the binding differs from the one sealed.
@@ -205,7 +189,7 @@ export function sealUpstreamKey(
 export function openUpstreamKey(record: Uint8Array, dek: Uint8Array, binding: KeyBinding): Uint8Array {
   abytes(record, undefined, 'record');
   abytes(dek, DEK_LENGTH, 'dek');
-  if (record.length < 1 + NONCE_LENGTH + TAG_LENGTH + 1) {
+  if (record.length < 1 + SEALED_RECORD_NONCE_LENGTH + TAG_LENGTH + 1) {
     throw new ProtocolError('envelope_malformed', 'sealed record too short');
   }
   if (!KNOWN_VERSIONS.has(record[0]!)) {
@@ -216,9 +200,9 @@ export function openUpstreamKey(record: Uint8Array, dek: Uint8Array, binding: Ke
   if (record[0] !== sealedRecordVersion(binding)) {
     throw new ProtocolError('envelope_auth_failed', 'sealed key record did not authenticate');
   }
-  const nonce = record.subarray(1, 1 + NONCE_LENGTH);
+  const nonce = record.subarray(1, 1 + SEALED_RECORD_NONCE_LENGTH);
   try {
-    return gcm(dek, nonce, sealedRecordAad(binding)).decrypt(record.subarray(1 + NONCE_LENGTH));
+    return gcm(dek, nonce, sealedRecordAad(binding)).decrypt(record.subarray(1 + SEALED_RECORD_NONCE_LENGTH));
   } catch (cause) {
     throw new ProtocolError('envelope_auth_failed', 'sealed key record did not authenticate', { cause });
   }

@@ -2,8 +2,10 @@ import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { utf8 } from './bytes.ts';
-import { openUpstreamKey, sealUpstreamKey, type KeyBinding } from './sealed-record.ts';
-import { combineSharesUnchecked, decodeShare, encodeShare, robustCombine, splitSecret, type Share } from './shamir.ts';
+import { openUpstreamKey, type KeyBinding } from './sealed-record.ts';
+import { sealUpstreamKey } from './owner/seal-upstream-key.ts';
+import { combineSharesUnchecked, decodeShare, robustCombine, type Share } from './shamir.ts';
+import { encodeShare, splitSecret } from './owner/shamir-split.ts';
 
 const random = (n: number) => new Uint8Array(randomBytes(n));
 const binding: KeyBinding = { connectionId: 'c1', provider: 'openai', origin: 'https://api.openai.com', authScheme: 'bearer' };

@@ -5,6 +5,7 @@
  * The library returns garbage, not an error, for too few or wrong shares, so combining is never
  * trusted on its own: `robustCombine` takes a `check` (the GCM tag of the sealed record) that
  * decides, and names shares that are inconsistent with the verified secret.
+ * Splitting and the share wire encoding, which only owners run, are in owner/shamir-split.ts.
  */
 import secrets from 'secrets.js-grempe';
 import { abytes, fromHex, toHex } from './bytes.ts';
@@ -21,7 +22,8 @@ export interface Share {
   data: Uint8Array;
 }
 
-function configure(): void {
+/** Sets the library's field size (8 bits) if anything changed it; call before every use. */
+export function configureShamir(): void {
   // The library keeps its field size in module state; check it on every call so nothing else
   // sharing the module can change what we compute.
   if (secrets.getConfig().bits !== BITS) {
@@ -34,22 +36,6 @@ export function checkThreshold(threshold: number, shares: number): void {
   if (!Number.isInteger(threshold) || !Number.isInteger(shares) || threshold < 2 || shares < threshold || shares > MAX_SHARES) {
     throw new ProtocolError('shamir_invalid_parameters', 'need integers with 2 ≤ threshold ≤ shares ≤ 255');
   }
-}
-
-/** Splits `secret` into `shares` shares, any `threshold` of which reconstruct it. */
-export function splitSecret(secret: Uint8Array, threshold: number, shares: number): Share[] {
-  abytes(secret, undefined, 'secret');
-  if (secret.length === 0 || secret.length > 1024) {
-    throw new ProtocolError('shamir_invalid_parameters', 'secret must be 1..1024 bytes');
-  }
-  checkThreshold(threshold, shares);
-  configure();
-  return secrets.share(toHex(secret), shares, threshold).map(parseLibraryShare);
-}
-
-function parseLibraryShare(text: string): Share {
-  const parts = secrets.extractShareComponents(text);
-  return { index: parts.id, data: fromHex(parts.data, 'share data') };
 }
 
 function toLibraryShare(share: Share): string {
@@ -65,15 +51,6 @@ export function checkShare(share: Share): Share {
   abytes(share.data, undefined, 'share data');
   if (share.data.length === 0) throw new ProtocolError('shamir_invalid_parameters', 'share data is empty');
   return share;
-}
-
-/** Share wire form: index(1) ‖ data. */
-export function encodeShare(share: Share): Uint8Array {
-  checkShare(share);
-  const out = new Uint8Array(1 + share.data.length);
-  out[0] = share.index;
-  out.set(share.data, 1);
-  return out;
 }
 
 export function decodeShare(bytes: Uint8Array): Share {
@@ -95,7 +72,7 @@ export function combineSharesUnchecked(shares: readonly Share[]): Uint8Array {
     if (seen.has(s.index)) throw new ProtocolError('shamir_invalid_parameters', `share index ${s.index} given twice`);
     seen.add(s.index);
   }
-  configure();
+  configureShamir();
   let hex: string;
   try {
     hex = secrets.combine(shares.map(toLibraryShare));

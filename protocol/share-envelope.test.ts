@@ -5,7 +5,6 @@ import {
   generateX25519KeyPair,
   hpkeSuite,
   openShareEnvelope,
-  sealShareEnvelope,
   SHARE_ENVELOPE_INFO,
   SHARE_ENVELOPE_VERSION_AUTH,
   shareEnvelopeAad,
@@ -13,6 +12,7 @@ import {
   shareSender,
   type ShareContext,
 } from './share-envelope.ts';
+import { sealShareEnvelope } from './share-envelope-seal.ts';
 
 // RFC 9180 Appendix A.2.1: DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20Poly1305, mode_base,
 // values as published in https://www.rfc-editor.org/rfc/rfc9180.txt (sequence number 0).

@@ -8,13 +8,14 @@
  * nonce) in **auth mode** (RFC 9180 §5.1.3, version 0x02) with its identity key as the sender key:
  * only the holder of that shareholder's private key can make a release the enclave opens, so a
  * man in the middle cannot forge "a share from sh-1" and get the honest sh-1 blamed.
+ * Sealing (owners and shareholders, never the enclave) is in share-envelope-seal.ts.
  * Never log plaintexts or private keys.
  */
 import { CipherSuite, DhkemX25519HkdfSha256, HkdfSha256 } from '@hpke/core';
 import { Chacha20Poly1305 } from '@hpke/chacha20poly1305';
 
 import { x25519 } from '@noble/curves/ed25519.js';
-import { abytes, astring, concatBytes, frameFields } from './bytes.ts';
+import { abytes, astring, frameFields } from './bytes.ts';
 import { ProtocolError } from './errors.ts';
 
 export const SHARE_ENVELOPE_VERSION = 0x01;
@@ -93,42 +94,8 @@ export function shareEnvelopeAad(context: ShareContext): Uint8Array {
  * The envelope version a purpose requires: enroll = base mode (0x01), release = auth mode (0x02).
  * A release in base mode is unauthenticated — anyone could have made it — and is refused.
  */
-function versionFor(purpose: SharePurpose): number {
+export function shareEnvelopeVersion(purpose: SharePurpose): number {
   return purpose === 'release' ? SHARE_ENVELOPE_VERSION_AUTH : SHARE_ENVELOPE_VERSION;
-}
-
-/**
- * Seals `plaintext` to `recipientPublicKey`: version(1) ‖ enc(32) ‖ ciphertext ‖ tag(16).
- * `sender` (the shareholder's identity key, raw or imported once) is required for `release`,
- * which is sealed in HPKE auth mode; `enroll` takes none.
- */
-export async function sealShareEnvelope(
-  recipientPublicKey: Uint8Array,
-  plaintext: Uint8Array,
-  context: ShareContext,
-  sender?: Uint8Array | ShareRecipient,
-): Promise<Uint8Array> {
-  abytes(recipientPublicKey, X25519_KEY_LENGTH, 'recipientPublicKey');
-  abytes(plaintext, undefined, 'plaintext');
-  const aad = shareEnvelopeAad(context);
-  const version = versionFor(context.purpose);
-  if ((version === SHARE_ENVELOPE_VERSION_AUTH) !== (sender !== undefined)) {
-    throw new ProtocolError('envelope_malformed', context.purpose === 'release' ? 'release envelopes need the sender (shareholder identity) key' : 'enroll envelopes take no sender key');
-  }
-  const s = hpkeSuite();
-  let recipient: CryptoKey;
-  try {
-    recipient = await s.kem.importKey('raw', recipientPublicKey.slice().buffer, true);
-  } catch (cause) {
-    throw new ProtocolError('envelope_malformed', 'recipientPublicKey is not a valid X25519 key', { cause });
-  }
-  const senderKey = sender === undefined ? undefined : sender instanceof Uint8Array ? (await shareRecipient(sender)).keyPair : sender.keyPair;
-  const { enc, ct } = await s.seal(
-    { recipientPublicKey: recipient, info: SHARE_ENVELOPE_INFO, ...(senderKey ? { senderKey } : {}) },
-    plaintext.slice().buffer,
-    aad.slice().buffer,
-  );
-  return concatBytes(Uint8Array.of(version), new Uint8Array(enc), new Uint8Array(ct));
 }
 
 /** A shareholder's identity public key imported once for opening its (auth mode) releases. */
@@ -187,7 +154,7 @@ export async function openShareEnvelope(
     throw new ProtocolError('envelope_version_unsupported', `share envelope version ${envelope[0]} is not supported`);
   }
   const aad = shareEnvelopeAad(context);
-  const want = versionFor(context.purpose);
+  const want = shareEnvelopeVersion(context.purpose);
   if (version !== want) {
     // A base-mode release could come from anyone; an auth-mode enroll is not what owners make.
     throw new ProtocolError('envelope_auth_failed', context.purpose === 'release' ? 'release envelope is not authenticated by its shareholder (HPKE base mode)' : 'enroll envelopes are HPKE base mode (version 1)');

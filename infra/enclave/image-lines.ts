@@ -18,7 +18,7 @@ export const IMAGE_PARTS: Array<{ part: string; purpose: string; match: RegExp }
   { part: 'forwarding', purpose: 'pinned-origin egress with TLS inside, credential injection, key scrubbing, usage read from answers (`forward.ts`, `scrub.ts`, `usage-meter.ts`)', match: /^enclave\/(forward|scrub|usage-meter)\.ts$/ },
   { part: 'policy', purpose: 'the owner-signed connection policy: operations, models, daily ceiling, leases (`policy.ts`)', match: /^enclave\/policy\.ts$/ },
   { part: 'other enclave/', purpose: 'enclave modules not yet described here', match: /^enclave\// },
-  { part: 'protocol: keys and shares', purpose: 'sealed record, Shamir combine, HPKE share envelopes, bytes and errors', match: /^protocol\/(sealed-record|shamir|share-envelope|bytes|errors)\.ts$/ },
+  { part: 'protocol: keys and shares', purpose: 'opening sealed records, Shamir combine, opening HPKE share envelopes, bytes and errors', match: /^protocol\/(sealed-record|shamir|share-envelope|bytes|errors)\.ts$/ },
   { part: 'protocol: RPC and owner policy', purpose: 'connection descriptor and error codes, the shareholders\' error codes, owner signatures, connection policy, signing usage receipts', match: /^protocol\/(rpc|shareholder-errors|owner-signature|connection-policy|usage-receipt)\.ts$/ },
   { part: 'protocol: providers', purpose: 'each provider’s origin, auth scheme and endpoint table, any-API allow-list matching, loopback and hop-by-hop rules', match: /^protocol\/(providers\/.*|allow-list|http-rules)\.ts$/ },
   { part: 'other protocol/', purpose: 'protocol modules not yet described here', match: /^protocol\// },

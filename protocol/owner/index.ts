@@ -10,4 +10,6 @@ export * from './connection-policy-sign.ts';
 export * from './onboard.ts';
 export * from './owner-keys.ts';
 export * from './release-manifest.ts';
+export * from './seal-upstream-key.ts';
+export * from './shamir-split.ts';
 export * from './usage-verify.ts';

@@ -6,9 +6,10 @@
  */
 import { sha256 } from '@noble/hashes/sha2.js';
 import { fromHex, toHex, wipe } from '../bytes.ts';
-import { canonicalShareholderSet, sealUpstreamKey, shareholderSetSha256, type KeyBinding, type ShareholderSetMember } from '../sealed-record.ts';
-import { encodeShare, splitSecret } from '../shamir.ts';
-import { sealShareEnvelope } from '../share-envelope.ts';
+import { canonicalShareholderSet, shareholderSetSha256, type KeyBinding, type ShareholderSetMember } from '../sealed-record.ts';
+import { sealUpstreamKey } from './seal-upstream-key.ts';
+import { encodeShare, splitSecret } from './shamir-split.ts';
+import { sealShareEnvelope } from '../share-envelope-seal.ts';
 import { signOwnerMessage, type CanonicalValue, type SignedOwnerMessage } from '../owner-signature.ts';
 import { connectionPolicySha256, DEFAULT_POLICY_OPERATIONS, type ConnectionPolicy } from '../connection-policy.ts';
 import { leaseLimitFor } from '../lease-limits.ts';
