@@ -11,15 +11,16 @@ import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { awsNitroRoot, decodeCoseSign1, loadRoot, parseAttestationPayload, verifyAttestation, type PinnedRoot } from '../attestation/index.ts';
 import {
+  checkedHead,
   describeFinding,
   receiptKeyFromUserData,
+  usageRows,
   verifyAuditChain,
-  verifyReceiptHead,
   verifyUsage,
-  type ReceiptHead,
   type SignedReceiptHead,
   type SignedUsageReceipt,
   type UsageFinding,
+  type UsageRow,
 } from '../protocol/index.ts';
 import { effectiveConfig, type PinnedShareholder } from './config.ts';
 import { CliError, EXIT } from './errors.ts';
@@ -45,7 +46,7 @@ export interface UsageVerifyReport {
   days: { from: number; to: number };
   findings: Array<UsageFinding & { text: string }>;
   /** Per connection and day: the host's totals, the enclaves' newest receipts summed, releases logged. */
-  rows: Array<{ connectionId: string; day: number; hostRequests: number; hostTokens: number; receiptRequests: number; receiptTokens: number; releases: number }>;
+  rows: UsageRow[];
   enclaveKeys: Array<{ enclaveKey: string; attested: boolean; reason?: string }>;
 }
 
@@ -118,24 +119,14 @@ export async function verifyUsageReport(input: UsageVerifyInput): Promise<UsageV
       enclaveKeys.push({ enclaveKey: key, attested: false, reason: (e as Error).message });
     }
   }
-  // The running enclave's head over our nonce: a hidden tail of its chain shows as missing.
-  // Without it the host alone would decide whether the tail is checked (by answering with no head,
-  // or a stale one): a head that is missing or does not verify is a finding, never "nothing to see".
-  const heads = new Map<string, ReceiptHead>();
-  let headProblem: string | undefined = 'the host sent none';
-  if (evidence.head) {
-    try {
-      if (!evidence.attestations[evidence.head.enclaveKey] || attestedKey(evidence.attestations[evidence.head.enclaveKey]!, input.roots, input.expectPcrs) !== evidence.head.enclaveKey) throw new Error('its key is not attested');
-      attestedKeys.add(evidence.head.enclaveKey);
-      const head = verifyReceiptHead(evidence.head, evidence.head.enclaveKey, nonce);
-      if (named.some((id) => !Object.hasOwn(head.newest, id))) throw new Error('it does not cover every connection asked for');
-      heads.set(evidence.head.enclaveKey, head);
-      headProblem = undefined;
-    } catch (e) {
-      // The chain is still checked for gaps; the tail is reported as unchecked below.
-      headProblem = (e as Error).message;
-    }
-  }
+  // The running enclave's head over our nonce: a hidden tail of its chain shows as missing; a
+  // missing or failing head is the head_unverified finding (the host must not decide that).
+  const { heads, problem: headProblem } = checkedHead(evidence.head, nonce, named, (key) => {
+    const doc = evidence.attestations[key];
+    if (!doc || attestedKey(doc, input.roots, input.expectPcrs) !== key) return false;
+    attestedKeys.add(key);
+    return true;
+  });
   const releases = await leaseLog(input.shareholders, input.connection);
   const inRange = (day: number) => day >= input.from && day <= input.to;
   const findings = verifyUsage({
@@ -149,25 +140,13 @@ export async function verifyUsageReport(input: UsageVerifyInput): Promise<UsageV
     .filter((f) => !('day' in f) || f.day === null || inRange(f.day))
     .concat(headProblem !== undefined ? [{ kind: 'head_unverified', reason: headProblem }] : [])
     .map((f) => ({ ...f, text: describeFinding(f) }));
-  const rows = new Map<string, UsageVerifyReport['rows'][number]>();
+  const rows = usageRows(evidence.host, evidence.receipts, (key, day) => inRange(day) && (key === '' || attestedKeys.has(key)));
   const row = (connectionId: string, day: number) => {
     const k = `${connectionId}\u0000${day}`;
     let r = rows.get(k);
     if (!r) rows.set(k, (r = { connectionId, day, hostRequests: 0, hostTokens: 0, receiptRequests: 0, receiptTokens: 0, releases: 0 }));
     return r;
   };
-  for (const h of evidence.host) if (inRange(h.day)) Object.assign(row(h.connectionId, h.day), { hostRequests: h.requests, hostTokens: h.tokens });
-  const newest = new Map<string, SignedUsageReceipt>();
-  for (const s of evidence.receipts) {
-    if (!attestedKeys.has(s.enclaveKey) || !inRange(s.receipt.day)) continue;
-    const k = `${s.enclaveKey}\u0000${s.receipt.connectionId}\u0000${s.receipt.day}`;
-    if ((newest.get(k)?.receipt.seq ?? -1) < s.receipt.seq) newest.set(k, s);
-  }
-  for (const s of newest.values()) {
-    const r = row(s.receipt.connectionId, s.receipt.day);
-    r.receiptRequests += s.receipt.requests;
-    r.receiptTokens += s.receipt.tokens;
-  }
   for (const l of releases) if (inRange(l.day)) row(l.connectionId, l.day).releases += l.releases;
   return { days: { from: input.from, to: input.to }, findings, rows: [...rows.values()].sort((a, b) => a.day - b.day || a.connectionId.localeCompare(b.connectionId)), enclaveKeys };
 }

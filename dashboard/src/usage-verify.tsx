@@ -9,7 +9,7 @@
  * from the owner's machine.
  */
 import { useEffect, useState } from 'preact/hooks';
-import { describeFinding, verifyReceiptHead, verifyUsage, type ReceiptHead, type SignedReceiptHead, type SignedUsageReceipt, type UsageFinding } from '../../protocol/index.ts';
+import { checkedHead, describeFinding, usageRows, verifyUsage, type SignedReceiptHead, type SignedUsageReceipt, type UsageFinding, type UsageRow } from '../../protocol/index.ts';
 import { admin, type Connection } from './api.ts';
 import { Failure } from './pages.tsx';
 
@@ -22,56 +22,25 @@ interface Evidence {
   head: SignedReceiptHead | null;
 }
 
-interface Row {
-  connectionId: string;
-  day: number;
-  hostRequests: number;
-  hostTokens: number;
-  receiptRequests: number;
-  receiptTokens: number;
-}
-
 function randomNonce(): string {
   return [...crypto.getRandomValues(new Uint8Array(16))].map((b) => b.toString(16).padStart(2, '0')).join('');
 }
 
 /** The comparison the page shows; pure apart from the nonce it was asked with. */
-export function usageCheck(evidence: Evidence, nonce: string, named: string[]): { rows: Row[]; findings: UsageFinding[] } {
+export function usageCheck(evidence: Evidence, nonce: string, named: string[]): { rows: UsageRow[]; findings: UsageFinding[] } {
   // Keys the host holds an attestation document for (this page does not verify documents).
   const attestedKeys = new Set(Object.keys(evidence.attestations));
-  const heads = new Map<string, ReceiptHead>();
-  if (evidence.head && attestedKeys.has(evidence.head.enclaveKey)) {
-    try {
-      const head = verifyReceiptHead(evidence.head, evidence.head.enclaveKey, nonce);
-      if (named.every((id) => Object.hasOwn(head.newest, id))) heads.set(evidence.head.enclaveKey, head);
-    } catch {
-      // an unverifiable head proves nothing; the chains are still checked
-    }
-  }
-  const findings = verifyUsage({ receipts: evidence.receipts, attestedKeys, heads, host: evidence.host });
-  const rows = new Map<string, Row>();
-  const row = (connectionId: string, day: number) => {
-    const k = `${connectionId}\u0000${day}`;
-    let r = rows.get(k);
-    if (!r) rows.set(k, (r = { connectionId, day, hostRequests: 0, hostTokens: 0, receiptRequests: 0, receiptTokens: 0 }));
-    return r;
-  };
-  for (const h of evidence.host) Object.assign(row(h.connectionId, h.day), { hostRequests: h.requests, hostTokens: h.tokens });
-  const newest = new Map<string, SignedUsageReceipt>();
-  for (const s of evidence.receipts) {
-    const k = `${s.enclaveKey}\u0000${s.receipt.connectionId}\u0000${s.receipt.day}`;
-    if ((newest.get(k)?.receipt.seq ?? -1) < s.receipt.seq) newest.set(k, s);
-  }
-  for (const s of newest.values()) {
-    const r = row(s.receipt.connectionId, s.receipt.day);
-    r.receiptRequests += s.receipt.requests;
-    r.receiptTokens += s.receipt.tokens;
-  }
+  // A head that is missing or does not verify is a finding (head_unverified), as in the CLI:
+  // otherwise the host alone would decide whether the tail of each chain is checked.
+  const { heads, problem } = checkedHead(evidence.head, nonce, named, (key) => attestedKeys.has(key));
+  const findings: UsageFinding[] = verifyUsage({ receipts: evidence.receipts, attestedKeys, heads, host: evidence.host });
+  if (problem !== undefined) findings.push({ kind: 'head_unverified', reason: problem });
+  const rows = usageRows(evidence.host, evidence.receipts);
   return { rows: [...rows.values()].sort((a, b) => b.day - a.day || a.connectionId.localeCompare(b.connectionId)), findings };
 }
 
 export function UsageVerify() {
-  const [result, setResult] = useState<{ rows: Row[]; findings: UsageFinding[] }>();
+  const [result, setResult] = useState<{ rows: UsageRow[]; findings: UsageFinding[] }>();
   const [error, setError] = useState<unknown>();
   const [tick, setTick] = useState(0);
   useEffect(() => {

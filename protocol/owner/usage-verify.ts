@@ -4,8 +4,8 @@
  * regressions), with the enclave's fresh head, with what the host recorded and with the
  * shareholders' release logs. Runs on the owner's machine, never in the enclave. Pure.
  */
-import type { ReceiptHead, SignedUsageReceipt, UsageReceipt } from '../usage-receipt.ts';
-import { verifyUsageReceipt } from '../usage-receipt-verify.ts';
+import type { ReceiptHead, SignedReceiptHead, SignedUsageReceipt, UsageReceipt } from '../usage-receipt.ts';
+import { verifyReceiptHead, verifyUsageReceipt } from '../usage-receipt-verify.ts';
 
 export type UsageDisagreement =
   | { kind: 'under_reported'; connectionId: string; day: number; field: 'requests' | 'tokens' | 'microUsd'; host: number; enclave: number }
@@ -212,4 +212,72 @@ export function verifyUsage(e: UsageEvidence): UsageFinding[] {
     }
   }
   return out;
+}
+
+/**
+ * The running enclave's head over the verifier's nonce, checked: signed by `head.enclaveKey`
+ * (which `attested` must vouch for), over this nonce, naming every connection asked for. Without
+ * such a head the host alone would decide whether the tail of a chain is checked, so a missing or
+ * failing one is `problem` (the `head_unverified` finding), never silence.
+ */
+export function checkedHead(
+  head: SignedReceiptHead | null | undefined,
+  nonce: string,
+  named: readonly string[],
+  attested: (enclaveKey: string) => boolean,
+): { heads: Map<string, ReceiptHead>; problem?: string } {
+  const heads = new Map<string, ReceiptHead>();
+  if (!head) return { heads, problem: 'the host sent none' };
+  try {
+    if (!attested(head.enclaveKey)) throw new Error('its key is not attested');
+    const verified = verifyReceiptHead(head, head.enclaveKey, nonce);
+    if (named.some((id) => !Object.hasOwn(verified.newest, id))) throw new Error('it does not cover every connection asked for');
+    heads.set(head.enclaveKey, verified);
+    return { heads };
+  } catch (e) {
+    return { heads, problem: (e as Error).message };
+  }
+}
+
+/** One connection-day of the comparison both verifiers show. */
+export interface UsageRow {
+  connectionId: string;
+  day: number;
+  hostRequests: number;
+  hostTokens: number;
+  receiptRequests: number;
+  receiptTokens: number;
+  /** Shareholder releases (filled by a verifier that read the lease logs). */
+  releases: number;
+}
+
+/**
+ * Per connection and UTC day: what the host recorded beside the sum, over enclaves, of each
+ * enclave's newest receipt — for the receipts `include` keeps (attested keys, a day range).
+ */
+export function usageRows(
+  host: UsageEvidence['host'],
+  receipts: readonly SignedUsageReceipt[],
+  include: (enclaveKey: string, day: number) => boolean = () => true,
+): Map<string, UsageRow> {
+  const rows = new Map<string, UsageRow>();
+  const row = (connectionId: string, day: number) => {
+    const k = `${connectionId}\u0000${day}`;
+    let r = rows.get(k);
+    if (!r) rows.set(k, (r = { connectionId, day, hostRequests: 0, hostTokens: 0, receiptRequests: 0, receiptTokens: 0, releases: 0 }));
+    return r;
+  };
+  for (const h of host) if (include('', h.day)) Object.assign(row(h.connectionId, h.day), { hostRequests: h.requests, hostTokens: h.tokens });
+  const newest = new Map<string, SignedUsageReceipt>();
+  for (const s of receipts) {
+    if (!include(s.enclaveKey, s.receipt.day)) continue;
+    const k = `${s.enclaveKey}\u0000${s.receipt.connectionId}\u0000${s.receipt.day}`;
+    if ((newest.get(k)?.receipt.seq ?? -1) < s.receipt.seq) newest.set(k, s);
+  }
+  for (const s of newest.values()) {
+    const r = row(s.receipt.connectionId, s.receipt.day);
+    r.receiptRequests += s.receipt.requests;
+    r.receiptTokens += s.receipt.tokens;
+  }
+  return rows;
 }
