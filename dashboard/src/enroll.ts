@@ -15,6 +15,8 @@ import {
   connectionPolicySha256,
   DEFAULT_POLICY_OPERATIONS,
   DEFAULT_UNMETERED_TOKENS,
+  defaultLeaseTerms,
+  leaseLimitFor,
   parseConnectionPolicy,
   policyPrices,
   fromHex,
@@ -124,6 +126,7 @@ async function signConnectionPolicyInBrowser(pair: CryptoKeyPair, connectionId: 
     ...(fields.dailyTokens !== undefined ? { tokens: fields.dailyTokens } : {}),
     ...(fields.dailyDollars !== undefined ? { microUsd: Math.round(fields.dailyDollars * 1e6) } : {}),
   };
+  const lease = defaultLeaseTerms(ceiling);
   let prices: Record<string, ModelPrice> | undefined;
   if (fields.dailyDollars !== undefined) {
     if (!fields.models?.length) throw new Error('a daily dollar cap needs Models: the enclave prices only the models the policy names and refuses others');
@@ -141,6 +144,9 @@ async function signConnectionPolicyInBrowser(pair: CryptoKeyPair, connectionId: 
     ...(fields.models?.length ? { models: fields.models } : {}),
     ceiling,
     ...(prices ? { prices } : {}),
+    // A request or token ceiling split into leases the shareholders count (as `securegate connect`
+    // does), so it holds across enclave restarts and many enclaves.
+    ...(lease ? { lease } : {}),
     unmeteredTokens: DEFAULT_UNMETERED_TOKENS,
   };
   parseConnectionPolicy(message); // the same checks the enclave makes, before anything is signed
@@ -197,9 +203,16 @@ export async function connectInBrowser(input: {
     pcrPolicy: enrollment.pcrPolicy,
   });
   wipe(throwaway);
-  // The widening delay is signed into each enrollment: the host relaying this page cannot shorten it.
+  // k per shareholder so that ⌊n·k/t⌋ leases cannot serve more than the ceiling (SPEC.md §9).
+  const maxLeasesPerDay = leaseLimitFor(parseConnectionPolicy(policy.message as Record<string, unknown>), enrollment.shareholders.length, enrollment.threshold);
+  if (maxLeasesPerDay === 0) throw new Error(`a daily ceiling this small cannot be split into leases over ${enrollment.shareholders.length} shareholders: raise it`);
+  // The widening delay and the lease limit are signed into each enrollment: the host relaying this page cannot change them.
   for (const e of prepared.enrollments) {
-    e.body.signed = await signAsOwner(owner, { ...e.body.signed.message, ...(input.wideningDelayMs !== undefined ? { wideningDelayMs: input.wideningDelayMs } : {}) });
+    e.body.signed = await signAsOwner(owner, {
+      ...e.body.signed.message,
+      ...(input.wideningDelayMs !== undefined ? { wideningDelayMs: input.wideningDelayMs } : {}),
+      ...(maxLeasesPerDay !== undefined ? { maxLeasesPerDay } : {}),
+    });
   }
   input.onProgress('enrolling shares with each shareholder');
   await Promise.all(

@@ -97,6 +97,28 @@ describe.skipIf(!haveChromium || !built)('dashboard: connection policy and pendi
     expect(refused).toMatchObject({ status: 403, code: 'connection_policy_denied' });
   });
 
+  it('splits a daily request ceiling into leases each shareholder counts, as the CLI does', async () => {
+    await page.goto(`${stack.hostUrl}/dashboard/#/connections`);
+    await page.getByLabel('Provider').selectOption('openai');
+    await page.getByLabel('API key').fill(stack.demo!.upstreamKey);
+    await page.getByLabel('Base URL').fill(stack.mock!.origin);
+    await page.getByLabel('Name', { exact: true }).fill('request ceiling');
+    await page.getByLabel('Daily requests').fill('960');
+    await page.getByRole('button', { name: 'Seal, split and connect' }).click();
+    await page.getByTestId('progress').filter({ hasText: 'connected' }).waitFor();
+    const conn = (await as<Array<{ id: string; name: string }>>('GET', '/connections')).find((c) => c.name === 'request ceiling')!;
+    const signed = await as<{ policy: { message: { ceiling: { requests: number }; lease?: { requests: number } } } | null }>('GET', `/connections/${conn.id}/policy`);
+    expect(signed.policy?.message.lease).toEqual({ requests: 10 });
+    // 960 a day in leases of 10: at most 96 leases, so with t-of-n each shareholder grants ⌊t·96/n⌋.
+    const n = stack.shareholders.length;
+    const k = Math.floor((stack.threshold * 96) / n);
+    for (let i = 0; i < n; i++) {
+      const at = (await (await fetch(`${stack.shareholders[i]!.url}/v1/shares/${conn.id}/policy`)).json()) as { maxLeasesPerDay: number | null };
+      expect(at.maxLeasesPerDay).toBe(k);
+    }
+    expect(Math.floor((n * k) / stack.threshold) * 10).toBeLessThanOrEqual(960);
+  });
+
   it('signs a daily dollar cap with the models\' prices; the enclave stops the connection at it', async () => {
     await page.goto(`${stack.hostUrl}/dashboard/#/connections`);
     await page.getByLabel('Provider').selectOption('openai');
