@@ -30,6 +30,13 @@ const ENCLAVE_IMAGE = [
     group: ['**/protocol/owner', '**/protocol/owner/**'],
     message: 'enclave/ never imports owner-side protocol code (protocol/owner/): the enclave never runs it and its image must not contain it',
   },
+  {
+    group: [
+      '**/protocol/usage-receipt-verify.ts', '**/protocol/allow-list-canonical.ts', '**/protocol/lease-limits.ts',
+      '**/protocol/share-envelope-seal.ts', '**/attestation/cose.ts',
+    ],
+    message: 'enclave/ never imports protocol/attestation code only its verifiers, owners or shareholders run (checking receipts, canonical allow-lists, lease limits, sealing share envelopes, COSE_Sign1): its image must not contain it (enclave/README.md)',
+  },
 ];
 const DEV_NSM = {
   group: ['**/attestation/dev.ts', '**/attestation/dev-pcrs.ts'],

@@ -57,6 +57,8 @@ describe('import boundaries', () => {
   it.each([
     '../protocol/index.ts', '../attestation/index.ts', '../protocol/owner/index.ts', '../protocol/owner/onboard.ts',
     '../protocol/owner/release-manifest.ts', '../attestation/dev.ts', '../attestation/dev-pcrs.ts',
+    '../protocol/usage-receipt-verify.ts', '../protocol/allow-list-canonical.ts', '../protocol/lease-limits.ts',
+    '../protocol/share-envelope-seal.ts', '../attestation/cose.ts',
   ])('refuses an import of %s in enclave/ (the image is its import closure)', async (target) => {
     expect(await rulesFiredOn('enclave/boundary-probe.ts', `import { thing } from '${target}';\nexport const used = thing;\n`)).toEqual(['no-restricted-imports']);
     expect(await rulesFiredOn('enclave/boundary-probe.ts', `export type { Thing } from '${target}';\n`)).toEqual(['no-restricted-imports']);
