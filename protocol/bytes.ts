@@ -90,8 +90,3 @@ export function frameFields(label: string, fields: Array<string | Uint8Array>): 
     ...fields.map((f) => lengthPrefixed(typeof f === 'string' ? utf8(f) : f)),
   );
 }
-
-/** Overwrites a secret buffer in place. Best effort: JS cannot guarantee no copies exist. */
-export function wipe(bytes: Uint8Array | undefined): void {
-  if (bytes) bytes.fill(0);
-}

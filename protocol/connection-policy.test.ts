@@ -12,7 +12,7 @@ import {
 } from './connection-policy.ts';
 import { policyPrices, signConnectionPolicy, type PriceLookup } from './owner/connection-policy-sign.ts';
 import { generateOwnerKeyPair } from './owner/owner-keys.ts';
-import { signOwnerMessage } from './owner-signature.ts';
+import { signOwnerMessage } from './owner/owner-sign.ts';
 import { openUpstreamKey, type KeyBinding } from './sealed-record.ts';
 import { sealUpstreamKey } from './owner/seal-upstream-key.ts';
 

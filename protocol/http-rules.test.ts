@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { HOP_BY_HOP_HEADERS, isLoopbackHost, isLoopbackUrl } from './http-rules.ts';
+import { HOP_BY_HOP_HEADERS, isLoopbackHost } from './http-rules.ts';
+import { isLoopbackUrl } from './loopback-url.ts';
 
 describe('loopback rule', () => {
   it('counts 127.0.0.1, localhost and [::1] as loopback', () => {

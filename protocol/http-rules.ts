@@ -13,15 +13,6 @@ export function isLoopbackHost(hostname: string): boolean {
   return hostname === '127.0.0.1' || hostname === 'localhost' || hostname === '[::1]';
 }
 
-/** Whether `url` parses and names a loopback host; false for anything that is not a URL. */
-export function isLoopbackUrl(url: string): boolean {
-  try {
-    return isLoopbackHost(new URL(url).hostname);
-  } catch {
-    return false;
-  }
-}
-
 /**
  * Hop-by-hop headers (RFC 9110 §7.6.1: Connection and the fields it names, plus the ones the RFC
  * lists — Keep-Alive, Proxy-Connection, TE, Transfer-Encoding, Upgrade — and Trailer), lower-case.

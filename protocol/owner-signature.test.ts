@@ -3,10 +3,10 @@ import fc from 'fast-check';
 import { generateOwnerKeyPair } from './owner/owner-keys.ts';
 import {
   canonicalJson,
-  signOwnerMessage,
   verifyOwnerMessage,
   type OwnerMessage,
 } from './owner-signature.ts';
+import { signOwnerMessage } from './owner/owner-sign.ts';
 
 const message: OwnerMessage = {
   type: 'policy_update',

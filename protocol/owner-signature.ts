@@ -3,7 +3,7 @@
  * (RFC 8785 JCS restricted to strings, safe integers, booleans, null, arrays and plain objects —
  * no floats, so number formatting can never differ between signer and verifier).
  * Shareholders verify these themselves; the host only relays them. Making an owner key is
- * `owner/owner-keys.ts` (the enclave image does not contain it).
+ * `owner/owner-keys.ts` and signing is `owner/owner-sign.ts` (the enclave image contains neither).
  */
 import { ed25519 } from '@noble/curves/ed25519.js';
 import { abytes, concatBytes, fromHex, toHex, utf8 } from './bytes.ts';
@@ -65,14 +65,9 @@ export interface SignedOwnerMessage {
   signature: string;
 }
 
-function signedBytes(message: OwnerMessage): Uint8Array {
+/** The bytes an owner signature covers: the domain label, then the canonical JSON of `message`. */
+export function signedBytes(message: OwnerMessage): Uint8Array {
   return concatBytes(utf8(OWNER_SIGNATURE_DOMAIN), utf8(canonicalJson(message)));
-}
-
-export function signOwnerMessage(secretKey: Uint8Array, message: OwnerMessage): SignedOwnerMessage {
-  abytes(secretKey, 32, 'secretKey');
-  const signature = ed25519.sign(signedBytes(message), secretKey);
-  return { message, publicKey: toHex(ed25519.getPublicKey(secretKey)), signature: toHex(signature) };
 }
 
 /**

@@ -44,10 +44,6 @@ export interface ConnectionDescriptor {
   shareholders?: ShareholderSetMember[];
 }
 
-export function encodeConnectionDescriptor(d: ConnectionDescriptor): string {
-  return Buffer.from(JSON.stringify(d)).toString('base64url');
-}
-
 export function decodeConnectionDescriptor(header: unknown): ConnectionDescriptor {
   if (typeof header !== 'string' || header.length === 0 || header.length > 32_768) {
     throw new ProtocolError('envelope_malformed', `${RPC_CONNECTION_HEADER} header missing or too long`);

@@ -8,7 +8,8 @@ import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { utf8 } from './bytes.ts';
-import { decodeConnectionDescriptor, encodeConnectionDescriptor } from './rpc.ts';
+import { decodeConnectionDescriptor } from './rpc.ts';
+import { encodeConnectionDescriptor } from './rpc-encode.ts';
 import { canonicalShareholderSet, openUpstreamKey, sealedRecordAad, shareholderSetSha256, type KeyBinding } from './sealed-record.ts';
 import { sealUpstreamKey } from './owner/seal-upstream-key.ts';
 

@@ -51,11 +51,6 @@ export function isNonceRefusal(code: string | null | undefined): boolean {
   return isShareholderErrorCode(code) && NONCE_REFUSALS.has(code);
 }
 
-/** The status a shareholder answers with when it refused every connection of a release for `code`. */
-export function shareholderStatus(code: ShareholderErrorCode): number {
-  return SHAREHOLDER_ERRORS[code].status;
-}
-
 /**
  * What a shareholder's answer says went wrong: its registered code, or `unrecognized` (with the
  * HTTP status) when the body carries no code of this registry — a proxy's error page, a newer

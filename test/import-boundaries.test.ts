@@ -58,7 +58,8 @@ describe('import boundaries', () => {
     '../protocol/index.ts', '../attestation/index.ts', '../protocol/owner/index.ts', '../protocol/owner/onboard.ts',
     '../protocol/owner/release-manifest.ts', '../attestation/dev.ts', '../attestation/dev-pcrs.ts',
     '../protocol/usage-receipt-verify.ts', '../protocol/allow-list-canonical.ts', '../protocol/lease-limits.ts',
-    '../protocol/share-envelope-seal.ts', '../attestation/cose.ts',
+    '../protocol/share-envelope-seal.ts', '../attestation/cose.ts', '../protocol/rpc-encode.ts',
+    '../protocol/shareholder-status.ts', '../protocol/loopback-url.ts', '../protocol/owner/owner-sign.ts',
   ])('refuses an import of %s in enclave/ (the image is its import closure)', async (target) => {
     expect(await rulesFiredOn('enclave/boundary-probe.ts', `import { thing } from '${target}';\nexport const used = thing;\n`)).toEqual(['no-restricted-imports']);
     expect(await rulesFiredOn('enclave/boundary-probe.ts', `export type { Thing } from '${target}';\n`)).toEqual(['no-restricted-imports']);

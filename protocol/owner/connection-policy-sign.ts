@@ -3,7 +3,8 @@
  * ceiling carries. The enclave only verifies and enforces policies (`../connection-policy.ts`).
  */
 import { parseConnectionPolicy, type ConnectionPolicy, type ModelPrice } from '../connection-policy.ts';
-import { signOwnerMessage, type CanonicalValue, type SignedOwnerMessage } from '../owner-signature.ts';
+import type { CanonicalValue, SignedOwnerMessage } from '../owner-signature.ts';
+import { signOwnerMessage } from './owner-sign.ts';
 
 /** Signs a policy as an owner message of type `connection_policy`. */
 export function signConnectionPolicy(secretKey: Uint8Array, policy: Omit<ConnectionPolicy, 'unmeteredTokens'> & { unmeteredTokens?: number }): SignedOwnerMessage {

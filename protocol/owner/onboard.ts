@@ -5,12 +5,14 @@
  * DEK and shares are wiped before it returns. Pure: no I/O, randomness from WebCrypto.
  */
 import { sha256 } from '@noble/hashes/sha2.js';
-import { fromHex, toHex, wipe } from '../bytes.ts';
+import { fromHex, toHex } from '../bytes.ts';
+import { wipe } from './wipe.ts';
 import { canonicalShareholderSet, shareholderSetSha256, type KeyBinding, type ShareholderSetMember } from '../sealed-record.ts';
 import { sealUpstreamKey } from './seal-upstream-key.ts';
 import { encodeShare, splitSecret } from './shamir-split.ts';
 import { sealShareEnvelope } from '../share-envelope-seal.ts';
-import { signOwnerMessage, type CanonicalValue, type SignedOwnerMessage } from '../owner-signature.ts';
+import type { CanonicalValue, SignedOwnerMessage } from '../owner-signature.ts';
+import { signOwnerMessage } from './owner-sign.ts';
 import { connectionPolicySha256, DEFAULT_POLICY_OPERATIONS, type ConnectionPolicy } from '../connection-policy.ts';
 import { leaseLimitFor } from '../lease-limits.ts';
 import { signConnectionPolicy } from './connection-policy-sign.ts';
