@@ -34,9 +34,9 @@ const ENCLAVE_IMAGE = [
     group: [
       '**/protocol/usage-receipt-verify.ts', '**/protocol/allow-list-canonical.ts', '**/protocol/lease-limits.ts',
       '**/protocol/share-envelope-seal.ts', '**/attestation/cose.ts', '**/protocol/rpc-encode.ts',
-      '**/protocol/shareholder-status.ts', '**/protocol/loopback-url.ts',
+      '**/protocol/shareholder-status.ts', '**/protocol/loopback-url.ts', '**/protocol/provider-host-data.ts',
     ],
-    message: 'enclave/ never imports protocol/attestation code only its verifiers, owners or shareholders run (checking receipts, canonical allow-lists, lease limits, sealing share envelopes, COSE_Sign1, encoding connection descriptors, shareholder statuses, loopback URLs): its image must not contain it (enclave/README.md)',
+    message: 'enclave/ never imports protocol/attestation code only its verifiers, owners or shareholders run (checking receipts, canonical allow-lists, lease limits, sealing share envelopes, COSE_Sign1, encoding connection descriptors, shareholder statuses, loopback URLs, host-only provider data): its image must not contain it (enclave/README.md)',
   },
 ];
 const DEV_NSM = {

@@ -16,7 +16,7 @@ import {
   fromHex,
   generateOwnerKeyPair,
   isLoopbackUrl,
-  providerSpec,
+  providerHostData,
   PROVIDERS,
   toHex,
   verifyReleaseManifest,
@@ -113,7 +113,7 @@ export function connectionPolicyFromFlags(provider: string, flags: ConnectionPol
     if (!Number.isFinite(dollars) || dollars < 0 || dollars > 1e9) throw new CliError('--daily-dollars takes an amount in USD, e.g. 5 or 0.50', EXIT.usage);
     if (!models?.length) throw new CliError('--daily-dollars needs --models: the enclave prices only the models the policy names (it refuses any other)', EXIT.usage);
     ceiling.microUsd = Math.round(dollars * 1e6);
-    const priced = policyPrices(models, providerSpec(provider)?.priceProvider ?? provider, calcPrice as PriceLookup);
+    const priced = policyPrices(models, providerHostData(provider)?.priceProvider ?? provider, calcPrice as PriceLookup);
     prices = priced.prices;
     const unpriced = priced.unpriced;
     if (unpriced.length) throw new CliError(`--daily-dollars: no known price for ${unpriced.join(', ')} (${provider}); name priced models, or cap requests/tokens instead`, EXIT.usage);

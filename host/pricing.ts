@@ -21,7 +21,7 @@
  * Never logs or returns request content.
  */
 import { calcPrice, findProvider, type ModelInfo, type ModelPrice, type PriceOptions, type Provider, type TieredPrices } from '@pydantic/genai-prices';
-import { providerSpec, type PriceRule } from '../protocol/index.ts';
+import { providerHostData, type PriceRule } from '../protocol/index.ts';
 import {
   AUDIO_TOKENS_PER_SECOND,
   GPT_IMAGE_OUTPUT_TOKENS,
@@ -50,8 +50,8 @@ export interface TokenUsage {
   audioSeconds?: number;
 }
 
-/** genai-prices knows providers by its own ids (ProviderSpec.priceProvider). */
-const priceProviderOf = (provider: string) => providerSpec(provider)?.priceProvider ?? provider;
+/** genai-prices knows providers by its own ids (ProviderHostData.priceProvider). */
+const priceProviderOf = (provider: string) => providerHostData(provider)?.priceProvider ?? provider;
 
 /** The price data's provider entry, found once per provider (calcPrice would search it every call). */
 const providerCache = new Map<string, Provider | undefined>();

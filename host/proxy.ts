@@ -13,7 +13,7 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Pool } from 'undici';
-import { providerSpec, verifyRequestSignature, SIGNATURE_HEADERS, type ErrorShape } from '../protocol/index.ts';
+import { providerHostData, providerSpec, verifyRequestSignature, SIGNATURE_HEADERS, type ErrorShape } from '../protocol/index.ts';
 import type { AuditRow, AuditWriter } from './audit.ts';
 import { clientIp, type TrustedProxies } from './client-ip.ts';
 import { HostError } from './errors.ts';
@@ -162,7 +162,7 @@ export async function registerProxy(app: FastifyInstance, deps: ProxyDeps): Prom
     }
     let key = auth.key;
     const connection = auth.connection;
-    context.shape = providerSpec(connection.provider)?.errorShape;
+    context.shape = providerHostData(connection.provider)?.errorShape;
     // The kill switch comes first: a killed key is refused whatever else is wrong with the request.
     const peerIp = clientIp(req.raw.socket.remoteAddress ?? '', req.headers, deps.trustedProxies);
     const status = checkKeyStatus(key, now);

@@ -10,6 +10,7 @@ export * from './share-envelope.ts';
 export * from './share-envelope-seal.ts';
 export * from './owner-signature.ts';
 export * from './providers/index.ts';
+export * from './provider-host-data.ts';
 export * from './rpc.ts';
 export * from './rpc-encode.ts';
 export * from './request-signature.ts';

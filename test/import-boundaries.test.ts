@@ -60,6 +60,7 @@ describe('import boundaries', () => {
     '../protocol/usage-receipt-verify.ts', '../protocol/allow-list-canonical.ts', '../protocol/lease-limits.ts',
     '../protocol/share-envelope-seal.ts', '../attestation/cose.ts', '../protocol/rpc-encode.ts',
     '../protocol/shareholder-status.ts', '../protocol/loopback-url.ts', '../protocol/owner/owner-sign.ts',
+    '../protocol/provider-host-data.ts',
   ])('refuses an import of %s in enclave/ (the image is its import closure)', async (target) => {
     expect(await rulesFiredOn('enclave/boundary-probe.ts', `import { thing } from '${target}';\nexport const used = thing;\n`)).toEqual(['no-restricted-imports']);
     expect(await rulesFiredOn('enclave/boundary-probe.ts', `export type { Thing } from '${target}';\n`)).toEqual(['no-restricted-imports']);

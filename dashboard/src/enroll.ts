@@ -24,6 +24,7 @@ import {
   OWNER_SIGNATURE_DOMAIN,
   ownerPublicKey,
   prepareConnection,
+  providerHostData,
   providerSpec,
   toBase64,
   toHex,
@@ -132,7 +133,7 @@ async function signConnectionPolicyInBrowser(pair: CryptoKeyPair, connectionId: 
     if (!fields.models?.length) throw new Error('a daily dollar cap needs Models: the enclave prices only the models the policy names and refuses others');
     // The price table is large: fetched only for a dollar cap (its own chunk).
     const { calcPrice } = await import('@pydantic/genai-prices');
-    const priced = policyPrices(fields.models, providerSpec(provider)?.priceProvider ?? provider, calcPrice as PriceLookup);
+    const priced = policyPrices(fields.models, providerHostData(provider)?.priceProvider ?? provider, calcPrice as PriceLookup);
     if (priced.unpriced.length) throw new Error(`no known price for ${priced.unpriced.join(', ')}: name priced models, or cap requests or tokens instead`);
     prices = priced.prices;
   }

@@ -11,6 +11,7 @@ import type { Pool } from 'undici';
 import {
   encodeConnectionDescriptor,
   matchEndpoint,
+  providerHostData,
   RPC_CONNECTION_HEADER,
   RPC_ENCLAVE_ERROR_HEADER,
   type SignedOwnerMessage,
@@ -147,7 +148,7 @@ function outgoingBody(req: FastifyRequest, request: ClassifiedRequest, key: KeyR
       }
       // Usage for OpenAI-style streams: asked for on the client's behalf, the extra chunk removed again.
       let stripInjectedUsage = false;
-      if (request.endpoint.stream === 'openai' && value.stream === true && request.provider.errorShape === 'openai') {
+      if (request.endpoint.stream === 'openai' && value.stream === true && providerHostData(request.provider.id)?.errorShape === 'openai') {
         const options = value.stream_options;
         if (options === undefined || options === null || (typeof options === 'object' && !Array.isArray(options))) {
           const given = (options ?? {}) as Record<string, unknown>;

@@ -8,7 +8,5 @@ export const anthropic: ProviderSpec = {
   origin: 'https://api.anthropic.com',
   authScheme: 'x-api-key',
   upstreamBase: '/v1',
-  errorShape: 'anthropic',
-  priceProvider: 'anthropic',
   endpoints: ANTHROPIC_ENDPOINTS,
 };

@@ -12,6 +12,5 @@ export const any: ProviderSpec = {
   origin: undefined,
   authScheme: 'bearer',
   upstreamBase: '',
-  errorShape: 'openai',
   endpoints: [],
 };

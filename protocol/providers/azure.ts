@@ -13,8 +13,6 @@ export const azure: ProviderSpec = {
   origin: undefined,
   authScheme: 'api-key',
   upstreamBase: '/openai/v1',
-  errorShape: 'openai',
-  priceProvider: 'azure',
   endpoints: [...O.chat, ...O.completions, ...O.embeddings, ...O.models, ...O.responses, ...O.audioTranscriptions, ...O.audioSpeech, ...O.imagesGenerations],
   nativeEndpoints: AZURE_DEPLOYMENT_ENDPOINTS,
 };

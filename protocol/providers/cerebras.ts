@@ -7,7 +7,5 @@ export const cerebras: ProviderSpec = {
   origin: 'https://api.cerebras.ai',
   authScheme: 'bearer',
   upstreamBase: '/v1',
-  errorShape: 'openai',
-  priceProvider: 'cerebras',
   endpoints: [...O.chat, ...O.completions, ...O.models],
 };

@@ -7,7 +7,5 @@ export const cohere: ProviderSpec = {
   origin: 'https://api.cohere.com',
   authScheme: 'bearer',
   upstreamBase: '/compatibility/v1',
-  errorShape: 'openai',
-  priceProvider: 'cohere',
   endpoints: [...O.chat, ...O.embeddings, ...O.models],
 };

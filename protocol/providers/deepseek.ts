@@ -7,7 +7,5 @@ export const deepseek: ProviderSpec = {
   origin: 'https://api.deepseek.com',
   authScheme: 'bearer',
   upstreamBase: '/v1',
-  errorShape: 'openai',
-  priceProvider: 'deepseek',
   endpoints: [...O.chat, ...O.completions, ...O.models],
 };

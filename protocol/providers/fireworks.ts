@@ -7,7 +7,5 @@ export const fireworks: ProviderSpec = {
   origin: 'https://api.fireworks.ai',
   authScheme: 'bearer',
   upstreamBase: '/inference/v1',
-  errorShape: 'openai',
-  priceProvider: 'fireworks',
   endpoints: [...O.chat, ...O.completions, ...O.embeddings, ...O.models],
 };

@@ -8,8 +8,6 @@ export const gemini: ProviderSpec = {
   origin: 'https://generativelanguage.googleapis.com',
   authScheme: 'bearer',
   upstreamBase: '/v1beta/openai',
-  errorShape: 'openai',
-  priceProvider: 'google',
   endpoints: [...O.chat, ...O.embeddings, ...O.models, ...O.imagesGenerations, ...O.audioSpeech],
 };
 
@@ -23,8 +21,6 @@ export const geminiNative: ProviderSpec = {
   origin: 'https://generativelanguage.googleapis.com',
   authScheme: 'header:x-goog-api-key',
   upstreamBase: '/v1beta',
-  errorShape: 'openai',
-  priceProvider: 'google',
   endpoints: [],
   nativeEndpoints: GEMINI_NATIVE_ENDPOINTS,
 };

@@ -7,7 +7,5 @@ export const groq: ProviderSpec = {
   origin: 'https://api.groq.com',
   authScheme: 'bearer',
   upstreamBase: '/openai/v1',
-  errorShape: 'openai',
-  priceProvider: 'groq',
   endpoints: [...O.chat, ...O.models, ...O.audioTranscriptions, ...O.audioSpeech, ...O.responses],
 };

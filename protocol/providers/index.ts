@@ -22,7 +22,7 @@ import type { ProviderSpec } from './types.ts';
 import { vllm } from './vllm.ts';
 import { xai } from './xai.ts';
 
-export type { ErrorShape, ProviderSpec } from './types.ts';
+export type { ProviderSpec } from './types.ts';
 export * from './endpoints.ts';
 export * from './kinds.ts';
 

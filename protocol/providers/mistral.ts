@@ -7,7 +7,5 @@ export const mistral: ProviderSpec = {
   origin: 'https://api.mistral.ai',
   authScheme: 'bearer',
   upstreamBase: '/v1',
-  errorShape: 'openai',
-  priceProvider: 'mistral',
   endpoints: [...O.chat, ...O.embeddings, ...O.models, ...O.moderations, { id: 'fim.create', method: 'POST', path: /^\/fim\/completions$/, kind: 'inference', access: 'write', body: 'json', model: { in: 'json', field: 'model' }, price: { unit: 'tokens' }, stream: 'openai' }],
 };

@@ -8,7 +8,5 @@ export const openai: ProviderSpec = {
   origin: 'https://api.openai.com',
   authScheme: 'bearer',
   upstreamBase: '/v1',
-  errorShape: 'openai',
-  priceProvider: 'openai',
   endpoints: Object.values(OPENAI_ENDPOINTS),
 };

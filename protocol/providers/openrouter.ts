@@ -7,7 +7,5 @@ export const openrouter: ProviderSpec = {
   origin: 'https://openrouter.ai',
   authScheme: 'bearer',
   upstreamBase: '/api/v1',
-  errorShape: 'openai',
-  priceProvider: 'openrouter',
   endpoints: [...O.chat, ...O.completions, ...O.embeddings, ...O.models, ...O.responses],
 };

@@ -7,7 +7,5 @@ export const perplexity: ProviderSpec = {
   origin: 'https://api.perplexity.ai',
   authScheme: 'bearer',
   upstreamBase: '',
-  errorShape: 'openai',
-  priceProvider: 'perplexity',
   endpoints: [...O.chat, ...O.models],
 };

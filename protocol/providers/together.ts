@@ -7,7 +7,5 @@ export const together: ProviderSpec = {
   origin: 'https://api.together.xyz',
   authScheme: 'bearer',
   upstreamBase: '/v1',
-  errorShape: 'openai',
-  priceProvider: 'together',
   endpoints: [...O.chat, ...O.completions, ...O.embeddings, ...O.models, ...O.imagesGenerations, ...O.audioSpeech, ...O.audioTranscriptions],
 };

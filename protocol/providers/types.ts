@@ -1,12 +1,12 @@
 /**
  * A provider is data plus a small adapter (docs/architecture.md §5): pinned origin, auth scheme, the client
- * paths that may be forwarded and where they go upstream, the error shape, and how usage is
- * priced. One file per provider in this folder; `index.ts` is the registry.
+ * paths that may be forwarded and where they go upstream, and how each endpoint is priced. One file
+ * per provider in this folder; `index.ts` is the registry. What only the host reads about a
+ * provider (its error shape, its id in @pydantic/genai-prices) is in ../provider-host-data.ts,
+ * outside the enclave image.
  */
 import type { AuthScheme } from '../sealed-record.ts';
 import { OPENAI_ENDPOINTS as E, type EndpointSpec } from './endpoints.ts';
-
-export type ErrorShape = 'openai' | 'anthropic';
 
 export interface ProviderSpec {
   id: string;
@@ -16,7 +16,6 @@ export interface ProviderSpec {
   authScheme: AuthScheme;
   /** Upstream path prefix that client paths under `/v1` map onto (e.g. `/openai/v1` for Groq). */
   upstreamBase: string;
-  errorShape: ErrorShape;
   /** The endpoints under `/v1` (patterns over the client path after `/v1`): nothing else is forwarded. */
   endpoints: EndpointSpec[];
   /**
@@ -24,8 +23,6 @@ export interface ProviderSpec {
    * e.g. Azure deployment URLs or Gemini's `/v1beta/models/{model}:generateContent`.
    */
   nativeEndpoints?: EndpointSpec[];
-  /** Provider id in @pydantic/genai-prices, when it prices this provider's models. */
-  priceProvider?: string;
 }
 
 /** The OpenAI-compatible surface most providers implement (subsets below), as endpoint rows. */

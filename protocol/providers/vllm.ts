@@ -7,6 +7,5 @@ export const vllm: ProviderSpec = {
   origin: undefined,
   authScheme: 'bearer',
   upstreamBase: '/v1',
-  errorShape: 'openai',
   endpoints: [...O.chat, ...O.completions, ...O.embeddings, ...O.models, ...O.responses, ...O.audioTranscriptions],
 };

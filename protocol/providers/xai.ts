@@ -7,7 +7,5 @@ export const xai: ProviderSpec = {
   origin: 'https://api.x.ai',
   authScheme: 'bearer',
   upstreamBase: '/v1',
-  errorShape: 'openai',
-  priceProvider: 'x-ai',
   endpoints: [...O.chat, ...O.completions, ...O.embeddings, ...O.models, ...O.imagesGenerations, ...O.responses],
 };

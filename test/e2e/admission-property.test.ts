@@ -32,6 +32,7 @@ import {
   AZURE_DEPLOYMENT_ENDPOINTS,
   GEMINI_NATIVE_ENDPOINTS,
   OPENAI_ENDPOINTS,
+  providerHostData,
   providerSpec,
   type EndpointSpec,
 } from '../../protocol/index.ts';
@@ -678,7 +679,7 @@ function errorShapeOk(conn: Conn, body: Buffer, code: string): string | undefine
   if (!e || typeof e.message !== 'string' || typeof e.type !== 'string' || e.code !== code) return `refusal body lacks error.{message,type,code=${code}}`;
   // A gateway refusal is in the shape of the provider the key's connection speaks.
   const anthropicShape = json.type === 'error';
-  const want = providerSpec(conn)!.errorShape === 'anthropic';
+  const want = providerHostData(conn)!.errorShape === 'anthropic';
   if (anthropicShape !== want) return `refusal body in the ${anthropicShape ? 'anthropic' : 'openai'} shape on a ${conn} connection`;
   return undefined;
 }
