@@ -140,14 +140,7 @@ export async function verifyUsageReport(input: UsageVerifyInput): Promise<UsageV
     .filter((f) => !('day' in f) || f.day === null || inRange(f.day))
     .concat(headProblem !== undefined ? [{ kind: 'head_unverified', reason: headProblem }] : [])
     .map((f) => ({ ...f, text: describeFinding(f) }));
-  const rows = usageRows(evidence.host, evidence.receipts, (key, day) => inRange(day) && (key === '' || attestedKeys.has(key)));
-  const row = (connectionId: string, day: number) => {
-    const k = `${connectionId}\u0000${day}`;
-    let r = rows.get(k);
-    if (!r) rows.set(k, (r = { connectionId, day, hostRequests: 0, hostTokens: 0, receiptRequests: 0, receiptTokens: 0, releases: 0 }));
-    return r;
-  };
-  for (const l of releases) if (inRange(l.day)) row(l.connectionId, l.day).releases += l.releases;
+  const rows = usageRows(evidence.host, evidence.receipts, { day: inRange, enclaveKey: (key) => attestedKeys.has(key) }, releases);
   return { days: { from: input.from, to: input.to }, findings, rows: [...rows.values()].sort((a, b) => a.day - b.day || a.connectionId.localeCompare(b.connectionId)), enclaveKeys };
 }
 

@@ -343,12 +343,14 @@ function finisher(deps: ForwardDeps, req: FastifyRequest, key: KeyRecord, acc: A
     // other answer whose final usage never arrived is charged the reservation's bound.
     const producedNothing = tap === undefined || (status >= 400 && !result?.complete && (result?.contentEvents ?? 0) === 0);
     const complete = result?.complete === true && code !== 'upstream_broken' && code !== 'client_disconnected';
-    const cost = producedNothing && !usage ? 0 : settledCost({ provider: acc.provider, model, usage, complete, boundMicros: acc.held.boundMicros });
+    const nothing = producedNothing && !usage;
+    const cost = nothing ? 0 : settledCost({ provider: acc.provider, model, usage, complete, boundMicros: acc.held.boundMicros });
+    // Tokens used, for the per-minute token counter — only from a complete answer's final usage,
+    // as money is: a stream abandoned before it (Anthropic's message_start says 1 output token)
+    // keeps the request's token bound charged (undefined); an answer that produced nothing used none.
+    const tokensUsed = nothing ? 0 : reported && complete ? Math.ceil(reported.inputTokens + (reported.cacheReadTokens ?? 0) + (reported.cacheWriteTokens ?? 0) + reported.outputTokens) : undefined;
     deps.ledger
-      // Tokens used, for the per-minute token counter — only from a complete answer's final usage,
-      // as money is: a stream abandoned before it (Anthropic's message_start says 1 output token)
-      // keeps the request's token bound charged; an answer that produced nothing used none.
-      .settle(acc.held.reservationId, cost, producedNothing && !usage ? 0 : reported && complete ? Math.ceil(reported.inputTokens + (reported.cacheReadTokens ?? 0) + (reported.cacheWriteTokens ?? 0) + reported.outputTokens) : undefined)
+      .settle(acc.held.reservationId, cost, tokensUsed)
       .then((settled) => {
         const cap = key.dailyLimitMicros;
         if (cap === null || cap === 0) return;

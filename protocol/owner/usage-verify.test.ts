@@ -45,8 +45,14 @@ describe('usageRows', () => {
     ]);
   });
 
-  it('leaves out what the filter drops (unattested keys, days out of range)', () => {
-    const rows = usageRows([{ connectionId: 'c1', day: 19_999, requests: 9, tokens: 9 }], [receipt({ requests: 4 })], (_k, day) => day === 20_000);
-    expect([...rows.values()].map((r) => [r.day, r.receiptRequests, r.hostRequests])).toEqual([[20_000, 4, 0]]);
+  it('leaves out what the filter drops (unattested keys, days out of range) and adds the releases logged', () => {
+    const other = signUsageReceipt(ed25519.utils.randomSecretKey(), { connectionId: 'c1', policySha256: '00'.repeat(32), day: 20_000, requests: 7, tokens: 70, microUsd: 0, lease: 1, seq: 1, prevSeq: 0, at: 0 });
+    const rows = usageRows(
+      [{ connectionId: 'c1', day: 19_999, requests: 9, tokens: 9 }],
+      [receipt({ requests: 4 }), other],
+      { day: (day) => day === 20_000, enclaveKey: (k) => k === key },
+      [{ connectionId: 'c1', day: 20_000, releases: 3 }, { connectionId: 'c1', day: 19_999, releases: 5 }],
+    );
+    expect([...rows.values()].map((r) => [r.day, r.receiptRequests, r.hostRequests, r.releases])).toEqual([[20_000, 4, 0, 3]]);
   });
 });

@@ -251,15 +251,24 @@ export interface UsageRow {
   releases: number;
 }
 
+/** Which evidence `usageRows` counts: days in range, receipts of attested keys; all when omitted. */
+export interface UsageRowFilter {
+  day?: (day: number) => boolean;
+  enclaveKey?: (enclaveKey: string) => boolean;
+}
+
 /**
  * Per connection and UTC day: what the host recorded beside the sum, over enclaves, of each
- * enclave's newest receipt — for the receipts `include` keeps (attested keys, a day range).
+ * enclave's newest receipt, and (when the lease logs were read) the shareholders' releases.
  */
 export function usageRows(
   host: UsageEvidence['host'],
   receipts: readonly SignedUsageReceipt[],
-  include: (enclaveKey: string, day: number) => boolean = () => true,
+  filter: UsageRowFilter = {},
+  releases: ReadonlyArray<{ connectionId: string; day: number; releases: number }> = [],
 ): Map<string, UsageRow> {
+  const inDays = filter.day ?? (() => true);
+  const attested = filter.enclaveKey ?? (() => true);
   const rows = new Map<string, UsageRow>();
   const row = (connectionId: string, day: number) => {
     const k = `${connectionId}\u0000${day}`;
@@ -267,10 +276,10 @@ export function usageRows(
     if (!r) rows.set(k, (r = { connectionId, day, hostRequests: 0, hostTokens: 0, receiptRequests: 0, receiptTokens: 0, releases: 0 }));
     return r;
   };
-  for (const h of host) if (include('', h.day)) Object.assign(row(h.connectionId, h.day), { hostRequests: h.requests, hostTokens: h.tokens });
+  for (const h of host) if (inDays(h.day)) Object.assign(row(h.connectionId, h.day), { hostRequests: h.requests, hostTokens: h.tokens });
   const newest = new Map<string, SignedUsageReceipt>();
   for (const s of receipts) {
-    if (!include(s.enclaveKey, s.receipt.day)) continue;
+    if (!inDays(s.receipt.day) || !attested(s.enclaveKey)) continue;
     const k = `${s.enclaveKey}\u0000${s.receipt.connectionId}\u0000${s.receipt.day}`;
     if ((newest.get(k)?.receipt.seq ?? -1) < s.receipt.seq) newest.set(k, s);
   }
@@ -279,5 +288,6 @@ export function usageRows(
     r.receiptRequests += s.receipt.requests;
     r.receiptTokens += s.receipt.tokens;
   }
+  for (const l of releases) if (inDays(l.day)) row(l.connectionId, l.day).releases += l.releases;
   return rows;
 }
