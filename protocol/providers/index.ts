@@ -5,29 +5,18 @@
 import { anthropic } from './anthropic.ts';
 import { any } from './any.ts';
 import { azure } from './azure.ts';
-import { cerebras } from './cerebras.ts';
-import { cohere } from './cohere.ts';
-import { deepseek } from './deepseek.ts';
-import { fireworks } from './fireworks.ts';
 import { gemini, geminiNative } from './gemini.ts';
-import { groq } from './groq.ts';
-import { mistral } from './mistral.ts';
-import { ollama } from './ollama.ts';
 import { openai } from './openai.ts';
-import { openrouter } from './openrouter.ts';
-import { perplexity } from './perplexity.ts';
-import { together } from './together.ts';
+import { OPENAI_COMPATIBLE_PROVIDERS } from './openai-compatible.ts';
 import type { EndpointSpec } from './endpoints.ts';
 import type { ProviderSpec } from './types.ts';
-import { vllm } from './vllm.ts';
-import { xai } from './xai.ts';
 
 export type { ProviderSpec } from './types.ts';
 export * from './endpoints.ts';
 export * from './kinds.ts';
 
 export const PROVIDERS: Record<string, ProviderSpec> = Object.fromEntries(
-  [openai, anthropic, azure, gemini, geminiNative, mistral, groq, together, fireworks, deepseek, xai, openrouter, perplexity, cohere, cerebras, vllm, ollama, any].map(
+  [openai, anthropic, azure, gemini, geminiNative, ...OPENAI_COMPATIBLE_PROVIDERS, any].map(
     (p) => [p.id, p],
   ),
 );

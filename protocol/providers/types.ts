@@ -1,7 +1,8 @@
 /**
  * A provider is data plus a small adapter (docs/architecture.md §5): pinned origin, auth scheme, the client
- * paths that may be forwarded and where they go upstream, and how each endpoint is priced. One file
- * per provider in this folder; `index.ts` is the registry. What only the host reads about a
+ * paths that may be forwarded and where they go upstream, and how each endpoint is priced. Providers with
+ * their own auth scheme or endpoints have a file each in this folder, OpenAI-compatible ones a row
+ * in `openai-compatible.ts`; `index.ts` is the registry. What only the host reads about a
  * provider (its error shape, its id in @pydantic/genai-prices) is in ../provider-host-data.ts,
  * outside the enclave image.
  */
