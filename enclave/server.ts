@@ -106,18 +106,7 @@ function sendError(res: ServerResponse, error: EnclaveError): void {
   sendJson(res, error.status, { error: { code: error.code, message: error.message } });
 }
 
-async function readSmallBody(req: IncomingMessage, limit = 16 * 1024): Promise<string> {
-  let size = 0;
-  const chunks: Buffer[] = [];
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > limit) throw new EnclaveError('bad_request', 'body too large');
-    chunks.push(chunk as Buffer);
-  }
-  return Buffer.concat(chunks).toString('utf8');
-}
-
-/** Reads a request body whole up to `limit`; `undefined` (the model cannot be told) beyond it. */
+/** Reads a request body whole up to `limit`; `undefined` beyond it (a model that cannot be told, an oversized RPC). */
 async function readBoundedBody(req: IncomingMessage, limit: number): Promise<Buffer | undefined> {
   const chunks: Buffer[] = [];
   let size = 0;
@@ -234,16 +223,6 @@ export class Enclave {
       return;
     }
     if (req.method === 'GET' && (url === '/receipts' || url.startsWith('/receipts?'))) return this.#receiptChain(res, url);
-    if (req.method === 'GET' && url.startsWith('/receipts/')) {
-      let connectionId: string;
-      try {
-        connectionId = decodeURIComponent(url.slice('/receipts/'.length));
-      } catch {
-        throw new EnclaveError('bad_request', 'connection id must be URL-encoded');
-      }
-      const receipt = this.#receipts.get(connectionId);
-      return sendJson(res, 200, { receipt: receipt ?? null });
-    }
     if (req.method === 'GET' && url.startsWith('/anomalies')) {
       const after = Number(new URL(url, 'http://enclave').searchParams.get('after') ?? 0);
       return sendJson(res, 200, { anomalies: this.#resolver!.anomalies.filter((a) => a.seq > after) });
@@ -251,15 +230,16 @@ export class Enclave {
     if (req.method === 'POST' && url === RPC_EVICT_PATH) {
       // Unsigned on purpose (SPEC.md §5): only the host reaches this socket, and dropping a key is a
       // denial the host can cause anyway; the next use needs a new lease from the shareholders.
-      let body: { connectionId?: unknown };
+      const body = await readBoundedBody(req, 16 * 1024);
+      let connectionId: unknown;
       try {
-        body = JSON.parse(await readSmallBody(req)) as { connectionId?: unknown };
+        connectionId = (JSON.parse(body?.toString('utf8') ?? '') as { connectionId?: unknown } | null)?.connectionId;
       } catch {
-        throw new EnclaveError('bad_request', 'body must be JSON { connectionId }');
+        // Not JSON: refused below.
       }
-      if (typeof body?.connectionId !== 'string') throw new EnclaveError('bad_request', 'connectionId required');
-      this.#resolver!.evict(body.connectionId);
-      return sendJson(res, 200, { evicted: body.connectionId });
+      if (typeof connectionId !== 'string') throw new EnclaveError('bad_request', 'body must be JSON { connectionId } (at most 16 KiB)');
+      this.#resolver!.evict(connectionId);
+      return sendJson(res, 200, { evicted: connectionId });
     }
     throw new EnclaveError('bad_request', 'unknown RPC route');
   }

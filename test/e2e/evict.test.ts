@@ -65,7 +65,8 @@ describe('evicting a rotated connection\'s data key', () => {
   it('refuses an eviction request that is not JSON { connectionId } without dropping anything', async () => {
     const pool = enclaveRpc(stack);
     try {
-      for (const body of ['not json', '{}', '{"connectionId":7}']) {
+      // Over 16 KiB is refused whole, even with a string connectionId.
+      for (const body of ['not json', '', 'null', '{}', '{"connectionId":7}', JSON.stringify({ connectionId: 'c'.repeat(17 * 1024) })]) {
         const res = await pool.request({ path: RPC_EVICT_PATH, method: 'POST', headers: { 'content-type': 'application/json' }, body });
         expect(res.statusCode).toBe(400);
         expect(((await res.body.json()) as { error: { code: string } }).error.code).toBe('bad_request');

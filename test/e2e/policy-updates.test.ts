@@ -246,8 +246,8 @@ describe('connection-policy updates relayed through the shareholders', () => {
     expect((await send(c, 'gpt-4o-mini')).status).toBe(200);
     expect(enclave.policyVersions.versionOf(c.id)).toBe(2);
     // Receipts name the policy the counts were kept under: version 2's.
-    const { receipt } = (await (await fetch(`${enclaveUrl}/receipts/${c.id}`)).json()) as { receipt: SignedUsageReceipt };
-    expect(receipt.receipt.policySha256).toBe(update.sha256);
+    const { receipts } = (await (await fetch(`${enclaveUrl}/receipts?limit=10000`)).json()) as { receipts: SignedUsageReceipt[] };
+    expect(receipts.findLast((r) => r.receipt.connectionId === c.id)?.receipt.policySha256).toBe(update.sha256);
     // A restarted enclave learns version 2 at its first lease, before serving anything under it.
     const restarted = await startEnclave();
     try {
