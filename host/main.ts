@@ -162,7 +162,7 @@ async function main(): Promise<void> {
     adminTokenHash: sha256Hex(adminToken),
     dev: values.dev,
     trustedProxies: values['trusted-proxy'],
-    geo: await openGeoDatabase(values['geo-db'] ? { file: values['geo-db'] } : undefined),
+    geo: openGeoDatabase(values['geo-db'] ? { file: values['geo-db'] } : undefined),
     allowUnknownLocation: values['allow-unknown-location'],
     velocity: {
       ...(values['velocity-floor'] ? { floorPerMinute: Number(values['velocity-floor']) } : {}),
