@@ -36,15 +36,21 @@ const OPTIONS = {
   help: { type: 'boolean', short: 'h', default: false },
 } as const satisfies ParseArgsOptionsConfig;
 
-/** Listen addresses for the enclave RPC: `unix:/path/to.sock` or `tcp:127.0.0.1:7000`. */
-export type ListenAddress = { kind: 'unix'; path: string } | { kind: 'tcp'; host: string; port: number };
+/** Where the enclave RPC listens: the same two kinds of local stream as a route (`forward.ts`). */
+export type ListenAddress = EgressRoute;
+
+/** `unix:<path>` or `tcp:<host>:<port>` (port 0–65535); undefined for anything else. */
+function parseStream(text: string): EgressRoute | undefined {
+  if (text.startsWith('unix:') && text.length > 5) return { kind: 'unix', path: text.slice(5) };
+  const m = /^tcp:([^:]+):(\d{1,5})$/.exec(text);
+  return m && Number(m[2]) <= 65535 ? { kind: 'tcp', host: m[1]!, port: Number(m[2]) } : undefined;
+}
 
 export function parseListenAddress(text: string): ListenAddress {
-  const [kind, ...rest] = text.split(':');
-  if (kind === 'unix' && rest.length > 0 && rest.join(':') !== '') return { kind, path: rest.join(':') };
-  if (kind === 'tcp' && rest.length === 2 && rest[0] !== '' && /^\d{1,5}$/.test(rest[1]!) && Number(rest[1]) <= 65535) return { kind, host: rest[0]!, port: Number(rest[1]) };
-  if (kind === 'vsock') throw new Error('--listen: vsock listening goes through the socat bridge in enclave-init.sh; listen on unix:<path> (infra/README.md)');
-  throw new Error(`--listen must be unix:<path> or tcp:<host>:<port> (port 0–65535), got ${text}`);
+  if (text.startsWith('vsock:')) throw new Error('--listen: vsock listening goes through the socat bridge in enclave-init.sh; listen on unix:<path> (infra/README.md)');
+  const address = parseStream(text);
+  if (!address) throw new Error(`--listen must be unix:<path> or tcp:<host>:<port> (port 0–65535), got ${text}`);
+  return address;
 }
 
 /** `--egress <origin>=unix:<path>|tcp:<host>:<port>` entries as origin → route. */
@@ -56,13 +62,9 @@ export function parseEgress(entries: string[]): Map<string, EgressRoute> {
     // URL.parse gives null for no URL at all; `origin` is "null" for a URL without one (unix:…).
     const origin = URL.parse(entry.slice(0, eq))?.origin;
     if (origin === undefined || origin === 'null') throw new Error(`--egress: ${entry.slice(0, eq)} is not an origin (https://host[:port])`);
-    const target = entry.slice(eq + 1);
-    if (target.startsWith('unix:') && target.length > 5) map.set(origin, { kind: 'unix', path: target.slice(5) });
-    else {
-      const m = /^tcp:([^:]+):(\d{1,5})$/.exec(target);
-      if (!m || Number(m[2]) > 65535) throw new Error(`--egress: bad target ${target} for ${origin} (unix:<path> or tcp:<host>:<port>)`);
-      map.set(origin, { kind: 'tcp', host: m[1]!, port: Number(m[2]) });
-    }
+    const route = parseStream(entry.slice(eq + 1));
+    if (!route) throw new Error(`--egress: bad target ${entry.slice(eq + 1)} for ${origin} (unix:<path> or tcp:<host>:<port>)`);
+    map.set(origin, route);
   }
   return map;
 }

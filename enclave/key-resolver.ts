@@ -69,6 +69,14 @@ function bindingId(b: KeyBinding): string {
   return JSON.stringify([b.connectionId, b.provider, b.origin, b.authScheme, b.allow ?? null, b.policySha256 ?? null, b.shareholderSetSha256 ?? null]);
 }
 
+function openOrRefuse(record: Uint8Array, dek: Uint8Array, binding: KeyBinding): Uint8Array {
+  try {
+    return openUpstreamKey(record, dek, binding);
+  } catch (cause) {
+    throw new EnclaveError('sealed_record_invalid', 'sealed record does not open for this connection', { cause });
+  }
+}
+
 /** The last fraction of a cached key's TTL in which a use refreshes it in the background. */
 const REFRESH_AHEAD = 0.1;
 
@@ -103,16 +111,7 @@ export class KeyResolver {
       const missing = this.#o.shareholders.filter((sh) => !this.#o.routes?.has(sh.id));
       if (missing.length > 0) throw new Error(`no route to shareholder ${missing.map((sh) => sh.id).join(', ')}`);
     }
-    this.#client = new ShareholderClient({
-      shareholders: this.#o.shareholders,
-      nsm: this.#o.nsm,
-      ephemeral: this.#o.ephemeral,
-      fetchTimeoutMs: this.#o.fetchTimeoutMs,
-      ticketLifetimeMs: this.#o.ticketLifetimeMs,
-      routes: this.#o.routes,
-      ca: this.#o.ca,
-      userData: this.#o.userData,
-    });
+    this.#client = new ShareholderClient(this.#o);
     this.#fanOut = {
       client: this.#client,
       metrics: this.#o.metrics,
@@ -153,26 +152,17 @@ export class KeyResolver {
         if (refreshDue) this.#refresh(cached, binding, record, threshold, recordSet);
         return cached.opened.key.slice();
       }
-      try {
-        const key = openUpstreamKey(record, cached.dek, binding);
-        cached.opened?.key.fill(0);
-        cached.opened = { record: record.slice(), binding: id, key: key.slice() };
-        if (refreshDue) this.#refresh(cached, binding, record, threshold, recordSet);
-        return key;
-      } catch (cause) {
-        // The DEK came from the shareholders for this connection, so a failure means the record
-        // or its binding is not the owner's (a lying host). Not evicted: that would let a host
-        // force share retrievals at will.
-        throw new EnclaveError('sealed_record_invalid', 'sealed record does not open for this connection', { cause });
-      }
+      // The DEK came from the shareholders for this connection, so a failure to open means the
+      // record or its binding is not the owner's (a lying host). Not evicted: that would let a
+      // host force share retrievals at will.
+      const key = openOrRefuse(record, cached.dek, binding);
+      cached.opened?.key.fill(0);
+      cached.opened = { record: record.slice(), binding: id, key: key.slice() };
+      if (refreshDue) this.#refresh(cached, binding, record, threshold, recordSet);
+      return key;
     }
     this.#o.metrics.cache.inc({ result: 'miss' });
-    const dek = await (this.#inflight.get(binding.connectionId) ?? this.#startFetch(binding, record, threshold, recordSet));
-    try {
-      return openUpstreamKey(record, dek, binding);
-    } catch (cause) {
-      throw new EnclaveError('sealed_record_invalid', 'sealed record does not open for this connection', { cause });
-    }
+    return openOrRefuse(record, await (this.#inflight.get(binding.connectionId) ?? this.#startFetch(binding, record, threshold, recordSet)), binding);
   }
 
   /**

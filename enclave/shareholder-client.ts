@@ -147,13 +147,8 @@ export class ShareholderClient {
       headersTimeout: this.#o.fetchTimeoutMs,
       bodyTimeout: this.#o.fetchTimeoutMs,
     });
-    const text = await res.body.text();
-    let json: Record<string, unknown> = {};
-    try {
-      json = JSON.parse(text);
-    } catch {
-      json = {};
-    }
+    // Anything but a JSON object reads as {}: the caller then refuses by status and missing fields.
+    const json = await res.body.json().then((v) => (v !== null && typeof v === 'object' ? (v as Record<string, unknown>) : {}), () => ({}));
     return { status: res.statusCode, json };
   }
 

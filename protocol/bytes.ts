@@ -3,7 +3,7 @@
  * codecs that reject malformed input, constant-time comparison, and the length-prefixed framing
  * used to build AADs. Pure functions; never log their inputs (they are often secrets).
  */
-import { bytesToHex, hexToBytes } from '@noble/hashes/utils.js';
+import { bytesToHex, concatBytes, hexToBytes } from '@noble/hashes/utils.js';
 import { ProtocolError } from './errors.ts';
 
 /** Asserts `value` is a Uint8Array (optionally of an exact length) and returns it typed. */
@@ -41,9 +41,7 @@ export function fromUtf8(bytes: Uint8Array): string {
 
 const HEX_RE = /^(?:[0-9a-f]{2})*$/i;
 
-export function toHex(bytes: Uint8Array): string {
-  return bytesToHex(bytes);
-}
+export const toHex: (bytes: Uint8Array) => string = bytesToHex;
 
 /** Strict hex decoding: even length, hex digits only. Browser-safe (no Buffer). */
 export function fromHex(hex: string, field = 'hex'): Uint8Array {
@@ -53,25 +51,11 @@ export function fromHex(hex: string, field = 'hex'): Uint8Array {
   return hexToBytes(hex);
 }
 
-export function concatBytes(...parts: Uint8Array[]): Uint8Array {
-  let total = 0;
-  for (const p of parts) total += p.length;
-  const out = new Uint8Array(total);
-  let offset = 0;
-  for (const p of parts) {
-    out.set(p, offset);
-    offset += p.length;
-  }
-  return out;
-}
+/** Concatenation, every part checked to be bytes (noble's). */
+export { concatBytes };
 
-/** Constant-time equality for secrets (time depends only on the lengths). */
-export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  let diff = 0;
-  for (let i = 0; i < a.length; i++) diff |= a[i]! ^ b[i]!;
-  return diff === 0;
-}
+/** Constant-time equality for secrets: the time depends only on the lengths (noble's). */
+export { equalBytes } from '@noble/ciphers/utils.js';
 
 /** u16 big-endian length ‖ bytes: unambiguous framing for AAD fields. */
 export function lengthPrefixed(bytes: Uint8Array): Uint8Array {

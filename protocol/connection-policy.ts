@@ -81,6 +81,19 @@ function checkOperation(op: unknown): string {
   return op;
 }
 
+/** The integer fields `keys` of the object `value` that are present, each at least `min`. */
+function counts<K extends string>(value: unknown, what: string, keys: readonly K[], min: 0 | 1): Partial<Record<K, number>> {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) fail(`${what} must be an object`);
+  const out: Partial<Record<K, number>> = {};
+  for (const k of keys) {
+    const v = (value as Record<string, unknown>)[k];
+    if (v === undefined) continue;
+    if (!isCount(v) || v < min) fail(`${what}.${k} must be a ${min === 1 ? 'positive' : 'non-negative'} integer`);
+    out[k] = v;
+  }
+  return out;
+}
+
 /** Validates the signed message's fields (not the signature) into a typed policy. */
 export function parseConnectionPolicy(message: Record<string, unknown>): ConnectionPolicy {
   if (message.type !== 'connection_policy') fail('type must be connection_policy');
@@ -93,15 +106,7 @@ export function parseConnectionPolicy(message: Record<string, unknown>): Connect
     if (!Array.isArray(message.models) || message.models.length > 1024) fail('models must be a list');
     models = message.models.map((m) => astring(m, 'model', 256));
   }
-  const c = message.ceiling;
-  if (c === null || typeof c !== 'object' || Array.isArray(c)) fail('ceiling must be an object');
-  const ceiling: DailyCeiling = {};
-  for (const k of ['requests', 'tokens', 'microUsd'] as const) {
-    const v = (c as Record<string, unknown>)[k];
-    if (v === undefined) continue;
-    if (!isCount(v)) fail(`ceiling.${k} must be a non-negative integer`);
-    ceiling[k] = v;
-  }
+  const ceiling: DailyCeiling = counts(message.ceiling, 'ceiling', ['requests', 'tokens', 'microUsd'], 0);
   let prices: Record<string, ModelPrice> | undefined;
   if (message.prices !== undefined) {
     if (message.prices === null || typeof message.prices !== 'object' || Array.isArray(message.prices)) fail('prices must be an object');
@@ -112,17 +117,7 @@ export function parseConnectionPolicy(message: Record<string, unknown>): Connect
       prices[model] = { inputMicroUsdPerMTok: q.inputMicroUsdPerMTok, outputMicroUsdPerMTok: q.outputMicroUsdPerMTok };
     }
   }
-  let lease: LeaseTerms | undefined;
-  if (message.lease !== undefined) {
-    const l = message.lease as Record<string, unknown> | null;
-    if (l === null || typeof l !== 'object' || Array.isArray(l)) fail('lease must be an object');
-    lease = {};
-    for (const k of ['requests', 'tokens', 'ttlMs'] as const) {
-      if (l[k] === undefined) continue;
-      if (!isCount(l[k]) || (l[k] as number) < 1) fail(`lease.${k} must be a positive integer`);
-      lease[k] = l[k] as number;
-    }
-  }
+  const lease: LeaseTerms | undefined = message.lease === undefined ? undefined : counts(message.lease, 'lease', ['requests', 'tokens', 'ttlMs'], 1);
   const unmetered = message.unmeteredTokens ?? DEFAULT_UNMETERED_TOKENS;
   if (!isCount(unmetered)) fail('unmeteredTokens must be a non-negative integer');
   if (message.version !== undefined && (!isCount(message.version) || message.version < 1)) fail('version must be a positive integer');
