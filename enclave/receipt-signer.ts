@@ -1,7 +1,7 @@
 /**
  * The enclave's usage-receipt key (protocol/usage-receipt.ts): Ed25519, made at start, bound to
  * the attestation through the document's user_data, never leaving the process. The runtime's
- * native Ed25519 signs: one receipt per metered request, ~30x faster than Ed25519 in JS, and the
+ * native Ed25519 signs (a receipt per connection per collection, lease receipts, heads): ~30x faster than Ed25519 in JS, and the
  * private key stays in a native key object, never in the JS heap.
  */
 import { generateKeyPairSync, sign } from 'node:crypto';

@@ -12,7 +12,7 @@ import type { SignedOwnerMessage } from '../protocol/owner-signature.ts';
 import { decodeConnectionDescriptor, RPC_CONNECTION_HEADER, RPC_EVICT_PATH, RPC_FORWARD_PREFIX } from '../protocol/rpc.ts';
 import { canonicalOrigin, shareholderSetSha256, type KeyBinding } from '../protocol/sealed-record.ts';
 import { generateX25519KeyPair, type X25519KeyPair } from '../protocol/share-envelope.ts';
-import { receiptKeyUserData, signReceiptHead, signUsageReceipt, type SignedUsageReceipt } from '../protocol/usage-receipt.ts';
+import { receiptKeyUserData, signReceiptHead, signUsageReceipt, type SignedUsageReceipt, type UsageReceipt } from '../protocol/usage-receipt.ts';
 import { EnclaveError } from './errors.ts';
 import { generateReceiptSigner } from './receipt-signer.ts';
 import { Forwarder, resolveTarget, type EgressRoute, type ForwarderOptions } from './forward.ts';
@@ -26,6 +26,8 @@ export type EnclavePhase = 'booting' | 'serving' | 'failed';
 /** Receipts kept for the host to collect (SPEC.md §10): about 300 bytes each. */
 const RECEIPT_LOG_LIMIT = 50_000;
 
+/** A receipt's fields before it is signed (it gets its `seq` and `prevSeq` when signed). */
+type Unsigned = Omit<UsageReceipt, 'seq' | 'prevSeq'>;
 type Descriptor = ReturnType<typeof decodeConnectionDescriptor>;
 type VerifiedPolicy = { signed: SignedOwnerMessage; policy: ConnectionPolicy; sha256: string };
 /**
@@ -141,6 +143,13 @@ export class Enclave {
    */
   readonly #receiptLog: SignedUsageReceipt[] = [];
   #receiptSeq = 0;
+  /**
+   * Per connection, its running count since its last signed receipt. Counts only grow within a
+   * connection-day, so the answers between two collections are signed as one receipt: when the
+   * host collects (`GET /receipts`), or first when the connection's lease, day or policy changes
+   * (SPEC.md §10) — a signature per collection instead of per answer.
+   */
+  readonly #unsigned = new Map<string, Unsigned>();
 
   constructor(config: EnclaveConfig) {
     this.#config = config;
@@ -189,15 +198,26 @@ export class Enclave {
     return receiptKeyUserData(this.#receiptKey.publicKey);
   }
 
-  /** Signs the running count of a connection after an answer was settled (SPEC.md §10). */
-  #issueReceipt(connectionId: string, policySha256: string, lease: number): void {
-    const now = (this.#config.now ?? Date.now)();
-    const used = this.usage.used(connectionId);
-    const day = utcDay(now);
-    const previous = this.#receipts.get(connectionId)?.receipt;
-    const prevSeq = previous && previous.day === day ? previous.seq : 0;
-    const signed = signUsageReceipt(this.#receiptKey, { connectionId, policySha256, day, ...used, lease, seq: ++this.#receiptSeq, prevSeq, at: now });
-    this.#receipts.set(connectionId, signed);
+  /**
+   * The running count of a connection, after an answer settled or (`signNow`) as a lease starts —
+   * signed at once then, so every lease appears in the receipts (SPEC.md §10.2).
+   */
+  #issueReceipt(connectionId: string, policySha256: string, lease: number, signNow = false): void {
+    const at = (this.#config.now ?? Date.now)();
+    const count: Unsigned = { connectionId, policySha256, day: utcDay(at), ...this.usage.used(connectionId), lease, at };
+    const pending = this.#unsigned.get(connectionId);
+    if (pending && (pending.day !== count.day || pending.lease !== lease || pending.policySha256 !== policySha256)) this.#sign(pending);
+    if (signNow) {
+      this.#unsigned.delete(connectionId);
+      this.#sign(count);
+    } else this.#unsigned.set(connectionId, count);
+  }
+
+  #sign(count: Unsigned): void {
+    const previous = this.#receipts.get(count.connectionId)?.receipt;
+    const prevSeq = previous && previous.day === count.day ? previous.seq : 0;
+    const signed = signUsageReceipt(this.#receiptKey, { ...count, seq: ++this.#receiptSeq, prevSeq });
+    this.#receipts.set(count.connectionId, signed);
     this.#receiptLog.push(signed);
     if (this.#receiptLog.length > RECEIPT_LOG_LIMIT) this.#receiptLog.shift();
   }
@@ -250,6 +270,8 @@ export class Enclave {
    * named connection — so a verifier can tell a tail the host hid.
    */
   #receiptChain(res: ServerResponse, url: string): void {
+    for (const count of this.#unsigned.values()) this.#sign(count);
+    this.#unsigned.clear();
     const q = new URL(url, 'http://enclave').searchParams;
     const after = Number(q.get('after') ?? 0);
     const limit = Math.min(Number(q.get('limit') ?? 1000), 10_000);
@@ -354,8 +376,8 @@ export class Enclave {
         const next = this.policyVersions.adopt(connectionId, base, this.#resolver!.takeLeasePolicies(connectionId));
         // Every lease this enclave uses appears in its receipts — refused requests' leases too —
         // so each release in the shareholders' logs can be matched with a receipt (SPEC.md §10.2).
-        const newest = this.#receipts.get(connectionId)?.receipt;
-        if (!newest || newest.lease !== lease || newest.day !== utcDay((this.#config.now ?? Date.now)())) this.#issueReceipt(connectionId, next.sha256, lease);
+        const newest = this.#unsigned.get(connectionId) ?? this.#receipts.get(connectionId)?.receipt;
+        if (!newest || newest.lease !== lease || newest.day !== utcDay((this.#config.now ?? Date.now)())) this.#issueReceipt(connectionId, next.sha256, lease, true);
         if (next.sha256 !== policy!.sha256) {
           policy = next;
           if (policyNeedsModel(policy.policy) && classification.model.in === 'json' && !bodyRead) {

@@ -52,7 +52,7 @@ export function usageReceiptBytes(receipt: UsageReceipt): Uint8Array {
 
 /**
  * Who signs receipts and heads: the raw Ed25519 public key and a signing function. The enclave signs
- * one receipt per metered request, so it passes its runtime's native Ed25519 (its private key never
+ * receipts and heads all day long, so it passes its runtime's native Ed25519 (its private key never
  * in the JS heap, ~30x faster than JS); a raw 32-byte secret key signs in JS.
  */
 export interface ReceiptSigner {

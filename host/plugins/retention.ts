@@ -17,7 +17,7 @@ export interface RetentionOptions {
 
 /**
  * Deletes what is older than `cutoff` (ms): audit rows, events, and the enclave's usage receipts
- * (one per metered request, kept beside the audit trail for `usage --verify`, so they age with it).
+ * (one per connection per collection and per lease, kept beside the audit trail for `usage --verify`, so they age with it).
  */
 export async function pruneRetained(db: SqlDb, cutoff: number): Promise<void> {
   await Promise.all([

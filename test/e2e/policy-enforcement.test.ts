@@ -426,6 +426,28 @@ describe('signed usage receipts', () => {
     expect(receipt).toMatchObject({ connectionId: c.binding.connectionId, requests: 3, tokens: 45, policySha256: connectionPolicySha256(c.signed!) });
   });
 
+  it('signs the answers between two collections as one receipt, and a lease change signs the count so far first', async () => {
+    const c = await connect({ lease: { requests: 4 } });
+    const id = c.binding.connectionId;
+    const chain = async () =>
+      ((await (await fetch(`${enclaveUrl}/receipts?limit=10000`)).json()) as { receipts: SignedUsageReceipt[] }).receipts.filter((r) => r.receipt.connectionId === id).map((r) => r.receipt);
+    for (let i = 0; i < 3; i++) expect((await send(c)).status).toBe(200);
+    // The lease's receipt (signed before its first request went out), then one for the three answers.
+    let receipts = await chain();
+    expect(receipts.map((r) => [r.requests, r.lease])).toEqual([[0, receipts[0]!.lease], [3, receipts[0]!.lease]]);
+    expect(receipts[1]!.prevSeq).toBe(receipts[0]!.seq);
+    // The fourth answer uses the lease up; the fifth request takes a new lease: the count under the
+    // first lease is signed before the new lease's receipt, without anyone collecting in between.
+    expect((await send(c)).status).toBe(200);
+    expect((await send(c)).status).toBe(200);
+    receipts = await chain();
+    const [first, second] = [receipts[0]!.lease, receipts.at(-1)!.lease];
+    expect(second).not.toBe(first);
+    expect(receipts.slice(2).map((r) => [r.requests, r.lease])).toEqual([[4, first], [4, second], [5, second]]);
+    // One chain for the connection-day, across both leases.
+    expect(receipts.map((r) => r.prevSeq)).toEqual([0, ...receipts.slice(0, -1).map((r) => r.seq)]);
+  });
+
   it('a receipt the host edits does not verify', async () => {
     const c = await connect({});
     await send(c);

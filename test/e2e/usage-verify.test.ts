@@ -31,10 +31,20 @@ afterAll(async () => {
 
 const today = () => Math.floor(Date.now() / DAY);
 
-/** A policy connection with `n` answered requests, once the host has both its audit rows and the receipts. */
-async function connectionWithTraffic(n: number): Promise<string> {
+/**
+ * A policy connection with `n` answered requests, once the host has both its audit rows and the
+ * receipts. `eachCollected`: each answer's receipt collected before the next request, so every
+ * answer has its own receipt (answers between two collections share one).
+ */
+async function connectionWithTraffic(n: number, eachCollected = false): Promise<string> {
   const id = await connectTestProvider(stack, 'openai', { connectionPolicy: { ceiling: { requests: 1000 } } });
   const { key } = await createKey(stack.hostUrl, stack.adminToken, id);
+  const admin = adminApi(stack);
+  const collected = (requests: number) =>
+    eventually(async () => {
+      const e = (await admin<{ receipts: SignedUsageReceipt[]; host: Array<{ requests: number }> }>('GET', `/receipts?connection=${id}`)).json;
+      return e.receipts.at(-1)?.receipt.requests === requests && e.host[0]?.requests === requests ? true : undefined;
+    });
   for (let i = 0; i < n; i++) {
     const r = await fetch(`${stack.hostUrl}/v1/chat/completions`, {
       method: 'POST',
@@ -43,13 +53,9 @@ async function connectionWithTraffic(n: number): Promise<string> {
     });
     expect(r.status).toBe(200);
     await r.text();
+    if (eachCollected) await collected(i + 1);
   }
-  const admin = adminApi(stack);
-  // One receipt per lease taken (before its first answer) and one per answer.
-  await eventually(async () => {
-    const e = (await admin<{ receipts: SignedUsageReceipt[]; host: Array<{ requests: number }> }>('GET', `/receipts?connection=${id}`)).json;
-    return e.receipts.at(-1)?.receipt.requests === n && e.host[0]?.requests === n ? true : undefined;
-  });
+  await collected(n);
   return id;
 }
 
@@ -102,8 +108,10 @@ describe('usage --verify', () => {
   });
 
   it('catches a dropped receipt, in the middle of the chain and at its tail', async () => {
-    const id = await connectionWithTraffic(3);
+    const id = await connectionWithTraffic(3, true);
     const receipts = await receiptRows(id);
+    // The lease's receipt and one per answer.
+    expect(receipts.map((r) => r.signed.receipt.requests)).toEqual([0, 1, 2, 3]);
     await db.query('DELETE FROM usage_receipts WHERE id = $1', [receipts[1]!.id]);
     let findings = (await verify(id)).findings;
     expect(findings).toContainEqual(expect.objectContaining({ kind: 'receipts_missing', connectionId: id, day: today(), toSeq: receipts[1]!.seq }));
