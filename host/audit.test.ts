@@ -63,6 +63,28 @@ describe('audit writer', () => {
     expect({ n: Number(count!.n), d: Number(count!.d) }).toEqual({ n: 25, d: 25 });
   });
 
+  it('writes a full batch of rows on SQLite with every column as given, each once', async () => {
+    const writer = new AuditWriter(db, () => undefined);
+    const rows = Array.from({ length: 450 }, (_, i) => ({
+      ...row(i, 'key_batch'), at: 1_700_000_000_000 + i, tokensIn: i, tokensOut: 2 * i, tokensCached: i % 3, costMicros: 10 * i, status: i % 2 ? 200 : 429,
+      code: i % 2 ? null : 'budget_busy', city: i % 5 ? null : 'Berlin', deviceMatch: i % 3 === 0 ? null : i % 3 === 1, latencyMs: i % 7, endpoint: `POST /v1/x/${i}`,
+    }));
+    for (const r of rows) writer.write(r);
+    await writer.close();
+    const stored = await db.query("SELECT * FROM audit_log WHERE key_id = 'key_batch' ORDER BY at");
+    expect(stored).toHaveLength(rows.length);
+    expect(new Set(stored.map((s) => s.id)).size).toBe(rows.length);
+    stored.forEach((s, i) => {
+      const r = rows[i]!;
+      expect({
+        at: Number(s.at), requestId: s.request_id, keyId: s.key_id, projectId: s.project_id, connectionId: s.connection_id, provider: s.provider, modelRequested: s.model_requested,
+        modelResolved: s.model_resolved, tokensIn: Number(s.tokens_in), tokensOut: Number(s.tokens_out), tokensCached: Number(s.tokens_cached), costMicros: Number(s.cost_micros),
+        status: Number(s.status), code: s.code, clientIp: s.client_ip, city: s.city, deviceMatch: s.device_match === null ? null : Number(s.device_match) === 1, latencyMs: Number(s.latency_ms),
+        endpoint: s.endpoint,
+      }).toEqual(r);
+    });
+  });
+
   it('keeps its rows when a SQLite transaction grouped with its write fails', async () => {
     const writer = new AuditWriter(db, () => undefined);
     writer.write(row(1, 'key_grouped'));

@@ -36,6 +36,16 @@ const MAX_PENDING = 50_000;
 
 const COLUMNS = ['id', 'at', 'request_id', 'key_id', 'project_id', 'connection_id', 'provider', 'model_requested', 'model_resolved', 'tokens_in', 'tokens_out', 'tokens_cached', 'cost_micros', 'status', 'code', 'client_ip', 'city', 'device_match', 'latency_ms', 'endpoint'];
 
+const INSERT_ONE = `INSERT INTO audit_log (${COLUMNS.join(', ')}) VALUES (${COLUMNS.map((_, i) => `$${i + 1}`).join(', ')}) ON CONFLICT (id) DO NOTHING`;
+
+/** A row's values in COLUMNS order. */
+function auditValues(r: AuditRow & { id: string }): SqlValue[] {
+  return [
+    r.id, r.at, r.requestId, r.keyId, r.projectId, r.connectionId, r.provider, r.modelRequested, r.modelResolved,
+    r.tokensIn, r.tokensOut, r.tokensCached, r.costMicros, r.status, r.code, r.clientIp, r.city, r.deviceMatch === null ? null : r.deviceMatch ? 1 : 0, r.latencyMs, r.endpoint ?? null,
+  ];
+}
+
 export class AuditWriter {
   readonly #db: SqlDb;
   readonly #onError: (e: Error) => void;
@@ -63,22 +73,26 @@ export class AuditWriter {
     this.#queue = [];
     if (rows.length === 0) return this.#flushing;
     this.#flushing = this.#flushing.then(async () => {
-      const params: SqlValue[] = [];
-      const tuples = rows.map((r) => {
-        const values: SqlValue[] = [
-          r.id, r.at, r.requestId, r.keyId, r.projectId, r.connectionId, r.provider, r.modelRequested, r.modelResolved,
-          r.tokensIn, r.tokensOut, r.tokensCached, r.costMicros, r.status, r.code, r.clientIp, r.city, r.deviceMatch === null ? null : r.deviceMatch ? 1 : 0, r.latencyMs, r.endpoint ?? null,
-        ];
-        const start = params.length;
-        params.push(...values);
-        return `(${values.map((_, i) => `$${start + i + 1}`).join(', ')})`;
-      });
       try {
-        const insert = `INSERT INTO audit_log (${COLUMNS.join(', ')}) VALUES ${tuples.join(', ')} ON CONFLICT (id) DO NOTHING`;
-        // On SQLite a bare statement would run inside whatever group-commit batch is open, and
-        // vanish with it if that batch rolls back: go through the group commit instead.
-        if (this.#db.engine === 'postgres') await this.#db.query(insert, params);
-        else await this.#db.transaction((tx) => tx.query(insert, params));
+        if (this.#db.engine === 'postgres') {
+          // One statement, one round trip, for the whole batch.
+          const params: SqlValue[] = [];
+          const tuples = rows.map((r) => {
+            const values = auditValues(r);
+            const start = params.length;
+            params.push(...values);
+            return `(${values.map((_, i) => `$${start + i + 1}`).join(', ')})`;
+          });
+          await this.#db.query(`INSERT INTO audit_log (${COLUMNS.join(', ')}) VALUES ${tuples.join(', ')} ON CONFLICT (id) DO NOTHING`, params);
+        } else {
+          // SQLite: one prepared single-row statement per row, all in one transaction (through the
+          // group commit: a bare statement would run inside whatever batch is open, and vanish with
+          // it if that batch rolled back). A multi-row statement would be parsed afresh per batch
+          // size, and binding its thousands of numbered parameters costs quadratic time in SQLite.
+          await this.#db.transaction(async (tx) => {
+            for (const r of rows) await tx.query(INSERT_ONE, auditValues(r));
+          });
+        }
       } catch (e) {
         // The database is away (restart, failover): keep the rows and try again, so none is lost
         // to an outage; beyond MAX_PENDING the oldest are dropped and reported.
