@@ -56,6 +56,36 @@ for (const engine of engines) {
       expect(settled.keyDay).toMatchObject({ before: expected, after: expected + 7 });
     });
 
+    it('writes the settlements asked for in one turn of the event loop in one transaction, each with its own before/after', async () => {
+      const now = Date.now();
+      const day = `d:${utcDay(now)}`;
+      const ids: string[] = [];
+      for (let i = 0; i < 12; i++) {
+        const r = await ledger.reserve({ ...uncapped('k-turn', 'p-turn'), amount: 100, now });
+        if (!r.ok) throw new Error('reserve refused');
+        ids.push(r.reservationId);
+      }
+      let transactions = 0;
+      const counting: SqlDb = {
+        ...db,
+        lane: () => counting,
+        transaction: (fn) => {
+          transactions++;
+          return db.transaction(fn);
+        },
+      };
+      const batched = new SpendLedger(counting);
+      const settled = await Promise.all(ids.map((id, i) => batched.settle(id, 10 + i)));
+      expect(transactions).toBe(1);
+      let spent = 0;
+      settled.forEach((s, i) => {
+        expect(s.keyDay).toMatchObject({ before: spent, after: spent + 10 + i });
+        spent += 10 + i;
+      });
+      expect(await ledger.counter('key', 'k-turn', day)).toEqual({ spent, reserved: 0, requests: 12 });
+      expect(await ledger.counter('keyreq', 'k-turn', day)).toEqual({ spent: 12, reserved: 0, requests: 12 });
+    });
+
     it('lets 200 concurrent reservations fill a cap exactly, never beyond', async () => {
       const now = Date.now();
       const cap = 1_000_000;

@@ -226,6 +226,8 @@ export class SpendLedger {
   /** Settlement attempts waiting for a batch, and how many batches are being written. */
   #queue: Settlement[] = [];
   #batches = 0;
+  /** A drain is due at the end of this turn of the event loop. */
+  #drainScheduled = false;
   #closed = false;
 
   constructor(db: SqlDb, options: SpendLedgerOptions = {}) {
@@ -350,12 +352,20 @@ export class SpendLedger {
    * Settlements are written in batches: at most MAX_BATCHES transactions per process at a time,
    * and whatever arrives meanwhile joins the next one. Under load, one transaction then moves each
    * hot counter row (a busy key's, its project's) once for many requests instead of once per
-   * request, so a row lock is taken once per batch rather than queued for per request.
+   * request, so a row lock is taken once per batch rather than queued for per request. The first
+   * batch waits for the end of the current turn of the event loop (setImmediate), so answers that
+   * ended in the same turn settle together: on SQLite every transaction would otherwise hold one
+   * settlement (it runs at once), paying the counter rows and a commit per request.
    */
   #enqueue(id: string, actual: number, isRetry: boolean, actualTokens?: number): Promise<SettleResult> {
     return new Promise<SettleResult>((resolve, reject) => {
       this.#queue.push({ id, actual, actualTokens, isRetry, resolve, reject });
-      this.#drain();
+      if (this.#drainScheduled) return;
+      this.#drainScheduled = true;
+      setImmediate(() => {
+        this.#drainScheduled = false;
+        this.#drain();
+      });
     });
   }
 
