@@ -11,7 +11,7 @@ import { existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'no
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { createDevRoot, DEV_PCR1, DEV_PCR2, devPcrPolicy } from '../attestation/dev.ts';
+import { DEV_PCR1, DEV_PCR2, devPcrPolicy } from '../attestation/dev-pcrs.ts';
 import { generateOwnerKeyPair, signReleaseManifest, fromHex } from '../protocol/index.ts';
 import type { DevStackFile, PinnedShareholder } from '../cli/config.ts';
 import { loadRoot } from '../attestation/index.ts';
@@ -243,6 +243,9 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   if (!existsSync(join(rootDir, 'root.pem'))) {
     progress('creating the development attestation root (P-384, never accepted by production policies)');
     mkdirSync(rootDir, { recursive: true, mode: 0o700 });
+    // Only on the first start: the dev root's X.509 code (@peculiar/x509, tsyringe, eleven
+    // asn1 packages) would otherwise stay loaded in `npm start`'s launcher for as long as the stack runs.
+    const { createDevRoot } = await import('../attestation/dev.ts');
     const root = await createDevRoot();
     writeFileSync(join(rootDir, 'root.pem'), root.certificatePem);
     writeFileSync(join(rootDir, 'root.key'), root.privateKeyPem, { mode: 0o600 });
