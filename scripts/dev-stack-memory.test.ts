@@ -1,11 +1,16 @@
 /**
  * What keeps `npm start` small (issue 22, docs/benchmarks.md "Dev stack memory"): the launcher
- * does not hold the dev root's X.509 code once a root exists.
+ * does not hold the dev root's X.509 code once a root exists, and the host and enclave it starts
+ * run with a bounded young generation.
  */
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { freePort } from '../test/e2e/helpers.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 
@@ -28,4 +33,30 @@ describe('npm start memory', () => {
     expect(loaded.some((u) => u.endsWith('/scripts/stack.ts'))).toBe(true);
     expect(loaded.filter((u) => u.endsWith('/attestation/dev.ts') || u.includes('/@peculiar/x509/') || u.includes('/tsyringe/'))).toEqual([]);
   });
+
+  it('starts the host and the enclave with a young generation of at most 8 MB per semi-space', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'sg-devstack-mem-'));
+    const launcher = spawn(process.execPath, [join(root, 'scripts/dev-stack.ts'), '--data-dir', dataDir, '--port', String(await freePort())], { cwd: root, stdio: ['ignore', 'pipe', 'ignore'] });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        let out = '';
+        launcher.stdout!.on('data', (d: Buffer) => {
+          out += d.toString();
+          if (out.includes('Ctrl-C stops everything.')) resolve();
+        });
+        launcher.once('exit', (code) => reject(new Error(`npm start exited (${code})`)));
+      });
+      const children = execFileSync('ps', ['-o', 'pid=', '--ppid', String(launcher.pid)], { encoding: 'utf8' }).split('\n').filter(Boolean);
+      const argv = children.map((pid) => readFileSync(`/proc/${pid.trim()}/cmdline`, 'utf8').split('\0'));
+      const host = argv.find((a) => a.some((s) => s.endsWith('host/main.ts')));
+      const enclave = argv.find((a) => a.some((s) => s.endsWith('enclave/dev-main.ts')));
+      expect(host).toContain('--max-semi-space-size=8');
+      expect(enclave).toContain('--max-semi-space-size=8');
+    } finally {
+      const exited = new Promise((r) => launcher.once('exit', r));
+      launcher.kill('SIGINT');
+      await exited;
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  }, 90_000);
 });

@@ -37,6 +37,8 @@ export interface StackOptions {
   shareholdersInProcess?: boolean;
   /** Extra Node flags for the host process (tests use --heapsnapshot-signal). */
   hostNodeArgs?: string[];
+  /** Extra Node flags for the enclave process. */
+  enclaveNodeArgs?: string[];
   /** Extra host arguments (--database, --trusted-proxy, --velocity-floor, …). */
   hostArgs?: string[];
   /** Extra enclave arguments (--egress, --ca-file, …). */
@@ -308,7 +310,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     const enclaveSocket = join(dataDir, 'enclave.sock');
     progress('starting the enclave (dev NSM)');
     const enclaveArgs = ['--listen', `unix:${enclaveSocket}`, '--shareholders', shareholdersFile, '--dev-nsm', rootDir, '--dev-pcr0', pcr0, '--allow-loopback-http', ...(options.enclaveArgs ?? [])];
-    const enclave = await spawnReady('enclave', 'enclave/dev-main.ts', enclaveArgs, join(logs, 'enclave.log'));
+    const enclave = await spawnReady('enclave', 'enclave/dev-main.ts', enclaveArgs, join(logs, 'enclave.log'), options.enclaveNodeArgs ?? []);
     started.push(enclave);
 
     progress('starting the host gateway');
@@ -349,7 +351,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
       enclave,
       async restartEnclave() {
         await stack.enclave.stop();
-        stack.enclave = await spawnReady('enclave', 'enclave/dev-main.ts', enclaveArgs, join(logs, 'enclave.log'));
+        stack.enclave = await spawnReady('enclave', 'enclave/dev-main.ts', enclaveArgs, join(logs, 'enclave.log'), options.enclaveNodeArgs ?? []);
       },
       async restartHost() {
         await stack.host.stop();
