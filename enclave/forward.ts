@@ -8,7 +8,6 @@
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
-import { Transform } from 'node:stream';
 import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
 import { Pool } from 'undici';
 import { allowListPermits } from '../protocol/allow-list.ts';
@@ -132,17 +131,32 @@ export interface ForwarderOptions {
 
 
 /**
- * Streams an upstream body to the response until either ends. A body that breaks off destroys the
- * response (the host sees the stream end abnormally, not a clean end); a response that closes
- * early (the client went away) cancels the upstream call through the abort signal `forward` set.
- * Plain pipe() rather than stream.pipeline: pipeline aborts an internal AbortController at every
- * finish, building a DOMException with a stack trace each time (~40 µs per streamed answer here).
+ * Streams an upstream body to the response until either ends, chunk by chunk through the key
+ * scrubber when one is given (which holds back only what could begin the key), the usage meter
+ * reading each chunk after it is written: a data handler with pause/resume for backpressure, not a
+ * Transform and two pipes, each of which costs every chunk another turn before the first byte goes
+ * out. A body that breaks off: what the scrubber still holds goes out (masked where it could begin
+ * the key), then the response is destroyed, so the host sees the stream end abnormally, not a
+ * clean end. A response that closes early (the client went away) cancels the upstream call
+ * through the abort signal `forward` set.
  */
-export function relay(body: NodeJS.ReadableStream, res: ServerResponse): Promise<void> {
+export function relay(body: NodeJS.ReadableStream, res: ServerResponse, scrubber?: KeyScrubber, meter?: UsageMeter): Promise<void> {
   return new Promise((resolve) => {
-    body.on('error', () => res.destroy());
     res.once('close', () => resolve());
-    body.pipe(res);
+    body.on('data', (chunk: Buffer) => {
+      const out = scrubber ? scrubber.push(chunk) : chunk;
+      if (out.length > 0 && !res.write(out)) {
+        body.pause();
+        res.once('drain', () => body.resume());
+      }
+      meter?.push(chunk);
+    });
+    body.on('end', () => res.end(scrubber?.flush()));
+    body.on('error', () => {
+      const rest = scrubber?.flush();
+      if (rest?.length) res.write(rest);
+      setImmediate(() => res.destroy());
+    });
   });
 }
 
@@ -159,21 +173,6 @@ function decoderFor(encoding: string): NodeJS.ReadWriteStream | undefined {
   if (encoding === 'deflate') return createInflate();
   if (encoding === 'br') return createBrotliDecompress();
   return undefined;
-}
-
-/** Scrubs the key from a stream (held-back tail across chunks) and feeds the usage meter, if any. */
-function scrubbingStream(scrubber: KeyScrubber, meter: UsageMeter | undefined): Transform {
-  return new Transform({
-    transform(chunk: Buffer, _enc, done) {
-      meter?.push(chunk);
-      const out = scrubber.push(chunk);
-      done(null, out.length ? out : undefined);
-    },
-    flush(done) {
-      const rest = scrubber.flush();
-      done(null, rest.length ? rest : undefined);
-    },
-  });
 }
 
 /**
@@ -336,17 +335,9 @@ export class Forwarder {
       report();
       return status;
     }
-    const scrubbed = scrubbingStream(scrubber, meter);
-    // An upstream that breaks off: what the scrubber still holds back goes out (masked where it
-    // could begin the key), then the client's stream ends with the error, not silently short.
-    body.on('error', (e) => {
-      const rest = scrubber.flush();
-      if (rest.length > 0) scrubbed.push(rest);
-      setImmediate(() => scrubbed.destroy(e as Error));
-    });
     res.writeHead(status, headers);
     try {
-      await relay(body.pipe(scrubbed), res);
+      await relay(body, res, scrubber, meter);
     } finally {
       report();
     }
