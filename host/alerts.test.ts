@@ -120,6 +120,25 @@ describe('alert delivery', () => {
     await dispatcher.stop();
   });
 
+  it('records an email alert as undeliverable, saying why, when no SMTP server is configured', async () => {
+    await db.query('DELETE FROM alert_targets');
+    await addTarget('email', 'owner@example.com', null);
+    const now = 1_950_000_000_000;
+    const dispatcher = new AlertDispatcher({ db, log: silent, now: () => now });
+    await store.addEvent({ id: 'evt_nosmtp', at: now, projectId: DEFAULT_PROJECT, keyId: 'key_ns', type: 'key_killed', detail: {} });
+    expect(await dispatcher.runOnce()).toBe(1);
+    const [row] = await db.query("SELECT attempts, delivered_at, last_error FROM alert_outbox WHERE event_id = 'evt_nosmtp'");
+    expect(Number(row!.attempts)).toBe(1);
+    expect(row!.delivered_at).toBeNull();
+    expect(row!.last_error).toBe(DELIVERY_FAILURES.no_smtp);
+    await dispatcher.stop();
+    await db.query('DELETE FROM alert_targets');
+  });
+
+  it('refuses a malformed SMTP URL when the dispatcher is built, not at the first email', () => {
+    expect(() => new AlertDispatcher({ db, log: silent, smtpUrl: 'not a url' })).toThrow();
+  });
+
   it('does not queue non-alert events', async () => {
     await store.addEvent({ id: 'evt_bound', at: Date.now(), projectId: DEFAULT_PROJECT, keyId: 'key_abc', type: 'ip_bound', detail: {} });
     expect(await db.query("SELECT id FROM alert_outbox WHERE event_id = 'evt_bound'")).toHaveLength(0);

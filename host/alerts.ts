@@ -18,10 +18,19 @@
 import { createHmac, randomBytes } from 'node:crypto';
 import { lookup as dnsLookup } from 'node:dns/promises';
 import type { LookupAddress } from 'node:dns';
-import nodemailer, { type Transporter } from 'nodemailer';
+import { createRequire } from 'node:module';
+import type { Transporter } from 'nodemailer';
 import { Agent, request } from 'undici';
 import type { SqlDb } from '../storage/db.ts';
 import { IpRangeList, parseIp, type ParsedIp } from './client-ip.ts';
+
+/**
+ * `nodemailer` (39 modules) is loaded only by a dispatcher given an SMTP URL, when it is built:
+ * a host without SMTP never uses it (issue 22, no module loaded where it is not used). A
+ * synchronous require (nodemailer's CommonJS build of the same release) keeps the transport
+ * created, and a malformed URL refused, in the constructor as before, not at the first email.
+ */
+const requireModule = createRequire(import.meta.url);
 
 export const MAX_ATTEMPTS = 10;
 const LEASE_MS = 60_000;
@@ -190,7 +199,7 @@ export class AlertDispatcher {
 
   constructor(options: DispatcherOptions) {
     this.#o = options;
-    this.#mailer = options.smtpUrl ? nodemailer.createTransport(options.smtpUrl) : undefined;
+    this.#mailer = options.smtpUrl ? (requireModule('nodemailer') as typeof import('nodemailer')).createTransport(options.smtpUrl) : undefined;
   }
 
   async start(intervalMs = 1_000): Promise<void> {

@@ -1,11 +1,12 @@
 /**
  * What keeps `npm start` small (issue 22, docs/benchmarks.md "Dev stack memory"): the launcher
- * does not hold the dev root's X.509 code once a root exists, and the host and enclave it starts
- * run with a bounded young generation.
+ * does not hold the dev root's X.509 code once a root exists, no process loads `pg` on SQLite nor
+ * the host `nodemailer` without SMTP, and the host and enclave it starts run with a bounded
+ * young generation.
  */
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -34,9 +35,23 @@ describe('npm start memory', () => {
     expect(loaded.filter((u) => u.endsWith('/attestation/dev.ts') || u.includes('/@peculiar/x509/') || u.includes('/tsyringe/'))).toEqual([]);
   });
 
-  it('starts the host and the enclave with a young generation of at most 8 MB per semi-space', async () => {
+  it('starts host and enclave with a young generation of at most 8 MB per semi-space, and no process loads pg on SQLite nor the host nodemailer without SMTP', async () => {
     const dataDir = await mkdtemp(join(tmpdir(), 'sg-devstack-mem-'));
-    const launcher = spawn(process.execPath, [join(root, 'scripts/dev-stack.ts'), '--data-dir', dataDir, '--port', String(await freePort())], { cwd: root, stdio: ['ignore', 'pipe', 'ignore'] });
+    // Every process of the stack records each module it loads, by pid (NODE_OPTIONS reaches them all).
+    const traced = join(dataDir, 'modules');
+    const hook = join(dataDir, 'trace-modules.mjs');
+    await writeFile(
+      hook,
+      `import { registerHooks } from 'node:module';
+       import { appendFileSync } from 'node:fs';
+       registerHooks({ load(url, context, next) { appendFileSync(${JSON.stringify(traced)} + '.' + process.pid, url + '\\n'); return next(url, context); } });`,
+    );
+    const env = { ...process.env, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import=${pathToFileURL(hook).href}` };
+    const launcher = spawn(process.execPath, [join(root, 'scripts/dev-stack.ts'), '--data-dir', join(dataDir, 'stack'), '--port', String(await freePort())], {
+      cwd: root,
+      env,
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
     try {
       await new Promise<void>((resolve, reject) => {
         let out = '';
@@ -46,12 +61,20 @@ describe('npm start memory', () => {
         });
         launcher.once('exit', (code) => reject(new Error(`npm start exited (${code})`)));
       });
-      const children = execFileSync('ps', ['-o', 'pid=', '--ppid', String(launcher.pid)], { encoding: 'utf8' }).split('\n').filter(Boolean);
-      const argv = children.map((pid) => readFileSync(`/proc/${pid.trim()}/cmdline`, 'utf8').split('\0'));
-      const host = argv.find((a) => a.some((s) => s.endsWith('host/main.ts')));
-      const enclave = argv.find((a) => a.some((s) => s.endsWith('enclave/dev-main.ts')));
-      expect(host).toContain('--max-semi-space-size=8');
-      expect(enclave).toContain('--max-semi-space-size=8');
+      const children = execFileSync('ps', ['-o', 'pid=', '--ppid', String(launcher.pid)], { encoding: 'utf8' }).split('\n').filter(Boolean).map((p) => p.trim());
+      const argvOf = (pid: string) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      const host = children.find((pid) => argvOf(pid).some((s) => s.endsWith('host/main.ts')))!;
+      const enclave = children.find((pid) => argvOf(pid).some((s) => s.endsWith('enclave/dev-main.ts')))!;
+      for (const pid of [host, enclave]) expect(argvOf(pid)).toContain('--max-semi-space-size=8');
+      const modulesOf = (pid: string | number) => readFileSync(`${traced}.${pid}`, 'utf8').split('\n');
+      const hostModules = modulesOf(host);
+      expect(hostModules.some((u) => u.endsWith('/host/alerts.ts'))).toBe(true);
+      expect(hostModules.some((u) => u.endsWith('/storage/db.ts'))).toBe(true);
+      expect(hostModules.filter((u) => u.includes('/node_modules/pg/') || u.includes('/node_modules/nodemailer/'))).toEqual([]);
+      // The launcher serves the five shareholders, each on its own SQLite store.
+      const launcherModules = modulesOf(launcher.pid!);
+      expect(launcherModules.some((u) => u.endsWith('/shareholders/store.ts'))).toBe(true);
+      expect(launcherModules.filter((u) => u.includes('/node_modules/pg/'))).toEqual([]);
     } finally {
       const exited = new Promise((r) => launcher.once('exit', r));
       launcher.kill('SIGINT');

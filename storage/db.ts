@@ -10,8 +10,17 @@
  * its own connection, so no amount of metering traffic — however slow, blocked or failing — can
  * take the connections a kill needs. SQLite has one writer and no pool: a lane is the same handle.
  */
+import { createRequire } from 'node:module';
 import { DatabaseSync } from 'node:sqlite';
-import pg from 'pg';
+import type pg from 'pg';
+
+/**
+ * `pg` (with pg-protocol, pg-types: 27 modules) is loaded by the first `openPostgres`, not by
+ * importing this module: hosts and shareholders on SQLite never use it (issue 22, no module loaded
+ * where it is not used). A synchronous require keeps `openPostgres` synchronous and its errors
+ * where they were; `pg` is CommonJS, so this is the very object `import pg from 'pg'` gave.
+ */
+const requireModule = createRequire(import.meta.url);
 
 export type SqlValue = string | number | bigint | null;
 export type Row = Record<string, unknown>;
@@ -201,6 +210,7 @@ export function openPostgres(options: PostgresOptions): SqlDb {
   const schema = options.schema;
   if (schema !== undefined && !/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) throw new Error('schema name must be a lower-case identifier');
   const applicationName = options.applicationName ?? 'securegate';
+  const pg = requireModule('pg') as typeof import('pg').default;
   const pool = new pg.Pool({
     connectionString: options.connectionString,
     max: options.max ?? 20,
