@@ -7,6 +7,8 @@
  * its process hops. SecureGate is measured twice: on embedded SQLite (one host), and on
  * PostgreSQL with two host instances behind a client-side balancer (the production layout),
  * sharing the same enclave and shareholders; the PostgreSQL schema is the run's own, dropped after.
+ * SecureGate's processes run with `npm start`'s Node flags (DEV_STACK_NODE_ARGS), so its memory
+ * rows describe the dev stack.
  */
 import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -24,7 +26,7 @@ import { generateOwnerKeyPair } from '../protocol/index.ts';
 import { devPcrPolicy } from '../attestation/dev-pcrs.ts';
 import { connectionPolicyFromFlags } from '../cli/connect.ts';
 import { connectProvider, createKey } from '../cli/owner.ts';
-import { startHostInstance, startStack, type ManagedProcess, type Stack } from '../scripts/stack.ts';
+import { DEV_STACK_NODE_ARGS, startHostInstance, startStack, type ManagedProcess, type Stack, type StackOptions } from '../scripts/stack.ts';
 import { enrollConnection, freePort } from '../test/e2e/helpers.ts';
 import type { BenchFigure } from './crypto.ts';
 
@@ -253,8 +255,8 @@ async function startPostgresHosts(stack: Stack, log: (m: string) => void): Promi
   };
   try {
     // One after the other: the first creates the schema's tables.
-    hosts.push(await startHostInstance(stack, args, 'host-pg-a'));
-    hosts.push(await startHostInstance(stack, args, 'host-pg-b'));
+    hosts.push(await startHostInstance(stack, args, 'host-pg-a', [...DEV_STACK_NODE_ARGS]));
+    hosts.push(await startHostInstance(stack, args, 'host-pg-b', [...DEV_STACK_NODE_ARGS]));
   } catch (e) {
     await stop();
     throw e;
@@ -311,11 +313,27 @@ async function uploadThrough(stack: Stack, bytes: number, log: (m: string) => vo
   return { hostGrowthMb: peak.host - base.host, enclaveGrowthMb: peak.enclave - base.enclave, mbPerS: bytes / 1e6 / seconds };
 }
 
+/**
+ * The benchmark's stack: the mock upstream, and every SecureGate process with `npm start`'s Node
+ * flags, so that the RSS rows describe the dev stack.
+ */
+export function benchStackOptions(dataDir: string): StackOptions {
+  return {
+    dataDir,
+    hostPort: 0,
+    mock: true,
+    // Abuse detection would (rightly) suspend a key doing thousands of requests a minute.
+    hostArgs: ['--velocity-floor', '100000000'],
+    hostNodeArgs: [...DEV_STACK_NODE_ARGS],
+    enclaveNodeArgs: [...DEV_STACK_NODE_ARGS],
+    shareholderNodeArgs: DEV_STACK_NODE_ARGS,
+  };
+}
+
 export async function gatewayBenchmarks(options: GatewayBenchOptions): Promise<BenchFigure[]> {
   const { log, smoke } = options;
   const dataDir = await mkdtemp(join(tmpdir(), 'sg-bench-'));
-  // Abuse detection would (rightly) suspend a key doing thousands of requests a minute.
-  const stack = await startStack({ dataDir, hostPort: 0, mock: true, hostArgs: ['--velocity-floor', '100000000'] });
+  const stack = await startStack(benchStackOptions(dataDir));
   // Everything started is stopped, even when a later start fails.
   const started: Array<{ stop: () => void }> = [];
   const keep = <T extends { stop: () => void }>(p: T): T => (started.push(p), p);

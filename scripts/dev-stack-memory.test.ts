@@ -1,17 +1,19 @@
 /**
  * What keeps `npm start` small (issue 22, docs/benchmarks.md "Dev stack memory"): the launcher
  * does not hold the dev root's X.509 code once a root exists, no process loads `pg` on SQLite nor
- * the host `nodemailer` without SMTP, and the host and enclave it starts run with a bounded
- * young generation.
+ * the host `nodemailer` without SMTP, and launcher, host and enclave run with a bounded young
+ * generation.
  */
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { freePort } from '../test/e2e/helpers.ts';
+import { benchStackOptions } from '../bench/gateway.ts';
+import { DEV_STACK_NODE_ARGS, startStack } from './stack.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 
@@ -35,7 +37,13 @@ describe('npm start memory', () => {
     expect(loaded.filter((u) => u.endsWith('/attestation/dev.ts') || u.includes('/@peculiar/x509/') || u.includes('/tsyringe/'))).toEqual([]);
   });
 
-  it('starts host and enclave with a young generation of at most 8 MB per semi-space, and no process loads pg on SQLite nor the host nodemailer without SMTP', async () => {
+  it('runs npm start\'s launcher with the Node flags it gives the host and the enclave', async () => {
+    const pkg = JSON.parse(await readFile(join(root, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
+    expect(pkg.scripts.start).toBe(`node ${DEV_STACK_NODE_ARGS.join(' ')} scripts/dev-stack.ts`);
+    expect(DEV_STACK_NODE_ARGS).toContain('--max-semi-space-size=8');
+  });
+
+  it('starts host and enclave with its Node flags, and no process loads pg on SQLite nor the host nodemailer without SMTP', async () => {
     const dataDir = await mkdtemp(join(tmpdir(), 'sg-devstack-mem-'));
     // Every process of the stack records each module it loads, by pid (NODE_OPTIONS reaches them all).
     const traced = join(dataDir, 'modules');
@@ -47,7 +55,7 @@ describe('npm start memory', () => {
        registerHooks({ load(url, context, next) { appendFileSync(${JSON.stringify(traced)} + '.' + process.pid, url + '\\n'); return next(url, context); } });`,
     );
     const env = { ...process.env, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import=${pathToFileURL(hook).href}` };
-    const launcher = spawn(process.execPath, [join(root, 'scripts/dev-stack.ts'), '--data-dir', join(dataDir, 'stack'), '--port', String(await freePort())], {
+    const launcher = spawn(process.execPath, [...DEV_STACK_NODE_ARGS, join(root, 'scripts/dev-stack.ts'), '--data-dir', join(dataDir, 'stack'), '--port', String(await freePort())], {
       cwd: root,
       env,
       stdio: ['ignore', 'pipe', 'ignore'],
@@ -65,7 +73,7 @@ describe('npm start memory', () => {
       const argvOf = (pid: string) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
       const host = children.find((pid) => argvOf(pid).some((s) => s.endsWith('host/main.ts')))!;
       const enclave = children.find((pid) => argvOf(pid).some((s) => s.endsWith('enclave/dev-main.ts')))!;
-      for (const pid of [host, enclave]) expect(argvOf(pid)).toContain('--max-semi-space-size=8');
+      for (const pid of [host, enclave]) expect(argvOf(pid)).toEqual(expect.arrayContaining([...DEV_STACK_NODE_ARGS]));
       const modulesOf = (pid: string | number) => readFileSync(`${traced}.${pid}`, 'utf8').split('\n');
       const hostModules = modulesOf(host);
       expect(hostModules.some((u) => u.endsWith('/host/alerts.ts'))).toBe(true);
@@ -79,6 +87,18 @@ describe('npm start memory', () => {
       const exited = new Promise((r) => launcher.once('exit', r));
       launcher.kill('SIGINT');
       await exited;
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  }, 90_000);
+
+  it('runs every SecureGate process of the benchmark\'s stack with npm start\'s Node flags', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'sg-bench-flags-'));
+    const stack = await startStack(benchStackOptions(dataDir));
+    try {
+      const processes = { host: stack.host, enclave: stack.enclave, shareholders: stack.shareholderProcess()! };
+      for (const [name, p] of Object.entries(processes)) expect(p.child.spawnargs, name).toEqual(expect.arrayContaining([...DEV_STACK_NODE_ARGS]));
+    } finally {
+      await stack.stop();
       await rm(dataDir, { recursive: true, force: true });
     }
   }, 90_000);

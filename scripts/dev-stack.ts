@@ -14,7 +14,7 @@ import { existsSync, linkSync, mkdirSync, readFileSync, statSync, unlinkSync, wr
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { startStack } from './stack.ts';
+import { DEV_STACK_NODE_ARGS, startStack } from './stack.ts';
 
 /** One line on stderr and exit 1: what went wrong and what to do, no stack trace. */
 function fail(message: string): never {
@@ -145,7 +145,6 @@ if (taken) {
 }
 
 const started = Date.now();
-const YOUNG_GENERATION = '--max-semi-space-size=8';
 // /metrics needs a token (host/app.ts): the dev stack keeps one beside its other secrets.
 const metricsTokenFile = join(dataDir, 'metrics-token');
 if (!existsSync(metricsTokenFile)) writeFileSync(metricsTokenFile, `sgmet_${randomBytes(24).toString('base64url')}\n`, { mode: 0o600, flag: 'wx' });
@@ -157,12 +156,9 @@ const stack = await startStack({
   // One process fewer: this launcher idles once the stack runs (docs/benchmarks.md, dev stack memory).
   shareholdersInProcess: true,
   hostArgs: ['--metrics-token', metricsToken],
-  // Semi-spaces of at most 8 MB: under load V8 otherwise grows the young generation of host and
-  // enclave to ~130 MB each and keeps it after the load (host + enclave at the peak of 16 clients
-  // ~596 -> ~403 MB resident, no throughput or CPU-per-request change measurable here; same-run
-  // A/B). Production processes keep V8's default.
-  hostNodeArgs: [YOUNG_GENERATION],
-  enclaveNodeArgs: [YOUNG_GENERATION],
+  // The launcher's own flags (package.json "start"): a bounded young generation (see DEV_STACK_NODE_ARGS).
+  hostNodeArgs: [...DEV_STACK_NODE_ARGS],
+  enclaveNodeArgs: [...DEV_STACK_NODE_ARGS],
   onProgress: (m) => process.stderr.write(`… ${m}\n`),
 }).catch((e: Error) => {
   process.stderr.write(`\nsecuregate: could not start the stack: ${e.message}\n`);

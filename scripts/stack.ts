@@ -22,6 +22,18 @@ import { toHex } from '../protocol/index.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
+/**
+ * The Node flags of every SecureGate process `npm start` runs — its launcher (package.json
+ * "start", which holds the dev shareholders and the demo's mock upstream), the host and the
+ * enclave — and of the benchmark's stack, so that the benchmark's memory rows describe the dev
+ * stack. Semi-spaces of at most 8 MB: under load V8 otherwise grows each process's young
+ * generation to ~128 MB and keeps it after the load (issue 22, docs/benchmarks.md "Dev stack
+ * memory"; at the peak of 32 clients the launcher stays at ~155-170 MB instead of ~200, host and
+ * enclave ~200 MB each lower, with no throughput change measurable here). Production processes
+ * keep V8's defaults.
+ */
+export const DEV_STACK_NODE_ARGS: readonly string[] = ['--max-semi-space-size=8'];
+
 export interface StackOptions {
   dataDir: string;
   hostPort?: number;
@@ -39,6 +51,8 @@ export interface StackOptions {
   hostNodeArgs?: string[];
   /** Extra Node flags for the enclave process. */
   enclaveNodeArgs?: string[];
+  /** Extra Node flags for the dev shareholders' process, when they have one of their own. */
+  shareholderNodeArgs?: readonly string[];
   /** Extra host arguments (--database, --trusted-proxy, --velocity-floor, …). */
   hostArgs?: string[];
   /** Extra enclave arguments (--egress, --ca-file, …). */
@@ -184,7 +198,7 @@ function inProcessShareholders(rootPem: string): DevShareholderHost {
 }
 
 /** The dev shareholders in a process of their own (shareholders/dev-cluster.ts), driven over IPC. */
-function shareholderProcess(rootPem: string, logFile: string): DevShareholderHost {
+function shareholderProcess(rootPem: string, logFile: string, nodeArgs: readonly string[]): DevShareholderHost {
   let current: ManagedProcess | undefined;
   let spawning: Promise<ManagedProcess> | undefined;
   let seq = 0;
@@ -192,7 +206,7 @@ function shareholderProcess(rootPem: string, logFile: string): DevShareholderHos
   const alive = (p: ManagedProcess | undefined) => p !== undefined && p.child.exitCode === null && p.child.signalCode === null;
   const ensure = (): Promise<ManagedProcess> => {
     if (alive(current)) return Promise.resolve(current!);
-    spawning ??= spawnReady('shareholders', 'shareholders/dev-cluster.ts', ['--dev-root', rootPem], logFile, [], ROOT, true)
+    spawning ??= spawnReady('shareholders', 'shareholders/dev-cluster.ts', ['--dev-root', rootPem], logFile, [...nodeArgs], ROOT, true)
       .then((p) => {
         p.child.on('message', (answer: Record<string, unknown>) => {
           const waiter = pending.get(answer.seq as number);
@@ -255,7 +269,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
 
   const started: ManagedProcess[] = [];
   const rootPem = join(rootDir, 'root.pem');
-  const shareholderHost = options.shareholdersInProcess ? inProcessShareholders(rootPem) : shareholderProcess(rootPem, join(logs, 'shareholders.log'));
+  const shareholderHost = options.shareholdersInProcess ? inProcessShareholders(rootPem) : shareholderProcess(rootPem, join(logs, 'shareholders.log'), options.shareholderNodeArgs ?? []);
   const shareholders: RunningShareholder[] = [];
   try {
     progress(`starting ${n} shareholders (${threshold}-of-${n})`);
