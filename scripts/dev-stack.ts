@@ -156,7 +156,7 @@ const stack = await startStack({
   // One process fewer: this launcher idles once the stack runs (docs/benchmarks.md, dev stack memory).
   shareholdersInProcess: true,
   hostArgs: ['--metrics-token', metricsToken],
-  // The launcher's own flags (package.json "start"): a bounded young generation (see DEV_STACK_NODE_ARGS).
+  // The launcher's own flags (package.json "start"): bounded young and old generations (see DEV_STACK_NODE_ARGS).
   hostNodeArgs: [...DEV_STACK_NODE_ARGS],
   enclaveNodeArgs: [...DEV_STACK_NODE_ARGS],
   onProgress: (m) => process.stderr.write(`… ${m}\n`),
