@@ -34,9 +34,11 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
  * - Old generation grown by 20% of what survives a full GC instead of V8's dynamic factor (up to
  *   4x): host and enclave keep ~25-35 MB alive under load, but V8 let the garbage promoted out of
  *   the small young generation pile up to ~90-100 MB of old space before marking, and kept the
- *   pages (host ~220-240 -> ~165 MB, enclave ~197 -> ~142 MB at the peak of 32 clients, with
- *   throughput and CPU per request unchanged here). `--memory-saver-mode` saved a little more but
- *   cost ~30% more CPU per request.
+ *   pages (host ~220-240 -> ~165 MB, enclave ~197 -> ~142 MB at the peak of 32 clients). It
+ *   costs CPU: the more frequent full GCs put ~10% on each request of host and enclave at 32
+ *   clients (all of these flags against V8's defaults for the launcher: ok/s median ratio 0.92,
+ *   CPU per request host 1.13, enclave 1.10; four interleaved rounds). `--memory-saver-mode`
+ *   saved a little more but cost ~30% more CPU per request.
  */
 export const DEV_STACK_NODE_ARGS: readonly string[] = ['--max-semi-space-size=8', '--heap-growing-percent=20'];
 
