@@ -71,4 +71,7 @@ runEntry(async () => {
   const nsm = await DevNsm.create({ root, pcr0: fromHex(pcr0) });
   const shareholders = await devShareholders(readShareholderFile(settings.shareholdersFile));
   await serveEnclave(settings, nsm, shareholders, { allowLoopbackHttp: extra['allow-loopback-http'] === true });
+  // Started over an IPC channel (npm start, the tests, the benchmark): stop as on SIGTERM when the
+  // launcher goes, even if it died without stopping us, rather than run on as an orphan.
+  if (process.channel) process.once('disconnect', () => process.kill(process.pid, 'SIGTERM'));
 });

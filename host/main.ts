@@ -230,6 +230,9 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
+  // Started over an IPC channel (npm start, the tests, the benchmark): stop as on SIGTERM when the
+  // launcher goes, even if it died without stopping us, rather than run on as an orphan.
+  if (process.channel) process.once('disconnect', () => stop('SIGTERM'));
 }
 
 main().catch((e: Error) => {

@@ -113,7 +113,8 @@ export interface Stack {
 
 /**
  * Spawns `node <script> …args`, logs stderr to a file, and waits for its `{"ready":true}` line.
- * With `ipc`, the child also gets a message channel (and exits when its parent goes).
+ * With `ipc`, the child also gets a message channel, and exits when its parent goes (the host, the
+ * enclave and the shareholders' process all watch it), so a launcher that dies leaves no orphans.
  */
 export async function spawnReady(name: string, script: string, args: string[], logFile: string, nodeArgs: string[] = [], cwd = ROOT, ipc = false): Promise<ManagedProcess> {
   const log = openSync(logFile, 'a');
@@ -177,7 +178,7 @@ function gitCommit(): string {
 /** Starts one more host instance sharing the stack's data directory, enclave and database. */
 export async function startHostInstance(stack: Stack, args: string[], name = 'host-2', nodeArgs: string[] = []): Promise<ManagedProcess & { url: string }> {
   const hostDir = join(stack.dataDir, 'host');
-  const host = await spawnReady(name, 'host/main.ts', ['--data-dir', hostDir, '--enclave', `unix:${stack.enclaveSocket}`, '--port', '0', '--dev', ...args], join(stack.dataDir, 'logs', `${name}.log`), nodeArgs, hostDir);
+  const host = await spawnReady(name, 'host/main.ts', ['--data-dir', hostDir, '--enclave', `unix:${stack.enclaveSocket}`, '--port', '0', '--dev', ...args], join(stack.dataDir, 'logs', `${name}.log`), nodeArgs, hostDir, true);
   return Object.assign(host, { url: `http://127.0.0.1:${host.ready.port as number}` });
 }
 
@@ -332,7 +333,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     const enclaveSocket = join(dataDir, 'enclave.sock');
     progress('starting the enclave (dev NSM)');
     const enclaveArgs = ['--listen', `unix:${enclaveSocket}`, '--shareholders', shareholdersFile, '--dev-nsm', rootDir, '--dev-pcr0', pcr0, '--allow-loopback-http', ...(options.enclaveArgs ?? [])];
-    const enclave = await spawnReady('enclave', 'enclave/dev-main.ts', enclaveArgs, join(logs, 'enclave.log'), options.enclaveNodeArgs ?? []);
+    const enclave = await spawnReady('enclave', 'enclave/dev-main.ts', enclaveArgs, join(logs, 'enclave.log'), options.enclaveNodeArgs ?? [], ROOT, true);
     started.push(enclave);
 
     progress('starting the host gateway');
@@ -345,7 +346,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
       '--data-dir', hostDir, '--enclave', `unix:${enclaveSocket}`, '--port', String(port), '--dev', '--release-manifest', manifestPath,
       '--enrollment', enrollmentPath, '--attestation-root', join(rootDir, 'root.pem'), ...(options.hostArgs ?? []),
     ];
-    const host = await spawnReady('host', 'host/main.ts', hostArgs(options.hostPort ?? 8080), join(logs, 'host.log'), options.hostNodeArgs ?? [], hostDir);
+    const host = await spawnReady('host', 'host/main.ts', hostArgs(options.hostPort ?? 8080), join(logs, 'host.log'), options.hostNodeArgs ?? [], hostDir, true);
     started.push(host);
     const hostUrl = `http://127.0.0.1:${host.ready.port as number}`;
     const adminToken = readFileSync(join(hostDir, 'admin-token'), 'utf8').trim();
@@ -373,11 +374,11 @@ export async function startStack(options: StackOptions): Promise<Stack> {
       enclave,
       async restartEnclave() {
         await stack.enclave.stop();
-        stack.enclave = await spawnReady('enclave', 'enclave/dev-main.ts', enclaveArgs, join(logs, 'enclave.log'), options.enclaveNodeArgs ?? []);
+        stack.enclave = await spawnReady('enclave', 'enclave/dev-main.ts', enclaveArgs, join(logs, 'enclave.log'), options.enclaveNodeArgs ?? [], ROOT, true);
       },
       async restartHost() {
         await stack.host.stop();
-        stack.host = await spawnReady('host', 'host/main.ts', hostArgs(Number(new URL(hostUrl).port)), join(logs, 'host.log'), options.hostNodeArgs ?? [], hostDir);
+        stack.host = await spawnReady('host', 'host/main.ts', hostArgs(Number(new URL(hostUrl).port)), join(logs, 'host.log'), options.hostNodeArgs ?? [], hostDir, true);
       },
       async stop() {
         await Promise.all([stack.host.stop(), stack.enclave.stop(), shareholderHost.stopAll()]);

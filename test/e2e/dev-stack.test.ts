@@ -5,7 +5,7 @@
  * defaults the banner prints the exports the CLI needs; `npx securegate` prints no npm engine
  * warnings, and on a Node too old the bin says so in one line.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
@@ -50,7 +50,7 @@ describe('npm start on a data directory and a port', () => {
   }, 90_000);
 
   afterAll(async () => {
-    if (first && first.exitCode === null) {
+    if (first && first.exitCode === null && first.signalCode === null) {
       const exited = new Promise((r) => first.once('exit', r));
       first.kill('SIGINT');
       await exited;
@@ -119,6 +119,20 @@ describe('npm start on a data directory and a port', () => {
     expect(r.code).toBe(1);
     expect(r.stderr.trim()).toBe('securegate: --port must be a port number from 1 to 65535, got "eighty"');
   });
+
+  // Last: it kills the stack the others use.
+  it('takes its host and enclave down with it when the launcher dies without stopping them', async () => {
+    const children = execFileSync('ps', ['-o', 'pid=', '--ppid', String(first.pid)], { encoding: 'utf8' }).split('\n').map((p) => p.trim()).filter(Boolean).map(Number);
+    const scripts = children.map((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8'));
+    expect(scripts.some((c) => c.includes('host/main.ts'))).toBe(true);
+    expect(scripts.some((c) => c.includes('enclave/dev-main.ts'))).toBe(true);
+    first.kill('SIGKILL');
+    // Gone, or a zombie nobody has reaped yet (it stopped running either way).
+    const running = (pid: number) => existsSync(`/proc/${pid}`) && !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+    const deadline = Date.now() + 20_000;
+    while (children.some(running) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+    expect(children.filter(running)).toEqual([]);
+  }, 30_000);
 });
 
 describe('the securegate bin in its first minute', () => {
