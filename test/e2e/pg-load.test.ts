@@ -8,6 +8,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { prepareKill, reconcile, settled, startLoad, startTwoHosts, type TwoHosts } from '../../bench/soak.ts';
+import { DEFAULT_LANES } from '../../storage/db.ts';
 import { deadlocks, skipPostgres } from '../pg.ts';
 import { eventually } from './helpers.ts';
 
@@ -52,10 +53,13 @@ describe.skipIf(skipPostgres)('two hosts on one PostgreSQL under load', () => {
     const load = startLoad(hosts.urls, await loadKeys(), { concurrency: 16 });
     const locker = new pg.Client({ connectionString: hosts.databaseUrl });
     await locker.connect();
+    let lockedAt: number | undefined;
+    let heldMs = 0;
     try {
       await eventually(async () => (load.stats.served >= 40 ? true : undefined), 30_000);
       // The project's counter rows, which every settlement and capped reservation must lock.
       await locker.query("BEGIN; SELECT * FROM spend_counters WHERE scope = 'project' FOR UPDATE");
+      lockedAt = performance.now();
       // Both hosts' spend connections (8 each) end up waiting on that lock.
       await eventually(async () => {
         const { rows } = await locker.query("SELECT COUNT(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'");
@@ -70,10 +74,15 @@ describe.skipIf(skipPostgres)('two hosts on one PostgreSQL under load', () => {
       expect(kill.refusedAfterMs).toBeLessThan(1_000);
     } finally {
       await locker.query('ROLLBACK').catch(() => undefined);
+      if (lockedAt !== undefined) heldMs = performance.now() - lockedAt;
       await locker.end();
       await probe.close();
       const stats = await load.stop();
-      expect(stats.failures).toEqual([]);
+      // A spend statement that waits on a lock longer than the spend lane's lock timeout fails
+      // closed, 503 database_unavailable, as designed. Only a machine slow enough to keep the
+      // lock held that long here allows those; nothing else may fail, ever.
+      const designed = heldMs > DEFAULT_LANES.spend.lockTimeoutMs ? ['503 database_unavailable'] : [];
+      expect(stats.failures.filter((f) => !designed.includes(f))).toEqual([]);
     }
   }, 60_000);
 
