@@ -10,19 +10,14 @@
  * its own database edited by the test plus an HTTP front on loopback that relays the admin API and
  * rewrites only the `head` of `GET /admin/v1/receipts`, as a host that controls its own code can.
  */
-import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadRoot } from '../../attestation/index.ts';
-import { createKey } from '../../cli/owner.ts';
-import { verifyUsageReport } from '../../cli/usage-verify.ts';
-import type { SignedUsageReceipt } from '../../protocol/index.ts';
 import { openSqlite, type SqlDb } from '../../storage/db.ts';
-import { adminApi, connectTestProvider, eventually, startTestStack } from './helpers.ts';
+import { startTestStack } from './helpers.ts';
+import { connectionWithTraffic as usageTraffic, verifyUsage } from './usage-helpers.ts';
 
-const DAY = 86_400_000;
 let stack: Awaited<ReturnType<typeof startTestStack>>;
 let db: SqlDb;
 let front: Server;
@@ -61,40 +56,10 @@ afterAll(async () => {
   await stack?.cleanup();
 });
 
-const today = () => Math.floor(Date.now() / DAY);
-
-async function connectionWithTraffic(n: number): Promise<string> {
-  const id = await connectTestProvider(stack, 'openai', { connectionPolicy: { ceiling: { requests: 1000 } } });
-  const { key } = await createKey(stack.hostUrl, stack.adminToken, id);
-  for (let i = 0; i < n; i++) {
-    const r = await fetch(`${stack.hostUrl}/v1/chat/completions`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] }),
-    });
-    expect(r.status).toBe(200);
-    await r.text();
-  }
-  const admin = adminApi(stack);
-  await eventually(async () => {
-    const e = (await admin<{ receipts: SignedUsageReceipt[]; host: Array<{ requests: number }> }>('GET', `/receipts?connection=${id}`)).json;
-    return e.receipts.at(-1)?.receipt.requests === n && e.host[0]?.requests === n ? true : undefined;
-  });
-  return id;
-}
-
-const verify = (connection: string) =>
-  verifyUsageReport({
-    serverUrl: frontUrl,
-    adminToken: stack.adminToken,
-    shareholders: stack.shareholders.map(({ id, url, publicKey }) => ({ id, url, publicKey })),
-    threshold: stack.threshold,
-    roots: [loadRoot('securegate-dev-root', readFileSync(join(stack.dataDir, 'dev-root', 'root.pem')))],
-    expectPcrs: { '0': stack.pcr0 },
-    from: today(),
-    to: today(),
-    connection,
-  });
+// Each answer's receipt collected before the next request: every answer has its own receipt, so
+// dropping the newest drops exactly one request.
+const connectionWithTraffic = (n: number) => usageTraffic(stack, n, true);
+const verify = (connection: string) => verifyUsage(stack, connection, frontUrl);
 
 /** Drops the newest receipt and the newest audit row of `id`: the host's books and its receipts agree, one request short. */
 async function hideLastRequest(id: string): Promise<number> {

@@ -6,17 +6,14 @@
  * host's recorded totals and the shareholders' lease logs. The test then plays a host that edits
  * its own database, as a compromised host can, and shows each kind of tampering is named.
  */
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadRoot } from '../../attestation/index.ts';
 import { createKey } from '../../cli/owner.ts';
-import { verifyUsageReport } from '../../cli/usage-verify.ts';
 import type { SignedUsageReceipt } from '../../protocol/index.ts';
 import { openSqlite, type SqlDb } from '../../storage/db.ts';
-import { adminApi, connectTestProvider, eventually, startTestStack } from './helpers.ts';
+import { eventually, startTestStack } from './helpers.ts';
+import { connectionWithTraffic as usageTraffic, today, verifyUsage } from './usage-helpers.ts';
 
-const DAY = 86_400_000;
 let stack: Awaited<ReturnType<typeof startTestStack>>;
 let db: SqlDb;
 
@@ -29,48 +26,8 @@ afterAll(async () => {
   await stack?.cleanup();
 });
 
-const today = () => Math.floor(Date.now() / DAY);
-
-/**
- * A policy connection with `n` answered requests, once the host has both its audit rows and the
- * receipts. `eachCollected`: each answer's receipt collected before the next request, so every
- * answer has its own receipt (answers between two collections share one).
- */
-async function connectionWithTraffic(n: number, eachCollected = false): Promise<string> {
-  const id = await connectTestProvider(stack, 'openai', { connectionPolicy: { ceiling: { requests: 1000 } } });
-  const { key } = await createKey(stack.hostUrl, stack.adminToken, id);
-  const admin = adminApi(stack);
-  const collected = (requests: number) =>
-    eventually(async () => {
-      const e = (await admin<{ receipts: SignedUsageReceipt[]; host: Array<{ requests: number }> }>('GET', `/receipts?connection=${id}`)).json;
-      return e.receipts.at(-1)?.receipt.requests === requests && e.host[0]?.requests === requests ? true : undefined;
-    });
-  for (let i = 0; i < n; i++) {
-    const r = await fetch(`${stack.hostUrl}/v1/chat/completions`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] }),
-    });
-    expect(r.status).toBe(200);
-    await r.text();
-    if (eachCollected) await collected(i + 1);
-  }
-  await collected(n);
-  return id;
-}
-
-const verify = (connection: string) =>
-  verifyUsageReport({
-    serverUrl: stack.hostUrl,
-    adminToken: stack.adminToken,
-    shareholders: stack.shareholders.map(({ id, url, publicKey }) => ({ id, url, publicKey })),
-    threshold: stack.threshold,
-    roots: [loadRoot('securegate-dev-root', readFileSync(join(stack.dataDir, 'dev-root', 'root.pem')))],
-    expectPcrs: { '0': stack.pcr0 },
-    from: today(),
-    to: today(),
-    connection,
-  });
+const connectionWithTraffic = (n: number, eachCollected = false) => usageTraffic(stack, n, eachCollected);
+const verify = (connection: string) => verifyUsage(stack, connection);
 
 const receiptRows = async (id: string) =>
   (await db.query('SELECT id, seq, signed FROM usage_receipts WHERE connection_id = $1 ORDER BY seq', [id])).map((r) => ({ id: r.id as string, seq: Number(r.seq), signed: JSON.parse(r.signed as string) as SignedUsageReceipt }));
