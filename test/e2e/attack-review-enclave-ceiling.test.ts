@@ -12,49 +12,27 @@
  * Real stack: the enclave process, shareholder services and host; the upstream is a loopback
  * server that streams an Anthropic answer and sends its final usage a moment after the text.
  */
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeConnectionDescriptor, RPC_CONNECTION_HEADER, RPC_ENCLAVE_ERROR_HEADER, type SignedOwnerMessage } from '../../protocol/index.ts';
 import { openSqlite, type SqlDb } from '../../storage/db.ts';
 import { createKey } from '../../cli/owner.ts';
-import { connectTestProvider, enclaveRpc, startTestStack } from './helpers.ts';
+import { connectTestProvider, enclaveRpc, startAnthropicStreamUpstream, startTestStack } from './helpers.ts';
 
 let stack: Awaited<ReturnType<typeof startTestStack>>;
 let db: SqlDb;
-let upstream: Server;
+let upstream: Awaited<ReturnType<typeof startAnthropicStreamUpstream>>;
 let origin: string;
 const DELTAS = 300;
 
 beforeAll(async () => {
   stack = await startTestStack();
   db = openSqlite(join(stack.dataDir, 'host', 'host.sqlite'));
-  upstream = createServer((req, res) => {
-    req.resume();
-    req.on('end', () => {
-      res.writeHead(200, { 'content-type': 'text/event-stream' });
-      const ev = (event: string, payload: object) => res.write(`event: ${event}\ndata: ${JSON.stringify({ type: event, ...payload })}\n\n`);
-      ev('message_start', {
-        message: { id: 'msg_1', type: 'message', role: 'assistant', content: [], model: 'claude-sonnet-4-5', stop_reason: null, stop_sequence: null, usage: { input_tokens: 10, output_tokens: 1 } },
-      });
-      ev('content_block_start', { index: 0, content_block: { type: 'text', text: '' } });
-      for (let i = 0; i < DELTAS; i++) ev('content_block_delta', { index: 0, delta: { type: 'text_delta', text: ' tok' } });
-      ev('content_block_stop', { index: 0 });
-      // The final usage follows the text a moment later, as at the end of a long generation.
-      const timer = setTimeout(() => {
-        ev('message_delta', { delta: { stop_reason: 'end_turn', stop_sequence: null }, usage: { output_tokens: DELTAS } });
-        ev('message_stop', {});
-        res.end();
-      }, 1500);
-      res.on('close', () => clearTimeout(timer));
-    });
-  });
-  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
-  origin = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`;
+  // The final usage follows the text a moment later, as at the end of a long generation.
+  upstream = await startAnthropicStreamUpstream(DELTAS, 1500);
+  origin = upstream.origin;
 }, 120_000);
 afterAll(async () => {
-  upstream?.closeAllConnections();
   upstream?.close();
   await db?.close();
   await stack?.cleanup();

@@ -12,40 +12,21 @@
  * Real stack (host, enclave process, shareholders); the upstream is a loopback server that streams
  * an Anthropic answer and stalls before its final usage, as a long generation does.
  */
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { adminApi, enrollConnection, startTestStack } from './helpers.ts';
+import { adminApi, enrollConnection, startAnthropicStreamUpstream, startTestStack } from './helpers.ts';
 
 let stack: Awaited<ReturnType<typeof startTestStack>>;
-let upstream: Server;
+let upstream: Awaited<ReturnType<typeof startAnthropicStreamUpstream>>;
 let origin: string;
 const DELTAS = 300;
 
 beforeAll(async () => {
   stack = await startTestStack();
-  upstream = createServer((req, res) => {
-    req.resume();
-    req.on('end', () => {
-      res.writeHead(200, { 'content-type': 'text/event-stream' });
-      const ev = (event: string, payload: object) => res.write(`event: ${event}\ndata: ${JSON.stringify({ type: event, ...payload })}\n\n`);
-      ev('message_start', {
-        message: { id: 'msg_1', type: 'message', role: 'assistant', content: [], model: 'claude-sonnet-4-5', stop_reason: null, stop_sequence: null, usage: { input_tokens: 10, output_tokens: 1 } },
-      });
-      ev('content_block_start', { index: 0, content_block: { type: 'text', text: '' } });
-      // One token per delta: what the upstream generates (and bills) before the client hangs up.
-      for (let i = 0; i < DELTAS; i++) ev('content_block_delta', { index: 0, delta: { type: 'text_delta', text: ' tok' } });
-      ev('content_block_stop', { index: 0 });
-      // The final message_delta (output_tokens: DELTAS) would come here; the client is gone first.
-      const timer = setTimeout(() => res.end(), 20_000);
-      res.on('close', () => clearTimeout(timer));
-    });
-  });
-  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
-  origin = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`;
+  // The final message_delta (output_tokens: DELTAS) never comes before the client is gone.
+  upstream = await startAnthropicStreamUpstream(DELTAS);
+  origin = upstream.origin;
 });
 afterAll(async () => {
-  upstream?.closeAllConnections();
   upstream?.close();
   await stack?.cleanup();
 });

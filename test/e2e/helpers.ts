@@ -5,7 +5,8 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { createServer as createHttpServer } from 'node:http';
+import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Pool } from 'undici';
@@ -178,4 +179,44 @@ export async function connectTestProvider(
     ...(options.connectionPolicy ? { connectionPolicy: options.connectionPolicy } : {}),
   });
   return conn.id;
+}
+
+/**
+ * A loopback upstream that streams an Anthropic answer — `message_start` (input 10, output 1, as
+ * Anthropic reports it), then `deltas` one-token text deltas — and sends the final usage
+ * (`message_delta` with `output_tokens: deltas`, then `message_stop`) `finalAfterMs` later, or
+ * never (`undefined`: it stalls and ends after 20 s), as at the end of a long generation. What a
+ * client or host that hangs up before `message_delta` must not get counted as input + 1 tokens.
+ */
+export async function startAnthropicStreamUpstream(deltas: number, finalAfterMs?: number): Promise<{ origin: string; close(): void }> {
+  const server = createHttpServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      const ev = (event: string, payload: object) => res.write(`event: ${event}\ndata: ${JSON.stringify({ type: event, ...payload })}\n\n`);
+      ev('message_start', {
+        message: { id: 'msg_1', type: 'message', role: 'assistant', content: [], model: 'claude-sonnet-4-5', stop_reason: null, stop_sequence: null, usage: { input_tokens: 10, output_tokens: 1 } },
+      });
+      ev('content_block_start', { index: 0, content_block: { type: 'text', text: '' } });
+      for (let i = 0; i < deltas; i++) ev('content_block_delta', { index: 0, delta: { type: 'text_delta', text: ' tok' } });
+      ev('content_block_stop', { index: 0 });
+      const timer =
+        finalAfterMs === undefined
+          ? setTimeout(() => res.end(), 20_000)
+          : setTimeout(() => {
+              ev('message_delta', { delta: { stop_reason: 'end_turn', stop_sequence: null }, usage: { output_tokens: deltas } });
+              ev('message_stop', {});
+              res.end();
+            }, finalAfterMs);
+      res.on('close', () => clearTimeout(timer));
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    origin: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close() {
+      server.closeAllConnections();
+      server.close();
+    },
+  };
 }
