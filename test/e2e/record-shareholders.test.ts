@@ -8,13 +8,10 @@
  * requests or forge releases with the attacker's key, as the host in the middle could.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
-import { tmpdir } from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { decodeCoseSign1, parseAttestationPayload } from '../../attestation/index.ts';
 import { devPcrPolicy } from '../../attestation/dev.ts';
 import {
   encodeConnectionDescriptor,
@@ -35,63 +32,21 @@ import {
 } from '../../protocol/index.ts';
 import { createKey } from '../../cli/owner.ts';
 import { connectTestProvider, enclaveMetrics, enclaveRpc, enrollConnection, eventually, startTestStack } from './helpers.ts';
+import { startShareholderRelays, type ShareholderRelays } from './shareholder-relays.ts';
 
 let stack: Awaited<ReturnType<typeof startTestStack>>;
-let sockDir: string;
-const bridges: Server[] = [];
 /** The attacker's X25519 key: the operator lists it for sh-2 in the enclave's configuration. */
 const attacker = generateX25519KeyPair();
 const attackerKey = toHex(attacker.publicKey);
-/** Relays that answer 503 (a shareholder the host will not route to). */
-const dropFor = new Set<string>();
-/** Relays that replace each release with one sealed by the attacker's key: this share (or garbage). */
-const forgeFor = new Map<string, Uint8Array | 'garbage'>();
-let stackReady: (s: typeof stack) => void;
-const ready = new Promise<typeof stack>((r) => (stackReady = r));
-
-function bridge(id: string): Server {
-  return createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', async () => {
-      try {
-        const s = await ready;
-        if (dropFor.has(id)) {
-          res.writeHead(503).end();
-          return;
-        }
-        const target = s.shareholders.find((sh) => sh.id === id)!;
-        const body = Buffer.concat(chunks).toString('utf8');
-        const upstream = await fetch(`${target.url}${req.url}`, { method: req.method, headers: { 'content-type': 'application/json' }, ...(req.method === 'POST' ? { body } : {}) });
-        let text = await upstream.text();
-        const forged = forgeFor.get(id);
-        if (forged && req.url === '/v1/releases' && upstream.status === 200) {
-          const doc = parseAttestationPayload(decodeCoseSign1(new Uint8Array(Buffer.from((JSON.parse(body) as { document: string }).document, 'base64'))).payload);
-          const reply = JSON.parse(text) as { shares: Array<{ connectionId: string; envelope: string }> };
-          for (const share of reply.shares) {
-            const plaintext = forged === 'garbage' ? encodeShare({ index: Number(id.slice(3)), data: new Uint8Array(48).fill(7) }) : forged;
-            const env = await sealShareEnvelope(doc.publicKey!, plaintext, { purpose: 'release', connectionId: share.connectionId, shareholderId: id, nonce: doc.nonce! }, attacker.privateKey);
-            share.envelope = Buffer.from(env).toString('base64');
-          }
-          text = JSON.stringify(reply);
-        }
-        res.writeHead(upstream.status, { 'content-type': 'application/json' }).end(text);
-      } catch {
-        res.destroy();
-      }
-    });
-  });
-}
+/** The relays on the enclave's shareholder routes, forging with the attacker's key. */
+let relays: ShareholderRelays;
+/** A share that is no one's: what a forger without any share sends "from sh-<index>". */
+const garbage = (index: number) => encodeShare({ index, data: new Uint8Array(48).fill(7) });
 
 beforeAll(async () => {
-  sockDir = await mkdtemp(join(tmpdir(), 'sg-set-sock-'));
-  for (let i = 1; i <= 5; i++) {
-    const server = bridge(`sh-${i}`);
-    await new Promise<void>((r) => server.listen(join(sockDir, `shareholder-sh-${i}.sock`), r));
-    bridges.push(server);
-  }
-  stack = await startTestStack({ enclaveArgs: ['--shareholder-socket-dir', sockDir] });
-  stackReady(stack);
+  relays = await startShareholderRelays(['sh-1', 'sh-2', 'sh-3', 'sh-4', 'sh-5'], attacker, 'sg-set-sock-');
+  stack = await startTestStack({ enclaveArgs: ['--shareholder-socket-dir', relays.dir] });
+  relays.serve(stack);
   // The operator swaps sh-2's identity key in the enclave's configuration for the attacker's.
   const file = join(stack.dataDir, 'enclave-shareholders.json');
   const configured = JSON.parse(await readFile(file, 'utf8')) as Array<{ id: string; url: string; publicKey: string }>;
@@ -100,8 +55,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await stack?.cleanup();
-  for (const b of bridges) b.close();
-  await rm(sockDir, { recursive: true, force: true });
+  await relays?.close();
 });
 
 const pins = () => stack.shareholders.map(({ id, url, publicKey }) => ({ id, url, publicKey }));
@@ -161,21 +115,21 @@ describe('releases authenticated against the shareholder set the record binds', 
     const id = await connectTestProvider(stack, 'openai');
     const { key } = await createKey(stack.hostUrl, stack.adminToken, id);
     // Only sh-1, sh-2 and sh-3 are reachable: without sh-2's release no key can be rebuilt.
-    dropFor.add('sh-4').add('sh-5');
+    relays.drop.add('sh-4').add('sh-5');
     try {
       const before = await unauthenticated('sh-2');
       const completion = await chat(key);
       expect(completion.choices[0]!.message.content).toContain('mock upstream');
       expect(await unauthenticated('sh-2')).toBe(before);
     } finally {
-      dropFor.clear();
+      relays.drop.clear();
     }
   });
 
   it('refuses a release forged with the attacker\'s (configured) key for sh-2 as unauthenticated, never blaming sh-2', async () => {
     const conn = await onboard();
     const before = await unauthenticated('sh-2');
-    forgeFor.set('sh-2', 'garbage');
+    relays.forge.set('sh-2', garbage(2));
     try {
       // A fresh connection's first lease asks sh-1, sh-2, sh-3; sh-2's forged release is refused and sh-4 asked instead.
       const res = await rpc(descriptor(conn, conn.set));
@@ -183,7 +137,7 @@ describe('releases authenticated against the shareholder set the record binds', 
       expect(await eventually(async () => ((await unauthenticated('sh-2')) > before ? true : undefined))).toBe(true);
       expect(await badShares()).toEqual([]);
     } finally {
-      forgeFor.clear();
+      relays.forge.clear();
     }
   });
 
@@ -193,13 +147,13 @@ describe('releases authenticated against the shareholder set the record binds', 
     // The host lists its own key for sh-2 and forges sh-2's releases with it: shares that
     // authenticate under the swapped set, but a set the record's AAD does not bind.
     const swapped = conn.set.map((m) => (m.id === 'sh-2' ? { ...m, publicKey: attackerKey } : m));
-    forgeFor.set('sh-2', 'garbage');
+    relays.forge.set('sh-2', garbage(2));
     try {
       const res = await rpc(descriptor(conn, swapped));
       expect(res.status).toBe(403);
       expect(res.body.error?.code).toBe('sealed_record_invalid');
     } finally {
-      forgeFor.clear();
+      relays.forge.clear();
     }
     // Every key its own: nothing authenticates, nothing is rebuilt.
     const allSwapped = await rpc(descriptor(conn, conn.set.map((m) => ({ ...m, publicKey: attackerKey }))));
@@ -225,7 +179,7 @@ describe('releases authenticated against the shareholder set the record binds', 
     const mixed = conn.set.map((m) => (['sh-1', 'sh-2'].includes(m.id) ? m : { ...m, publicKey: attackerKey }));
     const binding: KeyBinding = { ...conn.binding, shareholderSetSha256: shareholderSetSha256(mixed, stack.threshold) };
     const record = Buffer.from(sealUpstreamKey(new TextEncoder().encode('sk-the-hosts-own'), dek, binding, (n) => new Uint8Array(randomBytes(n)))).toString('base64');
-    for (const i of [3, 4, 5]) forgeFor.set(`sh-${i}`, encodeShare(own[i - 1]!));
+    for (const i of [3, 4, 5]) relays.forge.set(`sh-${i}`, encodeShare(own[i - 1]!));
     try {
       // sh-1's and sh-2's authentic shares do not fit the host's key: named, they would be framed.
       // The host's record opens (its own key reaches the mock upstream, which refuses it: 401) —
@@ -233,7 +187,7 @@ describe('releases authenticated against the shareholder set the record binds', 
       const res = await rpc(descriptor({ binding: conn.binding, sealedRecord: record }, mixed));
       expect(res.status).toBe(401);
     } finally {
-      forgeFor.clear();
+      relays.forge.clear();
     }
     expect(await badShares()).toEqual([]);
   });
@@ -286,12 +240,12 @@ describe('releases authenticated against the shareholder set the record binds', 
     }
     // sh-2 (whose configured key the operator swapped) is unreachable, so the key is rebuilt from
     // sh-1, sh-4 and sh-5: members whose set key the configuration confirms.
-    dropFor.add('sh-2');
+    relays.drop.add('sh-2');
     try {
       const res = await rpc(descriptor({ binding, sealedRecord: Buffer.from(record).toString('base64') }, set));
       expect(res.status).toBe(200);
     } finally {
-      dropFor.clear();
+      relays.drop.clear();
     }
     expect(await badShares()).toEqual(['securegate_enclave_bad_shares_total{shareholder="sh-3"} 1']);
   });
