@@ -17,7 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeConnectionDescriptor, RPC_CONNECTION_HEADER, RPC_ENCLAVE_ERROR_HEADER, type SignedOwnerMessage } from '../../protocol/index.ts';
 import { openSqlite, type SqlDb } from '../../storage/db.ts';
 import { createKey } from '../../cli/owner.ts';
-import { connectTestProvider, enclaveRpc, startAnthropicStreamUpstream, startTestStack } from './helpers.ts';
+import { connectTestProvider, enclaveRpc, readAnthropicStreamAndHangUp, startAnthropicStreamUpstream, startTestStack } from './helpers.ts';
 
 let stack: Awaited<ReturnType<typeof startTestStack>>;
 let db: SqlDb;
@@ -116,28 +116,9 @@ describe("the enclave's daily token ceiling against a host that hangs up before 
     const { key } = await createKey(stack.hostUrl, stack.adminToken, id);
     const statuses: number[] = [];
     for (let i = 0; i < 8; i++) {
-      const ac = new AbortController();
-      const res = await fetch(`${stack.hostUrl}/v1/messages`, {
-        method: 'POST',
-        signal: ac.signal,
-        headers: { 'x-api-key': key, 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
-        body: JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: DELTAS, stream: true, messages: [{ role: 'user', content: 'hi' }] }),
-      });
-      statuses.push(res.status);
-      if (res.status !== 200) {
-        await res.text();
-        continue;
-      }
-      const reader = res.body!.getReader();
-      let text = '';
-      while (!text.includes('content_block_stop')) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        text += Buffer.from(value).toString();
-      }
-      ac.abort();
-      await reader.cancel().catch(() => undefined);
-      await new Promise((r) => setTimeout(r, 200));
+      const { status } = await readAnthropicStreamAndHangUp(stack.hostUrl, key, DELTAS);
+      statuses.push(status);
+      if (status === 200) await new Promise((r) => setTimeout(r, 200));
     }
     expect(statuses.filter((s) => s === 200).length, statuses.join(',')).toBeLessThanOrEqual(4);
     expect(statuses.at(-1)).toBe(429);

@@ -13,7 +13,7 @@
  * an Anthropic answer and stalls before its final usage, as a long generation does.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { adminApi, enrollConnection, startAnthropicStreamUpstream, startTestStack } from './helpers.ts';
+import { adminApi, enrollConnection, readAnthropicStreamAndHangUp, startAnthropicStreamUpstream, startTestStack } from './helpers.ts';
 
 let stack: Awaited<ReturnType<typeof startTestStack>>;
 let upstream: Awaited<ReturnType<typeof startAnthropicStreamUpstream>>;
@@ -35,28 +35,10 @@ let lastRefusal = '';
 
 /** Streams a message, reads until the generated text has arrived, then hangs up. */
 async function readAndHangUp(key: string): Promise<number> {
-  const ac = new AbortController();
-  const res = await fetch(`${stack.hostUrl}/v1/messages`, {
-    method: 'POST',
-    signal: ac.signal,
-    headers: { 'x-api-key': key, 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
-    body: JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: DELTAS, stream: true, messages: [{ role: 'user', content: 'hi' }] }),
-  });
-  if (res.status !== 200) {
-    lastRefusal = await res.text();
-    return res.status;
-  }
-  const reader = res.body!.getReader();
-  let text = '';
-  while (!text.includes('content_block_stop')) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    text += Buffer.from(value).toString();
-  }
-  expect(text.split('text_delta').length - 1).toBe(DELTAS);
-  ac.abort();
-  await reader.cancel().catch(() => undefined);
-  return res.status;
+  const { status, text } = await readAnthropicStreamAndHangUp(stack.hostUrl, key, DELTAS);
+  if (status !== 200) lastRefusal = text;
+  else expect(text.split('text_delta').length - 1).toBe(DELTAS);
+  return status;
 }
 
 describe('tokens per minute against a client that hangs up before the final usage', () => {

@@ -220,3 +220,29 @@ export async function startAnthropicStreamUpstream(deltas: number, finalAfterMs?
     },
   };
 }
+
+/**
+ * A client that streams an Anthropic message through the host at `hostUrl` with `key`, reads
+ * until the generated text has arrived (`content_block_stop`), then hangs up before the final
+ * usage. Returns the status and what it read: the streamed text, or the refusal's body.
+ */
+export async function readAnthropicStreamAndHangUp(hostUrl: string, key: string, maxTokens: number): Promise<{ status: number; text: string }> {
+  const ac = new AbortController();
+  const res = await fetch(`${hostUrl}/v1/messages`, {
+    method: 'POST',
+    signal: ac.signal,
+    headers: { 'x-api-key': key, 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
+    body: JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: maxTokens, stream: true, messages: [{ role: 'user', content: 'hi' }] }),
+  });
+  if (res.status !== 200) return { status: res.status, text: await res.text() };
+  const reader = res.body!.getReader();
+  let text = '';
+  while (!text.includes('content_block_stop')) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    text += Buffer.from(value).toString();
+  }
+  ac.abort();
+  await reader.cancel().catch(() => undefined);
+  return { status: res.status, text };
+}
