@@ -36,7 +36,9 @@ const MAX_PENDING = 50_000;
 
 const COLUMNS = ['id', 'at', 'request_id', 'key_id', 'project_id', 'connection_id', 'provider', 'model_requested', 'model_resolved', 'tokens_in', 'tokens_out', 'tokens_cached', 'cost_micros', 'status', 'code', 'client_ip', 'city', 'device_match', 'latency_ms', 'endpoint'];
 
-const INSERT_ONE = `INSERT INTO audit_log (${COLUMNS.join(', ')}) VALUES (${COLUMNS.map((_, i) => `$${i + 1}`).join(', ')}) ON CONFLICT (id) DO NOTHING`;
+/** `INSERT … VALUES <tuples> ON CONFLICT (id) DO NOTHING`: a batch's rows (PostgreSQL) or one row (SQLite). */
+const insertRows = (tuples: string[]) => `INSERT INTO audit_log (${COLUMNS.join(', ')}) VALUES ${tuples.join(', ')} ON CONFLICT (id) DO NOTHING`;
+const INSERT_ONE = insertRows([`(${COLUMNS.map((_, i) => `$${i + 1}`).join(', ')})`]);
 
 /** A row's values in COLUMNS order. */
 function auditValues(r: AuditRow & { id: string }): SqlValue[] {
@@ -83,7 +85,7 @@ export class AuditWriter {
             params.push(...values);
             return `(${values.map((_, i) => `$${start + i + 1}`).join(', ')})`;
           });
-          await this.#db.query(`INSERT INTO audit_log (${COLUMNS.join(', ')}) VALUES ${tuples.join(', ')} ON CONFLICT (id) DO NOTHING`, params);
+          await this.#db.query(insertRows(tuples), params);
         } else {
           // SQLite: one prepared single-row statement per row, all in one transaction (through the
           // group commit: a bare statement would run inside whatever batch is open, and vanish with
