@@ -81,8 +81,12 @@ describe.skipIf(skipPostgres)('lanes on PostgreSQL', () => {
     await other.lane!('spend').close(); // a lane's close is the parent's business: nothing happens
     await other.lane!('spend').query('SELECT 1');
     await other.close();
-    const { rows } = await blocker.query("SELECT COUNT(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE $1 || '%'", [`${applicationName}-close`]);
-    expect(rows[0].n).toBe(0);
+    // A backend leaves pg_stat_activity a moment after its client hung up: wait for that (up to
+    // 5 s), which a connection left open never does.
+    const open = async () => (await blocker.query("SELECT COUNT(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE $1 || '%'", [`${applicationName}-close`])).rows[0].n as number;
+    let n = await open();
+    for (const deadline = Date.now() + 5_000; n > 0 && Date.now() < deadline; n = await open()) await new Promise((r) => setTimeout(r, 50));
+    expect(n).toBe(0);
   });
 });
 
