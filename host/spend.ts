@@ -46,7 +46,7 @@
  * Integers only (micro-dollars): after any run without a crash, spent equals the sum of settled
  * costs exactly.
  */
-import { randomBytes } from 'node:crypto';
+import { newId } from './keys.ts';
 import type { SqlDb, SqlValue } from '../storage/db.ts';
 import { periodOf, utcDay, utcMinute } from './spend-windows.ts';
 
@@ -248,7 +248,7 @@ export class SpendLedger {
     const tokens = r.tokens ?? 0;
     if (!Number.isSafeInteger(tokens) || tokens < 0) throw new SpendError('invalid_amount', 'tokens must be a non-negative integer');
     const day = utcDay(r.now);
-    const id = `res_${randomBytes(10).toString('hex')}`;
+    const id = newId('res');
     // The minute the request began names its rate counters; settlement reads it back from the row.
     const minute = (r.keyRpm ?? null) !== null || (r.keyTpm ?? null) !== null ? utcMinute(r.now) : null;
     const list = countersOf(r, day, minute);
@@ -307,7 +307,7 @@ export class SpendLedger {
     } catch (e) {
       return Promise.reject(e);
     }
-    const id = `res_${randomBytes(10).toString('hex')}`;
+    const id = newId('res');
     const now = Date.now();
     // The row is inserted with ON CONFLICT DO NOTHING: an insert retried after a lost answer is one row.
     let inserted = false;
