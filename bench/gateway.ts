@@ -8,7 +8,9 @@
  * PostgreSQL with two host instances behind a client-side balancer (the production layout),
  * sharing the same enclave and shareholders; the PostgreSQL schema is the run's own, dropped after.
  * SecureGate's processes run with `npm start`'s Node flags (DEV_STACK_NODE_ARGS), so its memory
- * rows describe the dev stack.
+ * rows describe the dev stack. The throughput phase also reads each process's CPU time
+ * (`/proc/<pid>/stat`) and reports it per request: SecureGate's host and enclave beside Portkey's
+ * one process and beside the bare relays (what a process hop alone costs in CPU).
  */
 import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -44,6 +46,8 @@ interface Target {
   pool: Dispatcher;
   path: string;
   headers: Record<string, string>;
+  /** The processes that serve it, by role, whose CPU time the throughput phase reads. */
+  processes?: Record<string, number[]>;
 }
 
 function percentile(sorted: number[], p: number): number {
@@ -96,7 +100,20 @@ function sortedLatencies(runs: Map<string, number[][]>): Map<string, number[]> {
   return new Map([...runs].map(([name, r]) => [name, r.flat().sort((a, b) => a - b)]));
 }
 
-async function maxThroughput(t: Target, concurrency: number, ms: number): Promise<number> {
+/** CPU time (user + system) a process has used so far, in µs (`/proc/<pid>/stat`, 100 ticks a second). */
+async function cpuMicros(pid: number): Promise<number> {
+  const fields = (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10_000;
+}
+
+/**
+ * Closed-loop throughput of `concurrency` clients for `ms`, the requests done, and the CPU time
+ * (µs) each role of the target's processes used meanwhile.
+ */
+async function maxThroughput(t: Target, concurrency: number, ms: number): Promise<{ rps: number; done: number; cpu: Record<string, number> }> {
+  const roles = Object.entries(t.processes ?? {});
+  const cpuNow = async () => Promise.all(roles.map(async ([, pids]) => (await Promise.all(pids.map(cpuMicros))).reduce((a, b) => a + b, 0)));
+  const before = await cpuNow();
   let done = 0;
   const until = performance.now() + ms;
   await Promise.all(
@@ -107,7 +124,8 @@ async function maxThroughput(t: Target, concurrency: number, ms: number): Promis
       }
     }),
   );
-  return (done * 1000) / ms;
+  const after = await cpuNow();
+  return { rps: (done * 1000) / ms, done, cpu: Object.fromEntries(roles.map(([role], i) => [role, after[i]! - before[i]!])) };
 }
 
 interface LadderStep {
@@ -203,13 +221,13 @@ async function startPortkey(): Promise<{ url: string; pid: number; stop: () => v
 }
 
 /** Spawns a bench helper process and waits for its `{ "origin" }` line. */
-async function spawnOrigin(script: string, env: Record<string, string>): Promise<{ origin: string; stop: () => void }> {
+async function spawnOrigin(script: string, env: Record<string, string>): Promise<{ origin: string; pid: number; stop: () => void }> {
   const child = spawn(process.execPath, [fileURLToPath(new URL(script, import.meta.url))], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } });
   const line = await new Promise<string>((resolve, reject) => {
     createInterface({ input: child.stdout! }).once('line', resolve);
     child.once('exit', (code) => reject(new Error(`${script} exited (${code})`)));
   });
-  return { origin: (JSON.parse(line) as { origin: string }).origin, stop: () => child.kill('SIGTERM') };
+  return { origin: (JSON.parse(line) as { origin: string }).origin, pid: child.pid!, stop: () => child.kill('SIGTERM') };
 }
 
 /** The mock upstream in its own process (see mock-process.ts), with a connection and key to it. */
@@ -346,22 +364,24 @@ export async function gatewayBenchmarks(options: GatewayBenchOptions): Promise<B
     const relay1 = keep(await spawnOrigin('./relay-process.ts', { RELAY_TARGET: upstream.origin }));
     const relay2b = keep(await spawnOrigin('./relay-process.ts', { RELAY_TARGET: upstream.origin }));
     const relay2 = keep(await spawnOrigin('./relay-process.ts', { RELAY_TARGET: relay2b.origin }));
-    const mk = (name: string, base: string, path: string, headers: Record<string, string>): Target => ({ name, pool: new Pool(base, { connections: 256, pipelining: 1 }), path, headers });
+    const mk = (name: string, base: string, path: string, headers: Record<string, string>, processes?: Record<string, number[]>): Target => ({ name, pool: new Pool(base, { connections: 256, pipelining: 1 }), path, headers, ...(processes ? { processes } : {}) });
     const direct = mk('direct', upstream.origin, '/v1/chat/completions', { authorization: `Bearer ${upstream.upstreamKey}` });
-    const gateway = mk('securegate', stack.hostUrl, '/v1/chat/completions', { authorization: `Bearer ${upstream.key}` });
+    const enclavePid = stack.enclave.child.pid!;
+    const gateway = mk('securegate', stack.hostUrl, '/v1/chat/completions', { authorization: `Bearer ${upstream.key}` }, { host: [stack.host.child.pid!], enclave: [enclavePid] });
     const peer = mk('portkey', portkey.url, '/v1/chat/completions', {
       authorization: `Bearer ${upstream.upstreamKey}`,
       'x-portkey-provider': 'openai',
       'x-portkey-custom-host': `${upstream.origin}/v1`,
-    });
-    const bare1 = mk('relay1', relay1.origin, '/v1/chat/completions', { authorization: `Bearer ${upstream.upstreamKey}` });
-    const bare2 = mk('relay2', relay2.origin, '/v1/chat/completions', { authorization: `Bearer ${upstream.upstreamKey}` });
+    }, { gateway: [portkey.pid] });
+    const bare1 = mk('relay1', relay1.origin, '/v1/chat/completions', { authorization: `Bearer ${upstream.upstreamKey}` }, { relays: [relay1.pid] });
+    const bare2 = mk('relay2', relay2.origin, '/v1/chat/completions', { authorization: `Bearer ${upstream.upstreamKey}` }, { relays: [relay2.pid, relay2b.pid] });
     // Two hosts on PostgreSQL behind a client-side balancer, as a load balancer would spread them.
     const gatewayPg: Target | undefined = postgres && {
       name: 'securegate-pg',
       pool: new BalancedPool(postgres.hosts.map((h) => h.url), { connections: 128, pipelining: 1 }),
       path: '/v1/chat/completions',
       headers: { authorization: `Bearer ${await mockConnectionKey(stack, postgres.hosts[0]!.url, upstream.origin, upstream.upstreamKey)}` },
+      processes: { host: postgres.hosts.map((h) => h.child.pid!), enclave: [enclavePid] },
     };
     const gateways = gatewayPg ? [gateway, gatewayPg] : [gateway];
     const targets = [direct, ...gateways, peer, bare1, bare2];
@@ -390,10 +410,14 @@ export async function gatewayBenchmarks(options: GatewayBenchOptions): Promise<B
         },
       ]),
     );
-    log('bench: maximum throughput (32 concurrent clients), interleaved rounds');
-    const tput = new Map(
-      [...(await interleaved([direct, ...gateways, peer], 3, (t) => maxThroughput(t, 32, smoke ? 100 : 1000)))].map(([name, runs]) => [name, runs.reduce((a, b) => a + b, 0) / runs.length]),
-    );
+    log('bench: maximum throughput (32 concurrent clients) and CPU per request, interleaved rounds');
+    const tputRuns = await interleaved([direct, ...gateways, peer, bare1, bare2], 3, (t) => maxThroughput(t, 32, smoke ? 100 : 1000));
+    const tput = new Map([...tputRuns].map(([name, runs]) => [name, runs.reduce((a, r) => a + r.rps, 0) / runs.length]));
+    /** CPU µs per request of one role of a target's processes, over every round of the throughput phase. */
+    const cpuUs = (name: string, role: string) => {
+      const runs = tputRuns.get(name)!;
+      return runs.reduce((a, r) => a + (r.cpu[role] ?? 0), 0) / Math.max(1, runs.reduce((a, r) => a + r.done, 0));
+    };
     const ladderRates = smoke ? [50, 100] : [100, 200, 400, 700, 1000, 1400, 2000, 2800, 4000];
     log(`bench: throughput at p99 ≤ 1 / 5 / 10 ms (open loop at ${ladderRates.join(', ')} req/s, ${smoke ? 200 : 1000} ms each)`);
     const ladder = await rateLadder([direct, ...gateways, peer], ladderRates, smoke ? 200 : 1000, 10);
@@ -467,11 +491,29 @@ export async function gatewayBenchmarks(options: GatewayBenchOptions): Promise<B
             ratio: mb[name]! / mb.portkey!,
           }));
     const loadErrors = peers.map((name) => load.get(name)!.errors).join('/');
+    // CPU per request at 32 clients: SecureGate's two processes beside Portkey's one, and each
+    // beside a bare relay (the floor any process hop costs here: an HTTP server and an undici client).
+    const relayUs = cpuUs('relay1', 'relays');
+    const relayBaseline = `bare relay ${relayUs.toFixed(0)} µs`;
+    // A smoke run's rounds can be shorter than one 10 ms tick of process CPU time.
+    const per = (a: number, b: number) => (b > 0 ? a / b : 0);
+    const cpuRows = (name: string): BenchFigure[] => {
+      const hosts = `${label[name]} host${name === 'securegate-pg' ? 's' : ''}`;
+      const [host, enclave, portkeyUs] = [cpuUs(name, 'host'), cpuUs(name, 'enclave'), cpuUs('portkey', 'gateway')];
+      return [
+        { name: `CPU per request at 32 clients: ${hosts} + enclave (µs)`, medianUs: host + enclave, baseline: `Portkey ${portkeyUs.toFixed(0)} µs`, ratio: per(host + enclave, portkeyUs) },
+        { name: `CPU per request at 32 clients: ${hosts} (µs)`, medianUs: host, baseline: relayBaseline, ratio: per(host, relayUs) },
+        { name: `CPU per request at 32 clients: ${label[name]} enclave (µs)`, medianUs: enclave, baseline: relayBaseline, ratio: per(enclave, relayUs) },
+      ];
+    };
     return [
       { name: 'direct → mock, sequential p50 (baseline)', medianUs: us(dp50), baseline: '-', ratio: 1 },
       ...peers.flatMap(latencyRows),
       { name: `achieved rate SecureGate / Portkey (errors ${loadErrors})`, medianUs: load.get('securegate')!.achieved, baseline: `Portkey ${load.get('portkey')!.achieved.toFixed(0)}/s`, ratio: load.get('securegate')!.achieved / load.get('portkey')!.achieved },
       ...peers.flatMap(capacityRows),
+      ...gateways.map((g) => g.name).flatMap(cpuRows),
+      { name: 'CPU per request at 32 clients: Portkey (µs)', medianUs: cpuUs('portkey', 'gateway'), baseline: relayBaseline, ratio: per(cpuUs('portkey', 'gateway'), relayUs) },
+      { name: 'CPU per request at 32 clients: bare relays, 2 hops (µs)', medianUs: cpuUs('relay2', 'relays'), baseline: relayBaseline, ratio: per(cpuUs('relay2', 'relays'), relayUs) },
       ...memoryNames.flatMap(memoryRows),
       { name: 'bare relay, 1 hop: added sequential p50', medianUs: us(added('relay1', 50)), baseline: 'direct p50', ratio: added('relay1', 50) / dp50 },
       { name: 'bare relay, 2 hops: added sequential p50', medianUs: us(added('relay2', 50)), baseline: 'direct p50', ratio: added('relay2', 50) / dp50 },

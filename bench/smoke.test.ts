@@ -14,4 +14,8 @@ it('runs the whole benchmark in smoke mode and reports every figure', async () =
   const rows = out.split('\n').filter((l) => l.startsWith('| ') && !l.startsWith('| ---') && !l.startsWith('| benchmark'));
   expect(rows.length).toBeGreaterThanOrEqual(20);
   for (const row of rows) expect(row, row).not.toMatch(/NaN/);
+  // CPU per request of each gateway's processes beside a bare relay's (issue 22).
+  for (const who of ['SecureGate host + enclave', 'SecureGate host', 'SecureGate enclave', 'Portkey', 'bare relays, 2 hops']) {
+    expect(rows.some((r) => r.startsWith(`| CPU per request at 32 clients: ${who} (µs) |`)), who).toBe(true);
+  }
 }, 300_000);
