@@ -9,7 +9,7 @@ import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:
 import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
-import { Pool } from 'undici';
+import { Pool, type Dispatcher } from 'undici';
 import { allowListPermits } from '../protocol/allow-list.ts';
 import { HOP_BY_HOP_HEADERS, isLoopbackHost } from '../protocol/http-rules.ts';
 import { providerSpec, upstreamPathFor, type ProviderSpec } from '../protocol/providers/index.ts';
@@ -91,7 +91,8 @@ function withQueryCredential(path: string, scheme: AuthScheme, key: string): str
 
 export function forwardedRequestHeaders(headers: IncomingHttpHeaders): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
-  for (const [name, value] of Object.entries(headers)) {
+  for (const name in headers) {
+    const value = headers[name];
     if (value === undefined || DROP_REQUEST.has(name) || name.startsWith('x-sg-')) continue;
     out[name] = value;
   }
@@ -131,32 +132,39 @@ export interface ForwarderOptions {
 
 
 /**
- * Streams an upstream body to the response until either ends, chunk by chunk through the key
- * scrubber when one is given (which holds back only what could begin the key), the usage meter
- * reading each chunk after it is written: a data handler with pause/resume for backpressure, not a
- * Transform and two pipes, each of which costs every chunk another turn before the first byte goes
- * out. A body that breaks off: what the scrubber still holds goes out (masked where it could begin
- * the key), then the response is destroyed, so the host sees the stream end abnormally, not a
- * clean end. A response that closes early (the client went away) cancels the upstream call
- * through the abort signal `forward` set.
+ * Writes a body to the response chunk by chunk through the key scrubber when one is given (which
+ * holds back only what could begin the key), the usage meter reading each chunk after it is
+ * written; `source` is paused while the response's socket is full. A body that breaks off
+ * (`error`): what the scrubber still holds goes out (masked where it could begin the key), then
+ * the response is destroyed, so the host sees the stream end abnormally, not a clean end.
  */
-export function relay(body: NodeJS.ReadableStream, res: ServerResponse, scrubber?: KeyScrubber, meter?: UsageMeter): Promise<void> {
-  return new Promise((resolve) => {
-    res.once('close', () => resolve());
-    body.on('data', (chunk: Buffer) => {
+function relayTo(res: ServerResponse, source: { pause(): unknown; resume(): unknown }, scrubber?: KeyScrubber, meter?: UsageMeter) {
+  return {
+    data(chunk: Buffer): void {
       const out = scrubber ? scrubber.push(chunk) : chunk;
       if (out.length > 0 && !res.write(out)) {
-        body.pause();
-        res.once('drain', () => body.resume());
+        source.pause();
+        res.once('drain', () => source.resume());
       }
       meter?.push(chunk);
-    });
-    body.on('end', () => res.end(scrubber?.flush()));
-    body.on('error', () => {
+    },
+    end: () => void res.end(scrubber?.flush()),
+    error(): void {
       const rest = scrubber?.flush();
       if (rest?.length) res.write(rest);
       setImmediate(() => res.destroy());
-    });
+    },
+  };
+}
+
+/** `relayTo` from a stream, until the response closes: a data handler with pause/resume, not a Transform and two pipes. */
+export function relay(body: NodeJS.ReadableStream, res: ServerResponse, scrubber?: KeyScrubber, meter?: UsageMeter): Promise<void> {
+  return new Promise((resolve) => {
+    res.once('close', () => resolve());
+    const to = relayTo(res, body, scrubber, meter);
+    body.on('data', to.data);
+    body.on('end', to.end);
+    body.on('error', to.error);
   });
 }
 
@@ -228,6 +236,17 @@ export class Forwarder {
     return pool;
   }
 
+  /**
+   * One upstream call, its answer taken as undici's dispatcher hands it over (the handler
+   * interface, undici `types/dispatcher.d.ts`) — no body stream, promise chain or async iterator
+   * per answer, which cost more CPU than the relaying itself. Headers are scrubbed on arrival;
+   * then an error status is read whole (bounded; a broken one as far as it came) and scrubbed
+   * for echoes of parts of the key too; a small answer of known length (most JSON) is read whole
+   * and written back in one write; anything else streams through `relayTo`, the upstream paused
+   * while the host's socket is full. An upstream that compresses anyway is decoded here first,
+   * so nothing passes unscrubbed. A response that closes early (the host went away) aborts the
+   * upstream call. Settles once the answer is relayed (a stream: once the response closed).
+   */
   async forward(
     target: ForwardTarget,
     scheme: AuthScheme,
@@ -238,110 +257,116 @@ export class Forwarder {
     options: ForwardOptions = {},
   ): Promise<number> {
     const started = performance.now();
-    const path = withQueryCredential(target.path, scheme, key);
-    const abort = new AbortController();
-    const onClose = () => {
-      if (!res.writableFinished) abort.abort();
-    };
-    res.on('close', onClose);
-    const hasBody = req.method !== 'GET' && req.method !== 'HEAD';
-    let upstream;
-    try {
-      upstream = await this.#pool(target.origin).request({
-        path,
-        method: req.method as 'POST',
-        headers: {
-          ...forwardedRequestHeaders(req.headers),
-          ...(options.body ? { 'content-length': String(options.body.length) } : {}),
-          'accept-encoding': 'identity',
-          ...credentialHeaders(scheme, key),
-        },
-        body: hasBody ? (options.body ?? req) : null,
-        signal: abort.signal,
-        ...this.#timeouts,
-      });
-    } catch (cause) {
-      if (cause instanceof EnclaveError) throw cause;
-      const message = cause instanceof Error ? scrubKey(cause.message, key) : 'request failed';
-      throw new EnclaveError('upstream_unreachable', `upstream request failed: ${message}`);
-    }
-    onHeaders((performance.now() - started) / 1000);
-    const scrubber = new KeyScrubber(key);
-    const status = upstream.statusCode;
-    const headers: Record<string, string | string[]> = {};
-    for (const [name, value] of Object.entries(upstream.headers)) {
-      if (value === undefined || DROP_RESPONSE.has(name)) continue;
-      headers[name] = Array.isArray(value) ? value.map((v) => scrubber.scrubString(v)) : scrubber.scrubString(value);
-    }
-    // Usage is read only where the owner's policy counts it (every event of every stream parsed otherwise).
+    const pool = this.#pool(target.origin);
+    const headers = forwardedRequestHeaders(req.headers);
+    if (options.body) headers['content-length'] = String(options.body.length);
+    headers['accept-encoding'] = 'identity';
+    Object.assign(headers, credentialHeaders(scheme, key));
+    const { promise, resolve, reject } = Promise.withResolvers<number>();
     const onUsage = options.onUsage;
-    const meter = onUsage ? new UsageMeter(String(upstream.headers['content-type'] ?? '')) : undefined;
-    let reported = false;
-    const report = () => {
-      if (reported || !onUsage) return;
-      reported = true;
-      onUsage(status >= 400 ? { inputTokens: 0, outputTokens: 0 } : meter!.end(), status);
+    const scrubber = new KeyScrubber(key);
+    const answer: Record<string, string | string[]> = {};
+    const chunks: Buffer[] = [];
+    let state: 'waiting' | 'error' | 'whole' | 'stream' | 'done' = 'waiting';
+    let status = 0;
+    let size = 0;
+    let controller: Dispatcher.DispatchController | undefined;
+    let aborted: Error | undefined;
+    let meter: UsageMeter | undefined;
+    let decoder: (NodeJS.ReadWriteStream & { destroy(e?: Error): void }) | undefined;
+    let stream: ReturnType<typeof relayTo> | undefined;
+    const settle = () => {
+      if (state === 'done') return;
+      state = 'done';
+      onUsage?.(status >= 400 ? { inputTokens: 0, outputTokens: 0 } : meter!.end(), status);
+      resolve(status);
     };
-    // An upstream that compresses anyway is decoded here, so nothing passes unscrubbed.
-    const encoding = String(upstream.headers['content-encoding'] ?? 'identity').trim().toLowerCase();
-    let body: NodeJS.ReadableStream = upstream.body;
-    if (encoding !== 'identity' && encoding !== '') {
-      const decoder = decoderFor(encoding);
-      if (!decoder) {
-        await upstream.body.dump().catch(() => undefined);
-        throw new EnclaveError('upstream_unreachable', `upstream answered with content-encoding ${encoding}, which the enclave cannot inspect`);
-      }
-      upstream.body.on('error', (e) => (decoder as unknown as { destroy(e: Error): void }).destroy(e));
-      body = upstream.body.pipe(decoder);
-      delete headers['content-encoding'];
-      delete headers['content-length'];
-    }
-    if (status >= 400) {
-      // Error bodies are small; read them whole (bounded) to scrub any echo of the key, partial ones too.
-      const chunks: Buffer[] = [];
-      let size = 0;
-      try {
-        for await (const chunk of body) {
-          size += (chunk as Buffer).length;
-          if (size > MAX_ERROR_BODY) break;
-          chunks.push(chunk as Buffer);
-        }
-      } catch {
-        // A broken error body: send what arrived.
-      }
-      const text = scrubKey(scrubber.scrubBuffer(Buffer.concat(chunks)).toString('utf8'), key);
-      delete headers['content-length'];
-      delete headers['content-encoding'];
-      res.writeHead(status, headers);
-      res.end(text);
-      report();
-      return status;
-    }
-    // A small response of known length (most JSON answers) goes back in one write.
-    const length = Number(headers['content-length']);
-    if (body === upstream.body && Number.isInteger(length) && length <= SMALL_BODY && !String(upstream.headers['content-type'] ?? '').includes('text/event-stream')) {
-      let data: Buffer;
-      try {
-        data = Buffer.from(await upstream.body.arrayBuffer());
-      } catch {
+    const respondWhole = () => {
+      const data = Buffer.concat(chunks);
+      if (state === 'error') {
+        delete answer['content-length'];
+        delete answer['content-encoding'];
+      } else meter?.push(data);
+      res.writeHead(status, answer);
+      // Same-length masking keeps the Content-Length true; an error body is scrubbed of partial echoes too.
+      res.end(state === 'error' ? scrubKey(scrubber.scrubBuffer(data).toString('utf8'), key) : scrubber.scrubBuffer(data));
+      settle();
+    };
+    const take = (chunk: Buffer) => {
+      if (state === 'stream') return stream!.data(chunk);
+      if (state !== 'error' && state !== 'whole') return;
+      size += chunk.length;
+      if (state === 'whole' || size <= MAX_ERROR_BODY) return void chunks.push(chunk);
+      respondWhole();
+      controller?.abort(new Error('error body longer than the enclave reads'));
+    };
+    const end = () => (state === 'stream' ? stream!.end() : state === 'error' || state === 'whole' ? respondWhole() : undefined);
+    const broken = () => {
+      if (state === 'stream') stream!.error();
+      else if (state === 'error') respondWhole();
+      else if (state === 'whole') {
         res.destroy();
-        report();
-        return status;
+        settle();
       }
-      meter?.push(data);
-      // Same-length masking: the Content-Length stays true.
-      res.writeHead(status, headers);
-      res.end(scrubber.scrubBuffer(data));
-      report();
-      return status;
-    }
-    res.writeHead(status, headers);
-    try {
-      await relay(body, res, scrubber, meter);
-    } finally {
-      report();
-    }
-    return status;
+    };
+    res.on('close', () => {
+      if (!res.writableFinished) controller?.abort((aborted ??= new DOMException('This operation was aborted', 'AbortError')));
+      if (state === 'stream') settle();
+    });
+    const hasBody = req.method !== 'GET' && req.method !== 'HEAD';
+    pool.dispatch({ path: withQueryCredential(target.path, scheme, key), method: req.method as 'POST', headers, body: hasBody ? (options.body ?? req) : null, ...this.#timeouts }, {
+      onRequestStart(c) {
+        controller = c;
+        if (aborted) c.abort(aborted);
+      },
+      onResponseStart(c, code, upstream) {
+        if (code < 200 || state !== 'waiting') return;
+        onHeaders((performance.now() - started) / 1000);
+        status = code;
+        for (const name in upstream) {
+          const value = upstream[name];
+          if (value === undefined || DROP_RESPONSE.has(name)) continue;
+          answer[name] = Array.isArray(value) ? value.map((v) => scrubber.scrubString(v)) : scrubber.scrubString(value);
+        }
+        const type = String(upstream['content-type'] ?? '');
+        // Usage is read only where the owner's policy counts it (every event of every stream parsed otherwise).
+        if (onUsage) meter = new UsageMeter(type);
+        const encoding = String(upstream['content-encoding'] ?? 'identity').trim().toLowerCase();
+        if (encoding !== 'identity' && encoding !== '') {
+          decoder = decoderFor(encoding) as typeof decoder;
+          if (!decoder) {
+            state = 'done';
+            reject(new EnclaveError('upstream_unreachable', `upstream answered with content-encoding ${encoding}, which the enclave cannot inspect`));
+            return c.abort(new Error('content-encoding the enclave cannot inspect'));
+          }
+          decoder.on('data', take).on('end', end).on('error', broken);
+          delete answer['content-encoding'];
+          delete answer['content-length'];
+        }
+        const length = Number(answer['content-length']);
+        if (status >= 400) state = 'error';
+        else if (!decoder && Number.isInteger(length) && length <= SMALL_BODY && !type.includes('text/event-stream')) state = 'whole';
+        else {
+          state = 'stream';
+          stream = relayTo(res, decoder ?? c, scrubber, meter);
+          res.writeHead(status, answer);
+        }
+      },
+      onResponseData(c, chunk) {
+        if (!decoder) return take(chunk);
+        if (!decoder.write(chunk)) {
+          c.pause();
+          decoder.once('drain', () => c.resume());
+        }
+      },
+      onResponseEnd: () => (decoder ? decoder.end() : end()),
+      onResponseError(_c, error) {
+        if (state !== 'waiting') return decoder ? decoder.destroy(error) : broken();
+        state = 'done';
+        reject(new EnclaveError('upstream_unreachable', `upstream request failed: ${scrubKey(error.message, key)}`));
+      },
+    });
+    return promise;
   }
 
   async close(): Promise<void> {

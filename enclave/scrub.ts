@@ -9,7 +9,7 @@
  * chunks, at any offset, is still caught while ordinary streamed text passes at once — holding a
  * fixed tail delayed every SSE event by one. Never logs what it removes.
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 
 /** Base64 alphabet over `bytes`, the part that does not depend on what precedes or follows. */
 function base64Cores(key: Buffer, alphabet: 'base64' | 'base64url'): string[] {
@@ -76,7 +76,7 @@ const PATTERN_CACHE_KEYS = 1024;
 const patternCache = new Map<string, Buffer[]>();
 
 export function cachedKeyPatterns(key: string): Buffer[] {
-  const id = createHash('sha256').update(key, 'utf8').digest('base64');
+  const id = hash('sha256', key, 'base64');
   let patterns = patternCache.get(id);
   if (patterns === undefined) {
     patterns = keyPatterns(key);
@@ -91,11 +91,14 @@ const STAR = 0x2a;
 export class KeyScrubber {
   readonly #patterns: Buffer[];
   readonly #hold: number;
+  /** A value shorter than the shortest pattern cannot hold one (most header values). */
+  readonly #shortest: number;
   #pending: Buffer = Buffer.alloc(0);
 
   constructor(key: string) {
     this.#patterns = cachedKeyPatterns(key);
     this.#hold = Math.max(0, (this.#patterns[0]?.length ?? 0) - 1);
+    this.#shortest = this.#patterns.at(-1)?.length ?? Infinity;
   }
 
   /** Overwrites every pattern occurrence in `buf` (in place) that starts before `limit`; returns the end of the last one. */
@@ -120,6 +123,7 @@ export class KeyScrubber {
   }
 
   scrubString(text: string): string {
+    if (text.length < this.#shortest) return text;
     return this.scrubBuffer(Buffer.from(text, 'latin1')).toString('latin1');
   }
 

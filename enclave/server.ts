@@ -31,15 +31,16 @@ type Unsigned = Omit<UsageReceipt, 'seq' | 'prevSeq'>;
 type Descriptor = ReturnType<typeof decodeConnectionDescriptor>;
 type VerifiedPolicy = { signed: SignedOwnerMessage; policy: ConnectionPolicy; sha256: string };
 /**
- * Descriptors already decoded and their policies already verified, by the header's exact bytes:
- * the host sends the same descriptor for every request of a connection, and an Ed25519 verify
- * (~1 ms in JS) per request would cost more than the rest of the request. Same bytes, same
- * result: what was refused is not kept, so it is checked (and refused) again.
+ * Descriptors already decoded, their policies verified and their origins checked, by the
+ * header's exact bytes: the host sends the same descriptor for every request of a connection, and
+ * an Ed25519 verify (~1 ms in JS) per request would cost more than the rest of the request. Same
+ * bytes, same result: what was refused is not kept, so it is checked (and refused) again.
  */
 const DESCRIPTOR_MEMO_SIZE = 4096;
-const descriptorMemo = new Map<string, { descriptor: Descriptor; base: VerifiedPolicy | undefined; setSha256: string | undefined }>();
+type CheckedDescriptor = { descriptor: Descriptor; base: VerifiedPolicy | undefined; setSha256: string | undefined; origin: string };
+const descriptorMemo = new Map<string, CheckedDescriptor>();
 
-function decodeAndVerify(header: string | string[] | undefined): { descriptor: Descriptor; base: VerifiedPolicy | undefined; setSha256: string | undefined } {
+function decodeAndVerify(header: string | string[] | undefined): CheckedDescriptor {
   if (typeof header === 'string') {
     const hit = descriptorMemo.get(header);
     if (hit) return hit;
@@ -68,7 +69,13 @@ function decodeAndVerify(header: string | string[] | undefined): { descriptor: D
       throw new EnclaveError('bad_request', `connection shareholders: ${(e as Error).message}`);
     }
   }
-  const entry = { descriptor, base, setSha256 };
+  let origin: string;
+  try {
+    origin = canonicalOrigin(descriptor.origin);
+  } catch {
+    throw new EnclaveError('origin_not_allowed', 'connection origin is not a canonical origin');
+  }
+  const entry = { descriptor, base, setSha256, origin };
   if (typeof header === 'string') {
     if (descriptorMemo.size >= DESCRIPTOR_MEMO_SIZE) descriptorMemo.delete(descriptorMemo.keys().next().value!);
     descriptorMemo.set(header, entry);
@@ -306,13 +313,7 @@ export class Enclave {
   }
 
   async #forward(req: IncomingMessage, res: ServerResponse, clientPath: string): Promise<void> {
-    const { descriptor, base, setSha256 } = decodeAndVerify(req.headers[RPC_CONNECTION_HEADER]);
-    let origin: string;
-    try {
-      origin = canonicalOrigin(descriptor.origin);
-    } catch {
-      throw new EnclaveError('origin_not_allowed', 'connection origin is not a canonical origin');
-    }
+    const { descriptor, base, setSha256, origin } = decodeAndVerify(req.headers[RPC_CONNECTION_HEADER]);
     // Policy, path and origin checks happen before any share is requested (the policy was verified above).
     // The record binds the policy it was sealed with; a newer version the owner relayed through the
     // shareholders, once a lease brought it, is what is enforced (SPEC.md §9.2).
