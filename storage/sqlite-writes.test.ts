@@ -1,7 +1,8 @@
 /**
  * SQLite serves everything over one connection with group commit: a write issued outside any
  * transaction while a batch is open must not become part of that batch (and vanish when it rolls
- * back), and a transaction's callback may still read through the top-level handle.
+ * back), a transaction's callback may still read through the top-level handle, and the
+ * transactions asked for in one turn of the event loop share one batch and one COMMIT.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -49,5 +50,20 @@ describe('SQLite writes outside a transaction', () => {
     });
     expect(result).toBe(1);
     expect((await db.query("SELECT id FROM items WHERE id IN ('inside', 'nested') ORDER BY id")).map((r) => r.id)).toEqual(['inside', 'nested']);
+  });
+
+  it('runs the transactions asked for in one turn of the event loop in one batch, released after its one COMMIT', async () => {
+    // Issue 22: each request's reservation was a commit of its own; now a turn's requests share one.
+    const events: string[] = [];
+    const ask = (id: string) =>
+      db
+        .transaction(async (tx) => {
+          events.push(`run ${id}`);
+          await tx.query('INSERT INTO items (id) VALUES ($1)', [id]);
+        })
+        .then(() => void events.push(`done ${id}`));
+    await Promise.all([ask('turn-1'), ask('turn-2'), ask('turn-3')]);
+    expect(events).toEqual(['run turn-1', 'run turn-2', 'run turn-3', 'done turn-1', 'done turn-2', 'done turn-3']);
+    expect((await db.query("SELECT id FROM items WHERE id LIKE 'turn-%' ORDER BY id")).map((r) => r.id)).toEqual(['turn-1', 'turn-2', 'turn-3']);
   });
 });
