@@ -6,7 +6,7 @@
  * absent audit write never holds a connection that key lookups or a kill need.
  */
 import { newId } from './keys.ts';
-import type { SqlDb, SqlValue } from '../storage/db.ts';
+import { valuesList, type SqlDb, type SqlValue } from '../storage/db.ts';
 
 export interface AuditRow {
   at: number;
@@ -37,8 +37,8 @@ const MAX_PENDING = 50_000;
 const COLUMNS = ['id', 'at', 'request_id', 'key_id', 'project_id', 'connection_id', 'provider', 'model_requested', 'model_resolved', 'tokens_in', 'tokens_out', 'tokens_cached', 'cost_micros', 'status', 'code', 'client_ip', 'city', 'device_match', 'latency_ms', 'endpoint'];
 
 /** `INSERT … VALUES <tuples> ON CONFLICT (id) DO NOTHING`: a batch's rows (PostgreSQL) or one row (SQLite). */
-const insertRows = (tuples: string[]) => `INSERT INTO audit_log (${COLUMNS.join(', ')}) VALUES ${tuples.join(', ')} ON CONFLICT (id) DO NOTHING`;
-const INSERT_ONE = insertRows([`(${COLUMNS.map((_, i) => `$${i + 1}`).join(', ')})`]);
+const insertRows = (tuples: string) => `INSERT INTO audit_log (${COLUMNS.join(', ')}) VALUES ${tuples} ON CONFLICT (id) DO NOTHING`;
+const INSERT_ONE = insertRows(`(${COLUMNS.map((_, i) => `$${i + 1}`).join(', ')})`);
 
 /** A row's values in COLUMNS order. */
 function auditValues(r: AuditRow & { id: string }): SqlValue[] {
@@ -78,13 +78,7 @@ export class AuditWriter {
       try {
         if (this.#db.engine === 'postgres') {
           // One statement, one round trip, for the whole batch.
-          const params: SqlValue[] = [];
-          const tuples = rows.map((r) => {
-            const values = auditValues(r);
-            const start = params.length;
-            params.push(...values);
-            return `(${values.map((_, i) => `$${start + i + 1}`).join(', ')})`;
-          });
+          const { tuples, params } = valuesList(rows.map(auditValues));
           await this.#db.query(insertRows(tuples), params);
         } else {
           // SQLite: one prepared single-row statement per row, all in one transaction (through the

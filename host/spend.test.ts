@@ -148,6 +148,19 @@ for (const engine of engines) {
       expect(await ledger.counter('project', 'p-unc-crash', day)).toEqual({ spent: 2_000, reserved: 0, requests: 1 });
     });
 
+    it.skipIf(engine.name !== 'postgres')('inserts the uncapped reservations asked for in one turn in one statement per 200 rows (one round trip each)', async () => {
+      const now = Date.now();
+      const reserved = await Promise.all(Array.from({ length: 250 }, (_, i) => ledger.reserve({ ...uncapped(`k-rows-${i % 5}`, 'p-rows'), amount: 1_000, now })));
+      const ids = reserved.map((r) => (r.ok ? r.reservationId : ''));
+      expect(ids.every((id) => id.startsWith('res_'))).toBe(true);
+      // Rows written by one statement share its transaction id (xmin): 250 rows, two statements.
+      const rows = await db.query<{ id: string; xmin: string }>('SELECT id, xmin::text AS xmin FROM reservations WHERE id = ANY($1)', [ids as unknown as string]);
+      expect(rows).toHaveLength(250);
+      expect(new Set(rows.map((r) => r.xmin)).size).toBe(2);
+      await Promise.all(ids.map((id) => ledger.settle(id, 10)));
+      expect(await ledger.counter('project', 'p-rows', `d:${utcDay(now)}`)).toMatchObject({ spent: 2_500, reserved: 0, requests: 250 });
+    });
+
     it('reserves an uncapped request without touching a counter, and its settlement charges every counter', async () => {
       const now = Date.now();
       const day = `d:${utcDay(now)}`;

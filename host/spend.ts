@@ -47,7 +47,7 @@
  * costs exactly.
  */
 import { newId } from './keys.ts';
-import type { SqlDb, SqlValue } from '../storage/db.ts';
+import { valuesList, type SqlDb, type SqlValue } from '../storage/db.ts';
 import { periodOf, utcDay, utcMinute } from './spend-windows.ts';
 
 export { utcDay } from './spend-windows.ts';
@@ -187,8 +187,9 @@ const RESERVE = `INSERT INTO spend_counters (scope, scope_id, period, spent, res
   ON CONFLICT (scope, scope_id, period) DO UPDATE SET reserved = spend_counters.reserved + $4
   WHERE spend_counters.spent + spend_counters.reserved + $4 <= $5
   RETURNING reserved`;
-const INSERT_RESERVATION = `INSERT INTO reservations (id, key_id, project_id, day, amount, created_at, expires_at, held, minute, tokens)
-  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING`;
+const insertReservations = (tuples: string) => `INSERT INTO reservations (id, key_id, project_id, day, amount, created_at, expires_at, held, minute, tokens)
+  VALUES ${tuples} ON CONFLICT (id) DO NOTHING`;
+const INSERT_RESERVATION = insertReservations('($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)');
 
 /** Transactions writing settlements at once per process, and settlements per transaction. */
 const MAX_BATCHES = 4;
@@ -229,6 +230,8 @@ export class SpendLedger {
   /** A drain is due at the end of this turn of the event loop. */
   #drainScheduled = false;
   #closed = false;
+  /** Unheld reservation rows waiting for this turn's INSERT (PostgreSQL). */
+  #unheld: Array<{ params: SqlValue[]; resolve: () => void; reject: (e: unknown) => void }> = [];
 
   constructor(db: SqlDb, options: SpendLedgerOptions = {}) {
     this.#db = db.lane?.('spend') ?? db;
@@ -255,7 +258,7 @@ export class SpendLedger {
     const reservation: SqlValue[] = [id, r.keyId, r.projectId, day, r.amount, r.now, r.now + RESERVATION_TTL_MS];
     if (list.every((c) => c.cap === null)) {
       // Nothing to check and nothing to hold: the counters move once, at settlement.
-      await this.#writeOne(INSERT_RESERVATION, [...reservation, 0, null, 0]);
+      await this.#insertUnheld([...reservation, 0, null, 0]);
       return { ok: true, reservationId: id, day };
     }
     // A bound larger than a cap cannot fit even an empty counter: refuse without locking anything.
@@ -343,6 +346,34 @@ export class SpendLedger {
   }
 
   /** One statement outside a transaction; on SQLite through the group commit (see storage/db.ts). */
+  /**
+   * A reservation row that holds nothing (no cap to check), written before the request goes on.
+   * On PostgreSQL the rows asked for in one turn of the event loop go in one multi-row INSERT, one
+   * round trip and one spend-lane connection for all of them (SQLite's group commit already puts
+   * a turn's transactions in one commit). The statement failing fails each of its requests, which
+   * are then refused as when each wrote its own row: nothing is forwarded unreserved.
+   */
+  #insertUnheld(params: SqlValue[]): Promise<void> {
+    if (this.#db.engine !== 'postgres') return this.#writeOne(INSERT_RESERVATION, params);
+    return new Promise((resolve, reject) => {
+      this.#unheld.push({ params, resolve, reject });
+      if (this.#unheld.length === 1) setImmediate(() => this.#insertUnheldRows());
+    });
+  }
+
+  #insertUnheldRows(): void {
+    const waiting = this.#unheld;
+    this.#unheld = [];
+    for (let i = 0; i < waiting.length; i += MAX_BATCH) {
+      const rows = waiting.slice(i, i + MAX_BATCH);
+      const { tuples, params } = valuesList(rows.map((r) => r.params));
+      this.#db.query(insertReservations(tuples), params).then(
+        () => rows.forEach((r) => r.resolve()),
+        (e: unknown) => rows.forEach((r) => r.reject(e)),
+      );
+    }
+  }
+
   async #writeOne(sql: string, params: SqlValue[]): Promise<void> {
     if (this.#db.engine === 'postgres') await this.#db.query(sql, params);
     else await this.#db.transaction((tx) => tx.query(sql, params));

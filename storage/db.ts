@@ -46,6 +46,21 @@ export interface SqlDb {
   close(): Promise<void>;
 }
 
+/**
+ * Rows of values as one multi-row `VALUES` list, `($1, $2), ($3, $4)`, and its parameters in
+ * order: many rows in one statement and one round trip (PostgreSQL; SQLite binds thousands of
+ * numbered parameters in quadratic time, so it takes one prepared row at a time instead).
+ */
+export function valuesList(rows: SqlValue[][]): { tuples: string; params: SqlValue[] } {
+  const params: SqlValue[] = [];
+  const tuples = rows.map((values) => {
+    const start = params.length;
+    params.push(...values);
+    return `(${values.map((_, i) => `$${start + i + 1}`).join(', ')})`;
+  });
+  return { tuples: tuples.join(', '), params };
+}
+
 /** `$1` → `?1`: SQLite's numbered parameters bind positionally like PostgreSQL's. */
 function toSqlite(sql: string): string {
   return sql.replace(/\$(\d+)/g, '?$1');
