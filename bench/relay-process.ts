@@ -5,15 +5,26 @@
  * machine (SecureGate has two hops, host and enclave; Portkey one). Prints one JSON line
  * `{ "origin": … }` when listening.
  */
-import { createServer } from 'node:http';
+import { createServer, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Pool } from 'undici';
-import { relay } from '../enclave/forward.ts';
+import { relayTo } from '../enclave/forward.ts';
 
 const target = process.env.RELAY_TARGET;
 if (!target) throw new Error('RELAY_TARGET must be set');
 const pool = new Pool(target, { connections: 256 });
 const HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'host']);
+
+/** The enclave's own streaming relay (`relayTo`) from a stream, until the response closes. */
+function relay(body: NodeJS.ReadableStream, res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    res.once('close', () => resolve());
+    const to = relayTo(res, body);
+    body.on('data', to.data);
+    body.on('end', to.end);
+    body.on('error', to.error);
+  });
+}
 
 const server = createServer(async (req, res) => {
   try {

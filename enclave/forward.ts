@@ -136,9 +136,11 @@ export interface ForwarderOptions {
  * holds back only what could begin the key), the usage meter reading each chunk after it is
  * written; `source` is paused while the response's socket is full. A body that breaks off
  * (`error`): what the scrubber still holds goes out (masked where it could begin the key), then
- * the response is destroyed, so the host sees the stream end abnormally, not a clean end.
+ * the response is destroyed, so the host sees the stream end abnormally, not a clean end. The
+ * benchmark's bare relay (bench/relay-process.ts) uses it too, so a bare hop costs what this part
+ * of an enclave hop costs.
  */
-function relayTo(res: ServerResponse, source: { pause(): unknown; resume(): unknown }, scrubber?: KeyScrubber, meter?: UsageMeter) {
+export function relayTo(res: ServerResponse, source: { pause(): unknown; resume(): unknown }, scrubber?: KeyScrubber, meter?: UsageMeter) {
   return {
     data(chunk: Buffer): void {
       const out = scrubber ? scrubber.push(chunk) : chunk;
@@ -155,17 +157,6 @@ function relayTo(res: ServerResponse, source: { pause(): unknown; resume(): unkn
       setImmediate(() => res.destroy());
     },
   };
-}
-
-/** `relayTo` from a stream, until the response closes: a data handler with pause/resume, not a Transform and two pipes. */
-export function relay(body: NodeJS.ReadableStream, res: ServerResponse, scrubber?: KeyScrubber, meter?: UsageMeter): Promise<void> {
-  return new Promise((resolve) => {
-    res.once('close', () => resolve());
-    const to = relayTo(res, body, scrubber, meter);
-    body.on('data', to.data);
-    body.on('end', to.end);
-    body.on('error', to.error);
-  });
 }
 
 /** Per-request extras: a body already read by the policy check, and where the usage read goes. */

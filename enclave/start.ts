@@ -9,6 +9,7 @@ import type { Nsm } from '../attestation/nsm.ts';
 import type { EnclaveSettings } from './config.ts';
 import { Enclave } from './server.ts';
 import { shareholderSocketRoute, type ShareholderEndpoint } from './shareholders.ts';
+import { releaseReadBuffers } from '../protocol/read-buffers.ts';
 
 /** Logs go to stderr and never carry keys, shares or request bodies. */
 export const log = pino({ level: process.env.LOG_LEVEL ?? 'info', base: { service: 'enclave' } }, pino.destination(2));
@@ -24,6 +25,8 @@ export async function serveEnclave(settings: EnclaveSettings, nsm: Nsm, sharehol
     forwarder: settings.forwarder,
   });
   await enclave.boot();
+  // Large bodies' socket buffers are freed as they pass, not at V8's ~64 MB trigger.
+  releaseReadBuffers();
   const address = settings.listen;
   await new Promise<void>((resolve, reject) => {
     enclave.server.once('error', reject);

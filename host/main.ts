@@ -9,6 +9,7 @@ import { basename, join } from 'node:path';
 import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
 import { buildHostApp, LOG_REDACT, metricsAddress, sha256Hex } from './app.ts';
 import { openPostgres, openSqlite } from '../storage/db.ts';
+import { releaseReadBuffers } from '../protocol/read-buffers.ts';
 import { enclavePool, parseEnclaveAddress } from './enclave-client.ts';
 import { openGeoDatabase } from './geo.ts';
 import { HostStore } from './store.ts';
@@ -186,6 +187,8 @@ async function main(): Promise<void> {
     logger: { level: process.env.LOG_LEVEL ?? 'info', stream: process.stderr, redact: LOG_REDACT },
   });
   const address = await app.listen({ port: Number(values.port), host: values.host });
+  // Large bodies' socket buffers are freed as they pass, not at V8's ~64 MB trigger.
+  releaseReadBuffers();
   const metrics = metricsAddress(app);
   process.stdout.write(`${JSON.stringify({ ready: true, url: address, port: Number(new URL(address).port), engine: store.db.engine, ...(metrics ? { metricsPort: metrics.port } : {}) })}\n`);
 

@@ -12,7 +12,7 @@ export const IMAGE_LINE_BUDGET = 3_000;
 
 /** The parts of the image, in README order; a module is counted in the first part that matches. */
 export const IMAGE_PARTS: Array<{ part: string; purpose: string; match: RegExp }> = [
-  { part: 'start', purpose: 'production entry, command line checked at start, listening (`main.ts`, `config.ts`, `start.ts`)', match: /^enclave\/(main|config|start)\.ts$/ },
+  { part: 'start', purpose: 'production entry, command line checked at start, listening, freeing large bodies\' read buffers (`main.ts`, `config.ts`, `start.ts`, `protocol/read-buffers.ts`)', match: /^(enclave\/(main|config|start)|protocol\/read-buffers)\.ts$/ },
   { part: 'RPC server', purpose: 'lifecycle phases, routes, usage receipts and their key, errors and metrics (`server.ts`, `receipt-signer.ts`, `errors.ts`, `metrics.ts`)', match: /^enclave\/(server|receipt-signer|errors|metrics)\.ts$/ },
   { part: 'key resolution', purpose: 'DEK cache and single flight, t-of-n fan-out, shareholder requests and prepared tickets, shareholder configuration', match: /^enclave\/(key-resolver|share-fanout|shareholder-client|shareholders)\.ts$/ },
   { part: 'forwarding', purpose: 'pinned-origin egress with TLS inside, credential injection, key scrubbing, usage read from answers (`forward.ts`, `scrub.ts`, `usage-meter.ts`)', match: /^enclave\/(forward|scrub|usage-meter)\.ts$/ },
