@@ -79,7 +79,12 @@ export function jsonUsage(body: Buffer): UsageTapResult {
   return result;
 }
 
-export class UsageTap extends Transform {
+/**
+ * Reads usage from a streamed answer chunk by chunk, returning what goes on to the client: SSE
+ * event by event (holding back only an incomplete event, and the usage chunk the gateway asked
+ * for itself); other bodies as they come, with a bounded side copy parsed at the end.
+ */
+export class UsageReader {
   readonly result: UsageTapResult = { usage: undefined, model: undefined, contentEvents: 0, complete: false };
   #anthropicDelta = false;
   readonly #sse: boolean;
@@ -90,20 +95,19 @@ export class UsageTap extends Transform {
   #copied = 0;
 
   constructor(options: { sse: boolean; kind: StreamKind; stripInjectedUsage: boolean }) {
-    super();
     this.#sse = options.sse;
     this.#kind = options.kind;
     this.#stripInjected = options.stripInjectedUsage;
   }
 
-  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+  /** What of `chunk` goes to the client now, if anything. */
+  push(chunk: Buffer): Buffer | undefined {
     if (!this.#sse) {
       if (this.#copied < MAX_JSON_COPY) {
         this.#copy.push(chunk);
         this.#copied += chunk.length;
       }
-      done(null, chunk);
-      return;
+      return chunk;
     }
     this.#pending += chunk.toString('utf8');
     let out = '';
@@ -114,17 +118,19 @@ export class UsageTap extends Transform {
       this.#pending = this.#pending.slice(m.index + m[0].length);
       if (this.#inspect(event)) out += event;
     }
-    done(null, out.length ? Buffer.from(out, 'utf8') : undefined);
+    return out.length ? Buffer.from(out, 'utf8') : undefined;
   }
 
-  override _flush(done: TransformCallback): void {
+  /** The body ended: what is still held goes to the client, if anything. */
+  end(): Buffer | undefined {
+    let rest: Buffer | undefined;
     if (this.#sse) {
-      if (this.#pending && this.#inspect(this.#pending)) this.push(Buffer.from(this.#pending, 'utf8'));
+      if (this.#pending && this.#inspect(this.#pending)) rest = Buffer.from(this.#pending, 'utf8');
     } else if (this.#copied <= MAX_JSON_COPY) {
       Object.assign(this.result, jsonUsage(Buffer.concat(this.#copy)));
     }
     this.#copy = [];
-    done();
+    return rest;
   }
 
   /** Returns false when the event must not reach the client. */
@@ -183,5 +189,27 @@ export class UsageTap extends Transform {
       if (this.#stripInjected && Array.isArray(choices) && choices.length === 0) return false;
     } else if (Array.isArray(choices) && choices.length > 0) this.result.contentEvents++;
     return true;
+  }
+}
+
+/** `UsageReader` as a Transform, for a caller that pipes. */
+export class UsageTap extends Transform {
+  readonly #reader: UsageReader;
+
+  constructor(options: { sse: boolean; kind: StreamKind; stripInjectedUsage: boolean }) {
+    super();
+    this.#reader = new UsageReader(options);
+  }
+
+  get result(): UsageTapResult {
+    return this.#reader.result;
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    done(null, this.#reader.push(chunk));
+  }
+
+  override _flush(done: TransformCallback): void {
+    done(null, this.#reader.end());
   }
 }

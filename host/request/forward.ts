@@ -6,7 +6,7 @@
  * upload inspector (batch JSONL checked line by line against the key's model allow-list).
  */
 import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import type { Pool } from 'undici';
 import {
   encodeConnectionDescriptor,
@@ -24,7 +24,7 @@ import type { HostMetrics } from '../metrics.ts';
 import { settledCost, type TokenUsage } from '../pricing.ts';
 import type { SpendLedger } from '../spend.ts';
 import type { ConnectionRecord, KeyRecord } from '../store.ts';
-import { jsonUsage, UsageTap, type StreamKind, type UsageTapResult } from '../usage.ts';
+import { jsonUsage, UsageReader, type StreamKind, type UsageTapResult } from '../usage.ts';
 import { settleBindings, type AdmitDeps, type Bindings } from './admit.ts';
 import type { ClassifiedRequest } from './classified.ts';
 import { clientResponseHeaders, upstreamRequestHeaders } from './headers.ts';
@@ -34,6 +34,12 @@ import type { Held } from './reserve.ts';
 import { referencedScopes, toolModels } from './references.ts';
 import { scopeGrants } from './scopes.ts';
 import { UploadInspector } from './upload-inspector.ts';
+
+/** A JSON body as undici's `body.json()` read it (UTF-8, a byte order mark skipped); throws when it is not JSON. */
+const utf8 = new TextDecoder();
+function parseJson(data: Buffer): unknown {
+  return JSON.parse(utf8.decode(data));
+}
 
 /** Non-streamed answers up to this size with a Content-Length are read whole and sent at once. */
 const SMALL_RESPONSE = 256 * 1024;
@@ -209,21 +215,20 @@ export async function forward(
   if (outgoing.body === null) delete headers['content-type'];
   headers[RPC_CONNECTION_HEADER] = descriptorOf(connection);
 
-  const abort = new AbortController();
+  const call = forwardToEnclave(deps.enclave, request.path + request.query, {
+    method: request.method as 'POST',
+    headers,
+    body: outgoing.body,
+    headersTimeout: deps.timeouts.headersMs,
+    bodyTimeout: deps.timeouts.idleMs,
+  });
   // A client that goes away cancels the enclave call (and so the upstream call).
   reply.raw.on('close', () => {
-    if (!reply.raw.writableFinished) abort.abort();
+    if (!reply.raw.writableFinished) call.abort();
   });
   let res;
   try {
-    res = await forwardToEnclave(deps.enclave, request.path + request.query, {
-      method: request.method as 'POST',
-      headers,
-      body: outgoing.body,
-      signal: abort.signal,
-      headersTimeout: deps.timeouts.headersMs,
-      bodyTimeout: deps.timeouts.idleMs,
-    });
+    res = await call.answer;
   } catch (e) {
     const refused = outgoing.refused?.();
     if (refused) {
@@ -243,7 +248,7 @@ export async function forward(
   // The body was refused while it streamed, but the enclave answered anyway: the client is told why.
   const refusedLate = outgoing.refused?.();
   if (refusedLate) {
-    await res.body.dump().catch(() => undefined);
+    await res.discard();
     finish(refusedLate.status, undefined, refusedLate.code);
     throw refusedLate;
   }
@@ -251,7 +256,7 @@ export async function forward(
   const enclaveError = res.headers[RPC_ENCLAVE_ERROR_HEADER];
   if (typeof enclaveError === 'string') {
     finish(res.statusCode, undefined, enclaveError);
-    const detail = (await res.body.json().catch(() => ({}))) as { error?: { message?: string } };
+    const detail = (await res.whole().then(parseJson).catch(() => ({}))) as { error?: { message?: string } };
     req.log.warn({ enclaveError, detail: detail.error?.message }, 'enclave refused');
     if (enclaveError === 'shareholders_unavailable') {
       throw new HostError('shareholders_unavailable', 'Not enough key shareholders are reachable to use this key right now.');
@@ -271,7 +276,7 @@ export async function forward(
   if (request.endpoint.id === 'models.list' && key.allowedModels.length > 0 && res.statusCode === 200) {
     let list: { data?: Array<{ id: string }> };
     try {
-      list = (await res.body.json()) as { data?: Array<{ id: string }> };
+      list = parseJson(await res.whole()) as { data?: Array<{ id: string }> };
     } catch {
       finish(502, undefined, 'upstream_broken');
       throw new HostError('gateway_error', 'the upstream model list could not be read');
@@ -292,7 +297,7 @@ export async function forward(
   if (!sse && !outgoing.stripInjectedUsage && Number.isInteger(length) && length <= SMALL_RESPONSE) {
     let data: Buffer;
     try {
-      data = Buffer.from(await res.body.arrayBuffer());
+      data = await res.whole();
     } catch {
       finish(status, undefined, 'upstream_broken');
       throw new HostError('gateway_error', 'the upstream response broke off');
@@ -303,18 +308,34 @@ export async function forward(
     return reply;
   }
   const kind: StreamKind = request.endpoint.stream ?? (request.path.startsWith('/v1/messages') ? 'anthropic' : 'openai');
-  const tap = new UsageTap({ sse, kind, stripInjectedUsage: outgoing.stripInjectedUsage });
+  const tap = new UsageReader({ sse, kind, stripInjectedUsage: outgoing.stripInjectedUsage });
   if (sse || outgoing.stripInjectedUsage) delete responseHeaders['content-length'];
-  tap.once('end', () => finish(status, tap, status >= 400 ? 'upstream_error' : null));
+  // The answer's chunks are pushed through the usage reader straight into the stream fastify
+  // sends, the enclave paused while it is full: no body stream, Transform and second pipe in
+  // between, each of which cost every chunk another turn before it went out.
+  const body = new Readable({ read: () => res.resume() });
+  body.once('end', () => finish(status, tap, status >= 400 ? 'upstream_error' : null));
   reply.raw.once('close', () => finish(status, tap, reply.raw.writableFinished ? null : 'client_disconnected'));
-  // If the enclave (or upstream) dies mid-stream, end the client's response with an error
-  // instead of leaving it hanging; the reservation's bound is charged (usage never arrived).
-  res.body.once('error', (e) => {
-    finish(status, tap, 'upstream_broken');
-    tap.destroy(e);
+  reply.status(status).headers(responseHeaders).send(body);
+  res.stream({
+    data(chunk) {
+      const out = tap.push(chunk);
+      if (out !== undefined && !body.push(out)) res.pause();
+    },
+    end() {
+      const rest = tap.end();
+      if (rest !== undefined) body.push(rest);
+      body.push(null);
+    },
+    // If the enclave (or upstream) dies mid-stream, end the client's response with an error
+    // instead of leaving it hanging; the reservation's bound is charged (usage never arrived).
+    // A call this host cancelled because its client went away is settled as that.
+    error(e) {
+      if (!res.aborted) finish(status, tap, 'upstream_broken');
+      body.destroy(e);
+    },
   });
-  res.body.pipe(tap);
-  return reply.status(status).headers(responseHeaders).send(tap);
+  return reply;
 }
 
 /** The usage as if each token were billed `factor` times (a tier priced above the standard rates). */
