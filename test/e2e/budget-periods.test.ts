@@ -147,9 +147,11 @@ describe('limits on real requests', () => {
   it('counts the week\'s spend before the weekly cap was set: a cap below it refuses at once', async () => {
     const k = await newKey({});
     for (let i = 0; i < 3; i++) expect((await chat(k.key, 1000)).status).toBe(200);
+    // All three settled (each costs just over 0.01): settlements land after the answers, so a
+    // figure read after two of them would race the third.
     const before = await eventually(async () => {
       const s = (await admin<{ spentToday: number }>('GET', `/keys/${k.id}`)).json;
-      return s.spentToday > 0.02 ? s : undefined;
+      return s.spentToday > 0.03 ? s : undefined;
     });
     const capped = await admin<{ spentWeek: number }>('PATCH', `/keys/${k.id}`, { weeklyLimit: 0.02 });
     expect(capped.status).toBe(200);
