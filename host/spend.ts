@@ -316,7 +316,7 @@ export class SpendLedger {
     let inserted = false;
     return this.#durably(id, async (attempt) => {
       if (!inserted) {
-        await this.#writeOne(INSERT_RESERVATION, [id, keyId, projectId, day, actual, now, now + RESERVATION_TTL_MS, 0, null, 0]);
+        await this.#insertUnheld([id, keyId, projectId, day, actual, now, now + RESERVATION_TTL_MS, 0, null, 0]);
         inserted = true;
         attempt = 0;
       }
@@ -345,7 +345,6 @@ export class SpendLedger {
     return promise;
   }
 
-  /** One statement outside a transaction; on SQLite through the group commit (see storage/db.ts). */
   /**
    * A reservation row that holds nothing (no cap to check), written before the request goes on.
    * On PostgreSQL the rows asked for in one turn of the event loop go in one multi-row INSERT, one
@@ -374,6 +373,7 @@ export class SpendLedger {
     }
   }
 
+  /** One statement outside a transaction; on SQLite through the group commit (see storage/db.ts). */
   async #writeOne(sql: string, params: SqlValue[]): Promise<void> {
     if (this.#db.engine === 'postgres') await this.#db.query(sql, params);
     else await this.#db.transaction((tx) => tx.query(sql, params));

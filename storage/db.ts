@@ -11,7 +11,7 @@
  * take the connections a kill needs. SQLite has one writer and no pool: a lane is the same handle.
  */
 import { createRequire } from 'node:module';
-import { DatabaseSync, type StatementSync } from 'node:sqlite';
+import { DatabaseSync } from 'node:sqlite';
 import type pg from 'pg';
 
 /**
@@ -75,7 +75,7 @@ export function openSqlite(path: string): SqlDb {
   let queue: Pending[] = [];
   let draining = false;
   // Savepoint statements run once per transaction of a batch: prepared once, not parsed each time.
-  let savepoints: { open: StatementSync; release: StatementSync; undo: StatementSync } | undefined;
+  const savepoint = { open: db.prepare('SAVEPOINT sg_tx'), release: db.prepare('RELEASE sg_tx'), undo: db.prepare('ROLLBACK TO sg_tx') };
   const drain = async () => {
     draining = true;
     while (queue.length > 0) {
@@ -91,17 +91,16 @@ export function openSqlite(path: string): SqlDb {
       // A batch of one needs no savepoint: its failure rolls back the whole transaction.
       const alone = batch.length === 1;
       let failed = false;
-      if (!alone) savepoints ??= { open: db.prepare('SAVEPOINT sg_tx'), release: db.prepare('RELEASE sg_tx'), undo: db.prepare('ROLLBACK TO sg_tx') };
       for (const p of batch) {
-        if (!alone) savepoints!.open.run();
+        if (!alone) savepoint.open.run();
         try {
           const value = await p.fn(inTransaction);
-          if (!alone) savepoints!.release.run();
+          if (!alone) savepoint.release.run();
           outcomes.push({ ok: true, value });
         } catch (error) {
           if (!alone) {
-            savepoints!.undo.run();
-            savepoints!.release.run();
+            savepoint.undo.run();
+            savepoint.release.run();
           } else failed = true;
           outcomes.push({ ok: false, error });
         }
