@@ -23,12 +23,7 @@ export const today = () => Math.floor(Date.now() / DAY);
 export async function connectionWithTraffic(stack: Stack, n: number, eachCollected = false): Promise<string> {
   const id = await connectTestProvider(stack, 'openai', { connectionPolicy: { ceiling: { requests: 1000 } } });
   const { key } = await createKey(stack.hostUrl, stack.adminToken, id);
-  const admin = adminApi(stack);
-  const collected = (requests: number) =>
-    eventually(async () => {
-      const e = (await admin<{ receipts: SignedUsageReceipt[]; host: Array<{ requests: number }> }>('GET', `/receipts?connection=${id}`)).json;
-      return e.receipts.at(-1)?.receipt.requests === requests && e.host[0]?.requests === requests ? true : undefined;
-    });
+  const collected = (requests: number) => collectedThrough(stack, id, (receipts) => receipts.at(-1)?.receipt.requests === requests, requests);
   for (let i = 0; i < n; i++) {
     const r = await fetch(`${stack.hostUrl}/v1/chat/completions`, {
       method: 'POST',
@@ -42,6 +37,17 @@ export async function connectionWithTraffic(stack: Stack, n: number, eachCollect
   await collected(n);
   return id;
 }
+
+/**
+ * Waits until the host holds receipts that satisfy `receiptsDone` and has recorded `hostRequests`
+ * answers for the connection today: a receipt can reach the host before the answer's audit row is
+ * committed, and a verify between the two sees an under-report that is only a moment old.
+ */
+export const collectedThrough = (stack: Stack, id: string, receiptsDone: (receipts: SignedUsageReceipt[]) => boolean, hostRequests: number) =>
+  eventually(async () => {
+    const e = (await adminApi(stack)<{ receipts: SignedUsageReceipt[]; host: Array<{ requests: number }> }>('GET', `/receipts?connection=${id}`)).json;
+    return receiptsDone(e.receipts) && e.host[0]?.requests === hostRequests ? true : undefined;
+  });
 
 /** The owner's `usage --verify` for today and one connection, through `serverUrl` (the stack's host unless a test puts a front before it). */
 export const verifyUsage = (stack: Stack, connection: string, serverUrl = stack.hostUrl) =>

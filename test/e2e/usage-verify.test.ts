@@ -11,8 +11,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createKey } from '../../cli/owner.ts';
 import type { SignedUsageReceipt } from '../../protocol/index.ts';
 import { openSqlite, type SqlDb } from '../../storage/db.ts';
-import { eventually, startTestStack } from './helpers.ts';
-import { connectionWithTraffic as usageTraffic, today, verifyUsage } from './usage-helpers.ts';
+import { startTestStack } from './helpers.ts';
+import { collectedThrough, connectionWithTraffic as usageTraffic, today, verifyUsage } from './usage-helpers.ts';
 
 let stack: Awaited<ReturnType<typeof startTestStack>>;
 let db: SqlDb;
@@ -86,7 +86,7 @@ describe('usage --verify', () => {
     const r = await fetch(`${stack.hostUrl}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify({ model: 'gpt-4o-mini', messages: [] }) });
     expect(r.status).toBe(200);
     await r.text();
-    await eventually(async () => ((await receiptRows(id)).some((x) => x.signed.enclaveKey !== first!.signed.enclaveKey) ? true : undefined));
+    await collectedThrough(stack, id, (receipts) => receipts.some((x) => x.enclaveKey !== first!.signed.enclaveKey), 3);
     expect((await verify(id)).findings).toEqual([]);
     // The old enclave's receipts go; its head is gone with it, and the new enclave's chain is whole.
     await db.query('DELETE FROM usage_receipts WHERE connection_id = $1 AND enclave_key = $2', [id, first!.signed.enclaveKey]);
