@@ -4,11 +4,11 @@
  * in one run: every figure is also given as a ratio to the direct baseline measured in the same
  * run (the machine is shared and noisy). Bare relays (one and two hops of a do-nothing proxy)
  * measure what the hops alone cost here, so each gateway's own processing can be told apart from
- * its process hops. SecureGate is measured twice: on embedded SQLite (one host), and on
- * PostgreSQL with two host instances behind a client-side balancer (the production layout),
- * sharing the same enclave and shareholders; the PostgreSQL schema is the run's own, dropped after.
- * SecureGate's processes run with `npm start`'s Node flags (DEV_STACK_NODE_ARGS), so its memory
- * rows describe the dev stack. The throughput phase also reads each process's CPU time
+ * its process hops. SecureGate is measured twice: as `npm start` runs it (embedded SQLite, one
+ * host, one enclave, with the dev stack's Node flags DEV_STACK_NODE_ARGS, so its memory rows
+ * describe the dev stack), and in the production layout (PostgreSQL, two host instances behind a
+ * client-side balancer and an enclave of their own, with production's Node flags, i.e. none),
+ * both sharing the shareholders; the PostgreSQL schema is the run's own, dropped after. The throughput phase also reads each process's CPU time
  * (`/proc/<pid>/stat`) and reports it per request: SecureGate's host and enclave beside Portkey's
  * one process and beside the bare relays (what a process hop alone costs in CPU).
  */
@@ -255,10 +255,12 @@ async function mockConnectionKey(stack: Stack, hostUrl: string, origin: string, 
 }
 
 /**
- * Two more host instances on PostgreSQL (a schema of this run's own), sharing the stack's enclave
- * and shareholders: SecureGate's production layout. Undefined when no PostgreSQL answers.
+ * SecureGate's production layout: two more host instances on PostgreSQL (a schema of this run's
+ * own) and an enclave of their own, sharing the stack's shareholders, all run as production runs
+ * them — without the dev stack's heap bounds (DEV_STACK_NODE_ARGS), as the README tells operators
+ * and the enclave image's init starts node. Undefined when no PostgreSQL answers.
  */
-async function startPostgresHosts(stack: Stack, log: (m: string) => void): Promise<{ hosts: Array<ManagedProcess & { url: string }>; stop(): Promise<void> } | undefined> {
+async function startPostgresHosts(stack: Stack, log: (m: string) => void): Promise<{ hosts: Array<ManagedProcess & { url: string }>; enclave: ManagedProcess; stop(): Promise<void> } | undefined> {
   const { skipPostgres, TEST_DATABASE_URL, uniqueSchema, dropSchema } = await import('../test/pg.ts');
   if (skipPostgres) {
     log(`bench: no PostgreSQL at ${TEST_DATABASE_URL}; SecureGate runs on SQLite only`);
@@ -267,19 +269,21 @@ async function startPostgresHosts(stack: Stack, log: (m: string) => void): Promi
   const schema = uniqueSchema('sg_bench');
   const args = ['--database', TEST_DATABASE_URL, '--db-schema', schema, '--velocity-floor', '100000000'];
   const hosts: Array<ManagedProcess & { url: string }> = [];
+  let enclave: (ManagedProcess & { socket: string }) | undefined;
   const stop = async () => {
-    await Promise.all(hosts.map((h) => h.stop()));
+    await Promise.all([...hosts, ...(enclave ? [enclave] : [])].map((p) => p.stop()));
     await dropSchema(schema);
   };
   try {
+    enclave = await stack.startEnclaveInstance('enclave-pg');
     // One after the other: the first creates the schema's tables.
-    hosts.push(await startHostInstance(stack, args, 'host-pg-a', [...DEV_STACK_NODE_ARGS]));
-    hosts.push(await startHostInstance(stack, args, 'host-pg-b', [...DEV_STACK_NODE_ARGS]));
+    hosts.push(await startHostInstance(stack, args, 'host-pg-a', [], enclave.socket));
+    hosts.push(await startHostInstance(stack, args, 'host-pg-b', [], enclave.socket));
   } catch (e) {
     await stop();
     throw e;
   }
-  return { hosts, stop };
+  return { hosts, enclave, stop };
 }
 
 /** Streams `bytes` through an any-API connection to a counting sink; samples host and enclave RSS. */
@@ -381,12 +385,12 @@ export async function gatewayBenchmarks(options: GatewayBenchOptions): Promise<B
       pool: new BalancedPool(postgres.hosts.map((h) => h.url), { connections: 128, pipelining: 1 }),
       path: '/v1/chat/completions',
       headers: { authorization: `Bearer ${await mockConnectionKey(stack, postgres.hosts[0]!.url, upstream.origin, upstream.upstreamKey)}` },
-      processes: { host: postgres.hosts.map((h) => h.child.pid!), enclave: [enclavePid] },
+      processes: { host: postgres.hosts.map((h) => h.child.pid!), enclave: [postgres.enclave.child.pid!] },
     };
     const gateways = gatewayPg ? [gateway, gatewayPg] : [gateway];
     const targets = [direct, ...gateways, peer, bare1, bare2];
-    // Resident memory of each gateway's own processes (SecureGate's enclave and shareholders serve both of its layouts).
-    const memory = { securegate: [stack.host, stack.enclave, stack.shareholderProcess()!].map((p) => p.child.pid!), 'securegate-pg': (postgres?.hosts ?? []).map((h) => h.child.pid!), portkey: [portkey.pid] };
+    // Resident memory of each gateway's own processes (the shareholders serve both of SecureGate's layouts).
+    const memory = { securegate: [stack.host, stack.enclave, stack.shareholderProcess()!].map((p) => p.child.pid!), 'securegate-pg': postgres ? [...postgres.hosts, postgres.enclave].map((p) => p.child.pid!) : [], portkey: [portkey.pid] };
     const memoryNames = Object.keys(memory) as Array<keyof typeof memory>;
     const totalRss = async (pids: number[]) => (await Promise.all(pids.map(rssMb))).reduce((a, b) => a + b, 0);
     const idle = Object.fromEntries(await Promise.all(memoryNames.map(async (k) => [k, await totalRss(memory[k])] as const)));
@@ -480,7 +484,7 @@ export async function gatewayBenchmarks(options: GatewayBenchOptions): Promise<B
         baseline: `direct ${throughputAtP99(ladder.get('direct')!, bound).toFixed(0)}/s (ladder top ${ladderRates.at(-1)}/s)`,
         ratio: throughputAtP99(ladder.get(name)!, bound) / Math.max(1, throughputAtP99(ladder.get('direct')!, bound)),
       }));
-    const memoryWhat: Record<string, string> = { securegate: 'host + enclave + shareholders', 'securegate-pg': 'its 2 hosts', portkey: '1 process' };
+    const memoryWhat: Record<string, string> = { securegate: 'host + enclave + shareholders', 'securegate-pg': 'its 2 hosts + enclave', portkey: '1 process' };
     const memoryRows = (name: keyof typeof memory): BenchFigure[] =>
       name === 'securegate-pg' && !gatewayPg
         ? []

@@ -106,6 +106,11 @@ export interface Stack {
   demo?: { connectionId: string; key: string; keyId: string; upstreamKey: string };
   /** Starts the enclave again after it died (same socket, new ephemeral key, empty cache). */
   restartEnclave(): Promise<void>;
+  /**
+   * Starts one more enclave on a socket of its own (same bundle, shareholders and dev NSM), for
+   * another set of hosts: a second layout beside the stack's, with Node flags of its own.
+   */
+  startEnclaveInstance(name: string, nodeArgs?: string[]): Promise<ManagedProcess & { socket: string }>;
   /** Starts the host again after it died (same data directory and port). */
   restartHost(): Promise<void>;
   stop(): Promise<void>;
@@ -175,10 +180,10 @@ function gitCommit(): string {
   }
 }
 
-/** Starts one more host instance sharing the stack's data directory, enclave and database. */
-export async function startHostInstance(stack: Stack, args: string[], name = 'host-2', nodeArgs: string[] = []): Promise<ManagedProcess & { url: string }> {
+/** Starts one more host instance sharing the stack's data directory and database, and its enclave unless `enclaveSocket` names another. */
+export async function startHostInstance(stack: Stack, args: string[], name = 'host-2', nodeArgs: string[] = [], enclaveSocket = stack.enclaveSocket): Promise<ManagedProcess & { url: string }> {
   const hostDir = join(stack.dataDir, 'host');
-  const host = await spawnReady(name, 'host/main.ts', ['--data-dir', hostDir, '--enclave', `unix:${stack.enclaveSocket}`, '--port', '0', '--dev', ...args], join(stack.dataDir, 'logs', `${name}.log`), nodeArgs, hostDir, true);
+  const host = await spawnReady(name, 'host/main.ts', ['--data-dir', hostDir, '--enclave', `unix:${enclaveSocket}`, '--port', '0', '--dev', ...args], join(stack.dataDir, 'logs', `${name}.log`), nodeArgs, hostDir, true);
   return Object.assign(host, { url: `http://127.0.0.1:${host.ready.port as number}` });
 }
 
@@ -332,7 +337,8 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     writeFileSync(shareholdersFile, JSON.stringify(shareholders.map((s) => ({ id: s.id, url: s.url, publicKey: s.publicKey })), null, 2));
     const enclaveSocket = join(dataDir, 'enclave.sock');
     progress('starting the enclave (dev NSM)');
-    const enclaveArgs = ['--listen', `unix:${enclaveSocket}`, '--shareholders', shareholdersFile, '--dev-nsm', rootDir, '--dev-pcr0', pcr0, '--allow-loopback-http', ...(options.enclaveArgs ?? [])];
+    const enclaveArgsOn = (socket: string) => ['--listen', `unix:${socket}`, '--shareholders', shareholdersFile, '--dev-nsm', rootDir, '--dev-pcr0', pcr0, '--allow-loopback-http', ...(options.enclaveArgs ?? [])];
+    const enclaveArgs = enclaveArgsOn(enclaveSocket);
     const enclave = await spawnReady('enclave', 'enclave/dev-main.ts', enclaveArgs, join(logs, 'enclave.log'), options.enclaveNodeArgs ?? [], ROOT, true);
     started.push(enclave);
 
@@ -375,6 +381,11 @@ export async function startStack(options: StackOptions): Promise<Stack> {
       async restartEnclave() {
         await stack.enclave.stop();
         stack.enclave = await spawnReady('enclave', 'enclave/dev-main.ts', enclaveArgs, join(logs, 'enclave.log'), options.enclaveNodeArgs ?? [], ROOT, true);
+      },
+      async startEnclaveInstance(name, nodeArgs = []) {
+        const socket = join(dataDir, `${name}.sock`);
+        const instance = await spawnReady(name, 'enclave/dev-main.ts', enclaveArgsOn(socket), join(logs, `${name}.log`), nodeArgs, ROOT, true);
+        return Object.assign(instance, { socket });
       },
       async restartHost() {
         await stack.host.stop();
