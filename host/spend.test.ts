@@ -162,6 +162,28 @@ for (const engine of engines) {
       expect(await ledger.counter('project', 'p-rows', `d:${utcDay(now)}`)).toMatchObject({ spent: 2_500, reserved: 0, requests: 250 });
     });
 
+    // PostgreSQL only: SQLite has no round trips, and deletes a batch's rows one prepared statement each.
+    if (engine.name === 'postgres') it("deletes a settlement batch's reservation rows in one statement, and an unknown id in it fails alone", async () => {
+      const now = Date.now();
+      const statements: string[] = [];
+      const counting = (d: SqlDb): SqlDb => ({
+        ...d,
+        query: (sql, params) => (statements.push(sql), d.query(sql, params)),
+        transaction: (fn) => d.transaction((tx) => fn(counting(tx))),
+        lane: undefined,
+      });
+      const counted = new SpendLedger(counting(db));
+      const reserved = await Promise.all(Array.from({ length: 150 }, (_, i) => counted.reserve({ ...uncapped(`k-del-${i % 3}`, 'p-del'), amount: 1_000, now })));
+      const ids = reserved.map((r) => (r.ok ? r.reservationId : ''));
+      statements.length = 0;
+      const settled = await Promise.allSettled([...ids.map((id) => counted.settle(id, 10)), counted.settle('res_never_reserved', 10)]);
+      expect(settled.slice(0, 150).every((s) => s.status === 'fulfilled')).toBe(true);
+      expect(settled[150]).toMatchObject({ status: 'rejected', reason: { code: 'reservation_unknown' } });
+      expect(statements.filter((q) => q.startsWith('DELETE FROM reservations'))).toHaveLength(1);
+      expect(await ledger.counter('project', 'p-del', `d:${utcDay(now)}`)).toEqual({ spent: 1_500, reserved: 0, requests: 150 });
+      expect(await db.query('SELECT id FROM reservations WHERE key_id LIKE $1', ['k-del-%'])).toEqual([]);
+    });
+
     it('reserves an uncapped request without touching a counter, and its settlement charges every counter', async () => {
       const now = Date.now();
       const day = `d:${utcDay(now)}`;

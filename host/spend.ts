@@ -19,9 +19,11 @@
  * Why this cannot deadlock (PostgreSQL; SQLite has a single writer and takes it at BEGIN
  * IMMEDIATE, so it cannot deadlock at all). Rows are locked in one total order: reservation rows
  * by ascending id, then counter rows in COUNTER_ORDER.
- *   - Every transaction here locks its reservation rows first, one single-row statement each, in
- *     ascending id: a settlement batch by DELETE, the sweep (one reservation per transaction) by
- *     UPDATE; reserve inserts a fresh random id that no other transaction can see before it commits.
+ *   - Every transaction here locks its reservation rows first, in ascending id: a settlement
+ *     batch by one DELETE whose subquery locks them `ORDER BY id FOR UPDATE` (PostgreSQL locks
+ *     the rows as the sort emits them; the DELETE then waits on no row), the sweep (one reservation
+ *     per transaction) by a single-row UPDATE; reserve inserts a fresh random id that no other
+ *     transaction can see before it commits.
  *   - It then locks counter rows only with single-row statements (an upsert on the primary key),
  *     each row once, in COUNTER_ORDER — never a multi-row UPDATE, whose lock order follows the
  *     physical order of row versions and differs between transactions (the deadlock of issue 17).
@@ -47,7 +49,7 @@
  * costs exactly.
  */
 import { newId } from './keys.ts';
-import { valuesList, type SqlDb, type SqlValue } from '../storage/db.ts';
+import { valuesList, type Row, type SqlDb, type SqlValue } from '../storage/db.ts';
 import { periodOf, utcDay, utcMinute } from './spend-windows.ts';
 
 export { utcDay } from './spend-windows.ts';
@@ -190,6 +192,23 @@ const RESERVE = `INSERT INTO spend_counters (scope, scope_id, period, spent, res
 const insertReservations = (tuples: string) => `INSERT INTO reservations (id, key_id, project_id, day, amount, created_at, expires_at, held, minute, tokens)
   VALUES ${tuples} ON CONFLICT (id) DO NOTHING`;
 const INSERT_RESERVATION = insertReservations('($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)');
+
+const RESERVATION_COLUMNS = 'id, key_id, project_id, day, amount, held, reclaimed, charged, minute, tokens';
+
+/**
+ * Deletes the reservation rows `ids` (ascending) and answers them by id; ids without a row are
+ * absent. On PostgreSQL one statement takes them all: its subquery locks the rows as its sort
+ * emits them, so in ascending id, as the lock order (header) requires — one round trip where a
+ * DELETE per row was one each, in a transaction that holds its connection throughout. SQLite has
+ * one writer and no round trips: a prepared DELETE per row.
+ */
+async function takeReservations(tx: SqlDb, ids: string[]): Promise<Map<string, Row>> {
+  const rows =
+    tx.engine === 'postgres'
+      ? await tx.query(`DELETE FROM reservations WHERE id IN (SELECT id FROM reservations WHERE id IN (${ids.map((_, i) => `$${i + 1}`).join(', ')}) ORDER BY id FOR UPDATE) RETURNING ${RESERVATION_COLUMNS}`, ids)
+      : (await Promise.all(ids.map((id) => tx.query(`DELETE FROM reservations WHERE id = $1 RETURNING ${RESERVATION_COLUMNS}`, [id])))).flat();
+  return new Map(rows.map((r) => [r.id as string, r]));
+}
 
 /** Transactions writing settlements at once per process, and settlements per transaction. */
 const MAX_BATCHES = 4;
@@ -428,10 +447,11 @@ export class SpendLedger {
     /** Per settlement: its key-day row and how much it moved it, for before/after. */
     const keyDays: Array<{ row: string; spent: number } | undefined> = [];
     const byId = batch.map((_, i) => i).sort((a, b) => (batch[a]!.id < batch[b]!.id ? -1 : 1));
+    // Their deletion is the guard against settling twice.
+    const taken = await takeReservations(tx, byId.map((i) => batch[i]!.id));
     for (const i of byId) {
       const { id, actual, actualTokens, isRetry } = batch[i]!;
-      // Its deletion is the guard against settling twice.
-      const [res] = await tx.query('DELETE FROM reservations WHERE id = $1 RETURNING key_id, project_id, day, amount, held, reclaimed, charged, minute, tokens', [id]);
+      const res = taken.get(id);
       if (!res) {
         // On a retry, the row is gone because an earlier attempt committed and only its answer was lost.
         if (!isRetry) outcomes[i] = { ok: false, error: new SpendError('reservation_unknown', `reservation ${id} is unknown or already settled`) };
