@@ -7,7 +7,7 @@
  * its process hops. SecureGate is measured twice: as `npm start` runs it (embedded SQLite, one
  * host, one enclave, with the dev stack's Node flags DEV_STACK_NODE_ARGS, so its memory rows
  * describe the dev stack), and in the production layout (PostgreSQL, two host instances behind a
- * client-side balancer and an enclave of their own, with production's Node flags, i.e. none),
+ * client-side balancer, each with an enclave of its own, with production's Node flags, i.e. none),
  * both sharing the shareholders; the PostgreSQL schema is the run's own, dropped after. The throughput phase also reads each process's CPU time
  * (`/proc/<pid>/stat`) and reports it per request: SecureGate's host and enclave beside Portkey's
  * one process and beside the bare relays (what a process hop alone costs in CPU).
@@ -256,11 +256,12 @@ async function mockConnectionKey(stack: Stack, hostUrl: string, origin: string, 
 
 /**
  * SecureGate's production layout: two more host instances on PostgreSQL (a schema of this run's
- * own) and an enclave of their own, sharing the stack's shareholders, all run as production runs
- * them — without the dev stack's heap bounds (DEV_STACK_NODE_ARGS), as the README tells operators
- * and the enclave image's init starts node. Undefined when no PostgreSQL answers.
+ * own), each with an enclave of its own as each parent instance has its Nitro enclave, sharing the
+ * stack's shareholders, all run as production runs them — without the dev stack's heap bounds
+ * (DEV_STACK_NODE_ARGS), as the README tells operators and the enclave image's init starts node.
+ * Undefined when no PostgreSQL answers.
  */
-async function startPostgresHosts(stack: Stack, log: (m: string) => void): Promise<{ hosts: Array<ManagedProcess & { url: string }>; enclave: ManagedProcess; stop(): Promise<void> } | undefined> {
+async function startPostgresHosts(stack: Stack, log: (m: string) => void): Promise<{ hosts: Array<ManagedProcess & { url: string }>; enclaves: ManagedProcess[]; stop(): Promise<void> } | undefined> {
   const { skipPostgres, TEST_DATABASE_URL, uniqueSchema, dropSchema } = await import('../test/pg.ts');
   if (skipPostgres) {
     log(`bench: no PostgreSQL at ${TEST_DATABASE_URL}; SecureGate runs on SQLite only`);
@@ -269,21 +270,23 @@ async function startPostgresHosts(stack: Stack, log: (m: string) => void): Promi
   const schema = uniqueSchema('sg_bench');
   const args = ['--database', TEST_DATABASE_URL, '--db-schema', schema, '--velocity-floor', '100000000'];
   const hosts: Array<ManagedProcess & { url: string }> = [];
-  let enclave: (ManagedProcess & { socket: string }) | undefined;
+  const enclaves: Array<ManagedProcess & { socket: string }> = [];
   const stop = async () => {
-    await Promise.all([...hosts, ...(enclave ? [enclave] : [])].map((p) => p.stop()));
+    await Promise.all([...hosts, ...enclaves].map((p) => p.stop()));
     await dropSchema(schema);
   };
   try {
-    enclave = await stack.startEnclaveInstance('enclave-pg');
-    // One after the other: the first creates the schema's tables.
-    hosts.push(await startHostInstance(stack, args, 'host-pg-a', [], enclave.socket));
-    hosts.push(await startHostInstance(stack, args, 'host-pg-b', [], enclave.socket));
+    // One after the other: the first host creates the schema's tables.
+    for (const name of ['a', 'b']) {
+      const enclave = await stack.startEnclaveInstance(`enclave-pg-${name}`);
+      enclaves.push(enclave);
+      hosts.push(await startHostInstance(stack, args, `host-pg-${name}`, [], enclave.socket));
+    }
   } catch (e) {
     await stop();
     throw e;
   }
-  return { hosts, enclave, stop };
+  return { hosts, enclaves, stop };
 }
 
 /** Streams `bytes` through an any-API connection to a counting sink; samples host and enclave RSS. */
@@ -385,12 +388,12 @@ export async function gatewayBenchmarks(options: GatewayBenchOptions): Promise<B
       pool: new BalancedPool(postgres.hosts.map((h) => h.url), { connections: 128, pipelining: 1 }),
       path: '/v1/chat/completions',
       headers: { authorization: `Bearer ${await mockConnectionKey(stack, postgres.hosts[0]!.url, upstream.origin, upstream.upstreamKey)}` },
-      processes: { host: postgres.hosts.map((h) => h.child.pid!), enclave: [postgres.enclave.child.pid!] },
+      processes: { host: postgres.hosts.map((h) => h.child.pid!), enclave: postgres.enclaves.map((e) => e.child.pid!) },
     };
     const gateways = gatewayPg ? [gateway, gatewayPg] : [gateway];
     const targets = [direct, ...gateways, peer, bare1, bare2];
     // Resident memory of each gateway's own processes (the shareholders serve both of SecureGate's layouts).
-    const memory = { securegate: [stack.host, stack.enclave, stack.shareholderProcess()!].map((p) => p.child.pid!), 'securegate-pg': postgres ? [...postgres.hosts, postgres.enclave].map((p) => p.child.pid!) : [], portkey: [portkey.pid] };
+    const memory = { securegate: [stack.host, stack.enclave, stack.shareholderProcess()!].map((p) => p.child.pid!), 'securegate-pg': postgres ? [...postgres.hosts, ...postgres.enclaves].map((p) => p.child.pid!) : [], portkey: [portkey.pid] };
     const memoryNames = Object.keys(memory) as Array<keyof typeof memory>;
     const totalRss = async (pids: number[]) => (await Promise.all(pids.map(rssMb))).reduce((a, b) => a + b, 0);
     const idle = Object.fromEntries(await Promise.all(memoryNames.map(async (k) => [k, await totalRss(memory[k])] as const)));
@@ -484,7 +487,7 @@ export async function gatewayBenchmarks(options: GatewayBenchOptions): Promise<B
         baseline: `direct ${throughputAtP99(ladder.get('direct')!, bound).toFixed(0)}/s (ladder top ${ladderRates.at(-1)}/s)`,
         ratio: throughputAtP99(ladder.get(name)!, bound) / Math.max(1, throughputAtP99(ladder.get('direct')!, bound)),
       }));
-    const memoryWhat: Record<string, string> = { securegate: 'host + enclave + shareholders', 'securegate-pg': 'its 2 hosts + enclave', portkey: '1 process' };
+    const memoryWhat: Record<string, string> = { securegate: 'host + enclave + shareholders', 'securegate-pg': 'its 2 hosts + 2 enclaves', portkey: '1 process' };
     const memoryRows = (name: keyof typeof memory): BenchFigure[] =>
       name === 'securegate-pg' && !gatewayPg
         ? []
@@ -502,12 +505,13 @@ export async function gatewayBenchmarks(options: GatewayBenchOptions): Promise<B
     // A smoke run's rounds can be shorter than one 10 ms tick of process CPU time.
     const per = (a: number, b: number) => (b > 0 ? a / b : 0);
     const cpuRows = (name: string): BenchFigure[] => {
-      const hosts = `${label[name]} host${name === 'securegate-pg' ? 's' : ''}`;
+      // The production layout's rows sum both hosts and both enclaves (per request served by either).
+      const [hosts, enclaves] = name === 'securegate-pg' ? ['hosts', 'enclaves'] : ['host', 'enclave'];
       const [host, enclave, portkeyUs] = [cpuUs(name, 'host'), cpuUs(name, 'enclave'), cpuUs('portkey', 'gateway')];
       return [
-        { name: `CPU per request at 32 clients: ${hosts} + enclave (µs)`, medianUs: host + enclave, baseline: `Portkey ${portkeyUs.toFixed(0)} µs`, ratio: per(host + enclave, portkeyUs) },
-        { name: `CPU per request at 32 clients: ${hosts} (µs)`, medianUs: host, baseline: relayBaseline, ratio: per(host, relayUs) },
-        { name: `CPU per request at 32 clients: ${label[name]} enclave (µs)`, medianUs: enclave, baseline: relayBaseline, ratio: per(enclave, relayUs) },
+        { name: `CPU per request at 32 clients: ${label[name]} ${hosts} + ${enclaves} (µs)`, medianUs: host + enclave, baseline: `Portkey ${portkeyUs.toFixed(0)} µs`, ratio: per(host + enclave, portkeyUs) },
+        { name: `CPU per request at 32 clients: ${label[name]} ${hosts} (µs)`, medianUs: host, baseline: relayBaseline, ratio: per(host, relayUs) },
+        { name: `CPU per request at 32 clients: ${label[name]} ${enclaves} (µs)`, medianUs: enclave, baseline: relayBaseline, ratio: per(enclave, relayUs) },
       ];
     };
     return [

@@ -19,8 +19,8 @@ it(`runs the whole benchmark in smoke mode and reports every figure${skipPostgre
   for (const row of rows) expect(row, row).not.toMatch(/NaN/);
   // CPU per request of each gateway's processes beside a bare relay's (issue 22).
   const cpu = ['SecureGate host + enclave', 'SecureGate host', 'SecureGate enclave', 'Portkey', 'bare relays, 2 hops'];
-  // The production layout: two hosts on PostgreSQL and their own enclave, with their memory.
-  if (!skipPostgres) cpu.push('SecureGate on PostgreSQL, 2 hosts hosts + enclave', 'SecureGate on PostgreSQL, 2 hosts enclave');
+  // The production layout: two hosts on PostgreSQL, each with its own enclave, and their memory.
+  if (!skipPostgres) cpu.push('SecureGate on PostgreSQL, 2 hosts hosts + enclaves', 'SecureGate on PostgreSQL, 2 hosts enclaves');
   for (const who of cpu) expect(rows.some((r) => r.startsWith(`| CPU per request at 32 clients: ${who} (µs) |`)), who).toBe(true);
-  if (!skipPostgres) expect(rows.some((r) => r.startsWith('| SecureGate on PostgreSQL, 2 hosts RSS idle, its 2 hosts + enclave (MB in the median column) |'))).toBe(true);
+  if (!skipPostgres) expect(rows.some((r) => r.startsWith('| SecureGate on PostgreSQL, 2 hosts RSS idle, its 2 hosts + 2 enclaves (MB in the median column) |'))).toBe(true);
 }, 300_000);
