@@ -40,7 +40,7 @@ describe('npm start memory', () => {
   it('runs npm start\'s launcher with the Node flags it gives the host and the enclave', async () => {
     const pkg = JSON.parse(await readFile(join(root, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
     expect(pkg.scripts.start).toBe(`node ${DEV_STACK_NODE_ARGS.join(' ')} scripts/dev-stack.ts`);
-    expect(DEV_STACK_NODE_ARGS).toEqual(expect.arrayContaining(['--max-semi-space-size=8', '--heap-growing-percent=20']));
+    expect(DEV_STACK_NODE_ARGS).toEqual(expect.arrayContaining(['--max-semi-space-size=16', '--heap-growing-percent=20']));
   });
 
   it('starts host and enclave with its Node flags, and no process loads pg on SQLite nor the host nodemailer without SMTP', async () => {
