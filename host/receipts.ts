@@ -15,6 +15,11 @@ import type { HostStore } from './store.ts';
 
 const DAY_MS = 86_400_000;
 
+/** Stores a receipt unless this receipt key's seq is already stored (the table itself allows duplicates, so a replay stays visible). */
+const STORE_RECEIPT = `INSERT INTO usage_receipts (id, enclave_key, seq, connection_id, day, signed, received_at)
+  SELECT $1, $2, CAST($3 AS BIGINT), $4, CAST($5 AS INTEGER), $6, CAST($7 AS BIGINT)
+  WHERE NOT EXISTS (SELECT 1 FROM usage_receipts WHERE enclave_key = $2 AND seq = $3)`;
+
 /** What `GET /admin/v1/receipts` answers: the evidence, unverified (the verifier checks it). */
 export interface ReceiptEvidence {
   days: { from: number; to: number };
@@ -90,9 +95,13 @@ export class ReceiptCollector {
       // One transaction per page (a receipt per answer must not cost a commit each), on the audit
       // lane: receipts are written beside the audit trail, never on the pool a kill needs.
       await (db.lane?.('audit') ?? db).transaction(async (tx) => {
+        // Hosts sharing one enclave (a rolling restart runs two on one parent instance) collect the
+        // same pages, and a receipt stored twice is what the verifier names a replay: they store a
+        // receipt key's pages one at a time (SQLite has one writer anyway), each receipt once.
+        if (tx.engine === 'postgres') await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`usage_receipts:${key}`]);
         for (const signed of page.receipts) {
           const r = signed.receipt;
-          await tx.query('INSERT INTO usage_receipts (id, enclave_key, seq, connection_id, day, signed, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7)', [
+          await tx.query(STORE_RECEIPT, [
             `rcp_${randomBytes(10).toString('hex')}`, key, r.seq, r.connectionId, r.day, JSON.stringify(signed), Date.now(),
           ]);
         }

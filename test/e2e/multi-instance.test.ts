@@ -7,7 +7,7 @@ import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startHostInstance, type ManagedProcess } from '../../scripts/stack.ts';
 import { dropSchema, skipPostgres, TEST_DATABASE_URL, uniqueSchema } from '../pg.ts';
-import { eventually, startTestStack } from './helpers.ts';
+import { connectTestProvider, eventually, startTestStack } from './helpers.ts';
 
 describe.skipIf(skipPostgres)('two host instances on one PostgreSQL', () => {
   const schema = uniqueSchema('sg_multi');
@@ -116,5 +116,26 @@ describe.skipIf(skipPostgres)('two host instances on one PostgreSQL', () => {
     const ips = ['81.2.69.142', '2.125.160.216', '128.101.101.101', '200.160.2.3'];
     const results = await Promise.allSettled(ips.map((ip, i) => chat(i % 2 ? second.url : stack.hostUrl, key, ip)));
     expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+  });
+
+  // Two hosts on one enclave (a rolling restart on one parent instance runs the old and the new
+  // host side by side): both collect the same receipts, and a receipt stored twice is what
+  // `usage --verify` names a replay — an honest host must never store one twice.
+  it('stores each receipt of a shared enclave once when both instances collect it at the same moment', async () => {
+    // A connection under an owner-signed policy: the enclave signs a receipt for its answers.
+    const connectionId = await connectTestProvider(stack, 'openai', { connectionPolicy: { ceiling: { requests: 1000 } } });
+    const created = await admin(stack.hostUrl, 'POST', '/keys', { connectionId });
+    for (let i = 0; i < 6; i++) await chat(i % 2 ? second.url : stack.hostUrl, created.key as string);
+    type Evidence = { receipts: Array<{ enclaveKey: string; receipt: { seq: number } }> };
+    const path = `/receipts?connection=${connectionId}`;
+    for (let round = 0; round < 3; round++) {
+      const answers = (await Promise.all([admin(stack.hostUrl, 'GET', path), admin(second.url, 'GET', path)])) as unknown as Evidence[];
+      for (const evidence of answers) {
+        const seen = evidence.receipts.map((r) => `${r.enclaveKey}:${r.receipt.seq}`);
+        expect(seen.length).toBeGreaterThan(0);
+        expect(seen.length - new Set(seen).size).toBe(0);
+      }
+      await chat(stack.hostUrl, created.key as string);
+    }
   });
 });
