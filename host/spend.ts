@@ -203,10 +203,14 @@ const RESERVATION_COLUMNS = 'id, key_id, project_id, day, amount, held, reclaime
  * one writer and no round trips: a prepared DELETE per row.
  */
 async function takeReservations(tx: SqlDb, ids: string[]): Promise<Map<string, Row>> {
-  const rows =
-    tx.engine === 'postgres'
-      ? await tx.query(`DELETE FROM reservations WHERE id IN (SELECT id FROM reservations WHERE id IN (${ids.map((_, i) => `$${i + 1}`).join(', ')}) ORDER BY id FOR UPDATE) RETURNING ${RESERVATION_COLUMNS}`, ids)
-      : (await Promise.all(ids.map((id) => tx.query(`DELETE FROM reservations WHERE id = $1 RETURNING ${RESERVATION_COLUMNS}`, [id])))).flat();
+  let rows: Row[];
+  if (tx.engine === 'postgres') {
+    // The ids as one tuple, `($1, …, $n)`.
+    const { tuples, params } = valuesList([ids]);
+    rows = await tx.query(`DELETE FROM reservations WHERE id IN (SELECT id FROM reservations WHERE id IN ${tuples} ORDER BY id FOR UPDATE) RETURNING ${RESERVATION_COLUMNS}`, params);
+  } else {
+    rows = (await Promise.all(ids.map((id) => tx.query(`DELETE FROM reservations WHERE id = $1 RETURNING ${RESERVATION_COLUMNS}`, [id])))).flat();
+  }
   return new Map(rows.map((r) => [r.id as string, r]));
 }
 
