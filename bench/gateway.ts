@@ -8,9 +8,10 @@
  * host, one enclave, with the dev stack's Node flags DEV_STACK_NODE_ARGS, so its memory rows
  * describe the dev stack), and in the production layout (PostgreSQL, two host instances behind a
  * client-side balancer, each with an enclave of its own, with production's Node flags, i.e. none),
- * both sharing the shareholders; the PostgreSQL schema is the run's own, dropped after. The throughput phase also reads each process's CPU time
- * (`/proc/<pid>/stat`) and reports it per request: SecureGate's host and enclave beside Portkey's
- * one process and beside the bare relays (what a process hop alone costs in CPU).
+ * both sharing the shareholders; the PostgreSQL schema is the run's own, dropped after. The
+ * throughput phase also reads each process's CPU time (`/proc/<pid>/stat`) and reports it per
+ * request: SecureGate's host and enclave beside Portkey's one process and beside the bare relays
+ * (what a process hop alone costs in CPU).
  */
 import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';

@@ -111,7 +111,8 @@ export interface Stack {
   restartEnclave(): Promise<void>;
   /**
    * Starts one more enclave on a socket of its own (same bundle, shareholders and dev NSM), for
-   * another set of hosts: a second layout beside the stack's, with Node flags of its own.
+   * another set of hosts: a second layout beside the stack's, with Node flags of its own. The
+   * caller stops it (`stop()` stops the stack's own processes only); it exits with its parent.
    */
   startEnclaveInstance(name: string, nodeArgs?: string[]): Promise<ManagedProcess & { socket: string }>;
   /** Starts the host again after it died (same data directory and port). */
