@@ -1,8 +1,11 @@
-import { calcPrice } from '@pydantic/genai-prices';
+import { calcPrice, findProvider, waitForUpdate, type Usage } from '@pydantic/genai-prices';
 import fc from 'fast-check';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import type { PriceRule } from '../protocol/index.ts';
-import { MICROS, priceUsage, reservationBound, settledCost, type Bound, type BoundQuestion, type TokenUsage } from './pricing.ts';
+import { flatPrice, MICROS, priceUsage, reservationBound, settledCost, type Bound, type BoundQuestion, type TokenUsage } from './pricing.ts';
+
+// The real calcPrice, watched: a test can tell whether priceUsage called it.
+vi.mock('@pydantic/genai-prices', { spy: true });
 
 describe('pricing', () => {
   const cases: Array<[string, string, string, { inputTokens: number; outputTokens: number; cacheReadTokens?: number }]> = [
@@ -34,6 +37,168 @@ describe('pricing', () => {
     const bound = reservationBound({ provider: 'openai', model: 'gpt-4o-mini', rule: { unit: 'tokens' }, json: { model: 'gpt-4o-mini', messages: [], max_tokens: 100 }, bodyBytes: 200 });
     expect(bound.ok).toBe(true);
     expect(bound.ok && bound.micros).toBeGreaterThan(priceUsage('openai', 'gpt-4o-mini', { inputTokens: 100, outputTokens: 100 })!);
+  });
+});
+
+/** The usage priceUsage hands calcPrice for a TokenUsage: the contract its fast path must keep. */
+const calcUsage = (u: TokenUsage): Usage => ({
+  input_tokens: u.inputTokens + (u.cacheReadTokens ?? 0) + (u.cacheWriteTokens ?? 0),
+  output_tokens: u.outputTokens,
+  ...(u.cacheReadTokens ? { cache_read_tokens: u.cacheReadTokens } : {}),
+  ...(u.cacheWriteTokens ? { cache_write_tokens: u.cacheWriteTokens } : {}),
+  ...(u.audioSeconds ? { audio_seconds: u.audioSeconds, input_audio_seconds: u.audioSeconds } : {}),
+});
+const calcMicros = (u: TokenUsage, model: string, options: Parameters<typeof calcPrice>[2]) => {
+  const result = calcPrice(calcUsage(u), model, options);
+  return result ? Math.ceil(result.total_price * MICROS) : null;
+};
+/** How many times priceUsage called calcPrice. */
+const calcPriceCalls = (f: () => unknown): number => {
+  const before = vi.mocked(calcPrice).mock.calls.length;
+  f();
+  return vi.mocked(calcPrice).mock.calls.length - before;
+};
+
+describe('priceUsage without calcPrice on the hot path', () => {
+  // Zero, one, round figures (where rounding up to the micro-dollar is most sensitive), large.
+  const FIXED: TokenUsage[] = [
+    { inputTokens: 0, outputTokens: 0 },
+    { inputTokens: 1, outputTokens: 1 },
+    { inputTokens: 0, outputTokens: 0, cacheReadTokens: 1, cacheWriteTokens: 1, audioSeconds: 1 },
+    { inputTokens: 1000, outputTokens: 1000, cacheReadTokens: 1000 },
+    { inputTokens: 1234, outputTokens: 567, cacheReadTokens: 89, cacheWriteTokens: 12, audioSeconds: 7.5 },
+    { inputTokens: 1_000_000, outputTokens: 1_000_000, cacheReadTokens: 1_000_000, cacheWriteTokens: 1_000_000, audioSeconds: 3600 },
+    { inputTokens: 123_456_789, outputTokens: 98_765_432, cacheReadTokens: 5_555_555, cacheWriteTokens: 777_777, audioSeconds: 86_400.25 },
+  ];
+  const randomUsage: fc.Arbitrary<TokenUsage> = fc.record({
+    inputTokens: fc.nat(2_000_000),
+    outputTokens: fc.nat(200_000),
+    cacheReadTokens: fc.option(fc.nat(2_000_000), { nil: undefined }),
+    cacheWriteTokens: fc.option(fc.nat(500_000), { nil: undefined }),
+    audioSeconds: fc.option(fc.double({ min: 0, max: 10_000, noNaN: true }), { nil: undefined }),
+  });
+
+  it('prices every model of the bundled price data as calcPrice does, to the micro-dollar, most without calling it', async () => {
+    // The library's active data: the bundled data, since nothing here calls updatePrices.
+    const providers = (await waitForUpdate()) ?? [];
+    // Collected rather than asserted one by one: ~90,000 expect() calls would take seconds.
+    const wrong: string[] = [];
+    const same = (got: unknown, want: unknown, what: string) => {
+      if (!Object.is(got, want)) wrong.push(`${what}: ${String(got)}, not ${String(want)}`);
+    };
+    let models = 0;
+    let flat = 0;
+    let fastByName = 0;
+    for (const provider of providers) {
+      const byName = { provider: findProvider({ providerId: provider.id })! };
+      for (const model of provider.models) {
+        models++;
+        const usages = [...FIXED, ...fc.sample(randomUsage, { numRuns: 20, seed: models })];
+        const what = (usage: TokenUsage) => `${provider.id} ${model.id} ${JSON.stringify(usage)}`;
+        // The model's own price (an exact match on its id) through flatPrice: the same double as
+        // calcPrice's total, not only the same micro-dollars.
+        const price = flatPrice(provider.id, model);
+        if (price) {
+          flat++;
+          const alone = { provider: { ...provider, models: [{ ...model, match: { equals: model.id } }] } };
+          for (const usage of usages) same(price(usage), calcPrice(calcUsage(usage), model.id, alone)!.total_price, what(usage));
+        }
+        // The model's name as a request gives it, through priceUsage: its first call finds the
+        // model with calcPrice, later ones should not need it. Past the first, the reference
+        // searches only the model found, as priceUsage did before it had a fast path.
+        const [first, ...rest] = usages;
+        const found = calcPrice(calcUsage(first!), model.id, byName);
+        same(priceUsage(provider.id, model.id, first!), found && Math.ceil(found.total_price * MICROS), what(first!));
+        const narrowed = found && { provider: { ...found.provider, models: [found.model] } };
+        let calls = 0;
+        for (const usage of rest) {
+          const want = narrowed && calcMicros(usage, model.id, narrowed);
+          calls += calcPriceCalls(() => same(priceUsage(provider.id, model.id, usage), want, what(usage)));
+        }
+        if (calls === 0) fastByName++;
+      }
+    }
+    expect(wrong.slice(0, 10)).toEqual([]);
+    // ~1,700 models, ~1,620 of them with flat prices, ~1,570 found by their id.
+    expect(models).toBeGreaterThan(1000);
+    expect(flat / models).toBeGreaterThan(0.9);
+    expect(fastByName / models).toBeGreaterThan(0.85);
+  });
+
+  it('agrees with calcPrice on odd usages too: fractions, -0, huge, negative, NaN, infinite', () => {
+    // Flat prices with cache writes, audio by the hour with and without input audio, a fee per request.
+    const flatModels: Array<[string, string, string]> = [
+      ['openai', 'openai', 'gpt-4o-mini'],
+      ['anthropic', 'anthropic', 'claude-3-5-sonnet-20241022'],
+      ['openai', 'openai', 'whisper-1'],
+      ['xai', 'x-ai', 'grok-voice-think-fast-1.0'],
+      ['perplexity', 'perplexity', 'sonar'],
+    ];
+    const count = fc.oneof(fc.nat(2_000_000), fc.double(), fc.constantFrom(-0, -1, 0.5, 1e308, Number.NaN));
+    const outcome = (f: () => number | null) => {
+      try {
+        return f();
+      } catch {
+        return 'throws';
+      }
+    };
+    fc.assert(
+      fc.property(
+        fc.constantFrom(...flatModels),
+        fc.record({ inputTokens: count, outputTokens: count, cacheReadTokens: fc.option(count, { nil: undefined }), cacheWriteTokens: fc.option(count, { nil: undefined }), audioSeconds: fc.option(count, { nil: undefined }) }),
+        ([provider, priceProvider, model], usage) => {
+          priceUsage(provider, model, { inputTokens: 1, outputTokens: 1 });
+          expect(calcPriceCalls(() => priceUsage(provider, model, { inputTokens: 2, outputTokens: 2 })), model).toBe(0);
+          expect(outcome(() => priceUsage(provider, model, usage))).toBe(outcome(() => calcMicros(usage, model, { providerId: priceProvider })));
+        },
+      ),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('leaves a tiered price to calcPrice: gpt-5.4 costs more per token from 272k input tokens', () => {
+    const model = calcPrice({ input_tokens: 0, output_tokens: 0 }, 'gpt-5.4', { providerId: 'openai' })!.model;
+    expect(flatPrice('openai', model)).toBeUndefined();
+    const below = { inputTokens: 271_000, outputTokens: 1000 };
+    const above = { inputTokens: 273_000, outputTokens: 1000 };
+    for (const usage of [below, above, below]) {
+      const want = calcMicros(usage, 'gpt-5.4', { providerId: 'openai' });
+      expect(calcPriceCalls(() => expect(priceUsage('openai', 'gpt-5.4', usage)).toBe(want))).toBe(1);
+    }
+    expect(priceUsage('openai', 'gpt-5.4', above)! / 273).toBeGreaterThan(priceUsage('openai', 'gpt-5.4', below)! / 271);
+  });
+
+  it('leaves a price by time of day to calcPrice: deepseek-chat costs less outside 00:30–16:30 UTC', () => {
+    const usage = { inputTokens: 10_000, outputTokens: 2000, cacheReadTokens: 5000 };
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      const at = (iso: string) => {
+        vi.setSystemTime(new Date(iso));
+        const micros = priceUsage('deepseek', 'deepseek-chat', usage);
+        expect(micros).toBe(calcMicros(usage, 'deepseek-chat', { providerId: 'deepseek', timestamp: new Date(iso) }));
+        return micros!;
+      };
+      const peak = at('2026-03-02T12:00:00Z');
+      expect(at('2026-03-02T20:00:00Z')).toBeLessThan(peak);
+      expect(at('2026-03-03T12:00:00Z')).toBe(peak);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('throws calcPrice\'s error for a usage calcPrice rejects, on a model it prices without calcPrice', () => {
+    priceUsage('openai', 'gpt-4o-mini', { inputTokens: 1, outputTokens: 1 });
+    const rejected: TokenUsage[] = [
+      { inputTokens: -1, outputTokens: 0 },
+      { inputTokens: 1, outputTokens: Number.NaN },
+      { inputTokens: 1, outputTokens: 1, cacheReadTokens: Number.POSITIVE_INFINITY },
+      // input_tokens (5) passes calcPrice's check; the uncached input (−5) does not.
+      { inputTokens: -5, outputTokens: 0, cacheReadTokens: 10 },
+    ];
+    for (const usage of rejected) {
+      expect(() => calcPrice(calcUsage(usage), 'gpt-4o-mini', { providerId: 'openai' })).toThrow();
+      expect(() => priceUsage('openai', 'gpt-4o-mini', usage)).toThrow();
+    }
   });
 });
 

@@ -62,19 +62,130 @@ function priceOptions(provider: string): PriceOptions {
   return found ? { provider: found } : { providerId: id };
 }
 
-const rateCache = new Map<string, { input: number; output: number } | null>();
+/** A model's total price in dollars for a usage, or undefined for a usage it leaves to calcPrice. */
+type FlatPrice = (usage: TokenUsage) => number | undefined;
+
+/** What a flat price multiplies: calcPrice's usage for the key, less what more specific priced keys take. */
+type Quantity = 'uncachedInput' | 'cacheRead' | 'cacheWrite' | 'output' | 'inputAudio' | 'otherAudio' | 'request';
 
 /**
- * Once a model has been priced, later calls search only its entry: the provider as the price data
- * has it, narrowed to the one matched model (calcPrice would otherwise match the model name
- * against every model of the provider on every request). Same data, same result.
+ * The price keys flatPrice computes, as genai-prices' unit registry (dist/index.js) defines them:
+ * the divisor (`per`) and which of calcPrice's three sums the cost goes to (by the unit's
+ * direction; audio_hours and requests_kcount have none).
  */
-const modelCache = new Map<string, Provider>();
+const FLAT_KEYS: Readonly<Record<string, { quantity: Quantity; per: number; sum: 'input' | 'output' | 'other' }>> = {
+  input_mtok: { quantity: 'uncachedInput', per: 1e6, sum: 'input' },
+  cache_read_mtok: { quantity: 'cacheRead', per: 1e6, sum: 'input' },
+  cache_write_mtok: { quantity: 'cacheWrite', per: 1e6, sum: 'input' },
+  output_mtok: { quantity: 'output', per: 1e6, sum: 'output' },
+  input_audio_hours: { quantity: 'inputAudio', per: 3600, sum: 'input' },
+  audio_hours: { quantity: 'otherAudio', per: 3600, sum: 'other' },
+  requests_kcount: { quantity: 'request', per: 1000, sum: 'other' },
+};
+
+/**
+ * Registered price keys for usage priceUsage never reports. None is an ancestor of a reported
+ * unit, so calcPrice multiplies each by 0 and subtracts 0 from its ancestors: they change nothing.
+ */
+const UNREPORTED_KEYS = new Set([
+  'cache_write_1h_mtok', 'input_audio_mtok', 'output_audio_mtok', 'cache_audio_read_mtok', 'input_image_mtok', 'cache_image_read_mtok',
+  'output_image_mtok', 'input_video_mtok', 'output_video_mtok', 'output_reasoning_mtok', 'output_citation_mtok',
+  'web_searches_kcount', 'storage_searches_kcount', 'input_document_kpages', 'input_annotated_document_kpages', 'input_text_messages_kcount',
+]);
+
+/** A usage count calcPrice accepts without throwing: a finite, non-negative number. */
+const isCount = (v: unknown): v is number => typeof v === 'number' && v >= 0 && v < Infinity;
+
+/**
+ * calcPrice's arithmetic for a model whose price is one plain number per key (no tiers, no start
+ * dates or hours), compiled once so a request costs no allocation: for each key in the price
+ * object's order, price × quantity ÷ per, added into the input, output or other sum, and
+ * input + output + other — the same operations in the same order (genai-prices 0.1.8,
+ * dist/index.js `he`, `ne`, `_e`), so the same double. Undefined (calcPrice prices it) for
+ * anything else: tiers, prices by date or time of day, keys not listed above, and Groq's Whisper
+ * models, which calcPrice bills for at least 10 seconds.
+ *
+ * Only for a model calcPrice has already priced: its checks of a price's shape (ancestor and join
+ * keys present) do not depend on the usage, so a model that passed them once always does. For a
+ * usage calcPrice would reject (negative, NaN, not a number), the function answers undefined.
+ */
+export function flatPrice(providerId: string, model: ModelInfo): FlatPrice | undefined {
+  if (Array.isArray(model.prices)) return undefined;
+  if (providerId === 'groq' && (model.id === 'whisper-large-v3' || model.id === 'whisper-large-v3-turbo')) return undefined;
+  const terms: Array<{ price: number; quantity: Quantity; per: number; sum: 'input' | 'output' | 'other' }> = [];
+  for (const [key, price] of Object.entries(model.prices)) {
+    if (price === undefined) continue;
+    if (typeof price !== 'number') return undefined;
+    if (UNREPORTED_KEYS.has(key)) continue;
+    const unit = Object.hasOwn(FLAT_KEYS, key) ? FLAT_KEYS[key] : undefined;
+    if (!unit) return undefined;
+    terms.push({ price, ...unit });
+  }
+  const priced = (quantity: Quantity) => terms.some((t) => t.quantity === quantity);
+  const readPriced = priced('cacheRead');
+  const writePriced = priced('cacheWrite');
+  const inputAudioPriced = priced('inputAudio');
+
+  return (usage) => {
+    const { inputTokens, outputTokens, cacheReadTokens, cacheWriteTokens, audioSeconds } = usage;
+    // priceUsage's input_tokens, and its other fields only when truthy (absent counts as 0).
+    const input = inputTokens + (cacheReadTokens ?? 0) + (cacheWriteTokens ?? 0);
+    // Anything but counts goes to calcPrice, to be rejected as calcPrice rejects it. (A negative
+    // inputTokens that the cache tokens outweigh passes its input_tokens check but not its leaves.)
+    const counts = isCount(inputTokens) && isCount(input) && isCount(outputTokens);
+    if (!counts || !isCount(cacheReadTokens ?? 0) || !isCount(cacheWriteTokens ?? 0) || !isCount(audioSeconds ?? 0)) return undefined;
+    const read = cacheReadTokens || 0;
+    const write = cacheWriteTokens || 0;
+    const audio = audioSeconds || 0;
+    // calcPrice's leaf values (`ne`): a unit's usage less the leaves of the more specific units
+    // the model prices, summed in its order (cache_read before cache_write). With non-negative
+    // counts none is negative, so its tolerance and its error never apply.
+    let cached = 0;
+    if (readPriced) cached += read;
+    if (writePriced) cached += write;
+    let inputSum = 0;
+    let outputSum = 0;
+    let otherSum = 0;
+    for (const t of terms) {
+      let quantity: number;
+      switch (t.quantity) {
+        case 'uncachedInput': quantity = input - cached; break;
+        case 'cacheRead': quantity = read; break;
+        case 'cacheWrite': quantity = write; break;
+        case 'output': quantity = outputTokens; break;
+        case 'inputAudio': quantity = audio; break;
+        // priceUsage reports the same seconds as audio and as input audio.
+        case 'otherAudio': quantity = audio - (inputAudioPriced ? audio : 0); break;
+        case 'request': quantity = 1; break;
+      }
+      const cost = (t.price * quantity) / t.per;
+      if (t.sum === 'input') inputSum += cost;
+      else if (t.sum === 'output') outputSum += cost;
+      else otherSum += cost;
+    }
+    return inputSum + outputSum + otherSum;
+  };
+}
+
+/** What priceUsage keeps of a model once calcPrice has found it. */
+interface PricedModel {
+  /**
+   * The provider as the price data has it, narrowed to the matched model, so calcPrice matches
+   * the model name against one model instead of all the provider's. Same data, same result.
+   */
+  provider: Provider;
+  flat: FlatPrice | undefined;
+}
+/** By price provider id, then by the model name requests give (no key to build on every call). */
+const modelCache = new Map<string, Map<string, PricedModel>>();
+let cachedModels = 0;
 
 /** Cost of `usage` in micro-dollars, or null when the model has no known price. */
 export function priceUsage(provider: string, model: string, usage: TokenUsage): number | null {
-  const cacheKey = `${priceProviderOf(provider)}\0${model}`;
-  const narrowed = modelCache.get(cacheKey);
+  const priceProvider = priceProviderOf(provider);
+  const known = modelCache.get(priceProvider)?.get(model);
+  const flat = known?.flat?.(usage);
+  if (flat !== undefined) return Math.ceil(flat * MICROS);
   const result = calcPrice(
     {
       input_tokens: usage.inputTokens + (usage.cacheReadTokens ?? 0) + (usage.cacheWriteTokens ?? 0),
@@ -84,11 +195,18 @@ export function priceUsage(provider: string, model: string, usage: TokenUsage): 
       ...(usage.audioSeconds ? { audio_seconds: usage.audioSeconds, input_audio_seconds: usage.audioSeconds } : {}),
     },
     model,
-    narrowed ? { provider: narrowed } : priceOptions(provider),
+    known ? { provider: known.provider } : priceOptions(provider),
   );
-  if (result && !narrowed && modelCache.size < 10_000) modelCache.set(cacheKey, { ...result.provider, models: [result.model] });
+  if (result && !known && cachedModels < 10_000) {
+    const models = modelCache.get(priceProvider) ?? new Map<string, PricedModel>();
+    models.set(model, { provider: { ...result.provider, models: [result.model] }, flat: flatPrice(result.provider.id, result.model) });
+    modelCache.set(priceProvider, models);
+    cachedModels++;
+  }
   return result ? Math.ceil(result.total_price * MICROS) : null;
 }
+
+const rateCache = new Map<string, { input: number; output: number } | null>();
 
 /** Per-token prices (micro-dollars per token), cached: used for upper-bound reservations. */
 export function tokenRates(provider: string, model: string): { input: number; output: number } | null {
