@@ -169,6 +169,29 @@ describe('usage accounting', () => {
     expect(usage).toEqual([expect.objectContaining({ keyId: k.id, model: 'gpt-4o', requests: 1 })]);
   });
 
+  it('counts a streamed answer once in the request metrics, with its status, after it finished', async () => {
+    // The host writes streamed answers itself (the Fastify reply is hijacked): its onResponse hook
+    // must still count and time them.
+    const served = async () => {
+      const text = await (await fetch(`${stack.hostUrl}/metrics`, { headers: { authorization: `Bearer ${METRICS_TOKEN}` } })).text();
+      const count = (pattern: RegExp) => Number(pattern.exec(text)?.[1] ?? 0);
+      return {
+        ok: count(/^securegate_requests_total\{route="\/v1\/\*",status="200",code=""\} (\d+)$/m),
+        timed: count(/^securegate_request_duration_seconds_count\{route="\/v1\/\*"\} (\d+)$/m),
+      };
+    };
+    const k = await newKey({});
+    const before = await served();
+    const stream = await sdk(k.key).chat.completions.create({ model: 'gpt-4o', stream: true, messages: [{ role: 'user', content: 'hi' }] });
+    let text = '';
+    for await (const chunk of stream) text += chunk.choices[0]?.delta?.content ?? '';
+    expect(text.length).toBeGreaterThan(0);
+    expect(await eventually(async () => {
+      const after = await served();
+      return after.ok === before.ok + 1 ? after : undefined;
+    })).toEqual({ ok: before.ok + 1, timed: before.timed + 1 });
+  });
+
   it('exposes Prometheus metrics and readiness', async () => {
     const metrics = await (await fetch(`${stack.hostUrl}/metrics`, { headers: { authorization: `Bearer ${METRICS_TOKEN}` } })).text();
     expect(metrics).toContain('securegate_requests_total');
